@@ -1,0 +1,93 @@
+"""Light images onto the 20 x 20 retina: checking and resampling.
+
+An image is relative illuminance in [0, 1] (0 = dark, 1 = full lamp level). Images of any
+size are projected onto the retina by area: each photocell receives the mean light of the
+part of the image that falls on it, as a lens imaging the picture onto the cell grid would.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import numpy as np
+
+RETINA_SHAPE: tuple[int, int] = (20, 20)
+"""Rows and columns of photocells on the Mark I retina."""
+
+N_CELLS: int = RETINA_SHAPE[0] * RETINA_SHAPE[1]
+
+
+@lru_cache(maxsize=64)
+def _area_matrix(n_in: int, n_out: int) -> np.ndarray:
+    """(n_out, n_in) matrix: the share of each input pixel inside each output cell."""
+    edges_in = np.linspace(0.0, 1.0, n_in + 1)
+    edges_out = np.linspace(0.0, 1.0, n_out + 1)
+    lo = np.maximum(edges_out[:-1, None], edges_in[None, :-1])
+    hi = np.minimum(edges_out[1:, None], edges_in[None, 1:])
+    overlap = np.clip(hi - lo, 0.0, None)
+    m = overlap / overlap.sum(axis=1, keepdims=True)
+    m.setflags(write=False)
+    return m
+
+
+def resample(images: np.ndarray, shape: tuple[int, int] = RETINA_SHAPE) -> np.ndarray:
+    """Project images shaped (n, h, w) onto a grid of ``shape`` by area averaging."""
+    n, h, w = images.shape
+    rows = _area_matrix(h, shape[0])
+    cols = _area_matrix(w, shape[1])
+    if (h, w) == shape:
+        return images.astype(np.float64, copy=True)
+    return np.einsum("ih,nhw,jw->nij", rows, images, cols, optimize=True)
+
+
+def check_images(X: object, name: str = "X") -> np.ndarray:
+    """Validate light images and return them as float64 (n, h, w).
+
+    Accepts (n, 400) flattened retina images, (n, 20, 20), or any (n, h, w). Raises
+    ``ValueError``/``TypeError`` naming the problem when the input is not a batch of finite
+    relative illuminances in [0, 1].
+    """
+    try:
+        arr = np.asarray(X)
+    except Exception as exc:  # ragged lists and the like
+        raise TypeError(f"{name} must be an array of images; could not convert: {exc}") from exc
+    if arr.dtype == object or not (
+        np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_
+    ):
+        raise TypeError(f"{name} must hold numbers; got dtype {arr.dtype}")
+    if np.issubdtype(arr.dtype, np.complexfloating):
+        raise TypeError(f"{name} must hold real numbers; got dtype {arr.dtype}")
+    arr = arr.astype(np.float64)
+    if arr.ndim == 2:
+        if arr.shape[1] != N_CELLS:
+            raise ValueError(
+                f"{name} has shape {arr.shape}: a 2-D input needs {N_CELLS} columns "
+                f"(a flattened {RETINA_SHAPE[0]}x{RETINA_SHAPE[1]} image); pass other sizes "
+                "as (n, h, w) to resample them"
+            )
+        arr = arr.reshape(-1, *RETINA_SHAPE)
+    elif arr.ndim != 3:
+        raise ValueError(
+            f"{name} has shape {arr.shape}: expected (n, {N_CELLS}), (n, 20, 20) or (n, h, w)"
+        )
+    if arr.shape[0] == 0:
+        raise ValueError(f"{name} is empty: at least one image is needed")
+    if arr.shape[1] == 0 or arr.shape[2] == 0:
+        raise ValueError(f"{name} has shape {arr.shape}: images must have at least one pixel")
+    bad = ~np.isfinite(arr)
+    if bad.any():
+        idx = int(np.argwhere(bad)[0][0])
+        raise ValueError(f"{name} contains NaN or infinity (first in image {idx})")
+    lo, hi = float(arr.min()), float(arr.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (divide 8-bit images by 255)" if hi > 1.0 and hi <= 255.0 else ""
+        raise ValueError(
+            f"{name} values must be relative illuminance in [0, 1]; got range "
+            f"[{lo:g}, {hi:g}]{hint}"
+        )
+    return arr
+
+
+def to_retina(X: object, name: str = "X") -> np.ndarray:
+    """Validate images and project them onto the retina: float64 array (n, 20, 20)."""
+    return resample(check_images(X, name), RETINA_SHAPE)
