@@ -1,8 +1,8 @@
 """The ``mark1`` command line.
 
 Each part registers its own subcommands (``mark1/commands.py``, ``export/cli_*.py``,
-``firmware_sim/cli.py``; see :data:`COMMAND_MODULES`). Registration imports only argparse; a subcommand imports numpy,
-torch or onnxruntime inside its handler, so ``mark1 --help`` stays fast.
+``firmware_sim/cli.py``; see :data:`COMMAND_MODULES`). Registration imports only argparse; a
+subcommand imports numpy, torch or onnxruntime inside its handler, so ``mark1 --help`` stays fast.
 
 Exit status: 0 success; 2 bad input (one line on stderr, no traceback, no output written);
 other codes are documented by the command that uses them; 130 interrupted.
