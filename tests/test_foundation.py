@@ -139,3 +139,17 @@ def test_cli_usage_error_is_one_line(cli):
     res = cli("tasks", "--bogus")
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and "unrecognized arguments: --bogus" in res.stderr
+
+
+def test_atomic_files_get_the_usual_mode(tmp_path):
+    import os
+
+    from mark1.io import atomic_write_bytes
+
+    mask = os.umask(0o022)
+    try:
+        p = atomic_write_bytes(tmp_path / "a.bin", b"x")
+    finally:
+        os.umask(mask)
+    assert (p.stat().st_mode & 0o777) == 0o644
+    assert [q.name for q in tmp_path.iterdir()] == ["a.bin"]

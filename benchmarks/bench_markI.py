@@ -1,0 +1,134 @@
+"""Speed of Mark I learning against scikit-learn's Perceptron, side by side in one run.
+
+All three learners train on the same A-unit features (the ideal retina's static S-units through
+one seeded plugboard of 512 A-units, plus the bias line) for the same number of passes, in
+the same process:
+
+* ``ideal``     -- error correction on exact weights (the textbook perceptron);
+* ``cds-1960``  -- error correction on the Mark I's potentiometers: device spread, backlash,
+                   end stops, wear, drift, stuck wipers, contact noise, with motors and clock;
+* ``sklearn``   -- ``sklearn.linear_model.Perceptron`` (one-vs-rest, ``tol=None``).
+
+Prints trials per second, the ratio to scikit-learn (best of ``--repeat`` runs, learners
+interleaved), the share of trials that were mistakes, and the training accuracy. Then the
+whole machine (``MarkI.fit``: retina, plugboard and all) for information.
+
+Run: ``python benchmarks/bench_markI.py`` (``--quick`` for a short run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+import warnings
+
+import numpy as np
+
+from mark1.machine import IDEAL_WEIGHTS, MarkI
+from mark1.motors import MachineClock
+from mark1.potentiometers import PotentiometerBank
+from mark1.presets import get_preset
+from mark1.r_units import decode, make_codebook, trained_units
+from mark1.stimuli import make_task
+from mark1.training import one_blas_thread, train_epoch
+
+LEARNERS = ("sklearn", "ideal", "cds-1960")
+
+
+def a_unit_features(X: np.ndarray, n_a: int, seed: int) -> np.ndarray:
+    """A-unit outputs (float32, no bias line) of the ideal retina through a seeded plugboard."""
+    m = MarkI(preset="ideal", n_a=n_a, random_state=seed, max_iter=1)
+    m.fit(X[:2], [0, 1])
+    s = m.retina_.respond_static(X.reshape(len(X), -1))
+    return m.plugboard_.respond(s).astype(np.float32)
+
+
+def train_machine(A: np.ndarray, y: np.ndarray, n_classes: int, preset: str, epochs: int,
+                  seed: int) -> tuple[float, float, int]:
+    """Error correction with the preset's pots: (seconds, training accuracy, mistakes)."""
+    spec = get_preset(preset)
+    rng = [np.random.default_rng([seed, k]) for k in range(4)]
+    t0 = time.perf_counter()
+    book = make_codebook(n_classes, 8)
+    units = trained_units(book)
+    Ab = np.concatenate([A, np.ones((len(A), 1), dtype=np.float32)], axis=1)
+    bank = PotentiometerBank(IDEAL_WEIGHTS if preset == "ideal" else spec.pots,
+                             (8, Ab.shape[1]), rng[0])
+    clock = MachineClock(spec.clock, spec.motors)
+    targets = book[y][:, units]
+    noisy = preset != "ideal" and spec.pots.read_noise > 0
+    mistakes = 0
+    with one_blas_thread():
+        for _ in range(epochs):
+            order = rng[1].permutation(len(A))
+            noise = rng[2].standard_normal(targets.shape) if noisy else None
+            log = train_epoch(Ab, targets[order], bank, units, clock, rng[3], noise=noise,
+                              motors=preset != "ideal", order=order)
+            mistakes += log.mistakes
+    seconds = time.perf_counter() - t0
+    accuracy = float((decode(book, Ab @ bank.read(clock.t_s).T) == y).mean())
+    return seconds, accuracy, mistakes
+
+
+def train_sklearn(A: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple[float, float,
+                                                                                   int]:
+    from sklearn.linear_model import Perceptron
+
+    t0 = time.perf_counter()
+    clf = Perceptron(max_iter=epochs, tol=None, shuffle=True, random_state=seed).fit(A, y)
+    return time.perf_counter() - t0, float(clf.score(A, y)), -1
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=20, help="passes over the training set")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per learner (best kept)")
+    parser.add_argument("--n-a", type=int, default=512, help="A-units")
+    parser.add_argument("--quick", action="store_true", help="two tasks, two repeats")
+    parser.add_argument("--tasks", default="e-f:2000,digits:0,letters:1040,square-diamond:2000,"
+                        "square-circle:2000", help="TASK:N_TRAIN,... (0: the task's default)")
+    args = parser.parse_args()
+    if args.quick:
+        args.tasks, args.repeat = "e-f:2000,digits:0", 2
+    warnings.filterwarnings("ignore")  # scikit-learn's convergence warnings
+    print(f"A-unit features, {args.n_a} A-units, {args.epochs} passes; best of {args.repeat}")
+    print(f"{'task':15s} {'n':>5s} {'classes':>7s} {'learner':9s} {'trials/s':>11s} "
+          f"{'ratio':>6s} {'mistakes':>8s} {'train acc':>9s}")
+    for item in args.tasks.split(","):
+        name, _, n = item.partition(":")
+        sizes = {"n_train": int(n), "n_test": 1} if int(n) else {}
+        task = make_task(name, seed=0, **sizes)
+        A = a_unit_features(task.X_train, args.n_a, seed=0)
+        y = task.y_train
+        trials = len(y) * args.epochs
+        best = {learner: (np.inf, 0.0, 0) for learner in LEARNERS}
+        for rep in range(args.repeat):
+            for learner in LEARNERS:
+                if learner == "sklearn":
+                    res = train_sklearn(A, y, args.epochs, rep)
+                else:
+                    res = train_machine(A, y, len(task.classes), learner, args.epochs, rep)
+                if res[0] < best[learner][0]:
+                    best[learner] = res
+        base = trials / best["sklearn"][0]
+        for learner in LEARNERS:
+            seconds, accuracy, mistakes = best[learner]
+            rate = trials / seconds
+            share = f"{mistakes / trials:8.1%}" if mistakes >= 0 else f"{'':8s}"
+            print(f"{name:15s} {len(y):5d} {len(task.classes):7d} {learner:9s} {rate:11,.0f} "
+                  f"{rate / base:6.2f} {share} {accuracy:9.3f}")
+    print("\nthe whole machine (MarkI.fit: retina, plugboard, learning; stops when error-free):")
+    task = make_task("e-f", seed=0, n_train=2000, n_test=1)
+    for preset in ("ideal", "cds-1960"):
+        m = MarkI(preset=preset, random_state=0, max_iter=args.epochs)
+        t0 = time.perf_counter()
+        m.fit(task.X_train, task.y_train)
+        seconds = time.perf_counter() - t0
+        n_trials = sum(m.history_["trials"])
+        print(f"  e-f, 2000 images, {preset:9s} {n_trials / seconds:11,.0f} trials/s "
+              f"({m.n_iter_} passes; the machine itself would need "
+              f"{m.machine_time_s / 3600:.1f} h)")
+
+
+if __name__ == "__main__":
+    main()

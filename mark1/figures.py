@@ -1,0 +1,118 @@
+"""Figures of a Mark I run: what the cells see, the pot panel, learning, motor activity.
+
+Each function writes one PNG (matplotlib, Agg backend) through an atomic rename and returns
+its path. matplotlib is imported inside the functions, so importing this module is cheap.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mark1.io import atomic_write_bytes
+
+
+def _pyplot() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+    plt = _pyplot()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+    return atomic_write_bytes(path, buf.getvalue())
+
+
+def stimuli(path: str | os.PathLike[str], model: Any, X: np.ndarray, y: np.ndarray,
+            classes: tuple[str, ...] | list[str], per_class: int = 2, max_images: int = 8) -> Path:
+    """Sample stimuli: the light on the retina, and which S-units fire (dead cells in red)."""
+    plt = _pyplot()
+    picks: list[int] = []
+    for k in range(len(classes)):
+        picks.extend(np.flatnonzero(y == k)[:per_class].tolist())
+        if len(picks) >= max_images:
+            break
+    picks = picks[:max_images]
+    x = np.asarray(X, dtype=np.float64).reshape(len(X), -1)[picks]
+    s = model.retina_.respond_static(x)
+    dead = model.retina_.dead.reshape(20, 20)
+    fig, axes = plt.subplots(2, len(picks), figsize=(1.6 * len(picks), 3.6), squeeze=False)
+    for col, idx in enumerate(picks):
+        axes[0, col].imshow(x[col].reshape(20, 20), cmap="gray", vmin=0, vmax=1)
+        axes[0, col].set_title(str(classes[int(y[idx])]), fontsize=9)
+        fired = np.dstack([s[col].reshape(20, 20)] * 3).astype(float)
+        fired[dead] = (0.8, 0.1, 0.1)
+        axes[1, col].imshow(fired, interpolation="nearest")
+        for ax in axes[:, col]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    axes[0, 0].set_ylabel("light", fontsize=9)
+    axes[1, 0].set_ylabel("S-units", fontsize=9)
+    fig.suptitle("Stimuli as the photocells see them", fontsize=10)
+    return _save(fig, path)
+
+
+def pots(path: str | os.PathLike[str], model: Any) -> Path:
+    """The potentiometer panel: weight of every A->R pot (R-units x A-units)."""
+    plt = _pyplot()
+    w = model.coef_
+    lim = float(np.max(np.abs(w))) or 1.0
+    fig, ax = plt.subplots(figsize=(10, 0.45 * w.shape[0] + 1.4))
+    im = ax.imshow(w, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
+    ax.set_xlabel("A-unit")
+    ax.set_ylabel("R-unit")
+    trained = set(model.units_.tolist())
+    ax.set_yticks(range(w.shape[0]))
+    ax.set_yticklabels([f"{r}{'' if r in trained else ' (unused)'}" for r in range(w.shape[0])],
+                       fontsize=8)
+    fig.colorbar(im, ax=ax, label="weight (R-unit sum units)")
+    ax.set_title(f"Potentiometer panel, {model.preset_.name}: weights as read")
+    return _save(fig, path)
+
+
+def learning(path: str | os.PathLike[str], curve: list[dict[str, float]], n_train: int) -> Path:
+    """Learning curve against machine time: mistakes per pass, train and test accuracy."""
+    plt = _pyplot()
+    hours = np.array([c["machine_time_s"] for c in curve]) / 3600
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    ax.plot(hours, [c["train_accuracy"] for c in curve], "o-", label="train accuracy")
+    ax.plot(hours, [c["test_accuracy"] for c in curve], "s-", label="test accuracy")
+    ax.plot(hours, [1 - c["mistakes"] / n_train for c in curve], "^:",
+            label="1 - mistakes / trials (during the pass)")
+    ax.set_xlabel("machine time (hours)")
+    ax.set_ylabel("fraction")
+    ax.set_ylim(0, 1.02)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    ax.set_title("Learning against the machine's own time")
+    return _save(fig, path)
+
+
+def motors(path: str | os.PathLike[str], model: Any) -> Path:
+    """Motor activity: steps against machine time, and how far each pot has travelled."""
+    plt = _pyplot()
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    if model.epoch_logs_:
+        t = np.concatenate([log.time_us for log in model.epoch_logs_]) / 3.6e9
+        steps = np.concatenate([log.motor_steps for log in model.epoch_logs_])
+        ax1.plot(t, np.cumsum(steps), lw=1.2)
+    ax1.set_xlabel("machine time (hours)")
+    ax1.set_ylabel("motor steps so far")
+    ax1.set_title("Motor steps")
+    ax1.grid(alpha=0.3)
+    travel = model.pots_.travel[model.units_].ravel()
+    ax2.hist(travel, bins=40, color="tab:orange")
+    ax2.set_xlabel("wiper travel per pot (R-unit sum units)")
+    ax2.set_ylabel("pots")
+    ax2.set_title("Wear: travel of the trained R-units' pots")
+    return _save(fig, path)

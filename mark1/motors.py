@@ -1,0 +1,116 @@
+"""The motors that turn the potentiometers, and the machine clock.
+
+A correction turns each selected pot by ``steps_per_correction`` whole motor steps. The power
+supply runs at most ``max_running`` motors at once, so ``n`` pots take
+``ceil(n / max_running)`` rounds of ``steps_per_correction * step_s`` seconds.
+
+The clock counts what the physical machine would need: per trial the stimulus change
+(``change_s``, cells in the dark) and dwell (``dwell_s``, the photocells settling on the new
+stimulus before the response is read), plus the motors' time when pots are turned. It ticks
+in whole microseconds, so machine time adds up exactly whatever the order of the sums.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class MotorSpec:
+    """The pot motors and their supply."""
+
+    steps_per_correction: int = 1
+    """Motor steps each selected pot turns per correction, steps."""
+    step_s: float = 0.1
+    """Time for one motor step (the inverse of the motor speed), s."""
+    max_running: int = 64
+    """Most motors the supply runs at once, motors."""
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.steps_per_correction, (int, np.integer)) or (
+            self.steps_per_correction < 1
+        ):
+            raise ValueError(
+                "motors: steps_per_correction must be a whole number >= 1; "
+                f"got {self.steps_per_correction!r}"
+            )
+        if not (self.step_s >= 0 and np.isfinite(self.step_s)):
+            raise ValueError(f"motors: step_s must be a finite number >= 0; got {self.step_s!r}")
+        if not isinstance(self.max_running, (int, np.integer)) or self.max_running < 1:
+            raise ValueError(
+                f"motors: max_running must be a whole number >= 1; got {self.max_running!r}"
+            )
+
+    def rounds(self, n_pots: int) -> int:
+        """Rounds of motor running needed to turn ``n_pots`` pots."""
+        return math.ceil(n_pots / self.max_running)
+
+    def time_s(self, n_pots: int) -> float:
+        """Seconds to turn ``n_pots`` pots by one correction each."""
+        return self.rounds(n_pots) * self.steps_per_correction * self.step_s
+
+
+@dataclass(frozen=True)
+class ClockSpec:
+    """How long each trial keeps the machine busy besides the motors."""
+
+    dwell_s: float = 0.15
+    """Time each stimulus is in view before the response is read (the cells settle), s."""
+    change_s: float = 0.0
+    """Dark interval while the next stimulus is brought in, s."""
+
+    def __post_init__(self) -> None:
+        for name in ("dwell_s", "change_s"):
+            value = getattr(self, name)
+            if not (value >= 0 and np.isfinite(value)):
+                raise ValueError(f"clock: {name} must be a finite number >= 0; got {value!r}")
+
+
+def to_us(seconds: float) -> int:
+    """Seconds as whole microseconds (the clock's tick)."""
+    return int(round(seconds * 1e6))
+
+
+class MachineClock:
+    """Machine time and motor work so far."""
+
+    def __init__(self, clock: ClockSpec, motors: MotorSpec) -> None:
+        self.clock = clock
+        self.motors = motors
+        self.t_us = 0
+        """Machine time, microseconds."""
+        self.motor_us = 0
+        """Of which motors running, microseconds."""
+        self.motor_steps = 0
+        """Motor steps taken, summed over all motors."""
+        self.trials = 0
+        """Stimuli presented."""
+        self.present_us = to_us(clock.change_s) + to_us(clock.dwell_s)
+        """Machine time of one presentation, microseconds."""
+
+    @property
+    def t_s(self) -> float:
+        """Machine time, seconds."""
+        return self.t_us / 1e6
+
+    def present(self, n: int = 1) -> int:
+        """Advance through ``n`` presentations; return the time of the last reading, us."""
+        self.t_us += n * self.present_us
+        self.trials += n
+        return self.t_us
+
+    def run_motors(self, n_pots: int) -> int:
+        """Turn ``n_pots`` pots by one correction; return the motor steps taken."""
+        if n_pots <= 0:
+            return 0
+        dt = self.motors.rounds(n_pots) * self.motors.steps_per_correction * to_us(
+            self.motors.step_s
+        )
+        self.t_us += dt
+        self.motor_us += dt
+        steps = n_pots * self.motors.steps_per_correction
+        self.motor_steps += steps
+        return steps

@@ -1,0 +1,137 @@
+"""Response (R-) units, the class code over them, and decoding.
+
+An R-unit sums its weighted A-unit inputs, ``r = weights @ a + r_bias``, and is on (+1) iff
+``r > 0``, else off (-1). Classes are codewords over the R-units:
+
+* ``dichotomy`` (2 classes): one R-unit, on for the second class (Rosenblatt's single response);
+* ``one-vs-rest`` (up to ``n_r`` classes): R-unit ``k`` is on for class ``k`` only;
+* ``code`` (beyond ``n_r`` classes, up to ``2**n_r``): a binary code chosen greedily for the
+  largest minimum Hamming distance, then balanced columns, so a wrong R-unit or two can still
+  decode to the right class.
+
+Decoding is the nearest codeword: the classes whose code agrees with the most R-units, then
+among them the largest ``codebook[k] . r`` (continuous sums), then the lowest index.
+R-units whose column is the same in every codeword carry nothing and are not trained.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+CODES = ("auto", "dichotomy", "one-vs-rest", "code")
+"""Names accepted for the class code."""
+
+
+@dataclass(frozen=True)
+class RUnitSpec:
+    """The response units."""
+
+    r_theta: float = 0.0
+    """Fixed threshold the weighted sum must exceed for the R-unit to turn on, R-unit sum units."""
+    bias_unit: bool = True
+    """An always-active line with its own pot into every R-unit (a learned threshold), flag."""
+
+    def __post_init__(self) -> None:
+        if not np.isfinite(self.r_theta):
+            raise ValueError(f"r_units: r_theta must be finite; got {self.r_theta!r}")
+
+
+def _greedy_code(n_classes: int, n_r: int) -> np.ndarray:
+    """``n_classes`` codewords in {-1,+1}^n_r, greedily spread apart and column-balanced."""
+    if n_r <= 16:
+        words = np.arange(2**n_r)
+    else:  # too many words to list: a fixed sample of them
+        words = np.unique(np.random.default_rng(0).integers(0, 2**n_r, 8 * n_classes + 64))
+    bits = np.where((words[:, None] >> np.arange(n_r)[::-1]) & 1, 1, -1).astype(np.int64)
+    weight_gap = np.abs((bits > 0).sum(axis=1) - n_r / 2)
+    chosen: list[int] = []
+    dmin = np.full(len(words), n_r + 1)
+    colsum = np.zeros(n_r, dtype=np.int64)
+    available = np.ones(len(words), dtype=bool)
+    for _ in range(n_classes):
+        balance = np.abs(colsum + bits).sum(axis=1)
+        # largest distance first, then balance, then weight near n_r/2, then lowest word
+        key = np.lexsort((np.arange(len(words)), weight_gap, balance, -np.where(available, dmin,
+                                                                                -1)))
+        pick = int(key[0])
+        chosen.append(pick)
+        available[pick] = False
+        colsum += bits[pick]
+        dmin = np.minimum(dmin, (n_r - bits @ bits[pick]) // 2)
+    return bits[chosen].astype(np.int8)
+
+
+def make_codebook(n_classes: int, n_r: int, code: str = "auto") -> np.ndarray:
+    """The class code: int8 (n_classes, n_r) in {-1, +1}.
+
+    Raises ``ValueError`` when the R-units cannot tell that many classes apart.
+    """
+    if code not in CODES:
+        raise ValueError(f"unknown code {code!r}; allowed: {', '.join(CODES)}")
+    if n_classes < 2:
+        raise ValueError(f"need samples of at least 2 classes to learn; got {n_classes}")
+    if n_r < 1:
+        raise ValueError(f"n_r must be at least 1; got {n_r}")
+    if n_r < 63 and n_classes > 2**n_r:
+        need = int(np.ceil(np.log2(n_classes)))
+        raise ValueError(
+            f"{n_classes} classes is too many for {n_r} R-units: they have at most "
+            f"{2**n_r} codewords; use n_r >= {need}"
+        )
+    if code == "auto":
+        code = "dichotomy" if n_classes == 2 else "one-vs-rest" if n_classes <= n_r else "code"
+    book = -np.ones((n_classes, n_r), dtype=np.int8)
+    if code == "dichotomy":
+        if n_classes != 2:
+            raise ValueError(f"code 'dichotomy' is for 2 classes; got {n_classes}")
+        book[1, 0] = 1
+    elif code == "one-vs-rest":
+        if n_classes > n_r:
+            raise ValueError(
+                f"code 'one-vs-rest' needs one R-unit per class: {n_classes} classes, "
+                f"{n_r} R-units; use code='code' or n_r >= {n_classes}"
+            )
+        book[np.arange(n_classes), np.arange(n_classes)] = 1
+    else:
+        book = _greedy_code(n_classes, n_r)
+    return book
+
+
+def trained_units(codebook: np.ndarray) -> np.ndarray:
+    """Indices of the R-units whose codeword column is not constant (the ones that learn)."""
+    book = np.asarray(codebook)
+    return np.flatnonzero((book != book[:1]).any(axis=0))
+
+
+def responses(r: np.ndarray) -> np.ndarray:
+    """R-unit outputs: +1 where the sum is above zero, else -1 (int8)."""
+    return np.where(np.asarray(r) > 0, 1, -1).astype(np.int8)
+
+
+def decode(codebook: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """Class index for each row of R-unit sums ``r`` (n, n_r): the nearest codeword.
+
+    Candidates agree with the most R-units; among them the largest ``codebook[k] . r`` wins;
+    remaining ties go to the lowest ``k``.
+    """
+    book = np.asarray(codebook, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    agree = responses(r).astype(np.float64) @ book.T
+    score = r @ book.T
+    score = np.where(agree == agree.max(axis=1, keepdims=True), score, -np.inf)
+    return np.argmax(score, axis=1)
+
+
+def class_scores(codebook: np.ndarray, r: np.ndarray) -> np.ndarray:
+    """A score per class whose argmax is :func:`decode`: agreement plus a bounded tie-breaker.
+
+    ``agree_k + 0.9 * s / (1 + |s|)`` with ``s = codebook[k] . r``; agreements differ by at
+    least 2, so the bounded term only orders classes that agree equally.
+    """
+    book = np.asarray(codebook, dtype=np.float64)
+    r = np.asarray(r, dtype=np.float64)
+    agree = responses(r).astype(np.float64) @ book.T
+    s = r @ book.T
+    return agree + 0.9 * s / (1.0 + np.abs(s))

@@ -1,0 +1,126 @@
+"""Motor-driven potentiometers against their closed forms."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mark1.potentiometers import PotentiometerBank, PotSpec
+
+ONE = np.array([0])
+
+
+def bank(shape: tuple[int, int] = (1, 4), seed: int = 0, **kw: object) -> PotentiometerBank:
+    return PotentiometerBank(PotSpec(**kw), shape, np.random.default_rng(seed))
+
+
+def turn(b: PotentiometerBank, direction: int, steps: int = 1, t: float = 0.0,
+         cols: np.ndarray | None = None) -> None:
+    cols = np.arange(b.shape[1]) if cols is None else cols
+    b.move(ONE, cols, np.array([direction]), steps, t, np.random.default_rng(1))
+
+
+def test_nominal_steps_and_up_down_asymmetry():
+    b = bank(step=0.02, up_down=1.21)
+    turn(b, +1, steps=3)
+    np.testing.assert_allclose(b.read(), 3 * 0.02 * 1.1)  # up = step * sqrt(r)
+    turn(b, -1, steps=2)
+    np.testing.assert_allclose(b.read(), 3 * 0.02 * 1.1 - 2 * 0.02 / 1.1)
+
+
+def test_device_and_step_spread():
+    b = bank(shape=(1, 4000), step=0.01, step_d2d=0.1)
+    assert abs(b.step_size.std() / 0.01 - 0.1) < 0.01
+    c2c = bank(shape=(1, 4000), step=0.01, step_c2c=0.2)
+    turn(c2c, +1)
+    moved = c2c.read()[0]
+    assert abs(moved.mean() / 0.01 - 1) < 0.02 and abs(moved.std() / 0.01 - 0.2) < 0.02
+
+
+def test_backlash_loses_the_play_on_reversal_only():
+    b = bank(step=0.1, backlash_steps=2.0)
+    turn(b, +1, steps=5)  # takes up the play whatever its start
+    up = b.read().copy()
+    turn(b, +1)  # same direction: the full step
+    np.testing.assert_allclose(b.read() - up, 0.1)
+    turn(b, -1, steps=3)  # reversal: 2 steps of play lost, 1 step of travel
+    np.testing.assert_allclose(b.read() - up, 0.1 - 0.1, atol=1e-12)
+    turn(b, -1)
+    np.testing.assert_allclose(b.read() - up, -0.1)
+
+
+def test_end_stops_hold_and_travel_counts_what_moved():
+    b = bank(w_min=-0.1, w_max=0.1, step=0.03)
+    turn(b, +1, steps=10)
+    np.testing.assert_allclose(b.read(), 0.1)
+    np.testing.assert_allclose(b.travel, 0.1)
+    turn(b, -1, steps=1)
+    np.testing.assert_allclose(b.read(), 0.07)
+
+
+def test_wear_divides_the_step_by_one_plus_travel_over_its_scale():
+    b = bank(w_min=-10.0, w_max=10.0, step=0.5, wear_sweeps=0.1)  # T_w = 0.1 * 20 = 2
+    for _ in range(6):
+        before = b.read().copy()
+        travel = b.travel.copy()
+        turn(b, +1)
+        np.testing.assert_allclose(b.read() - before, 0.5 / (1 + travel / 2.0), rtol=1e-12)
+    np.testing.assert_allclose(b.noise_sd(), 0.0)
+    noisy = bank(w_min=-10.0, w_max=10.0, step=0.5, wear_sweeps=0.1, read_noise=0.01)
+    turn(noisy, +1, steps=4)
+    np.testing.assert_allclose(noisy.noise_sd(), 0.01 * (1 + noisy.travel / 2.0))
+
+
+def test_drift_is_linear_in_machine_time_until_an_end_stop():
+    b = bank(shape=(2, 200), w_min=-1.0, w_max=1.0, drift_sd=0.5)
+    w0 = b.read(0.0)
+    t = 600.0  # ten minutes: 0.5/h sd moves ~0.08, no pot reaches a stop
+    np.testing.assert_allclose(b.read(t), w0 + b.rate * t)
+    far = b.read(1e9)
+    assert set(np.unique(np.sign(b.rate))) == {-1.0, 1.0}
+    np.testing.assert_allclose(far[b.rate > 0], b.hi[b.rate > 0])
+    np.testing.assert_allclose(far[b.rate < 0], b.lo[b.rate < 0])
+
+
+def test_linear_model_matches_reads_before_and_after_stops():
+    b = bank(shape=(2, 50), w_min=-0.2, w_max=0.2, drift_sd=1.0, step=0.05)
+    turn(b, +1, steps=3, t=10.0, cols=np.arange(0, 50, 2))
+    for t in (20.0, b.next_stop_s * 0.999, 400.0, 5000.0, 1e5):
+        b.pin(t)
+        assert t <= b.next_stop_s
+        lin = b.lin[:, 0] + b.lin[:, 1] * t
+        np.testing.assert_allclose(lin, b.read(t), atol=1e-6)
+
+
+def test_stuck_wipers_do_not_move_or_creep():
+    b = bank(shape=(1, 2000), stuck_fraction=0.1, drift_sd=0.5)
+    assert 150 < b.stuck.sum() < 250
+    turn(b, +1, steps=2, t=100.0)
+    w = b.read(100.0)[0]
+    assert np.all(w[b.stuck[0]] == 0.0) and np.all(w[~b.stuck[0]] != 0.0)
+
+
+def test_contact_noise_on_reads():
+    b = bank(shape=(1, 20000), read_noise=0.01)
+    reads = b.read_noisy(0.0, np.random.default_rng(3))
+    assert abs(reads.std() - 0.01) < 0.0005
+    np.testing.assert_array_equal(b.read(0.0), 0.0)
+
+
+def test_ideal_pots_are_exact_and_unbounded():
+    spec = PotSpec(w_min=float("-inf"), w_max=float("inf"), step=1.0)
+    assert spec.exact
+    b = PotentiometerBank(spec, (2, 3), np.random.default_rng(0))
+    b.move(np.array([0, 1]), np.array([0, 2]), np.array([1, -1]), 1, 0.0, None)
+    np.testing.assert_array_equal(b.read(), [[1, 0, 1], [-1, 0, -1]])
+    np.testing.assert_array_equal(b.lin[:, 0], b.read())
+
+
+@pytest.mark.parametrize("kw, message", [
+    ({"w_min": 1.0, "w_max": 0.0}, "w_min"), ({"step": 0.0}, "step"),
+    ({"stuck_fraction": 1.0}, "stuck_fraction"), ({"read_noise": -1.0}, "read_noise"),
+    ({"w_min": float("-inf"), "wear_sweeps": 10.0}, "finite w_min"),
+])
+def test_bad_pot_parameters_are_named(kw, message):
+    with pytest.raises(ValueError, match=message):
+        PotSpec(**kw)

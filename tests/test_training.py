@@ -1,0 +1,122 @@
+"""Training rules: exact sequential semantics of block scoring, Novikoff's bound, the variants."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from mark1.machine import IDEAL_WEIGHTS, MarkI
+from mark1.motors import MachineClock
+from mark1.potentiometers import PotentiometerBank
+from mark1.presets import CDS_1960
+from mark1.stimuli import make_task
+from mark1.training import one_blas_thread, train_epoch
+
+
+def random_problem(seed: int, n: int = 300, n_a: int = 40, n_units: int = 3):
+    rng = np.random.default_rng(seed)
+    A = (rng.random((n, n_a + 1)) < 0.3).astype(np.float32)
+    A[:, -1] = 1.0  # the bias line
+    targets = np.where(rng.random((n, n_units)) < 0.4, 1, -1).astype(np.int8)
+    orders = [rng.permutation(n) for _ in range(3)]
+    return A, targets, orders
+
+
+def textbook(A: np.ndarray, targets: np.ndarray, orders: list[np.ndarray]):
+    """The perceptron as printed: trial by trial, on R-unit sums above zero."""
+    W = np.zeros((targets.shape[1], A.shape[1]))
+    wrong_log = []
+    for order in orders:
+        for k in order:
+            out = np.where(W @ A[k] > 0, 1, -1)
+            wrong = out != targets[k]
+            W[wrong] += targets[k][wrong, None] * A[k]
+            wrong_log.append(bool(wrong.any()))
+    return W, np.array(wrong_log)
+
+
+def run(A, targets, orders, spec, block, seed=0, noise_sd=True):
+    rng = np.random.default_rng(seed)
+    bank = PotentiometerBank(spec, (targets.shape[1], A.shape[1]), np.random.default_rng(9))
+    clock = MachineClock(CDS_1960.clock, CDS_1960.motors)
+    units = np.arange(targets.shape[1])
+    logs = []
+    with one_blas_thread():
+        for e, order in enumerate(orders):
+            noise = (np.random.default_rng([seed, e]).standard_normal(targets.shape)
+                     if noise_sd else None)
+            logs.append(train_epoch(A, targets[order], bank, units, clock, rng, noise=noise,
+                                    order=order, block=block))
+    return bank, clock, np.concatenate([log.wrong for log in logs])
+
+
+@pytest.mark.parametrize("n_units", [1, 3])
+def test_block_scoring_of_exact_pots_is_the_textbook_perceptron(n_units):
+    A, targets, orders = random_problem(1, n_units=n_units)
+    W_ref, wrong_ref = textbook(A, targets, orders)
+    assert wrong_ref.sum() > 100  # plenty of corrections to get wrong
+    for block in (None, 1, 7):
+        bank, clock, wrong = run(A, targets, orders, IDEAL_WEIGHTS, block)
+        np.testing.assert_array_equal(bank.read(), W_ref)
+        np.testing.assert_array_equal(bank.lin[:, 0], W_ref)
+        np.testing.assert_array_equal(wrong, wrong_ref)
+
+
+@pytest.mark.parametrize("n_units", [1, 3])
+def test_block_scoring_of_physical_pots_does_not_depend_on_the_block(n_units):
+    A, targets, orders = random_problem(2, n_units=n_units)
+    spec = CDS_1960.pots
+    ref_bank, ref_clock, ref_wrong = run(A, targets, orders, spec, block=1)
+    assert ref_wrong.sum() > 50
+    for block in (None, 5):
+        bank, clock, wrong = run(A, targets, orders, spec, block)
+        np.testing.assert_array_equal(wrong, ref_wrong)
+        np.testing.assert_allclose(bank.read(clock.t_s), ref_bank.read(ref_clock.t_s),
+                                   rtol=1e-6, atol=1e-9)
+        assert clock.t_us == ref_clock.t_us and clock.motor_steps == ref_clock.motor_steps
+
+
+def test_ideal_mode_converges_within_novikoffs_bound():
+    rng = np.random.default_rng(4)
+    X = (rng.random((600, 400)) < 0.5).astype(np.float64)
+    w_star = np.append(rng.normal(size=400), 0.3)
+    xb = np.hstack([X, np.ones((600, 1))])
+    margin = xb @ w_star / np.linalg.norm(w_star)
+    keep = np.abs(margin) > np.quantile(np.abs(margin), 0.5)  # a separable set with a margin
+    X, xb, margin = X[keep], xb[keep], margin[keep]
+    y = (margin > 0).astype(int)
+    R = np.linalg.norm(xb, axis=1).max()
+    gamma = np.abs(margin).min()
+    bound = (R / gamma) ** 2
+    m = MarkI(preset="ideal", rule="ideal", raw=True, random_state=0, max_iter=500).fit(X, y)
+    assert m.mistakes_per_epoch_[-1] == 0  # converged: an error-free pass
+    assert sum(m.mistakes_per_epoch_) <= bound
+    assert m.score(X, y) == 1.0
+
+
+def test_ideal_rule_is_error_correction_on_ideal_pots():
+    task = make_task("square-diamond", seed=3, n_train=80, n_test=4)
+    a = MarkI(preset="ideal", rule="ideal", n_a=128, random_state=5, max_iter=6)
+    b = MarkI(preset="ideal", rule="error-correction", n_a=128, random_state=5, max_iter=6)
+    a.fit(task.X_train, task.y_train)
+    b.fit(task.X_train, task.y_train)
+    np.testing.assert_array_equal(a.coef_, b.coef_)
+    assert a.mistakes_per_epoch_ == b.mistakes_per_epoch_
+    assert a.motor_steps == 0 < b.motor_steps
+
+
+def test_forced_response_reinforces_every_trial():
+    task = make_task("left-right", seed=0, n_train=60, n_test=100)
+    m = MarkI(preset="cds-1960", rule="forced-response", n_a=128, random_state=0, max_iter=2)
+    m.fit(task.X_train, task.y_train)
+    steps = np.concatenate([log.motor_steps for log in m.epoch_logs_])
+    assert np.all(steps > 0) and len(steps) == 120
+    assert m.score(task.X_test, task.y_test) > 0.8
+
+
+def test_unknown_rule_is_named():
+    A, targets, orders = random_problem(0)
+    bank = PotentiometerBank(IDEAL_WEIGHTS, (3, 41), np.random.default_rng(0))
+    with pytest.raises(ValueError, match="unknown rule 'hebb'; allowed: error-correction"):
+        train_epoch(A, targets, bank, np.arange(3), MachineClock(CDS_1960.clock,
+                    CDS_1960.motors), np.random.default_rng(0), rule="hebb")
