@@ -15,6 +15,8 @@ key                 meaning
 ``seed``            training seed
 ``preprocessing``   dict: how an image becomes the input vector (see :data:`PREPROCESSING`)
 ``metrics``         dict of training figures (accuracies, loss curve), informational
+``task_options``    dict of ``mark1.stimuli.make_task`` arguments that rebuild the training and
+                    test sets with ``task`` and ``seed`` (optional; ``{}`` when absent)
 ==================  =============================================================================
 """
 
@@ -61,6 +63,8 @@ class MLPCheckpoint:
     """How an image becomes the input vector."""
     metrics: dict[str, Any] = field(default_factory=dict)
     """Training figures (informational)."""
+    task_options: dict[str, Any] = field(default_factory=dict)
+    """``make_task`` arguments (``n_train``, ``n_test``, ``noise``, ...) of the training data."""
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         """Float64 logits for inputs (n, n_in), in numpy (reference for parity checks)."""
@@ -105,6 +109,7 @@ class MLPCheckpoint:
             "seed": int(self.seed),
             "preprocessing": dict(self.preprocessing),
             "metrics": dict(self.metrics),
+            "task_options": dict(self.task_options),
         }
 
 
@@ -163,6 +168,7 @@ def load_checkpoint(path: str | os.PathLike[str]) -> MLPCheckpoint:
             seed=int(raw["seed"]),
             preprocessing=dict(raw.get("preprocessing", PREPROCESSING)),
             metrics=dict(raw.get("metrics", {})),
+            task_options=dict(raw.get("task_options", {})),
         )
     except (KeyError, AttributeError, TypeError) as exc:
         raise ValueError(f"{path}: checkpoint is missing or has a malformed field ({exc})") from exc

@@ -1,0 +1,129 @@
+"""Subcommands ``train-mlp`` and ``export onnx``.
+
+Only argparse is imported here; the handlers import torch, onnx and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+EXPORT_EPILOG = """\
+CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a trained Mark I machine
+(machine.npz from `mark1 simulate`); the kind is told by content. The written model is checked
+against the target profile (onnx.checker, opset, IR version, operators, int64 initializers)
+and run in onnxruntime against its source on the task's test set.
+
+exit status: 0 bundle written; 2 bad input, or the model breaks the target profile;
+3 parity with the source failed. In every failure no bundle is written.
+"""
+
+
+def parse_hidden(text: str) -> tuple[int, ...]:
+    """``"64,32"`` -> ``(64, 32)``; ``""``, ``"0"`` or ``"none"`` -> ``()`` (no hidden layer)."""
+    cleaned = str(text).strip().lower()
+    if cleaned in ("", "0", "none"):
+        return ()
+    sizes = []
+    for part in cleaned.split(","):
+        part = part.strip()
+        if not part.isdigit() or int(part) < 1:
+            raise ValueError(
+                f"hidden layer sizes must be positive whole numbers separated by commas "
+                f"(e.g. 64,32, or none); got {text!r}"
+            )
+        sizes.append(int(part))
+    return tuple(sizes)
+
+
+def _train_mlp(args: argparse.Namespace) -> int:
+    from mark1.stimuli import TASKS
+
+    hidden = parse_hidden(args.hidden)  # cheap checks first, before torch is imported
+    if args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; allowed: {', '.join(TASKS)}")
+    from export.mlp import train_mlp_to_dir
+
+    report = train_mlp_to_dir(
+        args.out,
+        task=args.task,
+        hidden=hidden,
+        epochs=args.epochs,
+        seed=args.seed,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        n_train=args.n_train,
+        n_test=args.n_test,
+        progress=not args.quiet,
+    )
+    print(
+        f"train-mlp {report['task']}: layers {'-'.join(map(str, report['layer_sizes']))}, "
+        f"train accuracy {report['train_accuracy']:.4f}, test accuracy "
+        f"{report['test_accuracy']:.4f}, {report['wall_time_s']:.1f} s"
+    )
+    for name, path in report["files"].items():
+        print(f"  {name:12s} {path}")
+    return 0
+
+
+def _export_onnx(args: argparse.Namespace) -> int:
+    from export.bundle import export_bundle
+
+    meta = export_bundle(args.checkpoint, args.target, args.out, fp16=args.fp16)
+    parity = meta["parity"]
+    print(
+        f"export onnx: {meta['kind']} -> {args.out} for {meta['target']} ({meta['precision']}, "
+        f"opset {meta['opset']}, IR {meta['ir_version']}, {meta['n_bytes']} bytes)"
+    )
+    print(
+        f"  parity vs {parity['reference']} on {parity['n_samples']} test images: max |diff| "
+        f"{parity['max_abs_diff']:.3g} ({parity['compared_output']}), class agreement "
+        f"{parity['argmax_agreement']:.4f}"
+    )
+    print(f"  sha256 {meta['sha256']}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train-mlp`` and ``export onnx``."""
+    p = subparsers.add_parser(
+        "train-mlp",
+        help="train a torch MLP on a retina task",
+        description="Train a multi-layer perceptron (ReLU hidden layers) by backpropagation on "
+        "the retina images of a task; writes OUT/mlp.pt, OUT/report.json, OUT/training.png.",
+    )
+    p.add_argument("--task", default="digits", help="retina task (see `mark1 tasks`)")
+    p.add_argument("--hidden", default="64,32",
+                   help="hidden layer sizes, comma separated, or none (default 64,32)")
+    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--seed", type=int, default=0, help="seed of data, weights, batches")
+    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
+    p.add_argument("--n-train", type=int, default=None, help="training images (task default)")
+    p.add_argument("--n-test", type=int, default=None, help="test images (task default)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_train_mlp)
+
+    from export.profiles import PROFILES
+
+    e = subparsers.add_parser("export", help="export a trained model (onnx)",
+                              description="Export a trained model.")
+    formats = e.add_subparsers(dest="format", metavar="FORMAT", parser_class=type(e))
+    formats.required = True
+    o = formats.add_parser(
+        "onnx",
+        help="ONNX bundle for a target (jetson-tx2, desktop)",
+        description="Export an MLP or the Mark I machine to ONNX for a target device and write "
+        "a bundle: model.onnx, model.json, run_onnx.py, build_engine.sh, README.md.",
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    o.add_argument("checkpoint", metavar="CHECKPOINT", help="mlp.pt or machine.npz")
+    o.add_argument("--target", choices=sorted(PROFILES), default="jetson-tx2",
+                   help="target profile (default jetson-tx2)")
+    o.add_argument("--fp16", action="store_true",
+                   help="float16 weights (Mark I: the plugboard), float32 inputs/outputs; the "
+                   "TX2's speed path")
+    o.add_argument("--out", required=True, help="bundle folder")
+    o.set_defaults(handler=_export_onnx)
+
