@@ -1,0 +1,76 @@
+"""Subcommand ``quantize``: int8 weight package for a microcontroller.
+
+Only argparse is imported here; the handler imports numpy, torch and onnxruntime.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+QUANTIZE_EPILOG = """\
+CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a Mark I machine file
+(machine.npz from `mark1 simulate`); the kind is told by content. Calibration images are drawn
+from the training split of the task the source was trained on.
+
+Writes three files, each atomically and only once everything has succeeded:
+  OUT                  the weight package (docs/PACKAGE.md)
+  OUT minus suffix + .int8.onnx   the same model as QDQ ONNX, opset 13 (or --onnx)
+  OUT + .json          the report: float vs int8 accuracy, bytes, RAM, onnxruntime agreement,
+                       device cycles (or --report)
+
+exit status: 0 written; 2 bad input (missing or unreadable file, wrong kind, bad option).
+"""
+
+
+def _calib(text: str) -> int:
+    if not text.strip().isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(
+            f"--calib must be a positive whole number of images; got {text!r}"
+        )
+    return int(text)
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from export.quantize import quantize_file
+
+    r = quantize_file(
+        args.checkpoint, args.out, calib=args.calib, seed=args.seed, task=args.task,
+        onnx_path=args.onnx, report_path=args.report,
+    )
+    acc, onnx, dev = r["accuracy"], r["onnx"], r["device"]
+    print(f"quantize: {r['source']['kind']} on {r['source']['task']} -> {r['package']['path']} "
+          f"({r['model_bytes']} bytes, id {r['package']['model_id'][:16]})")
+    print(f"  accuracy on {acc['images']} test images: float {100 * acc['float']:.2f} %, int8 "
+          f"{100 * acc['int8']:.2f} % (drop {acc['drop_points']:.2f} points, goal <= "
+          f"{acc['goal_drop_points']:g}: {'met' if acc['goal_met'] else 'NOT met'})")
+    print(f"  device: {r['ram_bytes']} bytes of RAM for activations, {dev['cycles']} cycles = "
+          f"{dev['latency_ms']:.3f} ms at {dev['clock_hz'] / 1e6:g} MHz, bit-exact with the "
+          f"golden reference: {'yes' if dev['bit_exact_with_golden'] else 'NO'}")
+    goal = "goal met" if onnx["goal_met"] else "goal NOT met"
+    print(f"  onnxruntime vs golden: max {onnx['max_abs_diff_lsb']} LSB, same class on "
+          f"{100 * onnx['decision_agreement']:.2f} % ({goal}) -> {onnx['path']}")
+    print(f"  report {r['report_path']}")
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``quantize``."""
+    p = subparsers.add_parser(
+        "quantize",
+        help="int8-quantize a trained model into a weight package",
+        description="Post-training static int8 quantization (weights per output channel, "
+        "activations asymmetric, Q31 requantization) of an MLP or the Mark I machine into a "
+        "weight package for `mark1 push`.",
+        epilog=QUANTIZE_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("checkpoint", metavar="CHECKPOINT", help="mlp.pt or machine.npz")
+    p.add_argument("--calib", type=_calib, default=None, metavar="N",
+                   help="calibration images from the training split (default 256, or all)")
+    p.add_argument("--out", required=True, help="weight package to write (e.g. model.m1w)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+    p.add_argument("--task", default=None,
+                   help="task to calibrate and test on (default: the one the source names)")
+    p.add_argument("--onnx", default=None, help="quantized ONNX path (default OUT.int8.onnx)")
+    p.add_argument("--report", default=None, help="report path (default OUT.json)")
+    p.set_defaults(handler=_quantize)
