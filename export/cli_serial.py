@@ -1,0 +1,264 @@
+"""``mark1 push`` and ``mark1 infer``: the host side of the serial link.
+
+Only argparse is imported here; the handlers import pyserial, numpy and the package code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+EXIT_CODES: dict[int, str] = {
+    0: "success",
+    2: "bad input: unreadable or invalid package, bad option, port that cannot be opened",
+    3: "no device answering on the port",
+    4: "protocol version mismatch between host and device",
+    5: "model too large for the device's flash slot or RAM arena (sizes in the message)",
+    6: "verification failed: read-back, CRC or device outputs differ from the reference",
+    7: "link lost: no progress after all retries and reconnections",
+    8: "device busy: another host holds its session",
+    9: "device refused the request (the message gives its reason)",
+}
+"""Exit status of ``mark1 push`` and ``mark1 infer`` for each kind of failure."""
+
+EXIT_EPILOG = "exit status:\n" + "".join(f"  {k}  {v}\n" for k, v in EXIT_CODES.items())
+
+
+def _settings(args: argparse.Namespace):
+    from export.serial_host import LinkSettings
+
+    return LinkSettings(baud=args.baud, window=args.window, timeout_s=args.timeout,
+                        retries=args.retries, verify=not getattr(args, "no_read_back", False))
+
+
+def _push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from export.package import decode_package
+    from export.serial_host import push
+
+    path = Path(args.model)
+    if not path.is_file():
+        raise FileNotFoundError(2, "model file not found", str(path))
+    image = path.read_bytes()
+    try:
+        pkg = decode_package(image)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
+    slot = {"auto": 0xFF, "A": 0, "B": 1}[args.slot]
+    bars: list[tqdm] = []
+
+    def progress(n: int) -> None:  # the bar appears once the device acknowledges data
+        if not bars:
+            bars.append(tqdm(total=len(image), unit="B", unit_scale=True, unit_divisor=1024,
+                             desc=f"push {path.name}", file=sys.stderr, disable=args.quiet,
+                             leave=False))
+        bars[0].update(n)
+
+    try:
+        report = push(args.port, image, settings=_settings(args), slot=slot,
+                      progress=progress)
+    finally:
+        for bar in bars:
+            bar.close()
+    eff = f", line-rate bound {report.line_bound_s:.2f} s at {args.baud} baud"
+    if report.efficiency <= 1.0:  # a paced line: how much of it the push used
+        eff += f" ({100 * report.efficiency:.1f} % efficiency)"
+    resumed = [o for o in report.resumed_from if o > 0]
+    print(f"pushed {path.name}: {report.size} bytes, model {report.model_id[:16]} "
+          f"({len(pkg.classes)} classes, needs {pkg.ram_bytes} B RAM)")
+    print(f"  device   {report.device} on {args.port}, now running from slot "
+          f"{'AB'[report.slot]}")
+    print(f"  time     {report.seconds:.2f} s, {report.throughput:,.0f} B/s{eff}")
+    print(f"  verified {report.verified_bytes} bytes read back from flash, CRC-32 "
+          f"{report.crc32:#010x} checked by the device before switching slots")
+    print(f"  link     {report.wire_bytes_out} bytes out, {report.wire_bytes_in} in; "
+          f"{report.timeouts} timeouts, {report.go_backs} go-backs, {report.reconnects} "
+          f"reconnections{', resumed at ' + str(resumed) if resumed else ''}")
+    if args.json:
+        from mark1.io import write_json
+
+        write_json(args.json, report.as_dict())
+    return 0
+
+
+def read_images(paths: list[str]):
+    """Light images from PNG/JPEG (grey or colour, 8-bit or float) or ``.npy`` files, as
+    (names, float64 (n, h, w) in [0, 1]); ``ValueError`` naming a file that is not one."""
+    from pathlib import Path
+
+    import numpy as np
+
+    names, images = [], []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise FileNotFoundError(2, "image file not found", str(path))
+        if path.suffix.lower() == ".npy":
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
+            arr = np.asarray(arr, dtype=np.float64)
+            arr = arr.reshape(-1, 20, 20) if arr.ndim == 2 and arr.shape[1] == 400 else arr
+            arr = arr[None] if arr.ndim == 2 else arr
+            if arr.ndim != 3:
+                raise ValueError(f"{path}: array of shape {arr.shape}; expected (h, w) or "
+                                 "(n, h, w) images")
+            names += [f"{path.name}[{i}]" if len(arr) > 1 else path.name
+                      for i in range(len(arr))]
+            images += list(arr)
+            continue
+        from matplotlib import image as mpimg
+
+        try:
+            img = np.asarray(mpimg.imread(path), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
+            raise ValueError(f"{path}: not a readable image ({type(exc).__name__})") from exc
+        if img.ndim == 3:
+            img = img[..., :3].mean(axis=2)  # grey level; alpha ignored
+        if img.max(initial=0.0) > 1.0:
+            img = img / 255.0
+        names.append(path.name)
+        images.append(img)
+    shapes = {im.shape for im in images}
+    if len(shapes) > 1:
+        from mark1.images import resample
+
+        images = [resample(im[None])[0] for im in images]
+    return names, np.stack(images)
+
+
+def _infer(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from export.golden import decide, golden_forward, quantize_input
+    from export.serial_host import VerifyFailed, active_package, connect, run_inference
+    from mark1.images import to_retina
+
+    if not args.images and not args.task:
+        raise ValueError("give image files or --task NAME (see --help)")
+    if args.n < 1:
+        raise ValueError(f"--n {args.n}: must be at least 1")
+    model = None
+    if args.model:
+        if not Path(args.model).is_file():
+            raise FileNotFoundError(2, "model file not found", args.model)
+        model = Path(args.model).read_bytes()
+    labels = None
+    if args.images:
+        names, X = read_images(args.images)
+        source = f"{len(names)} image file(s)"
+    else:
+        from mark1.stimuli import make_task
+
+        task = make_task(args.task, seed=args.seed)
+        X, labels = task.X_test[: args.n], task.y_test[: args.n]
+        names = [f"#{i}" for i in range(len(X))]
+        source = f"{len(X)} test images of {args.task!r} (seed {args.seed})"
+        task_classes = list(task.classes)
+    x = to_retina(X).reshape(len(X), -1)
+    settings = _settings(args)
+    with connect(args.port, settings) as link:
+        pkg, st = active_package(link, model)
+        if labels is not None and list(pkg.classes) != task_classes:
+            raise ValueError(f"the device's model knows classes {list(pkg.classes)[:6]}..., "
+                             f"task {args.task!r} has {task_classes[:6]}...")
+        x_q = quantize_input(pkg, x)
+        t0 = time.monotonic()
+        y_dev, cycles = run_inference(link, x_q)
+        seconds = time.monotonic() - t0
+        clock = link.info.clock_hz
+    y_gold = golden_forward(pkg, x_q)
+    k_dev, k_gold = decide(pkg, y_dev), decide(pkg, y_gold)
+    same_out = (y_dev == y_gold).all(axis=1)
+    show = len(names) if args.images else min(args.show, len(names))
+    for i in range(show):
+        line = f"{names[i]:>12s}  {pkg.classes[k_dev[i]]:>10s}  {cycles[i]:>9,d} cycles"
+        if labels is not None:
+            line += f"  (label {pkg.classes[labels[i]]})"
+        if not same_out[i]:
+            line += f"  golden says {pkg.classes[k_gold[i]]}, outputs differ"
+        print(line)
+    n = len(names)
+    mean_cycles = float(cycles.mean())
+    print(f"device   {link.info.name} on {args.port}, model {st.model_id.hex()[:16]} "
+          f"({len(pkg.classes)} classes)")
+    print(f"inputs   {source}")
+    print(f"golden   outputs bit-exact {int(same_out.sum())}/{n} "
+          f"({100 * same_out.mean():.1f} %), same class {int((k_dev == k_gold).sum())}/{n}")
+    if labels is not None:
+        print(f"accuracy {100 * float((k_dev == labels).mean()):.1f} % against the labels")
+    print(f"cycles   {int(cycles.min()):,}..{int(cycles.max()):,} per inference "
+          f"(mean {mean_cycles:,.0f} = {1e6 * mean_cycles / clock:,.0f} us at "
+          f"{clock / 1e6:g} MHz)")
+    print(f"link     {n} inferences in {seconds:.2f} s ({n / seconds:,.1f}/s)")
+    if args.json:
+        from mark1.io import write_json
+
+        write_json(args.json, {
+            "port": args.port, "inputs": source, "n": n, "model_id": st.model_id.hex(),
+            "classes_device": [pkg.classes[k] for k in k_dev],
+            "cycles": cycles, "bit_exact": float(same_out.mean()),
+            "same_class": float((k_dev == k_gold).mean()),
+            "accuracy": None if labels is None else float((k_dev == labels).mean()),
+            "seconds": seconds,
+        })
+    if not same_out.all():
+        raise VerifyFailed(f"{int((~same_out).sum())} of {n} device outputs differ from the "
+                           "golden reference")
+    return 0
+
+
+def _link_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", required=True, metavar="URL",
+                   help="pyserial port or URL: /dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT")
+    p.add_argument("--baud", type=int, default=115200,
+                   help="line rate in bit/s (default 115200)")
+    p.add_argument("--window", type=int, default=4,
+                   help="frames in flight (default 4; 1 = stop-and-wait)")
+    p.add_argument("--timeout", type=float, default=0.5, metavar="S",
+                   help="silence beyond the line time before resending (default 0.5 s)")
+    p.add_argument("--retries", type=int, default=5,
+                   help="resends without reply before the link counts as lost (default 5)")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``mark1 push`` and ``mark1 infer``."""
+    p = subparsers.add_parser(
+        "push", help="upload a weight package to a device and make it active",
+        description="Upload a weight package (.m1w) over a serial port: handshake, upload with\n"
+        "several frames in flight (resuming after a lost link), read-back verification,\n"
+        "commit, and a final status check.",
+        epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("model", help="weight package file (.m1w)")
+    _link_options(p)
+    p.add_argument("--slot", choices=("auto", "A", "B"), default="auto",
+                   help="flash slot to write (default: the one not running)")
+    p.add_argument("--no-read-back", action="store_true",
+                   help="skip reading the image back during the upload (the device still "
+                   "checks its CRC-32 before switching slots)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(handler=_push)
+
+    p = subparsers.add_parser(
+        "infer", help="run inputs on the device and compare with the golden reference",
+        description="Send int8 inputs to the device's active model; print its classes and\n"
+        "cycle estimates and how its outputs agree with the golden integer reference.",
+        epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("images", nargs="*", help="image files (PNG, JPEG or .npy) to classify")
+    _link_options(p)
+    p.add_argument("--task", help="use test images of this retina task (see `mark1 tasks`)")
+    p.add_argument("--n", type=int, default=100, help="number of task images (default 100)")
+    p.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
+    p.add_argument("--show", type=int, default=10,
+                   help="task images to list one per line (default 10)")
+    p.add_argument("--model", metavar="FILE",
+                   help="the package the device runs (else it is read back from the device)")
+    p.set_defaults(handler=_infer)

@@ -1,0 +1,429 @@
+"""The simulated microcontroller's firmware: the message handler and its state machine.
+
+A :class:`Device` owns a :class:`~firmware_sim.flash.Flash` laid out as a
+:class:`~firmware_sim.flash.ModelStore` (slots A and B plus a commit log) and answers every request
+frame of :mod:`export.protocol` with one reply frame. State, as on the real part:
+
+* in flash (survives a power cycle): both slots, the commit log, per-page erase counts;
+* in RAM (lost on ``RESET`` or power loss): the upload in progress -- target slot, size, CRC and
+  bytes received in order -- and the loaded model.
+
+An upload goes to the slot that is not active. Each ``DATA`` frame is programmed into flash as it
+arrives (write-through, so an acknowledged byte is a byte in flash); a page is erased when the
+upload first enters it. ``COMMIT`` re-reads the image from flash, checks size and CRC-32, decodes
+the package and checks its RAM need, and only then appends the commit record: power lost at any
+point before the record is complete leaves the previous model active.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from export import protocol as P
+from export.package import HEADER as PACKAGE_HEADER
+from export.package import PackageError, decode_package, peek_header
+from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine
+from firmware_sim.flash import Flash, FlashError, ModelStore, check_geometry
+
+MAX_CYCLES = 2**32 - 1
+
+
+@dataclass(frozen=True)
+class DeviceConfig:
+    """Limits of the simulated part."""
+
+    flash_bytes: int = 256 * 1024
+    """Flash set aside for models (commit-record pages and both slots), in bytes."""
+    page_bytes: int = 2048
+    """Flash erase page, in bytes."""
+    ram_bytes: int = 64 * 1024
+    """RAM arena for activations, in bytes."""
+    max_payload: int = 1024
+    """Largest frame payload the firmware's receive buffer takes, in bytes."""
+    endurance: int = 10_000
+    """Erase cycles a flash page is rated for; past it, programming fails (bit 7 stays 1)."""
+    cost: CortexM4Cost = CORTEX_M4_80MHZ
+    """Cycle cost model of the inference engine (its clock is reported in ``INFO``)."""
+    name: str = "mark1-sim cortex-m4"
+    """Name the device reports in ``INFO``."""
+
+    def __post_init__(self) -> None:
+        for name in ("flash_bytes", "page_bytes", "ram_bytes", "max_payload", "endurance"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
+                value == 0 and name != "endurance"
+            ):
+                raise ValueError(f"{name} = {value!r}: must be a positive whole number")
+        check_geometry(self.flash_bytes, self.page_bytes)
+        if not 64 <= self.max_payload <= 0xFFFF:
+            raise ValueError(f"max_payload = {self.max_payload}: allowed 64 to 65535 bytes")
+        if self.flash_bytes > 0xFFFFFFFF or self.ram_bytes > 0xFFFFFFFF:
+            raise ValueError("flash and RAM sizes must fit 32 bits")
+
+
+PRESETS: dict[str, DeviceConfig] = {
+    "cortex-m4": DeviceConfig(),
+    "cortex-m4-small": DeviceConfig(
+        flash_bytes=64 * 1024, page_bytes=1024, ram_bytes=8 * 1024, max_payload=512,
+        name="mark1-sim cortex-m4 (small)",
+    ),
+}
+"""Named devices: a Cortex-M4 at 80 MHz with 256 KiB of model flash in 2 KiB pages and a 64 KiB
+activation arena; and a smaller part with 64 KiB of flash, 8 KiB of arena and 512-byte frames."""
+
+
+@dataclass
+class Upload:
+    """The upload in progress (RAM only)."""
+
+    slot: int
+    size: int
+    crc32: int
+    ram_bytes: int
+    image_id: bytes = b""
+    """What the ``BEGIN`` named the image (empty if nothing): only the same id resumes."""
+    received: int = 0
+    """Bytes received in order and written to flash: the offset the next ``DATA`` starts at."""
+    head: bytearray = field(default_factory=bytearray)
+    """The first bytes of the image (the package header), checked once complete."""
+    header_checked: bool = False
+
+
+class Device:
+    """Firmware state machine. :meth:`handle` maps one request frame to its reply frame."""
+
+    def __init__(
+        self,
+        config: DeviceConfig = PRESETS["cortex-m4"],
+        flash: Flash | None = None,
+        *,
+        state_path: str | os.PathLike[str] | None = None,
+        protocol_version: int = P.PROTOCOL_VERSION,
+    ) -> None:
+        if flash is None:
+            flash = Flash(config.flash_bytes, config.page_bytes, path=state_path,
+                          endurance=config.endurance)
+        elif (flash.size, flash.page_bytes) != (config.flash_bytes, config.page_bytes):
+            raise ValueError(
+                f"flash of {flash.size} bytes in {flash.page_bytes}-byte pages does not match "
+                f"the configuration ({config.flash_bytes}, {config.page_bytes})"
+            )
+        self.config = config
+        self.flash = flash
+        self.store = ModelStore(flash)
+        self.protocol_version = protocol_version
+        """Version reported in ``INFO`` (another value lets a test play an incompatible part)."""
+        self.lock = threading.Lock()
+        """Held while a frame is handled; a server handles one session at a time."""
+        self.decoder = P.FrameDecoder(config.max_payload)
+        self.faults = 0
+        """Unexpected exceptions caught by :meth:`receive_frames` (each reboots the device)."""
+        self.boot()
+
+    # ------------------------------------------------------------------ power and boot
+
+    def boot(self) -> None:
+        """Start as after reset: forget the upload, find the active model in flash, load it."""
+        self.upload: Upload | None = None
+        self.active = self.store.active()
+        self.package: Any = None
+        self.engine: Any = None
+        self.load_error = ""
+        if self.active is not None:
+            image = self.store.read_slot(self.active.slot, 0, self.active.size)
+            self.package, self.engine, self.load_error = self._load(image)
+
+    def _load(self, image: bytes) -> tuple[Any, Any, str]:
+        """(package, engine, "") for a runnable image, else (package or None, None, why)."""
+        try:
+            pkg = decode_package(image)
+        except PackageError as exc:
+            return None, None, str(exc)
+        problem = self._fit_problem(pkg)
+        if problem:
+            return pkg, None, problem
+        return pkg, Engine(pkg, self.config.cost), ""
+
+    def _frame_room(self) -> int:
+        """Most int8 values one ``INFER`` or ``RESULT`` frame carries."""
+        return self.config.max_payload - P.Result.FIXED.size
+
+    def _fit_problem(self, pkg: Any) -> str:
+        room = self._frame_room()
+        if pkg.ram_bytes > self.config.ram_bytes:
+            return (f"model needs {pkg.ram_bytes} bytes of RAM; the arena has "
+                    f"{self.config.ram_bytes}")
+        if pkg.n_inputs > room or pkg.n_outputs > room:
+            return (f"model has {pkg.n_inputs} inputs and {pkg.n_outputs} outputs; one frame "
+                    f"carries at most {room}")
+        return ""
+
+    def power_cycle(self) -> Device:
+        """The same part after power off and on: flash kept, RAM lost."""
+        return Device(self.config, self.flash.power_cycle(), protocol_version=self.protocol_version)
+
+    # ------------------------------------------------------------------ byte stream
+
+    def new_session(self) -> None:
+        """Forget a partial frame from a previous connection."""
+        with self.lock:
+            self.decoder.reset()
+
+    def receive_frames(self, data: bytes) -> list[P.Frame]:
+        """Feed received bytes; return the replies to the frames they complete.
+
+        An unexpected exception in the handler counts as a firmware fault: the device reboots
+        (as a watchdog would) and the frame gets no reply.
+        """
+        out = []
+        with self.lock:
+            for frame in self.decoder.feed(data):
+                try:
+                    out.append(self.handle(frame))
+                except Exception:  # noqa: BLE001 - a firmware fault, not bad input
+                    self.faults += 1
+                    self.boot()
+        return out
+
+    def receive(self, data: bytes) -> bytes:
+        """Like :meth:`receive_frames`, with the replies encoded for the wire."""
+        return b"".join(P.encode_frame(f) for f in self.receive_frames(data))
+
+    # ------------------------------------------------------------------ messages
+
+    def handle(self, frame: P.Frame) -> P.Frame:
+        """The reply to one request frame."""
+        handler = _HANDLERS.get(frame.type)
+        if handler is None:
+            return self._nak(frame, P.Err.UNKNOWN_TYPE, frame.type, 0,
+                             f"frame type {frame.type:#04x} is not a request")
+        try:
+            reply = handler(self, frame)
+        except P.ProtocolError as exc:
+            return self._nak(frame, P.Err.BAD_PAYLOAD, len(frame.payload), 0, str(exc))
+        except FlashError as exc:
+            self.upload = None
+            return self._nak(frame, P.Err.FLASH, 0, 0, f"flash: {exc}")
+        return reply.frame(frame.seq)
+
+    @staticmethod
+    def _nak(frame: P.Frame, code: P.Err, a: int, b: int, text: str) -> P.Frame:
+        return P.Nak(frame.type, int(code), a, b, text).frame(frame.seq)
+
+    def _no_payload(self, frame: P.Frame) -> None:
+        if frame.payload:
+            raise P.ProtocolError(
+                f"{P.Msg(frame.type).name} takes no payload; got {len(frame.payload)} bytes"
+            )
+
+    def info(self) -> P.Info:
+        c = self.config
+        return P.Info(self.protocol_version, c.max_payload, c.flash_bytes, c.page_bytes,
+                      self.store.slot_bytes, c.ram_bytes, int(c.cost.clock_hz), c.name)
+
+    def _hello(self, frame: P.Frame) -> P.Payload:
+        P.Hello.unpack(frame.payload)
+        return self.info()
+
+    def _begin(self, frame: P.Frame) -> P.Payload:
+        b = P.Begin.unpack(frame.payload)
+        slot_bytes, ram = self.store.slot_bytes, self.config.ram_bytes
+        active = self.active.slot if self.active is not None else P.ACTIVE_SLOT
+        if b.size == 0:
+            raise P.ProtocolError("BEGIN size 0: an image has at least one byte")
+        if len(b.image_id) > P.MAX_IMAGE_ID:
+            raise P.ProtocolError(
+                f"BEGIN image id of {len(b.image_id)} bytes; at most {P.MAX_IMAGE_ID}"
+            )
+        if b.size > slot_bytes:
+            return P.Nak(frame.type, P.Err.TOO_LARGE_FLASH, b.size, slot_bytes,
+                         f"model of {b.size} bytes does not fit a {slot_bytes}-byte flash slot")
+        if b.ram_bytes > ram:
+            return P.Nak(frame.type, P.Err.TOO_LARGE_RAM, b.ram_bytes, ram,
+                         f"model needs {b.ram_bytes} bytes of RAM; the arena has {ram}")
+        slot = b.slot
+        if slot == P.AUTO_SLOT:
+            slot = 0 if active != 0 else 1
+        if slot not in (0, 1) or slot == active:
+            why = "holds the running model" if slot == active else "does not exist (0 = A, 1 = B)"
+            return P.Nak(frame.type, P.Err.BAD_SLOT, slot, active, f"slot {slot} {why}")
+        up = self.upload
+        if up is None or (up.slot, up.size, up.crc32, up.ram_bytes, up.image_id) != (
+            slot, b.size, b.crc32, b.ram_bytes, b.image_id
+        ):
+            self.upload = up = Upload(slot, b.size, b.crc32, b.ram_bytes, b.image_id)
+        return P.Ack(frame.type, up.received, slot)
+
+    def _data(self, frame: P.Frame) -> P.Payload:
+        d = P.Data.unpack(frame.payload)
+        up = self.upload
+        if up is None:
+            return P.Nak(frame.type, P.Err.NO_UPLOAD, 0, 0, "no upload in progress (send BEGIN)")
+        end = d.offset + len(d.data)
+        if not d.data or end > up.size:
+            raise P.ProtocolError(
+                f"DATA of {len(d.data)} bytes at {d.offset}: must be non-empty and end by the "
+                f"image size {up.size}"
+            )
+        if d.offset > up.received:
+            return P.Nak(frame.type, P.Err.OFFSET, up.received, d.offset,
+                         f"expected offset {up.received}, got {d.offset}")
+        new = d.data[up.received - d.offset :]
+        page = self.config.page_bytes
+        while new:
+            offset = up.received
+            take = new[: page - offset % page]
+            new = new[len(take) :]
+            if offset % page == 0:  # entering a page: erase it first
+                self.store.erase_page(up.slot, offset // page)
+            self.store.write_slot(up.slot, offset, take)
+            if len(up.head) < _HEADER_BYTES:
+                up.head += take[: _HEADER_BYTES - len(up.head)]
+            up.received += len(take)
+        problem = self._header_problem(up)
+        if problem is not None:
+            self.upload = None
+            return P.Nak(frame.type, *problem)
+        return P.Ack(frame.type, up.received, up.received)
+
+    def _header_problem(self, up: Upload) -> tuple[P.Err, int, int, str] | None:
+        """Check the package header as soon as it has arrived (once per upload)."""
+        if len(up.head) < _HEADER_BYTES or up.header_checked:
+            return None
+        up.header_checked = True
+        try:
+            head = peek_header(bytes(up.head))
+        except PackageError as exc:
+            return P.Err.BAD_PACKAGE, 0, 0, f"not a weight package: {exc}"
+        if head.total_size != up.size:
+            return (P.Err.BAD_PACKAGE, head.total_size, up.size,
+                    f"package header says {head.total_size} bytes; BEGIN said {up.size}")
+        if head.ram_bytes > self.config.ram_bytes:
+            return (P.Err.TOO_LARGE_RAM, head.ram_bytes, self.config.ram_bytes,
+                    f"model needs {head.ram_bytes} bytes of RAM; the arena has "
+                    f"{self.config.ram_bytes}")
+        room = self._frame_room()
+        if max(head.n_inputs, head.n_outputs) > room:
+            return (P.Err.BAD_PACKAGE, max(head.n_inputs, head.n_outputs), room,
+                    f"model has {head.n_inputs} inputs and {head.n_outputs} outputs; one frame "
+                    f"carries at most {room}")
+        return None
+
+    def _commit(self, frame: P.Frame) -> P.Payload:
+        c = P.Commit.unpack(frame.payload)
+        up = self.upload
+        if up is None:
+            act = self.active
+            if act is not None and (act.size, act.crc32) == (c.size, c.crc32):
+                return P.Ack(frame.type, act.slot, act.crc32)  # a repeated COMMIT
+            return P.Nak(frame.type, P.Err.NO_UPLOAD, 0, 0, "no upload in progress to commit")
+        if (c.size, c.crc32) != (up.size, up.crc32):
+            return P.Nak(frame.type, P.Err.CRC_MISMATCH, c.crc32, up.crc32,
+                         f"COMMIT names {c.size} bytes CRC {c.crc32:#010x}; the upload is "
+                         f"{up.size} bytes CRC {up.crc32:#010x}")
+        if up.received < up.size:
+            return P.Nak(frame.type, P.Err.INCOMPLETE, up.received, up.size,
+                         f"only {up.received} of {up.size} bytes received")
+        self.upload = None
+        image = self.store.read_slot(up.slot, 0, up.size)
+        crc = zlib.crc32(image)
+        if crc != up.crc32:
+            return P.Nak(frame.type, P.Err.CRC_MISMATCH, crc, up.crc32,
+                         f"image in flash has CRC {crc:#010x}, expected {up.crc32:#010x}")
+        pkg, engine, problem = self._load(image)
+        if pkg is None:
+            return P.Nak(frame.type, P.Err.BAD_PACKAGE, 0, 0, f"not a weight package: {problem}")
+        if problem:
+            code = P.Err.TOO_LARGE_RAM if pkg.ram_bytes > self.config.ram_bytes else \
+                P.Err.BAD_PACKAGE
+            return P.Nak(frame.type, code, pkg.ram_bytes, self.config.ram_bytes, problem)
+        self.active = self.store.commit(up.slot, up.size, up.crc32)
+        self.package, self.engine, self.load_error = pkg, engine, ""
+        return P.Ack(frame.type, up.slot, up.crc32)
+
+    def _abort(self, frame: P.Frame) -> P.Payload:
+        self._no_payload(frame)
+        self.upload = None
+        return P.Ack(frame.type)
+
+    def _read(self, frame: P.Frame) -> P.Payload:
+        r = P.Read.unpack(frame.payload)
+        slot = r.slot
+        if slot == P.ACTIVE_SLOT:
+            if self.active is None:
+                return P.Nak(frame.type, P.Err.NO_MODEL, 0, 0, "no active model to read")
+            slot, limit = self.active.slot, self.active.size
+        elif slot not in (0, 1):
+            return P.Nak(frame.type, P.Err.BAD_SLOT, slot, 0, f"slot {slot} does not exist")
+        elif self.upload is not None and self.upload.slot == slot:
+            limit = self.upload.received  # only what this upload has written
+        else:
+            limit = self.store.slot_bytes
+        room = self.config.max_payload - P.ReadData.FIXED.size
+        if r.length > room:
+            raise P.ProtocolError(f"READ of {r.length} bytes; one reply carries at most {room}")
+        if r.offset + r.length > limit:
+            return P.Nak(frame.type, P.Err.RANGE, r.offset + r.length, limit,
+                         f"READ {r.offset}+{r.length} is past the {limit} readable bytes")
+        return P.ReadData(r.offset, self.store.read_slot(slot, r.offset, r.length))
+
+    def _infer(self, frame: P.Frame) -> P.Payload:
+        x = P.Infer.unpack(frame.payload).data
+        if self.engine is None:
+            why = self.load_error or "no model has been committed"
+            return P.Nak(frame.type, P.Err.NO_MODEL, 0, 0, f"no runnable model: {why}")
+        n_in = self.package.n_inputs
+        if len(x) != n_in:
+            return P.Nak(frame.type, P.Err.BAD_INPUT, len(x), n_in,
+                         f"input of {len(x)} bytes; the model takes {n_in} int8 values")
+        y, cycles = self.engine.infer(np.frombuffer(x, dtype=np.int8))
+        y = np.asarray(y, dtype=np.int8)
+        return P.Result(min(int(cycles), MAX_CYCLES), y.tobytes())
+
+    def status(self) -> P.Status:
+        act, up, pkg = self.active, self.upload, self.package
+        counts = self.flash.erase_counts
+        runnable = self.engine is not None
+        return P.Status(
+            active_slot=act.slot if act else P.ACTIVE_SLOT,
+            active_size=act.size if act else 0,
+            active_crc32=act.crc32 if act else 0,
+            n_inputs=pkg.n_inputs if runnable else 0,
+            n_outputs=pkg.n_outputs if runnable else 0,
+            runnable=int(runnable),
+            upload_slot=up.slot if up else P.ACTIVE_SLOT,
+            upload_size=up.size if up else 0,
+            upload_crc32=up.crc32 if up else 0,
+            upload_received=up.received if up else 0,
+            upload_durable=up.received if up else 0,
+            max_erase_count=max(counts),
+            total_erases=sum(counts),
+            frames_ok=self.decoder.frames,
+            frames_bad=self.decoder.errors,
+            model_id=bytes(pkg.model_id) if pkg is not None else b"",
+        )
+
+    def _status(self, frame: P.Frame) -> P.Payload:
+        self._no_payload(frame)
+        return self.status()
+
+    def _reset(self, frame: P.Frame) -> P.Payload:
+        self._no_payload(frame)
+        self.boot()
+        return P.Ack(frame.type)
+
+
+_HEADER_BYTES = PACKAGE_HEADER.size
+"""Bytes of the package header, checked as soon as they have arrived."""
+
+_HANDLERS = {
+    P.Msg.HELLO: Device._hello, P.Msg.BEGIN: Device._begin, P.Msg.DATA: Device._data,
+    P.Msg.COMMIT: Device._commit, P.Msg.ABORT: Device._abort, P.Msg.READ: Device._read,
+    P.Msg.INFER: Device._infer, P.Msg.STATUS: Device._status, P.Msg.RESET: Device._reset,
+}

@@ -1,0 +1,359 @@
+"""NOR flash with erase pages, and the A/B model store with a commit record written last.
+
+:class:`Flash` behaves as on-chip flash of a small microcontroller: an erase sets a whole page to
+``0xFF`` and counts toward that page's wear; a write may only program erased bytes within one
+page. Every erase and write goes through a *power hook* that a test can use to cut power before,
+inside (after a chosen number of bytes) or after any operation. With a ``path`` the flash lives in
+a file, updated operation by operation, so a restart (a "power cycle") finds what was really
+written, torn operations included.
+
+:class:`ModelStore` lays the flash out as two commit-record pages followed by two equal model
+slots, A and B. An upload is written to the slot that is not active; only when it is complete
+and checked is a 32-byte commit record appended, naming the slot, the image size and its CRC-32.
+At boot the newest valid record whose image still matches its CRC names the active model; a
+record torn by power loss fails its own CRC and is ignored, so the previous model stays active.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+ERASED = 0xFF
+"""Value of every byte of an erased page."""
+
+FILE_MAGIC = b"M1FLASH1"
+FILE_HEADER = struct.Struct("<8sII")
+
+
+class FlashError(RuntimeError):
+    """An operation the flash cannot do (write over unerased bytes, across a page, out of range)."""
+
+
+class PowerLoss(BaseException):
+    """Power was cut during a flash operation (raised by the power hook; not an ``Exception``
+    so that no handler meant for bad input swallows it)."""
+
+
+@dataclass(frozen=True)
+class FlashOp:
+    """One erase or write, as shown to the power hook."""
+
+    kind: str
+    """``"erase"`` or ``"write"``."""
+    page: int
+    """Page index."""
+    address: int
+    """First byte address."""
+    length: int
+    """Bytes the operation changes."""
+    index: int
+    """Operations done since power-on before this one (0 = the first)."""
+
+
+PowerHook = Callable[[FlashOp], "int | None"]
+"""Called before each operation: ``None`` lets it run; an int ``k`` completes only its first ``k``
+bytes (0 = none of it), then cuts power (:class:`PowerLoss`)."""
+
+
+class Flash:
+    """Page-erasable flash of ``size_bytes``, in memory or mirrored to a file at ``path``."""
+
+    def __init__(
+        self,
+        size_bytes: int,
+        page_bytes: int,
+        *,
+        path: str | os.PathLike[str] | None = None,
+        hook: PowerHook | None = None,
+        endurance: int | None = None,
+    ) -> None:
+        check_geometry(size_bytes, page_bytes)
+        if endurance is not None and (isinstance(endurance, bool) or
+                                      not isinstance(endurance, int) or endurance < 0):
+            raise ValueError(f"endurance = {endurance!r}: must be a whole number >= 0 or None")
+        self.endurance = endurance
+        """Erase cycles a page is rated for (``None``: unlimited). Past it the page is worn out:
+        its cells no longer program fully and bit 7 of every written byte stays 1."""
+        self.size = int(size_bytes)
+        """Flash size, in bytes."""
+        self.page_bytes = int(page_bytes)
+        """Erase page size, in bytes."""
+        self.n_pages = self.size // self.page_bytes
+        self.hook = hook
+        """Power hook (see :data:`PowerHook`), or ``None``."""
+        self.ops = 0
+        """Erases and writes since power-on."""
+        self.powered = True
+        """False once power was cut; every later operation raises :class:`PowerLoss`."""
+        self.path = Path(path) if path is not None else None
+        self._fd: int | None = None
+        if self.path is not None and self.path.exists():
+            self._mem, self._erases = _load(self.path, self.size, self.page_bytes)
+        else:
+            self._mem = bytearray([ERASED]) * self.size
+            self._erases = [0] * self.n_pages
+        if self.path is not None:
+            new = not self.path.exists()
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            if new:
+                os.pwrite(self._fd, self._header() + self._counts_bytes() + bytes(self._mem), 0)
+
+    # ------------------------------------------------------------------ state file
+
+    def _header(self) -> bytes:
+        return FILE_HEADER.pack(FILE_MAGIC, self.size, self.page_bytes)
+
+    def _counts_bytes(self) -> bytes:
+        return struct.pack(f"<{self.n_pages}I", *self._erases)
+
+    def _persist(self, address: int, length: int, page: int) -> None:
+        if self._fd is None:
+            return
+        counts_at = FILE_HEADER.size
+        os.pwrite(self._fd, struct.pack("<I", self._erases[page]), counts_at + 4 * page)
+        data_at = counts_at + 4 * self.n_pages
+        os.pwrite(self._fd, bytes(self._mem[address : address + length]), data_at + address)
+
+    def close(self) -> None:
+        """Release the state file (the flash contents stay in it)."""
+        if self._fd is not None:
+            os.close(self._fd)
+            self._fd = None
+
+    def power_cycle(self) -> Flash:
+        """A new flash object with exactly what this one holds now (re-read from the state file
+        when there is one), powered and without a hook: the chip after a restart."""
+        if self.path is not None:
+            self.close()
+            return Flash(self.size, self.page_bytes, path=self.path, endurance=self.endurance)
+        new = Flash(self.size, self.page_bytes, endurance=self.endurance)
+        new._mem[:] = self._mem
+        new._erases[:] = self._erases
+        return new
+
+    # ------------------------------------------------------------------ operations
+
+    @property
+    def erase_counts(self) -> list[int]:
+        """Erases of each page since the flash was new."""
+        return list(self._erases)
+
+    def read(self, address: int, length: int) -> bytes:
+        """``length`` bytes from ``address``."""
+        self._check_range(address, length)
+        return bytes(self._mem[address : address + length])
+
+    def erase(self, page: int) -> None:
+        """Set every byte of ``page`` to ``0xFF``; counts one erase of that page."""
+        if not 0 <= page < self.n_pages:
+            raise FlashError(f"page {page} does not exist (0..{self.n_pages - 1})")
+        address = page * self.page_bytes
+        cut = self._before(FlashOp("erase", page, address, self.page_bytes, self.ops))
+        self._erases[page] += 1
+        done = self.page_bytes if cut is None else cut
+        self._mem[address : address + done] = bytes([ERASED]) * done
+        self._after(address, done, page, cut)
+
+    def write(self, address: int, data: bytes) -> None:
+        """Program ``data`` at ``address``: within one page, over erased bytes only."""
+        data = bytes(data)
+        self._check_range(address, len(data))
+        page = address // self.page_bytes
+        if data and (address + len(data) - 1) // self.page_bytes != page:
+            raise FlashError(
+                f"write of {len(data)} bytes at {address:#x} crosses the end of page {page}"
+            )
+        current = self._mem[address : address + len(data)]
+        if current.count(ERASED) != len(current):
+            bad = next(i for i, b in enumerate(current) if b != ERASED)
+            raise FlashError(f"write at {address + bad:#x}: byte not erased (erase page {page})")
+        cut = self._before(FlashOp("write", page, address, len(data), self.ops))
+        done = len(data) if cut is None else cut
+        if self.endurance is not None and self._erases[page] > self.endurance:
+            data = bytes(b | 0x80 for b in data)  # worn cells: the top bit no longer programs
+        self._mem[address : address + done] = data[:done]
+        self._after(address, done, page, cut)
+
+    def _before(self, op: FlashOp) -> int | None:
+        if not self.powered:
+            raise PowerLoss(f"flash {op.kind} of page {op.page} without power")
+        cut = self.hook(op) if self.hook is not None else None
+        if cut is not None:
+            cut = max(0, min(int(cut), op.length))
+        return cut
+
+    def _after(self, address: int, done: int, page: int, cut: int | None) -> None:
+        self.ops += 1
+        self._persist(address, done, page)
+        if cut is not None:
+            self.powered = False
+            raise PowerLoss(f"power cut after {done} bytes of operation {self.ops - 1}")
+
+    def _check_range(self, address: int, length: int) -> None:
+        if address < 0 or length < 0 or address + length > self.size:
+            raise FlashError(
+                f"range {address:#x}+{length} is outside the flash (0..{self.size:#x})"
+            )
+
+
+def check_geometry(size_bytes: int, page_bytes: int) -> None:
+    """``ValueError`` unless the sizes make a flash the model store can use."""
+    if isinstance(size_bytes, bool) or not isinstance(size_bytes, int):
+        raise TypeError(f"flash size must be an int; got {type(size_bytes).__name__}")
+    if isinstance(page_bytes, bool) or not isinstance(page_bytes, int):
+        raise TypeError(f"page size must be an int; got {type(page_bytes).__name__}")
+    if page_bytes < RECORD.size or page_bytes & (page_bytes - 1):
+        raise ValueError(
+            f"page size {page_bytes} must be a power of two of at least {RECORD.size} bytes"
+        )
+    if size_bytes % page_bytes or size_bytes < 4 * page_bytes:
+        raise ValueError(
+            f"flash size {size_bytes} must be a multiple of the page size {page_bytes} "
+            "and hold at least 4 pages (2 commit-record pages and 2 slots)"
+        )
+
+
+def _load(path: Path, size: int, page_bytes: int) -> tuple[bytearray, list[int]]:
+    raw = path.read_bytes()
+    if len(raw) < FILE_HEADER.size or raw[:8] != FILE_MAGIC:
+        raise ValueError(f"{path} is not a mark1-kit flash state file")
+    _, f_size, f_page = FILE_HEADER.unpack_from(raw)
+    if (f_size, f_page) != (size, page_bytes):
+        raise ValueError(
+            f"{path} holds a flash of {f_size} bytes in {f_page}-byte pages, not {size} bytes in "
+            f"{page_bytes}-byte pages; use the same sizes or another state file"
+        )
+    n_pages = size // page_bytes
+    want = FILE_HEADER.size + 4 * n_pages + size
+    if len(raw) != want:
+        raise ValueError(f"{path} is {len(raw)} bytes, expected {want}: truncated or damaged")
+    counts = list(struct.unpack_from(f"<{n_pages}I", raw, FILE_HEADER.size))
+    return bytearray(raw[FILE_HEADER.size + 4 * n_pages :]), counts
+
+
+# --------------------------------------------------------------------------- model store
+
+RECORD = struct.Struct("<IIB3xII8xI")
+"""Commit record: magic, sequence, slot, (pad), image size, image CRC-32, (reserved), CRC-32 of
+the preceding 28 bytes. 32 bytes."""
+RECORD_MAGIC = 0x5243314D  # b"M1CR" little-endian
+RECORD_PAGES = (0, 1)
+N_SLOTS = 2
+
+
+@dataclass(frozen=True)
+class CommitRecord:
+    """One entry of the commit log: from ``seq`` on, ``slot`` holds the active image."""
+
+    seq: int
+    """Increases by one with every commit; the highest valid one wins."""
+    slot: int
+    """0 = A, 1 = B."""
+    size: int
+    """Image size, in bytes."""
+    crc32: int
+    """``zlib.crc32`` of the image."""
+
+    def pack(self) -> bytes:
+        head = RECORD.pack(RECORD_MAGIC, self.seq, self.slot, self.size, self.crc32, 0)[:-4]
+        return head + struct.pack("<I", zlib.crc32(head))
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> CommitRecord | None:
+        """The record in ``raw``, or ``None`` if it is blank, torn or not a record."""
+        magic, seq, slot, size, crc, rec_crc = RECORD.unpack(raw)
+        if magic != RECORD_MAGIC or rec_crc != zlib.crc32(raw[:-4]) or slot >= N_SLOTS:
+            return None
+        return cls(seq, slot, size, crc)
+
+
+class ModelStore:
+    """Two model slots and a commit log on a :class:`Flash`.
+
+    Layout: pages 0 and 1 hold commit records (appended; when one page is full the other is
+    erased and continued); slot A is the next ``slot_pages`` pages, slot B the ones after.
+    """
+
+    def __init__(self, flash: Flash) -> None:
+        self.flash = flash
+        self.slot_pages = (flash.n_pages - len(RECORD_PAGES)) // N_SLOTS
+        """Pages per slot."""
+        self.slot_bytes = self.slot_pages * flash.page_bytes
+        """Largest image a slot holds, in bytes."""
+        self.per_page = flash.page_bytes // RECORD.size
+
+    def slot_page(self, slot: int, index: int) -> int:
+        """Flash page number of page ``index`` of ``slot``."""
+        if slot not in range(N_SLOTS) or not 0 <= index < self.slot_pages:
+            raise FlashError(f"slot {slot} page {index} does not exist")
+        return len(RECORD_PAGES) + slot * self.slot_pages + index
+
+    def read_slot(self, slot: int, offset: int, length: int) -> bytes:
+        if offset < 0 or length < 0 or offset + length > self.slot_bytes:
+            raise FlashError(f"range {offset}+{length} is outside the slot ({self.slot_bytes})")
+        return self.flash.read(self.slot_page(slot, 0) * self.flash.page_bytes + offset, length)
+
+    def image_crc(self, slot: int, size: int) -> int:
+        return zlib.crc32(self.read_slot(slot, 0, size))
+
+    def erase_page(self, slot: int, index: int) -> None:
+        """Erase page ``index`` of ``slot``."""
+        self.flash.erase(self.slot_page(slot, index))
+
+    def write_slot(self, slot: int, offset: int, data: bytes) -> None:
+        """Program ``data`` at ``offset`` of ``slot`` (within one page, over erased bytes)."""
+        if offset < 0 or offset + len(data) > self.slot_bytes:
+            raise FlashError(f"range {offset}+{len(data)} is outside the slot ({self.slot_bytes})")
+        self.flash.write(self.slot_page(slot, 0) * self.flash.page_bytes + offset, data)
+
+    # ------------------------------------------------------------------ commit log
+
+    def _entries(self) -> list[tuple[int, int, bytes]]:
+        """(record page, index, raw 32 bytes) of every entry of both record pages."""
+        out = []
+        for page in RECORD_PAGES:
+            raw = self.flash.read(page * self.flash.page_bytes, self.flash.page_bytes)
+            for i in range(self.per_page):
+                out.append((page, i, raw[i * RECORD.size : (i + 1) * RECORD.size]))
+        return out
+
+    def records(self) -> list[CommitRecord]:
+        """Valid commit records, newest first."""
+        recs = [CommitRecord.unpack(raw) for _, _, raw in self._entries()]
+        return sorted((r for r in recs if r is not None), key=lambda r: -r.seq)
+
+    def active(self) -> CommitRecord | None:
+        """The newest valid record whose image still matches its size and CRC, if any."""
+        for rec in self.records():
+            if rec.size <= self.slot_bytes and self.image_crc(rec.slot, rec.size) == rec.crc32:
+                return rec
+        return None
+
+    def commit(self, slot: int, size: int, crc32: int) -> CommitRecord:
+        """Append a record making ``slot`` active. The image must already be in the slot."""
+        entries = self._entries()
+        newest: tuple[int, int] | None = None  # (seq, record page)
+        for page, _, raw in entries:
+            rec = CommitRecord.unpack(raw)
+            if rec is not None and (newest is None or rec.seq > newest[0]):
+                newest = (rec.seq, page)
+        seq = 1 if newest is None else newest[0] + 1
+        page = RECORD_PAGES[0] if newest is None else newest[1]
+        # first blank entry after the last used one on the current record page
+        used = [i for p, i, raw in entries if p == page and raw != _BLANK]
+        index = (max(used) + 1) if used else 0
+        if index >= self.per_page:
+            page = RECORD_PAGES[1] if page == RECORD_PAGES[0] else RECORD_PAGES[0]
+            self.flash.erase(page)
+            index = 0
+        rec = CommitRecord(seq, slot, size, crc32)
+        self.flash.write(page * self.flash.page_bytes + index * RECORD.size, rec.pack())
+        return rec
+
+
+_BLANK = bytes([ERASED]) * RECORD.size

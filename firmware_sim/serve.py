@@ -1,0 +1,445 @@
+"""Serving a :class:`~firmware_sim.device.Device` on a pseudo-terminal or a TCP socket.
+
+A pty pair from ``os.openpty()`` (slave in raw mode) is a real serial device: a host opens the
+slave path (``/dev/pts/N``) with pyserial and the device reads and writes the master side. The
+device keeps its own handle on the slave open, so hosts may close and reopen the port between
+sessions. A TCP listener serves ``socket://HOST:PORT`` clients, one session at a time; a second
+client gets a ``NAK BUSY`` to its first frame and is disconnected.
+
+With :class:`LinkTiming` the link behaves like a UART: every byte takes ``10 / baud`` seconds in
+each direction (8N1), both directions at once, and each reply starts ``turnaround_s`` after the
+end of the request that caused it. Receiving, handling and sending run in separate threads so
+that a slow reply never stops reception, as with a DMA receive buffer on a real part.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import queue
+import select
+import socket
+import sys
+import threading
+import time
+import tty
+from dataclasses import dataclass
+
+from export import protocol as P
+from firmware_sim.device import Device
+from firmware_sim.flash import PowerLoss
+
+POLL_S = 0.05
+"""How often blocked threads look at their stop flag, in seconds."""
+
+
+@dataclass(frozen=True)
+class LinkTiming:
+    """Pacing of the simulated serial line."""
+
+    baud: int = 0
+    """Line rate in bit/s; each byte takes 10 / baud seconds (8N1). 0 = as fast as possible."""
+    turnaround_s: float = 0.0
+    """Time from the last byte of a request to the first byte of its reply, in seconds."""
+    quantum: int = 32
+    """Bytes moved at a time when paced (smaller is smoother and costs more wake-ups)."""
+
+    def __post_init__(self) -> None:
+        if isinstance(self.baud, bool) or not isinstance(self.baud, int) or self.baud < 0:
+            raise ValueError(f"baud = {self.baud!r}: must be a whole number >= 0 (0 = unpaced)")
+        if not (0.0 <= float(self.turnaround_s) < 10.0):
+            raise ValueError(f"turnaround = {self.turnaround_s!r} s: allowed 0 to 10 s")
+        if not 1 <= self.quantum <= 4096:
+            raise ValueError(f"quantum = {self.quantum}: allowed 1 to 4096 bytes")
+
+    def byte_time(self) -> float:
+        """Seconds per byte on the line (0 when unpaced)."""
+        return 10.0 / self.baud if self.baud else 0.0
+
+
+# --------------------------------------------------------------------------- channels
+
+
+class Channel:
+    """A non-blocking byte pipe to one host. ``recv`` returns ``b""`` when nothing came within
+    ``timeout`` and raises ``EOFError`` when the host is gone."""
+
+    handle: int | socket.socket
+    """What ``select`` waits on."""
+
+    def _read(self, n: int) -> bytes:
+        raise NotImplementedError
+
+    def _write(self, data: memoryview) -> int:
+        raise NotImplementedError
+
+    def recv(self, max_bytes: int, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.handle], [], [], timeout)
+        if not ready:
+            return b""
+        try:
+            data = self._read(max_bytes)
+        except BlockingIOError:
+            return b""
+        except OSError as exc:
+            if exc.errno == errno.EIO:  # a pty with no slave open: nobody there yet
+                time.sleep(timeout)
+                return b""
+            raise EOFError(str(exc)) from exc
+        if not data:
+            raise EOFError("closed by the host")
+        return data
+
+    def send(self, data: bytes, stop: threading.Event) -> None:
+        """Write all of ``data``, waiting while the host's buffer is full, until ``stop``."""
+        view = memoryview(data)
+        while view and not stop.is_set():
+            _, ready, _ = select.select([], [self.handle], [], POLL_S)
+            if not ready:
+                continue
+            try:
+                n = self._write(view)
+            except BlockingIOError:
+                continue
+            except OSError as exc:
+                raise EOFError(str(exc)) from exc
+            view = view[n:]
+
+    def close(self) -> None:
+        pass
+
+
+class FdChannel(Channel):
+    """The master side of a pty (the server owns and closes it)."""
+
+    def __init__(self, fd: int) -> None:
+        self.handle = fd
+        os.set_blocking(fd, False)
+
+    def _read(self, n: int) -> bytes:
+        return os.read(self.handle, n)
+
+    def _write(self, data: memoryview) -> int:
+        return os.write(self.handle, data)
+
+
+class SocketChannel(Channel):
+    """One accepted TCP connection."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.handle = self.sock = sock
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def _read(self, n: int) -> bytes:
+        return self.sock.recv(n)
+
+    def _write(self, data: memoryview) -> int:
+        return self.sock.send(data)
+
+    def close(self) -> None:
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# --------------------------------------------------------------------------- one session
+
+
+def _sleep_until(t: float, stop: threading.Event) -> None:
+    delay = t - time.monotonic()
+    if delay > 0:
+        stop.wait(delay)
+
+
+class Session:
+    """One host connection: a receiver, the handler (the caller's thread) and a transmitter.
+
+    :meth:`run` returns when the host disconnects or ``stop`` is set; it raises
+    :class:`~firmware_sim.flash.PowerLoss` if the device lost power while handling a frame.
+    """
+
+    def __init__(self, device: Device, channel: Channel, timing: LinkTiming,
+                 stop: threading.Event) -> None:
+        self.device, self.channel, self.timing = device, channel, timing
+        self.stop = threading.Event()
+        self.outer_stop = stop
+        self.rx: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
+        self.tx_control: queue.Queue[bytes] = queue.Queue()
+        self.tx_bulk: queue.Queue[bytes] = queue.Queue()
+        self.tx_ready = threading.Semaphore(0)
+
+    def _receiver(self) -> None:
+        """Move bytes from the channel to the handler, at line rate when paced.
+
+        The line clock runs on without gaps while bytes are waiting (the host's bytes were on
+        the wire back to back) and restarts from now when the line was idle, so scheduling
+        delays of this thread do not slow the modelled line down.
+        """
+        t_byte = self.timing.byte_time()
+        quantum = self.timing.quantum if t_byte else 4096
+        clock = 0.0
+        while not self.stop.is_set():
+            try:
+                data = self.channel.recv(quantum, 0.0)
+                if not data:
+                    data = self.channel.recv(quantum, POLL_S)
+                    if not data:
+                        continue
+                    clock = max(clock, time.monotonic())
+            except (EOFError, OSError):
+                self.rx.put(None)
+                return
+            if t_byte:
+                clock += len(data) * t_byte
+                _sleep_until(clock, self.stop)
+            else:
+                clock = time.monotonic()
+            self.rx.put((data, clock))
+
+    def _send(self, frame: P.Frame) -> None:
+        """Queue a reply. Bulk replies (``READ_DATA``) yield to the short ones at frame
+        boundaries, so that acknowledgements are not held up behind read-back data."""
+        q = self.tx_bulk if frame.type == P.Msg.READ_DATA else self.tx_control
+        q.put(P.encode_frame(frame))
+        self.tx_ready.release()
+
+    def _next_reply(self, timeout: float) -> bytes | None:
+        if not self.tx_ready.acquire(timeout=timeout):
+            return None
+        try:
+            return self.tx_control.get_nowait()
+        except queue.Empty:
+            return self.tx_bulk.get_nowait()
+
+    def _transmitter(self) -> None:
+        """Send queued replies, at line rate when paced (same clock rule as the receiver)."""
+        t_byte = self.timing.byte_time()
+        clock = 0.0
+        while not self.stop.is_set():
+            data = self._next_reply(0.0)
+            if data is None:
+                data = self._next_reply(POLL_S)
+                if data is None:
+                    continue
+                clock = max(clock, time.monotonic())
+            step = self.timing.quantum if t_byte else len(data)
+            try:
+                for i in range(0, len(data), step):
+                    piece = data[i : i + step]
+                    if t_byte:
+                        clock += len(piece) * t_byte
+                        _sleep_until(clock, self.stop)
+                    self.channel.send(piece, self.stop)
+            except (EOFError, OSError):
+                return
+
+    def run(self) -> None:
+        self.device.new_session()
+        threads = [threading.Thread(target=f, daemon=True, name=f"device-{f.__name__}")
+                   for f in (self._receiver, self._transmitter)]
+        for t in threads:
+            t.start()
+        try:
+            while not (self.stop.is_set() or self.outer_stop.is_set()):
+                try:
+                    item = self.rx.get(timeout=POLL_S)
+                except queue.Empty:
+                    continue
+                if item is None:
+                    break
+                data, arrived = item
+                replies = self.device.receive_frames(data)
+                if replies and self.timing.turnaround_s:
+                    _sleep_until(arrived + self.timing.turnaround_s, self.outer_stop)
+                for reply in replies:
+                    self._send(reply)
+        finally:
+            self.stop.set()
+            for t in threads:
+                t.join()
+
+
+# --------------------------------------------------------------------------- servers
+
+
+class _Server:
+    """Common start/stop for the two servers; use as a context manager."""
+
+    def __init__(self, device: Device, timing: LinkTiming) -> None:
+        self.device = device
+        self.timing = timing
+        self.stop_event = threading.Event()
+        self.power_lost = False
+        """True once the device lost power (the server then stops serving)."""
+        self.error: BaseException | None = None
+        self._thread: threading.Thread | None = None
+
+    url: str = ""
+
+    def _serve(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        try:
+            self._serve()
+        except PowerLoss:
+            self.power_lost = True
+            self._close()  # the part is off: its port goes away
+        except BaseException as exc:  # noqa: BLE001 - reported by stop() and serve_forever()
+            self.error = exc
+            print(f"mark1 device: server stopped: {exc!r}", file=sys.stderr)
+        finally:
+            self.stop_event.set()
+
+    def start(self) -> _Server:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="device-server")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        self._close()
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> _Server:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+class PtyServer(_Server):
+    """Serve ``device`` on a new pty pair; hosts open :attr:`path` (also :attr:`url`)."""
+
+    def __init__(self, device: Device, timing: LinkTiming = LinkTiming()) -> None:
+        super().__init__(device, timing)
+        self.master, self.slave = os.openpty()
+        tty.setraw(self.slave)
+        self.path = os.ttyname(self.slave)
+        """The pty's slave device, e.g. ``/dev/pts/3``."""
+        self.url = self.path
+
+    def _serve(self) -> None:
+        channel = FdChannel(self.master)
+        while not self.stop_event.is_set():
+            Session(self.device, channel, self.timing, self.stop_event).run()
+
+    def _close(self) -> None:
+        for fd in (self.master, self.slave):
+            if fd >= 0:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        self.master = self.slave = -1
+
+
+class TcpServer(_Server):
+    """Serve ``device`` on a TCP listener (port 0 picks a free one); hosts open :attr:`url`."""
+
+    def __init__(self, device: Device, host: str = "127.0.0.1", port: int = 0,
+                 timing: LinkTiming = LinkTiming(), busy_timeout_s: float = 2.0) -> None:
+        super().__init__(device, timing)
+        self.listener = socket.create_server((host, port))
+        self.listener.setblocking(False)
+        self.host, self.port = self.listener.getsockname()[:2]
+        self.url = f"socket://{self.host}:{self.port}"
+        self.busy_timeout_s = busy_timeout_s
+        self.sessions = 0
+        """Sessions served so far."""
+        self.refused = 0
+        """Connections turned away because a session was running."""
+        self._session: threading.Thread | None = None
+        self._busy: list[threading.Thread] = []
+        self._crash: BaseException | None = None
+
+    def _serve(self) -> None:
+        while not self.stop_event.is_set():
+            if self._crash is not None:
+                raise self._crash
+            ready, _, _ = select.select([self.listener], [], [], POLL_S)
+            if not ready:
+                continue
+            try:
+                conn, _ = self.listener.accept()
+            except BlockingIOError:
+                continue
+            self._busy = [t for t in self._busy if t.is_alive()]
+            if self._session is not None and self._session.is_alive():
+                self.refused += 1
+                t = threading.Thread(target=self._refuse, args=(conn,), daemon=True,
+                                     name="device-busy")
+                self._busy.append(t)
+                t.start()
+                continue
+            self.sessions += 1
+            self._session = threading.Thread(target=self._one_session, args=(conn,),
+                                             daemon=True, name="device-session")
+            self._session.start()
+        self._join_children()
+        if self._crash is not None:
+            raise self._crash
+
+    def _one_session(self, conn: socket.socket) -> None:
+        channel = SocketChannel(conn)
+        try:
+            Session(self.device, channel, self.timing, self.stop_event).run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the accept loop
+            self._crash = exc
+            self.stop_event.set()
+        finally:
+            channel.close()
+
+    def _refuse(self, conn: socket.socket) -> None:
+        """Answer the first frame of an extra client with ``NAK BUSY``, then hang up."""
+        channel = SocketChannel(conn)
+        decoder = P.FrameDecoder()
+        deadline = time.monotonic() + self.busy_timeout_s
+        try:
+            while time.monotonic() < deadline and not self.stop_event.is_set():
+                frames = decoder.feed(channel.recv(4096, POLL_S))
+                if frames:
+                    f = frames[0]
+                    nak = P.Nak(f.type, P.Err.BUSY, 0, 0,
+                                "the device is serving another host; try again later")
+                    channel.send(P.encode_frame(nak.frame(f.seq)), self.stop_event)
+                    break
+        except (EOFError, OSError):
+            pass
+        finally:
+            channel.close()
+
+    def _join_children(self) -> None:
+        for t in [self._session, *self._busy]:
+            if t is not None:
+                t.join()
+
+    def _close(self) -> None:
+        self.listener.close()
+
+
+def serve_forever(server: _Server) -> int:
+    """Run ``server`` until SIGINT/SIGTERM or power loss; 0 on a clean stop."""
+    import signal
+
+    stop = server.stop_event
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    server.start()
+    try:
+        while not stop.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.stop()
+        signal.signal(signal.SIGTERM, previous)
+    if server.error is not None:
+        return 1
+    return 0

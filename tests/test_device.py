@@ -1,0 +1,292 @@
+"""The simulated microcontroller's message handler: uploads, refusals, commit, read, infer,
+resets, power cycles, malformed and random frames, and power cut at every flash step."""
+
+from __future__ import annotations
+
+import dataclasses
+import zlib
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from export import protocol as P
+from export.golden import golden_forward
+from export.package import decode_package
+from firmware_sim.device import PRESETS, Device
+from firmware_sim.engine import Engine
+from firmware_sim.flash import PowerLoss
+from tests.device_helpers import SMALL, ask, image, upload
+
+
+def _status(dev: Device) -> P.Status:
+    reply = ask(dev, P.Msg.STATUS)
+    assert isinstance(reply, P.Status)
+    return reply
+
+
+def _nak(reply: P.Payload, code: P.Err) -> P.Nak:
+    assert isinstance(reply, P.Nak), reply
+    assert reply.code == code, reply
+    return reply
+
+
+def test_hello_reports_the_limits_and_a_blank_part_has_no_model():
+    dev = Device(SMALL)
+    info = ask(dev, P.Hello())
+    assert info == P.Info(P.PROTOCOL_VERSION, 512, 16384, 512, 7680, 4096, 80_000_000,
+                          "test part")
+    st_ = _status(dev)
+    assert (st_.active_slot, st_.upload_slot, st_.runnable, st_.model_id) == (0xFF, 0xFF, 0, b"")
+    assert set(PRESETS) == {"cortex-m4", "cortex-m4-small"}  # the CLI's --preset choices
+
+
+def test_upload_commit_and_inference_bit_exact_with_golden():
+    dev = Device(SMALL)
+    img = image()
+    pkg = decode_package(img)
+    done = upload(dev, img)
+    assert done == P.Ack(P.Msg.COMMIT, 0, zlib.crc32(img))
+    st_ = _status(dev)
+    assert (st_.active_slot, st_.active_size, st_.active_crc32) == (0, len(img), zlib.crc32(img))
+    assert (st_.runnable, st_.n_inputs, st_.n_outputs) == (1, 400, 10)
+    assert st_.model_id == pkg.model_id
+    rng = np.random.default_rng(3)
+    x = rng.integers(-128, 128, size=(12, 400)).astype(np.int8)
+    x[0] = -128
+    x[1] = 127
+    want = golden_forward(pkg, x)
+    _, cycles = Engine(pkg).infer(x[0])
+    for i, row in enumerate(x):
+        res = ask(dev, P.Infer(row.tobytes()), seq=100 + i)
+        assert isinstance(res, P.Result)
+        np.testing.assert_array_equal(np.frombuffer(res.data, np.int8), want[i])
+        assert res.cycles == cycles
+    # the next upload goes to the other slot, and the pages it used were erased once each
+    img2 = image(seed=1)
+    assert upload(dev, img2) == P.Ack(P.Msg.COMMIT, 1, zlib.crc32(img2))
+    assert _status(dev).active_slot == 1 and _status(dev).max_erase_count == 1
+
+
+def test_too_large_models_are_refused_at_begin_with_the_numbers():
+    dev = Device(SMALL)
+    big = image(hidden=24)
+    nak = _nak(upload(dev, big), P.Err.TOO_LARGE_FLASH)
+    assert (nak.a, nak.b) == (len(big), 7680)
+    assert f"{len(big)} bytes" in nak.text and "7680-byte" in nak.text
+    nak = _nak(ask(dev, P.Begin(1000, 0, 5000)), P.Err.TOO_LARGE_RAM)
+    assert (nak.a, nak.b) == (5000, 4096) and "5000" in nak.text and "4096" in nak.text
+    assert _status(dev).upload_slot == 0xFF and dev.flash.ops == 0  # nothing written
+
+
+def test_the_package_header_is_checked_as_soon_as_it_arrives():
+    tight = Device(dataclasses.replace(SMALL, ram_bytes=256))
+    img = image()
+    nak = _nak(upload(tight, img, ram=0), P.Err.TOO_LARGE_RAM)  # BEGIN understated the RAM
+    assert (nak.a, nak.b) == (decode_package(img).ram_bytes, 256)
+    assert _status(tight).upload_slot == 0xFF
+    junk = bytes(range(256)) * 2
+    nak = _nak(upload(Device(SMALL), junk), P.Err.BAD_PACKAGE)
+    assert "magic" in nak.text
+    nak = _nak(upload(Device(SMALL), img + b"\0\0\0\0"), P.Err.BAD_PACKAGE)
+    assert f"header says {len(img)} bytes" in nak.text
+
+
+def test_slots():
+    dev = Device(SMALL)
+    upload(dev, image())
+    nak = _nak(ask(dev, P.Begin(100, 0, 0, slot=0)), P.Err.BAD_SLOT)
+    assert "running model" in nak.text
+    _nak(ask(dev, P.Begin(100, 0, 0, slot=7)), P.Err.BAD_SLOT)
+    assert ask(dev, P.Begin(100, 0, 0, slot=1)) == P.Ack(P.Msg.BEGIN, 0, 1)
+
+
+def test_data_in_order_go_back_duplicates_and_overlap():
+    dev = Device(SMALL)
+    img = image()
+    assert ask(dev, P.Begin(len(img), zlib.crc32(img), 0)) == P.Ack(P.Msg.BEGIN, 0, 0)
+    assert ask(dev, P.Data(0, img[:256])) == P.Ack(P.Msg.DATA, 256, 256)
+    nak = _nak(ask(dev, P.Data(512, img[512:768])), P.Err.OFFSET)
+    assert (nak.a, nak.b) == (256, 512)
+    ops = dev.flash.ops
+    assert ask(dev, P.Data(0, img[:256])) == P.Ack(P.Msg.DATA, 256, 256)  # a duplicate
+    assert dev.flash.ops == ops  # ... is not written again
+    assert ask(dev, P.Data(128, img[128:384])) == P.Ack(P.Msg.DATA, 384, 384)  # overlap
+    assert upload(dev, img, start=384) == P.Ack(P.Msg.COMMIT, 0, zlib.crc32(img))
+    _nak(ask(dev, P.Data(0, b"x")), P.Err.NO_UPLOAD)
+
+
+def test_begin_resumes_the_same_upload_and_restarts_another():
+    dev = Device(SMALL)
+    img = image()
+    upload(dev, img[:1000] + img[1000:], commit=False)  # everything sent, not committed
+    assert ask(dev, P.Begin(len(img), zlib.crc32(img), 0)) == P.Ack(P.Msg.BEGIN, len(img), 0)
+    assert ask(dev, P.Begin(len(img), 12345, 0)) == P.Ack(P.Msg.BEGIN, 0, 0)
+    assert _status(dev).upload_received == 0
+
+
+def test_commit_checks_completeness_crc_and_package():
+    dev = Device(SMALL)
+    img = image()
+    crc = zlib.crc32(img)
+    ask(dev, P.Begin(len(img), crc, 0))
+    ask(dev, P.Data(0, img[:300]))
+    nak = _nak(ask(dev, P.Commit(len(img), crc)), P.Err.INCOMPLETE)
+    assert (nak.a, nak.b) == (300, len(img))
+    _nak(ask(dev, P.Commit(len(img), crc ^ 1)), P.Err.CRC_MISMATCH)  # not what BEGIN said
+    # a BEGIN that announced the wrong CRC: caught at commit from what is in flash
+    dev_wrong = Device(SMALL)
+    nak = _nak(_commit_with(dev_wrong, img, crc ^ 0xFF), P.Err.CRC_MISMATCH)
+    assert (nak.a, nak.b) == (crc, crc ^ 0xFF)
+    assert _status(dev_wrong).upload_slot == 0xFF  # dropped: the host must start again
+    # a damaged package whose CRC the host computed on the damaged bytes
+    bad = bytearray(img)
+    bad[200] ^= 0x40
+    nak = _nak(upload(Device(SMALL), bytes(bad)), P.Err.BAD_PACKAGE)
+    assert "CRC-32 mismatch" in nak.text
+    # worn-out flash: programming fails, the CRC check refuses to switch
+    worn = Device(dataclasses.replace(SMALL, endurance=0))
+    _nak(upload(worn, img), P.Err.CRC_MISMATCH)
+    assert _status(worn).active_slot == 0xFF
+
+
+def _commit_with(dev: Device, img: bytes, announced_crc: int) -> P.Payload:
+    ask(dev, P.Begin(len(img), announced_crc, 0))
+    for off in range(0, len(img), 400):
+        ask(dev, P.Data(off, img[off : off + 400]))
+    return ask(dev, P.Commit(len(img), announced_crc))
+
+
+def test_repeat_commit_abort_reset_and_power_cycle_keep_the_model(tmp_path):
+    state = tmp_path / "flash.bin"
+    dev = Device(SMALL, state_path=state)
+    img = image()
+    crc = zlib.crc32(img)
+    upload(dev, img)
+    assert ask(dev, P.Commit(len(img), crc)) == P.Ack(P.Msg.COMMIT, 0, crc)  # reply was lost
+    ask(dev, P.Begin(len(img), crc, 0))
+    ask(dev, P.Data(0, img[:256]))
+    assert ask(dev, P.Msg.ABORT) == P.Ack(P.Msg.ABORT)
+    assert _status(dev).upload_slot == 0xFF
+    ask(dev, P.Begin(len(img), crc, 0))
+    assert ask(dev, P.Msg.RESET) == P.Ack(P.Msg.RESET)
+    st_ = _status(dev)
+    assert (st_.upload_slot, st_.active_slot, st_.runnable) == (0xFF, 0, 1)
+    dev.flash.close()
+    reborn = Device(SMALL, state_path=state)  # power off, power on
+    st2 = _status(reborn)
+    assert (st2.active_slot, st2.active_crc32, st2.model_id) == (0, crc, st_.model_id)
+    assert st2.total_erases == st_.total_erases
+    reborn.flash.close()
+
+
+def test_read_back_limits():
+    dev = Device(SMALL)
+    img = image()
+    _nak(ask(dev, P.Read(0xFF, 0, 4)), P.Err.NO_MODEL)
+    upload(dev, img)
+    assert ask(dev, P.Read(0xFF, 0, 100)) == P.ReadData(0, img[:100])
+    assert ask(dev, P.Read(0, len(img) - 8, 8)) == P.ReadData(len(img) - 8, img[-8:])
+    nak = _nak(ask(dev, P.Read(0xFF, len(img) - 4, 8)), P.Err.RANGE)
+    assert (nak.a, nak.b) == (len(img) + 4, len(img))
+    ask(dev, P.Begin(len(img), zlib.crc32(img), 0))
+    ask(dev, P.Data(0, img[:256]))
+    assert ask(dev, P.Read(1, 0, 256)) == P.ReadData(0, img[:256])
+    _nak(ask(dev, P.Read(1, 200, 100)), P.Err.RANGE)  # past what this upload wrote
+    _nak(ask(dev, P.Read(2, 0, 4)), P.Err.BAD_SLOT)
+    _nak(ask(dev, P.Read(0, 0, 509)), P.Err.BAD_PAYLOAD)  # more than one reply carries
+
+
+def test_infer_refusals():
+    dev = Device(SMALL)
+    nak = _nak(ask(dev, P.Infer(bytes(400))), P.Err.NO_MODEL)
+    assert "no model" in nak.text
+    upload(dev, image())
+    nak = _nak(ask(dev, P.Infer(bytes(399))), P.Err.BAD_INPUT)
+    assert (nak.a, nak.b) == (399, 400)
+
+
+def test_unknown_and_malformed_requests():
+    dev = Device(SMALL)
+    assert _nak(ask(dev, P.Frame(0x42, 1)), P.Err.UNKNOWN_TYPE).a == 0x42
+    _nak(ask(dev, P.Ack(P.Msg.DATA, 1, 1)), P.Err.UNKNOWN_TYPE)  # a reply sent to the device
+    _nak(ask(dev, P.Frame(int(P.Msg.STATUS), 1, b"x")), P.Err.BAD_PAYLOAD)
+    _nak(ask(dev, P.Frame(int(P.Msg.BEGIN), 1, b"\x01\x02")), P.Err.BAD_PAYLOAD)
+    _nak(ask(dev, P.Begin(0, 0, 0)), P.Err.BAD_PAYLOAD)
+    ask(dev, P.Begin(100, 0, 0))
+    _nak(ask(dev, P.Data(90, b"x" * 20)), P.Err.BAD_PAYLOAD)  # past the image end
+    assert dev.faults == 0
+
+
+_REQUEST_TYPES = [int(m) for m in P.Msg if m < 0x80]
+
+
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(st.tuples(st.sampled_from(_REQUEST_TYPES) | st.integers(0, 255),
+                          st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=8),
+       st.binary(max_size=200))
+def test_random_frames_and_bytes_never_break_the_device(frames, noise):
+    dev = _fuzz_device()
+    before = _status(dev)
+    for ftype, seq, payload in frames:
+        reply = dev.handle(P.Frame(ftype, seq, payload))
+        assert reply.seq == seq and reply.type in P.REPLIES
+        P.parse_reply(reply)
+    dev.receive(noise)
+    dev.receive(P.DELIMITER)  # what a host sends first: ends any partial frame
+    after = _status(dev)
+    assert dev.faults == 0
+    assert (after.active_slot, after.active_crc32, after.runnable) == \
+        (before.active_slot, before.active_crc32, 1)
+    assert isinstance(ask(dev, P.Hello()), P.Info)
+
+
+_FUZZ: list[Device] = []
+
+
+def _fuzz_device() -> Device:
+    """A part with a committed model (built once, then cloned by a power cycle)."""
+    if not _FUZZ:
+        dev = Device(SMALL)
+        upload(dev, image())
+        _FUZZ.append(dev)
+    return _FUZZ[0].power_cycle()
+
+
+def test_power_cut_at_every_flash_step_leaves_old_or_new_never_mixed():
+    old, new = image(), image(seed=1)
+    base = Device(SMALL)
+    upload(base, old)
+    probe = base.power_cycle()
+    ops0 = probe.flash.ops
+    upload(probe, new)
+    n_ops = probe.flash.ops - ops0
+    assert n_ops == 8 + 15 + 1  # 8 page erases, 15 frame writes, the commit record
+    seen = set()
+    for k in range(n_ops):
+        for part in ("none", "half", "all"):
+            dev = base.power_cycle()
+            flash = dev.flash
+
+            def hook(op, k=k, part=part, start=flash.ops):
+                if op.index - start != k:
+                    return None
+                return {"none": 0, "half": op.length // 2, "all": op.length}[part]
+
+            flash.hook = hook
+            with pytest.raises(PowerLoss):
+                upload(dev, new)
+            after = Device(SMALL, flash.power_cycle())  # restart: flash kept, RAM lost
+            assert isinstance(ask(after, P.Hello()), P.Info)
+            st_ = _status(after)
+            committed = k == n_ops - 1 and part == "all"
+            want = new if committed else old
+            assert (st_.active_size, st_.active_crc32, st_.runnable) == \
+                (len(want), zlib.crc32(want), 1), (k, part)
+            x = np.arange(400, dtype=np.int64).astype(np.int8) - 20
+            res = ask(after, P.Infer(x.tobytes()))
+            np.testing.assert_array_equal(np.frombuffer(res.data, np.int8),
+                                          golden_forward(decode_package(want), x[None])[0])
+            seen.add(committed)
+    assert seen == {True, False}

@@ -1,0 +1,175 @@
+"""Flash pages, wear, the state file, power cuts and the A/B model store's commit log."""
+
+from __future__ import annotations
+
+import zlib
+
+import pytest
+
+from firmware_sim.flash import (
+    RECORD,
+    CommitRecord,
+    Flash,
+    FlashError,
+    ModelStore,
+    PowerLoss,
+)
+
+
+def test_erase_before_write_and_wear_counts():
+    f = Flash(4096, 512)
+    assert f.n_pages == 8 and f.read(0, 4) == b"\xff" * 4
+    f.write(10, b"abc")
+    assert f.read(9, 5) == b"\xffabc\xff"
+    with pytest.raises(FlashError, match="not erased"):
+        f.write(11, b"x")
+    f.write(13, b"d")  # erased bytes next to programmed ones are fine
+    f.erase(0)
+    f.erase(0)
+    assert f.read(10, 4) == b"\xff" * 4
+    assert f.erase_counts[:2] == [2, 0] and f.ops == 4
+    with pytest.raises(FlashError, match="crosses the end of page 0"):
+        f.write(510, b"abc")
+    with pytest.raises(FlashError, match="outside"):
+        f.read(4095, 2)
+    with pytest.raises(FlashError, match="does not exist"):
+        f.erase(8)
+
+
+@pytest.mark.parametrize("size, page, message", [
+    (4096, 500, "power of two"), (4096, 16, "power of two"), (1000, 256, "multiple"),
+    (1024, 512, "at least 4 pages"),
+])
+def test_bad_geometry_is_named(size, page, message):
+    with pytest.raises(ValueError, match=message):
+        Flash(size, page)
+
+
+def test_state_file_keeps_contents_and_wear(tmp_path):
+    path = tmp_path / "flash.bin"
+    f = Flash(2048, 256, path=path)
+    f.erase(3)
+    f.write(3 * 256, b"kept")
+    again = f.power_cycle()
+    assert again.read(3 * 256, 4) == b"kept" and again.erase_counts[3] == 1
+    again.close()
+    reopened = Flash(2048, 256, path=path)
+    assert reopened.read(3 * 256, 4) == b"kept"
+    reopened.close()
+    with pytest.raises(ValueError, match="4096 bytes in 256-byte pages"):
+        Flash(4096, 256, path=path)
+    path.write_bytes(path.read_bytes()[:-1])
+    with pytest.raises(ValueError, match="truncated"):
+        Flash(2048, 256, path=path)
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"PNG....")
+    with pytest.raises(ValueError, match="not a mark1-kit flash state file"):
+        Flash(2048, 256, path=other)
+
+
+@pytest.mark.parametrize("backed", [False, True])
+def test_power_cut_inside_a_write_and_an_erase(tmp_path, backed):
+    path = tmp_path / "f.bin" if backed else None
+    f = Flash(2048, 256, path=path)
+    f.write(0, b"old-data")
+
+    def cut_fourth_byte_of_the_next_write(op):
+        return 3 if op.kind == "write" else None
+
+    f.hook = cut_fourth_byte_of_the_next_write
+    with pytest.raises(PowerLoss):
+        f.write(256, b"new-data")
+    assert not f.powered
+    assert f.read(0, 3) == b"old"  # what was written stays readable
+    with pytest.raises(PowerLoss):
+        f.erase(0)  # but nothing more is done without power
+    after = f.power_cycle()
+    assert after.read(256, 8) == b"new\xff\xff\xff\xff\xff"
+    after.hook = lambda op: op.length // 2 if op.kind == "erase" else None
+    with pytest.raises(PowerLoss):
+        after.erase(0)
+    torn = after.power_cycle()
+    assert torn.read(0, 8) == b"\xff" * 8 and torn.read(128, 1) == b"\xff"
+    assert torn.erase_counts[0] == 1  # a torn erase still wears the page
+    torn.close()
+
+
+def test_worn_out_pages_no_longer_program():
+    f = Flash(2048, 256, endurance=1)
+    f.erase(1)
+    f.write(256, b"\x01")
+    f.erase(1)
+    f.write(256, b"\x01")  # second erase: past the rated one
+    assert f.read(256, 1) == b"\x81"
+
+
+def _store(pages: int = 12, page: int = 128) -> ModelStore:
+    return ModelStore(Flash(pages * page, page))
+
+
+def _put_image(store: ModelStore, slot: int, data: bytes) -> None:
+    page = store.flash.page_bytes
+    for i in range(0, len(data), page):
+        store.erase_page(slot, i // page)
+        store.write_slot(slot, i, data[i : i + page])
+
+
+def test_layout_and_commit_record_format():
+    s = _store()
+    assert s.slot_pages == 5 and s.slot_bytes == 640
+    assert s.slot_page(0, 0) == 2 and s.slot_page(1, 4) == 11
+    assert RECORD.size == 32
+    rec = CommitRecord(7, 1, 300, 0xDEADBEEF)
+    raw = rec.pack()
+    assert raw[:4] == b"M1CR" and CommitRecord.unpack(raw) == rec
+    for i in range(32):
+        torn = bytearray(raw)
+        torn[i] ^= 0x10
+        assert CommitRecord.unpack(bytes(torn)) is None
+    assert CommitRecord.unpack(b"\xff" * 32) is None
+
+
+def test_newest_valid_record_wins_and_damaged_images_fall_back():
+    s = _store()
+    assert s.active() is None
+    a, b = b"A" * 300, b"B" * 500
+    _put_image(s, 0, a)
+    s.commit(0, len(a), zlib.crc32(a))
+    _put_image(s, 1, b)
+    rec = s.commit(1, len(b), zlib.crc32(b))
+    assert s.active() == rec and rec.seq == 2
+    # slot B's image damaged (a bit flip in flash): the previous record's model is used
+    page = s.slot_page(1, 0) * s.flash.page_bytes
+    raw = bytearray(s.flash.read(page, 128))
+    s.flash.erase(s.slot_page(1, 0))
+    raw[5] ^= 1
+    s.flash.write(page, bytes(raw))
+    assert s.active().slot == 0
+
+
+def test_commit_log_rolls_over_between_its_two_pages():
+    s = _store(page=128)  # four records per log page
+    img = b"x" * 100
+    _put_image(s, 0, img)
+    for k in range(1, 11):
+        rec = s.commit(0, len(img), zlib.crc32(img))
+        assert rec.seq == k and s.active() == rec
+    counts = s.flash.erase_counts[:2]
+    # records 1-4 on page 0, 5-8 on page 1 (erased once), 9-10 on page 0 (erased once)
+    assert counts == [1, 1]
+    assert [r.seq for r in s.records()] == [10, 9, 8, 7, 6, 5]
+
+
+def test_a_torn_record_is_skipped_and_the_log_continues():
+    s = _store()
+    img = b"m" * 64
+    _put_image(s, 0, img)
+    s.commit(0, len(img), zlib.crc32(img))
+    s.flash.hook = lambda op: 10  # the next record write stops after 10 of its 32 bytes
+    with pytest.raises(PowerLoss):
+        s.commit(0, len(img), zlib.crc32(img))
+    s2 = ModelStore(s.flash.power_cycle())
+    assert s2.active().seq == 1
+    rec = s2.commit(0, len(img), zlib.crc32(img))
+    assert rec.seq == 2 and s2.active() == rec
+    assert s2.flash.read(2 * RECORD.size, RECORD.size) == rec.pack()  # after the torn entry

@@ -1,0 +1,292 @@
+"""Pushing over real links: a pty pair and TCP sockets to the simulated device, served in a
+thread or as `mark1 device` in a subprocess; resume after a cut link, refusals, power loss."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import zlib
+
+import numpy as np
+import pytest
+
+from export.golden import golden_forward
+from export.package import decode_package
+from export.serial_host import (
+    EXIT_CODES,
+    DeviceBusy,
+    DeviceRefused,
+    LinkLost,
+    LinkSettings,
+    ModelTooLarge,
+    NoDevice,
+    VerifyFailed,
+    VersionMismatch,
+    active_package,
+    connect,
+    push,
+    run_inference,
+)
+from firmware_sim.device import Device
+from firmware_sim.flash import PowerLoss
+from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
+from tests.conftest import ROOT, run_cli
+from tests.device_helpers import SMALL, image
+
+FAST = LinkSettings(timeout_s=0.2, retries=2, reconnects=2, reconnect_delay_s=0.02)
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads left running: {left}"
+
+
+def test_push_and_infer_over_a_real_pty():
+    dev = Device(SMALL)
+    img = image()
+    with PtyServer(dev) as srv:
+        assert srv.path.startswith("/dev/pts/")
+        rep = push(srv.path, img, settings=FAST)
+        assert (rep.slot, rep.size, rep.verified_bytes) == (0, len(img), len(img))
+        assert rep.crc32 == zlib.crc32(img) and rep.device == "test part"
+        assert rep.timeouts == rep.go_backs == rep.reconnects == 0
+        assert rep.wire_bytes_out > len(img) and rep.wire_bytes_in > len(img)  # read back
+        with connect(srv.path, FAST) as link:
+            with pytest.raises(ValueError, match="in use by another program"):
+                connect(srv.path, FAST)  # one host at a time: the port is locked
+            pkg, st = active_package(link)  # read back from the device, decoded
+            assert st.active_slot == 0 and pkg.model_id == decode_package(img).model_id
+            x = np.random.default_rng(0).integers(-128, 128, (25, 400)).astype(np.int8)
+            y, cycles = run_inference(link, x)
+            np.testing.assert_array_equal(y, golden_forward(pkg, x))
+            assert (cycles == cycles[0]).all() and cycles[0] > 400 * 8
+        rep2 = push(srv.path, image(seed=1), settings=FAST)  # the other slot this time
+        assert rep2.slot == 1
+    assert dev.status().active_slot == 1
+
+
+def test_push_over_a_real_socket_and_one_session_at_a_time():
+    dev = Device(SMALL)
+    with TcpServer(dev) as srv:
+        assert srv.url.startswith("socket://127.0.0.1:")
+        rep = push(srv.url, image(), settings=FAST)
+        assert rep.slot == 0 and rep.verified_bytes == rep.size
+        with connect(srv.url, FAST) as first:
+            with pytest.raises(DeviceBusy, match="serving another host"):
+                connect(srv.url, FAST)
+            assert first.status().active_slot == 0  # the first host is not disturbed
+        assert srv.refused == 1
+
+
+def test_paced_line_respects_the_line_rate():
+    img = image()
+    with PtyServer(Device(SMALL), LinkTiming(baud=115200, turnaround_s=0.002)) as srv:
+        rep = push(srv.path, img, settings=dataclasses.replace(FAST, baud=115200))
+    # a paced line cannot move the wire bytes faster than 10 bits each at 115200 bit/s
+    assert rep.seconds >= max(rep.wire_bytes_out, rep.wire_bytes_in) * 10 / 115200
+    assert rep.line_bound_s == pytest.approx(len(img) * 10 / 115200)
+    assert 0 < rep.efficiency < 1
+
+
+class CuttingProxy:
+    """A TCP relay to the device that drops its first connection after ``cut_after`` bytes
+    from the host (a cable pulled mid-upload); later connections are relayed in full."""
+
+    def __init__(self, target: tuple[str, int], cut_after: int) -> None:
+        self.target, self.cut_after = target, cut_after
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"socket://127.0.0.1:{self.listener.getsockname()[1]}"
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        relays = []
+        while not self.stop.is_set():
+            if not select.select([self.listener], [], [], 0.05)[0]:
+                continue
+            host, _ = self.listener.accept()
+            dev = socket.create_connection(self.target)
+            limit = self.cut_after if self.connections == 0 else None
+            self.connections += 1
+            t = threading.Thread(target=self._relay, args=(host, dev, limit), daemon=True)
+            t.start()
+            relays.append(t)
+        for t in relays:
+            t.join()
+
+    def _relay(self, host: socket.socket, dev: socket.socket, limit: int | None) -> None:
+        passed = 0
+        try:
+            while not self.stop.is_set():
+                ready = select.select([host, dev], [], [], 0.05)[0]
+                for src in ready:
+                    data = src.recv(4096)
+                    if not data:
+                        return
+                    if src is host and limit is not None:
+                        data = data[: max(0, limit - passed)]
+                        passed += len(data)
+                    (dev if src is host else host).sendall(data)
+                    if limit is not None and passed >= limit:
+                        return  # cut: both connections are dropped
+        except OSError:
+            return
+        finally:
+            host.close()
+            dev.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.listener.close()
+
+
+def test_upload_resumes_from_the_last_acknowledged_offset_after_a_cut():
+    img = image(hidden=16)  # 7 KB: 14 frames of 508 bytes
+    dev = Device(SMALL)
+    with TcpServer(dev) as srv:
+        proxy = CuttingProxy((srv.host, srv.port), cut_after=len(img) // 2)
+        try:
+            rep = push(proxy.url, img, settings=FAST)
+        finally:
+            proxy.close()
+    assert rep.reconnects == 1 and proxy.connections == 2
+    first, resumed = rep.resumed_from
+    assert first == 0 and 0 < resumed < len(img)
+    chunk = SMALL.max_payload - 4
+    # only the frames in flight when the link was cut are sent again
+    assert rep.data_bytes_sent - len(img) <= FAST.window * chunk
+    assert rep.verified_bytes == len(img) and dev.status().active_crc32 == zlib.crc32(img)
+
+
+def test_refusals_reach_the_host_as_clear_errors():
+    big = image(hidden=24)
+    with TcpServer(Device(SMALL)) as srv:
+        with pytest.raises(ModelTooLarge, match=f"model of {len(big)} bytes does not fit a "
+                                                "7680-byte flash slot"):
+            push(srv.url, big, settings=FAST)
+    with TcpServer(Device(SMALL, protocol_version=2)) as srv:
+        with pytest.raises(VersionMismatch, match="version 2; this host speaks 1"):
+            push(srv.url, image(), settings=FAST)
+    with TcpServer(Device(dataclasses.replace(SMALL, endurance=0))) as srv:
+        with pytest.raises(VerifyFailed, match="read-back differs from the file at byte"):
+            push(srv.url, image(), settings=FAST)
+    silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
+    try:
+        port = silent.getsockname()[1]
+        with pytest.raises(NoDevice, match="no device answering"):
+            push(f"socket://127.0.0.1:{port}", image(),
+                 settings=dataclasses.replace(FAST, retries=1, timeout_s=0.05))
+    finally:
+        silent.close()
+    with pytest.raises(ValueError, match="cannot open port"):
+        push("/dev/does-not-exist", image(), settings=FAST)
+    errors = (NoDevice, VersionMismatch, ModelTooLarge, VerifyFailed, LinkLost, DeviceBusy,
+              DeviceRefused)
+    assert sorted(e.exit_code for e in errors) == sorted(set(EXIT_CODES) - {0, 2})
+    readme = (ROOT / "README.md").read_text()
+    for code in EXIT_CODES:
+        assert f"| {code} |" in readme
+
+
+def test_power_cut_mid_upload_keeps_the_old_model(tmp_path):
+    state = tmp_path / "flash.bin"
+    old, new = image(), image(seed=1)
+    dev = Device(SMALL, state_path=state)
+    with TcpServer(dev) as srv:
+        push(srv.url, old, settings=FAST)
+        start = dev.flash.ops
+        dev.flash.hook = lambda op: op.length // 3 if op.index == start + 6 else None
+        with pytest.raises(LinkLost):
+            push(srv.url, new, settings=dataclasses.replace(FAST, reconnects=1))
+        assert srv.power_lost
+    with pytest.raises(PowerLoss):
+        dev.flash.erase(0)  # the part stayed off
+    dev.flash.close()
+    again = Device(SMALL, state_path=state)  # power back on: flash from the state file
+    assert again.status().active_crc32 == zlib.crc32(old)
+    with TcpServer(again) as srv:
+        rep = push(srv.url, new, settings=FAST)
+    assert rep.slot == 1 and again.status().active_crc32 == zlib.crc32(new)
+    again.flash.close()
+
+
+# --------------------------------------------------------------------------- the CLI
+
+
+@pytest.fixture
+def device_process(tmp_path):
+    """`mark1 device --pty` in a subprocess (small flash); yields (path, process)."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mark1.cli", "device", "--pty", "--flash", "16K", "--page",
+         "512", "--ram", "4K", "--max-payload", "512", "--state", str(tmp_path / "f.bin")],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        path = proc.stdout.readline().strip()
+        assert path.startswith("/dev/pts/"), proc.stderr.read()
+        yield path, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stdout.close()
+        proc.stderr.close()
+
+
+def test_cli_device_push_and_infer_over_a_pty(device_process, tmp_path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    path, proc = device_process
+    model = tmp_path / "m.m1w"
+    model.write_bytes(image())
+    res = run_cli("push", str(model), "--port", path, "-q")
+    assert res.returncode == 0, res.stderr
+    assert "pushed m.m1w" in res.stdout and "now running from slot A" in res.stdout
+    res = run_cli("infer", "--port", path, "--task", "digits", "--n", "15", "--show", "2")
+    assert res.returncode == 0, res.stderr
+    assert "bit-exact 15/15 (100.0 %)" in res.stdout and "cycles" in res.stdout
+    plt.imsave(tmp_path / "a.png", np.eye(20), cmap="gray")
+    np.save(tmp_path / "b.npy", np.zeros((2, 20, 20)))
+    res = run_cli("infer", "--port", path, str(tmp_path / "a.png"), str(tmp_path / "b.npy"),
+                  "--model", str(model))
+    assert res.returncode == 0, res.stderr
+    assert "a.png" in res.stdout and "b.npy[1]" in res.stdout and "bit-exact 3/3" in res.stdout
+    big = tmp_path / "big.m1w"
+    big.write_bytes(image(hidden=24))
+    res = run_cli("push", str(big), "--port", path, "-q")
+    assert res.returncode == 5 and res.stderr.count("\n") == 1
+    assert f"{big.stat().st_size} bytes does not fit a 7680-byte flash slot" in res.stderr
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=20) == 0
+
+
+def test_cli_errors_are_one_line_with_documented_codes(tmp_path):
+    model = tmp_path / "m.m1w"
+    model.write_bytes(image())
+    not_a_model = tmp_path / "x.m1w"
+    not_a_model.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(100))
+    res = run_cli("push", str(not_a_model), "--port", "loop://")
+    assert res.returncode == 2 and "not a valid weight package" in res.stderr
+    res = run_cli("push", str(model), "--port", "/dev/does-not-exist")
+    assert res.returncode == 2 and "cannot open port" in res.stderr
+    assert res.stderr.count("\n") == 1
+    res = run_cli("push", str(model), "--port", "loop://", "--timeout", "0.05", "--retries", "1")
+    assert res.returncode == 3 and "no device answering on loop://" in res.stderr
+    res = run_cli("push", "--help")
+    assert res.returncode == 0 and "exit status" in res.stdout
