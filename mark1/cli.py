@@ -15,7 +15,13 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-COMMAND_MODULES: tuple[str, ...] = ("mark1.commands",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "mark1.commands",
+    "export.cli_onnx",
+    "export.cli_int8",
+    "export.cli_serial",
+    "firmware_sim.cli",
+)
 """Modules whose ``register(subparsers)`` adds subcommands, in the order ``--help`` lists them."""
 
 

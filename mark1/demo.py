@@ -1,0 +1,147 @@
+"""``make demo``: the whole kit end to end, as a user would run it, with one summary table.
+
+1. the Mark I learns a retina task (``mark1 simulate``),
+2. a torch MLP learns the digits (``mark1 train-mlp``),
+3. the MLP goes to a Jetson TX2 bundle, fp16 (``mark1 export onnx``),
+4. the MLP is quantized to int8 (``mark1 quantize``),
+5. a simulated microcontroller starts on a pty (``mark1 device --pty``),
+6. the package is pushed to it (``mark1 push``) and
+7. it classifies test images (``mark1 infer``).
+
+Every step is a real ``mark1`` command in a subprocess; each command line is printed first.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+
+def _mark1(*args: str) -> list[str]:
+    return [sys.executable, "-m", "mark1.cli", *args]
+
+
+def _run(title: str, *args: str) -> float:
+    print(f"\n== {title}\n$ mark1 {shlex.join(args)}", flush=True)
+    t0 = time.monotonic()
+    res = subprocess.run(_mark1(*args))
+    if res.returncode != 0:
+        raise SystemExit(f"demo: `mark1 {args[0]}` failed with exit status {res.returncode}")
+    return time.monotonic() - t0
+
+
+def _load(path: Path) -> dict:
+    return json.loads(path.read_text())
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mark1.demo", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", default="out/demo", help="output folder (default out/demo)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every step (default 0)")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    seed = str(args.seed)
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    t_start = time.monotonic()
+    times: dict[str, float] = {}
+
+    times["simulate"] = _run(
+        "1. The Mark I learns capital letters E and F through its photocells",
+        "simulate", "--task", "e-f", "--preset", "cds-1960", "--epochs", "5",
+        "--seed", seed, "--out", str(out / "markI"),
+    )
+    times["train-mlp"] = _run(
+        "2. A torch MLP learns the handwritten digits on the same retina",
+        "train-mlp", "--task", "digits", "--hidden", "64,32", "--epochs", "15",
+        "--seed", seed, "--out", str(out / "mlp"),
+    )
+    times["export"] = _run(
+        "3. Export to ONNX for a Jetson TX2 (opset 13, IR <= 8, fp16), checked and bundled",
+        "export", "onnx", str(out / "mlp" / "mlp.pt"), "--target", "jetson-tx2", "--fp16",
+        "--out", str(out / "tx2-bundle"),
+    )
+    times["quantize"] = _run(
+        "4. Quantize to integer-only int8 for a microcontroller",
+        "quantize", str(out / "mlp" / "mlp.pt"), "--calib", "256",
+        "--out", str(out / "int8" / "model.m1w"),
+    )
+
+    print("\n== 5. Start the simulated microcontroller on a pseudo-terminal\n"
+          "$ mark1 device --pty --baud 115200 --turnaround 2 &", flush=True)
+    device = subprocess.Popen(
+        _mark1("device", "--pty", "--baud", "115200", "--turnaround", "2"),
+        stdout=subprocess.PIPE, text=True,
+    )
+    try:
+        port = (device.stdout.readline() if device.stdout else "").strip()
+        if not port:
+            raise SystemExit("demo: the simulated device did not start")
+        times["push"] = _run(
+            f"6. Push the weight package over {port} at 115200 baud",
+            "push", str(out / "int8" / "model.m1w"), "--port", port,
+            "--json", str(out / "push.json"),
+        )
+        times["infer"] = _run(
+            "7. The device classifies 100 test digits; compare with the golden reference",
+            "infer", "--task", "digits", "--n", "100", "--port", port, "--show", "5",
+            "--model", str(out / "int8" / "model.m1w"), "--json", str(out / "infer.json"),
+        )
+    finally:
+        device.send_signal(signal.SIGTERM)
+        try:
+            device.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            device.kill()
+    _summary(out, times, time.monotonic() - t_start)
+    return 0
+
+
+def _summary(out: Path, times: dict[str, float], total: float) -> None:
+    sim = _load(out / "markI" / "report.json")
+    mlp = _load(out / "mlp" / "report.json")
+    bundle = _load(out / "tx2-bundle" / "model.json")
+    q = _load(out / "int8" / "model.m1w.json")
+    push = _load(out / "push.json")
+    infer = _load(out / "infer.json")
+    rows = [
+        ("Mark I (cds-1960), E vs F", f"test accuracy {100 * sim['test_accuracy']:.1f} %, "
+         f"{sim['machine_time_s'] / 60:.1f} min of machine time, "
+         f"{sim['motor_steps']:,} motor steps", "markI/"),
+        ("MLP 400-64-32-10, digits", f"test accuracy {100 * mlp['test_accuracy']:.1f} %",
+         "mlp/"),
+        ("ONNX for Jetson TX2", f"opset {bundle['opset']}, IR {bundle['ir_version']}, "
+         f"{bundle['precision']}; {_parity_text(bundle['parity'])}", "tx2-bundle/"),
+        ("int8 package", _quant_text(q), "int8/model.m1w"),
+        ("push at 115200 baud", f"{push['size']:,} B in {push['seconds']:.2f} s, "
+         f"{100 * push['efficiency']:.0f} % of line rate, verified", "push.json"),
+        ("device inference", f"accuracy {100 * infer['accuracy']:.0f} %, bit-exact with "
+         f"golden {100 * infer['bit_exact']:.0f} %, "
+         f"{sum(infer['cycles']) / len(infer['cycles']):,.0f} cycles each", "infer.json"),
+    ]
+    width = max(len(r[0]) for r in rows)
+    print(f"\n== Summary ({total:.0f} s)  — everything is under {out}/")
+    for name, text, where in rows:
+        print(f"  {name:<{width}}  {text}  [{where}]")
+
+
+def _parity_text(p: dict) -> str:
+    return (f"{p['precision']} parity vs torch: max |diff| {p['max_abs_diff']:.1e}, "
+            f"same class {100 * p['argmax_agreement']:.1f} %")
+
+
+def _quant_text(q: dict) -> str:
+    acc = q["accuracy"]
+    return (f"accuracy float {100 * acc['float']:.1f} % -> int8 {100 * acc['int8']:.1f} %, "
+            f"{q['model_bytes']:,} B, {q['ram_bytes']:,} B RAM")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
