@@ -437,6 +437,31 @@ MIN_CHUNK = 32
 """Smallest ``DATA``/``READ`` size the host adapts down to, in bytes."""
 
 
+class _FrameSize:
+    """Bytes per frame in one direction, adapted to that direction's losses: halved after a
+    lost frame (down to :data:`MIN_CHUNK`), doubled after ``run`` frames in a row got through."""
+
+    def __init__(self, adapt: bool, run: int) -> None:
+        self.adapt, self.run = adapt, run
+        self.size = self.limit = 0
+        self._clean = 0
+
+    def start(self, limit: int) -> None:
+        """Use at most ``limit`` bytes (a reconnection keeps the size learnt so far)."""
+        self.limit = limit
+        self.size = min(self.size or limit, limit)
+
+    def lost(self) -> None:
+        self._clean = 0
+        if self.adapt:
+            self.size = max(min(MIN_CHUNK, self.size), self.size // 2)
+
+    def through(self) -> None:
+        self._clean += 1
+        if self.adapt and self._clean >= self.run:
+            self.size, self._clean = min(self.limit, 2 * self.size), 0
+
+
 class _Upload:
     """One upload's progress on the host, kept across reconnections."""
 
@@ -453,21 +478,11 @@ class _Upload:
         self.read_next = 0
         """Where the next read-back request starts."""
         self.acked = 0
-        self.chunk = 0
-        """Bytes per ``DATA`` and ``READ`` now (adapted to the losses; 0 = not started)."""
-        self._clean = 0
-
-    def _lost(self) -> None:
-        """A frame was lost: halve the frame size (with :attr:`LinkSettings.adapt`)."""
-        self._clean = 0
-        if self.settings.adapt:
-            self.chunk = max(min(MIN_CHUNK, self.chunk), self.chunk // 2)
-
-    def _through(self, chunk_max: int) -> None:
-        """A frame got through: after ``2 * window`` in a row, double the frame size."""
-        self._clean += 1
-        if self.settings.adapt and self._clean >= 2 * self.settings.window:
-            self.chunk, self._clean = min(chunk_max, 2 * self.chunk), 0
+        run = 2 * settings.window
+        self.data_size = _FrameSize(settings.adapt, run)
+        """Image bytes per ``DATA`` frame (adapted to losses toward the device)."""
+        self.read_size = _FrameSize(settings.adapt, run)
+        """Bytes per ``READ`` (adapted to losses of ``READ_DATA`` replies)."""
 
     def run(self, link: Link, slot: int, ram_bytes: int) -> int:
         """BEGIN (resuming), send and verify every byte; returns the slot being written."""
@@ -481,10 +496,9 @@ class _Upload:
         self.verified = self.read_next = min(self.verified, base)
         self._progress(base)
         assert link.info is not None
-        chunk_max = link.info.max_payload - P.Data.FIXED.size
-        chunk_max = min(chunk_max, st.chunk) if st.chunk else chunk_max
-        self.chunk = min(self.chunk or chunk_max, chunk_max)
-        read_max = link.info.max_payload - P.ReadData.FIXED.size
+        chunk = link.info.max_payload - P.Data.FIXED.size
+        self.data_size.start(min(chunk, st.chunk) if st.chunk else chunk)
+        self.read_size.start(link.info.max_payload - P.ReadData.FIXED.size)
         nxt = base
         data_inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
         read_inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
@@ -496,14 +510,12 @@ class _Upload:
         hold_reads = False  # a READ overtook lost DATA: read back only what is acknowledged
         while base < size or (st.verify and self.verified < size):
             while len(data_inflight) < st.window and nxt < size:
-                end = min(size, nxt + self.chunk)
+                end = min(size, nxt + self.data_size.size)
                 data_inflight[link.send(P.Data(nxt, image[nxt:end]))] = (nxt, end)
                 rep.data_bytes_sent += end - nxt
                 nxt = end
-                self._read_up_to(link, slot, base if hold_reads else nxt,
-                                 min(read_max, self.chunk), read_inflight)
-            self._read_up_to(link, slot, base if hold_reads else nxt,
-                             min(read_max, self.chunk), read_inflight)
+                self._read_up_to(link, slot, base if hold_reads else nxt, read_inflight)
+            self._read_up_to(link, slot, base if hold_reads else nxt, read_inflight)
             frame = link.recv(max(0.0, deadline - time.monotonic()))
             if frame is None or time.monotonic() > deadline:
                 stalls += 1
@@ -516,7 +528,8 @@ class _Upload:
                 read_inflight.clear()
                 hold_reads = False
                 deadline = time.monotonic() + timeout
-                self._lost()
+                self.data_size.lost()
+                self.read_size.lost()
                 continue
             try:
                 reply = _checked(P.parse_reply(frame))
@@ -526,7 +539,7 @@ class _Upload:
                 if isinstance(reply, P.Ack) and reply.of == P.Msg.DATA:
                     if reply.a > base:
                         stalls, deadline = 0, time.monotonic() + timeout
-                        self._through(chunk_max)
+                        self.data_size.through()
                     base = max(base, reply.a)
                     while data_inflight and next(iter(data_inflight.values()))[1] <= base:
                         data_inflight.popitem(last=False)
@@ -537,7 +550,7 @@ class _Upload:
                     base = nxt = reply.a
                     data_inflight.clear()
                     hold_reads = False  # the reads follow the resent DATA again
-                    self._lost()
+                    self.data_size.lost()
                 elif isinstance(reply, P.Nak) and reply.code == P.Err.NO_UPLOAD:
                     raise _Down("the device forgot the upload (reset or power cycle)")
                 else:
@@ -551,7 +564,7 @@ class _Upload:
                     raise refusal(reply, "READ")
                 if reply is None or off != self.verified:  # read again from the first gap
                     if reply is not None:
-                        self._lost()  # the reply to an earlier READ was lost
+                        self.read_size.lost()  # the reply to an earlier READ was lost
                     self.read_next = min(self.verified, nxt)
                     read_inflight.clear()
                     continue
@@ -564,16 +577,17 @@ class _Upload:
                 self.verified = end
                 rep.verified_bytes = end
                 stalls, deadline = 0, time.monotonic() + timeout
+                self.read_size.through()
         return slot
 
-    def _read_up_to(self, link: Link, slot: int, limit: int, read_len: int,
+    def _read_up_to(self, link: Link, slot: int, limit: int,
                     inflight: OrderedDict[int, tuple[int, int]]) -> None:
         """Ask to read back what has been sent, up to ``limit``: the device handles frames in
         order, so each ``READ`` arrives after the ``DATA`` it checks."""
         if not self.settings.verify:
             return
         while self.read_next < limit and len(inflight) < 2 * self.settings.window + 2:
-            end = min(limit, self.read_next + read_len)
+            end = min(limit, self.read_next + self.read_size.size)
             inflight[link.send(P.Read(slot, self.read_next, end - self.read_next))] = \
                 (self.read_next, end)
             self.read_next = end
