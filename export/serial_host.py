@@ -202,7 +202,7 @@ class Link:
 
     def recv(self, timeout: float) -> P.Frame | None:
         """The next reply frame, or ``None`` after ``timeout`` seconds without one."""
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout()
         while not self.frames:
             if time.monotonic() >= deadline:
                 return None
@@ -227,7 +227,7 @@ class Link:
         timeout = timeout if timeout is not None else self.reply_timeout(1)
         for _ in range(self.settings.retries + 1):
             seq = self.send(msg)
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + timeout()
             while (left := deadline - time.monotonic()) > 0:
                 frame = self.recv(left)
                 if frame is not None and frame.seq == seq:
@@ -291,7 +291,7 @@ class Link:
         timeout = self.settings.timeout_s + self.settings.line_time(200)
         for _ in range(attempts):
             seq = self.send(P.Hello())
-            deadline = time.monotonic() + timeout
+            deadline = time.monotonic() + timeout()
             while (left := deadline - time.monotonic()) > 0:
                 frame = self.recv(left)
                 if frame is None or frame.seq != seq:
@@ -502,11 +502,14 @@ class _Upload:
         nxt = base
         data_inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
         read_inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
-        timeout = link.reply_timeout(2 * st.window + 2)
+        def timeout() -> float:  # line time of what can be in flight at the current sizes
+            longest = P.data_frame_len(max(self.data_size.size, self.read_size.size))
+            return st.timeout_s + 2 * st.line_time(longest * (2 * st.window + 3))
+
         stalls = 0
         # Replies that bring no progress (go-backs, refused reads) must not keep the upload
         # alive: silence is measured from the last acknowledged or verified byte.
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + timeout()
         hold_reads = False  # a READ overtook lost DATA: read back only what is acknowledged
         while base < size or (st.verify and self.verified < size):
             while len(data_inflight) < st.window and nxt < size:
@@ -521,13 +524,13 @@ class _Upload:
                 stalls += 1
                 rep.timeouts += 1
                 if stalls > st.retries:
-                    raise _Down(f"no progress for {stalls} x {timeout:.2f} s during the upload")
+                    raise _Down(f"no progress for {stalls} x {timeout():.2f} s during the upload")
                 nxt = base
                 self.read_next = self.verified
                 data_inflight.clear()
                 read_inflight.clear()
                 hold_reads = False
-                deadline = time.monotonic() + timeout
+                deadline = time.monotonic() + timeout()
                 self.data_size.lost()
                 self.read_size.lost()
                 continue
@@ -538,7 +541,7 @@ class _Upload:
             if frame.seq in data_inflight:
                 if isinstance(reply, P.Ack) and reply.of == P.Msg.DATA:
                     if reply.a > base:
-                        stalls, deadline = 0, time.monotonic() + timeout
+                        stalls, deadline = 0, time.monotonic() + timeout()
                         self.data_size.through()
                     base = max(base, reply.a)
                     while data_inflight and next(iter(data_inflight.values()))[1] <= base:
@@ -576,7 +579,7 @@ class _Upload:
                     )
                 self.verified = end
                 rep.verified_bytes = end
-                stalls, deadline = 0, time.monotonic() + timeout
+                stalls, deadline = 0, time.monotonic() + timeout()
                 self.read_size.through()
         return slot
 

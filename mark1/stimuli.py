@@ -255,7 +255,7 @@ _GENERATORS: dict[str, tuple[_Generator, tuple[str, ...], int, int]] = {
         lambda n, rng, **kw: _letters(n, rng, letters="EF", typefaces=("sans",), **kw),
         ("E", "F"), 100, 400,
     ),
-    "letters": (_letters, tuple(string.ascii_uppercase), 26 * 20, 26 * 10),
+    "letters": (_letters, tuple(string.ascii_uppercase), 26 * 60, 26 * 20),
     "xor": (_xor, ("same", "different"), 200, 200),
 }
 
