@@ -135,17 +135,27 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _replay(args: argparse.Namespace) -> int:
-    from mark1.replay import format_table, run_replay
+    from mark1.replay import format_sweep_table, format_table, run_position_sweep, run_replay
 
     results = run_replay(quick=args.quick, seed=args.seed, progress=not args.quiet)
     print(format_table(results))
+    sweep = []
+    if not args.no_sweep:
+        sweep = run_position_sweep(quick=args.quick, seed=args.seed, progress=not args.quiet)
+        print("\ntest accuracy against how far the figure may move from the retina's centre:")
+        print(format_sweep_table(sweep))
     if args.out is not None:
+        from mark1 import figures
         from mark1.io import staged_output_dir, write_json
 
         with staged_output_dir(args.out) as stage:
             write_json(stage / "replay.json", {"quick": args.quick, "seed": args.seed,
-                                               "experiments": results})
-        print(f"written to {Path(args.out) / 'replay.json'}")
+                                               "experiments": results,
+                                               "position_sweep": sweep})
+            if sweep:
+                figures.position_sweep(stage / "position_sweep.png", sweep)
+        print(f"written to {Path(args.out) / 'replay.json'}"
+              + (" and position_sweep.png" if sweep else ""))
     return 0
 
 
@@ -183,9 +193,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "replay", help="rerun Rosenblatt's reported experiments beside his figures",
         description="Run the experiments reported for the Mark I and its IBM 704 simulations "
-        "and print our figure beside the reported one, with its source.",
+        "and print our figure beside the reported one, with its source; then rerun three of "
+        "them with the figure allowed to move less and less (the position sweep).",
     )
-    p.add_argument("--out", default=None, help="folder for replay.json")
+    p.add_argument("--out", default=None,
+                   help="folder for replay.json and position_sweep.png")
+    p.add_argument("--no-sweep", action="store_true", help="skip the position sweep")
     p.add_argument("--quick", action="store_true", help="smaller runs (a few seconds)")
     p.add_argument("--seed", type=int, default=0, help="seed of the tasks and machines")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")

@@ -116,3 +116,28 @@ def motors(path: str | os.PathLike[str], model: Any) -> Path:
     ax2.set_ylabel("pots")
     ax2.set_title("Wear: travel of the trained R-units' pots")
     return _save(fig, path)
+
+
+def position_sweep(path: str | os.PathLike[str], results: list[dict[str, Any]]) -> Path:
+    """Test accuracy against how far the figure may move, one panel per experiment."""
+    plt = _pyplot()
+    fig, axes = plt.subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    for ax, r in zip(axes[0], results):
+        shifts = r["shifts"]
+        finite = [s for s in shifts if s is not None]
+        anywhere = (max(finite) + 2.0) if finite else 1.0
+        xs = [anywhere if s is None else s for s in shifts]
+        for preset, accs in r["ours"].items():
+            ax.plot(xs, [100 * a for a in accs], marker="o", label=preset)
+        ax.axhline(100 * r["reported"], color="grey", linestyle="--", label="reported")
+        ax.set_xticks(xs, ["anywhere" if s is None else f"±{s:g}" for s in shifts])
+        ax.set_ylim(40, 102)
+        ax.set_title(f"{r['experiment']}: {r['n_train']:,} images, {r['n_a']} A-units",
+                     fontsize=9)
+        ax.set_xlabel("largest shift of the figure from the centre (cells)")
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+    axes[0][0].legend(fontsize=8, loc="lower left")
+    fig.suptitle("How far the reported figures depend on the figure staying in place",
+                 fontsize=10)
+    return _save(fig, path)

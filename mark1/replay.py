@@ -13,6 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -61,13 +62,20 @@ def _left_right(preset: str, seed: int, quick: bool) -> dict[str, Any]:
             "trials_per_seed": [r[0] for r in runs], "test_accuracy": acc}
 
 
+@lru_cache(maxsize=4)
+def _task(name: str, seed: int, n_train: int, n_test: int,
+          options: tuple[tuple[str, Any], ...]) -> Any:
+    """The task's images, generated once for both machines."""
+    return make_task(name, seed=seed, n_train=n_train, n_test=n_test, **dict(options))
+
+
 def _train_until_clean(preset: str, name: str, n_a: int, n_train: int, n_test: int,
                        seed: int, max_iter: int, seeds: int = 1,
                        **options: Any) -> dict[str, Any]:
     """Train until an error-free pass (or ``max_iter``); mean test accuracy over ``seeds``."""
     runs = []
     for s in range(seed, seed + seeds):
-        task = make_task(name, seed=s, n_train=n_train, n_test=n_test, **options)
+        task = _task(name, s, n_train, n_test, tuple(sorted(options.items())))
         names, y_train, y_test = _names(task)
         m = MarkI(preset=preset, n_a=n_a, random_state=s, max_iter=max_iter)
         m.fit(task.X_train, y_train)
@@ -195,11 +203,98 @@ def run_replay(quick: bool = False, seed: int = 0, progress: bool = False,
     return results
 
 
-def format_table(results: list[dict[str, Any]], markdown: bool = False) -> str:
-    """Our figures beside the reported ones, as text or a Markdown table."""
-    head = ["experiment", "reported", "source", *(f"ours, {p}" for p in PRESETS)]
-    rows = [[r["experiment"], r["reported"], r["source"],
-             *(r["ours"][p]["text"] for p in PRESETS)] for r in results]
+@dataclass(frozen=True)
+class Sweep:
+    """A reported experiment rerun with the figure allowed to move less and less."""
+
+    experiment: str
+    """Name of the experiment in :data:`EXPERIMENTS`."""
+    task: str
+    """Retina task."""
+    n_a: int
+    """A-units."""
+    n_train: int
+    """Training images (``quick``: at most 1,000)."""
+    max_iter: int
+    """Passes at most (training stops after an error-free pass)."""
+    shifts: tuple[float | None, ...]
+    """Largest displacement of the figure from the retina's centre, cells (``None``: anywhere)."""
+    reported: float
+    """The reported accuracy, as a fraction, for the figure's reference line."""
+    seeds: int = 3
+    """Seeds averaged (``quick``: one)."""
+
+
+SWEEPS: tuple[Sweep, ...] = (
+    Sweep("square-diamond", "square-diamond", 1000, 60, 50, (0, 1, 2, 4, None), 1.0),
+    Sweep("e-f", "e-f", 1000, 60, 50, (0, 1, 2, 3), 0.8),
+    Sweep("square-circle", "square-circle", 500, 10000, 1, (0, 1, 2, 4, None), 0.998, seeds=1),
+)
+"""How far the reported figures depend on how much the figures move on the retina."""
+
+
+def _shift_label(shift: float | None) -> str:
+    return "anywhere" if shift is None else f"±{shift:g}"
+
+
+def run_position_sweep(quick: bool = False, seed: int = 0,
+                       progress: bool = False) -> list[dict[str, Any]]:
+    """Test accuracy against the figures' freedom to move, on every preset.
+
+    The reports do not say how far the original figures moved; this measures how our figure
+    depends on it. ``quick``: one seed, two shifts, at most 1,000 training images.
+    """
+    jobs = [(sw, sh) for sw in SWEEPS for sh in (sw.shifts[:: len(sw.shifts) - 1] if quick
+                                                  else sw.shifts)]
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(jobs) * len(PRESETS), unit="run", file=sys.stderr,
+                   desc="position sweep")
+    results: dict[str, dict[str, Any]] = {}
+    try:
+        for sw, shift in jobs:
+            entry = results.setdefault(sw.experiment, {
+                "experiment": sw.experiment, "task": sw.task, "n_a": sw.n_a,
+                "n_train": min(sw.n_train, 1000) if quick else sw.n_train,
+                "reported": sw.reported, "shifts": [], "ours": {p: [] for p in PRESETS},
+            })
+            entry["shifts"].append(shift)
+            for preset in PRESETS:
+                if bar is not None:
+                    bar.set_postfix_str(f"{sw.experiment} {_shift_label(shift)} {preset}")
+                res = _train_until_clean(preset, sw.task, sw.n_a, entry["n_train"],
+                                         200 if quick else 1000, seed, sw.max_iter,
+                                         seeds=1 if quick else sw.seeds, shift=shift)
+                entry["ours"][preset].append(res["test_accuracy"])
+                if bar is not None:
+                    bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    return list(results.values())
+
+
+def format_sweep_table(results: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Test accuracy per largest displacement, per experiment and preset."""
+    shifts: list[float | None] = []
+    for r in results:
+        shifts += [s for s in r["shifts"] if s not in shifts]
+    shifts.sort(key=lambda s: np.inf if s is None else s)
+    head = ["experiment", "machine", *(_shift_label(s) for s in shifts)]
+    rows = []
+    for r in results:
+        for preset in PRESETS:
+            acc = dict(zip(r["shifts"], r["ours"][preset]))
+            rows.append([r["experiment"], preset,
+                         *(f"{acc[s]:.1%}" if s in acc else "" for s in shifts)])
+    return _table(head, rows, markdown)
+
+
+def _table(head: list[str], rows: list[list[str]], markdown: bool) -> str:
     if markdown:
         lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
         lines += ["| " + " | ".join(row) + " |" for row in rows]
@@ -208,3 +303,11 @@ def format_table(results: list[dict[str, Any]], markdown: bool = False) -> str:
     fmt = "  ".join(f"{{:{w}s}}" for w in widths)
     return "\n".join([fmt.format(*head), fmt.format(*("-" * w for w in widths))]
                      + [fmt.format(*row) for row in rows])
+
+
+def format_table(results: list[dict[str, Any]], markdown: bool = False) -> str:
+    """Our figures beside the reported ones, as text or a Markdown table."""
+    head = ["experiment", "reported", "source", *(f"ours, {p}" for p in PRESETS)]
+    rows = [[r["experiment"], r["reported"], r["source"],
+             *(r["ours"][p]["text"] for p in PRESETS)] for r in results]
+    return _table(head, rows, markdown)

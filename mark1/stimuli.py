@@ -155,15 +155,30 @@ def _left_right(n: int, rng: np.random.Generator, **_: object) -> tuple[np.ndarr
 
 
 def _square_other(
-    n: int, rng: np.random.Generator, other: str, rotate: float
+    n: int,
+    rng: np.random.Generator,
+    other: str,
+    rotate: float,
+    shift: float | None = None,
+    **_: object,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Square (label 0) vs ``other`` (label 1) at random positions and rotations."""
+    """Square (label 0) vs ``other`` (label 1), rotated within +-``rotate`` radians.
+
+    ``shift``: the figure's centre moves up to this many cells from the retina's centre in each
+    direction (clipped so the figure stays on the retina); ``None``: anywhere it fits.
+    """
+    if shift is not None and not (isinstance(shift, (int, float)) and shift >= 0):
+        raise ValueError(f"shift must be a non-negative number of cells or None; got {shift!r}")
     y = _balanced_labels(n, 2, rng)
     X = np.empty((n, _ROWS, _COLS))
     for i, label in enumerate(y):
         side = rng.uniform(6.0, 9.0)
         reach = side / np.sqrt(2) + 0.5  # a rotated square's half-diagonal
-        cx, cy = rng.uniform(reach, _COLS - reach), rng.uniform(reach, _ROWS - reach)
+        lo_x, hi_x, lo_y, hi_y = reach, _COLS - reach, reach, _ROWS - reach
+        if shift is not None:
+            lo_x, hi_x = max(lo_x, _COLS / 2 - shift), min(hi_x, _COLS / 2 + shift)
+            lo_y, hi_y = max(lo_y, _ROWS / 2 - shift), min(hi_y, _ROWS / 2 + shift)
+        cx, cy = rng.uniform(lo_x, hi_x), rng.uniform(lo_y, hi_y)
         theta = rng.uniform(-rotate, rotate)
         if label == 0:
             X[i] = _square(cx, cy, side, theta)
@@ -244,11 +259,12 @@ _Generator = Callable[..., tuple[np.ndarray, np.ndarray]]
 _GENERATORS: dict[str, tuple[_Generator, tuple[str, ...], int, int]] = {
     "left-right": (_left_right, ("left", "right"), 100, 200),
     "square-circle": (
-        lambda n, rng, **kw: _square_other(n, rng, "circle", np.pi / 4), ("square", "circle"),
+        lambda n, rng, **kw: _square_other(n, rng, "circle", np.pi / 4, **kw),
+        ("square", "circle"),
         1000, 500,
     ),
     "square-diamond": (
-        lambda n, rng, **kw: _square_other(n, rng, "diamond", np.radians(8)),
+        lambda n, rng, **kw: _square_other(n, rng, "diamond", np.radians(8), **kw),
         ("square", "diamond"), 100, 400,
     ),
     "e-f": (
@@ -281,8 +297,9 @@ def make_task(
 ) -> Task:
     """Generate a task's train and test images, seeded.
 
-    ``options`` go to the task's generator: ``typefaces=("sans",)`` and ``shift=`` for the
-    letter tasks, ``noise=`` for ``xor``. Train and test images come from independent streams
+    ``options`` go to the task's generator: ``shift=`` (cells the figure may move from the
+    centre) for the letter and square tasks, ``typefaces=("sans",)`` for the letter tasks,
+    ``noise=`` for ``xor``. Train and test images come from independent streams
     of the same seed, so asking for more training images leaves the test set unchanged.
     """
     if name not in TASKS:

@@ -78,6 +78,16 @@ def test_replay_quick_runs_every_experiment(cli, tmp_path):
         assert e["reported"] in res.stdout and e["source"]
         for preset in ("ideal", "cds-1960"):
             assert 0 <= e["ours"][preset]["value"] <= 1000
+    # the position sweep: a figure held in place is learned from few images, one that may
+    # move anywhere is not -- the reported figures are reached only at small shifts
+    sweep = {r["experiment"]: r for r in data["position_sweep"]}
+    assert set(sweep) == {"square-diamond", "e-f", "square-circle"}
+    for r in sweep.values():
+        for preset in ("ideal", "cds-1960"):
+            held, free = r["ours"][preset][0], r["ours"][preset][-1]
+            assert r["shifts"][0] == 0 and held >= 0.95 and free < held - 0.15
+    assert (tmp_path / "r" / "position_sweep.png").stat().st_size > 10_000
+    assert "anywhere" in res.stdout
 
 
 def test_replay_table_and_its_errors():
