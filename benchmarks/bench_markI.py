@@ -9,6 +9,11 @@ the same process:
                    end stops, wear, drift, stuck wipers, contact noise, with motors and clock;
 * ``sklearn``   -- ``sklearn.linear_model.Perceptron`` (one-vs-rest, ``tol=None``).
 
+Each learner's time includes preparing its input (scikit-learn validates and converts the
+features; the Mark I prepares its rows, :class:`mark1.training.ARows`, and builds its bank).
+Everything runs on one BLAS thread (set before numpy loads): scikit-learn's Perceptron does not
+use more, and an idle BLAS pool spinning on the second core slows whatever runs beside it.
+
 Prints trials per second, the ratio to scikit-learn (best of ``--repeat`` runs, learners
 interleaved), the share of trials that were mistakes, and the training accuracy. Then the
 whole machine (``MarkI.fit``: retina, plugboard and all) for information.
@@ -18,19 +23,26 @@ Run: ``python benchmarks/bench_markI.py`` (``--quick`` for a short run).
 
 from __future__ import annotations
 
-import argparse
-import time
-import warnings
+import os
 
-import numpy as np
+# One BLAS thread for every learner, fixed before numpy loads: an OpenBLAS pool, even limited
+# to one thread later, keeps a worker spinning on the other core and slows both learners.
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")
 
-from mark1.machine import IDEAL_WEIGHTS, MarkI
-from mark1.motors import MachineClock
-from mark1.potentiometers import PotentiometerBank
-from mark1.presets import get_preset
-from mark1.r_units import decode, make_codebook, trained_units
-from mark1.stimuli import make_task
-from mark1.training import one_blas_thread, train_epoch
+import argparse  # noqa: E402
+import time  # noqa: E402
+import warnings  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from mark1.machine import IDEAL_WEIGHTS, MarkI  # noqa: E402
+from mark1.motors import MachineClock  # noqa: E402
+from mark1.potentiometers import PotentiometerBank  # noqa: E402
+from mark1.presets import get_preset  # noqa: E402
+from mark1.r_units import decode, make_codebook, trained_units  # noqa: E402
+from mark1.stimuli import make_task  # noqa: E402
+from mark1.training import ARows, one_blas_thread, train_epoch  # noqa: E402
 
 LEARNERS = ("sklearn", "ideal", "cds-1960")
 
@@ -51,9 +63,9 @@ def train_machine(A: np.ndarray, y: np.ndarray, n_classes: int, preset: str, epo
     t0 = time.perf_counter()
     book = make_codebook(n_classes, 8)
     units = trained_units(book)
-    Ab = np.concatenate([A, np.ones((len(A), 1), dtype=np.float32)], axis=1)
+    rows = ARows(np.concatenate([A > 0, np.ones((len(A), 1), dtype=bool)], axis=1))
     bank = PotentiometerBank(IDEAL_WEIGHTS if preset == "ideal" else spec.pots,
-                             (8, Ab.shape[1]), rng[0])
+                             (8, rows.A.shape[1]), rng[0])
     clock = MachineClock(spec.clock, spec.motors)
     targets = book[y][:, units]
     noisy = preset != "ideal" and spec.pots.read_noise > 0
@@ -62,11 +74,11 @@ def train_machine(A: np.ndarray, y: np.ndarray, n_classes: int, preset: str, epo
         for _ in range(epochs):
             order = rng[1].permutation(len(A))
             noise = rng[2].standard_normal(targets.shape) if noisy else None
-            log = train_epoch(Ab, targets[order], bank, units, clock, rng[3], noise=noise,
+            log = train_epoch(rows, targets[order], bank, units, clock, rng[3], noise=noise,
                               motors=preset != "ideal", order=order)
             mistakes += log.mistakes
     seconds = time.perf_counter() - t0
-    accuracy = float((decode(book, Ab @ bank.read(clock.t_s).T) == y).mean())
+    accuracy = float((decode(book, rows.A @ bank.read(clock.t_s).T) == y).mean())
     return seconds, accuracy, mistakes
 
 
@@ -82,7 +94,7 @@ def train_sklearn(A: np.ndarray, y: np.ndarray, epochs: int, seed: int) -> tuple
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=20, help="passes over the training set")
-    parser.add_argument("--repeat", type=int, default=3, help="runs per learner (best kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="runs per learner (best kept)")
     parser.add_argument("--n-a", type=int, default=512, help="A-units")
     parser.add_argument("--quick", action="store_true", help="two tasks, two repeats")
     parser.add_argument("--tasks", default="e-f:2000,digits:0,letters:1040,square-diamond:2000,"
@@ -91,6 +103,11 @@ def main() -> None:
     if args.quick:
         args.tasks, args.repeat = "e-f:2000,digits:0", 2
     warnings.filterwarnings("ignore")  # scikit-learn's convergence warnings
+    with one_blas_thread():  # in case the BLAS was loaded before this module set its threads
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     print(f"A-unit features, {args.n_a} A-units, {args.epochs} passes; best of {args.repeat}")
     print(f"{'task':15s} {'n':>5s} {'classes':>7s} {'learner':9s} {'trials/s':>11s} "
           f"{'ratio':>6s} {'mistakes':>8s} {'train acc':>9s}")

@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,7 @@ from mark1.potentiometers import PotentiometerBank, PotSpec
 from mark1.presets import PARAMETERS, Preset, get_preset
 from mark1.r_units import CODES, class_scores, decode, make_codebook, trained_units
 from mark1.retina import Retina
-from mark1.training import RULES, EpochLog, one_blas_thread, train_epoch
+from mark1.training import RULES, ARows, EpochLog, one_blas_thread, train_epoch
 
 FORMAT = "mark1-kit/markI"
 FORMAT_VERSION = 1
@@ -267,10 +268,10 @@ class MarkI:
         classes = np.unique(y)
         self._build(classes)
         index = np.searchsorted(classes, y)
-        static = None
-        if self.preset_.cells.settles_instantly:  # the same A-unit rows every pass
-            static = self._features(self.retina_.respond_static(x))
         with one_blas_thread():
+            static = None
+            if self.preset_.cells.settles_instantly:  # the same A-unit rows every pass
+                static = self._features(self.retina_.respond_static(x))
             for _ in range(int(self.max_iter)):
                 if self._epoch(x, index, progress, static) == 0:
                     break
@@ -299,14 +300,15 @@ class MarkI:
             self._epoch(x, np.searchsorted(self.classes_, y), progress)
         return self
 
-    def _features(self, s: np.ndarray) -> np.ndarray:
+    def _features(self, s: np.ndarray) -> ARows:
+        """The A-unit rows (bias line included) of S-unit outputs ``s``."""
         a = self.plugboard_.respond(s)
         if self.preset_.r_units.bias_unit:
-            return np.concatenate([a, np.ones((len(a), 1), dtype=bool)], axis=1).astype(np.float32)
-        return a.astype(np.float32)
+            a = np.concatenate([a, np.ones((len(a), 1), dtype=bool)], axis=1)
+        return ARows(a)
 
     def _epoch(self, x: np.ndarray, index: np.ndarray, progress: Any,
-               static: np.ndarray | None = None) -> int:
+               static: ARows | None = None) -> int:
         """Present every image once (in a fresh order when shuffling); return the mistakes.
 
         ``static``: the A-unit rows of ``x`` when the cells settle instantly (then the
@@ -451,7 +453,7 @@ class MarkI:
         self._check_fitted("present")
         x = to_retina(X).reshape(-1, N_CELLS)
         clock = self.preset_.clock
-        A = self._features(self.retina_.present(x, clock.dwell_s, clock.change_s))
+        A = self._features(self.retina_.present(x, clock.dwell_s, clock.change_s)).A
         rng = self._rng_noise
         r = np.empty((len(x), int(self.n_r)))
         for i in range(len(x)):
@@ -500,6 +502,9 @@ def load_machine(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises ``ValueError`` naming the first problem found.
     """
     path = Path(path)
+    if path.is_file() and not zipfile.is_zipfile(path):  # np.load would try pickle next
+        raise ValueError(f"{path}: not a readable machine file (not a .npz archive, as "
+                         "`mark1 simulate` writes)")
     try:
         with np.load(path, allow_pickle=False) as data:
             arrays = {k: data[k] for k in data.files}

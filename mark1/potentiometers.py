@@ -19,7 +19,9 @@ modelled the way analog-AI simulators model pulsed devices plus what a motorised
 * wiper contact noise: each read adds Gaussian noise of sd ``read_noise`` (times wear).
 
 Drift is kept in closed form: a pot's weight at machine time ``t`` (seconds) since its last
-move is ``clip(base + rate * t, lo, hi)``; no per-step integration, so it is exact.
+move is ``clip(base + rate * t, lo, hi)``; no per-step integration, so it is exact. A move
+of one R-unit's pots is a fixed set of whole-row array operations (pots not turned take a zero
+motion), whatever the number of pots turned.
 """
 
 from __future__ import annotations
@@ -102,14 +104,15 @@ class PotSpec:
 class PotentiometerBank:
     """A built bank of ``shape = (n_r, n_p)`` pots with their device spreads and wiper state.
 
-    Besides the wiper state the bank keeps, for fast scoring, the *linear model* of every pot
-    (:attr:`lin`, shape (n_r, 3, n_p)): ``lin[:, 0] + lin[:, 1] * t`` is the noise-free weight
-    at any machine time ``t`` up to :attr:`next_stop_s` (when the next creeping wiper reaches an
-    end stop; :meth:`pin` then updates the model), and ``lin[:, 2]`` is the read-noise variance.
+    The wiper state is kept as a *linear model* per pot: the weight at machine time ``t`` is
+    ``clip(base + creep * t, lo, hi)``, where ``creep`` is the pot's drift :attr:`rate`, or 0
+    once its wiper rests at the end stop it creeps toward. The model is exact until the next
+    creeping wiper reaches its stop (:attr:`next_stop_s`; :meth:`pin` then stops those wipers).
+    :attr:`lin` (shape (n_r, 3, n_p), float32, for fast scoring) holds ``base``, ``creep`` and
+    the read-noise variance of every pot.
     """
 
-    # columns of the per-pot constants
-    _LO, _HI, _RATE, _UP, _DOWN, _STEP, _STOP, _SIGN, _INV_RATE = range(9)
+    _CHUNK = 8192  # step spreads drawn at a time
 
     def __init__(self, spec: PotSpec, shape: tuple[int, int], rng: np.random.Generator) -> None:
         self.spec = spec
@@ -141,74 +144,98 @@ class PotentiometerBank:
         asym = np.sqrt(spec.up_down)
         # the stop each wiper creeps toward (inf when it does not creep), and 1/rate
         stop = np.where(rate > 0, hi, np.where(rate < 0, lo, np.inf))
-        sign = np.where(rate < 0, -1.0, 1.0)
         with np.errstate(divide="ignore"):
             inv_rate = np.where(rate != 0, 1.0 / np.where(rate != 0, rate, 1.0), np.inf)
-        # per-pot constants and state, one row per pot (gathered and scattered together)
-        self._prop = np.stack(
-            [lo, hi, rate, step * asym, step / asym, step, stop, sign, inv_rate], axis=-1
-        ).reshape(-1, 9)
-        self._state = np.stack([base, lash, np.zeros(shape)], axis=-1).reshape(-1, 3)
+        # per-pot constants, (n_r, n_p) each
+        self._lo, self._hi, self._rate, self._step = lo, hi, rate, step
+        self._up, self._down, self._stop, self._inv_rate = step * asym, -step / asym, stop, inv_rate
+        # wiper state (n_r, n_p) each: the linear model's base and creep, play taken, travel
+        self._base, self._creep, self._lash = base, rate.copy(), lash
+        self._travel = np.zeros(shape)
+        self._t_hit = np.full(shape, np.inf)
         self.lin = np.zeros((n_r, 3, n_p), dtype=np.float32)
-        """Linear model per pot, float32 for fast scoring: weight = lin[:, 0] + lin[:, 1] * t;
-        lin[:, 2] = read-noise variance. The wiper state itself is kept in float64."""
-        self._lin_flat = self.lin.reshape(-1)
-        self.t_hit = np.full(shape, np.inf)
-        """Machine time at which each creeping wiper reaches its end stop, s (inf: never)."""
+        """The linear model per pot, float32 for fast scoring: weight = lin[:, 0] + lin[:, 1] * t
+        until :attr:`next_stop_s`; lin[:, 2] = read-noise variance. The state itself is float64."""
         self.next_stop_s = np.inf
-        """Earliest of :attr:`t_hit`: the linear model holds until then, s."""
-        if self.exact:
-            self.lin[:, 0] = base
-        else:
+        """Machine time up to which the linear model holds, s: no creeping wiper reaches its end
+        stop before it (:meth:`pin` moves it on)."""
+        self._row_stop = [np.inf] * n_r  # per R-unit row: no creeping wiper stops earlier
+        self._n_pinned = 0  # wipers resting at the stop they creep toward (creep 0)
+        self.creep_changes = 0
+        """Count of the times any pot's creep changed (a wiper stopped, or left its stop)."""
+        self._half_play = half
+        self._drifts = bool(rate.any())
+        self._scratch = np.empty((4, n_p))
+        self._row_constants = {  # for whole-row arithmetic without scalar operands
+            name: np.full(n_p, value) for name, value in (
+                ("inv_wear", self._inv_wear), ("one", 1.0), ("half", half), ("-half", -half),
+                ("noise_wear", self._inv_wear * spec.read_noise), ("noise", spec.read_noise))}
+        # step-spread draws, the step counts made of them (for _z_steps steps) from _z_at on
+        self._z: np.ndarray = np.empty(0)
+        self._counts: np.ndarray = np.empty(0)
+        self._z_at, self._z_steps = 0, 0
+        self._z_rng: np.random.Generator | None = None
+        self.lin[:, 0] = base
+        if not self.exact:
+            self.lin[:, 1] = rate
             self.lin[:, 2] = spec.read_noise**2
-            flat = np.arange(n_r * n_p)
-            self._update_lin(flat, 0.0, base.reshape(-1), base.reshape(-1), self._prop)
+            self._t_hit[:] = (stop - base) * inv_rate
+            self.next_stop_s = 0.0
+            self.pin(0.0)
 
     # ------------------------------------------------------------------ per-pot views
-    def _column(self, table: np.ndarray, k: int) -> np.ndarray:
-        return table[:, k].reshape(self.shape)
-
     @property
     def lo(self) -> np.ndarray:
         """Low end stop of each pot, R-unit sum units."""
-        return self._column(self._prop, self._LO)
+        return self._lo
 
     @property
     def hi(self) -> np.ndarray:
         """High end stop of each pot, R-unit sum units."""
-        return self._column(self._prop, self._HI)
+        return self._hi
 
     @property
     def rate(self) -> np.ndarray:
         """Each wiper's creep rate, R-unit sum units per second."""
-        return self._column(self._prop, self._RATE)
+        return self._rate
 
     @property
     def step_size(self) -> np.ndarray:
         """Each pot's own step before asymmetry and wear (0 when stuck), R-unit sum units."""
-        return self._column(self._prop, self._STEP)
+        return self._step
 
     @property
     def base(self) -> np.ndarray:
-        """Closed-form drift base: the weight at time t is clip(base + rate*t, lo, hi)."""
-        return self._column(self._state, 0)
+        """Linear-model base: the weight at time t is clip(base + creep * t, lo, hi)."""
+        return self._base
+
+    @property
+    def creep(self) -> np.ndarray:
+        """Linear-model creep: :attr:`rate`, or 0 for a wiper resting at its stop, per second."""
+        return self._creep
 
     @property
     def lash(self) -> np.ndarray:
         """Where each motor sits inside the gear play, in [-play/2, play/2], R-unit sum units."""
-        return self._column(self._state, 1)
+        return self._lash
 
     @property
     def travel(self) -> np.ndarray:
         """Cumulative wiper travel of each pot, R-unit sum units."""
-        return self._column(self._state, 2)
+        return self._travel
+
+    @property
+    def t_hit(self) -> np.ndarray:
+        """Machine time at which each creeping wiper reaches its end stop, s (inf: never)."""
+        return self._t_hit
 
     # ------------------------------------------------------------------ reading
     def read(self, t: float = 0.0) -> np.ndarray:
-        """Noise-free weights at machine time ``t`` seconds (n_r, n_p)."""
+        """Noise-free weights at machine time ``t`` seconds (n_r, n_p), ``t`` not before the
+        last move."""
         if self.exact:
             return self.base.copy()
-        return np.clip(self.base + self.rate * t, self.lo, self.hi)
+        return np.clip(self.base + self.creep * t, self.lo, self.hi)
 
     def wear_factor(self) -> np.ndarray:
         """``1 + travel / T_w`` per pot: the step is divided by it, the contact noise multiplied."""
@@ -226,33 +253,42 @@ class PotentiometerBank:
         return w
 
     # ------------------------------------------------------------------ the linear model
-    def _update_lin(self, flat: np.ndarray, t: float, base: np.ndarray, w: np.ndarray,
-                    prop: np.ndarray, idx: np.ndarray | None = None) -> None:
-        """Recompute the linear model of the pots ``flat`` (weights ``w`` at time ``t``).
-
-        ``idx``: the pots' places in the flat :attr:`lin` array, when the caller has them.
-        """
-        stop = prop[:, self._STOP]
-        pinned = (w - stop) * prop[:, self._SIGN] >= 0  # at the stop it creeps toward
-        n_p = self.shape[1]
-        if idx is None:
-            idx = flat + (flat // n_p) * (2 * n_p)  # lin[row, 0, col] in the flat lin array
-        self._lin_flat[idx] = np.where(pinned, stop, base)
-        self._lin_flat[idx + n_p] = np.where(pinned, 0.0, prop[:, self._RATE])
-        hit = (stop - base) * prop[:, self._INV_RATE]
-        hit[pinned] = np.inf
-        t_hit = self.t_hit.reshape(-1)
-        t_hit[flat] = hit
-        self.next_stop_s = float(t_hit.min())
-
     def pin(self, t: float) -> None:
         """Bring the linear model up to time ``t``: wipers that have reached a stop stay there."""
-        if t >= self.next_stop_s:
-            flat = np.flatnonzero(self.t_hit.reshape(-1) <= t)
-            prop, base = self._prop[flat], self._state[flat, 0]
-            w = np.minimum(np.maximum(base + prop[:, self._RATE] * t, prop[:, self._LO]),
-                           prop[:, self._HI])
-            self._update_lin(flat, t, base, w, prop)
+        if t < self.next_stop_s:
+            return
+        r, c = np.nonzero(self._t_hit <= t)
+        if len(r):
+            stop = self._stop[r, c]
+            self._base[r, c] = stop
+            self._creep[r, c] = 0.0
+            self._t_hit[r, c] = np.inf
+            self.lin[r, 0, c] = stop
+            self.lin[r, 1, c] = 0.0
+            self._n_pinned += len(r)
+            self.creep_changes += 1
+        self._row_stop = self._t_hit.min(axis=1).tolist()
+        self.next_stop_s = min(self._row_stop)
+
+    def _step_counts(self, rng: np.random.Generator, m: int, n_steps: int) -> np.ndarray:
+        """Effective step counts of the next ``m`` pots turned ``n_steps`` steps:
+        ``max(n_steps + step_c2c * sqrt(n_steps) * z, 0)`` with ``z`` standard normal draws.
+
+        The draws come from ``rng`` in chunks, kept for the next moves: they are the values of
+        one draw per move as long as nothing else draws from ``rng`` in between (and the same
+        for the same seed in any case).
+        """
+        at = self._z_at
+        if self._z_rng is not rng or self._z_steps != n_steps or at + m > len(self._z):
+            z = self._z[at:] if self._z_rng is rng else np.empty(0)
+            if len(z) < m:
+                z = np.concatenate([z, rng.standard_normal(max(self._CHUNK, m))])
+            counts = z * (self.spec.step_c2c * np.sqrt(n_steps))
+            counts += float(n_steps)
+            self._z, self._counts = z, np.maximum(counts, 0.0, out=counts)
+            self._z_rng, self._z_steps, at = rng, n_steps, 0
+        self._z_at = at + m
+        return self._counts[at : at + m]
 
     # ------------------------------------------------------------------ moving
     def move(self, rows: np.ndarray, cols: np.ndarray, directions: np.ndarray, n_steps: int,
@@ -262,59 +298,72 @@ class PotentiometerBank:
         """
         rows = np.asarray(rows, dtype=np.int64)
         cols = np.asarray(cols, dtype=np.int64)
-        directions = np.asarray(directions)
-        n_p = self.shape[1]
+        up = np.asarray(directions) > 0
         if self.exact:
-            delta = np.where(directions > 0, 1.0, -1.0) * (self.spec.step * n_steps)
+            delta = np.where(up, 1.0, -1.0) * (self.spec.step * n_steps)
             base, travel = self.base, self.travel
             base[rows[:, None], cols[None, :]] += delta[:, None]
             travel[rows[:, None], cols[None, :]] += np.abs(delta)[:, None]
             self.lin[rows[:, None], 0, cols[None, :]] = base[rows[:, None], cols[None, :]]
-            return
+        else:
+            for r, row_up in zip(rows.tolist(), up.tolist()):
+                self.turn_row(r, cols, row_up, n_steps, t, rng)
+
+    def turn_row(self, r: int, cols: np.ndarray, up: bool, n_steps: int, t: float,
+                 rng: np.random.Generator) -> None:
+        """:meth:`move` of the pots ``cols`` (distinct) of one row, physical pots only.
+
+        Works on the whole row at once: pots not turned take a motion of exactly 0, which
+        changes nothing (at most the last bit of their linear-model base).
+        """
+        if t >= self.next_stop_s:
+            self.pin(t)
         spec = self.spec
-        if len(rows) == 1:
-            flat = cols + int(rows[0]) * n_p
-            idx = cols + int(rows[0]) * (3 * n_p)  # places in the flat lin array
-        else:
-            flat = ((rows * n_p)[:, None] + cols[None, :]).reshape(-1)
-            idx = ((rows * (3 * n_p))[:, None] + cols[None, :]).reshape(-1)
-        prop = self._prop[flat]
-        state = self._state[flat]
-        lo, hi = prop[:, self._LO], prop[:, self._HI]
-        creep = prop[:, self._RATE] * t
-        w = state[:, 0] + creep
-        np.maximum(w, lo, out=w)
-        np.minimum(w, hi, out=w)
-        if len(rows) == 1:
-            motion = prop[:, self._UP] if directions[0] > 0 else -prop[:, self._DOWN]
-        else:
-            up = np.repeat(directions > 0, len(cols))
-            motion = np.where(up, prop[:, self._UP], -prop[:, self._DOWN])
+        motion, creep_t, w, w_new = self._scratch
+        motion.fill(0.0)
+        motion[cols] = self._step_counts(rng, len(cols), n_steps) if spec.step_c2c else float(
+            n_steps)
+        motion *= self._up[r] if up else self._down[r]
+        base, travel = self._base[r], self._travel[r]
+        creep = self._creep[r] if self._n_pinned else self._rate[r]
+        np.multiply(creep, t, out=creep_t)
+        np.add(base, creep_t, out=w)
+        if self._n_pinned:
+            resting = creep != self._rate[r]
+            resting &= motion != 0.0
+            if resting.any():  # wipers resting on a stop creep again once moved
+                self._n_pinned -= int(np.count_nonzero(resting))
+                self.creep_changes += 1
+                np.copyto(creep, self._rate[r], where=resting)
+                self.lin[r, 1] = creep
+                np.multiply(creep, t, out=creep_t)  # the creep after the move
+        c = self._row_constants
         if self._inv_wear:
-            motion = motion / (1.0 + state[:, 2] * self._inv_wear)
-        if spec.step_c2c:
-            count = rng.standard_normal(len(flat))
-            count *= spec.step_c2c * np.sqrt(n_steps)
-            count += n_steps
-            motion = motion * np.maximum(count, 0.0, out=count)
-        elif n_steps != 1:
-            motion = motion * n_steps
+            np.multiply(travel, c["inv_wear"], out=w_new)
+            w_new += c["one"]
+            motion /= w_new
         if self.play:
-            half = self.play / 2
-            e = state[:, 1] + motion
-            taken = np.minimum(np.maximum(e, -half), half)  # where the motor sits in the play
-            motion = e - taken
-            state[:, 1] = taken
-        w_new = w + motion
-        np.maximum(w_new, lo, out=w_new)
-        np.minimum(w_new, hi, out=w_new)
+            lash = self._lash[r]
+            motion += lash  # where the motor would sit in the play
+            np.maximum(motion, c["-half"], out=lash)
+            np.minimum(lash, c["half"], out=lash)
+            motion -= lash  # what reaches the wiper
+        np.add(w, motion, out=w_new)
+        np.maximum(w_new, self._lo[r], out=w_new)
+        np.minimum(w_new, self._hi[r], out=w_new)
         w -= w_new
-        state[:, 2] += np.abs(w, out=w)
-        state[:, 0] = base_new = w_new - creep
-        self._state[flat] = state
+        travel += np.abs(w, out=w)
+        np.subtract(w_new, creep_t, out=base)
+        self.lin[r, 0] = base
         if self._inv_wear and spec.read_noise:
-            sd = state[:, 2] * self._inv_wear
-            sd += 1.0
-            sd *= spec.read_noise
-            self._lin_flat[idx + 2 * n_p] = sd * sd
-        self._update_lin(flat, t, base_new, w_new, prop, idx)
+            np.multiply(travel, c["noise_wear"], out=w)
+            w += c["noise"]
+            w *= w
+            self.lin[r, 2] = w
+        if self._drifts:
+            hit = np.subtract(self._stop[r], base, out=self._t_hit[r])
+            hit *= self._inv_rate[r]
+            if self._n_pinned:
+                hit[creep == 0.0] = np.inf  # resting on a stop
+            self._row_stop[r] = float(hit.min())
+            self.next_stop_s = min(self._row_stop)

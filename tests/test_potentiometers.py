@@ -124,3 +124,49 @@ def test_ideal_pots_are_exact_and_unbounded():
 def test_bad_pot_parameters_are_named(kw, message):
     with pytest.raises(ValueError, match=message):
         PotSpec(**kw)
+
+
+def test_turning_several_rows_at_once_is_turning_them_one_after_the_other():
+    spec = dict(step=0.02, step_d2d=0.1, step_c2c=0.2, up_down=1.2, backlash_steps=0.5,
+                wear_sweeps=5.0, drift_sd=0.3, read_noise=0.01, init_sd=0.05)
+    cols = np.array([1, 4, 5, 9])
+    together, apart = bank((3, 12), **spec), bank((3, 12), **spec)
+    rng_a, rng_b = np.random.default_rng(2), np.random.default_rng(2)
+    for t in (10.0, 20.0, 30.0):
+        together.move(np.array([0, 2]), cols, np.array([1, -1]), 2, t, rng_a)
+        apart.move(np.array([0]), cols, np.array([1]), 2, t, rng_b)
+        apart.move(np.array([2]), cols, np.array([-1]), 2, t, rng_b)
+    for name in ("base", "lash", "travel", "lin"):
+        np.testing.assert_array_equal(getattr(together, name), getattr(apart, name))
+    assert together.travel[1].sum() == 0 and together.travel[0, cols].min() > 0
+
+
+def test_step_spread_draws_are_the_generators_normals_in_order():
+    b = bank((1, 6), step=0.01, step_c2c=0.2)
+    rng = np.random.default_rng(7)
+    turn_into = [np.array([0, 2, 3]), np.array([1, 2, 5])]
+    for cols in turn_into:
+        b.move(ONE, cols, np.array([1]), 1, 0.0, rng)
+    z = np.random.default_rng(7).standard_normal(6)
+    expected = np.zeros(6)
+    for cols, draws in zip(turn_into, (z[:3], z[3:])):
+        expected[cols] += 0.01 * (1 + 0.2 * draws)
+    np.testing.assert_allclose(b.read()[0], expected, rtol=1e-12)
+
+
+def test_a_wiper_turned_off_its_stop_creeps_again():
+    b = bank((1, 1), w_min=-0.1, w_max=0.1, step=0.05, drift_sd=50.0, seed=3)
+    rate = float(b.rate[0, 0])
+    stop = 0.1 if rate > 0 else -0.1
+    t_stop = float(b.t_hit[0, 0])
+    b.pin(t_stop + 1.0)  # resting on its stop
+    assert b.creep[0, 0] == 0 and b.read(t_stop + 50.0)[0, 0] == stop
+    t = t_stop + 2.0
+    turn(b, -1 if rate > 0 else +1, t=t)  # one step away from the stop
+    away = stop - np.sign(rate) * 0.05
+    assert b.creep[0, 0] == rate and t < b.next_stop_s
+    np.testing.assert_allclose(b.read(t + 0.5)[0, 0], away + rate * 0.5, rtol=1e-9)
+    t_back = b.next_stop_s
+    np.testing.assert_allclose(t_back, t + 0.05 / abs(rate), rtol=1e-9)  # back at its stop
+    b.pin(t_back)
+    assert b.creep[0, 0] == 0 and b.read(t_back + 9.0)[0, 0] == stop

@@ -5,12 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from mark1 import training
 from mark1.machine import IDEAL_WEIGHTS, MarkI
 from mark1.motors import MachineClock
 from mark1.potentiometers import PotentiometerBank
 from mark1.presets import CDS_1960
 from mark1.stimuli import make_task
-from mark1.training import one_blas_thread, train_epoch
+from mark1.training import ARows, one_blas_thread, train_epoch
 
 
 def random_problem(seed: int, n: int = 300, n_a: int = 40, n_units: int = 3):
@@ -35,9 +36,10 @@ def textbook(A: np.ndarray, targets: np.ndarray, orders: list[np.ndarray]):
     return W, np.array(wrong_log)
 
 
-def run(A, targets, orders, spec, block, seed=0, noise_sd=True):
+def run(A, targets, orders, spec, block, seed=0, noise_sd=True, fortran=False):
     rng = np.random.default_rng(seed)
-    bank = PotentiometerBank(spec, (targets.shape[1], A.shape[1]), np.random.default_rng(9))
+    n_p = (A.A if isinstance(A, ARows) else A).shape[1]
+    bank = PotentiometerBank(spec, (targets.shape[1], n_p), np.random.default_rng(9))
     clock = MachineClock(CDS_1960.clock, CDS_1960.motors)
     units = np.arange(targets.shape[1])
     logs = []
@@ -45,7 +47,8 @@ def run(A, targets, orders, spec, block, seed=0, noise_sd=True):
         for e, order in enumerate(orders):
             noise = (np.random.default_rng([seed, e]).standard_normal(targets.shape)
                      if noise_sd else None)
-            logs.append(train_epoch(A, targets[order], bank, units, clock, rng, noise=noise,
+            presented = np.asfortranarray(targets[order]) if fortran else targets[order]
+            logs.append(train_epoch(A, presented, bank, units, clock, rng, noise=noise,
                                     order=order, block=block))
     return bank, clock, np.concatenate([log.wrong for log in logs])
 
@@ -120,3 +123,75 @@ def test_unknown_rule_is_named():
     with pytest.raises(ValueError, match="unknown rule 'hebb'; allowed: error-correction"):
         train_epoch(A, targets, bank, np.arange(3), MachineClock(CDS_1960.clock,
                     CDS_1960.motors), np.random.default_rng(0), rule="hebb")
+
+
+def integer_problem(seed: int, n_units: int, levels: int = 2, n: int = 400, n_a: int = 60):
+    """A-unit rows and targets that mistakes thin out on: R-unit k answers +1 when A-unit k
+    or A-unit k + 1 is active (separable), but for a few flipped labels."""
+    rng = np.random.default_rng(seed)
+    A = rng.integers(0, levels, (n, n_a + 1)).astype(np.float32)
+    A[:, -1] = 1.0
+    k = np.arange(n_units)
+    targets = np.where(A[:, k] + A[:, k + 1] > 0, 1, -1).astype(np.int8)
+    targets[rng.random(targets.shape) < 0.004] *= -1
+    orders = [rng.permutation(n) for _ in range(6)]
+    return A, targets, orders
+
+
+@pytest.mark.parametrize("n_units", [1, 3, 9])
+@pytest.mark.parametrize("dense", [None, 0.0, 2.0])
+def test_sparse_and_dense_scoring_are_the_textbook_perceptron(n_units, dense, monkeypatch):
+    # dense=None: the trainer switches as mistakes thin out; 0.0: trial by trial in Python
+    # wherever it can; 2.0: never (one product per mistake). 9 R-units are too many to pack.
+    if dense is not None:
+        monkeypatch.setattr(training, "_DENSE", dense)
+    A, targets, orders = integer_problem(3, n_units)
+    W_ref, wrong_ref = textbook(A, targets, orders)
+    per_pass = wrong_ref.reshape(len(orders), -1).sum(axis=1)
+    assert per_pass[0] > 5 * per_pass[-1] > 0  # dense at first, sparse later
+    for block, fortran in ((None, False), (3, False), (None, True)):  # any memory layout
+        bank, clock, wrong = run(A, targets, orders, IDEAL_WEIGHTS, block, noise_sd=False,
+                                 fortran=fortran)
+        np.testing.assert_array_equal(wrong, wrong_ref)
+        np.testing.assert_array_equal(bank.read(), W_ref)
+        np.testing.assert_array_equal(bank.travel, travel_of(A, targets, orders))
+
+
+def travel_of(A: np.ndarray, targets: np.ndarray, orders: list[np.ndarray]) -> np.ndarray:
+    """Wiper travel of the textbook run: one step per correction of each active A-unit."""
+    W = np.zeros((targets.shape[1], A.shape[1]))
+    travel = np.zeros_like(W)
+    for order in orders:
+        for k in order:
+            wrong = np.where(W @ A[k] > 0, 1, -1) != targets[k]
+            W[wrong] += targets[k][wrong, None] * A[k]
+            travel[wrong] += np.abs(A[k])
+    return travel
+
+
+def test_rows_that_are_not_zero_or_one_are_scored_exactly_too():
+    A, targets, orders = integer_problem(5, 2, levels=3)  # entries 0, 1, 2: no bit sets
+    rows = ARows(A)
+    assert not rows.binary
+    W_ref, wrong_ref = textbook(A, targets, orders)
+    bank, clock, wrong = run(rows, targets, orders, IDEAL_WEIGHTS, None, noise_sd=False)
+    np.testing.assert_array_equal(wrong, wrong_ref)
+    np.testing.assert_array_equal(bank.read(), W_ref)
+
+
+def test_a_unit_rows_as_bit_sets_and_bad_orders():
+    A, targets, orders = random_problem(6)
+    rows = ARows(A > 0)
+    assert rows.binary and rows.A.dtype == np.float32
+    bits = rows.bits()
+    overlaps = [[(bits[i] & bits[j]).bit_count() for j in range(20)] for i in range(20)]
+    np.testing.assert_array_equal(overlaps, A[:20] @ A[:20].T)
+    np.testing.assert_array_equal(rows.active(4), np.flatnonzero(A[4]))
+    bank = PotentiometerBank(IDEAL_WEIGHTS, (3, 41), np.random.default_rng(0))
+    clock = MachineClock(CDS_1960.clock, CDS_1960.motors)
+    for bad in (orders[0][:-1], orders[0] + 1, orders[0].astype(float)):
+        with pytest.raises(ValueError, match="order must hold 300 row indices in"):
+            train_epoch(rows, targets, bank, np.arange(3), clock, np.random.default_rng(0),
+                        order=bad)
+    with pytest.raises(ValueError, match="2-d array"):
+        ARows(np.zeros(5))
