@@ -50,6 +50,7 @@ def _train_mlp(args: argparse.Namespace) -> int:
         epochs=args.epochs,
         seed=args.seed,
         lr=args.lr,
+        label_smoothing=args.label_smoothing,
         batch_size=args.batch_size,
         n_train=args.n_train,
         n_test=args.n_test,
@@ -97,6 +98,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, weights, batches")
     p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
+    p.add_argument("--label-smoothing", type=float, default=0.1, metavar="EPS",
+                   help="label smoothing of the cross-entropy, in [0, 1) (default 0.1: keeps "
+                   "the logits small enough for an fp16 export)")
     p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
     p.add_argument("--n-train", type=int, default=None, help="training images (task default)")
     p.add_argument("--n-test", type=int, default=None, help="test images (task default)")

@@ -41,6 +41,22 @@ def test_xor_needs_a_hidden_layer():
     assert single.layer_sizes == [400, 2]
 
 
+def test_label_smoothing_keeps_logits_within_float16_reach():
+    """Without smoothing the logits of separable data grow on; with it they settle near the
+    smoothed optimum (two classes, eps = 0.1: a gap of log(0.95 / 0.05), about 2.9)."""
+    task = make_task("e-f", seed=0, n_train=100, n_test=20)
+    X = retina_inputs(task.X_train)
+    peaks = {}
+    for eps in (0.0, 0.1):
+        ckpt = train_mlp("e-f", hidden=(32,), epochs=60, n_train=100, n_test=20,
+                         label_smoothing=eps, progress=False)
+        logits = ckpt.forward(X)
+        assert ckpt.metrics["train_accuracy"] == 1.0
+        assert ckpt.metrics["label_smoothing"] == eps
+        peaks[eps] = float(np.abs(logits[:, 0] - logits[:, 1]).max())
+    assert peaks[0.1] < 6.0 < 2 * peaks[0.1] < peaks[0.0]
+
+
 def test_module_computes_the_checkpoint_logits():
     ckpt = train_mlp("left-right", hidden=(12, 6), epochs=2, n_train=30, n_test=10,
                      progress=False)
@@ -62,6 +78,7 @@ def test_module_computes_the_checkpoint_logits():
         ({"batch_size": 2.5}, "batch_size must be a positive whole number"),
         ({"hidden": (8, 0)}, "hidden layer size must be a positive whole number; got 0"),
         ({"task": "chess"}, "unknown task 'chess'"),
+        ({"label_smoothing": 1.0}, "label_smoothing must be a number in [0, 1); got 1.0"),
     ],
 )
 def test_bad_arguments_are_named(kwargs, message):
