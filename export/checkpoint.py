@@ -143,9 +143,13 @@ def load_checkpoint(path: str | os.PathLike[str]) -> MLPCheckpoint:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(2, "checkpoint not found", str(path))
+    if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+        raise ValueError(f"{path} is not a torch checkpoint (not a zip archive, or a truncated "
+                         "one)")
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError) as exc:
+    except (pickle.UnpicklingError, zipfile.BadZipFile, RuntimeError, EOFError, ValueError,
+            OSError) as exc:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise ValueError(f"{path} is not a readable torch checkpoint ({first[:120]})") from exc
     if not isinstance(raw, dict) or raw.get("format") != FORMAT:

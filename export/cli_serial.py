@@ -24,6 +24,14 @@ EXIT_CODES: dict[int, str] = {
 EXIT_EPILOG = "exit status:\n" + "".join(f"  {k}  {v}\n" for k, v in EXIT_CODES.items())
 
 
+def _check_json(path: str | None) -> None:
+    """``--json`` must name a file: say so before any work (the report is written last)."""
+    import os
+
+    if path is not None and os.path.isdir(path):
+        raise ValueError(f"--json {path!r} is a folder; give a file name such as report.json")
+
+
 def _settings(args: argparse.Namespace):
     from export.serial_host import LinkSettings
 
@@ -42,6 +50,7 @@ def _push(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(2, "model file not found", str(path))
+    _check_json(args.json)
     image = path.read_bytes()
     try:
         pkg = decode_package(image)
@@ -101,6 +110,10 @@ def read_images(paths: list[str]):
                 arr = np.load(path, allow_pickle=False)
             except ValueError as exc:
                 raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
+            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+                raise ValueError(f"{path}: an array of {arr.dtype}; images are numbers")
+            if arr.size == 0:
+                raise ValueError(f"{path}: array of shape {arr.shape} holds no image")
             arr = np.asarray(arr, dtype=np.float64)
             arr = arr.reshape(-1, 20, 20) if arr.ndim == 2 and arr.shape[1] == 400 else arr
             arr = arr[None] if arr.ndim == 2 else arr
@@ -143,11 +156,18 @@ def _infer(args: argparse.Namespace) -> int:
         raise ValueError("give image files or --task NAME (see --help)")
     if args.n < 1:
         raise ValueError(f"--n {args.n}: must be at least 1")
+    _check_json(args.json)
     model = None
     if args.model:
+        from export.package import decode_package
+
         if not Path(args.model).is_file():
             raise FileNotFoundError(2, "model file not found", args.model)
         model = Path(args.model).read_bytes()
+        try:
+            decode_package(model)  # a bad file is bad input: say so before any connection
+        except ValueError as exc:
+            raise ValueError(f"{args.model} is not a valid weight package: {exc}") from exc
     labels = None
     if args.images:
         names, X = read_images(args.images)

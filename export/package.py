@@ -562,6 +562,8 @@ def peek_header(data: bytes | bytearray | memoryview) -> PackageHeader:
 
 
 def _unpack_header(head: bytes) -> tuple:
+    if head[:4] != MAGIC[: len(head[:4])]:  # short or not, another kind of file says so first
+        raise _fail(f"not a weight package: magic {head[:4]!r}, expected {MAGIC!r}")
     if len(head) < HEADER.size:
         raise _fail(f"package truncated: {len(head)} bytes, the header alone is {HEADER.size}")
     fields = HEADER.unpack(head)

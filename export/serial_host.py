@@ -5,9 +5,12 @@ The upload keeps ``window`` ``DATA`` frames in flight and, while it runs, reads 
 device reports as written to flash and compares it with the file -- the line is full duplex, so
 the read-back costs almost no time. ``DATA`` frames are go-back-N: the device takes them only in
 order, acknowledges each with the next offset it expects and the bytes already in flash, and
-answers a gap with ``NAK OFFSET`` naming the offset to resend from. Silence longer than the line
-time of what is in flight plus ``timeout_s`` resends; ``retries`` silences in a row, or an I/O
-error, count as a lost link: the port is reopened and ``BEGIN`` resumes from the device's offset.
+answers a gap with ``NAK OFFSET`` naming the offset to resend from. No progress (no new byte
+acknowledged or verified) for the line time of what is in flight plus ``timeout_s`` resends;
+``retries`` of those in a row, or an I/O error, count as a lost link: the port is reopened and
+``BEGIN`` -- naming the image by its SHA-256 -- resumes from the device's offset. Each lost frame
+halves the ``DATA`` (or ``READ``) size, a run of frames that get through doubles it again, so a
+noisy line is crossed in short frames and a clean one in full ones.
 
 Failures raise :class:`~mark1.errors.Mark1Error` subclasses whose ``exit_code`` the CLI returns
 (table in :data:`EXIT_CODES`).
@@ -149,9 +152,10 @@ class Link:
                 exclusive=settings.exclusive,
             )
         except (serial.SerialException, OSError, ValueError) as exc:
-            if "exclusively lock" in str(exc):
-                why = "it is in use by another program (locked)"
-            elif isinstance(getattr(exc, "errno", None), int):
+            if "exclusively lock" in str(exc):  # another host holds it, as a TCP device's BUSY
+                raise DeviceBusy(f"device on {url} is busy: the port is in use by another "
+                                 "program (locked)") from exc
+            if isinstance(getattr(exc, "errno", None), int):
                 why = os.strerror(exc.errno)
             else:
                 why = _first_line(exc)
@@ -190,7 +194,7 @@ class Link:
         try:
             self.port.write(data)
         except (serial.SerialException, OSError) as exc:
-            raise _Down(f"write failed: {_first_line(exc)}") from exc
+            raise _Down(_failed("write", exc)) from exc
         self.bytes_out += len(data)
 
     def send(self, msg: P.Payload | P.Msg) -> int:
@@ -202,7 +206,7 @@ class Link:
 
     def recv(self, timeout: float) -> P.Frame | None:
         """The next reply frame, or ``None`` after ``timeout`` seconds without one."""
-        deadline = time.monotonic() + timeout()
+        deadline = time.monotonic() + timeout
         while not self.frames:
             if time.monotonic() >= deadline:
                 return None
@@ -216,7 +220,7 @@ class Link:
                         time.sleep(min(max(wait, 0.0), 0.002))
                     continue
             except (serial.SerialException, OSError) as exc:
-                raise _Down(f"read failed: {_first_line(exc)}") from exc
+                raise _Down(_failed("read", exc)) from exc
             self.bytes_in += len(data)
             self.frames += self.decoder.feed(data)
         return self.frames.pop(0)
@@ -227,7 +231,7 @@ class Link:
         timeout = timeout if timeout is not None else self.reply_timeout(1)
         for _ in range(self.settings.retries + 1):
             seq = self.send(msg)
-            deadline = time.monotonic() + timeout()
+            deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 frame = self.recv(left)
                 if frame is not None and frame.seq == seq:
@@ -291,7 +295,7 @@ class Link:
         timeout = self.settings.timeout_s + self.settings.line_time(200)
         for _ in range(attempts):
             seq = self.send(P.Hello())
-            deadline = time.monotonic() + timeout()
+            deadline = time.monotonic() + timeout
             while (left := deadline - time.monotonic()) > 0:
                 frame = self.recv(left)
                 if frame is None or frame.seq != seq:
@@ -310,6 +314,12 @@ class Link:
                         )
                     self.info = reply
                     return reply
+        if self.decoder.errors:  # something answers, but no reply survives the line
+            raise NoDevice(
+                f"no intact reply on {self.url} ({attempts} HELLO sent, {timeout:.2f} s each; "
+                f"{self.decoder.errors} damaged frames came back: a noisy line or a wrong baud "
+                "rate)"
+            )
         raise NoDevice(
             f"no device answering on {self.url} ({attempts} HELLO sent, "
             f"{timeout:.2f} s each; is the device running and the baud rate right?)"
@@ -341,6 +351,12 @@ def _first_difference(a: bytes, b: bytes) -> int:
         if x != y:
             return i
     return min(len(a), len(b))
+
+
+def _failed(what: str, exc: BaseException) -> str:
+    """``"read failed: why"`` (pyserial's own text may already start so)."""
+    text = _first_line(exc)
+    return text if text.startswith(f"{what} failed") else f"{what} failed: {text}"
 
 
 def _first_line(exc: BaseException) -> str:
@@ -617,6 +633,9 @@ def push(
     """
     from export.package import decode_package
 
+    if not isinstance(image, (bytes, bytearray, memoryview)):
+        raise TypeError(f"image must be the package's bytes; got {type(image).__name__} "
+                        "(read the file first)")
     image = bytes(image)
     pkg = decode_package(image)
     report = PushReport(url, len(image), zlib.crc32(image), pkg.model_id.hex(),
@@ -669,7 +688,7 @@ def _reopen(url: str, settings: LinkSettings, attempts: int, seq: int) -> Link:
     for i in range(attempts):
         try:
             link = Link(url, settings, seq=seq + 1000 * (i + 1))
-        except ValueError as exc:
+        except (ValueError, DeviceBusy) as exc:
             last = exc
             time.sleep(settings.reconnect_delay_s * (i + 1))
             continue

@@ -369,7 +369,8 @@ class Device:
         if r.length > room:
             raise P.ProtocolError(f"READ of {r.length} bytes; one reply carries at most {room}")
         if r.offset + r.length > limit:
-            return P.Nak(frame.type, P.Err.RANGE, r.offset + r.length, limit,
+            end = min(r.offset + r.length, 0xFFFFFFFF)  # the NAK's fields are u32
+            return P.Nak(frame.type, P.Err.RANGE, end, limit,
                          f"READ {r.offset}+{r.length} is past the {limit} readable bytes")
         return P.ReadData(r.offset, self.store.read_slot(slot, r.offset, r.length))
 

@@ -137,6 +137,11 @@ def _simulate(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     from mark1.replay import format_sweep_table, format_table, run_position_sweep, run_replay
 
+    # every check before any work: a bad --out or --seed must not cost a whole replay
+    if args.seed < 0:
+        raise ValueError(f"--seed must be >= 0; got {args.seed}")
+    if args.out is not None and Path(args.out).exists() and not Path(args.out).is_dir():
+        raise ValueError(f"--out {str(args.out)!r} exists and is not a folder")
     results = run_replay(quick=args.quick, seed=args.seed, progress=not args.quiet)
     print(format_table(results))
     sweep = []

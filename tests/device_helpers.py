@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 import zlib
 from functools import lru_cache
 
 import numpy as np
+import pytest
 
 from export import protocol as P
 from export.package import encode_package
@@ -57,3 +59,13 @@ def upload(device: Device, data: bytes, chunk: int = 256, slot: int = P.AUTO_SLO
     if not commit:
         return reply
     return ask(device, P.Commit(len(data), zlib.crc32(data)))
+
+
+@pytest.fixture(autouse=True)
+def no_thread_leaks():
+    """Every thread a test starts (servers, relays, sessions) has ended when it returns.
+    Autouse in the modules that import it."""
+    before = set(threading.enumerate())
+    yield
+    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
+    assert not left, f"threads left running: {left}"

@@ -1,5 +1,6 @@
 """The simulated microcontroller's message handler: uploads, refusals, commit, read, infer,
-resets, power cycles, malformed and random frames, and power cut at every flash step."""
+resets, power cycles and malformed frames. (Random and mutated frames: `test_fuzz.py`; power cut
+at every flash step: `test_power_loss.py`.)"""
 
 from __future__ import annotations
 
@@ -7,16 +8,12 @@ import dataclasses
 import zlib
 
 import numpy as np
-import pytest
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from export import protocol as P
 from export.golden import golden_forward
 from export.package import decode_package
 from firmware_sim.device import PRESETS, Device
 from firmware_sim.engine import Engine
-from firmware_sim.flash import PowerLoss
 from tests.device_helpers import SMALL, ask, image, upload
 
 
@@ -217,76 +214,3 @@ def test_unknown_and_malformed_requests():
     ask(dev, P.Begin(100, 0, 0))
     _nak(ask(dev, P.Data(90, b"x" * 20)), P.Err.BAD_PAYLOAD)  # past the image end
     assert dev.faults == 0
-
-
-_REQUEST_TYPES = [int(m) for m in P.Msg if m < 0x80]
-
-
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.lists(st.tuples(st.sampled_from(_REQUEST_TYPES) | st.integers(0, 255),
-                          st.integers(0, 0xFFFF), st.binary(max_size=40)), max_size=8),
-       st.binary(max_size=200))
-def test_random_frames_and_bytes_never_break_the_device(frames, noise):
-    dev = _fuzz_device()
-    before = _status(dev)
-    for ftype, seq, payload in frames:
-        reply = dev.handle(P.Frame(ftype, seq, payload))
-        assert reply.seq == seq and reply.type in P.REPLIES
-        P.parse_reply(reply)
-    dev.receive(noise)
-    dev.receive(P.DELIMITER)  # what a host sends first: ends any partial frame
-    after = _status(dev)
-    assert dev.faults == 0
-    assert (after.active_slot, after.active_crc32, after.runnable) == \
-        (before.active_slot, before.active_crc32, 1)
-    assert isinstance(ask(dev, P.Hello()), P.Info)
-
-
-_FUZZ: list[Device] = []
-
-
-def _fuzz_device() -> Device:
-    """A part with a committed model (built once, then cloned by a power cycle)."""
-    if not _FUZZ:
-        dev = Device(SMALL)
-        upload(dev, image())
-        _FUZZ.append(dev)
-    return _FUZZ[0].power_cycle()
-
-
-def test_power_cut_at_every_flash_step_leaves_old_or_new_never_mixed():
-    old, new = image(), image(seed=1)
-    base = Device(SMALL)
-    upload(base, old)
-    probe = base.power_cycle()
-    ops0 = probe.flash.ops
-    upload(probe, new)
-    n_ops = probe.flash.ops - ops0
-    assert n_ops == 8 + 15 + 1  # 8 page erases, 15 frame writes, the commit record
-    seen = set()
-    for k in range(n_ops):
-        for part in ("none", "half", "all"):
-            dev = base.power_cycle()
-            flash = dev.flash
-
-            def hook(op, k=k, part=part, start=flash.ops):
-                if op.index - start != k:
-                    return None
-                return {"none": 0, "half": op.length // 2, "all": op.length}[part]
-
-            flash.hook = hook
-            with pytest.raises(PowerLoss):
-                upload(dev, new)
-            after = Device(SMALL, flash.power_cycle())  # restart: flash kept, RAM lost
-            assert isinstance(ask(after, P.Hello()), P.Info)
-            st_ = _status(after)
-            committed = k == n_ops - 1 and part == "all"
-            want = new if committed else old
-            assert (st_.active_size, st_.active_crc32, st_.runnable) == \
-                (len(want), zlib.crc32(want), 1), (k, part)
-            x = np.arange(400, dtype=np.int64).astype(np.int8) - 20
-            res = ask(after, P.Infer(x.tobytes()))
-            np.testing.assert_array_equal(np.frombuffer(res.data, np.int8),
-                                          golden_forward(decode_package(want), x[None])[0])
-            seen.add(committed)
-    assert seen == {True, False}

@@ -37,17 +37,9 @@ from firmware_sim.device import Device
 from firmware_sim.flash import PowerLoss
 from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
 from tests.conftest import ROOT, run_cli
-from tests.device_helpers import SMALL, image
+from tests.device_helpers import SMALL, image, no_thread_leaks  # noqa: F401 - fixture
 
 FAST = LinkSettings(timeout_s=0.2, retries=2, reconnects=2, reconnect_delay_s=0.02)
-
-
-@pytest.fixture(autouse=True)
-def no_thread_leaks():
-    before = set(threading.enumerate())
-    yield
-    left = [t for t in threading.enumerate() if t not in before and t.is_alive()]
-    assert not left, f"threads left running: {left}"
 
 
 def test_push_and_infer_over_a_real_pty():
@@ -61,7 +53,7 @@ def test_push_and_infer_over_a_real_pty():
         assert rep.timeouts == rep.go_backs == rep.reconnects == 0
         assert rep.wire_bytes_out > len(img) and rep.wire_bytes_in > len(img)  # read back
         with connect(srv.path, FAST) as link:
-            with pytest.raises(ValueError, match="in use by another program"):
+            with pytest.raises(DeviceBusy, match="in use by another program"):
                 connect(srv.path, FAST)  # one host at a time: the port is locked
             pkg, st = active_package(link)  # read back from the device, decoded
             assert st.active_slot == 0 and pkg.model_id == decode_package(img).model_id

@@ -1,0 +1,615 @@
+"""Bad input everywhere: every CLI command and the main public functions, given wrong types,
+shapes, NaN and infinity, empty data, files of another kind (a PNG as a checkpoint, a truncated
+package, an ONNX model from elsewhere), missing and busy ports.
+
+Each case of :data:`CLI_CASES` runs ``mark1`` in a workspace of real files (a PNG, a text file,
+a trained-format checkpoint, a machine file, packages whole and damaged, a foreign ONNX model,
+output paths that already hold the user's files) next to a running simulated device. It must
+answer one line on stderr naming the problem, with the documented exit status (2 for bad input;
+8 for a busy device), no traceback or warning, and leave the workspace exactly as it was: no new
+file, no partial file, nothing of the user's changed. Each case of :data:`API_CASES` must raise
+``ValueError``/``TypeError`` with a one-line message naming the problem.
+
+``python -m tests.test_bad_input --markdown`` runs every case and prints the table of what was
+tried and what it answered (``docs/RELIABILITY.md`` holds it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import os
+import re
+import struct
+import sys
+import warnings
+import zlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# --------------------------------------------------------------------------- the workspace
+
+
+def png_bytes(h: int = 8, w: int = 8) -> bytes:
+    """A real 8-bit greyscale PNG (a diagonal line), written with zlib alone."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    rows = b"".join(b"\x00" + bytes(255 if i == j else 0 for j in range(w)) for i in range(h))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+
+
+def foreign_onnx() -> bytes:
+    """An ONNX model from elsewhere: y = x + x on a 3-vector."""
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("Add", ["x", "x"], ["y"])], "elsewhere",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [3])])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
+
+
+def _files(ws: Path) -> dict[str, bytes]:
+    from export.checkpoint import save_checkpoint
+    from tests.device_helpers import image
+    from tests.int8_models import random_checkpoint, random_machine, save_machine
+
+    rng = np.random.default_rng(0)
+    ckpt = random_checkpoint(rng, [400, 8, 10])
+    ckpt.classes = [str(k) for k in range(10)]
+    save_checkpoint(ckpt, ws / "mlp.pt")
+    machine = random_machine(rng, n_a=16, n_r=4, n_classes=3)
+    save_machine(machine, ws / "machine.npz")
+    nan_machine = dict(machine, weights=np.full_like(machine["weights"], np.nan))
+    save_machine(nan_machine, ws / "nan_machine.npz")
+    np.savez(ws / "pickled.npz", format=np.array([{"a": 1}], dtype=object))
+    pkg = image()
+    flipped = bytearray(pkg)
+    flipped[300] ^= 0x10
+    mlp = (ws / "mlp.pt").read_bytes()
+    return {
+        "picture.png": png_bytes(), "notes.txt": b"these are not weights\n", "empty.bin": b"",
+        "model.m1w": pkg, "other.m1w": image(seed=1), "truncated.m1w": pkg[: len(pkg) // 2],
+        "flipped.m1w": bytes(flipped),
+        "elsewhere.onnx": foreign_onnx(), "truncated.pt": mlp[: len(mlp) // 2],
+        "nan.npy": _npy(np.full((2, 20, 20), np.nan)), "inf.npy": _npy(np.full((20, 20), np.inf)),
+        "negative.npy": _npy(-np.ones((20, 20))), "empty.npy": _npy(np.zeros((0, 20, 20))),
+        "cube.npy": _npy(np.zeros((2, 3, 4, 5))), "text.npy": _npy(np.array(["a", "b"])),
+        "bright.png": png_bytes(),
+        "out/keep.txt": b"the user's file in an output folder\n",
+        "existing.m1w": b"the user's earlier package\n",
+        "flash.bin": b"the user's file, not a flash state\n",
+    }
+
+
+def _npy(arr: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, arr)
+    return buf.getvalue()
+
+
+def snapshot(ws: Path) -> dict[str, str]:
+    """Every file under ``ws`` with a hash of its content."""
+    return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(ws.rglob("*")) if p.is_file()}
+
+
+@dataclass
+class Workspace:
+    path: Path
+    device: str
+    """pty of a running simulated device with a model."""
+    busy_pty: str
+    """pty of a device whose port another host holds."""
+    busy_tcp: str
+    """socket:// URL of a device serving another host."""
+    closed_tcp: str
+    """socket:// URL where nothing listens."""
+
+    @property
+    def busy_listen(self) -> str:
+        """HOST:PORT another program (a device) listens on."""
+        return self.busy_tcp.removeprefix("socket://")
+
+
+@contextlib.contextmanager
+def workspace(root: Path) -> Iterator[Workspace]:
+    """Files, a running device, two busy devices and a closed port."""
+    import socket
+
+    from export.serial_host import LinkSettings, connect
+    from firmware_sim.device import Device
+    from firmware_sim.serve import PtyServer, TcpServer
+    from tests.device_helpers import SMALL, upload
+
+    for name, data in _files(root).items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_bytes(data)
+    devices = []
+    for _ in range(3):
+        dev = Device(SMALL)
+        upload(dev, (root / "model.m1w").read_bytes())
+        devices.append(dev)
+    probe = socket.create_server(("127.0.0.1", 0))
+    closed = f"socket://127.0.0.1:{probe.getsockname()[1]}"
+    probe.close()
+    quick = LinkSettings(timeout_s=0.2)
+    with PtyServer(devices[0]) as free, PtyServer(devices[1]) as pty, \
+            TcpServer(devices[2]) as tcp, connect(pty.url, quick), connect(tcp.url, quick):
+        yield Workspace(root, free.url, pty.url, tcp.url, closed)
+
+
+# --------------------------------------------------------------------------- the cases
+
+
+@dataclass(frozen=True)
+class Case:
+    """One bad input: ``args`` for ``mark1`` (``{ws}``, ``{device}``, ``{busy_pty}``,
+    ``{busy_tcp}``, ``{closed_tcp}`` are filled in) and what the answer must hold."""
+
+    what: str
+    """What was tried, in words."""
+    args: tuple[str, ...]
+    says: str
+    """Regular expression the one-line message must match."""
+    code: int = 2
+
+    @property
+    def command(self) -> str:
+        return self.args[0] if self.args[0] != "export" else "export onnx"
+
+
+def C(what: str, args: str, says: str, code: int = 2) -> Case:
+    return Case(what, tuple(args.split()), says, code)
+
+
+CLI_CASES: tuple[Case, ...] = (
+    # tasks, simulate, replay
+    C("an unknown option", "tasks --colour", "unrecognized arguments: --colour"),
+    C("an unknown task", "simulate --task chess --out {ws}/run", "unknown task 'chess'"),
+    C("zero epochs", "simulate --task digits --epochs 0 --out {ws}/run",
+      "--epochs must be at least 1"),
+    C("a negative seed", "simulate --task digits --seed -3 --out {ws}/run", "--seed must be >= 0"),
+    C("an unknown preset", "simulate --task digits --preset steam --out {ws}/run", "steam"),
+    C("an unknown learning rule", "simulate --task digits --rule magic --out {ws}/run", "magic"),
+    C("zero A-units", "simulate --task digits --n-a 0 --out {ws}/run", "--n-a must be at least 1"),
+    C("a parameter set to NaN", "simulate --task digits --set read_noise=nan --out {ws}/run",
+      "read_noise"),
+    C("a parameter that does not exist", "simulate --task digits --set warp=9 --out {ws}/run",
+      "warp"),
+    C("a file as the output folder", "simulate --task digits --out {ws}/picture.png",
+      "exists and is not a folder"),
+    C("a file as the output folder", "replay --quick --out {ws}/picture.png",
+      "exists and is not a folder"),
+    C("a negative seed", "replay --quick --seed -1", "seed"),
+    # train-mlp
+    C("hidden sizes that are not numbers", "train-mlp --hidden 64,x --out {ws}/run",
+      "hidden layer sizes must be positive whole numbers"),
+    C("an unknown task", "train-mlp --task chess --out {ws}/run", "unknown task 'chess'"),
+    C("zero epochs", "train-mlp --epochs 0 --out {ws}/run", "epochs"),
+    C("a NaN learning rate", "train-mlp --lr nan --out {ws}/run", "lr"),
+    C("a negative learning rate", "train-mlp --lr -1 --out {ws}/run", "lr"),
+    C("an infinite learning rate", "train-mlp --lr inf --out {ws}/run", "lr"),
+    C("a zero batch size", "train-mlp --batch-size 0 --out {ws}/run", "batch"),
+    C("no training images", "train-mlp --n-train 0 --out {ws}/run", "n.train"),
+    C("a file as the output folder", "train-mlp --out {ws}/picture.png",
+      "exists and is not a folder"),
+    # export onnx
+    C("a PNG as the checkpoint", "export onnx {ws}/picture.png --out {ws}/out", "PNG image"),
+    C("a text file as the checkpoint", "export onnx {ws}/notes.txt --out {ws}/out", "notes.txt"),
+    C("an empty file as the checkpoint", "export onnx {ws}/empty.bin --out {ws}/out",
+      "empty.bin"),
+    C("a truncated checkpoint", "export onnx {ws}/truncated.pt --out {ws}/out", "truncated.pt"),
+    C("an ONNX model from elsewhere as the checkpoint",
+      "export onnx {ws}/elsewhere.onnx --out {ws}/out", "ONNX"),
+    C("a weight package as the checkpoint", "export onnx {ws}/model.m1w --out {ws}/out",
+      "model.m1w"),
+    C("a machine file with NaN weights", "export onnx {ws}/nan_machine.npz --out {ws}/out",
+      "weights must be finite"),
+    C("a machine file holding pickled objects", "export onnx {ws}/pickled.npz --out {ws}/out",
+      "pickled.npz"),
+    C("a missing checkpoint", "export onnx {ws}/nothing.pt --out {ws}/out", "not found"),
+    C("an unknown target", "export onnx {ws}/mlp.pt --target jetson-nano --out {ws}/out",
+      "invalid choice: 'jetson-nano'"),
+    C("a file as the output folder", "export onnx {ws}/mlp.pt --out {ws}/picture.png",
+      "exists and is not a folder"),
+    # quantize
+    C("a PNG as the checkpoint", "quantize {ws}/picture.png --out {ws}/existing.m1w",
+      "PNG image"),
+    C("an ONNX model from elsewhere as the checkpoint",
+      "quantize {ws}/elsewhere.onnx --out {ws}/existing.m1w", "ONNX"),
+    C("a truncated checkpoint", "quantize {ws}/truncated.pt --out {ws}/existing.m1w",
+      "truncated.pt"),
+    C("a machine file with NaN weights", "quantize {ws}/nan_machine.npz --out {ws}/q.m1w",
+      "weights must be finite"),
+    C("a missing checkpoint", "quantize {ws}/nothing.pt --out {ws}/q.m1w", "not found"),
+    C("zero calibration images", "quantize {ws}/mlp.pt --calib 0 --out {ws}/q.m1w",
+      "--calib must be a positive whole number"),
+    C("calibration images that are not a number", "quantize {ws}/mlp.pt --calib lots "
+      "--out {ws}/q.m1w", "--calib must be a positive whole number"),
+    C("an unknown task", "quantize {ws}/mlp.pt --task chess --out {ws}/q.m1w", "chess"),
+    C("a folder as the output file", "quantize {ws}/mlp.pt --out {ws}/out", "out"),
+    # push
+    C("a PNG as the package", "push {ws}/picture.png --port {device}",
+      "not a valid weight package: not a weight package: magic"),
+    C("a truncated package", "push {ws}/truncated.m1w --port {device}", "package truncated"),
+    C("a package with a flipped bit", "push {ws}/flipped.m1w --port {device}",
+      "CRC-32 mismatch"),
+    C("an ONNX model from elsewhere as the package", "push {ws}/elsewhere.onnx --port {device}",
+      "not a weight package"),
+    C("an empty file as the package", "push {ws}/empty.bin --port {device}", "truncated"),
+    C("a missing package", "push {ws}/nothing.m1w --port {device}", "not found"),
+    C("a missing port", "push {ws}/model.m1w --port /dev/ttyUSB9", "cannot open port"),
+    C("a closed TCP port", "push {ws}/model.m1w --port {closed_tcp}", "cannot open port"),
+    C("a port that is not a URL pyserial knows", "push {ws}/model.m1w --port carrier://pigeon",
+      "cannot open port"),
+    C("a port another host holds (pty)", "push {ws}/model.m1w --port {busy_pty}",
+      "busy: the port is in use by another program", 8),
+    C("a device serving another host (TCP)", "push {ws}/model.m1w --port {busy_tcp}",
+      "busy.*serving another host", 8),
+    C("zero frames in flight", "push {ws}/model.m1w --port {device} --window 0",
+      "window = 0: must be a whole number >= 1"),
+    C("a zero baud rate", "push {ws}/model.m1w --port {device} --baud 0", "baud = 0"),
+    C("a NaN timeout", "push {ws}/model.m1w --port {device} --timeout nan", "timeout = nan"),
+    C("a negative number of retries", "push {ws}/model.m1w --port {device} --retries -1",
+      "retries = -1"),
+    C("a slot that does not exist", "push {ws}/model.m1w --port {device} --slot C",
+      "invalid choice: 'C'"),
+    C("a folder as the JSON report", "push {ws}/model.m1w --port {device} --json {ws}/out",
+      "--json '.*out' is a folder"),
+    # infer
+    C("neither images nor a task", "infer --port {device}", "give image files or --task"),
+    C("zero images", "infer --port {device} --task digits --n 0", "--n 0: must be at least 1"),
+    C("an unknown task", "infer --port {device} --task chess", "chess"),
+    C("a task the device's model does not know", "infer --port {device} --task xor",
+      "the device's model knows classes"),
+    C("a text file as an image", "infer {ws}/notes.txt --port {device}", "notes.txt"),
+    C("NaN images", "infer {ws}/nan.npy --port {device}", "NaN"),
+    C("an infinite image", "infer {ws}/inf.npy --port {device}", "NaN or infinity"),
+    C("a negative image", "infer {ws}/negative.npy --port {device}", r"\[0, 1\]"),
+    C("an empty array of images", "infer {ws}/empty.npy --port {device}", "empty"),
+    C("an array of the wrong rank", "infer {ws}/cube.npy --port {device}", "shape"),
+    C("an array of strings", "infer {ws}/text.npy --port {device}", "text.npy"),
+    C("a missing image", "infer {ws}/nothing.png --port {device}", "not found"),
+    C("a PNG as the model file", "infer {ws}/bright.png --port {device} --model {ws}/picture.png",
+      "not a weight package"),
+    C("a damaged package as the model file",
+      "infer {ws}/bright.png --port {device} --model {ws}/flipped.m1w", "CRC-32 mismatch"),
+    C("another model than the device runs as the model file",
+      "infer {ws}/bright.png --port {device} --model {ws}/other.m1w",
+      "is not the device's active model"),
+    C("a port another host holds (pty)", "infer {ws}/bright.png --port {busy_pty}", "busy", 8),
+    C("a device serving another host (TCP)", "infer {ws}/bright.png --port {busy_tcp}", "busy",
+      8),
+    C("a missing port", "infer {ws}/bright.png --port /dev/ttyUSB9", "cannot open port"),
+    # device
+    C("a flash that is not a whole number of pages", "device --pty --flash 1000",
+      "multiple of the page size"),
+    C("a page size that is not a power of two", "device --pty --page 1000", "power of two"),
+    C("frames too small for any request", "device --pty --max-payload 10",
+      "max_payload = 10: allowed 64 to 65535"),
+    C("a size that is not a size", "device --pty --ram lots", "size 'lots' is not a number"),
+    C("a zero RAM arena", "device --pty --ram 0", "ram_bytes = 0"),
+    C("a negative baud rate", "device --pty --baud -9600", "baud = -9600"),
+    C("a negative turnaround", "device --pty --turnaround -5", "turnaround"),
+    C("a NaN turnaround", "device --pty --turnaround nan", "turnaround"),
+    C("the user's file as the flash state", "device --pty --state {ws}/flash.bin",
+      "not a mark1-kit flash state file"),
+    C("a port number out of range", "device --listen 127.0.0.1:99999", "99999"),
+    C("a TCP port another program listens on", "device --listen {busy_listen}",
+      "cannot listen on 127.0.0.1"),
+    C("a folder as the flash state", "device --pty --state {ws}/out", "out"),
+    C("neither --pty nor --listen", "device", "one of the arguments --pty --listen"),
+)
+"""What ``mark1`` is given, and what its one-line answer must say."""
+
+
+def _fill(case: Case, ws: Workspace) -> list[str]:
+    values = {"ws": str(ws.path), "device": ws.device, "busy_pty": ws.busy_pty,
+              "busy_tcp": ws.busy_tcp, "closed_tcp": ws.closed_tcp,
+              "busy_listen": ws.busy_listen}
+    return [a.format(**values) for a in case.args]
+
+
+@dataclass
+class Answer:
+    code: int
+    stderr: str
+    stdout: str
+
+    @property
+    def line(self) -> str:
+        return self.stderr.strip()
+
+
+def run_in_process(argv: list[str]) -> Answer:
+    """``mark1 ARGV`` in this interpreter (the same code path as the console script, much
+    faster than a subprocess per case); warnings count as lines on stderr."""
+    from mark1.cli import main
+
+    err, out = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(out), \
+            warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else 2
+    for w in caught:
+        if not issubclass(w.category, DeprecationWarning):
+            err.write(f"{w.category.__name__}: {w.message}\n")
+    return Answer(int(code), err.getvalue(), out.getvalue())
+
+
+def check(case: Case, answer: Answer) -> None:
+    """The answer is one line, no traceback, the documented code, naming the problem."""
+    assert answer.code == case.code, (case.what, answer)
+    lines = answer.stderr.strip().splitlines()
+    assert len(lines) == 1, (case.what, answer.stderr)
+    assert "Traceback" not in answer.stderr
+    assert re.search(case.says, lines[0]), (case.what, lines[0])
+
+
+@pytest.fixture(scope="module")
+def ws(tmp_path_factory) -> Iterator[Workspace]:
+    with workspace(tmp_path_factory.mktemp("bad-input")) as w:
+        yield w
+
+
+@pytest.mark.parametrize("case", CLI_CASES, ids=lambda c: f"{c.command}: {c.what}")
+def test_cli_bad_input_is_one_line_and_leaves_the_files_alone(case, ws, monkeypatch):
+    monkeypatch.chdir(ws.path)
+    before = snapshot(ws.path)
+    answer = run_in_process(_fill(case, ws))
+    check(case, answer)
+    assert snapshot(ws.path) == before, "a file was written, changed or left behind"
+
+
+@pytest.mark.parametrize("case", [c for c in CLI_CASES if c.args[0] in (
+    "export", "push", "device")][::6], ids=lambda c: f"{c.command}: {c.what}")
+def test_the_same_answers_from_a_real_process(case, ws):
+    from tests.conftest import run_cli
+
+    before = snapshot(ws.path)
+    res = run_cli(*_fill(case, ws), cwd=ws.path, timeout=120)
+    check(case, Answer(res.returncode, res.stderr, res.stdout))
+    assert snapshot(ws.path) == before
+
+
+def test_every_command_is_in_the_table():
+    from mark1.cli import build_parser
+
+    parser = build_parser()
+    commands = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
+    assert commands <= {c.args[0] for c in CLI_CASES}, commands
+
+
+# --------------------------------------------------------------------------- public functions
+
+
+@dataclass(frozen=True)
+class ApiCase:
+    what: str
+    call: str
+    """Python expression, evaluated with the names of :func:`_api_names`."""
+    says: str
+    error: type = ValueError
+
+
+def A(what: str, call: str, says: str, error: type = ValueError) -> ApiCase:
+    return ApiCase(what, call, says, error)
+
+
+API_CASES: tuple[ApiCase, ...] = (
+    A("a string as package bytes", "decode_package('M1WP')", "a package is bytes", TypeError),
+    A("no bytes", "decode_package(b'')", "package truncated"),
+    A("a PNG as a package", "decode_package(png)", "not a weight package: magic"),
+    A("a truncated package", "decode_package(pkg_bytes[:-10])", "package truncated"),
+    A("a package with trailing bytes", "decode_package(pkg_bytes + b'x')", "trailing bytes"),
+    A("something else to encode", "encode_package('model')", "expected a Package", TypeError),
+    A("float inputs to the golden reference", "golden_forward(pkg, np.zeros((1, 400)))",
+      "must hold integers", TypeError),
+    A("inputs of the wrong width", "golden_forward(pkg, np.zeros((1, 399), np.int8))",
+      r"shape \(1, 399\)"),
+    A("inputs out of the int8 range", "golden_forward(pkg, np.full((1, 400), 300))",
+      r"\[-128, 127\]"),
+    A("NaN inputs to quantize", "quantize_input(pkg, np.full((2, 400), np.nan))",
+      "NaN or infinity"),
+    A("infinite inputs to quantize", "quantize_input(pkg, np.full((2, 400), np.inf))",
+      "NaN or infinity"),
+    A("strings to quantize", "quantize_input(pkg, np.array([['a'] * 400]))", "real numbers",
+      TypeError),
+    A("a wrong-sized input to the engine", "Engine(pkg).infer(np.zeros(7, np.int8))",
+      r"shape \(7,\)"),
+    A("NaN images", "to_retina(np.full((2, 20, 20), np.nan))", "NaN or infinity"),
+    A("no images", "to_retina(np.zeros((0, 20, 20)))", "empty"),
+    A("images of the wrong rank", "to_retina(np.zeros(5))", r"shape \(5,\)"),
+    A("8-bit images", "to_retina(np.full((1, 20, 20), 200.0))", "divide 8-bit images by 255"),
+    A("text as images", "to_retina('retina')", "must hold numbers", TypeError),
+    A("ragged images", "to_retina([[0.1, 0.2], [0.3]])", "array of images", TypeError),
+    A("an unknown task", "make_task('chess')", "chess"),
+    A("NaN training images", "MarkI(random_state=0).fit(np.full((4, 400), np.nan), [0, 1, 0, 1])",
+      "NaN"),
+    A("labels of the wrong length", "MarkI(random_state=0).fit(np.zeros((4, 400)), [0, 1])",
+      "4"),
+    A("a single class", "MarkI(random_state=0).fit(np.zeros((4, 400)), [1, 1, 1, 1])", "class"),
+    A("zero A-units", "MarkI(n_a=0, random_state=0).fit(np.zeros((2, 400)), [0, 1])", "n_a"),
+    A("predict before fit", "MarkI().predict(np.zeros((1, 400)))", "fit"),
+    A("a PNG as a checkpoint", "load_checkpoint(ws / 'picture.png')", "picture.png"),
+    A("a truncated checkpoint", "load_checkpoint(ws / 'truncated.pt')", "truncated.pt"),
+    A("a PNG as a machine file", "load_machine(ws / 'picture.png')", "picture.png"),
+    A("a machine file with pickled objects", "load_machine(ws / 'pickled.npz')", "pickled.npz"),
+    A("a machine file with NaN weights", "load_machine(ws / 'nan_machine.npz')",
+      "weights must be finite"),
+    A("NaN calibration images", "quantize_mlp(ckpt, np.full((4, 400), np.nan))", "NaN"),
+    A("an unknown export target", "export_bundle(ws / 'mlp.pt', 'jetson-nano', ws / 'x')",
+      "jetson-nano"),
+    A("a PNG to export", "export_bundle(ws / 'picture.png', 'jetson-tx2', ws / 'x')",
+      "PNG image"),
+    A("an unknown task to train on", "train_mlp_to_dir(ws / 'x', task='chess')", "chess"),
+    A("a NaN learning rate", "train_mlp_to_dir(ws / 'x', task='digits', lr=float('nan'))",
+      "lr"),
+    A("an empty package to push", "push('loop://', b'')", "package truncated"),
+    A("a string to push", "push('loop://', 'model.m1w')", "bytes", TypeError),
+    A("zero frames in flight", "LinkSettings(window=0)", "window = 0"),
+    A("a NaN timeout", "LinkSettings(timeout_s=float('nan'))", "timeout = nan"),
+    A("a baud rate as text", "LinkSettings(baud='fast')", "baud = 'fast'"),
+    A("a flash page that is not a power of two", "DeviceConfig(page_bytes=1000)",
+      "power of two"),
+    A("frames too small", "DeviceConfig(max_payload=10)", "max_payload = 10"),
+    A("a flash size as text", "Flash('16K', 512)", "flash size must be an int", TypeError),
+    A("a negative baud rate for the line", "LinkTiming(baud=-1)", "baud = -1"),
+    A("a bit error rate above 1", "LineFaults(ber=2.0)", "ber = 2.0"),
+)
+"""Public functions and what their error must say."""
+
+
+def _api_names(ws: Path) -> dict[str, Any]:
+    from export.bundle import export_bundle
+    from export.checkpoint import load_checkpoint
+    from export.golden import golden_forward, quantize_input
+    from export.mlp import train_mlp_to_dir
+    from export.package import decode_package, encode_package
+    from export.quantize import quantize_mlp
+    from export.serial_host import LinkSettings, push
+    from firmware_sim.device import DeviceConfig
+    from firmware_sim.engine import Engine
+    from firmware_sim.flash import Flash
+    from firmware_sim.lossy_link import LineFaults
+    from firmware_sim.serve import LinkTiming
+    from mark1.images import to_retina
+    from mark1.machine import MarkI, load_machine
+    from mark1.stimuli import make_task
+
+    pkg_bytes = (ws / "model.m1w").read_bytes()
+    functions = (export_bundle, load_checkpoint, golden_forward, quantize_input,
+                 train_mlp_to_dir, decode_package, encode_package, quantize_mlp, LinkSettings,
+                 push, DeviceConfig, Engine, Flash, LineFaults, LinkTiming, to_retina, MarkI,
+                 load_machine, make_task)
+    return {**{f.__name__: f for f in functions}, "np": np, "ws": ws, "png": png_bytes(),
+            "pkg_bytes": pkg_bytes, "pkg": decode_package(pkg_bytes),
+            "ckpt": load_checkpoint(ws / "mlp.pt")}
+
+
+def api_answer(case: ApiCase, names: dict[str, Any]) -> BaseException | None:
+    try:
+        eval(case.call, {}, dict(names))  # noqa: S307 - our own table
+    except Exception as exc:  # noqa: BLE001 - what it raised is the answer
+        return exc
+    return None
+
+
+@pytest.fixture(scope="module")
+def api_names(ws) -> dict[str, Any]:
+    return _api_names(ws.path)
+
+
+@pytest.mark.parametrize("case", API_CASES, ids=lambda c: c.what)
+def test_public_functions_name_the_problem(case, api_names, ws):
+    before = snapshot(ws.path)
+    exc = api_answer(case, api_names)
+    assert isinstance(exc, case.error), (case.call, repr(exc))
+    text = str(exc)
+    assert text and "\n" not in text.strip(), text
+    assert re.search(case.says, text), (case.call, text)
+    assert snapshot(ws.path) == before
+
+
+# --------------------------------------------------------------------------- the table
+
+
+def _short(text: str, ws: Workspace) -> str:
+    text = text.replace(str(ws.path) + "/", "").replace(str(ws.path), ".")
+    for url, name in ((ws.device, "/dev/pts/N"), (ws.busy_pty, "/dev/pts/M"),
+                      (ws.busy_tcp, "socket://127.0.0.1:PORT"),
+                      (ws.busy_listen, "127.0.0.1:PORT"),
+                      (ws.closed_tcp, "socket://127.0.0.1:CLOSED")):
+        text = text.replace(url, name)
+    text = re.sub(r"^mark1( [\w-]+)*: error: ", "", text)
+    return text.replace("|", "\\|")
+
+
+def markdown(root: Path) -> str:
+    """The table of every case and its answer, run now."""
+    rows = ["| command | what was tried | exit | answer (stderr, one line) |",
+            "|---|---|---:|---|"]
+    with workspace(root) as ws:
+        cwd = os.getcwd()
+        os.chdir(ws.path)
+        try:
+            for case in CLI_CASES:
+                before = snapshot(ws.path)
+                ans = run_in_process(_fill(case, ws))
+                same = snapshot(ws.path) == before
+                line = _short(ans.line, ws) + ("" if same else " **(files changed!)**")
+                args = " ".join(_short(a, ws) for a in _fill(case, ws))
+                rows.append(f"| `mark1 {args}` | {case.what} | {ans.code} | {line} |")
+        finally:
+            os.chdir(cwd)
+        names = _api_names(ws.path)
+        rows += ["", "| function | what was tried | raises |", "|---|---|---|"]
+        for case in API_CASES:
+            exc = api_answer(case, names)
+            said = "nothing" if exc is None else f"`{type(exc).__name__}`: " + _short(
+                str(exc), ws)
+            rows.append(f"| `{case.call}` | {case.what} | {said} |")
+    return "\n".join(rows) + "\n"
+
+
+BEGIN, END = "<!-- bad-input:begin -->\n", "<!-- bad-input:end -->"
+"""Markers of the generated table in ``docs/RELIABILITY.md``."""
+DOC = ROOT / "docs" / "RELIABILITY.md"
+
+
+def shown_args(case: Case) -> str:
+    """The command line of ``case`` as the table shows it."""
+    fake = Workspace(Path("WS"), "/dev/pts/N", "/dev/pts/M", "socket://127.0.0.1:PORT",
+                     "socket://127.0.0.1:CLOSED")
+    return " ".join(a.replace("WS/", "") for a in _fill(case, fake))
+
+
+def test_the_table_in_the_doc_has_every_case():
+    doc = DOC.read_text()
+    table = doc[doc.index(BEGIN) : doc.index(END)]
+    for case in CLI_CASES:
+        assert f"| `mark1 {shown_args(case)}` | {case.what} | {case.code} |" in table, case
+    for case in API_CASES:
+        assert f"| `{case.call}` | {case.what} |" in table, case
+
+
+def main(argv: list[str] | None = None) -> int:
+    import tempfile
+
+    ap = argparse.ArgumentParser(description="Run the bad-input table.")
+    ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
+    ap.add_argument("--update", action="store_true",
+                    help=f"write it into {DOC.relative_to(ROOT)} between its markers")
+    args = ap.parse_args(argv)
+    with tempfile.TemporaryDirectory() as tmp:
+        table = markdown(Path(tmp))
+    if args.markdown:
+        print(table, end="")
+    if args.update:
+        from mark1.io import atomic_write_text
+
+        doc = DOC.read_text()
+        start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
+        atomic_write_text(DOC, doc[:start] + table + doc[end:])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
