@@ -1,7 +1,8 @@
 """torch MLP -> ONNX, and the check of a written ONNX file against a target profile.
 
 The MLP is exported with the TorchScript exporter (``dynamo=False``), the route that still writes
-opset 13. Whatever route wrote a file, :func:`check_model` reads the file back and checks it:
+opset 13; a torch without it gets the same graph from ``onnx.helper`` (:func:`mlp_graph`).
+Whatever route wrote a file, :func:`check_model` reads the file back and checks it:
 ``onnx.checker`` full check, opset and IR version, every operator and domain, int64/double
 initializers and a dynamic batch dimension on every input. It raises :class:`ProfileError`
 listing every violation rather than let a model that breaks its profile be shipped.
@@ -191,10 +192,14 @@ def export_mlp(
 ) -> Path:
     """Write the checkpoint's MLP to ``path`` as ONNX with a dynamic batch dimension.
 
-    ``dynamo=False`` (the default) uses the TorchScript exporter, which honours ``opset``;
-    ``dynamo=True`` is available to show what the newer exporter writes. The file is written as
-    is: check it with :func:`check_model`.
+    ``dynamo=False`` (the default) uses torch's TorchScript exporter, which honours ``opset``;
+    where this torch no longer has it (it is deprecated since torch 2.9), the same graph --
+    Gemm and Relu, Casts at the boundaries for fp16 -- is written with ``onnx.helper``
+    (:func:`mlp_graph`). ``dynamo=True`` is available to show what the newer exporter writes.
+    The file is written as is: check it with :func:`check_model`.
     """
+    import inspect
+
     import torch
 
     from export.mlp import build_module
@@ -202,23 +207,69 @@ def export_mlp(
     module = build_module(ckpt, fp16=fp16)
     example = torch.zeros(2, ckpt.layer_sizes[0], dtype=torch.float32)
     path = Path(path)
+    has_dynamo_switch = "dynamo" in inspect.signature(torch.onnx.export).parameters
+    if dynamo and not has_dynamo_switch:
+        raise ValueError(f"torch {torch.__version__} has no dynamo ONNX exporter")
+    kwargs: dict[str, Any] = {}
+    if has_dynamo_switch:
+        kwargs["dynamo"] = dynamo
+    if not dynamo:
+        kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_DIM}, MLP_OUTPUT: {0: BATCH_DIM}}
+    else:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1)},)
+        kwargs["verbose"] = False
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        kwargs: dict[str, Any] = {}
-        if not dynamo:
-            kwargs["dynamic_axes"] = {INPUT_NAME: {0: BATCH_DIM}, MLP_OUTPUT: {0: BATCH_DIM}}
-        else:
-            kwargs["dynamic_shapes"] = ({0: torch.export.Dim(BATCH_DIM, min=1)},)
-            kwargs["verbose"] = False
-        torch.onnx.export(
-            module,
-            (example,),
-            str(path),
-            input_names=[INPUT_NAME],
-            output_names=[MLP_OUTPUT],
-            opset_version=int(opset),
-            dynamo=dynamo,
-            **kwargs,
-        )
+        try:
+            torch.onnx.export(module, (example,), str(path), input_names=[INPUT_NAME],
+                              output_names=[MLP_OUTPUT], opset_version=int(opset), **kwargs)
+        except (TypeError, ValueError, RuntimeError, NotImplementedError, ImportError):
+            if dynamo:
+                raise
+            from mark1.io import atomic_write_bytes
+
+            atomic_write_bytes(path, mlp_graph(ckpt, opset, fp16).SerializeToString())
     return path
 
+
+def mlp_graph(ckpt: MLPCheckpoint, opset: int = 13, fp16: bool = False) -> Any:
+    """The MLP as an ONNX model built with ``onnx.helper``: the graph the TorchScript exporter
+    writes (Gemm with transposed weights, Relu between layers; with ``fp16`` float16
+    initializers and a Cast at each boundary), for a torch that no longer has that exporter."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    dtype = np.float16 if fp16 else np.float32
+    nodes, inits = [], []
+    x = INPUT_NAME
+    if fp16:
+        nodes.append(helper.make_node("Cast", [x], ["image_fp16"], to=TensorProto.FLOAT16))
+        x = "image_fp16"
+    n_layers = len(ckpt.weights)
+    for i, (w, b) in enumerate(zip(ckpt.weights, ckpt.biases)):
+        inits += [numpy_helper.from_array(np.asarray(w, dtype), f"layer{i}.weight"),
+                  numpy_helper.from_array(np.asarray(b, dtype), f"layer{i}.bias")]
+        last = i == n_layers - 1
+        y = MLP_OUTPUT if last and not fp16 else f"gemm{i}"
+        nodes.append(helper.make_node("Gemm", [x, f"layer{i}.weight", f"layer{i}.bias"], [y],
+                                      transB=1))
+        if not last:
+            nodes.append(helper.make_node("Relu", [y], [f"relu{i}"]))
+            y = f"relu{i}"
+        x = y
+    if fp16:
+        nodes.append(helper.make_node("Cast", [x], [MLP_OUTPUT], to=TensorProto.FLOAT))
+    graph = helper.make_graph(
+        nodes, "mlp",
+        [helper.make_tensor_value_info(INPUT_NAME, TensorProto.FLOAT,
+                                       [BATCH_DIM, ckpt.layer_sizes[0]])],
+        [helper.make_tensor_value_info(MLP_OUTPUT, TensorProto.FLOAT,
+                                       [BATCH_DIM, ckpt.layer_sizes[-1]])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", int(opset))],
+                              producer_name="mark1-kit")
+    model.ir_version = 7  # what the TorchScript exporter writes for opset 13
+    onnx.checker.check_model(model)
+    return model

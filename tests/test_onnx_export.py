@@ -145,6 +145,33 @@ def test_fp16_casts_at_the_boundaries_and_parity(ckpt, test_inputs, tmp_path):
     assert path.stat().st_size < 0.6 * export_mlp(ckpt, tmp_path / "m32.onnx").stat().st_size
 
 
+@pytest.mark.parametrize("fp16", [False, True])
+def test_without_the_torchscript_exporter_the_helper_graph_is_written(
+    ckpt, test_inputs, tmp_path, monkeypatch, fp16
+):
+    """A torch that has dropped the TorchScript exporter still gets an opset-13 model."""
+    import torch
+
+    X, data = test_inputs
+    reference = export_mlp(ckpt, tmp_path / "torch.onnx", fp16=fp16)
+
+    def removed(*args, dynamo=True, **kwargs):
+        raise RuntimeError("the TorchScript-based ONNX exporter has been removed")
+
+    monkeypatch.setattr(torch.onnx, "export", removed)
+    path = export_mlp(ckpt, tmp_path / "helper.onnx", fp16=fp16)
+    facts = check_model(path, JETSON_TX2)
+    assert (facts.opset, facts.ir_version) == (13, 7)
+    assert facts.inputs == check_model(reference, JETSON_TX2).inputs
+    assert onnx.load(path).producer_name == "mark1-kit"
+    result, _, got = mlp_parity(ckpt, path, X, fp16=fp16, data=data)
+    assert result.passed and result.argmax_agreement == 1.0
+    _, _, got_torch = mlp_parity(ckpt, reference, X, fp16=fp16, data=data)
+    np.testing.assert_allclose(got, got_torch, atol=1e-5 if not fp16 else 4e-3)
+    with pytest.raises(RuntimeError, match="removed"):  # dynamo=True never falls back
+        export_mlp(ckpt, tmp_path / "d.onnx", dynamo=True)
+
+
 def test_parity_catches_a_model_that_computes_something_else(ckpt, test_inputs, tmp_path):
     X, _ = test_inputs
     path = export_mlp(ckpt, tmp_path / "m.onnx")
