@@ -22,8 +22,9 @@ import zlib
 from dataclasses import dataclass, fields
 from typing import ClassVar
 
-PROTOCOL_VERSION = 1
-"""Version spoken by this module; ``HELLO``/``INFO`` exchange it and the host refuses others."""
+PROTOCOL_VERSION = 2
+"""Version spoken by this module; ``HELLO``/``INFO`` exchange it and the host refuses others.
+Version 2 added the image id to ``COMMIT`` and made the image id the image's SHA-256."""
 
 DELIMITER = b"\x00"
 HEADER = struct.Struct("<BHH")
@@ -36,12 +37,21 @@ ACTIVE_SLOT = 0xFF
 AUTO_SLOT = 0xFF
 """Slot number in ``BEGIN`` meaning "whichever slot is not active"."""
 SLOT_NAMES = {0: "A", 1: "B", 0xFF: "-"}
-MAX_IMAGE_ID = 32
-"""Longest image id a ``BEGIN`` carries, in bytes."""
+IMAGE_ID_BYTES = 32
+"""Length of an image id in ``BEGIN`` and ``COMMIT``: the image's SHA-256 (or no id at all)."""
 
 
 class ProtocolError(ValueError):
     """A frame or payload that does not follow the protocol."""
+
+
+def check_image_id(image_id: bytes, what: str) -> None:
+    """``ProtocolError`` unless ``image_id`` is empty or a SHA-256 (:data:`IMAGE_ID_BYTES`)."""
+    if len(image_id) not in (0, IMAGE_ID_BYTES):
+        raise ProtocolError(
+            f"{what} image id of {len(image_id)} bytes; expected none or the image's SHA-256 "
+            f"({IMAGE_ID_BYTES} bytes)"
+        )
 
 
 # --------------------------------------------------------------------------- COBS
@@ -354,10 +364,11 @@ class Begin(Payload):
     """Activation arena the model needs, in bytes (from its package header)."""
     slot: int = AUTO_SLOT
     image_id: bytes = b""
-    """Up to :data:`MAX_IMAGE_ID` bytes naming the image (``mark1 push`` sends its SHA-256); an
-    upload in progress is resumed only by a ``BEGIN`` naming the same image. Size and CRC alone
-    cannot tell two packages apart: a package ends with the CRC-32 of the bytes before it, so
-    the CRC-32 of every whole package is the same constant, 0x2144DF1C (the CRC-32 residue)."""
+    """The image's SHA-256 (:data:`IMAGE_ID_BYTES`), or empty: an upload in progress is resumed
+    only by a ``BEGIN`` naming the same image, and ``COMMIT`` checks the image against it. Size
+    and CRC alone cannot tell two packages apart: a package ends with the CRC-32 of the bytes
+    before it, so the CRC-32 of every whole package is the same constant, 0x2144DF1C (the
+    CRC-32 residue)."""
 
 
 @dataclass(frozen=True)
@@ -373,12 +384,17 @@ class Data(Payload):
 
 @dataclass(frozen=True)
 class Commit(Payload):
-    """``COMMIT``: check the image against size and CRC, then make its slot active."""
+    """``COMMIT``: check the image against size, CRC and SHA-256, then make its slot active."""
 
     TYPE = Msg.COMMIT
     FIXED = struct.Struct("<II")
+    TAIL = "image_id"
     size: int
     crc32: int
+    image_id: bytes = b""
+    """The image's SHA-256, as in ``BEGIN`` (or empty). With no upload of that image in
+    progress, the ``COMMIT`` is acknowledged again only if the image it names is the active
+    one (its earlier ``ACK`` was lost)."""
 
 
 @dataclass(frozen=True)
@@ -535,7 +551,7 @@ def example_exchange() -> list[tuple[str, Frame]]:
         ("device", Ack(Msg.DATA, 8, 8).frame(3)),
         ("host", Read(0, 0, 8).frame(4)),
         ("device", ReadData(0, image_head).frame(4)),
-        ("host", Commit(27604, 0x2144DF1C).frame(9)),
+        ("host", Commit(27604, 0x2144DF1C, image_id).frame(9)),
         ("device", Nak(Msg.COMMIT, Err.INCOMPLETE, 8, 27604,
                        "only 8 of 27604 bytes received").frame(9)),
     ]

@@ -3,12 +3,15 @@
 Any pyserial URL works (``/dev/ttyUSB0``, ``/dev/pts/N``, ``socket://HOST:PORT``, ``loop://``).
 The upload keeps ``window`` ``DATA`` frames in flight and, while it runs, reads back what the
 device reports as written to flash and compares it with the file -- the line is full duplex, so
-the read-back costs almost no time. ``DATA`` frames are go-back-N: the device takes them only in
-order, acknowledges each with the next offset it expects and the bytes already in flash, and
-answers a gap with ``NAK OFFSET`` naming the offset to resend from. No progress (no new byte
-acknowledged or verified) for the line time of what is in flight plus ``timeout_s`` resends;
+the read-back costs almost no time. ``DATA`` frames are selective repeat: the device takes them
+also out of order and acknowledges each, in order, with the bytes it has received in order and
+the bytes in flash; a frame whose acknowledgement is overtaken by a later one's was lost and is
+sent again by itself. No progress (no new byte acknowledged or verified) for the line time of
+what is in flight plus ``timeout_s`` resends what has no reply;
 ``retries`` of those in a row, or an I/O error, count as a lost link: the port is reopened and
-``BEGIN`` -- naming the image by its SHA-256 -- resumes from the device's offset. Each lost frame
+``BEGIN`` -- naming the image by its SHA-256 -- resumes from the device's offset; once every byte
+is in flash, the reopened link repeats ``COMMIT`` (which names the image too: the device
+acknowledges it again if that image is already the active one) instead. Each lost frame
 halves the ``DATA`` (or ``READ``) size, a run of frames that get through doubles it again, so a
 noisy line is crossed in short frames and a clean one in full ones.
 
@@ -19,12 +22,13 @@ Failures raise :class:`~mark1.errors.Mark1Error` subclasses whose ``exit_code`` 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import select
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -420,7 +424,10 @@ class PushReport:
     timeouts: int = 0
     """Silences that made the host resend."""
     go_backs: int = 0
-    """``NAK OFFSET`` replies (a ``DATA`` frame was lost and the rest resent)."""
+    """``NAK OFFSET`` replies (the device could track no more out-of-order ranges; everything
+    from its offset was sent again)."""
+    resends: int = 0
+    """``DATA`` frames found lost from the replies to later ones and sent again by themselves."""
     reconnects: int = 0
     verified_bytes: int = 0
     """Bytes read back from flash and found equal to the file."""
@@ -492,7 +499,11 @@ class _Upload:
         self.verified = 0
         """Bytes at the start of the image read back from flash and found equal."""
         self.read_next = 0
-        """Where the next read-back request starts."""
+        """Where the next read-back request of bytes not asked for yet starts."""
+        self.reread: list[tuple[int, int]] = []
+        """Ranges to read back again (their ``READ`` or its reply was lost, or refused)."""
+        self.checked: list[tuple[int, int]] = []
+        """Ranges past :attr:`verified` read back and found equal."""
         self.acked = 0
         run = 2 * settings.window
         self.data_size = _FrameSize(settings.adapt, run)
@@ -501,7 +512,13 @@ class _Upload:
         """Bytes per ``READ`` (adapted to losses of ``READ_DATA`` replies)."""
 
     def run(self, link: Link, slot: int, ram_bytes: int) -> int:
-        """BEGIN (resuming), send and verify every byte; returns the slot being written."""
+        """BEGIN (resuming), send and verify every byte; returns the slot being written.
+
+        ``DATA`` is selective repeat: the device takes frames out of order, so a lost frame is
+        sent again by itself. The device handles frames in order and its acknowledgements keep
+        that order, so when the ``ACK`` of a frame arrives, an earlier frame still without one
+        was lost -- or only its ``ACK`` was, if the device's in-order offset has passed it.
+        """
         image, rep, st = self.image, self.report, self.settings
         size = len(image)
         reply = link.call(P.Begin(size, rep.crc32, ram_bytes, slot, self.image_id))
@@ -510,42 +527,57 @@ class _Upload:
         base, slot = reply.a, reply.b
         rep.resumed_from.append(base)
         self.verified = self.read_next = min(self.verified, base)
+        self.reread, self.checked = [], []
         self._progress(base)
         assert link.info is not None
         chunk = link.info.max_payload - P.Data.FIXED.size
         self.data_size.start(min(chunk, st.chunk) if st.chunk else chunk)
         self.read_size.start(link.info.max_payload - P.ReadData.FIXED.size)
-        nxt = base
+        nxt = base  # the first byte not sent yet
+        lost: list[tuple[int, int]] = []  # ranges to send again
+        ahead: list[tuple[int, int]] = []  # ranges past ``base`` the device has acknowledged
+        durable = base  # bytes of the upload the device reports in flash
         data_inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
         read_inflight: OrderedDict[int, tuple[int, int]] = OrderedDict()
+        hold_until = 0  # a READ overtook lost DATA: read back only acknowledged bytes until here
+
         def timeout() -> float:  # line time of what can be in flight at the current sizes
             longest = P.data_frame_len(max(self.data_size.size, self.read_size.size))
             return st.timeout_s + 2 * st.line_time(longest * (2 * st.window + 3))
+
+        def read_limit() -> int:  # read back right behind the DATA unless bytes are missing
+            return base if lost or ahead or base < hold_until else nxt
 
         stalls = 0
         # Replies that bring no progress (go-backs, refused reads) must not keep the upload
         # alive: silence is measured from the last acknowledged or verified byte.
         deadline = time.monotonic() + timeout()
-        hold_reads = False  # a READ overtook lost DATA: read back only what is acknowledged
         while base < size or (st.verify and self.verified < size):
-            while len(data_inflight) < st.window and nxt < size:
-                end = min(size, nxt + self.data_size.size)
-                data_inflight[link.send(P.Data(nxt, image[nxt:end]))] = (nxt, end)
-                rep.data_bytes_sent += end - nxt
-                nxt = end
-                self._read_up_to(link, slot, base if hold_reads else nxt, read_inflight)
-            self._read_up_to(link, slot, base if hold_reads else nxt, read_inflight)
+            while len(data_inflight) < st.window and (lost or nxt < size):
+                if lost:  # lost frames first, each by itself
+                    off, end = lost[0]
+                    end = min(end, off + self.data_size.size)
+                    lost[0] = (end, lost[0][1])
+                    if lost[0][0] >= lost[0][1]:
+                        lost.pop(0)
+                else:
+                    off, end = nxt, min(size, nxt + self.data_size.size)
+                    nxt = end
+                data_inflight[link.send(P.Data(off, image[off:end]))] = (off, end)
+                rep.data_bytes_sent += end - off
+                self._read_up_to(link, slot, read_limit(), read_inflight)
+            self._read_up_to(link, slot, read_limit(), read_inflight)
             frame = link.recv(max(0.0, deadline - time.monotonic()))
             if frame is None or time.monotonic() > deadline:
                 stalls += 1
                 rep.timeouts += 1
                 if stalls > st.retries:
                     raise _Down(f"no progress for {stalls} x {timeout():.2f} s during the upload")
-                nxt = base
-                self.read_next = self.verified
+                lost = _union(lost, data_inflight.values(), base)
+                self.reread = _union(self.reread, read_inflight.values(), self.verified)
                 data_inflight.clear()
                 read_inflight.clear()
-                hold_reads = False
+                hold_until = 0
                 deadline = time.monotonic() + timeout()
                 self.data_size.lost()
                 self.read_size.lost()
@@ -556,46 +588,58 @@ class _Upload:
                 continue
             if frame.seq in data_inflight:
                 if isinstance(reply, P.Ack) and reply.of == P.Msg.DATA:
-                    if reply.a > base:
+                    overtaken = list(itertools.takewhile(frame.seq.__ne__, data_inflight))
+                    off, end = data_inflight.pop(frame.seq)
+                    if reply.a > base or reply.b > durable:
                         stalls, deadline = 0, time.monotonic() + timeout()
                         self.data_size.through()
-                    base = max(base, reply.a)
-                    while data_inflight and next(iter(data_inflight.values()))[1] <= base:
-                        data_inflight.popitem(last=False)
-                    data_inflight.pop(frame.seq, None)
+                    base, durable = max(base, reply.a), max(durable, reply.b)
+                    ahead = _union(ahead, [(off, end)], base)
+                    for k in overtaken:  # sent before, no reply: lost (or only its ACK was)
+                        gone = data_inflight.pop(k)
+                        if gone[1] > base:
+                            lost = _union(lost, [gone], base)
+                            rep.resends += 1
+                            self.data_size.lost()
+                    lost = _union(lost, [], base)
                     self._progress(base)
                 elif isinstance(reply, P.Nak) and reply.code == P.Err.OFFSET:
-                    rep.go_backs += 1
-                    base = nxt = reply.a
+                    rep.go_backs += 1  # the device tracks no more ranges: from its offset
+                    base = reply.a
+                    lost, ahead = _union(lost, [(base, nxt)], base), []
                     data_inflight.clear()
-                    hold_reads = False  # the reads follow the resent DATA again
                     self.data_size.lost()
                 elif isinstance(reply, P.Nak) and reply.code == P.Err.NO_UPLOAD:
                     raise _Down("the device forgot the upload (reset or power cycle)")
                 else:
                     raise refusal(reply, "DATA")
             elif frame.seq in read_inflight:
+                # READ_DATA replies keep their order (a NAK would have come before): the READs
+                # sent before this one and still without a reply were lost, or their replies
+                overtaken = list(itertools.takewhile(frame.seq.__ne__, read_inflight))
                 off, end = read_inflight.pop(frame.seq)
                 if isinstance(reply, P.Nak) and reply.code == P.Err.RANGE:
-                    reply = None  # its DATA was lost: read again after the resend
-                    hold_reads = True
-                elif not isinstance(reply, P.ReadData):
-                    raise refusal(reply, "READ")
-                if reply is None or off != self.verified:  # read again from the first gap
-                    if reply is not None:
-                        self.read_size.lost()  # the reply to an earlier READ was lost
-                    self.read_next = min(self.verified, nxt)
-                    read_inflight.clear()
+                    self.reread = _union(self.reread, [(off, end)], self.verified)
+                    hold_until = max(hold_until, end)  # its DATA was lost: read after it
                     continue
+                if not isinstance(reply, P.ReadData):
+                    raise refusal(reply, "READ")
+                if overtaken:
+                    self.read_size.lost()
+                    self.reread = _union(self.reread, [read_inflight.pop(k) for k in overtaken],
+                                         self.verified)
                 if reply.data != image[off:end]:
                     raise VerifyFailed(
                         f"read-back differs from the file at byte "
                         f"{off + _first_difference(reply.data, image[off:end])} of {size} "
                         f"(slot {P.SLOT_NAMES[slot]})"
                     )
-                self.verified = end
-                rep.verified_bytes = end
-                stalls, deadline = 0, time.monotonic() + timeout()
+                before = self._checked_bytes()
+                self.checked = _union(self.checked, [(off, end)], self.verified)
+                if self.checked[0][0] <= self.verified:
+                    self.verified = rep.verified_bytes = self.checked.pop(0)[1]
+                if self._checked_bytes() > before:
+                    stalls, deadline = 0, time.monotonic() + timeout()
                 self.read_size.through()
         return slot
 
@@ -605,16 +649,44 @@ class _Upload:
         order, so each ``READ`` arrives after the ``DATA`` it checks."""
         if not self.settings.verify:
             return
-        while self.read_next < limit and len(inflight) < 2 * self.settings.window + 2:
-            end = min(limit, self.read_next + self.read_size.size)
-            inflight[link.send(P.Read(slot, self.read_next, end - self.read_next))] = \
-                (self.read_next, end)
-            self.read_next = end
+        self.reread = _union(self.reread, [], self.verified)
+        while len(inflight) < 2 * self.settings.window + 2:
+            if self.reread and self.reread[0][0] < limit:  # again, each lost range by itself
+                off, stop = self.reread[0]
+                end = min(stop, limit, off + self.read_size.size)
+                self.reread[0] = (end, stop)
+                if end >= stop:
+                    self.reread.pop(0)
+            elif self.read_next < limit:
+                off = self.read_next
+                end = self.read_next = min(limit, off + self.read_size.size)
+            else:
+                return
+            inflight[link.send(P.Read(slot, off, end - off))] = (off, end)
+
+    def _checked_bytes(self) -> int:
+        """Bytes read back and found equal so far."""
+        return self.verified + sum(end - start for start, end in self.checked)
 
     def _progress(self, acked: int) -> None:
         if self.progress is not None and acked > self.acked:
             self.progress(acked - self.acked)
         self.acked = max(self.acked, acked)
+
+
+def _union(ranges: list[tuple[int, int]], more: Iterable[tuple[int, int]],
+           base: int) -> list[tuple[int, int]]:
+    """Byte ranges [start, end) merged, sorted, and cut to what lies past ``base``."""
+    out: list[tuple[int, int]] = []
+    for a, b in sorted([*ranges, *more]):
+        a = max(a, base)
+        if a >= b:
+            continue
+        if out and a <= out[-1][1]:
+            out[-1] = (out[-1][0], max(out[-1][1], b))
+        else:
+            out.append((a, b))
+    return out
 
 
 def push(
@@ -647,12 +719,23 @@ def push(
         info = link.handshake()
         report.device = info.name
         delay = settings.reconnect_delay_s
+        sent = False  # every byte is in the device's flash and verified: COMMIT is next
         while True:
             try:
-                slot_used = up.run(link, slot, pkg.ram_bytes)
-                done = link.call(P.Commit(len(image), report.crc32))
+                just_sent = not sent
+                if not sent:
+                    up.run(link, slot, pkg.ram_bytes)
+                    sent = True
+                done = link.call(P.Commit(len(image), report.crc32, up.image_id))
+                if isinstance(done, P.Nak) and done.code == P.Err.NO_UPLOAD:
+                    sent = False  # neither in progress nor committed: the upload was lost
+                    if just_sent:  # lost between the last DATA and COMMIT: a reset
+                        raise _Down("the device forgot the upload before COMMIT (reset or "
+                                    "power cycle)")
+                    continue  # (after a reconnection) send it again on this link
                 if not (isinstance(done, P.Ack) and done.of == P.Msg.COMMIT):
                     raise refusal(done, "COMMIT")
+                slot_used = done.a
                 st = link.status()
                 break
             except _Down as exc:

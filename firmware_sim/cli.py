@@ -30,12 +30,25 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+def parse_idle(text: str) -> float:
+    """``--idle-timeout``: seconds >= 0, finite (0 = never)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--idle-timeout {text!r}: a number of seconds >= 0 (0 = never)"
+        )
+    return value
+
+
 def _device(args: argparse.Namespace) -> int:
     import dataclasses
     import sys
 
     from firmware_sim.device import PRESETS, Device
-    from firmware_sim.serve import LinkTiming, PtyServer, TcpServer, serve_forever
+    from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming, PtyServer, TcpServer, serve_forever
 
     base = PRESETS[args.preset]
     overrides = {
@@ -46,13 +59,14 @@ def _device(args: argparse.Namespace) -> int:
     }
     config = dataclasses.replace(base, **overrides)
     timing = LinkTiming(baud=args.baud, turnaround_s=args.turnaround / 1000.0)
+    idle = IDLE_TIMEOUT_S if args.idle_timeout is None else args.idle_timeout
     device = Device(config, state_path=args.state)
     if args.pty:
-        server: PtyServer | TcpServer = PtyServer(device, timing)
+        server: PtyServer | TcpServer = PtyServer(device, timing, idle_timeout_s=idle)
     else:
         host, port = args.listen
         try:
-            server = TcpServer(device, host, port, timing)
+            server = TcpServer(device, host, port, timing, idle_timeout_s=idle)
         except OSError as exc:
             raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
     act = device.active
@@ -61,7 +75,8 @@ def _device(args: argparse.Namespace) -> int:
     print(server.url, flush=True)
     print(
         f"mark1 device: {config.name}, {config.flash_bytes} B flash in {config.page_bytes} B "
-        f"pages, {config.ram_bytes} B RAM, {model}, {pacing}, turnaround {args.turnaround} ms"
+        f"pages, {config.ram_bytes} B RAM, {model}, {pacing}, turnaround {args.turnaround} ms, "
+        f"{f'idle timeout {idle:g} s' if idle else 'no idle timeout'}"
         f"{', state ' + str(args.state) if args.state else ''}; serving {server.url} "
         "until stopped (Ctrl-C)",
         file=sys.stderr, flush=True,
@@ -98,4 +113,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="delay from a request's last byte to its reply, in ms (default 0)")
     p.add_argument("--state", metavar="FILE",
                    help="keep the flash in FILE, so a restart keeps the models")
+    p.add_argument("--idle-timeout", type=parse_idle, metavar="S",
+                   help="end a session after S seconds with no byte either way, so that a "
+                   "host that vanished without closing its connection does not keep the "
+                   "device busy (default 30; 0 = never)")
     p.set_defaults(handler=_device)

@@ -5,18 +5,24 @@ A :class:`Device` owns a :class:`~firmware_sim.flash.Flash` laid out as a
 frame of :mod:`export.protocol` with one reply frame. State, as on the real part:
 
 * in flash (survives a power cycle): both slots, the commit log, per-page erase counts;
-* in RAM (lost on ``RESET`` or power loss): the upload in progress -- target slot, size, CRC and
-  bytes received in order -- and the loaded model.
+* in RAM (lost on ``RESET`` or power loss): the upload in progress -- target slot, size, CRC,
+  bytes received in order and up to :data:`MAX_AHEAD` ranges received beyond them -- and the
+  loaded model.
 
 An upload goes to the slot that is not active. Each ``DATA`` frame is programmed into flash as it
-arrives (write-through, so an acknowledged byte is a byte in flash); a page is erased when the
-upload first enters it. ``COMMIT`` re-reads the image from flash, checks size and CRC-32, decodes
-the package and checks its RAM need, and only then appends the commit record: power lost at any
-point before the record is complete leaves the previous model active.
+arrives (write-through, so an acknowledged byte is a byte in flash), also when it arrives out of
+order, past a lost frame (selective repeat: the host then sends the lost frame alone); a page is
+erased when the upload first writes into it. ``COMMIT`` re-reads the image from flash, checks
+size, CRC-32 and the SHA-256 that ``BEGIN`` named, decodes the package and checks its RAM need,
+and only then appends the commit record (which names the image by its SHA-256): power lost at
+any point before the record is complete leaves the previous model active. A ``COMMIT`` with no
+upload of its image in progress is acknowledged again only if the image it names is the active
+one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import zlib
@@ -29,7 +35,7 @@ from export import protocol as P
 from export.package import HEADER as PACKAGE_HEADER
 from export.package import PackageError, decode_package, peek_header
 from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine
-from firmware_sim.flash import Flash, FlashError, ModelStore, check_geometry
+from firmware_sim.flash import ID_BYTES, Flash, FlashError, ModelStore, check_geometry
 
 MAX_CYCLES = 2**32 - 1
 
@@ -87,12 +93,49 @@ class Upload:
     crc32: int
     ram_bytes: int
     image_id: bytes = b""
-    """What the ``BEGIN`` named the image (empty if nothing): only the same id resumes."""
+    """The image's SHA-256 as the ``BEGIN`` named it (empty if not): only the same id resumes,
+    and ``COMMIT`` checks the image against it."""
     received: int = 0
-    """Bytes received in order and written to flash: the offset the next ``DATA`` starts at."""
-    head: bytearray = field(default_factory=bytearray)
-    """The first bytes of the image (the package header), checked once complete."""
+    """Bytes received in order and written to flash: where a resumed upload continues."""
+    ahead: list[tuple[int, int]] = field(default_factory=list)
+    """Byte ranges [start, end) past :attr:`received` also written, sorted and apart (at most
+    :data:`MAX_AHEAD`)."""
+    erased: set[int] = field(default_factory=set)
+    """Pages of the slot this upload has erased (each is erased before its first write)."""
+    head: bytearray = field(default_factory=lambda: bytearray(_HEADER_BYTES))
+    """The image's first bytes (the package header), checked once all have arrived."""
     header_checked: bool = False
+
+    @property
+    def durable(self) -> int:
+        """Bytes of the upload in flash (in order and ahead)."""
+        return self.received + sum(end - start for start, end in self.ahead)
+
+    def missing(self, start: int, end: int) -> list[tuple[int, int]]:
+        """The parts of [start, end) not yet written."""
+        out, pos = [], max(start, self.received)
+        for a, b in self.ahead:
+            if pos >= end or a >= end:
+                break
+            if a > pos:
+                out.append((pos, a))
+            pos = max(pos, b)
+        if pos < end:
+            out.append((pos, end))
+        return out
+
+    def with_range(self, start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
+        """(received, ahead) once [start, end) is written too."""
+        merged: list[tuple[int, int]] = []
+        for a, b in sorted([*self.ahead, (start, end)]):
+            if merged and a <= merged[-1][1]:
+                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
+            else:
+                merged.append((a, b))
+        received = self.received
+        while merged and merged[0][0] <= received:
+            received = max(received, merged.pop(0)[1])
+        return received, merged
 
 
 class Device:
@@ -131,12 +174,16 @@ class Device:
     def boot(self) -> None:
         """Start as after reset: forget the upload, find the active model in flash, load it."""
         self.upload: Upload | None = None
-        self.active = self.store.active()
+        found = self.store.active_image()
+        self.active = None if found is None else found[0]
+        self.active_sha256 = b""
+        """SHA-256 of the active image (what a repeated ``COMMIT`` must name)."""
         self.package: Any = None
         self.engine: Any = None
         self.load_error = ""
-        if self.active is not None:
-            image = self.store.read_slot(self.active.slot, 0, self.active.size)
+        if found is not None:
+            image = found[1]
+            self.active_sha256 = hashlib.sha256(image).digest()
             self.package, self.engine, self.load_error = self._load(image)
 
     def _load(self, image: bytes) -> tuple[Any, Any, str]:
@@ -237,10 +284,7 @@ class Device:
         active = self.active.slot if self.active is not None else P.ACTIVE_SLOT
         if b.size == 0:
             raise P.ProtocolError("BEGIN size 0: an image has at least one byte")
-        if len(b.image_id) > P.MAX_IMAGE_ID:
-            raise P.ProtocolError(
-                f"BEGIN image id of {len(b.image_id)} bytes; at most {P.MAX_IMAGE_ID}"
-            )
+        P.check_image_id(b.image_id, "BEGIN")
         if b.size > slot_bytes:
             return P.Nak(frame.type, P.Err.TOO_LARGE_FLASH, b.size, slot_bytes,
                          f"model of {b.size} bytes does not fit a {slot_bytes}-byte flash slot")
@@ -271,30 +315,35 @@ class Device:
                 f"DATA of {len(d.data)} bytes at {d.offset}: must be non-empty and end by the "
                 f"image size {up.size}"
             )
-        if d.offset > up.received:
+        gaps = up.missing(d.offset, end)
+        if gaps and len(up.with_range(d.offset, end)[1]) > MAX_AHEAD:
             return P.Nak(frame.type, P.Err.OFFSET, up.received, d.offset,
-                         f"expected offset {up.received}, got {d.offset}")
-        new = d.data[up.received - d.offset :]
+                         f"expected offset {up.received}, got {d.offset} (already "
+                         f"{len(up.ahead)} ranges received out of order)")
         page = self.config.page_bytes
-        while new:
-            offset = up.received
-            take = new[: page - offset % page]
-            new = new[len(take) :]
-            if offset % page == 0:  # entering a page: erase it first
-                self.store.erase_page(up.slot, offset // page)
-            self.store.write_slot(up.slot, offset, take)
-            if len(up.head) < _HEADER_BYTES:
-                up.head += take[: _HEADER_BYTES - len(up.head)]
-            up.received += len(take)
+        for start, stop in gaps:  # only bytes not yet written: flash is written once
+            pos = start
+            while pos < stop:  # page by page
+                index = pos // page
+                cut = min(stop, (index + 1) * page)
+                if index not in up.erased:  # the first write into this page: erase it
+                    self.store.erase_page(up.slot, index)
+                    up.erased.add(index)
+                piece = d.data[pos - d.offset : cut - d.offset]
+                self.store.write_slot(up.slot, pos, piece)
+                if pos < _HEADER_BYTES:
+                    up.head[pos : min(cut, _HEADER_BYTES)] = piece[: _HEADER_BYTES - pos]
+                pos = cut
+            up.received, up.ahead = up.with_range(start, stop)
         problem = self._header_problem(up)
         if problem is not None:
             self.upload = None
             return P.Nak(frame.type, *problem)
-        return P.Ack(frame.type, up.received, up.received)
+        return P.Ack(frame.type, up.received, up.durable)
 
     def _header_problem(self, up: Upload) -> tuple[P.Err, int, int, str] | None:
         """Check the package header as soon as it has arrived (once per upload)."""
-        if len(up.head) < _HEADER_BYTES or up.header_checked:
+        if up.received < _HEADER_BYTES or up.header_checked:
             return None
         up.header_checked = True
         try:
@@ -317,12 +366,17 @@ class Device:
 
     def _commit(self, frame: P.Frame) -> P.Payload:
         c = P.Commit.unpack(frame.payload)
+        P.check_image_id(c.image_id, "COMMIT")
         up = self.upload
-        if up is None:
+        if up is None or (c.image_id and c.image_id != up.image_id):
             act = self.active
-            if act is not None and (act.size, act.crc32) == (c.size, c.crc32):
-                return P.Ack(frame.type, act.slot, act.crc32)  # a repeated COMMIT
-            return P.Nak(frame.type, P.Err.NO_UPLOAD, 0, 0, "no upload in progress to commit")
+            if c.image_id and act is not None and c.image_id == self.active_sha256 and (
+                act.size, act.crc32) == (c.size, c.crc32):
+                return P.Ack(frame.type, act.slot, act.crc32)  # a repeat: its ACK was lost
+            what = f"image {c.image_id.hex()[:16]}" if c.image_id else "the image (unnamed)"
+            return P.Nak(frame.type, P.Err.NO_UPLOAD, 0, 0,
+                         f"no upload of {what} in progress to commit, and it is not the "
+                         "active model")
         if (c.size, c.crc32) != (up.size, up.crc32):
             return P.Nak(frame.type, P.Err.CRC_MISMATCH, c.crc32, up.crc32,
                          f"COMMIT names {c.size} bytes CRC {c.crc32:#010x}; the upload is "
@@ -336,6 +390,11 @@ class Device:
         if crc != up.crc32:
             return P.Nak(frame.type, P.Err.CRC_MISMATCH, crc, up.crc32,
                          f"image in flash has CRC {crc:#010x}, expected {up.crc32:#010x}")
+        sha = hashlib.sha256(image).digest()
+        if up.image_id and sha != up.image_id:
+            return P.Nak(frame.type, P.Err.CRC_MISMATCH, _u32(sha), _u32(up.image_id),
+                         f"image in flash has SHA-256 {sha.hex()[:16]}..., BEGIN named "
+                         f"{up.image_id.hex()[:16]}...")
         pkg, engine, problem = self._load(image)
         if pkg is None:
             return P.Nak(frame.type, P.Err.BAD_PACKAGE, 0, 0, f"not a weight package: {problem}")
@@ -343,7 +402,8 @@ class Device:
             code = P.Err.TOO_LARGE_RAM if pkg.ram_bytes > self.config.ram_bytes else \
                 P.Err.BAD_PACKAGE
             return P.Nak(frame.type, code, pkg.ram_bytes, self.config.ram_bytes, problem)
-        self.active = self.store.commit(up.slot, up.size, up.crc32)
+        self.active = self.store.commit(up.slot, up.size, up.crc32, sha[:ID_BYTES])
+        self.active_sha256 = sha
         self.package, self.engine, self.load_error = pkg, engine, ""
         return P.Ack(frame.type, up.slot, up.crc32)
 
@@ -402,7 +462,7 @@ class Device:
             upload_size=up.size if up else 0,
             upload_crc32=up.crc32 if up else 0,
             upload_received=up.received if up else 0,
-            upload_durable=up.received if up else 0,
+            upload_durable=up.durable if up else 0,
             max_erase_count=max(counts),
             total_erases=sum(counts),
             frames_ok=self.decoder.frames,
@@ -420,8 +480,16 @@ class Device:
         return P.Ack(frame.type)
 
 
+def _u32(digest: bytes) -> int:
+    """The first four bytes of a digest as a ``NAK`` number."""
+    return int.from_bytes(digest[:4], "little")
+
+
 _HEADER_BYTES = PACKAGE_HEADER.size
 """Bytes of the package header, checked as soon as they have arrived."""
+MAX_AHEAD = 16
+"""Byte ranges an upload keeps track of past the bytes received in order (a small table in RAM):
+a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again later."""
 
 _HANDLERS = {
     P.Msg.HELLO: Device._hello, P.Msg.BEGIN: Device._begin, P.Msg.DATA: Device._data,

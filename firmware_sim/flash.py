@@ -9,13 +9,21 @@ written, torn operations included.
 
 :class:`ModelStore` lays the flash out as two commit-record pages followed by two equal model
 slots, A and B. An upload is written to the slot that is not active; only when it is complete
-and checked is a 32-byte commit record appended, naming the slot, the image size and its CRC-32.
-At boot the newest valid record whose image still matches its CRC names the active model; a
-record torn by power loss fails its own CRC and is ignored, so the previous model stays active.
+and checked is a 32-byte commit record appended, naming the slot, the image size, its CRC-32 and
+its image id (the first 8 bytes of its SHA-256). At boot the newest valid record whose image
+still matches its size, CRC and id names the active model; a record torn by power loss fails its
+own CRC and is ignored, so the previous model stays active.
+
+The id is what tells images apart: a weight package ends with the CRC-32 of the bytes before
+it, so the CRC-32 of every whole package is the same constant (0x2144DF1C, the CRC-32 residue).
+Were records checked by size and CRC alone, a boot that falls back to an older record (the
+newest one's image damaged) could run a complete but never committed package of the same size
+that an upload left in the other slot.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import struct
 import zlib
@@ -238,12 +246,22 @@ def _load(path: Path, size: int, page_bytes: int) -> tuple[bytearray, list[int]]
 
 # --------------------------------------------------------------------------- model store
 
-RECORD = struct.Struct("<IIB3xII8xI")
-"""Commit record: magic, sequence, slot, (pad), image size, image CRC-32, (reserved), CRC-32 of
-the preceding 28 bytes. 32 bytes."""
+RECORD = struct.Struct("<IIB3xII8sI")
+"""Commit record: magic, sequence, slot, (pad), image size, image CRC-32, image id (the first 8
+bytes of the image's SHA-256), CRC-32 of the preceding 28 bytes. 32 bytes."""
 RECORD_MAGIC = 0x5243314D  # b"M1CR" little-endian
 RECORD_PAGES = (0, 1)
 N_SLOTS = 2
+ID_BYTES = 8
+"""Bytes of the image's SHA-256 a commit record keeps."""
+LEGACY_ID = bytes(ID_BYTES)
+"""Image id of a record written before records named their image (the bytes were reserved,
+zero): such a record is honoured, by size and CRC-32, only as the newest valid record."""
+
+
+def image_id(image: bytes) -> bytes:
+    """What a commit record names ``image`` by: the first :data:`ID_BYTES` of its SHA-256."""
+    return hashlib.sha256(image).digest()[:ID_BYTES]
 
 
 @dataclass(frozen=True)
@@ -258,18 +276,33 @@ class CommitRecord:
     """Image size, in bytes."""
     crc32: int
     """``zlib.crc32`` of the image."""
+    image_id: bytes
+    """:func:`image_id` of the image (:data:`LEGACY_ID` in a record of the earlier layout)."""
 
     def pack(self) -> bytes:
-        head = RECORD.pack(RECORD_MAGIC, self.seq, self.slot, self.size, self.crc32, 0)[:-4]
+        if len(self.image_id) != ID_BYTES:
+            raise ValueError(f"image id of {len(self.image_id)} bytes; a record keeps {ID_BYTES}")
+        head = RECORD.pack(RECORD_MAGIC, self.seq, self.slot, self.size, self.crc32,
+                           self.image_id, 0)[:-4]
         return head + struct.pack("<I", zlib.crc32(head))
 
     @classmethod
     def unpack(cls, raw: bytes) -> CommitRecord | None:
         """The record in ``raw``, or ``None`` if it is blank, torn or not a record."""
-        magic, seq, slot, size, crc, rec_crc = RECORD.unpack(raw)
+        magic, seq, slot, size, crc, ident, rec_crc = RECORD.unpack(raw)
         if magic != RECORD_MAGIC or rec_crc != zlib.crc32(raw[:-4]) or slot >= N_SLOTS:
             return None
-        return cls(seq, slot, size, crc)
+        return cls(seq, slot, size, crc, ident)
+
+    def names(self, image: bytes, newest: bool) -> bool:
+        """True if ``image`` (read from the record's slot) is the image this record committed.
+        A record of the earlier layout (no id) is trusted only as the ``newest`` valid record:
+        uploads never write the slot it names, so its size and CRC still suffice there."""
+        if len(image) != self.size or zlib.crc32(image) != self.crc32:
+            return False
+        if self.image_id == LEGACY_ID:
+            return newest
+        return image_id(image) == self.image_id
 
 
 class ModelStore:
@@ -298,9 +331,6 @@ class ModelStore:
             raise FlashError(f"range {offset}+{length} is outside the slot ({self.slot_bytes})")
         return self.flash.read(self.slot_page(slot, 0) * self.flash.page_bytes + offset, length)
 
-    def image_crc(self, slot: int, size: int) -> int:
-        return zlib.crc32(self.read_slot(slot, 0, size))
-
     def erase_page(self, slot: int, index: int) -> None:
         """Erase page ``index`` of ``slot``."""
         self.flash.erase(self.slot_page(slot, index))
@@ -328,14 +358,22 @@ class ModelStore:
         return sorted((r for r in recs if r is not None), key=lambda r: -r.seq)
 
     def active(self) -> CommitRecord | None:
-        """The newest valid record whose image still matches its size and CRC, if any."""
-        for rec in self.records():
-            if rec.size <= self.slot_bytes and self.image_crc(rec.slot, rec.size) == rec.crc32:
-                return rec
+        """The newest valid record whose image still matches its size, CRC and id, if any."""
+        found = self.active_image()
+        return None if found is None else found[0]
+
+    def active_image(self) -> tuple[CommitRecord, bytes] | None:
+        """The newest valid record whose image still matches it, and that image; or ``None``."""
+        for k, rec in enumerate(self.records()):
+            if rec.size <= self.slot_bytes:
+                image = self.read_slot(rec.slot, 0, rec.size)
+                if rec.names(image, newest=k == 0):
+                    return rec, image
         return None
 
-    def commit(self, slot: int, size: int, crc32: int) -> CommitRecord:
-        """Append a record making ``slot`` active. The image must already be in the slot."""
+    def commit(self, slot: int, size: int, crc32: int, ident: bytes) -> CommitRecord:
+        """Append a record making ``slot`` active, naming its image by ``ident``
+        (:func:`image_id`). The image must already be in the slot."""
         entries = self._entries()
         newest: tuple[int, int] | None = None  # (seq, record page)
         for page, _, raw in entries:
@@ -351,7 +389,7 @@ class ModelStore:
             page = RECORD_PAGES[1] if page == RECORD_PAGES[0] else RECORD_PAGES[0]
             self.flash.erase(page)
             index = 0
-        rec = CommitRecord(seq, slot, size, crc32)
+        rec = CommitRecord(seq, slot, size, crc32, ident)
         self.flash.write(page * self.flash.page_bytes + index * RECORD.size, rec.pack())
         return rec
 

@@ -6,6 +6,12 @@ device keeps its own handle on the slave open, so hosts may close and reopen the
 sessions. A TCP listener serves ``socket://HOST:PORT`` clients, one session at a time; a second
 client gets a ``NAK BUSY`` to its first frame and is disconnected.
 
+A session ends when no byte has moved either way for ``idle_timeout_s`` (30 s by default; 0 =
+never): a host that vanished without closing its TCP connection no longer keeps the device
+from the next one, and on a pty (where nothing tells the device that a host has gone) the
+replies nobody reads are dropped. A ``HELLO`` starts a new conversation: replies to earlier
+requests that have not been sent yet are dropped, so none reaches the next host.
+
 With :class:`LinkTiming` the link behaves like a UART: every byte takes ``10 / baud`` seconds in
 each direction (8N1), both directions at once, and each reply starts ``turnaround_s`` after the
 end of the request that caused it. Receiving, handling and sending run in separate threads so
@@ -31,6 +37,17 @@ from firmware_sim.flash import PowerLoss
 
 POLL_S = 0.05
 """How often blocked threads look at their stop flag, in seconds."""
+IDLE_TIMEOUT_S = 30.0
+"""Default time without a byte in either direction after which a session ends, in seconds."""
+
+
+def check_idle_timeout(seconds: float) -> float:
+    """``seconds`` as a float; ``ValueError`` unless it is a finite number >= 0 (0 = never)."""
+    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
+        0.0 <= float(seconds) < float("inf")
+    ):
+        raise ValueError(f"idle timeout = {seconds!r} s: a number of seconds >= 0 (0 = never)")
+    return float(seconds)
 
 
 @dataclass(frozen=True)
@@ -156,15 +173,21 @@ def _sleep_until(t: float, stop: threading.Event) -> None:
 class Session:
     """One host connection: a receiver, the handler (the caller's thread) and a transmitter.
 
-    :meth:`run` returns when the host disconnects or ``stop`` is set; it raises
+    :meth:`run` returns when the host disconnects, ``stop`` is set, or no byte has moved either
+    way for ``idle_timeout_s`` (0 = never; :attr:`idle` is then True); it raises
     :class:`~firmware_sim.flash.PowerLoss` if the device lost power while handling a frame.
     """
 
     def __init__(self, device: Device, channel: Channel, timing: LinkTiming,
-                 stop: threading.Event) -> None:
+                 stop: threading.Event, idle_timeout_s: float = 0.0) -> None:
         self.device, self.channel, self.timing = device, channel, timing
         self.stop = threading.Event()
         self.outer_stop = stop
+        self.idle_timeout_s = check_idle_timeout(idle_timeout_s)
+        self.idle = False
+        """True if the session ended because nothing moved for ``idle_timeout_s``."""
+        self.last_active = time.monotonic()
+        """When a byte last arrived or left (``time.monotonic()``)."""
         self.rx: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
         self.tx_control: queue.Queue[bytes] = queue.Queue()
         self.tx_bulk: queue.Queue[bytes] = queue.Queue()
@@ -191,6 +214,7 @@ class Session:
             except (EOFError, OSError):
                 self.rx.put(None)
                 return
+            self.last_active = time.monotonic()
             if t_byte:
                 clock += len(data) * t_byte
                 _sleep_until(clock, self.stop)
@@ -208,10 +232,22 @@ class Session:
     def _next_reply(self, timeout: float) -> bytes | None:
         if not self.tx_ready.acquire(timeout=timeout):
             return None
-        try:
-            return self.tx_control.get_nowait()
-        except queue.Empty:
-            return self.tx_bulk.get_nowait()
+        for q in (self.tx_control, self.tx_bulk):
+            try:
+                return q.get_nowait()
+            except queue.Empty:
+                pass
+        return None  # dropped by a HELLO (see _drop_unsent)
+
+    def _drop_unsent(self) -> None:
+        """Forget the replies not sent yet: a ``HELLO`` starts a new conversation, and the host
+        that asked for them may be gone (on a pty the next host cannot be told apart)."""
+        for q in (self.tx_control, self.tx_bulk):
+            while True:
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    break
 
     def _transmitter(self) -> None:
         """Send queued replies, at line rate when paced (same clock rule as the receiver)."""
@@ -232,6 +268,7 @@ class Session:
                         clock += len(piece) * t_byte
                         _sleep_until(clock, self.stop)
                     self.channel.send(piece, self.stop)
+                    self.last_active = time.monotonic()
             except (EOFError, OSError):
                 return
 
@@ -246,6 +283,10 @@ class Session:
                 try:
                     item = self.rx.get(timeout=POLL_S)
                 except queue.Empty:
+                    quiet = time.monotonic() - self.last_active
+                    if self.idle_timeout_s and quiet > self.idle_timeout_s:
+                        self.idle = True
+                        break
                     continue
                 if item is None:
                     break
@@ -254,6 +295,8 @@ class Session:
                 if replies and self.timing.turnaround_s:
                     _sleep_until(arrived + self.timing.turnaround_s, self.outer_stop)
                 for reply in replies:
+                    if reply.type == P.Msg.INFO:  # the answer to a HELLO: a new conversation
+                        self._drop_unsent()
                     self._send(reply)
         finally:
             self.stop.set()
@@ -267,9 +310,14 @@ class Session:
 class _Server:
     """Common start/stop for the two servers; use as a context manager."""
 
-    def __init__(self, device: Device, timing: LinkTiming) -> None:
+    def __init__(self, device: Device, timing: LinkTiming,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.device = device
         self.timing = timing
+        self.idle_timeout_s = check_idle_timeout(idle_timeout_s)
+        """A session ends after this long without a byte either way, in seconds (0 = never)."""
+        self.idle_ends = 0
+        """Sessions ended by the idle timeout."""
         self.stop_event = threading.Event()
         self.power_lost = False
         """True once the device lost power (the server then stops serving)."""
@@ -280,6 +328,13 @@ class _Server:
 
     def _serve(self) -> None:
         raise NotImplementedError
+
+    def _serve_session(self, channel: Channel) -> None:
+        """Serve one session on ``channel`` until it ends."""
+        session = Session(self.device, channel, self.timing, self.stop_event,
+                          self.idle_timeout_s)
+        session.run()
+        self.idle_ends += session.idle
 
     def _run(self) -> None:
         try:
@@ -318,8 +373,9 @@ class _Server:
 class PtyServer(_Server):
     """Serve ``device`` on a new pty pair; hosts open :attr:`path` (also :attr:`url`)."""
 
-    def __init__(self, device: Device, timing: LinkTiming = LinkTiming()) -> None:
-        super().__init__(device, timing)
+    def __init__(self, device: Device, timing: LinkTiming = LinkTiming(),
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        super().__init__(device, timing, idle_timeout_s)
         self.master, self.slave = os.openpty()
         tty.setraw(self.slave)
         self.path = os.ttyname(self.slave)
@@ -329,7 +385,7 @@ class PtyServer(_Server):
     def _serve(self) -> None:
         channel = FdChannel(self.master)
         while not self.stop_event.is_set():
-            Session(self.device, channel, self.timing, self.stop_event).run()
+            self._serve_session(channel)
 
     def _close(self) -> None:
         for fd in (self.master, self.slave):
@@ -345,8 +401,9 @@ class TcpServer(_Server):
     """Serve ``device`` on a TCP listener (port 0 picks a free one); hosts open :attr:`url`."""
 
     def __init__(self, device: Device, host: str = "127.0.0.1", port: int = 0,
-                 timing: LinkTiming = LinkTiming(), busy_timeout_s: float = 2.0) -> None:
-        super().__init__(device, timing)
+                 timing: LinkTiming = LinkTiming(), busy_timeout_s: float = 2.0,
+                 idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
+        super().__init__(device, timing, idle_timeout_s)
         self.listener = socket.create_server((host, port))
         self.listener.setblocking(False)
         self.host, self.port = self.listener.getsockname()[:2]
@@ -390,7 +447,7 @@ class TcpServer(_Server):
     def _one_session(self, conn: socket.socket) -> None:
         channel = SocketChannel(conn)
         try:
-            Session(self.device, channel, self.timing, self.stop_event).run()
+            self._serve_session(channel)
         except BaseException as exc:  # noqa: BLE001 - handed to the accept loop
             self._crash = exc
             self.stop_event.set()

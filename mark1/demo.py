@@ -2,7 +2,8 @@
 
 1. the Mark I learns a retina task (``mark1 simulate``),
 2. a torch MLP learns the digits (``mark1 train-mlp``),
-3. the MLP goes to a Jetson TX2 bundle, fp16 (``mark1 export onnx``),
+3. the MLP goes to a Jetson TX2 bundle, fp16, and so does the trained Mark I
+   (``mark1 export onnx``),
 4. the MLP is quantized to int8 (``mark1 quantize``),
 5. a simulated microcontroller starts on a pty (``mark1 device --pty``),
 6. the package is pushed to it (``mark1 push``) and
@@ -68,6 +69,11 @@ def main(argv: list[str] | None = None) -> int:
         "export", "onnx", str(out / "mlp" / "mlp.pt"), "--target", "jetson-tx2", "--fp16",
         "--out", str(out / "tx2-bundle"),
     )
+    times["export-markI"] = _run(
+        "3b. The trained Mark I itself as ONNX: S-units, plugboard, A-units, pots, R-units",
+        "export", "onnx", str(out / "markI" / "machine.npz"), "--target", "jetson-tx2",
+        "--out", str(out / "tx2-markI"),
+    )
     times["quantize"] = _run(
         "4. Quantize to integer-only int8 for a microcontroller",
         "quantize", str(out / "mlp" / "mlp.pt"), "--calib", "256",
@@ -108,6 +114,7 @@ def _summary(out: Path, times: dict[str, float], total: float) -> None:
     sim = _load(out / "markI" / "report.json")
     mlp = _load(out / "mlp" / "report.json")
     bundle = _load(out / "tx2-bundle" / "model.json")
+    markI_bundle = _load(out / "tx2-markI" / "model.json")
     q = _load(out / "int8" / "model.m1w.json")
     push = _load(out / "push.json")
     infer = _load(out / "infer.json")
@@ -119,6 +126,10 @@ def _summary(out: Path, times: dict[str, float], total: float) -> None:
          "mlp/"),
         ("ONNX for Jetson TX2", f"opset {bundle['opset']}, IR {bundle['ir_version']}, "
          f"{bundle['precision']}; {_parity_text(bundle['parity'])}", "tx2-bundle/"),
+        ("Mark I as ONNX", f"opset {markI_bundle['opset']}, {len(markI_bundle['operators'])} "
+         f"operator types; same class as the simulator on "
+         f"{100 * markI_bundle['parity']['argmax_agreement']:.0f} % of test images",
+         "tx2-markI/"),
         ("int8 package", _quant_text(q), "int8/model.m1w"),
         ("push at 115200 baud", f"{push['size']:,} B in {push['seconds']:.2f} s, "
          f"{100 * push['efficiency']:.0f} % of line rate, verified", "push.json"),

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -16,9 +17,17 @@ import zlib
 import numpy as np
 import pytest
 
+from export import protocol as P
 from export.golden import golden_forward
 from export.package import decode_package
-from export.serial_host import DeviceBusy, LinkSettings, connect, push, run_inference
+from export.serial_host import (
+    DeviceBusy,
+    LinkSettings,
+    active_package,
+    connect,
+    push,
+    run_inference,
+)
 from firmware_sim.device import Device
 from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
 from tests.conftest import ROOT, run_cli
@@ -42,9 +51,10 @@ def _device() -> Device:
     return dev
 
 
-def _until_free(fn, *args, **kwargs):
-    """``fn`` retried while the device still finishes the previous session (at most 2 s)."""
-    deadline = time.monotonic() + 2.0
+def _until_free(fn, *args, patience: float = 2.0, **kwargs):
+    """``fn`` retried while the device still finishes the previous session (at most
+    ``patience`` seconds)."""
+    deadline = time.monotonic() + patience
     while True:
         try:
             return fn(*args, **kwargs)
@@ -153,3 +163,86 @@ def test_a_host_killed_mid_push_leaves_the_device_usable(tmp_path):
         rep = _until_free(push, srv.url, new, settings=LinkSettings(baud=38400))
     assert rep.resumed_from == [got] and rep.data_bytes_sent == len(new) - got
     assert dev.store.read_slot(dev.store.active().slot, 0, len(new)) == new
+
+
+def _silent_host(host: str, port: int) -> socket.socket:
+    """A host that opens a session, shakes hands and then says nothing more, without closing
+    its connection (its machine lost power, its cable was pulled, it hangs)."""
+    sock = socket.create_connection((host, port), timeout=10)
+    sock.sendall(P.encode_frame(P.Hello().frame(1)))
+    reply = P.FrameDecoder().feed(sock.recv(4096))
+    assert reply and isinstance(P.parse_reply(reply[0]), P.Info)
+    return sock
+
+
+def _closed_by_the_device(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(4096) == b""
+    except ConnectionResetError:
+        return True
+
+
+def test_a_silent_host_loses_the_session_after_the_idle_timeout():
+    dev = _device()
+    new = image(seed=1)
+    with TcpServer(dev, idle_timeout_s=1.0) as srv:
+        silent = _silent_host(srv.host, srv.port)
+        try:
+            with pytest.raises(DeviceBusy):  # within the idle time the session is its own
+                push(srv.url, new, settings=FAST)
+            rep = _until_free(push, srv.url, new, settings=FAST, patience=20.0)
+            assert _closed_by_the_device(silent)
+        finally:
+            silent.close()
+        assert srv.sessions == 2 and srv.refused >= 1 and srv.idle_ends == 1
+    assert rep.verified_bytes == len(new) and dev.status().model_id == decode_package(
+        new).model_id
+
+
+def test_the_device_cli_takes_an_idle_timeout(tmp_path):
+    for bad in ("-1", "nan", "soon"):
+        res = run_cli("device", "--listen", "127.0.0.1:0", "--idle-timeout", bad)
+        assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
+        assert "--idle-timeout" in res.stderr and "0 = never" in res.stderr
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mark1.cli", "device", "--listen", "127.0.0.1:0", "--flash",
+         "16K", "--page", "512", "--ram", "4K", "--max-payload", "512", "--idle-timeout",
+         "0.5"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url.startswith("socket://127.0.0.1:"), proc.stderr.read()
+        host, port = url.removeprefix("socket://").rsplit(":", 1)
+        silent = _silent_host(host, int(port))
+        try:
+            rep = _until_free(push, url, image(), settings=FAST, patience=20.0)
+            assert rep.verified_bytes == len(image()) and _closed_by_the_device(silent)
+        finally:
+            silent.close()
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=20) == 0
+        proc.stdout.close()
+        err = proc.stderr.read()
+        proc.stderr.close()
+    assert "idle timeout 0.5 s" in err
+
+
+def test_replies_to_a_host_that_died_on_a_pty_never_reach_the_next_one():
+    """On a pty nothing tells the device that a host has gone: its lock goes with it, but the
+    replies to what it had sent are still on their way out. The next host's ``HELLO`` starts a
+    new conversation: the device drops the replies it has not sent yet, so that none of them is
+    taken for the answer to a request of the next host (they number their requests alike)."""
+    dev = _device()
+    pkg = decode_package(image())
+    x = np.random.default_rng(1).integers(-128, 128, (5, 400)).astype(np.int8)
+    with PtyServer(dev, LinkTiming(baud=115200)) as srv:
+        fd = os.open(srv.path, os.O_RDWR | os.O_NOCTTY)
+        stale = [P.Read(P.ACTIVE_SLOT, 100, 500).frame(seq) for seq in range(1, 61)]
+        os.write(fd, b"".join(P.encode_frame(f) for f in stale))
+        os.close(fd)  # gone, with 30 KB of replies (2.6 s of line) still to come
+        with connect(srv.path, FAST) as link:
+            got, st = active_package(link)  # STATUS and a read-back of the whole model
+            y, _ = run_inference(link, x)
+        assert got.model_id == pkg.model_id and st.model_id == pkg.model_id
+        np.testing.assert_array_equal(y, golden_forward(pkg, x))

@@ -5,6 +5,7 @@ at every flash step: `test_power_loss.py`.)"""
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import zlib
 
 import numpy as np
@@ -12,7 +13,7 @@ import numpy as np
 from export import protocol as P
 from export.golden import golden_forward
 from export.package import decode_package
-from firmware_sim.device import PRESETS, Device
+from firmware_sim.device import MAX_AHEAD, PRESETS, Device
 from firmware_sim.engine import Engine
 from tests.device_helpers import SMALL, ask, image, upload
 
@@ -99,19 +100,43 @@ def test_slots():
     assert ask(dev, P.Begin(100, 0, 0, slot=1)) == P.Ack(P.Msg.BEGIN, 0, 1)
 
 
-def test_data_in_order_go_back_duplicates_and_overlap():
+def test_data_out_of_order_duplicates_and_overlap():
     dev = Device(SMALL)
     img = image()
     assert ask(dev, P.Begin(len(img), zlib.crc32(img), 0)) == P.Ack(P.Msg.BEGIN, 0, 0)
     assert ask(dev, P.Data(0, img[:256])) == P.Ack(P.Msg.DATA, 256, 256)
-    nak = _nak(ask(dev, P.Data(512, img[512:768])), P.Err.OFFSET)
-    assert (nak.a, nak.b) == (256, 512)
+    # past a lost frame: written all the same (ACK: bytes in order, bytes in flash)
+    assert ask(dev, P.Data(600, img[600:900])) == P.Ack(P.Msg.DATA, 256, 556)
+    assert dev.flash.erase_counts[dev.store.slot_page(0, 1)] == 1  # its page, erased once
     ops = dev.flash.ops
-    assert ask(dev, P.Data(0, img[:256])) == P.Ack(P.Msg.DATA, 256, 256)  # a duplicate
+    assert ask(dev, P.Data(0, img[:256])) == P.Ack(P.Msg.DATA, 256, 556)  # a duplicate
+    assert ask(dev, P.Data(700, img[700:800])) == P.Ack(P.Msg.DATA, 256, 556)
     assert dev.flash.ops == ops  # ... is not written again
-    assert ask(dev, P.Data(128, img[128:384])) == P.Ack(P.Msg.DATA, 384, 384)  # overlap
-    assert upload(dev, img, start=384) == P.Ack(P.Msg.COMMIT, 0, zlib.crc32(img))
+    st_ = _status(dev)
+    assert (st_.upload_received, st_.upload_durable) == (256, 556)
+    _nak(ask(dev, P.Read(0, 600, 10)), P.Err.RANGE)  # read-back: only what is in order
+    # the lost frame, overlapping what came before and after it: only the gap is written
+    assert ask(dev, P.Data(200, img[200:650])) == P.Ack(P.Msg.DATA, 900, 900)
+    assert dev.flash.ops == ops + 2  # 256..512 and 512..600, one write per page
+    assert ask(dev, P.Read(0, 0, 500)) == P.ReadData(0, img[:500])
+    assert upload(dev, img, start=900) == P.Ack(P.Msg.COMMIT, 0, zlib.crc32(img))
     _nak(ask(dev, P.Data(0, b"x")), P.Err.NO_UPLOAD)
+
+
+def test_a_full_table_of_out_of_order_ranges_sends_the_host_back():
+    dev = Device(SMALL)
+    img = image()
+    ask(dev, P.Begin(len(img), zlib.crc32(img), 0))
+    starts = range(100, 100 + 20 * MAX_AHEAD, 20)  # every other 10 bytes lost
+    for k, off in enumerate(starts):
+        reply = ask(dev, P.Data(off, img[off : off + 10]))
+        if k < MAX_AHEAD:
+            assert reply == P.Ack(P.Msg.DATA, 0, 10 * (k + 1))
+        else:
+            nak = _nak(reply, P.Err.OFFSET)
+            assert (nak.a, nak.b) == (0, off) and f"{MAX_AHEAD} ranges" in nak.text
+    assert ask(dev, P.Data(110, img[110:120])) == P.Ack(P.Msg.DATA, 0, 10 * MAX_AHEAD + 10)
+    assert upload(dev, img, start=0) == P.Ack(P.Msg.COMMIT, 0, zlib.crc32(img))  # fills it
 
 
 def test_begin_resumes_the_same_upload_and_restarts_another():
@@ -161,7 +186,8 @@ def test_repeat_commit_abort_reset_and_power_cycle_keep_the_model(tmp_path):
     img = image()
     crc = zlib.crc32(img)
     upload(dev, img)
-    assert ask(dev, P.Commit(len(img), crc)) == P.Ack(P.Msg.COMMIT, 0, crc)  # reply was lost
+    sha = hashlib.sha256(img).digest()
+    assert ask(dev, P.Commit(len(img), crc, sha)) == P.Ack(P.Msg.COMMIT, 0, crc)  # reply lost
     ask(dev, P.Begin(len(img), crc, 0))
     ask(dev, P.Data(0, img[:256]))
     assert ask(dev, P.Msg.ABORT) == P.Ack(P.Msg.ABORT)
@@ -214,3 +240,77 @@ def test_unknown_and_malformed_requests():
     ask(dev, P.Begin(100, 0, 0))
     _nak(ask(dev, P.Data(90, b"x" * 20)), P.Err.BAD_PAYLOAD)  # past the image end
     assert dev.faults == 0
+
+
+def _flip_a_bit(dev: Device, slot: int) -> None:
+    """Damage the first page of ``slot`` in flash (one bit, as wear or a stray write would)."""
+    page = dev.store.slot_page(slot, 0)
+    raw = bytearray(dev.flash.read(page * SMALL.page_bytes, SMALL.page_bytes))
+    raw[100] ^= 0x04
+    dev.flash.erase(page)
+    dev.flash.write(page * SMALL.page_bytes, bytes(raw))
+
+
+def test_boot_never_runs_a_complete_image_that_was_never_committed():
+    """Every package has the same CRC-32 (the residue 0x2144DF1C), so size and CRC cannot tell
+    two packages of one size apart: the commit record names its image by its SHA-256."""
+    a, b, c, d = (image(seed=k) for k in range(4))
+    assert len({len(a), len(b), len(c), len(d)}) == 1
+    assert len({zlib.crc32(x) for x in (a, b, c, d)}) == 1
+    dev = Device(SMALL)
+    for img in (a, b, c):  # slots A, B, A: the record of b (slot B) is the one before the last
+        assert isinstance(upload(dev, img), P.Ack)
+    upload(dev, d, commit=False)  # d is in slot B, complete, and never committed
+    assert dev.store.read_slot(1, 0, len(d)) == d
+    _flip_a_bit(dev, 0)  # the running model c is damaged
+    again = dev.power_cycle()
+    st_ = _status(again)  # the record before names slot B, but b is no longer there
+    assert (st_.active_slot, st_.runnable, st_.model_id) == (0xFF, 0, b"")
+    _nak(ask(again, P.Infer(bytes(400))), P.Err.NO_MODEL)
+    # with b still in slot B, the fallback to the record before is what it was
+    dev = Device(SMALL)
+    for img in (a, b, c):
+        upload(dev, img)
+    _flip_a_bit(dev, 0)
+    st_ = _status(dev.power_cycle())
+    assert (st_.active_slot, st_.model_id) == (1, decode_package(b).model_id)
+
+
+def test_a_commit_with_no_upload_is_acknowledged_only_for_the_image_it_names(tmp_path):
+    a, b = image(), image(seed=1)  # the same size and the same CRC-32
+    crc = zlib.crc32(a)
+    sha_a, sha_b = hashlib.sha256(a).digest(), hashlib.sha256(b).digest()
+    dev = Device(SMALL, state_path=tmp_path / "flash.bin")
+    upload(dev, a)
+    # not a repeat of the commit of a: a COMMIT naming no image, or another one
+    for named in (b"", sha_b):
+        nak = _nak(ask(dev, P.Commit(len(b), crc, named)), P.Err.NO_UPLOAD)
+        assert "no upload" in nak.text
+    nak = _nak(ask(dev, P.Commit(len(a), crc, sha_a[:8])), P.Err.BAD_PAYLOAD)
+    assert "32 bytes" in nak.text
+    assert ask(dev, P.Commit(len(a), crc, sha_a)) == P.Ack(P.Msg.COMMIT, 0, crc)  # a repeat
+    # an upload of b in progress: a COMMIT naming a is still a repeat, one naming b commits b
+    ask(dev, P.Begin(len(b), crc, 0, P.AUTO_SLOT, sha_b))
+    for off in range(0, len(b), 500):
+        ask(dev, P.Data(off, b[off : off + 500]))
+    assert ask(dev, P.Commit(len(a), crc, sha_a)) == P.Ack(P.Msg.COMMIT, 0, crc)
+    assert _status(dev).upload_received == len(b)  # ... and leaves the upload alone
+    assert ask(dev, P.Commit(len(b), crc, sha_b)) == P.Ack(P.Msg.COMMIT, 1, crc)
+    dev.flash.close()
+    again = Device(SMALL, state_path=tmp_path / "flash.bin")  # power lost before the ACK left
+    assert ask(again, P.Commit(len(b), crc, sha_b)) == P.Ack(P.Msg.COMMIT, 1, crc)
+    _nak(ask(again, P.Commit(len(a), crc, sha_a)), P.Err.NO_UPLOAD)
+    again.flash.close()
+
+
+def test_commit_checks_the_image_against_the_sha256_named_at_begin():
+    a, b = image(), image(seed=1)  # the same size and CRC-32: only the SHA-256 tells them apart
+    crc, sha_a = zlib.crc32(a), hashlib.sha256(a).digest()
+    dev = Device(SMALL)
+    ask(dev, P.Begin(len(a), crc, 0, P.AUTO_SLOT, sha_a))
+    for off in range(0, len(b), 500):  # ... but b's bytes arrive
+        ask(dev, P.Data(off, b[off : off + 500]))
+    nak = _nak(ask(dev, P.Commit(len(a), crc, sha_a)), P.Err.CRC_MISMATCH)
+    assert "SHA-256" in nak.text
+    assert _status(dev).active_slot == 0xFF and dev.store.active() is None
+    assert _status(dev).upload_slot == 0xFF  # dropped: the host must start again

@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import hashlib
+import struct
 import zlib
 
 import pytest
 
 from firmware_sim.flash import (
+    LEGACY_ID,
     RECORD,
     CommitRecord,
     Flash,
     FlashError,
     ModelStore,
     PowerLoss,
+    image_id,
 )
 
 
@@ -114,14 +118,20 @@ def _put_image(store: ModelStore, slot: int, data: bytes) -> None:
         store.write_slot(slot, i, data[i : i + page])
 
 
+def _commit(store: ModelStore, slot: int, img: bytes) -> CommitRecord:
+    return store.commit(slot, len(img), zlib.crc32(img), image_id(img))
+
+
 def test_layout_and_commit_record_format():
     s = _store()
     assert s.slot_pages == 5 and s.slot_bytes == 640
     assert s.slot_page(0, 0) == 2 and s.slot_page(1, 4) == 11
     assert RECORD.size == 32
-    rec = CommitRecord(7, 1, 300, 0xDEADBEEF)
+    rec = CommitRecord(7, 1, 300, 0xDEADBEEF, image_id(b"the image"))
     raw = rec.pack()
     assert raw[:4] == b"M1CR" and CommitRecord.unpack(raw) == rec
+    assert raw[20:28] == hashlib.sha256(b"the image").digest()[:8]
+    assert struct.unpack_from("<IIBxxxII", raw) == (0x5243314D, 7, 1, 300, 0xDEADBEEF)
     for i in range(32):
         torn = bytearray(raw)
         torn[i] ^= 0x10
@@ -134,16 +144,11 @@ def test_newest_valid_record_wins_and_damaged_images_fall_back():
     assert s.active() is None
     a, b = b"A" * 300, b"B" * 500
     _put_image(s, 0, a)
-    s.commit(0, len(a), zlib.crc32(a))
+    _commit(s, 0, a)
     _put_image(s, 1, b)
-    rec = s.commit(1, len(b), zlib.crc32(b))
+    rec = _commit(s, 1, b)
     assert s.active() == rec and rec.seq == 2
-    # slot B's image damaged (a bit flip in flash): the previous record's model is used
-    page = s.slot_page(1, 0) * s.flash.page_bytes
-    raw = bytearray(s.flash.read(page, 128))
-    s.flash.erase(s.slot_page(1, 0))
-    raw[5] ^= 1
-    s.flash.write(page, bytes(raw))
+    _damage(s, 1)  # slot B's image damaged (a bit flip in flash): the previous model is used
     assert s.active().slot == 0
 
 
@@ -152,7 +157,7 @@ def test_commit_log_rolls_over_between_its_two_pages():
     img = b"x" * 100
     _put_image(s, 0, img)
     for k in range(1, 11):
-        rec = s.commit(0, len(img), zlib.crc32(img))
+        rec = _commit(s, 0, img)
         assert rec.seq == k and s.active() == rec
     counts = s.flash.erase_counts[:2]
     # records 1-4 on page 0, 5-8 on page 1 (erased once), 9-10 on page 0 (erased once)
@@ -164,12 +169,63 @@ def test_a_torn_record_is_skipped_and_the_log_continues():
     s = _store()
     img = b"m" * 64
     _put_image(s, 0, img)
-    s.commit(0, len(img), zlib.crc32(img))
+    _commit(s, 0, img)
     s.flash.hook = lambda op: 10  # the next record write stops after 10 of its 32 bytes
     with pytest.raises(PowerLoss):
-        s.commit(0, len(img), zlib.crc32(img))
+        _commit(s, 0, img)
     s2 = ModelStore(s.flash.power_cycle())
     assert s2.active().seq == 1
-    rec = s2.commit(0, len(img), zlib.crc32(img))
+    rec = _commit(s2, 0, img)
     assert rec.seq == 2 and s2.active() == rec
     assert s2.flash.read(2 * RECORD.size, RECORD.size) == rec.pack()  # after the torn entry
+
+
+def _with_residue(body: bytes) -> bytes:
+    """``body`` followed by its CRC-32, as a package ends: the whole has the CRC-32 residue."""
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def test_a_record_names_its_image_not_only_its_size_and_crc():
+    s = _store()
+    a, b, c, d = (_with_residue(bytes([k]) * 296) for k in b"abcd")
+    assert len({zlib.crc32(x) for x in (a, b, c, d)}) == 1  # 0x2144DF1C, the residue
+    _commit(s, 0, _put(s, 0, a))
+    rec_b = _commit(s, 1, _put(s, 1, b))
+    _commit(s, 0, _put(s, 0, c))
+    _put(s, 1, d)  # complete in slot B, never committed
+    _damage(s, 0)
+    assert s.records()[1] == rec_b and s.active() is None  # not d
+    _put(s, 1, b)
+    assert s.active() == rec_b  # the image the record names: the fallback is as before
+
+
+def test_records_of_the_earlier_layout_are_trusted_only_as_the_newest():
+    """Records written before records named their image (zero id) keep the model running
+    after the update; a fallback past a newer record to one of them is not taken."""
+    s = _store()
+    a, b = _with_residue(b"a" * 296), _with_residue(b"b" * 296)
+    _put(s, 0, a)
+    _put(s, 1, b)
+    old = [CommitRecord(k, slot, 300, zlib.crc32(a), LEGACY_ID) for k, slot in ((1, 1), (2, 0))]
+    for k, rec in enumerate(old):
+        s.flash.write(k * RECORD.size, rec.pack())
+    assert s.active() == old[1]  # the newest record, of the earlier layout
+    _damage(s, 0)
+    assert s.active() is None  # the one before it (slot B) is not trusted without an id
+    rec = _commit(s, 1, b)
+    assert s.active() == rec and rec.seq == 3 and rec.image_id == image_id(b)
+
+
+def _put(store: ModelStore, slot: int, data: bytes) -> bytes:
+    _put_image(store, slot, data)
+    return data
+
+
+def _damage(store: ModelStore, slot: int) -> None:
+    """Flip one bit of the first page of ``slot``."""
+    page = store.slot_page(slot, 0)
+    size = store.flash.page_bytes
+    raw = bytearray(store.flash.read(page * size, size))
+    raw[5] ^= 1
+    store.flash.erase(page)
+    store.flash.write(page * size, bytes(raw))

@@ -183,9 +183,10 @@ def fuzz_device(n: int, seed: int, fresh_every: int = 200) -> Counter:
 
 def test_fuzzed_frames_never_break_the_device():
     tally = fuzz_device(3000, seed=1)
-    # the mutations reach the handler's checks, not only the decoder's
+    # the mutations reach the handler's checks, not only the decoder's (NAK OFFSET, a full
+    # table of out-of-order ranges, is out of their reach: test_device.py tests it)
     for what in ("Info", "Ack", "ReadData", "Result", "Status", "NAK BAD_PAYLOAD",
-                 "NAK UNKNOWN_TYPE", "NAK OFFSET", "NAK NO_UPLOAD", "NAK RANGE"):
+                 "NAK UNKNOWN_TYPE", "NAK NO_UPLOAD", "NAK RANGE"):
         assert tally[what] > 0, (what, tally)
 
 

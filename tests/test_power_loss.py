@@ -61,7 +61,7 @@ class Upload:
                                                                   zlib.crc32(self.old))
         act = dev.store.active()
         for _ in range(self.log_fill):
-            dev.store.commit(act.slot, act.size, act.crc32)
+            dev.store.commit(act.slot, act.size, act.crc32, act.image_id)
         return Device(self.config, dev.flash.power_cycle())
 
     def ops(self) -> list[FlashOp]:

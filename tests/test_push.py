@@ -16,6 +16,7 @@ import zlib
 import numpy as np
 import pytest
 
+from export import protocol as P
 from export.golden import golden_forward
 from export.package import decode_package
 from export.serial_host import (
@@ -168,9 +169,12 @@ def test_refusals_reach_the_host_as_clear_errors():
         with pytest.raises(ModelTooLarge, match=f"model of {len(big)} bytes does not fit a "
                                                 "7680-byte flash slot"):
             push(srv.url, big, settings=FAST)
-    with TcpServer(Device(SMALL, protocol_version=2)) as srv:
-        with pytest.raises(VersionMismatch, match="version 2; this host speaks 1"):
-            push(srv.url, image(), settings=FAST)
+    for other in (1, P.PROTOCOL_VERSION + 1):  # the version before (no image id in COMMIT)
+        with TcpServer(Device(SMALL, protocol_version=other)) as srv:
+            with pytest.raises(VersionMismatch,
+                               match=f"version {other}; this host speaks {P.PROTOCOL_VERSION}"):
+                push(srv.url, image(), settings=FAST)
+        assert srv.device.store.active() is None  # refused before anything was sent
     with TcpServer(Device(dataclasses.replace(SMALL, endurance=0))) as srv:
         with pytest.raises(VerifyFailed, match="read-back differs from the file at byte"):
             push(srv.url, image(), settings=FAST)
