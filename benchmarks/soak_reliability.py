@@ -106,6 +106,7 @@ def lossy_soak(faults: LineFaults, n: int, seed: int = 0, baud: int = 115200,
                 "ok": ok, "seconds": rep.seconds if rep else time.monotonic() - t0,
                 "timeouts": rep.timeouts if rep else None,
                 "go_backs": rep.go_backs if rep else None,
+                "resends": rep.resends if rep else None,
                 "reconnects": rep.reconnects if rep else None,
                 "resent": (rep.data_bytes_sent - rep.size) if rep else None,
                 "error": None if error is None else f"{type(error).__name__}: {error}",
@@ -130,7 +131,8 @@ def lossy_soak(faults: LineFaults, n: int, seed: int = 0, baud: int = 115200,
         "device_faults": dev.faults,
         "timeouts_mean": mean("timeouts"), "timeouts_max": max(
             (r["timeouts"] for r in good), default=0),
-        "go_backs_mean": mean("go_backs"), "reconnects_total": sum(
+        "go_backs_mean": mean("go_backs"), "resends_mean": mean("resends"),
+        "reconnects_total": sum(
             r["reconnects"] for r in good),
         "resent_fraction": mean("resent") / len(imgs[0]) if good else float("nan"),
         "seconds_mean": float(seconds.mean()), "seconds_median": float(np.median(seconds)),
@@ -209,7 +211,8 @@ def power_soak() -> dict[str, Any]:
 
 def _lossy_line(label: str, r: dict[str, Any], clean: float) -> str:
     return (f"| {label} | {r['n']} | {100 * r['completion_rate']:.1f} % | "
-            f"{r['corrupted_commits']} | {r['timeouts_mean']:.2f} | {r['go_backs_mean']:.1f} | "
+            f"{r['corrupted_commits']} | {r['timeouts_mean']:.2f} | {r['resends_mean']:.1f} | "
+            f"{r['go_backs_mean']:.1f} | "
             f"{r['reconnects_total']} | {100 * r['resent_fraction']:.0f} % | "
             f"{r['seconds_median']:.2f} s | {r['throughput']:,.0f} B/s | "
             f"{r['throughput'] / clean:.2f} |")
@@ -246,9 +249,9 @@ def main() -> None:
         report["lossy"] = lines
         clean = lines["clean"]["throughput"]
         print(f"\n{len(images()[0])}-byte package, {args.baud} baud, 2 ms turnaround")
-        print("| line | pushes | completed | corrupted | timeouts | go-backs | reconnections "
-              "| resent | median time | throughput | vs clean |")
-        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        print("| line | pushes | completed | corrupted | timeouts | resends | go-backs "
+              "| reconnections | resent | median time | throughput | vs clean |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
         for label, r in lines.items():
             print(_lossy_line(label, r, clean))
         for label, r in lines.items():
