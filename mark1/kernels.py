@@ -121,10 +121,12 @@ def exact_epoch(job: _Epoch, bank: PotentiometerBank, rows: slice, r_theta: floa
     st = _state(nb, job)
     pos = np.ascontiguousarray(job.positive)
     base, travel = bank.base[rows], bank.travel[rows]
-    while nb.exact_epoch(job.A, _order(job), pos, W32, base, travel, indptr, indices, step,
+    W = np.ascontiguousarray(W32)  # contiguous rows: vectorised sums
+    while nb.exact_epoch(job.A, _order(job), pos, W, base, travel, indptr, indices, step,
                          np.float32(r_theta), job.wrong, job.moved, job.motor_us,
                          st) == nb.PROGRESS:
         _report(nb, job, st)
+    W32[:] = W
     job.mistakes, job.extra_us = int(st[nb.MISTAKES]), int(st[nb.EXTRA_US])
     return True
 
@@ -170,7 +172,8 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     pos = np.ascontiguousarray(job.positive)
     draws = np.ascontiguousarray(noise, dtype=np.float64) if noisy else np.zeros((1, 1))
     mask = np.zeros(pos.shape, dtype=bool)
-    scratch = np.empty((4, bank.shape[1]))
+    scratch = np.zeros((2, bank.shape[1]))
+    scratch[0] = np.nan  # motion of the pots not turned
     order = _order(job)
     z, counts = bank._z, bank._counts
     while True:
