@@ -125,8 +125,13 @@ def _turn_row(r, cols, up_turn, t, base, creep, rate, lo, hi, up, down, lash, tr
     if t >= fst[NEXT_STOP]:
         _pin(t, base, creep, t_hit, stop, lin, row_stop, ist, fst)
     p = base.shape[1]
-    motion = scratch[0]  # NaN between turns: pots not turned
+    motion = scratch[0]
+    creep_t = scratch[1]
+    w = scratch[2]
+    w_new = scratch[3]
     m = cols.shape[0]
+    for j in range(p):
+        motion[j] = 0.0
     if ist[C2C]:
         at = ist[Z_AT]
         if ist[Z_FRESH] or at + m > z.shape[0]:  # PotentiometerBank._step_counts
@@ -158,86 +163,74 @@ def _turn_row(r, cols, up_turn, t, base, creep, rate, lo, hi, up, down, lash, tr
         for x in range(m):
             motion[cols[x]] = fst[N_STEPS_F]
     factor = up[r] if up_turn else down[r]
+    for j in range(p):
+        motion[j] *= factor[j]
     pinned = ist[N_PINNED] != 0
-    cr = creep[r] if pinned else rate[r]  # equal values when no wiper rests on a stop
-    rr = rate[r]
+    cr = creep[r] if pinned else rate[r]
     b = base[r]
+    for j in range(p):
+        creep_t[j] = cr[j] * t
+        w[j] = b[j] + creep_t[j]
+    if pinned:
+        rr = rate[r]
+        n_rest = 0
+        for j in range(p):
+            if cr[j] != rr[j] and motion[j] != 0.0:
+                n_rest += 1
+        if n_rest:  # wipers resting on a stop creep again once moved
+            ist[N_PINNED] -= n_rest
+            ist[CREEP_CHANGES] += 1
+            for j in range(p):
+                if cr[j] != rr[j] and motion[j] != 0.0:
+                    cr[j] = rr[j]
+            for j in range(p):
+                lin[r, 1, j] = np.float32(cr[j])
+                creep_t[j] = cr[j] * t
     tr = travel[r]
     inv_wear = fst[INV_WEAR]
-    # the turned pots: motion in steps times the step, then wear; wipers resting on a stop
-    # and moved creep again (marked in rest)
-    rest = scratch[1]
-    n_rest = 0
-    for x in range(m):
-        j = cols[x]
-        mo = motion[j] * factor[j]
-        if pinned and cr[j] != rr[j] and mo != 0.0:
-            rest[j] = 1.0
-            n_rest += 1
-        if inv_wear:
-            wn = tr[j] * inv_wear
-            wn += 1.0
-            mo /= wn
-        motion[j] = mo
-    ls = lash[r]
-    lr = lo[r]
-    hr = hi[r]
-    sr = stop[r]
-    ir = inv_rate[r]
-    th = t_hit[r]
-    play = ist[PLAY] != 0
-    half = fst[HALF]
-    read_noise = fst[READ_NOISE]
-    noise_wear = fst[NOISE_WEAR]
-    wear_noise = inv_wear != 0.0 and read_noise != 0.0
-    drifts = ist[DRIFTS] != 0
-    low = np.inf
-    # the whole row (turn_row's whole-row operations element by element: each pot's own
-    # sequence of operations is the numpy path's; pots not turned take a motion of zero,
-    # 0 * step, of the step's sign, unchanged by the wear division)
-    for j in range(p):
-        mo = motion[j]
-        if mo != mo:
-            mo = 0.0 * factor[j]
-        ct = cr[j] * t
-        wj = b[j] + ct
-        if n_rest and rest[j] != 0.0:
-            rest[j] = 0.0
-            cr[j] = rr[j]
-            lin[r, 1, j] = np.float32(cr[j])
-            ct = cr[j] * t
-        if play:
-            mj = mo + ls[j]
+    if inv_wear:
+        for j in range(p):
+            w_new[j] = tr[j] * inv_wear
+            w_new[j] += 1.0
+            motion[j] /= w_new[j]
+    if ist[PLAY]:
+        half = fst[HALF]
+        ls = lash[r]
+        for j in range(p):
+            mj = motion[j] + ls[j]
             v = mj if mj >= -half else -half
             v = v if v <= half else half
             ls[j] = v
-            mo = mj - v
-        v = wj + mo
+            motion[j] = mj - v
+    lr = lo[r]
+    hr = hi[r]
+    for j in range(p):
+        v = w[j] + motion[j]
         v = v if v >= lr[j] else lr[j]
         v = v if v <= hr[j] else hr[j]
-        tr[j] += abs(wj - v)
-        bj = v - ct
-        b[j] = bj
-        lin[r, 0, j] = np.float32(bj)
-        if wear_noise:
-            x = tr[j] * noise_wear
-            x += read_noise
-            x *= x
-            lin[r, 2, j] = np.float32(x)
-        if drifts:
-            h = (sr[j] - bj) * ir[j]
-            if cr[j] == 0.0:  # resting on a stop (or never creeping: inf either way)
-                h = np.inf
-            th[j] = h
-            if h < low:
-                low = h
-    for x in range(m):
-        motion[cols[x]] = np.nan
-    if n_rest:
-        ist[N_PINNED] -= n_rest
-        ist[CREEP_CHANGES] += 1
-    if drifts:
-        row_stop[r] = low
+        d = w[j] - v
+        tr[j] += abs(d)
+        b[j] = v - creep_t[j]
+        lin[r, 0, j] = np.float32(b[j])
+    read_noise = fst[READ_NOISE]
+    if inv_wear and read_noise:
+        noise_wear = fst[NOISE_WEAR]
+        for j in range(p):
+            v = tr[j] * noise_wear
+            v += read_noise
+            v *= v
+            lin[r, 2, j] = np.float32(v)
+    if ist[DRIFTS]:
+        sr = stop[r]
+        ir = inv_rate[r]
+        th = t_hit[r]
+        for j in range(p):
+            th[j] = (sr[j] - b[j]) * ir[j]
+        if ist[N_PINNED]:
+            for j in range(p):
+                if cr[j] == 0.0:  # resting on a stop
+                    th[j] = np.inf
+        row_stop[r] = th.min()
         fst[NEXT_STOP] = row_stop.min()
     return z, counts
 

@@ -112,12 +112,14 @@ def exact_epoch(job: _Epoch, bank: PotentiometerBank, rows: slice, r_theta: floa
     W32 = bank.lin[rows, 0]
     if not np.array_equal(W32, np.round(W32)):
         return False
-    n = len(job.positive)
+    indptr, indices = src.csr()
+    # no partial sum of this pass can reach it: the weights' magnitudes now, plus a step on
+    # every active pot at every trial
+    most_active = int(np.diff(indptr).max(initial=0))
     bound = float(np.abs(W32).sum(axis=1).max(initial=0.0)) + abs(float(r_theta)) + step * (
-        W32.shape[1] * (n + 1))
+        most_active * (len(job.positive) + 1))
     if bound >= 2.0**24:
         return False
-    indptr, indices = src.csr()
     st = _state(nb, job)
     pos = np.ascontiguousarray(job.positive)
     base, travel = bank.base[rows], bank.travel[rows]
@@ -172,8 +174,7 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     pos = np.ascontiguousarray(job.positive)
     draws = np.ascontiguousarray(noise, dtype=np.float64) if noisy else np.zeros((1, 1))
     mask = np.zeros(pos.shape, dtype=bool)
-    scratch = np.zeros((2, bank.shape[1]))
-    scratch[0] = np.nan  # motion of the pots not turned
+    scratch = np.empty((4, bank.shape[1]))
     order = _order(job)
     z, counts = bank._z, bank._counts
     while True:

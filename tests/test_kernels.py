@@ -49,10 +49,11 @@ def assert_same(a: object, b: object, where: str = "") -> None:
         assert a == b or (a != a and b != b), f"{where}: {a!r} != {b!r}"
 
 
-def machine_run(preset: str, task: str, n: int, epochs: int, seed: int) -> dict:
+def machine_run(preset: str, task: str, n: int, epochs: int, seed: int,
+                rule: str = "error-correction") -> dict:
     t = make_task(task, seed=0, n_train=n, n_test=1)
     calls: list[tuple] = []
-    m = MarkI(preset=preset, random_state=seed, max_iter=epochs)
+    m = MarkI(preset=preset, rule=rule, random_state=seed, max_iter=epochs)
     m.fit(t.X_train, t.y_train, progress=lambda *args: calls.append(args))
     logs = [vars(log) for log in m.epoch_logs_]
     assert m.pots_._z_rng in (None, m._rng_steps)
@@ -72,6 +73,17 @@ def test_machine_runs_are_identical_on_both_paths(preset, task, n, epochs, monke
         monkeypatch.setenv(kernels.ENV, path)
         runs[path] = machine_run(preset, task, n, epochs, seed=3)
     assert sum(log["mistakes"] for log in runs["numpy"]["logs"]) > 20
+    assert_same(runs["numpy"], runs["numba"])
+
+
+@needs_numba
+@pytest.mark.parametrize("rule", ["ideal", "forced-response"])
+def test_other_rules_are_identical_on_both_paths(rule, monkeypatch):
+    """The ideal rule (exact pots, no motors) compiled; forced response stays on numpy."""
+    runs = {}
+    for path in ("numpy", "numba"):
+        monkeypatch.setenv(kernels.ENV, path)
+        runs[path] = machine_run("cds-1960", "digits", 150, 2, seed=1, rule=rule)
     assert_same(runs["numpy"], runs["numba"])
 
 
@@ -127,6 +139,8 @@ def test_physical_epochs_are_identical(spec, block, n_units, monkeypatch):
     A, targets, orders = random_problem(2, n_units=n_units)
     ref, fast = both_paths(monkeypatch, A, targets, orders, spec, block)
     assert sum(log["mistakes"] for log in ref["logs"]) > 50
+    if spec is WORN_AND_DRIFTING:  # wipers reached their stops, and left them
+        assert ref["bank"]["creep_changes"] > 100
     assert_same(ref, fast)
 
 
