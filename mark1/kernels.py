@@ -36,6 +36,7 @@ MODES = ("auto", "numpy", "numba")
 
 _WIDEN = 0.0  # added to the kernels' error bound: > 0 sends more blocks to numpy (tests)
 _LOADED: list[Any] = []  # the compiled module, or None when numba cannot be imported
+_WHY: list[str] = []  # why not
 
 
 def mode() -> str:
@@ -48,11 +49,13 @@ def mode() -> str:
 
 
 def _load() -> Any:
+    """The compiled epochs' module, or ``None`` when numba cannot be imported."""
     if not _LOADED:
         try:
             from mark1 import _numba_epochs
-        except ImportError:
+        except Exception as exc:  # not installed, or an install that does not load
             _numba_epochs = None
+            _WHY.append(f"{type(exc).__name__}: {exc}".splitlines()[0])
         _LOADED.append(_numba_epochs)
     return _LOADED[0]
 
@@ -64,7 +67,8 @@ def compiled() -> Any:
         return None
     module = _load()
     if module is None and wanted == "numba":
-        raise Mark1Error(f"{ENV}=numba but numba cannot be imported; install it "
+        why = f" ({_WHY[0]})" if _WHY else ""
+        raise Mark1Error(f"{ENV}=numba but numba cannot be imported{why}; install it "
                          f"(pip install 'mark1-kit[fast]') or set {ENV}=auto")
     return module
 

@@ -255,7 +255,7 @@ def test_numpy_switch_never_loads_numba():
 
 @pytest.mark.parametrize("switch,expect", [("numba", "error"), ("auto", "numpy"),
                                            ("numpy", "numpy")])
-def test_without_numba(switch, expect):
+def test_without_numba(switch, expect, tmp_path):
     """numba made unimportable: the numpy path, or one clear error when numba is required."""
     code = ("import sys\n"
             "sys.modules['numba'] = None  # as if numba were not installed\n"
@@ -271,6 +271,21 @@ def test_without_numba(switch, expect):
         assert out.returncode != 0
         last = out.stderr.strip().splitlines()[-1]
         assert "Mark1Error: MARK1_KERNELS=numba but numba cannot be imported" in last
+        # the command line: one line, exit status 2
+        cli = ("import sys\n"
+               "sys.modules['numba'] = None\n"
+               "from mark1.cli import main\n"
+               "sys.exit(main(sys.argv[1:]))\n")
+        out = subprocess.run(
+            [sys.executable, "-c", cli, "simulate", "--task", "e-f", "--n-train", "20",
+             "--n-test", "5", "--epochs", "1", "-q", "--out", str(tmp_path / "run")],
+            cwd=ROOT, env={**env, "MPLBACKEND": "Agg"}, capture_output=True, text=True,
+            timeout=300)
+        assert out.returncode == 2, out.stderr
+        assert out.stderr.count("\n") == 1
+        assert "numba cannot be imported (ModuleNotFoundError" in out.stderr
+        assert "pip install 'mark1-kit[fast]'" in out.stderr
+        assert not (tmp_path / "run").exists()
     else:
         assert out.returncode == 0, out.stderr
         assert out.stdout.startswith("trained")
