@@ -13,9 +13,11 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+# the numpy path's constants, as literals (numba's cache would keep imported values); a test
+# checks that they are still the same
 _CHUNK = 8192  # PotentiometerBank._CHUNK: step spreads drawn at a time
 _MIN_BLOCK, _MAX_BLOCK = 8, 256  # mark1.training: scoring blocks
-_REPORT = 512  # mark1.training._Epoch.report: trials between progress reports
+_REPORT = 512  # mark1.training._REPORT_EVERY: trials between progress reports
 _U32 = 2.0**-24  # unit roundoff, float32
 _U64 = 2.0**-52  # twice the unit roundoff, float64
 

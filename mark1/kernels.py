@@ -14,6 +14,8 @@ numba is an accelerator, never a requirement: this module imports it (through
 compiled epochs give exactly the numpy path's results -- the same mistakes, logs, clock, bank
 state and random draws (see :func:`exact_epoch` and :func:`physical_epoch` for how) -- and
 decline (returning ``False``) the cases they do not cover, which then take the numpy path.
+Progress reports come after the same trials on physical pots; on exact pots every 512 trials
+(the numpy path reports where its scoring blocks end), with the same totals.
 """
 
 from __future__ import annotations

@@ -211,6 +211,7 @@ def train_epoch(
 
 
 _WINDOW = 256  # rows of the trials ahead copied at a time in presentation order
+_REPORT_EVERY = 512  # trials between progress reports
 
 
 class _Window:
@@ -316,7 +317,7 @@ class _Epoch:
         return self.t0 + self.extra_us + self.pres * (k + 1)
 
     def report(self, i: int, final: bool = False) -> None:
-        if self.progress is not None and (i - self._reported[0] >= 512 or final):
+        if self.progress is not None and (i - self._reported[0] >= _REPORT_EVERY or final):
             self.clock.t_us = self.t0 + self.pres * i + self.extra_us
             self.progress(i - self._reported[0], self.mistakes - self._reported[1])
             self._reported = (i, self.mistakes)

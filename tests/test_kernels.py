@@ -305,3 +305,13 @@ def test_required_numba_error_is_a_mark1_error(monkeypatch):
     monkeypatch.setattr(kernels, "_LOADED", [None])
     with pytest.raises(Mark1Error, match="pip install 'mark1-kit\\[fast\\]'"):
         kernels.compiled()
+
+
+@needs_numba
+def test_the_kernels_copies_of_the_numpy_paths_constants_are_current():
+    from mark1 import _numba_epochs, training
+
+    assert _numba_epochs._CHUNK == PotentiometerBank._CHUNK
+    assert (_numba_epochs._MIN_BLOCK, _numba_epochs._MAX_BLOCK) == (training._MIN_BLOCK,
+                                                                    training._MAX_BLOCK)
+    assert _numba_epochs._REPORT == training._REPORT_EVERY
