@@ -96,13 +96,14 @@ def random_problem(seed: int, n: int = 600, n_a: int = 60, n_units: int = 3):
     return A, targets, orders
 
 
-def epochs(A, targets, orders, spec, block, *, static=True, noise=True):
-    """Three passes; everything they leave behind."""
+def epochs(A, targets, orders, spec, block, *, static=True, noise=True, spread=False):
+    """Three passes; everything they leave behind (``spread``: every other R-unit trained)."""
     rng = np.random.default_rng(0)
     rows = ARows(A)
-    bank = PotentiometerBank(spec, (targets.shape[1] + 1, A.shape[1]), np.random.default_rng(9))
+    n_units = targets.shape[1]
+    bank = PotentiometerBank(spec, (2 * n_units + 1, A.shape[1]), np.random.default_rng(9))
     clock = MachineClock(CDS_1960.clock, CDS_1960.motors)
-    units = np.arange(1, targets.shape[1] + 1)  # not starting at 0
+    units = np.arange(1, n_units + 1) * (2 if spread else 1)  # not starting at 0
     calls: list[tuple] = []
     logs = []
     with one_blas_thread():
@@ -141,6 +142,14 @@ def test_physical_epochs_are_identical(spec, block, n_units, monkeypatch):
     assert sum(log["mistakes"] for log in ref["logs"]) > 50
     if spec is WORN_AND_DRIFTING:  # wipers reached their stops, and left them
         assert ref["bank"]["creep_changes"] > 100
+    assert_same(ref, fast)
+
+
+@needs_numba
+def test_physical_epochs_of_units_that_are_not_consecutive(monkeypatch):
+    A, targets, orders = random_problem(3, n_units=3)
+    ref, fast = both_paths(monkeypatch, A, targets, orders, WORN_AND_DRIFTING, None,
+                           spread=True)
     assert_same(ref, fast)
 
 
@@ -210,7 +219,7 @@ def test_exact_epochs_are_identical_and_textbook(n_units, monkeypatch):
             wrong = np.where(W @ A[k] > 0, 1, -1) != targets[k]
             W[wrong] += targets[k][wrong, None] * A[k]
     fast_base = fast["bank"]["_base"]
-    np.testing.assert_array_equal(fast_base[1:], W)
+    np.testing.assert_array_equal(fast_base[1 : n_units + 1], W)
 
 
 @needs_numba
