@@ -7,16 +7,21 @@ the same process:
 * ``ideal``     -- error correction on exact weights (the textbook perceptron);
 * ``cds-1960``  -- error correction on the Mark I's potentiometers: device spread, backlash,
                    end stops, wear, drift, stuck wipers, contact noise, with motors and clock;
-* ``sklearn``   -- ``sklearn.linear_model.Perceptron`` (one-vs-rest, ``tol=None``).
+* ``sklearn``   -- ``sklearn.linear_model.Perceptron`` (one-vs-rest, ``tol=None``);
+* ``ideal (numba)``, ``cds-1960 (numba)`` -- the same two on the compiled epochs
+  (``MARK1_KERNELS=numba``; the plain ones run with ``MARK1_KERNELS=numpy``); left out when
+  numba is not installed. Both paths give the same mistakes and weights.
 
 Each learner's time includes preparing its input (scikit-learn validates and converts the
 features; the Mark I prepares its rows, :class:`mark1.training.ARows`, and builds its bank).
 Everything runs on one BLAS thread (set before numpy loads): scikit-learn's Perceptron does not
 use more, and an idle BLAS pool spinning on the second core slows whatever runs beside it.
 
-Prints trials per second, the ratio to scikit-learn (best of ``--repeat`` runs, learners
-interleaved), the share of trials that were mistakes, and the training accuracy. Then the
-whole machine (``MarkI.fit``: retina, plugboard and all) for information.
+First prints how long the compiled epochs take to be ready in a fresh process: compiled
+(empty cache), then loaded from numba's cache. Then trials per second, the ratio to
+scikit-learn (best of ``--repeat`` runs, learners interleaved), the share of trials that were
+mistakes and the training accuracy (of the first run, seed 0: the same on both paths). Then
+the whole machine (``MarkI.fit``: retina, plugboard and all) for information.
 
 Run: ``python benchmarks/bench_markI.py`` (``--quick`` for a short run).
 """
@@ -31,11 +36,16 @@ for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
     os.environ.setdefault(_name, "1")
 
 import argparse  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
 import time  # noqa: E402
 import warnings  # noqa: E402
+from contextlib import contextmanager  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from mark1 import kernels  # noqa: E402
 from mark1.machine import IDEAL_WEIGHTS, MarkI  # noqa: E402
 from mark1.motors import MachineClock  # noqa: E402
 from mark1.potentiometers import PotentiometerBank  # noqa: E402
@@ -44,7 +54,53 @@ from mark1.r_units import decode, make_codebook, trained_units  # noqa: E402
 from mark1.stimuli import make_task  # noqa: E402
 from mark1.training import ARows, one_blas_thread, train_epoch  # noqa: E402
 
-LEARNERS = ("sklearn", "ideal", "cds-1960")
+HAS_NUMBA = kernels._load() is not None
+LEARNERS = ("sklearn", "ideal", "cds-1960") + (
+    ("ideal (numba)", "cds-1960 (numba)") if HAS_NUMBA else ())
+
+_FIRST_CALL = """
+import time
+import numpy as np
+from mark1 import kernels
+from mark1.machine import MarkI
+x = np.random.default_rng(0).random((40, 20, 20))
+t = time.perf_counter()
+kernels.compiled()
+out = [time.perf_counter() - t]
+for preset in ("ideal", "cds-1960"):
+    for _ in range(2):  # first fit (compile or load), then a second one
+        t = time.perf_counter()
+        MarkI(preset=preset, random_state=0, max_iter=1).fit(x, [0, 1] * 20)
+        out.append(time.perf_counter() - t)
+print(*out)
+"""
+
+
+def first_call_times() -> list[tuple[str, list[float]]]:
+    """Seconds to import numba, then to train a tiny machine twice (ideal, then cds-1960) in
+    a fresh process: with an empty numba cache (compiling), then with the cache it left."""
+    rows = []
+    with tempfile.TemporaryDirectory() as cache:
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, kernels.ENV: "numba"}
+        for label in ("compile", "cached"):
+            out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
+                                 capture_output=True, text=True)
+            rows.append((label, [float(v) for v in out.stdout.split()]))
+    return rows
+
+
+@contextmanager
+def kernel_path(path: str):
+    """Train on the ``numpy`` or the ``numba`` path."""
+    old = os.environ.get(kernels.ENV)
+    os.environ[kernels.ENV] = path
+    try:
+        yield
+    finally:
+        if old is None:
+            del os.environ[kernels.ENV]
+        else:
+            os.environ[kernels.ENV] = old
 
 
 def a_unit_features(X: np.ndarray, n_a: int, seed: int) -> np.ndarray:
@@ -108,8 +164,16 @@ def main() -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if HAS_NUMBA:
+        print("compiled epochs in a fresh process, seconds: import numba; a tiny ideal fit, "
+              "first and second; a tiny cds-1960 fit, first and second")
+        for label, times in first_call_times():
+            print(f"  {label:8s} " + "  ".join(f"{v:6.2f}" for v in times))
+        print()
+    else:
+        print("numba is not installed: the numpy path only\n")
     print(f"A-unit features, {args.n_a} A-units, {args.epochs} passes; best of {args.repeat}")
-    print(f"{'task':15s} {'n':>5s} {'classes':>7s} {'learner':9s} {'trials/s':>11s} "
+    print(f"{'task':15s} {'n':>5s} {'classes':>7s} {'learner':16s} {'trials/s':>11s} "
           f"{'ratio':>6s} {'mistakes':>8s} {'train acc':>9s}")
     for item in args.tasks.split(","):
         name, _, n = item.partition(":")
@@ -124,25 +188,31 @@ def run(args: argparse.Namespace) -> None:
                 if learner == "sklearn":
                     res = train_sklearn(A, y, args.epochs, rep)
                 else:
-                    res = train_machine(A, y, len(task.classes), learner, args.epochs, rep)
-                if res[0] < best[learner][0]:
+                    preset, _, fast = learner.partition(" ")
+                    with kernel_path("numba" if fast else "numpy"):
+                        res = train_machine(A, y, len(task.classes), preset, args.epochs, rep)
+                if rep == 0:  # mistakes and accuracy: the first run's (seed 0, every learner)
                     best[learner] = res
+                elif res[0] < best[learner][0]:
+                    best[learner] = (res[0], *best[learner][1:])
         base = trials / best["sklearn"][0]
         for learner in LEARNERS:
             seconds, accuracy, mistakes = best[learner]
             rate = trials / seconds
             share = f"{mistakes / trials:8.1%}" if mistakes >= 0 else f"{'':8s}"
-            print(f"{name:15s} {len(y):5d} {len(task.classes):7d} {learner:9s} {rate:11,.0f} "
+            print(f"{name:15s} {len(y):5d} {len(task.classes):7d} {learner:16s} {rate:11,.0f} "
                   f"{rate / base:6.2f} {share} {accuracy:9.3f}")
     print("\nthe whole machine (MarkI.fit: retina, plugboard, learning; stops when error-free):")
     task = make_task("e-f", seed=0, n_train=2000, n_test=1)
-    for preset in ("ideal", "cds-1960"):
+    for learner in LEARNERS[1:]:
+        preset, _, fast = learner.partition(" ")
         m = MarkI(preset=preset, random_state=0, max_iter=args.epochs)
-        t0 = time.perf_counter()
-        m.fit(task.X_train, task.y_train)
-        seconds = time.perf_counter() - t0
+        with kernel_path("numba" if fast else "numpy"):
+            t0 = time.perf_counter()
+            m.fit(task.X_train, task.y_train)
+            seconds = time.perf_counter() - t0
         n_trials = sum(m.history_["trials"])
-        print(f"  e-f, 2000 images, {preset:9s} {n_trials / seconds:11,.0f} trials/s "
+        print(f"  e-f, 2000 images, {learner:16s} {n_trials / seconds:11,.0f} trials/s "
               f"({m.n_iter_} passes; the machine itself would need "
               f"{m.machine_time_s / 3600:.1f} h)")
 

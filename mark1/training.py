@@ -32,6 +32,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mark1 import kernels
 from mark1.motors import MachineClock, to_us
 from mark1.potentiometers import PotentiometerBank
 
@@ -68,6 +69,7 @@ class ARows:
         self._active: list[np.ndarray | None] = [None] * len(self.A)
         self._buffer: np.ndarray | None = None
         self._n_active: np.ndarray | None = None
+        self._csr: tuple[np.ndarray, np.ndarray] | None = None
         self.last_mistakes = 0
         """Mistakes of the last pass over these rows (a scoring hint: after a pass with
         several, the next one is not scored all at once first)."""
@@ -99,6 +101,17 @@ class ARows:
         if self._n_active is None:
             self._n_active = np.count_nonzero(self.A, axis=1)
         return self._n_active
+
+    def csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """Active A-units of every row, compressed: row ``k``'s are
+        ``indices[indptr[k]:indptr[k + 1]]`` (ascending), int64."""
+        if self._csr is None:
+            on = self.A != 0 if self._on is None else self._on
+            indptr = np.zeros(len(on) + 1, dtype=np.int64)
+            np.cumsum(np.count_nonzero(on, axis=1), out=indptr[1:])
+            indices = np.flatnonzero(on) % max(1, on.shape[1])
+            self._csr = (indptr, indices.astype(np.int64))
+        return self._csr
 
     def buffer(self, rows: int) -> np.ndarray:
         """Scratch space for at least ``rows`` rows, kept from pass to pass."""
@@ -190,13 +203,15 @@ def train_epoch(
     rows = _rows(units)
     job = _Epoch(rows_in, np.asarray(targets) > 0, order, progress, clock, motors)
     if bank.exact and isinstance(rows, slice) and rule != "forced-response":
-        _exact_epoch(job, bank, rows, r_theta, block)
-    else:
+        if not kernels.exact_epoch(job, bank, rows, r_theta):
+            _exact_epoch(job, bank, rows, r_theta, block)
+    elif not kernels.physical_epoch(job, bank, units, rows, rng, rule, noise, r_theta, block):
         _physical_epoch(job, bank, units, rows, targets, rng, rule, noise, r_theta, block)
     return job.finish()
 
 
 _WINDOW = 256  # rows of the trials ahead copied at a time in presentation order
+_REPORT_EVERY = 512  # trials between progress reports
 
 
 class _Window:
@@ -302,7 +317,7 @@ class _Epoch:
         return self.t0 + self.extra_us + self.pres * (k + 1)
 
     def report(self, i: int, final: bool = False) -> None:
-        if self.progress is not None and (i - self._reported[0] >= 512 or final):
+        if self.progress is not None and (i - self._reported[0] >= _REPORT_EVERY or final):
             self.clock.t_us = self.t0 + self.pres * i + self.extra_us
             self.progress(i - self._reported[0], self.mistakes - self._reported[1])
             self._reported = (i, self.mistakes)
