@@ -29,6 +29,7 @@ import sys
 import threading
 import time
 import tty
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 from export import protocol as P
@@ -77,18 +78,20 @@ class LinkTiming:
 # --------------------------------------------------------------------------- channels
 
 
-class Channel:
+class Channel(ABC):
     """A non-blocking byte pipe to one host. ``recv`` returns ``b""`` when nothing came within
     ``timeout`` and raises ``EOFError`` when the host is gone."""
 
     handle: int | socket.socket
     """What ``select`` waits on."""
 
+    @abstractmethod
     def _read(self, n: int) -> bytes:
-        raise NotImplementedError
+        """Up to ``n`` bytes the host sent (raises ``BlockingIOError`` when none are ready)."""
 
+    @abstractmethod
     def _write(self, data: memoryview) -> int:
-        raise NotImplementedError
+        """Write some of ``data``; return how many bytes went."""
 
     def recv(self, max_bytes: int, timeout: float) -> bytes:
         ready, _, _ = select.select([self.handle], [], [], timeout)
@@ -123,7 +126,9 @@ class Channel:
             view = view[n:]
 
     def close(self) -> None:
-        pass
+        """Let the host go. A pty's descriptors belong to its server, so by default there is
+        nothing to release."""
+        return None
 
 
 class FdChannel(Channel):
@@ -307,7 +312,7 @@ class Session:
 # --------------------------------------------------------------------------- servers
 
 
-class _Server:
+class _Server(ABC):
     """Common start/stop for the two servers; use as a context manager."""
 
     def __init__(self, device: Device, timing: LinkTiming,
@@ -326,8 +331,9 @@ class _Server:
 
     url: str = ""
 
+    @abstractmethod
     def _serve(self) -> None:
-        raise NotImplementedError
+        """Accept hosts and serve their sessions until :attr:`stop_event` is set."""
 
     def _serve_session(self, channel: Channel) -> None:
         """Serve one session on ``channel`` until it ends."""
@@ -360,8 +366,9 @@ class _Server:
             self._thread = None
         self._close()
 
+    @abstractmethod
     def _close(self) -> None:
-        raise NotImplementedError
+        """Release the port or the listening socket."""
 
     def __enter__(self) -> _Server:
         return self.start()
