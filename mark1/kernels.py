@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from mark1.errors import Mark1Error
+from mark1.potentiometers import STEP_QUANTILES
 
 if TYPE_CHECKING:  # pragma: no cover
     from mark1.potentiometers import PotentiometerBank
@@ -36,6 +37,7 @@ ENV = "MARK1_KERNELS"
 MODES = ("auto", "numpy", "numba")
 """Its allowed values."""
 
+_TURNED = ("_base", "_creep", "_travel", "_lash")  # the pot arrays an epoch changes (and t_hit)
 _WIDEN = 0.0  # added to the kernels' error bound: > 0 sends more blocks to numpy (tests)
 _LOADED: list[Any] = []  # the compiled module, or None when numba cannot be imported
 _WHY: list[str] = []  # why not
@@ -180,15 +182,15 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     pos = np.ascontiguousarray(job.positive)
     draws = np.ascontiguousarray(noise, dtype=np.float64) if noisy else np.zeros((1, 1))
     mask = np.zeros(pos.shape, dtype=bool)
-    scratch = np.empty((4, bank.shape[1]))
     order = _order(job)
     z, counts = bank._z, bank._counts
-    while True:
+    pots = np.empty((*bank.shape, len(nb.POT_FIELDS)))  # the kernels' layout (see POT_FIELDS)
+    for k, name in enumerate(nb.POT_FIELDS):
+        pots[:, :, k] = getattr(bank, name)
+    while True:  # (Python code run in between reads the bank's lin only)
         status, z, counts = nb.physical_epoch(
-            job.A, order, pos, draws, units, bank.lin, bank._base, bank._creep, bank._rate,
-            bank._lo, bank._hi, bank._up, bank._down, bank._lash, bank._travel, bank._t_hit,
-            bank._stop, bank._inv_rate, row_stop, indptr, indices, job.wrong, job.moved,
-            job.motor_us, mask, st, ft, scratch, z, counts, rng)
+            order, pos, draws, units, bank.lin, pots, bank._t_hit, row_stop, indptr, indices,
+            job.wrong, job.moved, job.motor_us, mask, st, ft, z, counts, STEP_QUANTILES, rng)
         if status == nb.DONE:
             break
         if status == nb.PROGRESS:
@@ -197,6 +199,8 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
             i, j = int(st[nb.MASK_I]), int(st[nb.MASK_J])
             mask[i:j] = _numpy_wrong(job, bank, rows, noise if noisy else None, i, j,
                                      bool(st[nb.WHOLE]), int(st[nb.EXTRA_US]))
+    for name in _TURNED:
+        getattr(bank, name)[...] = pots[:, :, nb.POT_FIELDS.index(name)]
     job.mistakes, job.extra_us = int(st[nb.MISTAKES]), int(st[nb.EXTRA_US])
     bank._n_pinned, bank.creep_changes = int(st[nb.N_PINNED]), int(st[nb.CREEP_CHANGES])
     bank.next_stop_s = float(ft[nb.NEXT_STOP])
@@ -230,3 +234,4 @@ def _numpy_wrong(job: _Epoch, bank: PotentiometerBank, rows: slice | np.ndarray,
         scorer.permute(job.presented(i), i, job.A, job.order)
         r = scorer.block(i, j, times_s, noise1)
     return (r > 0).reshape(j - i, n_units) != positive[i:j]
+

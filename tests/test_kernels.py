@@ -14,7 +14,7 @@ from mark1 import kernels
 from mark1.errors import Mark1Error
 from mark1.machine import IDEAL_WEIGHTS, MarkI
 from mark1.motors import MachineClock
-from mark1.potentiometers import PotentiometerBank, PotSpec
+from mark1.potentiometers import DRAWS_PER_UNIFORM, PotentiometerBank, PotSpec
 from mark1.presets import CDS_1960, CDS_WORN
 from mark1.stimuli import make_task
 from mark1.training import ARows, one_blas_thread, train_epoch
@@ -28,7 +28,7 @@ needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed (
 def bank_state(bank: PotentiometerBank) -> dict:
     """Everything a pass can change in a bank (the scratch rows excepted)."""
     state = {name: value for name, value in vars(bank).items()
-             if name != "_scratch" and not callable(value)}
+             if name not in ("_scratch", "_turned") and not callable(value)}
     state["_z_rng"] = bank._z_rng is not None  # (the generator itself: checked by the caller)
     return state
 
@@ -321,6 +321,7 @@ def test_the_kernels_copies_of_the_numpy_paths_constants_are_current():
     from mark1 import _numba_epochs, training
 
     assert _numba_epochs._CHUNK == PotentiometerBank._CHUNK
+    assert _numba_epochs._PER_UNIFORM == DRAWS_PER_UNIFORM
     assert (_numba_epochs._MIN_BLOCK, _numba_epochs._MAX_BLOCK) == (training._MIN_BLOCK,
                                                                     training._MAX_BLOCK)
     assert _numba_epochs._REPORT == training._REPORT_EVERY

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mark1.potentiometers import PotentiometerBank, PotSpec
+from mark1.potentiometers import STEP_QUANTILES, PotentiometerBank, PotSpec
 
 ONE = np.array([0])
 
@@ -141,13 +141,16 @@ def test_turning_several_rows_at_once_is_turning_them_one_after_the_other():
     assert together.travel[1].sum() == 0 and together.travel[0, cols].min() > 0
 
 
-def test_step_spread_draws_are_the_generators_normals_in_order():
+def test_step_spread_draws_are_normal_quantiles_at_the_generators_uniforms_in_order():
     b = bank((1, 6), step=0.01, step_c2c=0.2)
     rng = np.random.default_rng(7)
     turn_into = [np.array([0, 2, 3]), np.array([1, 2, 5])]
     for cols in turn_into:
         b.move(ONE, cols, np.array([1]), 1, 0.0, rng)
-    z = np.random.default_rng(7).standard_normal(6)
+    # the uniforms' 53 bits as integers; each gives four 12-bit indices, leading bits first
+    bits = [int(u * 2**53) for u in np.random.default_rng(7).random(2)]
+    index = [(k >> (53 - 12 * (i + 1))) & 4095 for k in bits for i in range(4)]
+    z = STEP_QUANTILES[index[:6]]
     expected = np.zeros(6)
     for cols, draws in zip(turn_into, (z[:3], z[3:])):
         expected[cols] += 0.01 * (1 + 0.2 * draws)
@@ -170,3 +173,18 @@ def test_a_wiper_turned_off_its_stop_creeps_again():
     np.testing.assert_allclose(t_back, t + 0.05 / abs(rate), rtol=1e-9)  # back at its stop
     b.pin(t_back)
     assert b.creep[0, 0] == 0 and b.read(t_back + 9.0)[0, 0] == stop
+
+
+def test_step_spread_quantiles_are_a_unit_normal():
+    q = STEP_QUANTILES
+    assert len(q) == 4096 and np.all(np.diff(q) > 0)
+    np.testing.assert_allclose(q, -q[::-1], atol=1e-15)  # symmetric: mean 0
+    assert abs(np.mean(q * q) - 1) < 1e-12  # unit variance, so sd = step_c2c exactly
+    # the distribution function of the 4,096 equally likely values is the normal's to 1/4096
+    # (Kolmogorov-Smirnov distance), checked at each value with math.erf
+    from math import erf, sqrt
+
+    normal_cdf = np.array([0.5 * (1 + erf(v / sqrt(2))) for v in q])
+    below, upto = np.arange(4096) / 4096, np.arange(1, 4097) / 4096
+    assert max(np.abs(normal_cdf - below).max(), np.abs(normal_cdf - upto).max()) < 1.5 / 4096
+    assert 3.6 < q[-1] < 3.7  # cut at about 3.67 sd
