@@ -44,6 +44,10 @@ POT_FIELDS = ("_base", "_creep", "_rate", "_travel", "_lash", "_lo", "_hi", "_up
 pot's state in two cache lines: a turn reads and writes a few hundred pots spread over a
 row), in this order; ``t_hit`` stays a row-major array of its own (its rows are scanned)."""
 BASE, CREEP, RATE, TRAVEL, LASH, LO, HI, UP, DOWN, STOP, INV_RATE = range(len(POT_FIELDS))
+MODEL_WIDTH = 4
+"""The linear model as the kernels take it: ``model[r, c, k] = lin[r, k, c]`` (k = 0, 1, 2;
+float32, one pot's three values in 16 bytes, the last unused): a trial's sums read a few hundred
+pots spread over a row."""
 
 
 # ---------------------------------------------------------------------- exact pots
@@ -106,7 +110,7 @@ def exact_epoch(A, order, pos, W, base, travel, indptr, indices, step, theta, wr
 
 
 @njit(cache=True)
-def _pin(t, pots, t_hit, lin, row_stop, ist, fst):
+def _pin(t, pots, t_hit, model, row_stop, ist, fst):
     """PotentiometerBank.pin: wipers that reached their stop by ``t`` rest there."""
     if t < fst[NEXT_STOP]:
         return
@@ -119,8 +123,8 @@ def _pin(t, pots, t_hit, lin, row_stop, ist, fst):
                 pots[r, c, BASE] = s
                 pots[r, c, CREEP] = 0.0
                 t_hit[r, c] = np.inf
-                lin[r, 0, c] = np.float32(s)
-                lin[r, 1, c] = np.float32(0.0)
+                model[r, c, 0] = np.float32(s)
+                model[r, c, 1] = np.float32(0.0)
                 found += 1
     if found:
         ist[N_PINNED] += found
@@ -178,7 +182,7 @@ def _refill(m, z, counts, ist, fst, quantiles, rng):
 
 
 @njit(cache=True)
-def _turn_row(r, cols, up_turn, t, pots, t_hit, lin, row_stop, ist, fst, z, counts, quantiles,
+def _turn_row(r, cols, up_turn, t, pots, t_hit, model, row_stop, ist, fst, z, counts, quantiles,
               rng):
     """PotentiometerBank.turn_row on physical pots: the same operations on each turned pot,
     in one pass (the numpy path's whole-row arithmetic leaves the others exactly as they were).
@@ -186,7 +190,7 @@ def _turn_row(r, cols, up_turn, t, pots, t_hit, lin, row_stop, ist, fst, z, coun
     Returns the (possibly refilled) step-spread draws and their step counts.
     """
     if t >= fst[NEXT_STOP]:
-        _pin(t, pots, t_hit, lin, row_stop, ist, fst)
+        _pin(t, pots, t_hit, model, row_stop, ist, fst)
     m = cols.shape[0]
     c2c = ist[C2C] != 0
     if c2c and (ist[Z_FRESH] or ist[Z_AT] + m > z.shape[0]):
@@ -199,9 +203,7 @@ def _turn_row(r, cols, up_turn, t, pots, t_hit, lin, row_stop, ist, fst, z, coun
     pinned = ist[N_PINNED] != 0
     pr = pots[r]
     th = t_hit[r]
-    l0 = lin[r, 0]
-    l1 = lin[r, 1]
-    l2 = lin[r, 2]
+    mr = model[r]
     inv_wear = fst[INV_WEAR]
     play = ist[PLAY] != 0
     half = fst[HALF]
@@ -218,7 +220,7 @@ def _turn_row(r, cols, up_turn, t, pots, t_hit, lin, row_stop, ist, fst, z, coun
         if pinned and c_old != pr[j, RATE] and mv != 0.0:  # resting on a stop: creeps again
             c_new = pr[j, RATE]
             pr[j, CREEP] = c_new
-            l1[j] = np.float32(c_new)
+            mr[j, 1] = np.float32(c_new)
             n_rest += 1
         w = pr[j, BASE] + c_old * t
         creep_t = c_new * t
@@ -240,12 +242,12 @@ def _turn_row(r, cols, up_turn, t, pots, t_hit, lin, row_stop, ist, fst, z, coun
         pr[j, TRAVEL] = tj
         bj = v - creep_t
         pr[j, BASE] = bj
-        l0[j] = np.float32(bj)
+        mr[j, 0] = np.float32(bj)
         if noisy_wear:
             nv = tj * noise_wear
             nv += read_noise
             nv *= nv
-            l2[j] = np.float32(nv)
+            mr[j, 2] = np.float32(nv)
         if drifts:  # a wiper with no creep never reaches a stop (inf, as in the numpy path)
             th[j] = (pr[j, STOP] - bj) * pr[j, INV_RATE] if c_new != 0.0 else np.inf
     if n_rest:
@@ -258,10 +260,10 @@ def _turn_row(r, cols, up_turn, t, pots, t_hit, lin, row_stop, ist, fst, z, coun
 
 
 @njit(cache=True, fastmath=True)
-def _sums(active, l0, l1, l2, drifts, noisy):
-    """Sums of a 0/1 row (its active columns ``active``) with the float32 model rows, in
-    float64 (exact terms; only the float64 additions round), and the sums of magnitudes (for
-    the error bound)."""
+def _sums(active, model, drifts, noisy):
+    """Sums of a 0/1 row (its active columns ``active``) with the float32 model ``model``
+    (p, 4) of one R-unit, in float64 (exact terms; only the float64 additions round), and
+    the sums of magnitudes (for the error bound)."""
     s0 = 0.0
     a0 = 0.0
     s1 = 0.0
@@ -269,15 +271,15 @@ def _sums(active, l0, l1, l2, drifts, noisy):
     s2 = 0.0
     for x in range(active.shape[0]):
         j = active[x]
-        v = np.float64(l0[j])
+        v = np.float64(model[j, 0])
         s0 += v
         a0 += abs(v)
         if drifts:
-            v = np.float64(l1[j])
+            v = np.float64(model[j, 1])
             s1 += v
             a1 += abs(v)
         if noisy:
-            s2 += np.float64(l2[j])
+            s2 += np.float64(model[j, 2])
     return s0, a0, s1, a1, s2
 
 
@@ -326,7 +328,7 @@ def _decide(s0, a0, s1, a1, s2, n_act, t, z, drifts, noisy, widen):
 
 
 @njit(cache=True)
-def physical_epoch(order, pos, noise, units, lin, pots, t_hit, row_stop, indptr, indices, wrong,
+def physical_epoch(order, pos, noise, units, model, pots, t_hit, row_stop, indptr, indices, wrong,
                    moved, motor_us, mask, ist, fst, z, counts, quantiles, rng):
     """Error correction on physical pots from trial ``ist[AT]``: the numpy path's schedule.
 
@@ -354,7 +356,7 @@ def physical_epoch(order, pos, noise, units, lin, pots, t_hit, row_stop, indptr,
         if drifts:
             t_i = (t_base + pres * (i + 1)) * 1e-6
             if t_i >= fst[NEXT_STOP]:
-                _pin(t_i, pots, t_hit, lin, row_stop, ist, fst)
+                _pin(t_i, pots, t_hit, model, row_stop, ist, fst)
             nxt = fst[NEXT_STOP]
             if (t_base + pres * j) * 1e-6 > nxt:  # a wiper stops before trial j
                 c = 0
@@ -374,8 +376,7 @@ def physical_epoch(order, pos, noise, units, lin, pots, t_hit, row_stop, indptr,
                 n_act = active.shape[0]
                 for q in range(u):
                     r = units[q]
-                    s0, a0, s1, a1, s2 = _sums(active, lin[r, 0], lin[r, 1], lin[r, 2], drifts,
-                                               noisy)
+                    s0, a0, s1, a1, s2 = _sums(active, model[r], drifts, noisy)
                     zq = noise[k, q] if noisy else 0.0
                     d = _decide(s0, a0, s1, a1, s2, n_act, t_k, zq, drifts, noisy,
                                 fst[WIDEN])
@@ -408,7 +409,7 @@ def physical_epoch(order, pos, noise, units, lin, pots, t_hit, row_stop, indptr,
             for q in range(u):
                 if decided[q]:
                     n_wrong += 1
-                    z, counts = _turn_row(units[q], cols, pos[k, q], t_k, pots, t_hit, lin,
+                    z, counts = _turn_row(units[q], cols, pos[k, q], t_k, pots, t_hit, model,
                                           row_stop, ist, fst, z, counts, quantiles, rng)
             wrong[k] = True
             ist[MISTAKES] += 1

@@ -30,7 +30,7 @@ from mark1.potentiometers import STEP_QUANTILES
 
 if TYPE_CHECKING:  # pragma: no cover
     from mark1.potentiometers import PotentiometerBank
-    from mark1.training import _Epoch
+    from mark1.training import _Epoch, _Products
 
 ENV = "MARK1_KERNELS"
 """The environment variable naming the path."""
@@ -157,6 +157,7 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     if nb is None or rule != "error-correction" or bank.exact or r_theta != 0 or not (
             job.src.binary):
         return False
+    from mark1.training import _Products
     src = job.src
     indptr, indices = src.csr()
     units = np.ascontiguousarray(units, dtype=np.int64)
@@ -187,9 +188,12 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     pots = np.empty((*bank.shape, len(nb.POT_FIELDS)))  # the kernels' layout (see POT_FIELDS)
     for k, name in enumerate(nb.POT_FIELDS):
         pots[:, :, k] = getattr(bank, name)
-    while True:  # (Python code run in between reads the bank's lin only)
+    model = np.zeros((*bank.shape, nb.MODEL_WIDTH), dtype=np.float32)
+    model[:, :, :3] = bank.lin.transpose(0, 2, 1)
+    scorer = None  # the numpy path's scorer, for the blocks the kernel cannot decide
+    while True:
         status, z, counts = nb.physical_epoch(
-            order, pos, draws, units, bank.lin, pots, bank._t_hit, row_stop, indptr, indices,
+            order, pos, draws, units, model, pots, bank._t_hit, row_stop, indptr, indices,
             job.wrong, job.moved, job.motor_us, mask, st, ft, z, counts, STEP_QUANTILES, rng)
         if status == nb.DONE:
             break
@@ -197,10 +201,15 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
             _report(nb, job, st)
         else:
             i, j = int(st[nb.MASK_I]), int(st[nb.MASK_J])
-            mask[i:j] = _numpy_wrong(job, bank, rows, noise if noisy else None, i, j,
+            bank.lin[...] = model[:, :, :3].transpose(0, 2, 1)  # what the numpy path scores
+            bank.creep_changes = int(st[nb.CREEP_CHANGES])  # (the scorer keeps products by it)
+            if scorer is None:  # one for the epoch, as in the numpy path
+                scorer = _Products(bank, rows, len(units) == 1, bool(st[nb.DRIFTS]), noisy)
+            mask[i:j] = _numpy_wrong(job, scorer, noise if noisy else None, i, j,
                                      bool(st[nb.WHOLE]), int(st[nb.EXTRA_US]))
     for name in _TURNED:
         getattr(bank, name)[...] = pots[:, :, nb.POT_FIELDS.index(name)]
+    bank.lin[...] = model[:, :, :3].transpose(0, 2, 1)
     job.mistakes, job.extra_us = int(st[nb.MISTAKES]), int(st[nb.EXTRA_US])
     bank._n_pinned, bank.creep_changes = int(st[nb.N_PINNED]), int(st[nb.CREEP_CHANGES])
     bank.next_stop_s = float(ft[nb.NEXT_STOP])
@@ -211,27 +220,19 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     return True
 
 
-def _numpy_wrong(job: _Epoch, bank: PotentiometerBank, rows: slice | np.ndarray,
-                 noise: np.ndarray | None, i: int, j: int, whole: bool,
-                 extra_us: int) -> np.ndarray:
+def _numpy_wrong(job: _Epoch, scorer: _Products, noise: np.ndarray | None, i: int, j: int,
+                 whole: bool, extra_us: int) -> np.ndarray:
     """Wrong R-units (j - i, u) of trials ``i..j-1`` as the numpy path scores that block."""
-    from mark1.training import _Products
-
     positive = job.positive
     n, n_units = positive.shape
-    one = n_units == 1
-    drifting = bool(bank.rate.any())
-    noisy = noise is not None
-    scorer = _Products(bank, rows, one, drifting, noisy)
     times_s = None
-    if drifting:
+    if scorer.drifting:
         present_us = job.pres * np.arange(1, n + 1, dtype=np.int64)
         times_s = (job.t0 + extra_us + present_us[i:j]) * 1e-6
-    noise1 = noise[:, 0] if noisy and one else noise
+    noise1 = noise[:, 0] if noise is not None and scorer.one else noise
     if whole:
         r = scorer.whole(i, j, times_s, noise1, job.A, job.order)
     else:
         scorer.permute(job.presented(i), i, job.A, job.order)
         r = scorer.block(i, j, times_s, noise1)
     return (r > 0).reshape(j - i, n_units) != positive[i:j]
-

@@ -109,8 +109,9 @@ class ARows:
             on = self.A != 0 if self._on is None else self._on
             indptr = np.zeros(len(on) + 1, dtype=np.int64)
             np.cumsum(np.count_nonzero(on, axis=1), out=indptr[1:])
-            indices = np.flatnonzero(on) % max(1, on.shape[1])
-            self._csr = (indptr, indices.astype(np.int64))
+            indices = np.flatnonzero(on).astype(np.int64, copy=False)
+            indices %= max(1, on.shape[1])
+            self._csr = (indptr, indices)
         return self._csr
 
     def buffer(self, rows: int) -> np.ndarray:
@@ -746,7 +747,9 @@ class _Products:
                 order: np.ndarray | None) -> None:
         """From now on trials ``start, ...`` are scored from their rows ``Ap`` (in order);
         ``stored``, ``order``: all the rows as stored and the presentation order."""
-        self._rows, self._start, self._creep_at = Ap, start, -1
+        if stored is not self._stored or order is not self._order:
+            self._creep_at = -1  # (the creep products are of all the rows, in this order)
+        self._rows, self._start = Ap, start
         self._stored, self._order = stored, order
 
     def whole(self, i: int, j: int, times_s: np.ndarray | None, noise: np.ndarray | None,
