@@ -197,7 +197,6 @@ class PotentiometerBank:
         self._half_play = half
         self._drifts = bool(rate.any())
         self._scratch = np.empty((4, n_p))
-        self._turned = np.zeros(n_p, dtype=bool)
         self._row_constants = {  # for whole-row arithmetic without scalar operands
             name: np.full(n_p, value) for name, value in (
                 ("inv_wear", self._inv_wear), ("one", 1.0), ("half", half), ("-half", -half),
@@ -354,9 +353,6 @@ class PotentiometerBank:
             self.pin(t)
         spec = self.spec
         motion, creep_t, w, w_new = self._scratch
-        turned = self._turned
-        turned.fill(False)
-        turned[cols] = True
         motion.fill(0.0)
         motion[cols] = self._step_counts(rng, len(cols), n_steps) if spec.step_c2c else float(
             n_steps)
@@ -389,8 +385,11 @@ class PotentiometerBank:
         np.maximum(w_new, self._lo[r], out=w_new)
         np.minimum(w_new, self._hi[r], out=w_new)
         w -= w_new
-        np.add(travel, np.abs(w, out=w), out=travel, where=turned)
-        np.subtract(w_new, creep_t, out=base, where=turned)
+        np.abs(w, out=w)
+        w += travel
+        travel[cols] = w[cols]  # (only the turned pots: the others stay exactly as they were)
+        np.subtract(w_new, creep_t, out=w)
+        base[cols] = w[cols]
         self.lin[r, 0] = base
         if self._inv_wear and spec.read_noise:
             np.multiply(travel, c["noise_wear"], out=w)

@@ -28,7 +28,7 @@ needs_numba = pytest.mark.skipif(not HAS_NUMBA, reason="numba is not installed (
 def bank_state(bank: PotentiometerBank) -> dict:
     """Everything a pass can change in a bank (the scratch rows excepted)."""
     state = {name: value for name, value in vars(bank).items()
-             if name not in ("_scratch", "_turned") and not callable(value)}
+             if name != "_scratch" and not callable(value)}
     state["_z_rng"] = bank._z_rng is not None  # (the generator itself: checked by the caller)
     return state
 
