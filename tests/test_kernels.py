@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -96,13 +97,14 @@ def random_problem(seed: int, n: int = 600, n_a: int = 60, n_units: int = 3):
     return A, targets, orders
 
 
-def epochs(A, targets, orders, spec, block, *, static=True, noise=True, spread=False):
+def epochs(A, targets, orders, spec, block, *, static=True, noise=True, spread=False,
+           motors=CDS_1960.motors):
     """Three passes; everything they leave behind (``spread``: every other R-unit trained)."""
     rng = np.random.default_rng(0)
     rows = ARows(A)
     n_units = targets.shape[1]
     bank = PotentiometerBank(spec, (2 * n_units + 1, A.shape[1]), np.random.default_rng(9))
-    clock = MachineClock(CDS_1960.clock, CDS_1960.motors)
+    clock = MachineClock(CDS_1960.clock, motors)
     units = np.arange(1, n_units + 1) * (2 if spread else 1)  # not starting at 0
     calls: list[tuple] = []
     logs = []
@@ -142,6 +144,19 @@ def test_physical_epochs_are_identical(spec, block, n_units, monkeypatch):
     assert sum(log["mistakes"] for log in ref["logs"]) > 50
     if spec is WORN_AND_DRIFTING:  # wipers reached their stops, and left them
         assert ref["bank"]["creep_changes"] > 100
+    assert_same(ref, fast)
+
+
+@needs_numba
+def test_physical_epochs_of_several_steps_a_correction_are_identical(monkeypatch):
+    """Step spread over three steps a correction (sqrt(3) scale), play, no wear, no drift."""
+    spec = PotSpec(w_min=-1.0, w_max=1.0, step=0.05, step_c2c=0.4, up_down=1.2,
+                   backlash_steps=1.0, read_noise=0.02)
+    A, targets, orders = random_problem(5, n_units=2)
+    motors = dataclasses.replace(CDS_1960.motors, steps_per_correction=3)
+    ref, fast = both_paths(monkeypatch, A, targets, orders, spec, None, motors=motors)
+    assert sum(log["mistakes"] for log in ref["logs"]) > 50
+    assert ref["bank"]["_z_steps"] == 3
     assert_same(ref, fast)
 
 
