@@ -202,7 +202,6 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
         else:
             i, j = int(st[nb.MASK_I]), int(st[nb.MASK_J])
             bank.lin[...] = model[:, :, :3].transpose(0, 2, 1)  # what the numpy path scores
-            bank.creep_changes = int(st[nb.CREEP_CHANGES])  # (the scorer keeps products by it)
             if scorer is None:  # one for the epoch, as in the numpy path
                 scorer = _Products(bank, rows, len(units) == 1, bool(st[nb.DRIFTS]), noisy)
             mask[i:j] = _numpy_wrong(job, scorer, noise if noisy else None, i, j,
@@ -233,6 +232,6 @@ def _numpy_wrong(job: _Epoch, scorer: _Products, noise: np.ndarray | None, i: in
     if whole:
         r = scorer.whole(i, j, times_s, noise1, job.A, job.order)
     else:
-        scorer.permute(job.presented(i), i, job.A, job.order)
+        scorer.permute(job.presented(i), i)
         r = scorer.block(i, j, times_s, noise1)
     return (r > 0).reshape(j - i, n_units) != positive[i:j]

@@ -646,8 +646,8 @@ def _physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     """Any rule on any pots: score ahead, correct at the first mistake, score again.
 
     A trial's R-unit sums are ``A @ (base + creep * t)`` plus ``sqrt(A @ variance)`` times its
-    noise draw: products of its A-unit row with the bank's linear model (the creep products
-    change only when a wiper stops or starts creeping, so they are kept). Unless the last pass
+    noise draw: products of its A-unit row with the bank's linear model (one product of a
+    block's rows with base, creep and variance together). Unless the last pass
     had several mistakes, all the epoch's trials are first scored with products over the rows
     as stored; from the first mistake on, blocks of upcoming trials in presentation order, cut
     where a creeping wiper reaches its end stop. A correction turns the pots of each wrong
@@ -672,7 +672,7 @@ def _physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     whole = block is None and not forced and src.last_mistakes < 2
     if not whole:
         Ap = job.presented(0)
-        scorer.permute(Ap, 0, job.A, job.order)
+        scorer.permute(Ap, 0)
     i = 0
     while i < n:
         j = n if whole else min(n, i + (1 if forced else size))
@@ -708,7 +708,7 @@ def _physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
                 start = k
                 Ap = job.presented(start)
                 whole = False
-                scorer.permute(Ap, start, job.A, job.order)
+                scorer.permute(Ap, start)
             active = src.active(k if job.order is None else int(job.order[k]))
             t_k = job.time_us(k) * 1e-6
             if one:
@@ -736,21 +736,12 @@ class _Products:
                  drifting: bool, noisy: bool) -> None:
         self.bank, self.rows, self.one = bank, rows, one
         self.drifting, self.noisy = drifting, noisy
-        self._creep: np.ndarray | None = None  # creep products of the trials, in order
-        self._creep_at = -1  # bank.creep_changes when they were made
         self._rows: _Window | None = None
         self._start = 0
-        self._stored: np.ndarray | None = None
-        self._order: np.ndarray | None = None
 
-    def permute(self, Ap: _Window, start: int, stored: np.ndarray,
-                order: np.ndarray | None) -> None:
-        """From now on trials ``start, ...`` are scored from their rows ``Ap`` (in order);
-        ``stored``, ``order``: all the rows as stored and the presentation order."""
-        if stored is not self._stored or order is not self._order:
-            self._creep_at = -1  # (the creep products are of all the rows, in this order)
+    def permute(self, Ap: _Window, start: int) -> None:
+        """From now on trials ``start, ...`` are scored from their rows ``Ap`` (in order)."""
         self._rows, self._start = Ap, start
-        self._stored, self._order = stored, order
 
     def whole(self, i: int, j: int, times_s: np.ndarray | None, noise: np.ndarray | None,
               stored: np.ndarray, order: np.ndarray | None) -> np.ndarray:
@@ -765,25 +756,12 @@ class _Products:
 
     def block(self, i: int, j: int, times_s: np.ndarray | None,
               noise: np.ndarray | None) -> np.ndarray:
-        """Sums of trials ``i..j-1`` from the rows given to :meth:`permute`."""
+        """Sums of trials ``i..j-1`` from the rows given to :meth:`permute`: one product of
+        the block's rows with the whole model (base, creep and variance of every unit)."""
         A = self._rows[i - self._start : j - self._start]
         lin = self.bank.lin[self.rows]
-        if not self.one:  # several units: one product with the whole model
-            p = A @ lin.reshape(-1, lin.shape[2]).T
-            return self._combine(p.reshape(len(p), -1, 3), times_s,
-                                 noise[i:j] if self.noisy else None)
-        model = lin[0]
-        r = A @ model[0]
-        if self.drifting:
-            if self._creep_at != self.bank.creep_changes:  # products of all trials
-                self._creep = self._stored @ model[1]
-                if self._order is not None:
-                    self._creep = self._creep.take(self._order, axis=0)
-                self._creep_at = self.bank.creep_changes
-            r = r + times_s * self._creep[i:j]
-        if self.noisy:
-            r = r + np.sqrt(A @ model[2]) * noise[i:j]
-        return r
+        p = A @ lin.reshape(-1, lin.shape[2]).T
+        return self._combine(p.reshape(len(p), -1, 3), times_s, noise[i:j] if self.noisy else None)
 
     def _combine(self, p: np.ndarray, times_s: np.ndarray | None,
                  noise: np.ndarray | None) -> np.ndarray:
