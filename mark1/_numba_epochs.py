@@ -50,6 +50,31 @@ float32, one pot's three values in 16 bytes, the last unused): a trial's sums re
 pots spread over a row."""
 
 
+# ---------------------------------------------------------------------- layouts
+
+
+@njit(cache=True)
+def pack(arrays, packed):
+    """``packed[r, c, k] = arrays[k][r, c]`` (the bank's arrays into the kernels' layout)."""
+    n_r, p, _ = packed.shape
+    for r in range(n_r):
+        for c in range(p):
+            for k in range(len(arrays)):
+                packed[r, c, k] = arrays[k][r, c]
+
+
+@njit(cache=True)
+def unpack(packed, fields, arrays):
+    """``arrays[i][r, c] = packed[r, c, fields[i]]`` (back into the bank's arrays)."""
+    n_r, p, _ = packed.shape
+    for i in range(len(arrays)):
+        a = arrays[i]
+        k = fields[i]
+        for r in range(n_r):
+            for c in range(p):
+                a[r, c] = packed[r, c, k]
+
+
 # ---------------------------------------------------------------------- exact pots
 
 

@@ -38,6 +38,7 @@ MODES = ("auto", "numpy", "numba")
 """Its allowed values."""
 
 _TURNED = ("_base", "_creep", "_travel", "_lash")  # the pot arrays an epoch changes (and t_hit)
+_LIN_FIELDS = np.arange(3)  # the linear model's rows in the kernels' model
 _WIDEN = 0.0  # added to the kernels' error bound: > 0 sends more blocks to numpy (tests)
 _LOADED: list[Any] = []  # the compiled module, or None when numba cannot be imported
 _WHY: list[str] = []  # why not
@@ -186,10 +187,10 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
     order = _order(job)
     z, counts = bank._z, bank._counts
     pots = np.empty((*bank.shape, len(nb.POT_FIELDS)))  # the kernels' layout (see POT_FIELDS)
-    for k, name in enumerate(nb.POT_FIELDS):
-        pots[:, :, k] = getattr(bank, name)
+    nb.pack(tuple(getattr(bank, name) for name in nb.POT_FIELDS), pots)
     model = np.zeros((*bank.shape, nb.MODEL_WIDTH), dtype=np.float32)
-    model[:, :, :3] = bank.lin.transpose(0, 2, 1)
+    lin = tuple(bank.lin[:, k] for k in range(3))  # (views)
+    nb.pack(lin, model)
     scorer = None  # the numpy path's scorer, for the blocks the kernel cannot decide
     while True:
         status, z, counts = nb.physical_epoch(
@@ -201,14 +202,14 @@ def physical_epoch(job: _Epoch, bank: PotentiometerBank, units: np.ndarray,
             _report(nb, job, st)
         else:
             i, j = int(st[nb.MASK_I]), int(st[nb.MASK_J])
-            bank.lin[...] = model[:, :, :3].transpose(0, 2, 1)  # what the numpy path scores
+            nb.unpack(model, _LIN_FIELDS, lin)  # what the numpy path scores
             if scorer is None:  # one for the epoch, as in the numpy path
                 scorer = _Products(bank, rows, len(units) == 1, bool(st[nb.DRIFTS]), noisy)
             mask[i:j] = _numpy_wrong(job, scorer, noise if noisy else None, i, j,
                                      bool(st[nb.WHOLE]), int(st[nb.EXTRA_US]))
-    for name in _TURNED:
-        getattr(bank, name)[...] = pots[:, :, nb.POT_FIELDS.index(name)]
-    bank.lin[...] = model[:, :, :3].transpose(0, 2, 1)
+    nb.unpack(pots, np.array([nb.POT_FIELDS.index(name) for name in _TURNED]),
+              tuple(getattr(bank, name) for name in _TURNED))
+    nb.unpack(model, _LIN_FIELDS, lin)
     job.mistakes, job.extra_us = int(st[nb.MISTAKES]), int(st[nb.EXTRA_US])
     bank._n_pinned, bank.creep_changes = int(st[nb.N_PINNED]), int(st[nb.CREEP_CHANGES])
     bank.next_stop_s = float(ft[nb.NEXT_STOP])
