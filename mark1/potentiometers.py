@@ -36,6 +36,8 @@ _HOUR = 3600.0
 
 
 def _normal_quantiles(n: int) -> np.ndarray:
+    """``n`` equally likely values of a unit normal: its quantiles at ``(i + 1/2) / n``,
+    scaled to unit variance."""
     q = np.array([statistics.NormalDist().inv_cdf((i + 0.5) / n) for i in range(n)])
     return q / np.sqrt(np.mean(q * q))
 
@@ -55,8 +57,8 @@ def step_spread_draws(rng: np.random.Generator, n: int) -> np.ndarray:
     """``n`` standard normal draws (rounded up to a multiple of :data:`DRAWS_PER_UNIFORM`) for
     the step-to-step spread: :data:`STEP_QUANTILES` at 12-bit indices, the leading 48 bits of
     each uniform ``u`` from ``rng`` (``u * 2**53`` is a whole number), 12 at a time, leading
-    bits first. The same spread as a normal draw per pot turned, at a sixteenth of its cost in
-    random numbers."""
+    bits first. The same spread as a normal draw per pot turned, from a quarter of the random
+    numbers and with no transform (a table look-up)."""
     u = rng.random(-(-n // DRAWS_PER_UNIFORM))
     bits = (u * 2.0**53).astype(np.int64)
     index = (bits[:, None] >> _INDEX_SHIFTS) & (len(STEP_QUANTILES) - 1)
