@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from export.package import Dense, Package, Step, Threshold
+from export.contract.package import Dense, Package, Step, Threshold
 
 OPSET = 13
 IR_VERSION = 7
@@ -158,7 +158,7 @@ def ort_forward(session: Any, x: np.ndarray) -> np.ndarray:
 
 
 def _compare(pkg: Package, golden: np.ndarray, other: np.ndarray) -> dict[str, Any]:
-    from export.golden import decide
+    from export.contract.golden import decide
 
     diff = np.abs(golden.astype(np.int64) - other.astype(np.int64))
     return {
@@ -177,7 +177,7 @@ def agreement(pkg: Package, model: bytes, X: np.ndarray) -> dict[str, Any]:
     (:data:`AGREEMENT_GOAL`) is met, and under ``fused`` the same figures with all of
     onnxruntime's graph optimizations (informational).
     """
-    from export.golden import golden_forward, quantize_input
+    from export.contract.golden import golden_forward, quantize_input
 
     x = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
     golden = golden_forward(pkg, quantize_input(pkg, x))

@@ -10,7 +10,7 @@
   ``zero_point = round(-128 - min / scale)``. ReLU is fused: a ReLU layer's range starts at 0, so
   its zero point is -128 and its outputs are clamped there.
 * Requantization: ``s_in * s_w[o] / s_out`` as a Q31 multiplier and a shift per channel
-  (:func:`quantize_multiplier`); the arithmetic is :mod:`export.golden`'s.
+  (:func:`quantize_multiplier`); the arithmetic is :mod:`export.contract.golden`'s.
 * Bias correction: the mean error the rounded weights cause on the calibration images is folded
   into each layer's bias.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from export.package import (
+from export.contract.package import (
     INT32_MAX,
     INT32_MIN,
     SHIFT_MAX,
@@ -279,8 +279,8 @@ def quantize_file(
     reference and the device engine's bit-exactness and cycles. Nothing is written unless all of
     it succeeds; each file is written atomically. Returns the report.
     """
-    from export.golden import decide, golden_forward, quantize_input
-    from export.package import FORMAT_VERSION, encode_package
+    from export.contract.golden import decide, golden_forward, quantize_input
+    from export.contract.package import FORMAT_VERSION, encode_package
     from export.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
     from firmware_sim.engine import Engine
     from mark1.io import atomic_write_bytes, write_json

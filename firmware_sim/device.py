@@ -2,12 +2,13 @@
 
 A :class:`Device` owns a :class:`~firmware_sim.flash.Flash` laid out as a
 :class:`~firmware_sim.flash.ModelStore` (slots A and B plus a commit log) and answers every request
-frame of :mod:`export.protocol` with one reply frame. State, as on the real part:
+frame of :mod:`export.contract.protocol` with one reply frame. State, as on the real part:
 
 * in flash (survives a power cycle): both slots, the commit log, per-page erase counts;
 * in RAM (lost on ``RESET`` or power loss): the upload in progress -- target slot, size, CRC,
-  bytes received in order and up to :data:`MAX_AHEAD` ranges received beyond them -- and the
-  loaded model.
+  bytes received in order and up to :data:`MAX_AHEAD` ranges received beyond them (a
+  :class:`~export.contract.ranges.ByteRanges`, the set type the host's upload keeps too) --
+  and the loaded model.
 
 An upload goes to the slot that is not active. Each ``DATA`` frame is programmed into flash as it
 arrives (write-through, so an acknowledged byte is a byte in flash), also when it arrives out of
@@ -31,9 +32,10 @@ from typing import Any
 
 import numpy as np
 
-from export import protocol as P
-from export.package import HEADER as PACKAGE_HEADER
-from export.package import PackageError, decode_package, peek_header
+from export.contract import protocol as P
+from export.contract.package import HEADER as PACKAGE_HEADER
+from export.contract.package import PackageError, decode_package, peek_header
+from export.contract.ranges import ByteRanges
 from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine
 from firmware_sim.flash import ID_BYTES, Flash, FlashError, ModelStore, check_geometry
 
@@ -95,11 +97,9 @@ class Upload:
     image_id: bytes = b""
     """The image's SHA-256 as the ``BEGIN`` named it (empty if not): only the same id resumes,
     and ``COMMIT`` checks the image against it."""
-    received: int = 0
-    """Bytes received in order and written to flash: where a resumed upload continues."""
-    ahead: list[tuple[int, int]] = field(default_factory=list)
-    """Byte ranges [start, end) past :attr:`received` also written, sorted and apart (at most
-    :data:`MAX_AHEAD`)."""
+    written: ByteRanges = field(default_factory=ByteRanges)
+    """Byte ranges of the image written to flash: the bytes received in order from 0, and up
+    to :data:`MAX_AHEAD` ranges received beyond them."""
     erased: set[int] = field(default_factory=set)
     """Pages of the slot this upload has erased (each is erased before its first write)."""
     head: bytearray = field(default_factory=lambda: bytearray(_HEADER_BYTES))
@@ -107,35 +107,19 @@ class Upload:
     header_checked: bool = False
 
     @property
+    def received(self) -> int:
+        """Bytes received in order and written to flash: where a resumed upload continues."""
+        return self.written.run_end(0)
+
+    @property
     def durable(self) -> int:
         """Bytes of the upload in flash (in order and ahead)."""
-        return self.received + sum(end - start for start, end in self.ahead)
+        return self.written.size
 
-    def missing(self, start: int, end: int) -> list[tuple[int, int]]:
-        """The parts of [start, end) not yet written."""
-        out, pos = [], max(start, self.received)
-        for a, b in self.ahead:
-            if pos >= end or a >= end:
-                break
-            if a > pos:
-                out.append((pos, a))
-            pos = max(pos, b)
-        if pos < end:
-            out.append((pos, end))
-        return out
 
-    def with_range(self, start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
-        """(received, ahead) once [start, end) is written too."""
-        merged: list[tuple[int, int]] = []
-        for a, b in sorted([*self.ahead, (start, end)]):
-            if merged and a <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        received = self.received
-        while merged and merged[0][0] <= received:
-            received = max(received, merged.pop(0)[1])
-        return received, merged
+def _ranges_ahead(written: ByteRanges) -> int:
+    """How many ranges of ``written`` lie past the bytes received in order."""
+    return sum(1 for start, _ in written if start > 0)
 
 
 class Device:
@@ -315,11 +299,13 @@ class Device:
                 f"DATA of {len(d.data)} bytes at {d.offset}: must be non-empty and end by the "
                 f"image size {up.size}"
             )
-        gaps = up.missing(d.offset, end)
-        if gaps and len(up.with_range(d.offset, end)[1]) > MAX_AHEAD:
+        gaps = up.written.gaps(d.offset, end)
+        trial = up.written.copy()
+        trial.add(d.offset, end)
+        if gaps and _ranges_ahead(trial) > MAX_AHEAD:
             return P.Nak(frame.type, P.Err.OFFSET, up.received, d.offset,
                          f"expected offset {up.received}, got {d.offset} (already "
-                         f"{len(up.ahead)} ranges received out of order)")
+                         f"{_ranges_ahead(up.written)} ranges received out of order)")
         page = self.config.page_bytes
         for start, stop in gaps:  # only bytes not yet written: flash is written once
             pos = start
@@ -334,7 +320,7 @@ class Device:
                 if pos < _HEADER_BYTES:
                     up.head[pos : min(cut, _HEADER_BYTES)] = piece[: _HEADER_BYTES - pos]
                 pos = cut
-            up.received, up.ahead = up.with_range(start, stop)
+            up.written.add(start, stop)
         problem = self._header_problem(up)
         if problem is not None:
             self.upload = None

@@ -1,8 +1,9 @@
 """The device's integer inference engine, computed as the C firmware computes it.
 
 :class:`Engine` runs a decoded weight package on one int8 input at a time and returns the int8
-outputs with a cycle estimate. Its arithmetic is the golden reference's (``export/golden.py``,
-``docs/PACKAGE.md``) but its code is its own, shaped like the firmware loops:
+outputs with a cycle estimate. Its arithmetic is the golden reference's
+(``export/contract/golden.py``, ``docs/PACKAGE.md``) but its code is its own, shaped like the
+firmware loops:
 
 * dense layers add the input offset to the activations once (CMSIS-NN's ``SADD16`` step), then
   multiply-accumulate int8 x int16 products into int32 with wrap-around;

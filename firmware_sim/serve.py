@@ -32,7 +32,7 @@ import tty
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from export import protocol as P
+from export.contract import protocol as P
 from firmware_sim.device import Device
 from firmware_sim.flash import PowerLoss
 

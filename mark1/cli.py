@@ -19,7 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mark1.commands",
     "export.cli_onnx",
     "export.cli_int8",
-    "export.cli_serial",
+    "export.serial.cli",
     "firmware_sim.cli",
 )
 """Modules whose ``register(subparsers)`` adds subcommands, in the order ``--help`` lists them."""

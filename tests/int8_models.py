@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from export.checkpoint import MLPCheckpoint
-from export.package import Dense, Package
+from export.contract.package import Dense, Package
 from export.quantize import quantize_multiplier
 from mark1.stimuli import make_task
 

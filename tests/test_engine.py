@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 
 import firmware_sim.engine as engine_module
-from export.golden import (
+from export.contract.golden import (
     golden_activations,
     golden_forward,
     quantize_input,
     requantize,
     wrap_int32,
 )
-from export.package import decode_package, encode_package
+from export.contract.package import decode_package, encode_package
 from export.quantize import quantize_dense, quantize_machine, quantize_mlp
 from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine, requantize_one
 from tests.int8_models import (

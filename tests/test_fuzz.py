@@ -28,9 +28,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from export import protocol as P
-from export.golden import golden_forward
-from export.package import (
+from export.contract import protocol as P
+from export.contract.golden import golden_forward
+from export.contract.package import (
     HASHED_FROM,
     HEADER,
     HEADER_OFFSETS,

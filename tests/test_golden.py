@@ -9,7 +9,7 @@ from math import floor
 import numpy as np
 import pytest
 
-from export.golden import (
+from export.contract.golden import (
     decide,
     dequantize_output,
     golden_activations,

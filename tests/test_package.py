@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from export.package import (
+from export.contract.package import (
     HEADER,
     HEADER_OFFSETS,
     LAYER_ENTRY,

@@ -7,7 +7,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from export.golden import golden_forward, quantize_input
+from export.contract.golden import golden_forward, quantize_input
 from export.qonnx import (
     AGREEMENT_GOAL,
     IR_VERSION,

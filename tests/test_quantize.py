@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from export.checkpoint import save_checkpoint
-from export.golden import golden_activations, predict, quantize_input
-from export.package import Dense, decode_package, encode_package
+from export.contract.golden import golden_activations, predict, quantize_input
+from export.contract.package import Dense, decode_package, encode_package
 from export.quantize import (
     INPUT_SCALE,
     INPUT_ZERO_POINT,
@@ -154,8 +154,8 @@ def test_A_units_are_exact_on_any_S_pattern():
     pkg = quantize_machine(machine, rng.uniform(size=(10, 400)))
     step = pkg.layers[1]
     s = (rng.random((300, 400)) < rng.uniform(0.05, 0.95, (300, 1))).astype(np.int8)
-    from export.golden import golden_forward
-    from export.package import Package
+    from export.contract.golden import golden_forward
+    from export.contract.package import Package
 
     only_a = Package((step,), (400,), tuple(f"a{j}" for j in range(64)), 1.0, 0)
     a = golden_forward(only_a, s)

@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.package import INT32_MAX, INT32_MIN, Dense, Package, Step, Threshold
+from export.contract import codebook
+from export.contract.package import INT32_MAX, INT32_MIN, Dense, Package, Step, Threshold
 
 _I64 = np.int64
 
@@ -169,9 +170,7 @@ def decide(pkg: Package, y_q: np.ndarray) -> np.ndarray:
     y = np.asarray(y_q, dtype=np.int64).reshape(-1, pkg.n_outputs)
     if pkg.codebook is None:
         return np.argmax(y, axis=1)
-    from mark1.r_units import decode  # the machine's own rule; exact on these small integers
-
-    return decode(pkg.codebook, y - pkg.output_zero_point)
+    return codebook.decode(pkg.codebook, y - pkg.output_zero_point)
 
 
 def predict(pkg: Package, x: np.ndarray) -> np.ndarray:

@@ -5,7 +5,8 @@ input shape and quantization), a table of 32-byte layer entries, the class names
 (each layer's integer arrays, then the optional codebook) and a CRC-32 over everything before it.
 ``docs/PACKAGE.md`` specifies it byte by byte with a worked example.
 
-Layers (the device's integer arithmetic for each is defined by :mod:`export.golden`):
+Layers (the device's integer arithmetic for each is defined by
+:mod:`export.contract.golden`):
 
 * :class:`Dense` -- ``y = requantize(bias + sum(w * (x - zp_in)))``, int8 weights symmetric per
   output channel, int32 bias, a Q31 multiplier and shift per channel, ReLU optionally fused.
