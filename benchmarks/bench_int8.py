@@ -45,7 +45,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _mlp(checkpoint: str | None, rng: np.random.Generator):
-    from export.checkpoint import MLPCheckpoint, load_checkpoint
+    from export.onnx.checkpoint import MLPCheckpoint, load_checkpoint
 
     if checkpoint:
         return load_checkpoint(checkpoint)
@@ -107,8 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from export.contract.golden import golden_forward, quantize_input
-    from export.qonnx import onnx_bytes, ort_forward, ort_session
-    from export.quantize import quantize_machine, quantize_mlp
+    from export.int8.qonnx import onnx_bytes, ort_forward, ort_session
+    from export.int8.quantize import quantize_machine, quantize_mlp
     from firmware_sim.engine import Engine
     from mark1.stimuli import make_task
 

@@ -23,9 +23,9 @@ import time
 
 import numpy as np
 
-from export.checkpoint import MLPCheckpoint
 from export.contract.package import encode_package
-from export.quantize import quantize_mlp
+from export.int8.quantize import quantize_mlp
+from export.onnx.checkpoint import MLPCheckpoint
 from export.serial.link import connect
 from export.serial.push import push
 from export.serial.settings import LinkSettings

@@ -75,8 +75,10 @@ class DeviceConfig:
             raise ValueError("flash and RAM sizes must fit 32 bits")
 
 
+DEFAULT_PRESET = "cortex-m4"
+"""The device ``mark1 device`` simulates unless told otherwise."""
 PRESETS: dict[str, DeviceConfig] = {
-    "cortex-m4": DeviceConfig(),
+    DEFAULT_PRESET: DeviceConfig(),
     "cortex-m4-small": DeviceConfig(
         flash_bytes=64 * 1024, page_bytes=1024, ram_bytes=8 * 1024, max_payload=512,
         name="mark1-sim cortex-m4 (small)",
@@ -127,7 +129,7 @@ class Device:
 
     def __init__(
         self,
-        config: DeviceConfig = PRESETS["cortex-m4"],
+        config: DeviceConfig = PRESETS[DEFAULT_PRESET],
         flash: Flash | None = None,
         *,
         state_path: str | os.PathLike[str] | None = None,

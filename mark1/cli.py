@@ -17,8 +17,8 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "mark1.commands",
-    "export.cli_onnx",
-    "export.cli_int8",
+    "export.onnx.cli",
+    "export.int8.cli",
     "export.serial.cli",
     "firmware_sim.cli",
 )

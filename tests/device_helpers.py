@@ -11,7 +11,7 @@ import pytest
 
 from export.contract import protocol as P
 from export.contract.package import encode_package
-from export.quantize import quantize_mlp
+from export.int8.quantize import quantize_mlp
 from firmware_sim.device import Device, DeviceConfig
 from tests.int8_models import random_checkpoint
 

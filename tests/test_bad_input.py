@@ -63,7 +63,7 @@ def foreign_onnx() -> bytes:
 
 
 def _files(ws: Path) -> dict[str, bytes]:
-    from export.checkpoint import save_checkpoint
+    from export.onnx.checkpoint import save_checkpoint
     from tests.device_helpers import image
     from tests.int8_models import random_checkpoint, random_machine, save_machine
 
@@ -479,12 +479,12 @@ API_CASES: tuple[ApiCase, ...] = (
 
 
 def _api_names(ws: Path) -> dict[str, Any]:
-    from export.bundle import export_bundle
-    from export.checkpoint import load_checkpoint
     from export.contract.golden import golden_forward, quantize_input
     from export.contract.package import decode_package, encode_package
-    from export.mlp import train_mlp_to_dir
-    from export.quantize import quantize_mlp
+    from export.int8.quantize import quantize_mlp
+    from export.onnx.bundle import export_bundle
+    from export.onnx.checkpoint import load_checkpoint
+    from export.onnx.mlp import train_mlp_to_dir
     from export.serial.push import push
     from export.serial.settings import LinkSettings
     from firmware_sim.device import DeviceConfig

@@ -18,7 +18,7 @@ from export.contract.golden import (
     wrap_int32,
 )
 from export.contract.package import decode_package, encode_package
-from export.quantize import quantize_dense, quantize_machine, quantize_mlp
+from export.int8.quantize import quantize_dense, quantize_machine, quantize_mlp
 from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine, requantize_one
 from tests.int8_models import (
     random_checkpoint,

@@ -40,7 +40,7 @@ from export.contract.package import (
     decode_package,
     encode_package,
 )
-from export.quantize import quantize_machine
+from export.int8.quantize import quantize_machine
 from firmware_sim.device import Device
 from firmware_sim.engine import Engine
 from tests.device_helpers import SMALL, ask, image, upload

@@ -17,7 +17,7 @@ import pytest
 
 from export.contract import protocol as P
 from export.contract.package import encode_package
-from export.quantize import quantize_machine, quantize_mlp
+from export.int8.quantize import quantize_machine, quantize_mlp
 from export.serial.push import push
 from firmware_sim.device import Device, DeviceConfig
 from firmware_sim.serve import TcpServer

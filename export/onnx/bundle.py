@@ -29,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from export.profiles import TargetProfile, get_profile
+from export.onnx.profiles import TargetProfile, get_profile
 
 BUNDLE_FORMAT = "mark1-kit/onnx-bundle"
 """``format`` of ``model.json``."""
@@ -120,8 +120,8 @@ def py36_problems(source: str) -> list[str]:
 
 
 def template_text(name: str) -> str:
-    """The text of a file in ``export/templates``."""
-    return resources.files("export").joinpath("templates", name).read_text(encoding="utf-8")
+    """The text of a file in ``export/onnx/templates``."""
+    return resources.files("export.onnx").joinpath("templates", name).read_text(encoding="utf-8")
 
 
 def render(name: str, values: dict[str, Any]) -> str:
@@ -141,23 +141,23 @@ def _file_sha256(path: Path) -> str:
 
 def _load_source(checkpoint: Path) -> tuple[str, Any]:
     """("mlp", MLPCheckpoint) or ("markI", MachineFile), validated."""
-    from export.markI_onnx import load_machine_file, sniff_kind
+    from export.onnx.markI_onnx import load_machine_file, sniff_kind
 
     kind = sniff_kind(checkpoint)
     if kind == "markI":
         return kind, load_machine_file(checkpoint)
-    from export.checkpoint import load_checkpoint
+    from export.onnx.checkpoint import load_checkpoint
 
     return kind, load_checkpoint(checkpoint)
 
 
 def _write_model(kind: str, source: Any, path: Path, profile: TargetProfile, fp16: bool) -> None:
     if kind == "mlp":
-        from export.onnx_export import export_mlp
+        from export.onnx.onnx_export import export_mlp
 
         export_mlp(source, path, opset=profile.export_opset, fp16=fp16)
     else:
-        from export.markI_onnx import build_markI_model
+        from export.onnx.markI_onnx import build_markI_model
         from mark1.io import atomic_write_bytes
 
         model = build_markI_model(source, opset=profile.export_opset, fp16=fp16)
@@ -209,13 +209,13 @@ def export_bundle(
     """Export ``checkpoint`` for ``target`` into the bundle folder ``out``; return model.json.
 
     Raises ``ValueError``/``FileNotFoundError`` for bad input (before anything is written),
-    :class:`export.onnx_export.ProfileError` when the written model breaks the profile and
-    :class:`export.parity.ParityError` when it does not compute what its source computes.
+    :class:`export.onnx.onnx_export.ProfileError` when the written model breaks the profile and
+    :class:`export.onnx.parity.ParityError` when it does not compute what its source computes.
     """
-    from export.checkpoint import PREPROCESSING
-    from export.figures import parity_figure
-    from export.onnx_export import MLP_OUTPUT, check_model
-    from export.parity import markI_parity, mlp_parity, parity_inputs
+    from export.onnx.checkpoint import PREPROCESSING
+    from export.onnx.figures import parity_figure
+    from export.onnx.onnx_export import MLP_OUTPUT, check_model
+    from export.onnx.parity import markI_parity, mlp_parity, parity_inputs
     from mark1 import __version__
     from mark1.io import staged_output_dir, write_json
 

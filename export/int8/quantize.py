@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -130,7 +131,8 @@ def _calibration_images(X: np.ndarray) -> np.ndarray:
 
 
 def quantize_mlp(ckpt: Any, X_calib: np.ndarray) -> Package:
-    """Quantize an :class:`export.checkpoint.MLPCheckpoint`, calibrating on images ``X_calib``."""
+    """Quantize an :class:`~export.onnx.checkpoint.MLPCheckpoint`, calibrating on images
+    ``X_calib``."""
     ckpt.validate()
     if ckpt.layer_sizes[0] != 400:
         raise ValueError(f"the MLP takes {ckpt.layer_sizes[0]} inputs; a retina model takes 400")
@@ -212,13 +214,13 @@ def load_source(path: str | os.PathLike[str]) -> Any:
     The kind is told by content. Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` for anything else.
     """
-    from export.markI_onnx import sniff_kind
+    from export.onnx.markI_onnx import sniff_kind
 
     if sniff_kind(path) == "markI":
         from mark1.machine import load_machine
 
         return load_machine(path)
-    from export.checkpoint import load_checkpoint
+    from export.onnx.checkpoint import load_checkpoint
 
     return load_checkpoint(path)
 
@@ -249,6 +251,23 @@ def float_predict(source: Any, X: np.ndarray) -> np.ndarray:
 
 # --------------------------------------------------------------------------- the whole run
 
+
+class DeviceEngine(Protocol):
+    """A device's integer engine loaded with one package (``firmware_sim.engine.Engine`` is
+    one): the quantize report runs the test split on it for its device figures."""
+
+    def infer(self, x_q: np.ndarray) -> tuple[np.ndarray, int]:
+        """int8 outputs and the cycle estimate for one int8 input vector."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready figures: cycles, latency, RAM, the cost model."""
+        ...
+
+
+DeviceModel = Callable[[Package], DeviceEngine]
+"""Loads a package onto a device engine."""
+
 DEFAULT_CALIB = 256
 """Calibration images used when none are asked for (or all, for smaller training sets)."""
 ACCURACY_GOAL_POINTS = 1.0
@@ -271,18 +290,20 @@ def quantize_file(
     task: str | None = None,
     onnx_path: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
+    device: DeviceModel | None = None,
 ) -> dict[str, Any]:
     """Quantize a checkpoint or machine file; write the package, its ONNX and a report.
 
     Calibrates on ``calib`` training images of the source's task (drawn with ``seed``),
-    measures float and int8 accuracy on the test split, onnxruntime's agreement with the golden
-    reference and the device engine's bit-exactness and cycles. Nothing is written unless all of
-    it succeeds; each file is written atomically. Returns the report.
+    measures float and int8 accuracy on the test split and onnxruntime's agreement with the
+    golden reference; with a ``device`` model (``mark1 quantize`` passes the simulated
+    microcontroller's engine), also the device's cycles and its bit-exactness on the test split
+    (the report's ``device`` section). Nothing is written unless all of it succeeds; each file
+    is written atomically. Returns the report.
     """
     from export.contract.golden import decide, golden_forward, quantize_input
     from export.contract.package import FORMAT_VERSION, encode_package
-    from export.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
-    from firmware_sim.engine import Engine
+    from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
     from mark1.io import atomic_write_bytes, write_json
     from mark1.stimuli import TASKS, make_task
 
@@ -321,8 +342,6 @@ def quantize_file(
     acc_float = float(np.mean(y_float == data.y_test))
     acc_int8 = float(np.mean(y_int8 == data.y_test))
     model = onnx_bytes(pkg)
-    engine = Engine(pkg)
-    engine_y = np.stack([engine.infer(x)[0] for x in x_q])
     report: dict[str, Any] = {
         "source": {"path": str(path), "kind": kind, "task": task, "seed": task_seed},
         "package": {"path": str(out), "bytes": len(blob), "format_version": FORMAT_VERSION,
@@ -340,9 +359,12 @@ def quantize_file(
         "onnx": {"path": str(onnx_path), "bytes": len(model), "opset": OPSET,
                  "ir_version": IR_VERSION, "goal": AGREEMENT_GOAL,
                  **agreement(pkg, model, x_test)},
-        "device": {**engine.describe(), "inputs_checked": data.n_test,
-                   "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))},
     }
+    if device is not None:
+        engine = device(pkg)
+        engine_y = np.stack([engine.infer(x)[0] for x in x_q])
+        report["device"] = {**engine.describe(), "inputs_checked": data.n_test,
+                            "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))}
     atomic_write_bytes(out, blob)
     atomic_write_bytes(onnx_path, model)
     write_json(report_path, report)

@@ -20,8 +20,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from export.checkpoint import MLPCheckpoint
-from export.profiles import TargetProfile
+from export.onnx.checkpoint import MLPCheckpoint
+from export.onnx.profiles import TargetProfile
 from mark1.errors import Mark1Error
 
 INPUT_NAME = "image"
@@ -202,7 +202,7 @@ def export_mlp(
 
     import torch
 
-    from export.mlp import build_module
+    from export.onnx.mlp import build_module
 
     module = build_module(ckpt, fp16=fp16)
     example = torch.zeros(2, ckpt.layer_sizes[0], dtype=torch.float32)

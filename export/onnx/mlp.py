@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.checkpoint import PREPROCESSING, MLPCheckpoint, save_checkpoint
+from export.onnx.checkpoint import PREPROCESSING, MLPCheckpoint, save_checkpoint
+from export.onnx.hyperparameters import DEFAULT_TRAINING
 from mark1.images import N_CELLS, to_retina
 from mark1.stimuli import Task, make_task
 
@@ -113,16 +114,16 @@ def _accuracy(module: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_mlp(
-    task: str = "digits",
-    hidden: tuple[int, ...] | list[int] = (64, 32),
-    epochs: int = 30,
+    task: str = DEFAULT_TRAINING.task,
+    hidden: tuple[int, ...] | list[int] = DEFAULT_TRAINING.hidden,
+    epochs: int = DEFAULT_TRAINING.epochs,
     seed: int = 0,
-    lr: float = 3e-3,
-    batch_size: int = 32,
+    lr: float = DEFAULT_TRAINING.lr,
+    batch_size: int = DEFAULT_TRAINING.batch_size,
     n_train: int | None = None,
     n_test: int | None = None,
     progress: bool = True,
-    label_smoothing: float = 0.1,
+    label_smoothing: float = DEFAULT_TRAINING.label_smoothing,
     **task_options: Any,
 ) -> MLPCheckpoint:
     """Train an MLP on a retina task with Adam and cross-entropy; return its checkpoint.
@@ -236,7 +237,7 @@ def train_mlp_to_dir(out: str | os.PathLike[str], **kwargs: Any) -> dict[str, An
 
     Everything is written together or not at all. Returns the report.
     """
-    from export.figures import training_figure
+    from export.onnx.figures import training_figure
     from mark1.io import staged_output_dir, write_json
 
     out = Path(out)

@@ -5,9 +5,9 @@ logits <= 1e-5 and the same argmax on every input; fp16 export: max |difference|
 same argmax on >= 99.5 % of inputs.
 
 Mark I: the reference is the simulator's static, noise-free decision from the machine file's
-arrays (:meth:`export.markI_onnx.MachineFile.decide`, the path of ``MarkI.predict``): the same
+arrays (:meth:`export.onnx.markI_onnx.MachineFile.decide`, the path of ``MarkI.predict``): the same
 class on every input, fp32 or fp16 (the fp16 graph keeps float16 where
-it is exact, see :mod:`export.markI_onnx`). Both sides receive the same float32 images (the
+it is exact, see :mod:`export.onnx.markI_onnx`). Both sides receive the same float32 images (the
 model's input type).
 """
 
@@ -175,8 +175,8 @@ def mlp_parity(
     """
     import torch
 
-    from export.mlp import build_module
-    from export.onnx_export import MLP_OUTPUT
+    from export.onnx.mlp import build_module
+    from export.onnx.onnx_export import MLP_OUTPUT
 
     X = np.ascontiguousarray(X, np.float32)
     with torch.inference_mode():
