@@ -27,19 +27,25 @@ import hashlib
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
 from export.contract import protocol as P
 from export.contract.package import HEADER as PACKAGE_HEADER
-from export.contract.package import PackageError, decode_package, peek_header
+from export.contract.package import Package, PackageError, decode_package, peek_header
 from export.contract.ranges import ByteRanges
 from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine
 from firmware_sim.flash import ID_BYTES, Flash, FlashError, ModelStore, check_geometry
 
 MAX_CYCLES = 2**32 - 1
+
+_HEADER_BYTES = PACKAGE_HEADER.size
+"""Bytes of the package header, checked as soon as they have arrived."""
+MAX_AHEAD = 16
+"""Byte ranges an upload keeps track of past the bytes received in order (a small table in RAM):
+a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again later."""
 
 
 @dataclass(frozen=True)
@@ -164,15 +170,15 @@ class Device:
         self.active = None if found is None else found[0]
         self.active_sha256 = b""
         """SHA-256 of the active image (what a repeated ``COMMIT`` must name)."""
-        self.package: Any = None
-        self.engine: Any = None
+        self.package: Package | None = None
+        self.engine: Engine | None = None
         self.load_error = ""
         if found is not None:
             image = found[1]
             self.active_sha256 = hashlib.sha256(image).digest()
             self.package, self.engine, self.load_error = self._load(image)
 
-    def _load(self, image: bytes) -> tuple[Any, Any, str]:
+    def _load(self, image: bytes) -> tuple[Package | None, Engine | None, str]:
         """(package, engine, "") for a runnable image, else (package or None, None, why)."""
         try:
             pkg = decode_package(image)
@@ -187,7 +193,7 @@ class Device:
         """Most int8 values one ``INFER`` or ``RESULT`` frame carries."""
         return self.config.max_payload - P.Result.FIXED.size
 
-    def _fit_problem(self, pkg: Any) -> str:
+    def _fit_problem(self, pkg: Package) -> str:
         room = self._frame_room()
         if pkg.ram_bytes > self.config.ram_bytes:
             return (f"model needs {pkg.ram_bytes} bytes of RAM; the arena has "
@@ -427,7 +433,7 @@ class Device:
         if self.engine is None:
             why = self.load_error or "no model has been committed"
             return P.Nak(frame.type, P.Err.NO_MODEL, 0, 0, f"no runnable model: {why}")
-        n_in = self.package.n_inputs
+        n_in = self.engine.n_inputs
         if len(x) != n_in:
             return P.Nak(frame.type, P.Err.BAD_INPUT, len(x), n_in,
                          f"input of {len(x)} bytes; the model takes {n_in} int8 values")
@@ -436,16 +442,15 @@ class Device:
         return P.Result(min(int(cycles), MAX_CYCLES), y.tobytes())
 
     def status(self) -> P.Status:
-        act, up, pkg = self.active, self.upload, self.package
+        act, up, pkg, engine = self.active, self.upload, self.package, self.engine
         counts = self.flash.erase_counts
-        runnable = self.engine is not None
         return P.Status(
             active_slot=act.slot if act else P.ACTIVE_SLOT,
             active_size=act.size if act else 0,
             active_crc32=act.crc32 if act else 0,
-            n_inputs=pkg.n_inputs if runnable else 0,
-            n_outputs=pkg.n_outputs if runnable else 0,
-            runnable=int(runnable),
+            n_inputs=engine.n_inputs if engine else 0,
+            n_outputs=engine.n_outputs if engine else 0,
+            runnable=int(engine is not None),
             upload_slot=up.slot if up else P.ACTIVE_SLOT,
             upload_size=up.size if up else 0,
             upload_crc32=up.crc32 if up else 0,
@@ -473,13 +478,7 @@ def _u32(digest: bytes) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-_HEADER_BYTES = PACKAGE_HEADER.size
-"""Bytes of the package header, checked as soon as they have arrived."""
-MAX_AHEAD = 16
-"""Byte ranges an upload keeps track of past the bytes received in order (a small table in RAM):
-a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again later."""
-
-_HANDLERS = {
+_HANDLERS: dict[int, Callable[[Device, P.Frame], P.Payload]] = {
     P.Msg.HELLO: Device._hello, P.Msg.BEGIN: Device._begin, P.Msg.DATA: Device._data,
     P.Msg.COMMIT: Device._commit, P.Msg.ABORT: Device._abort, P.Msg.READ: Device._read,
     P.Msg.INFER: Device._infer, P.Msg.STATUS: Device._status, P.Msg.RESET: Device._reset,

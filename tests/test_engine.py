@@ -112,7 +112,10 @@ def test_engine_code_is_independent_of_the_golden_reference():
         for node in ast.walk(tree) if isinstance(node, (ast.Import, ast.ImportFrom))
         for alias in node.names
     }
-    assert not any(name and name.startswith("export") for name in imported), imported
+    # the package's data types, yes; the golden reference's arithmetic, no
+    assert {name for name in imported if name and name.startswith("export")} <= {
+        "export.contract.package"
+    }, imported
 
 
 def test_ram_is_the_two_activation_buffers(packages):

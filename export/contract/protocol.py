@@ -20,7 +20,7 @@ import hashlib
 import struct
 import zlib
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, TypeVar
 
 from export.contract.cobs import CobsError, cobs_decode, cobs_encode, cobs_max_len
 
@@ -225,6 +225,9 @@ def _split_keep(data: bytes) -> list[tuple[bytes, bool]]:
 # --------------------------------------------------------------------------- payloads
 
 
+PayloadT = TypeVar("PayloadT", bound="Payload")
+
+
 class Payload:
     """Base of the message bodies: a fixed little-endian struct, then an optional tail."""
 
@@ -245,7 +248,7 @@ class Payload:
             raise ProtocolError(f"{type(self).__name__}: {exc}") from exc
 
     @classmethod
-    def unpack(cls, payload: bytes):  # -> Self
+    def unpack(cls: type[PayloadT], payload: bytes) -> PayloadT:
         if len(payload) < cls.FIXED.size or (cls.TAIL is None and len(payload) != cls.FIXED.size):
             want = f"{cls.FIXED.size}" + (" or more" if cls.TAIL else "")
             raise ProtocolError(

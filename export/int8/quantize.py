@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from export.contract.package import (
     INT32_MAX,
@@ -39,6 +40,7 @@ from export.contract.package import (
     Step,
     Threshold,
 )
+from export.onnx.checkpoint import MLPCheckpoint
 
 INPUT_SCALE = float(np.float32(1.0 / 255.0))
 """Scale of the int8 input: the [0, 1] illuminance range spread over 255 steps."""
@@ -46,7 +48,7 @@ INPUT_ZERO_POINT = -128
 """int8 code of darkness (illuminance 0)."""
 
 
-def round_half_away(x: np.ndarray) -> np.ndarray:
+def round_half_away(x: npt.ArrayLike) -> np.ndarray:
     """Round to the nearest integer, ties away from zero (C ``round``, TFLite's quantizer)."""
     x = np.asarray(x, dtype=np.float64)
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
@@ -130,7 +132,7 @@ def _calibration_images(X: np.ndarray) -> np.ndarray:
     return to_retina(X, name="calibration images").reshape(X.shape[0], -1)
 
 
-def quantize_mlp(ckpt: Any, X_calib: np.ndarray) -> Package:
+def quantize_mlp(ckpt: MLPCheckpoint, X_calib: np.ndarray) -> Package:
     """Quantize an :class:`~export.onnx.checkpoint.MLPCheckpoint`, calibrating on images
     ``X_calib``."""
     ckpt.validate()
@@ -208,7 +210,11 @@ def quantize_machine(machine: dict[str, Any], X_calib: np.ndarray) -> Package:
 # --------------------------------------------------------------------------- sources
 
 
-def load_source(path: str | os.PathLike[str]) -> Any:
+Source = MLPCheckpoint | dict[str, Any]
+"""What is quantized: an MLP checkpoint, or the arrays of a Mark I machine file."""
+
+
+def load_source(path: str | os.PathLike[str]) -> Source:
     """Read what to quantize: an MLP checkpoint (``MLPCheckpoint``) or a Mark I machine (dict).
 
     The kind is told by content. Raises ``FileNotFoundError`` for a missing file and
@@ -225,21 +231,21 @@ def load_source(path: str | os.PathLike[str]) -> Any:
     return load_checkpoint(path)
 
 
-def source_task(source: Any) -> tuple[str, int, dict[str, Any]]:
+def source_task(source: Source) -> tuple[str, int, dict[str, Any]]:
     """``(task, seed, make_task options)`` the source was trained on."""
     if isinstance(source, dict):
         return str(source.get("task", "")), max(int(source.get("seed", 0)), 0), {}
     return source.task, int(source.seed), dict(getattr(source, "task_options", {}) or {})
 
 
-def quantize_source(source: Any, X_calib: np.ndarray) -> Package:
+def quantize_source(source: Source, X_calib: np.ndarray) -> Package:
     """Quantize whatever :func:`load_source` returned."""
     if isinstance(source, dict):
         return quantize_machine(source, X_calib)
     return quantize_mlp(source, X_calib)
 
 
-def float_predict(source: Any, X: np.ndarray) -> np.ndarray:
+def float_predict(source: Source, X: np.ndarray) -> np.ndarray:
     """Class indices from the float model (the reference the int8 model is measured against)."""
     x = _calibration_images(X)
     if isinstance(source, dict):

@@ -83,10 +83,12 @@ def _initial_parameters(
 
 
 def _check_positive(name: str, value: object, kind: type) -> None:
-    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(
-        value, (int, float, np.integer, np.floating)
-    )
-    if not ok or isinstance(value, bool) or not value > 0 or not math.isfinite(float(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or (kind is int and not isinstance(value, (int, np.integer)))
+        or not (value > 0 and math.isfinite(float(value)))
+    ):
         what = "whole number" if kind is int else "number"
         raise ValueError(f"{name} must be a positive {what}; got {value!r}")
 
@@ -189,7 +191,7 @@ def train_mlp(
                             test=f"{test_curve[-1]:.3f}")
     wall = time.perf_counter() - t0
 
-    linears = [m for m in module if isinstance(m, nn.Linear)]
+    linears = [m for m in module.children() if isinstance(m, nn.Linear)]
     metrics = {
         "train_accuracy": train_curve[-1],
         "test_accuracy": test_curve[-1],

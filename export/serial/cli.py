@@ -136,7 +136,9 @@ def _infer(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         y_dev, cycles = run_inference(link, x_q)
         seconds = time.monotonic() - t0
-        clock = link.info.clock_hz
+        info = link.info
+        assert info is not None  # connect() shook hands
+        clock = info.clock_hz
     y_gold = golden_forward(pkg, x_q)
     k_dev, k_gold = decide(pkg, y_dev), decide(pkg, y_gold)
     same_out = (y_dev == y_gold).all(axis=1)
@@ -150,7 +152,7 @@ def _infer(args: argparse.Namespace) -> int:
         print(line)
     n = len(names)
     mean_cycles = float(cycles.mean())
-    print(f"device   {link.info.name} on {args.port}, model {st.model_id.hex()[:16]} "
+    print(f"device   {info.name} on {args.port}, model {st.model_id.hex()[:16]} "
           f"({len(pkg.classes)} classes)")
     print(f"inputs   {source}")
     print(f"golden   outputs bit-exact {int(same_out.sum())}/{n} "

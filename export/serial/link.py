@@ -54,10 +54,8 @@ class Link:
             if "exclusively lock" in str(exc):  # another host holds it, as a TCP device's BUSY
                 raise DeviceBusy(f"device on {url} is busy: the port is in use by another "
                                  "program (locked)") from exc
-            if isinstance(getattr(exc, "errno", None), int):
-                why = os.strerror(exc.errno)
-            else:
-                why = _first_line(exc)
+            errno = getattr(exc, "errno", None)
+            why = os.strerror(errno) if isinstance(errno, int) else _first_line(exc)
             raise ValueError(f"cannot open port {url!r}: {why}") from exc
         try:
             self._fd: int | None = self.port.fileno()
@@ -172,9 +170,9 @@ class Link:
                 todo += sorted(inflight.values(), reverse=True)
                 inflight.clear()
                 continue
-            i = inflight.pop(frame.seq, None)
-            if i is None:
+            if frame.seq not in inflight:
                 continue
+            i = inflight.pop(frame.seq)
             try:
                 replies[i] = unless_busy(P.parse_reply(frame))
             except P.ProtocolError:
