@@ -8,11 +8,19 @@ from __future__ import annotations
 
 import argparse
 import re
+from typing import TYPE_CHECKING
 
 from firmware_sim.device import DEFAULT_PRESET, PRESETS
-from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming
+from firmware_sim.serve import IDLE_TIMEOUT, IDLE_TIMEOUT_S, LinkTiming
+from mark1.limits import field_limits
+
+if TYPE_CHECKING:
+    from firmware_sim.device import Device
 
 LINE = LinkTiming()
+TIMING = field_limits(LinkTiming)
+TURNAROUND_MS = TIMING["turnaround_s"].scaled(1000, "ms")
+"""``--turnaround``'s range: the field's, in milliseconds."""
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmM]i?[bB]?|[bB])?\s*$")
 
@@ -37,24 +45,17 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def parse_idle(text: str) -> float:
-    """``--idle-timeout``: seconds >= 0, finite (0 = never)."""
+    """``--idle-timeout``: seconds within :data:`~firmware_sim.serve.IDLE_TIMEOUT` (0 = never)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"--idle-timeout {text!r}: a number of seconds >= 0 (0 = never)"
-        )
-    return value
+        return float(IDLE_TIMEOUT.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _device(args: argparse.Namespace) -> int:
     import dataclasses
-    import sys
 
     from firmware_sim.device import Device
-    from firmware_sim.serve import PtyServer, TcpServer, serve_forever
 
     base = PRESETS[args.preset]
     overrides = {
@@ -65,8 +66,19 @@ def _device(args: argparse.Namespace) -> int:
     }
     config = dataclasses.replace(base, **overrides)
     timing = LinkTiming(baud=args.baud, turnaround_s=args.turnaround / 1000.0)
-    idle = args.idle_timeout
-    device = Device(config, state_path=args.state)
+    device = Device(config, state_path=args.state)  # the state file checked and locked here
+    try:
+        return _serve(args, device, timing)
+    finally:
+        device.flash.close()
+
+
+def _serve(args: argparse.Namespace, device: Device, timing: LinkTiming) -> int:
+    import sys
+
+    from firmware_sim.serve import PtyServer, TcpServer, serve_forever
+
+    config, idle = device.config, args.idle_timeout
     if args.pty:
         server: PtyServer | TcpServer = PtyServer(device, timing, idle_timeout_s=idle)
     else:
@@ -87,9 +99,7 @@ def _device(args: argparse.Namespace) -> int:
         "until stopped (Ctrl-C)",
         file=sys.stderr, flush=True,
     )
-    status = serve_forever(server)
-    device.flash.close()
-    return status
+    return serve_forever(server)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -113,16 +123,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--ram", type=parse_size, metavar="BYTES", help="RAM arena for activations")
     p.add_argument("--max-payload", type=parse_size, metavar="BYTES",
                    help="largest frame payload the device accepts")
-    p.add_argument("--baud", type=int, default=LINE.baud,
-                   help="pace the line at 10/BAUD seconds per byte (0 = unpaced; default "
-                   "%(default)s)")
-    p.add_argument("--turnaround", type=float, default=1000.0 * LINE.turnaround_s, metavar="MS",
-                   help="delay from a request's last byte to its reply, in ms "
-                   "(default %(default)g)")
+    p.add_argument("--baud", type=TIMING["baud"].arg(), default=LINE.baud,
+                   help=f"pace the line at 10/BAUD seconds per byte ({TIMING['baud'].describe()}"
+                   "; default %(default)s)")
+    p.add_argument("--turnaround", type=TURNAROUND_MS.arg(), default=1000.0 * LINE.turnaround_s,
+                   metavar="MS", help="delay from a request's last byte to its reply "
+                   f"({TURNAROUND_MS.describe()}; default %(default)g)")
     p.add_argument("--state", metavar="FILE",
                    help="keep the flash in FILE, so a restart keeps the models")
     p.add_argument("--idle-timeout", type=parse_idle, default=IDLE_TIMEOUT_S, metavar="S",
-                   help="end a session after S seconds with no byte either way, so that a "
+                   help="end a session after S seconds with no byte from the host, so that a "
                    "host that vanished without closing its connection does not keep the "
-                   "device busy (default %(default)g; 0 = never)")
+                   f"device busy ({IDLE_TIMEOUT.describe()}; default %(default)g)")
     p.set_defaults(handler=_device)

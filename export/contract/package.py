@@ -67,6 +67,9 @@ LAYER_ENTRY = struct.Struct("<" + "".join(code for _, code in LAYER_LAYOUT))
 LAYER_OFFSETS = _offsets(LAYER_LAYOUT)
 """Byte offset of each field within a layer table entry."""
 CRC = struct.Struct("<I")
+MAX_PACKAGE_BYTES = 64 * 2**20
+"""Largest package file the host reads: more than the flash of any part the kit serves (a file
+larger than this is refused before it is read)."""
 ID_OFFSET = HEADER_OFFSETS["model_id"]
 """Byte offset of the 32-byte model id in the header."""
 HASHED_FROM = HEADER_OFFSETS["source"]

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import argparse
 
-from export.int8.quantize import DEFAULT_CALIB
+from export.int8.quantize import CALIB_LIMIT, DEFAULT_CALIB
+from mark1.limits import SEED
 
 QUANTIZE_EPILOG = """\
 CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a Mark I machine file
 (machine.npz from `mark1 simulate`); the kind is told by content. Calibration images are drawn
 from the training split of the task the source was trained on.
 
-Writes three files, each atomically and only once everything has succeeded:
+Writes three files, each whole and only once everything has succeeded (no output may be the
+CHECKPOINT or another output; each place is checked before any work):
   OUT                  the weight package (docs/PACKAGE.md)
   OUT minus suffix + .int8.onnx   the same model as QDQ ONNX, opset 13 (or --onnx)
   OUT + .json          the report: float vs int8 accuracy, bytes, RAM, onnxruntime agreement,
@@ -27,12 +29,16 @@ exit status: 0 written; 2 bad input (missing or unreadable file, wrong kind, bad
 """
 
 
-def _calib(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
+def _calib(text: str) -> int | str:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(CALIB_LIMIT.parse(text))
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--calib must be a positive whole number of images; got {text!r}"
-        )
-    return int(text)
+            f"--calib must be a positive whole number of images "
+            f"({CALIB_LIMIT.describe()}) or all; got {text!r}"
+        ) from None
 
 
 def _quantize(args: argparse.Namespace) -> int:
@@ -75,7 +81,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"calibration images from the training split (default {DEFAULT_CALIB}, "
                    "or all)")
     p.add_argument("--out", required=True, help="weight package to write (e.g. model.m1w)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+    p.add_argument("--seed", type=SEED.arg(), default=0,
+                   help=f"seed of the calibration draw ({SEED.describe()})")
     p.add_argument("--task", default=None,
                    help="task to calibrate and test on (default: the one the source names)")
     p.add_argument("--onnx", default=None, help="quantized ONNX path (default OUT.int8.onnx)")

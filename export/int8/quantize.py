@@ -41,6 +41,8 @@ from export.contract.package import (
     Threshold,
 )
 from export.onnx.checkpoint import MLPCheckpoint
+from mark1.io import OutputPlan
+from mark1.limits import SEED, Limit
 
 INPUT_SCALE = float(np.float32(1.0 / 255.0))
 """Scale of the int8 input: the [0, 1] illuminance range spread over 255 steps."""
@@ -276,6 +278,9 @@ DeviceModel = Callable[[Package], DeviceEngine]
 
 DEFAULT_CALIB = 256
 """Calibration images used when none are asked for (or all, for smaller training sets)."""
+CALIB_LIMIT = Limit(1, 10_000_000, "images", integer=True)
+"""Allowed number of calibration images (``"all"``: the whole training split); never more
+than the training split holds."""
 ACCURACY_GOAL_POINTS = 1.0
 """Largest acceptable drop from float to int8 accuracy on the test split, percentage points."""
 
@@ -291,7 +296,7 @@ def quantize_file(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    calib: int | None = None,
+    calib: int | str | None = None,
     seed: int = 0,
     task: str | None = None,
     onnx_path: str | os.PathLike[str] | None = None,
@@ -300,27 +305,42 @@ def quantize_file(
 ) -> dict[str, Any]:
     """Quantize a checkpoint or machine file; write the package, its ONNX and a report.
 
-    Calibrates on ``calib`` training images of the source's task (drawn with ``seed``),
+    Calibrates on ``calib`` training images of the source's task (drawn with ``seed``;
+    ``"all"``: the whole training split),
     measures float and int8 accuracy on the test split and onnxruntime's agreement with the
     golden reference; with a ``device`` model (``mark1 quantize`` passes the simulated
     microcontroller's engine), also the device's cycles and its bit-exactness on the test split
-    (the report's ``device`` section). Nothing is written unless all of it succeeds; each file
-    is written atomically. Returns the report.
+    (the report's ``device`` section). The paths are planned before any work
+    (:class:`mark1.io.OutputPlan`: no output may be the checkpoint or another output, each
+    must be creatable); nothing is written unless all of it succeeds, and then every file
+    whole. Returns the report.
     """
+    if calib is not None and calib != "all":
+        CALIB_LIMIT.check("calib", calib)
+    SEED.check("seed", seed)
+    plan = OutputPlan()
+    path = plan.read("CHECKPOINT", path, what="checkpoint")
+    out = plan.write_file("--out", out)
+    default_onnx, default_report = default_paths(out)
+    onnx_path = plan.write_file("--onnx", onnx_path if onnx_path is not None else default_onnx)
+    report_path = plan.write_file("--report",
+                                  report_path if report_path is not None else default_report)
+    with plan:
+        report = _quantize(plan, path, out, onnx_path, report_path, calib, seed, task, device)
+    report["report_path"] = str(report_path)
+    return report
+
+
+def _quantize(plan: OutputPlan, path: Path, out: Path, onnx_path: Path, report_path: Path,
+              calib: int | str | None, seed: int, task: str | None,
+              device: DeviceModel | None) -> dict[str, Any]:
+    """The work of :func:`quantize_file`: the package, its ONNX and the report, written into
+    the plan's staging files."""
     from export.contract.golden import decide, golden_forward, quantize_input
     from export.contract.package import FORMAT_VERSION, encode_package
     from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
-    from mark1.io import atomic_write_bytes, write_json
     from mark1.stimuli import TASKS, make_task
 
-    if calib is not None and (isinstance(calib, bool) or not isinstance(calib, int) or calib < 1):
-        raise ValueError(f"--calib must be a positive whole number of images; got {calib!r}")
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"output {str(out)!r} is a folder; give a file name such as model.m1w")
-    default_onnx, default_report = default_paths(out)
-    onnx_path = Path(onnx_path) if onnx_path else default_onnx
-    report_path = Path(report_path) if report_path else default_report
     source = load_source(path)
     kind = "markI" if isinstance(source, dict) else "mlp"
     src_task, task_seed, options = source_task(source)
@@ -331,7 +351,8 @@ def quantize_file(
             f"calibrate on; pass --task (allowed: {', '.join(TASKS)})"
         )
     data = make_task(task, seed=task_seed, **options)
-    n_calib = min(DEFAULT_CALIB, data.n_train) if calib is None else calib
+    n_calib = (min(DEFAULT_CALIB, data.n_train) if calib is None
+               else data.n_train if calib == "all" else int(calib))
     if n_calib > data.n_train:
         raise ValueError(
             f"--calib {n_calib} is more than the {data.n_train} training images of {task!r}"
@@ -371,8 +392,7 @@ def quantize_file(
         engine_y = np.stack([engine.infer(x)[0] for x in x_q])
         report["device"] = {**engine.describe(), "inputs_checked": data.n_test,
                             "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))}
-    atomic_write_bytes(out, blob)
-    atomic_write_bytes(onnx_path, model)
-    write_json(report_path, report)
-    report["report_path"] = str(report_path)
+    plan.write_bytes(out, blob)
+    plan.write_bytes(onnx_path, model)
+    plan.write_json(report_path, report)
     return report

@@ -40,6 +40,9 @@ BUNDLE_FORMAT = "mark1-kit/onnx-bundle"
 BUNDLE_FORMAT_VERSION = 1
 """``format_version`` of ``model.json``."""
 ENGINE_FILE = "model_fp16.engine"
+BUNDLE_FILES = ("model.onnx", "model.json", "run_onnx.py", "build_engine.sh", "README.md",
+                "parity.png", "report.json")
+"""What :func:`export_bundle` writes into the bundle folder."""
 """Engine file ``build_engine.sh`` writes."""
 
 RUNNER_MODULES = frozenset(
@@ -220,18 +223,26 @@ def export_bundle(
     :class:`export.onnx.onnx_export.ProfileError` when the written model breaks the profile and
     :class:`export.onnx.parity.ParityError` when it does not compute what its source computes.
     """
+    from mark1.io import OutputPlan
+
+    profile = get_profile(target)
+    plan = OutputPlan()
+    checkpoint = plan.read("CHECKPOINT", checkpoint, what="checkpoint")
+    out = plan.write_folder("--out", out, files=BUNDLE_FILES)
+    with plan:
+        return _export(checkpoint, profile, out, plan.staged(out), fp16)
+
+
+def _export(checkpoint: Path, profile: TargetProfile, out: Path, stage: Path,
+            fp16: bool) -> dict[str, Any]:
+    """The work of :func:`export_bundle`: write every file of the bundle into ``stage``."""
     from export.onnx.checkpoint import PREPROCESSING, MLPCheckpoint
     from export.onnx.figures import parity_figure
     from export.onnx.onnx_export import MLP_OUTPUT, check_model
     from export.onnx.parity import markI_parity, mlp_parity, parity_inputs
     from mark1 import __version__
-    from mark1.io import staged_output_dir, write_json
+    from mark1.io import write_json
 
-    profile = get_profile(target)
-    checkpoint = Path(checkpoint)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {str(out)!r} exists and is not a folder")
     source = _load_source(checkpoint)
     kind = "mlp" if isinstance(source, MLPCheckpoint) else "markI"
     problems = py36_problems(template_text("run_onnx.py"))
@@ -240,64 +251,63 @@ def export_bundle(
     precision = "fp16" if fp16 else "fp32"
     X, data = parity_inputs(source.task, source.seed, getattr(source, "task_options", None))
 
-    with staged_output_dir(out) as stage:
-        model_path = stage / "model.onnx"
-        t0 = time.perf_counter()
-        _write_model(source, model_path, profile, fp16)
-        export_s = time.perf_counter() - t0
-        facts = check_model(model_path, profile)
-        t1 = time.perf_counter()
-        if isinstance(source, MLPCheckpoint):
-            parity, ref, got = mlp_parity(source, model_path, X, fp16, data)
-        else:
-            parity, ref, got = markI_parity(source, model_path, X, fp16, data)
-        parity_s = time.perf_counter() - t1
-        parity.require()
-        parity_figure(ref, got, f"{precision} parity: {parity.compared_output}, "
-                      f"{parity.n_samples} images", stage / "parity.png")
-        meta = {
-            "format": BUNDLE_FORMAT,
-            "format_version": BUNDLE_FORMAT_VERSION,
-            "model_file": model_path.name,
-            "sha256": facts.sha256,
-            "n_bytes": facts.n_bytes,
-            "kind": kind,
-            "description": _description(source),
-            "target": profile.name,
-            "target_description": profile.description,
-            "precision": precision,
-            "opset": facts.opset,
-            "ir_version": facts.ir_version,
+    model_path = stage / "model.onnx"
+    t0 = time.perf_counter()
+    _write_model(source, model_path, profile, fp16)
+    export_s = time.perf_counter() - t0
+    facts = check_model(model_path, profile)
+    t1 = time.perf_counter()
+    if isinstance(source, MLPCheckpoint):
+        parity, ref, got = mlp_parity(source, model_path, X, fp16, data)
+    else:
+        parity, ref, got = markI_parity(source, model_path, X, fp16, data)
+    parity_s = time.perf_counter() - t1
+    parity.require()
+    parity_figure(ref, got, f"{precision} parity: {parity.compared_output}, "
+                  f"{parity.n_samples} images", stage / "parity.png")
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "model_file": model_path.name,
+        "sha256": facts.sha256,
+        "n_bytes": facts.n_bytes,
+        "kind": kind,
+        "description": _description(source),
+        "target": profile.name,
+        "target_description": profile.description,
+        "precision": precision,
+        "opset": facts.opset,
+        "ir_version": facts.ir_version,
+        "operators": facts.operators,
+        "inputs": facts.inputs,
+        "outputs": facts.outputs,
+        "class_output": MLP_OUTPUT if kind == "mlp" else "scores",
+        "classes": list(source.classes),
+        "preprocessing": dict(getattr(source, "preprocessing", PREPROCESSING)),
+        "task": source.task,
+        "seed": source.seed,
+        "providers": list(profile.providers),
+        "parity": parity.to_dict(),
+        "source": {"file": checkpoint.name, "sha256": _file_sha256(checkpoint)},
+        "created_by": f"mark1-kit {__version__}",
+    }
+    write_json(stage / "model.json", meta)
+    _write_device_files(stage, meta, profile, out.absolute().name)
+    write_json(stage / "report.json", {
+        "checkpoint": str(checkpoint),
+        "kind": kind,
+        "target": profile.name,
+        "precision": precision,
+        "export_time_s": export_s,
+        "parity_time_s": parity_s,
+        "checks": {
+            "onnx_checker_full": True, "opset": [facts.opset, profile.max_opset],
+            "ir_version": [facts.ir_version, profile.max_ir_version],
             "operators": facts.operators,
-            "inputs": facts.inputs,
-            "outputs": facts.outputs,
-            "class_output": MLP_OUTPUT if kind == "mlp" else "scores",
-            "classes": list(source.classes),
-            "preprocessing": dict(getattr(source, "preprocessing", PREPROCESSING)),
-            "task": source.task,
-            "seed": source.seed,
-            "providers": list(profile.providers),
-            "parity": parity.to_dict(),
-            "source": {"file": checkpoint.name, "sha256": _file_sha256(checkpoint)},
-            "created_by": f"mark1-kit {__version__}",
-        }
-        write_json(stage / "model.json", meta)
-        _write_device_files(stage, meta, profile, out.absolute().name)
-        write_json(stage / "report.json", {
-            "checkpoint": str(checkpoint),
-            "kind": kind,
-            "target": profile.name,
-            "precision": precision,
-            "export_time_s": export_s,
-            "parity_time_s": parity_s,
-            "checks": {
-                "onnx_checker_full": True, "opset": [facts.opset, profile.max_opset],
-                "ir_version": [facts.ir_version, profile.max_ir_version],
-                "operators": facts.operators,
-                "int64_initializers_forbidden": profile.forbid_int64_initializers,
-                "dynamic_batch": True,
-            },
-            "parity": parity.to_dict(),
-            "model": facts.to_dict(),
-        })
+            "int64_initializers_forbidden": profile.forbid_int64_initializers,
+            "dynamic_batch": True,
+        },
+        "parity": parity.to_dict(),
+        "model": facts.to_dict(),
+    })
     return meta

@@ -18,7 +18,6 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -26,9 +25,15 @@ import torch
 from torch import nn
 
 from export.onnx.checkpoint import PREPROCESSING, MLPCheckpoint, save_checkpoint
-from export.onnx.hyperparameters import DEFAULT_TRAINING
+from export.onnx.hyperparameters import (
+    DEFAULT_TRAINING,
+    MLPTraining,
+    layer_sizes,
+    training_memory_bytes,
+)
 from mark1.images import N_CELLS, to_retina
-from mark1.stimuli import Task, make_task
+from mark1.limits import check_table
+from mark1.stimuli import TASK_LIMITS, Task, make_task
 
 TASK_DEFAULTS: dict[str, dict[str, Any]] = {"xor": {"n_train": 4, "noise": 0.0}}
 """``make_task`` arguments a task trains with unless the caller overrides them."""
@@ -82,17 +87,6 @@ def _initial_parameters(
     return weights, biases
 
 
-def _check_positive(name: str, value: object, kind: type) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or (kind is int and not isinstance(value, (int, np.integer)))
-        or not (value > 0 and math.isfinite(float(value)))
-    ):
-        what = "whole number" if kind is int else "number"
-        raise ValueError(f"{name} must be a positive {what}; got {value!r}")
-
-
 def load_task(name: str, seed: int, **options: Any) -> Task:
     """The task's data as the MLP trains on it (task defaults, then ``options``)."""
     merged = {**TASK_DEFAULTS.get(name, {}), **{k: v for k, v in options.items() if v is not None}}
@@ -113,6 +107,29 @@ def _one_cpu_thread() -> Iterator[None]:
 def _accuracy(module: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((module(X).argmax(dim=1) == y).double().mean())
+
+
+def check_training(task: str, hidden: tuple[int, ...], epochs: int, seed: int, lr: float,
+                   batch_size: int, n_train: int | None, n_test: int | None,
+                   label_smoothing: float, **task_options: Any) -> None:
+    """Every check of :func:`train_mlp`'s arguments, the memory the run needs included, made
+    before any work (``ValueError``/``TypeError`` naming the value and what is allowed)."""
+    from mark1.limits import SEED, check_memory
+    from mark1.stimuli import TASKS, task_classes, task_sizes
+
+    MLPTraining(task, tuple(hidden), epochs, lr, batch_size, label_smoothing)
+    SEED.check("seed", seed)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    merged = {**TASK_DEFAULTS.get(task, {}), **{k: v for k, v in
+                                                 {"n_train": n_train, "n_test": n_test,
+                                                  **task_options}.items() if v is not None}}
+    check_table(TASK_LIMITS, {"n_train": merged.get("n_train"), "n_test": merged.get("n_test")})
+    n_tr, n_te = task_sizes(task, merged.get("n_train"), merged.get("n_test"))
+    sizes = layer_sizes(tuple(hidden), len(task_classes(task)))
+    check_memory(f"train-mlp of layers {'-'.join(map(str, sizes))} on {n_tr + n_te:,} images",
+                 training_memory_bytes(sizes, n_tr + n_te),
+                 "use narrower layers (--hidden) or fewer images")
 
 
 def train_mlp(
@@ -140,15 +157,8 @@ def train_mlp(
     from tqdm import tqdm
 
     hidden = tuple(hidden)
-    for h in hidden:
-        _check_positive("hidden layer size", h, int)
-    _check_positive("epochs", epochs, int)
-    _check_positive("batch_size", batch_size, int)
-    _check_positive("lr", lr, float)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
-        0.0 <= float(label_smoothing) < 1.0
-    ):
-        raise ValueError(f"label_smoothing must be a number in [0, 1); got {label_smoothing!r}")
+    check_training(task, hidden, epochs, seed, lr, batch_size, n_train, n_test, label_smoothing,
+                   **task_options)
     options = {"n_train": n_train, "n_test": n_test, **task_options}
     data = load_task(task, seed, **options)
     used_options = {**TASK_DEFAULTS.get(task, {}),
@@ -234,22 +244,35 @@ def training_report(ckpt: MLPCheckpoint) -> dict[str, Any]:
     }
 
 
+TRAINING_FILES = ("mlp.pt", "report.json", "training.png")
+"""What :func:`train_mlp_to_dir` writes into its folder."""
+
+
 def train_mlp_to_dir(out: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     """Train (see :func:`train_mlp`) and write ``mlp.pt``, ``report.json``, ``training.png``.
 
-    Everything is written together or not at all. Returns the report.
+    Every argument and the folder are checked before training (:class:`mark1.io.OutputPlan`);
+    the files are written together or not at all. Returns the report.
     """
-    from export.onnx.figures import training_figure
-    from mark1.io import staged_output_dir, write_json
+    import inspect
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {str(out)!r} exists and is not a folder")
-    ckpt = train_mlp(**kwargs)
-    report = training_report(ckpt)
-    with staged_output_dir(out) as stage:
+    from export.onnx.figures import training_figure
+    from mark1.io import OutputPlan, write_json
+
+    bound = inspect.signature(train_mlp).bind(**kwargs)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    task_options = args.pop("task_options", {})
+    args.pop("progress", None)
+    check_training(**args, **task_options)
+    plan = OutputPlan()
+    folder = plan.write_folder("--out", out, files=TRAINING_FILES)
+    with plan:
+        ckpt = train_mlp(**kwargs)
+        report = training_report(ckpt)
+        stage = plan.staged(folder)
         save_checkpoint(ckpt, stage / "mlp.pt")
         write_json(stage / "report.json", report)
         training_figure(report, stage / "training.png")
-    report["files"] = {name: str(out / name) for name in ("mlp.pt", "report.json", "training.png")}
+    report["files"] = {name: str(folder / name) for name in TRAINING_FILES}
     return report

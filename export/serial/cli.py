@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+from typing import Any
 
+from export.contract.package import MAX_PACKAGE_BYTES
 from export.contract.protocol import AUTO_SLOT, SLOT_NAMES
 from export.serial.errors import EXIT_CODES
 from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
+from mark1.limits import SEED, Limit, field_limits
+
+LIMITS = field_limits(LinkSettings)
 
 EXIT_EPILOG = "exit status:\n" + "".join(f"  {k}  {v}\n" for k, v in EXIT_CODES.items())
 
@@ -20,12 +26,20 @@ SLOTS: dict[str, int] = {"auto": AUTO_SLOT, **{SLOT_NAMES[n]: n for n in (0, 1)}
 """``--slot`` choices: the slot number each names (``auto``: the one not running)."""
 
 
-def _check_json(path: str | None) -> None:
-    """``--json`` must name a file: say so before any work (the report is written last)."""
-    import os
+def _read_package(path: Path) -> bytes:
+    """The bytes of the package file ``path`` (refused unread if larger than any package)."""
+    from export.contract.package import decode_package
 
-    if path is not None and os.path.isdir(path):
-        raise ValueError(f"--json {path!r} is a folder; give a file name such as report.json")
+    size = path.stat().st_size
+    if size > MAX_PACKAGE_BYTES:
+        raise ValueError(f"{path} is {size:,} bytes; a weight package is at most "
+                         f"{MAX_PACKAGE_BYTES:,} bytes")
+    image = path.read_bytes()
+    try:
+        decode_package(image)
+    except ValueError as exc:
+        raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
+    return image
 
 
 def _settings(args: argparse.Namespace) -> LinkSettings:
@@ -34,22 +48,31 @@ def _settings(args: argparse.Namespace) -> LinkSettings:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from export.serial.link import check_port
+    from mark1.io import OutputPlan
 
+    # every check before a byte goes to the device: the file, the report's place, the port
+    plan = OutputPlan()
+    path = plan.read("MODEL", args.model, what="model file")
+    json_out = plan.write_file("--json", args.json) if args.json is not None else None
+    check_port(args.port)
+    settings = _settings(args)
+    with plan:
+        report = _push_work(args, path, settings)
+        if json_out is not None:
+            plan.write_json(json_out, report)
+    return 0
+
+
+def _push_work(args: argparse.Namespace, path: Path, settings: LinkSettings) -> dict[str, Any]:
+    """The upload of ``mark1 push`` and its summary; returns the JSON report."""
     from tqdm import tqdm
 
     from export.contract.package import decode_package
     from export.serial.push import push
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise FileNotFoundError(2, "model file not found", str(path))
-    _check_json(args.json)
-    image = path.read_bytes()
-    try:
-        pkg = decode_package(image)
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
+    image = _read_package(path)
+    pkg = decode_package(image)
     slot = SLOTS[args.slot]
     bars: list[tqdm] = []
 
@@ -61,8 +84,7 @@ def _push(args: argparse.Namespace) -> int:
         bars[0].update(n)
 
     try:
-        report = push(args.port, image, settings=_settings(args), slot=slot,
-                      progress=progress)
+        report = push(args.port, image, settings=settings, slot=slot, progress=progress)
     finally:
         for bar in bars:
             bar.close()
@@ -80,42 +102,52 @@ def _push(args: argparse.Namespace) -> int:
     print(f"  link     {report.wire_bytes_out} bytes out, {report.wire_bytes_in} in; "
           f"{report.timeouts} timeouts, {report.go_backs} go-backs, {report.reconnects} "
           f"reconnections{', resumed at ' + str(resumed) if resumed else ''}")
-    if args.json:
-        from mark1.io import write_json
-
-        write_json(args.json, report.as_dict())
-    return 0
+    return report.as_dict()
 
 
 def _infer(args: argparse.Namespace) -> int:
+    from export.serial.link import check_port
+    from mark1.io import OutputPlan
+    from mark1.stimuli import TASKS
+
+    # every check before a byte goes to the device: the files, the report's place, the port
+    if not args.images and not args.task:
+        raise ValueError("give image files or --task NAME (see --help)")
+    if args.task is not None and args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; allowed: {', '.join(TASKS)}")
+    plan = OutputPlan()
+    images = [plan.read("IMAGES", name, what="image file") for name in args.images]
+    model = plan.read("--model", args.model, what="model file") if args.model else None
+    json_out = plan.write_file("--json", args.json) if args.json is not None else None
+    check_port(args.port)
+    settings = _settings(args)
+    with plan:
+        report, differ = _infer_work(args, images, model, settings)
+        if json_out is not None:
+            plan.write_json(json_out, report)
+    if differ:
+        from export.serial.errors import VerifyFailed
+
+        raise VerifyFailed(f"{differ} of {report['n']} device outputs differ from the golden "
+                           "reference")
+    return 0
+
+
+def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path | None,
+                settings: LinkSettings) -> tuple[dict[str, Any], int]:
+    """The inferences of ``mark1 infer`` and their summary; returns the JSON report and how
+    many outputs differ from the golden reference."""
     import time
-    from pathlib import Path
 
     from export.contract.golden import decide, golden_forward, quantize_input
-    from export.serial.errors import VerifyFailed
     from export.serial.infer import active_package, run_inference
     from export.serial.link import connect
     from mark1.images import read_images, to_retina
 
-    if not args.images and not args.task:
-        raise ValueError("give image files or --task NAME (see --help)")
-    if args.n < 1:
-        raise ValueError(f"--n {args.n}: must be at least 1")
-    _check_json(args.json)
-    model = None
-    if args.model:
-        from export.contract.package import decode_package
-
-        if not Path(args.model).is_file():
-            raise FileNotFoundError(2, "model file not found", args.model)
-        model = Path(args.model).read_bytes()
-        try:
-            decode_package(model)  # a bad file is bad input: say so before any connection
-        except ValueError as exc:
-            raise ValueError(f"{args.model} is not a valid weight package: {exc}") from exc
+    model = None if model_path is None else _read_package(model_path)
     labels = None
-    if args.images:
-        names, X = read_images(args.images)
+    if images:
+        names, X = read_images([str(p) for p in images])
         source = f"{len(names)} image file(s)"
     else:
         from mark1.stimuli import make_task
@@ -126,7 +158,6 @@ def _infer(args: argparse.Namespace) -> int:
         source = f"{len(X)} test images of {args.task!r} (seed {args.seed})"
         task_classes = list(task.classes)
     x = to_retina(X).reshape(len(X), -1)
-    settings = _settings(args)
     with connect(args.port, settings) as link:
         pkg, st = active_package(link, model)
         if labels is not None and list(pkg.classes) != task_classes:
@@ -142,7 +173,7 @@ def _infer(args: argparse.Namespace) -> int:
     y_gold = golden_forward(pkg, x_q)
     k_dev, k_gold = decide(pkg, y_dev), decide(pkg, y_gold)
     same_out = (y_dev == y_gold).all(axis=1)
-    show = len(names) if args.images else min(args.show, len(names))
+    show = len(names) if images else min(args.show, len(names))
     for i in range(show):
         line = f"{names[i]:>12s}  {pkg.classes[k_dev[i]]:>10s}  {cycles[i]:>9,d} cycles"
         if labels is not None:
@@ -163,36 +194,40 @@ def _infer(args: argparse.Namespace) -> int:
           f"(mean {mean_cycles:,.0f} = {1e6 * mean_cycles / clock:,.0f} us at "
           f"{clock / 1e6:g} MHz)")
     print(f"link     {n} inferences in {seconds:.2f} s ({n / seconds:,.1f}/s)")
-    if args.json:
-        from mark1.io import write_json
-
-        write_json(args.json, {
-            "port": args.port, "inputs": source, "n": n, "model_id": st.model_id.hex(),
-            "classes_device": [pkg.classes[k] for k in k_dev],
-            "cycles": cycles, "bit_exact": float(same_out.mean()),
-            "same_class": float((k_dev == k_gold).mean()),
-            "accuracy": None if labels is None else float((k_dev == labels).mean()),
-            "seconds": seconds,
-        })
-    if not same_out.all():
-        raise VerifyFailed(f"{int((~same_out).sum())} of {n} device outputs differ from the "
-                           "golden reference")
-    return 0
+    report = {
+        "port": args.port, "inputs": source, "n": n, "model_id": st.model_id.hex(),
+        "classes_device": [pkg.classes[k] for k in k_dev],
+        "cycles": cycles, "bit_exact": float(same_out.mean()),
+        "same_class": float((k_dev == k_gold).mean()),
+        "accuracy": None if labels is None else float((k_dev == labels).mean()),
+        "seconds": seconds,
+    }
+    return report, int((~same_out).sum())
 
 
 def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, metavar="URL",
                    help="pyserial port or URL: /dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT")
-    p.add_argument("--baud", type=int, default=DEFAULT_SETTINGS.baud,
-                   help="line rate in bit/s (default %(default)s)")
-    p.add_argument("--window", type=int, default=DEFAULT_SETTINGS.window,
-                   help="frames in flight (default %(default)s; 1 = stop-and-wait)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_SETTINGS.timeout_s, metavar="S",
-                   help="silence beyond the line time before resending (default %(default)s s)")
-    p.add_argument("--retries", type=int, default=DEFAULT_SETTINGS.retries,
+    p.add_argument("--baud", type=LIMITS["baud"].arg(), default=DEFAULT_SETTINGS.baud,
+                   help=f"line rate ({LIMITS['baud'].describe()}; default %(default)s)")
+    p.add_argument("--window", type=LIMITS["window"].arg(), default=DEFAULT_SETTINGS.window,
+                   help=f"frames in flight ({LIMITS['window'].describe()}; default %(default)s; "
+                   "1 = stop-and-wait)")
+    p.add_argument("--timeout", type=LIMITS["timeout_s"].arg(),
+                   default=DEFAULT_SETTINGS.timeout_s, metavar="S",
+                   help="silence beyond the line time before resending "
+                   f"({LIMITS['timeout_s'].describe()}; default %(default)s s)")
+    p.add_argument("--retries", type=LIMITS["retries"].arg(), default=DEFAULT_SETTINGS.retries,
                    help="resends without reply before the link counts as lost "
-                   "(default %(default)s)")
+                   f"({LIMITS['retries'].describe()}; default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+
+
+INFER_LIMITS: dict[str, Limit] = {
+    "n": Limit(1, 1_000_000, "images", integer=True),
+    "show": Limit(0, 1_000_000, "lines", integer=True),
+}
+"""Ranges of ``mark1 infer``'s own numbers."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -223,9 +258,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("images", nargs="*", help="image files (PNG, JPEG or .npy) to classify")
     _link_options(p)
     p.add_argument("--task", help="use test images of this retina task (see `mark1 tasks`)")
-    p.add_argument("--n", type=int, default=100, help="number of task images (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
-    p.add_argument("--show", type=int, default=10,
+    p.add_argument("--n", type=INFER_LIMITS["n"].arg(), default=100,
+                   help=f"number of task images ({INFER_LIMITS['n'].describe()}; default 100)")
+    p.add_argument("--seed", type=SEED.arg(), default=0,
+                   help=f"task seed ({SEED.describe()}; default 0)")
+    p.add_argument("--show", type=INFER_LIMITS["show"].arg(), default=10,
                    help="task images to list one per line (default 10)")
     p.add_argument("--model", metavar="FILE",
                    help="the package the device runs (else it is read back from the device)")
