@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import argparse
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from firmware_sim.device import DEFAULT_PRESET, PRESETS
+from firmware_sim.device import DEFAULT_PRESET, PRESETS, DeviceConfig
 from firmware_sim.serve import IDLE_TIMEOUT, IDLE_TIMEOUT_S, LinkTiming
 from mark1.limits import field_limits
 
@@ -34,6 +35,21 @@ def parse_size(text: str) -> int:
         )
     unit = (m.group(2) or "b")[0].lower()
     return int(m.group(1)) * {"b": 1, "k": 1024, "m": 1024 * 1024}[unit]
+
+
+def _size_arg(name: str) -> Callable[[str], int]:
+    """An argparse type: a size (:func:`parse_size`) within the range of ``DeviceConfig``'s
+    field ``name``."""
+    lim = field_limits(DeviceConfig)[name]
+
+    def size(text: str) -> int:
+        value = parse_size(text)
+        try:
+            return int(lim.check(name, value))
+        except ValueError:
+            raise argparse.ArgumentTypeError(
+                f"{text} is out of range (allowed: {lim.describe()})") from None
+    return size
 
 
 def parse_listen(text: str) -> tuple[str, int]:
@@ -117,11 +133,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="serve socket:// clients on a TCP port (0 = any free port)")
     p.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(PRESETS),
                    help="device limits to start from (default: %(default)s)")
-    p.add_argument("--flash", type=parse_size, metavar="BYTES",
+    p.add_argument("--flash", type=_size_arg("flash_bytes"), metavar="BYTES",
                    help="flash for models: two slots plus two commit-record pages")
-    p.add_argument("--page", type=parse_size, metavar="BYTES", help="flash erase page size")
-    p.add_argument("--ram", type=parse_size, metavar="BYTES", help="RAM arena for activations")
-    p.add_argument("--max-payload", type=parse_size, metavar="BYTES",
+    p.add_argument("--page", type=_size_arg("page_bytes"), metavar="BYTES",
+                   help="flash erase page size")
+    p.add_argument("--ram", type=_size_arg("ram_bytes"), metavar="BYTES",
+                   help="RAM arena for activations")
+    p.add_argument("--max-payload", type=_size_arg("max_payload"), metavar="BYTES",
                    help="largest frame payload the device accepts")
     p.add_argument("--baud", type=TIMING["baud"].arg(), default=LINE.baud,
                    help=f"pace the line at 10/BAUD seconds per byte ({TIMING['baud'].describe()}"

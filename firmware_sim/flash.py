@@ -102,8 +102,8 @@ class Flash:
         """False once power was cut; every later operation raises :class:`PowerLoss`."""
         self.path = Path(path) if path is not None else None
         self._fd: int | None = None
-        if self.path is not None:
-            state = claim_state_file(self.path, self.size, self.page_bytes)
+        if path is not None:
+            state = claim_state_file(path, self.size, self.page_bytes)
             self._fd, self._mem, self._erases = state.fd, state.memory, state.erase_counts
         else:
             self._mem = bytearray([ERASED]) * self.size

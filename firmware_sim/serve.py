@@ -462,6 +462,11 @@ class TcpServer(_Server):
         self._busy: list[threading.Thread] = []
         self._crash: BaseException | None = None
 
+    @property
+    def serving(self) -> bool:
+        """True while a host's session runs."""
+        return self._session is not None and self._session.is_alive()
+
     def _serve(self) -> None:
         while not self.stop_event.is_set():
             if self._crash is not None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -51,15 +52,29 @@ _STAGING = re.compile(r"^\.(?P<name>.+)\.mark1-(?P<pid>\d+)-(?P<tag>[0-9a-f]{8})
 """Names of staging files and folders: ``.NAME.mark1-PID-XXXXXXXX.part``."""
 
 
+_LONGEST_STEM = 200
+"""Longest destination name kept whole in a staging name (file names have at most 255 bytes;
+the staging adds about 30)."""
+
+
+def _stem(dest_name: str) -> str:
+    """``dest_name`` as staging names carry it: whole, or (if long) cut and tagged with a hash,
+    so that a destination with a name of 255 bytes still gets a staging beside it."""
+    if len(os.fsencode(dest_name)) <= _LONGEST_STEM:
+        return dest_name
+    digest = hashlib.sha256(os.fsencode(dest_name)).hexdigest()[:12]
+    return os.fsdecode(os.fsencode(dest_name)[:100]) + "~" + digest
+
+
 def staging_name(dest_name: str) -> str:
     """A fresh staging name for the destination file or folder ``dest_name``."""
-    return f".{dest_name}.mark1-{os.getpid()}-{secrets.token_hex(4)}.part"
+    return f".{_stem(dest_name)}.mark1-{os.getpid()}-{secrets.token_hex(4)}.part"
 
 
 def is_staging_of(entry_name: str, dest_name: str) -> bool:
     """True if ``entry_name`` is a staging name for ``dest_name``."""
     m = _STAGING.match(entry_name)
-    return m is not None and m.group("name") == dest_name
+    return m is not None and m.group("name") == _stem(dest_name)
 
 
 def _umask() -> int:

@@ -243,3 +243,41 @@ def test_replies_to_a_host_that_died_on_a_pty_never_reach_the_next_one():
             y, _ = run_inference(link, x)
         assert got.model_id == pkg.model_id and st.model_id == pkg.model_id
         np.testing.assert_array_equal(y, golden_forward(pkg, x))
+
+
+@pytest.mark.parametrize("what", ["frames", "noise"])
+def test_a_host_that_sends_a_megabyte_and_leaves_frees_the_device_at_once(what):
+    """What a host sent and the device has not received yet goes with the host: a paced device
+    (57,600 baud: a megabyte is three minutes of line) handles a few of the flood's frames, not
+    all of them, and the next host gets the device."""
+    dev = _device()
+    flood = P.encode_frame(P.Frame(int(P.Msg.STATUS), 1)) if what == "frames" else b"\x01" * 64
+    flood *= 1_000_000 // len(flood)
+    with TcpServer(dev, timing=LinkTiming(baud=57600)) as srv:
+        host = socket.create_connection((srv.host, srv.port))
+        host.setblocking(False)
+        sent, tries = 0, 0
+        while sent < len(flood) and tries < 2000:  # as much as the connection takes
+            tries += 1
+            try:
+                sent += host.send(flood[sent : sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.005)
+        for _ in range(1000):  # the device has taken the connection (at most 10 s)
+            if srv.sessions:
+                break
+            time.sleep(0.01)
+        host.close()
+        for _ in range(1000):  # the session ends with its host (at most 10 s)
+            if not srv.serving:
+                break
+            time.sleep(0.01)
+        assert not srv.serving
+        handled = dev.status().frames_ok
+        new = image(seed=1)
+        rep = push(srv.url, new, settings=FAST)
+        assert srv.sessions == 2 and srv.refused == 0
+    assert sent > 500_000
+    assert handled < sent // len(P.encode_frame(P.Frame(int(P.Msg.STATUS), 1))) // 10
+    assert rep.verified_bytes == len(new)
+    assert dev.status().model_id == decode_package(new).model_id

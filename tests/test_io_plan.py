@@ -233,3 +233,17 @@ def test_a_plan_refuses_declarations_after_it_is_entered(ws):
         with pytest.raises(RuntimeError, match="declared before"):
             plan.write_file("--late", ws / "late.txt")
     assert entries(ws) == ["model.pt", "out", "out/keep.txt"]
+
+
+def test_an_output_with_the_longest_name_a_file_may_have_gets_its_staging(tmp_path):
+    name = "n" * 251 + ".m1w"  # 255 bytes: staging beside it cannot carry the whole name
+    plan = OutputPlan()
+    out = plan.write_file("--out", tmp_path / name)
+    folder = plan.write_folder("--dir", tmp_path / ("d" * 255), files=("a",))
+    with plan:
+        assert is_staging_of(plan.staged(out).name, name)
+        assert not is_staging_of(plan.staged(out).name, name[:-1])
+        plan.write_bytes(out, b"whole")
+        (plan.staged(folder) / "a").write_bytes(b"a")
+    assert (tmp_path / name).read_bytes() == b"whole"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d" * 255, name]

@@ -16,14 +16,22 @@ from mark1.stimuli import TASK_LIMITS
 
 LIMITS = field_limits(MLPTraining)
 
+EXPORT_EXIT_CODES: dict[int, str] = {
+    0: "bundle written",
+    2: "bad input, or the model breaks the target profile",
+    3: "parity with the source failed",
+}
+"""Exit status of ``mark1 export onnx`` for each outcome."""
+
 EXPORT_EPILOG = """\
 CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a trained Mark I machine
 (machine.npz from `mark1 simulate`); the kind is told by content. The written model is checked
 against the target profile (onnx.checker, opset, IR version, operators, int64 initializers)
 and run in onnxruntime against its source on the task's test set.
 
-exit status: 0 bundle written; 2 bad input, or the model breaks the target profile;
-3 parity with the source failed. In every failure no bundle is written.
+exit status:
+""" + "".join(f"  {k}  {v}\n" for k, v in EXPORT_EXIT_CODES.items()) + """\
+In every failure no bundle is written.
 """
 
 

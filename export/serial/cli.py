@@ -10,13 +10,16 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from export.contract.package import MAX_PACKAGE_BYTES
 from export.contract.protocol import AUTO_SLOT, SLOT_NAMES
 from export.serial.errors import EXIT_CODES
 from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
 from mark1.limits import SEED, Limit, field_limits
+
+if TYPE_CHECKING:
+    from export.contract.package import Package
 
 LIMITS = field_limits(LinkSettings)
 
@@ -26,8 +29,9 @@ SLOTS: dict[str, int] = {"auto": AUTO_SLOT, **{SLOT_NAMES[n]: n for n in (0, 1)}
 """``--slot`` choices: the slot number each names (``auto``: the one not running)."""
 
 
-def _read_package(path: Path) -> bytes:
-    """The bytes of the package file ``path`` (refused unread if larger than any package)."""
+def _read_package(path: Path) -> tuple[bytes, Package]:
+    """The bytes and the decoded package of the file ``path`` (refused unread if larger than
+    any package)."""
     from export.contract.package import decode_package
 
     size = path.stat().st_size
@@ -36,10 +40,9 @@ def _read_package(path: Path) -> bytes:
                          f"{MAX_PACKAGE_BYTES:,} bytes")
     image = path.read_bytes()
     try:
-        decode_package(image)
+        return image, decode_package(image)
     except ValueError as exc:
         raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
-    return image
 
 
 def _settings(args: argparse.Namespace) -> LinkSettings:
@@ -68,11 +71,9 @@ def _push_work(args: argparse.Namespace, path: Path, settings: LinkSettings) -> 
     """The upload of ``mark1 push`` and its summary; returns the JSON report."""
     from tqdm import tqdm
 
-    from export.contract.package import decode_package
     from export.serial.push import push
 
-    image = _read_package(path)
-    pkg = decode_package(image)
+    image, pkg = _read_package(path)
     slot = SLOTS[args.slot]
     bars: list[tqdm] = []
 
@@ -144,7 +145,7 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
     from export.serial.link import connect
     from mark1.images import read_images, to_retina
 
-    model = None if model_path is None else _read_package(model_path)
+    model = None if model_path is None else _read_package(model_path)[0]
     labels = None
     if images:
         names, X = read_images([str(p) for p in images])
