@@ -522,15 +522,42 @@ class OutputPlan:
         self.check()
         return self
 
+    def users_path(self, path: str | os.PathLike[str]) -> str:
+        """``path`` with a staging file or folder of this plan replaced by the output it
+        stands for (so that no message names a staging name)."""
+        text = os.fspath(path)
+        for out in self.outputs:
+            if out.staging is not None:
+                stage = str(out.staging.path)
+                if text == stage or text.startswith(stage + os.sep):
+                    return str(out.path) + text[len(stage):]
+        return text
+
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         if exc_type is None:
             try:
                 self.commit()
+            except OSError as error:
+                shown = self._renamed(error)
+                self._discard()
+                raise shown from error
             except BaseException:
                 self._discard()
                 raise
         else:
+            shown = self._renamed(exc) if isinstance(exc, OSError) else None
             self._discard()
+            if shown is not None and shown is not exc:
+                raise shown from exc
+
+    def _renamed(self, error: OSError) -> OSError:
+        """``error`` naming the user's path where it named a staging one."""
+        if error.filename is None:
+            return error
+        shown = self.users_path(error.filename)
+        if shown == os.fspath(error.filename):
+            return error
+        return OSError(error.errno, error.strerror or str(error), shown)
 
 
 @contextmanager

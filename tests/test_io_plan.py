@@ -247,3 +247,14 @@ def test_an_output_with_the_longest_name_a_file_may_have_gets_its_staging(tmp_pa
         (plan.staged(folder) / "a").write_bytes(b"a")
     assert (tmp_path / name).read_bytes() == b"whole"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d" * 255, name]
+
+
+def test_a_failure_while_writing_names_the_users_path_not_the_staging(ws):
+    plan = OutputPlan()
+    folder = plan.write_folder("--out", ws / "run", files=("a.bin",))
+    with pytest.raises(OSError) as info:
+        with plan:
+            (plan.staged(folder) / "sub" / "a.bin").write_bytes(b"x")  # no such folder
+    assert info.value.filename == str(ws / "run" / "sub" / "a.bin")
+    assert ".part" not in str(info.value)
+    assert entries(ws) == ["model.pt", "out", "out/keep.txt"]

@@ -70,25 +70,19 @@ def _hidden_arg(text: str) -> tuple[int, ...]:
 
 
 def _train_mlp(args: argparse.Namespace) -> int:
-    from mark1.stimuli import TASKS
+    from export.onnx.hyperparameters import TRAINING_FILES, check_training
+    from mark1.io import OutputPlan
 
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}; allowed: {', '.join(TASKS)}")
-    from export.onnx.mlp import train_mlp_to_dir
+    options = dict(task=args.task, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
+                   lr=args.lr, label_smoothing=args.label_smoothing,
+                   batch_size=args.batch_size, n_train=args.n_train, n_test=args.n_test)
+    check_training(**options)  # every check, and the plan, before torch is even imported
+    plan = OutputPlan()
+    out = plan.write_folder("--out", args.out, files=TRAINING_FILES)
+    with plan:
+        from export.onnx.mlp import train_into
 
-    report = train_mlp_to_dir(
-        args.out,
-        task=args.task,
-        hidden=args.hidden,
-        epochs=args.epochs,
-        seed=args.seed,
-        lr=args.lr,
-        label_smoothing=args.label_smoothing,
-        batch_size=args.batch_size,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        progress=not args.quiet,
-    )
+        report = train_into(plan.staged(out), out, progress=not args.quiet, **options)
     print(
         f"train-mlp {report['task']}: layers {'-'.join(map(str, report['layer_sizes']))}, "
         f"train accuracy {report['train_accuracy']:.4f}, test accuracy "

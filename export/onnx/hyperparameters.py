@@ -1,13 +1,15 @@
-"""How an MLP is trained unless told otherwise, and the range of every number: one definition,
-read by ``train_mlp`` and by ``mark1 train-mlp`` (no torch here, so the CLI shows the defaults
-and checks the options without it)."""
+"""How an MLP is trained unless told otherwise, the range of every number and the checks of a
+run: one definition, read by ``train_mlp`` and by ``mark1 train-mlp`` (no torch here, so the CLI
+shows the defaults and checks a run without it)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from mark1.images import N_CELLS
-from mark1.limits import check_fields, limit
+from mark1.limits import SEED, check_fields, check_memory, check_table, limit
+from mark1.stimuli import TASK_LIMITS, TASKS, task_classes, task_sizes
 
 MAX_HIDDEN_LAYERS = 16
 """Most hidden layers a network may have."""
@@ -43,6 +45,11 @@ class MLPTraining:
 
 DEFAULT_TRAINING = MLPTraining()
 
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {"xor": {"n_train": 4, "noise": 0.0}}
+"""``make_task`` arguments a task trains with unless the caller overrides them."""
+TRAINING_FILES = ("mlp.pt", "report.json", "training.png")
+"""What a training run writes into its folder."""
+
 
 def layer_sizes(hidden: tuple[int, ...], n_classes: int) -> list[int]:
     """Widths of every layer, the retina's inputs first."""
@@ -56,3 +63,23 @@ def training_memory_bytes(sizes: list[int], n_images: int) -> int:
     accuracy is measured over the whole set."""
     params = sum((a + 1) * b for a, b in zip(sizes[:-1], sizes[1:]))
     return 32 * params + int(n_images) * (12 * sizes[0] + 8 * sum(sizes[1:]))
+
+
+def check_training(task: str, hidden: tuple[int, ...], epochs: int, seed: int, lr: float,
+                   batch_size: int, n_train: int | None, n_test: int | None,
+                   label_smoothing: float, **task_options: Any) -> None:
+    """Every check of a training run's arguments, the memory it needs included, made before
+    any work and without torch (``ValueError``/``TypeError`` naming the value and what is
+    allowed)."""
+    MLPTraining(task, tuple(hidden), epochs, lr, batch_size, label_smoothing)
+    SEED.check("seed", seed)
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
+    given = {"n_train": n_train, "n_test": n_test, **task_options}
+    merged = {**TASK_DEFAULTS.get(task, {}), **{k: v for k, v in given.items() if v is not None}}
+    check_table(TASK_LIMITS, {"n_train": merged.get("n_train"), "n_test": merged.get("n_test")})
+    n_tr, n_te = task_sizes(task, merged.get("n_train"), merged.get("n_test"))
+    sizes = layer_sizes(tuple(hidden), len(task_classes(task)))
+    check_memory(f"train-mlp of layers {'-'.join(map(str, sizes))} on {n_tr + n_te:,} images",
+                 training_memory_bytes(sizes, n_tr + n_te),
+                 "use narrower layers (--hidden) or fewer images")

@@ -18,6 +18,7 @@ import os
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,16 +28,12 @@ from torch import nn
 from export.onnx.checkpoint import PREPROCESSING, MLPCheckpoint, save_checkpoint
 from export.onnx.hyperparameters import (
     DEFAULT_TRAINING,
-    MLPTraining,
-    layer_sizes,
-    training_memory_bytes,
+    TASK_DEFAULTS,
+    TRAINING_FILES,
+    check_training,
 )
 from mark1.images import N_CELLS, to_retina
-from mark1.limits import check_table
-from mark1.stimuli import TASK_LIMITS, Task, make_task
-
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {"xor": {"n_train": 4, "noise": 0.0}}
-"""``make_task`` arguments a task trains with unless the caller overrides them."""
+from mark1.stimuli import Task, make_task
 
 
 def retina_inputs(images: object, name: str = "images") -> np.ndarray:
@@ -107,29 +104,6 @@ def _one_cpu_thread() -> Iterator[None]:
 def _accuracy(module: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
     with torch.no_grad():
         return float((module(X).argmax(dim=1) == y).double().mean())
-
-
-def check_training(task: str, hidden: tuple[int, ...], epochs: int, seed: int, lr: float,
-                   batch_size: int, n_train: int | None, n_test: int | None,
-                   label_smoothing: float, **task_options: Any) -> None:
-    """Every check of :func:`train_mlp`'s arguments, the memory the run needs included, made
-    before any work (``ValueError``/``TypeError`` naming the value and what is allowed)."""
-    from mark1.limits import SEED, check_memory
-    from mark1.stimuli import TASKS, task_classes, task_sizes
-
-    MLPTraining(task, tuple(hidden), epochs, lr, batch_size, label_smoothing)
-    SEED.check("seed", seed)
-    if task not in TASKS:
-        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
-    merged = {**TASK_DEFAULTS.get(task, {}), **{k: v for k, v in
-                                                 {"n_train": n_train, "n_test": n_test,
-                                                  **task_options}.items() if v is not None}}
-    check_table(TASK_LIMITS, {"n_train": merged.get("n_train"), "n_test": merged.get("n_test")})
-    n_tr, n_te = task_sizes(task, merged.get("n_train"), merged.get("n_test"))
-    sizes = layer_sizes(tuple(hidden), len(task_classes(task)))
-    check_memory(f"train-mlp of layers {'-'.join(map(str, sizes))} on {n_tr + n_te:,} images",
-                 training_memory_bytes(sizes, n_tr + n_te),
-                 "use narrower layers (--hidden) or fewer images")
 
 
 def train_mlp(
@@ -244,10 +218,6 @@ def training_report(ckpt: MLPCheckpoint) -> dict[str, Any]:
     }
 
 
-TRAINING_FILES = ("mlp.pt", "report.json", "training.png")
-"""What :func:`train_mlp_to_dir` writes into its folder."""
-
-
 def train_mlp_to_dir(out: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     """Train (see :func:`train_mlp`) and write ``mlp.pt``, ``report.json``, ``training.png``.
 
@@ -256,8 +226,7 @@ def train_mlp_to_dir(out: str | os.PathLike[str], **kwargs: Any) -> dict[str, An
     """
     import inspect
 
-    from export.onnx.figures import training_figure
-    from mark1.io import OutputPlan, write_json
+    from mark1.io import OutputPlan
 
     bound = inspect.signature(train_mlp).bind(**kwargs)
     bound.apply_defaults()
@@ -268,11 +237,19 @@ def train_mlp_to_dir(out: str | os.PathLike[str], **kwargs: Any) -> dict[str, An
     plan = OutputPlan()
     folder = plan.write_folder("--out", out, files=TRAINING_FILES)
     with plan:
-        ckpt = train_mlp(**kwargs)
-        report = training_report(ckpt)
-        stage = plan.staged(folder)
-        save_checkpoint(ckpt, stage / "mlp.pt")
-        write_json(stage / "report.json", report)
-        training_figure(report, stage / "training.png")
-    report["files"] = {name: str(folder / name) for name in TRAINING_FILES}
+        return train_into(plan.staged(folder), folder, **kwargs)
+
+
+def train_into(stage: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """Train (see :func:`train_mlp`) and write the run's files into the staging folder
+    ``stage`` of the output folder ``out``; returns the report."""
+    from export.onnx.figures import training_figure
+    from mark1.io import write_json
+
+    ckpt = train_mlp(**kwargs)
+    report = training_report(ckpt)
+    save_checkpoint(ckpt, stage / "mlp.pt")
+    write_json(stage / "report.json", report)
+    training_figure(report, stage / "training.png")
+    report["files"] = {name: str(out / name) for name in TRAINING_FILES}
     return report
