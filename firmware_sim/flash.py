@@ -245,52 +245,63 @@ def state_file_bytes(size: int, page_bytes: int) -> int:
 def claim_state_file(path: str | os.PathLike[str], size: int, page_bytes: int) -> StateFile:
     """Open the flash state file at ``path`` for one device, checked whole before it is used.
 
-    The file is created (an erased flash) if it does not exist. Otherwise it must be a regular
-    file (not a folder, a device such as ``/dev/zero`` or a pipe), not locked by another device
-    (an exclusive ``fcntl.flock``, held until the returned descriptor is closed), begin with
-    the state file's header for this geometry, have exactly :func:`state_file_bytes` bytes
-    (checked before any is read) and record at most :data:`MAX_ERASES` erases a page. Any
-    other file raises ``ValueError`` with one line naming the path and what is wrong, and is
-    left as it was: the device refuses to start rather than run on a damaged flash.
+    The file is opened and locked by :func:`open_locked` (created, as an erased flash, if it
+    does not exist). An existing file must then begin with the state file's header for this
+    geometry, have exactly :func:`state_file_bytes` bytes (checked before any is read) and
+    record at most :data:`MAX_ERASES` erases a page. Any other file raises ``ValueError`` with
+    one line naming the path and what is wrong, and is left as it was: the device refuses to
+    start rather than run on a damaged flash.
     """
     check_geometry(size, page_bytes)
+    fd, created = open_locked(path)
+    text = os.fspath(path)
+    try:
+        n_pages = size // page_bytes
+        if created:
+            memory = bytearray([ERASED]) * size
+            header = FILE_HEADER.pack(FILE_MAGIC, size, page_bytes)
+            os.pwrite(fd, header + bytes(4 * n_pages) + bytes(memory), 0)
+            return StateFile(fd, memory, [0] * n_pages, True)
+        memory, counts = _read_state(fd, text, size, page_bytes,
+                                     state_file_bytes(size, page_bytes))
+        return StateFile(fd, memory, counts, False)
+    except BaseException:
+        os.close(fd)
+        if created:
+            os.unlink(text)
+        raise
+
+
+def open_locked(path: str | os.PathLike[str]) -> tuple[int, bool]:
+    """Open (or create, empty) the state file at ``path`` read-write and take its exclusive
+    ``fcntl.flock``: ``(descriptor, created)``. The lock is held until the descriptor is closed
+    (by the process or by its end), so one device at a time owns the file.
+
+    Refused with one line (``ValueError``): an empty path, a place where the file cannot be
+    created, a folder, a device (``/dev/zero``), a pipe or socket, and a file another device
+    has locked. Every device that keeps its flash in a file opens it through here.
+    """
     text = os.fspath(path)
     if not text:
         raise ValueError("flash state path is empty; give a file name")
-    want = state_file_bytes(size, page_bytes)
-    created = False
     try:
         fd = os.open(text, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         created = True
     except FileExistsError:
-        fd = -1
+        fd, created = _open_existing(text), False
     except OSError as exc:
         raise ValueError(f"flash state {text!r}: cannot create it ({exc.strerror})") from None
     try:
-        if fd < 0:
-            fd = _open_existing(text)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise ValueError(
-                f"flash state {text!r} is in use by another device (it holds the file's "
-                "lock); stop that device or give another --state"
-            ) from None
-        n_pages = size // page_bytes
-        if created:
-            memory = bytearray([ERASED]) * size
-            counts = [0] * n_pages
-            header = FILE_HEADER.pack(FILE_MAGIC, size, page_bytes)
-            os.pwrite(fd, header + bytes(4 * n_pages) + bytes(memory), 0)
-            return StateFile(fd, memory, counts, True)
-        memory, counts = _read_state(fd, text, size, page_bytes, want)
-        return StateFile(fd, memory, counts, False)
-    except BaseException:
-        if fd >= 0:
-            os.close(fd)
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
         if created:
             os.unlink(text)
-        raise
+        raise ValueError(
+            f"flash state {text!r} is in use by another device (it holds the file's lock); "
+            "stop that device or give another --state"
+        ) from None
+    return fd, created
 
 
 def _open_existing(path: str) -> int:

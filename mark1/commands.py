@@ -60,13 +60,20 @@ def _simulate(args: argparse.Namespace) -> int:
     plan = OutputPlan()
     out = plan.write_folder("--out", args.out, files=SIMULATE_FILES)
     with plan:
-        _simulate_run(args, model, overrides, plan.staged(out), out)
+        report = _simulate_run(args, model, overrides, plan.staged(out))
+    print(
+        f"{args.task} on {args.preset}: train {report['train_accuracy']:.3f}, "
+        f"test {report['test_accuracy']:.3f}; machine time {report['machine_time_s'] / 3600:.2f} "
+        f"h, {report['motor_steps']:,} motor steps; wall {report['wall_time_s']:.1f} s"
+    )
+    print(f"report and figures in {out}/ ({', '.join(report['files'])})")
     return 0
 
 
 def _simulate_run(args: argparse.Namespace, model: Any, overrides: dict[str, Any],
-                  stage: Path, out: Path) -> None:
-    """The work of ``mark1 simulate``: train, then write every file into ``stage``."""
+                  stage: Path) -> dict[str, Any]:
+    """The work of ``mark1 simulate``: train, then write every file into ``stage``; returns
+    the report."""
     import time
 
     import numpy as np
@@ -140,12 +147,7 @@ def _simulate_run(args: argparse.Namespace, model: Any, overrides: dict[str, Any
     figures.learning(stage / "learning.png", curve, task.n_train)
     figures.motors(stage / "motors.png", model)
     write_json(stage / "report.json", report)
-    print(
-        f"{args.task} on {args.preset}: train {report['train_accuracy']:.3f}, "
-        f"test {report['test_accuracy']:.3f}; machine time {model.machine_time_s / 3600:.2f} h, "
-        f"{model.motor_steps:,} motor steps; wall {wall:.1f} s"
-    )
-    print(f"report and figures in {out}/ ({', '.join(report['files'])})")
+    return report
 
 
 def _replay(args: argparse.Namespace) -> int:

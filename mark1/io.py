@@ -399,6 +399,13 @@ class OutputPlan:
                     raise ValueError(f"{out.label} {_shown(text)} exists and is not a regular "
                                      "file (a device, pipe or socket): it cannot be replaced")
             out.real = os.path.realpath(out.path)
+            for name in out.files if out.folder and st is not None else ():
+                member = os.path.join(out.real, name)
+                if os.path.lexists(member) and not (os.path.isfile(member)
+                                                    and not os.path.islink(member)):
+                    raise ValueError(f"{name} in {out.label} {_shown(text)} is a folder, link or "
+                                     "device, where this command writes a file; move it away "
+                                     "or choose another place")
             if out.folder:
                 out.targets = {os.path.join(out.real, name): f"{name} in {out.label} {_shown(text)}"
                                for name in out.files}

@@ -92,6 +92,7 @@ def _files(ws: Path) -> dict[str, bytes]:
         "out/keep.txt": b"the user's file in an output folder\n",
         "existing.m1w": b"the user's earlier package\n",
         "flash.bin": b"the user's file, not a flash state\n",
+        "blocked/report.json/keep.txt": b"the user's file in a folder named like an output\n",
         "huge.png": huge_png(60000, 60000),
         "complex.npy": _npy(np.zeros((20, 20), dtype=complex)),
         "damaged.bin": damaged_state(),
@@ -303,6 +304,8 @@ CLI_CASES: tuple[Case, ...] = (
     C("calibration images that are not a number", "quantize {ws}/mlp.pt --calib lots "
       "--out {ws}/q.m1w", "--calib must be a positive whole number"),
     C("an unknown task", "quantize {ws}/mlp.pt --task chess --out {ws}/q.m1w", "chess"),
+    C("a task of other classes than the model's", "quantize {ws}/mlp.pt --task xor --out "
+      "{ws}/q.m1w", r"--task xor: its classes \['same', 'different'\] are not the ones"),
     C("a folder as the output file", "quantize {ws}/mlp.pt --out {ws}/out", "out"),
     # push
     C("a PNG as the package", "push {ws}/picture.png --port {device}",
@@ -411,6 +414,8 @@ CLI_CASES: tuple[Case, ...] = (
       "--out '': an empty path"),
     C("an output folder under a file", "train-mlp --out {ws}/picture.png/run",
       "a part of the path is a file"),
+    C("a folder where the run writes its report", "simulate --task xor --n-a 16 --out "
+      "{ws}/blocked", "report.json in --out '.*blocked' is a folder, link or device"),
     C("a folder as the checkpoint", "export onnx {ws}/out --out {ws}/bundle",
       "CHECKPOINT '.*out' is a folder"),
     C("a folder as the checkpoint", "quantize {ws}/out --out {ws}/q.m1w",

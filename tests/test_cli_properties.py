@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import os
 import shutil
 import signal
@@ -68,17 +69,22 @@ JUNK_NUMBERS = ("0", "-1", "-0", "1", "2", "0.5", "1.5", "nan", "-nan", "inf", "
 
 
 def numbers(lim: Limit | None, expensive_top: bool = False) -> st.SearchStrategy[str]:
-    """Text for a numeric option: junk, and the range's ends and just past them."""
-    pool = list(JUNK_NUMBERS)
-    if lim is not None:
-        step = 1 if lim.integer else max(abs(lim.lo), abs(lim.hi), 1.0) * 1e-6
-        edges = [lim.lo, lim.lo - step, lim.hi + step]
-        if not expensive_top:
-            edges.append(lim.hi)
-        edges += list(lim.special)
-        pool += [str(int(v)) if lim.integer and abs(v) != float("inf") else _num(v)
-                 for v in edges]
-    return st.sampled_from(sorted(set(pool)))
+    """Text for a numeric option: as often a value its range allows (its ends, its special
+    values) as junk and values just past the ends."""
+    junk = list(JUNK_NUMBERS)
+    if lim is None:
+        return st.sampled_from(junk)
+
+    def text(v: float) -> str:
+        return str(int(v)) if lim.integer and math.isfinite(v) else _num(v)
+
+    step = 1 if lim.integer else max(abs(lim.lo), abs(lim.hi), 1.0) * 1e-6
+    valid = [lim.lo, *lim.special] + ([] if expensive_top else [lim.hi])
+    if lim.open_lo:
+        valid[0] = lim.lo + step
+    junk += [text(lim.lo - step), text(lim.hi + step)]
+    return st.one_of(st.sampled_from(sorted({text(v) for v in valid})),
+                     st.sampled_from(sorted(set(junk))))
 
 
 @dataclass
@@ -118,7 +124,9 @@ OUTPUT_FILES = ("new.m1w", "existing.m1w", "mlp.pt", "model.m1w", "out", "/proc/
                 "notes.txt/x", "", "/dev/null", "new/deeper/q.m1w", "link.pt", "picture.png",
                 "L" * 246 + ".m1w", "sp ace/é.m1w")
 OUTPUT_FOLDERS = ("run", "out", "picture.png", "/proc/x", "notes.txt/x", "", "new/deeper/run",
-                  "mlp.pt", "L" * 255, "sp ace/é")
+                  "mlp.pt", "L" * 255, "sp ace/é", "blocked")
+BLOCKED = ("report.json", "machine.npz", "mlp.pt", "model.onnx", "replay.json", "README.md")
+"""Folders inside ``blocked/`` where an output folder's files would go."""
 
 
 def _given(args: dict[str, list[str]], flag: str, default: str | None = None) -> str | None:
@@ -277,12 +285,19 @@ def commands(bounded: bool) -> dict[str, Command]:
     }
 
 
+PATH_FLAGS = ("", "--out", "--onnx", "--report", "--json", "--model", "--state")
+"""Options that name files or folders."""
+
+
 @st.composite
 def command_lines(draw: st.DrawFn, cmd: Command) -> list[str]:
     """The base command line of ``cmd`` with one to three options given generated values."""
     args: dict[str, list[str | None]] = {k: [v] for k, v in cmd.base.items()}
     varied = draw(st.lists(st.sampled_from(cmd.options), min_size=1, max_size=3,
                            unique_by=lambda o: o.flag))
+    paths = [o for o in cmd.options if o.flag in PATH_FLAGS and o not in varied]
+    if paths and draw(st.booleans()):  # half the examples also vary where files are
+        varied.append(draw(st.sampled_from(paths)))
     for opt in varied:
         values = draw(st.lists(opt.values, min_size=1, max_size=3 if opt.repeat else 1))
         args[opt.flag] = list(values)
@@ -425,6 +440,9 @@ def check_example(cmd: Command, argv: list[str], ws, keep: Pristine) -> Answer:
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     with workspace(tmp_path_factory.mktemp("properties")) as w:
+        for name in BLOCKED:
+            (w.path / "blocked" / name).mkdir(parents=True, exist_ok=True)
+            (w.path / "blocked" / name / "keep.txt").write_bytes(b"the user's")
         yield w
     print("\ncases run, by command and exit status:")
     for name, counts in sorted(SUMMARY.items()):

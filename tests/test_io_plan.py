@@ -258,3 +258,15 @@ def test_a_failure_while_writing_names_the_users_path_not_the_staging(ws):
     assert info.value.filename == str(ws / "run" / "sub" / "a.bin")
     assert ".part" not in str(info.value)
     assert entries(ws) == ["model.pt", "out", "out/keep.txt"]
+
+
+def test_a_folder_where_an_output_folder_puts_a_file_is_refused_before_the_work(ws):
+    """Found by the property-based test: the run did its work, moved some files into the
+    folder and then failed on a folder named like one of its files."""
+    (ws / "out" / "report.json").mkdir()
+    (ws / "out" / "link.png").symlink_to(ws / "model.pt")
+    for name in ("report.json", "link.png"):
+        plan = OutputPlan()
+        plan.write_folder("--out", ws / "out", files=("a.png", name))
+        refused(plan, f"{name} in --out '.*out' is a folder, link or device")
+    assert entries(ws) == ["model.pt", "out", "out/keep.txt", "out/link.png", "out/report.json"]

@@ -315,9 +315,13 @@ def quantize_file(
     must be creatable); nothing is written unless all of it succeeds, and then every file
     whole. Returns the report.
     """
+    from mark1.stimuli import TASKS
+
     if calib is not None and calib != "all":
         CALIB_LIMIT.check("calib", calib)
     SEED.check("seed", seed)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; allowed: {', '.join(TASKS)}")
     plan = OutputPlan()
     path = plan.read("CHECKPOINT", path, what="checkpoint")
     out = plan.write_file("--out", out)
@@ -344,6 +348,16 @@ def _quantize(plan: OutputPlan, path: Path, out: Path, onnx_path: Path, report_p
     source = load_source(path)
     kind = "markI" if isinstance(source, dict) else "mlp"
     src_task, task_seed, options = source_task(source)
+    if task is not None and task != src_task:
+        from mark1.stimuli import task_classes
+
+        known = [str(c) for c in (source["classes"] if isinstance(source, dict)
+                                  else source.classes)]
+        if list(task_classes(task)) != known:
+            raise ValueError(
+                f"--task {task}: its classes {list(task_classes(task))[:6]} are not the ones "
+                f"{path} knows ({known[:6]}); calibrate and test on a task of the same classes"
+            )
     task = task or src_task
     if task not in TASKS:
         raise ValueError(
