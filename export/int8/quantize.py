@@ -155,6 +155,7 @@ def quantize_mlp(ckpt: MLPCheckpoint, X_calib: np.ndarray) -> Package:
     from export.sources.user_data import feature_rows
 
     ckpt.validate()
+    shape: tuple[int, ...]
     if ckpt.takes_retina:
         x, shape = _calibration_images(X_calib), (20, 20)
     else:
@@ -346,8 +347,7 @@ class RunData:
 
 def _task_misfit(task: str, source: Source, classes: tuple[str, ...]) -> str:
     """Why the images of ``task`` do not fit the model ("" when they do)."""
-    retina = isinstance(source, dict) or source.takes_retina
-    if not retina:
+    if not isinstance(source, dict) and not source.takes_retina:
         return (f"task {task!r} gives 20x20 retina images but the model takes "
                 f"{source.layer_sizes[0]} inputs (shape {source.input_shape})")
     model_classes = tuple(str(c) for c in (source["classes"] if isinstance(source, dict)
@@ -402,8 +402,8 @@ def plan_data(
         calib_from = f"the training split of task {data.name!r}"
     n_calib = min(DEFAULT_CALIB, len(pool)) if calib is None else calib
     if n_calib > len(pool):
-        have = f"the {len(pool)} training images of {data.name!r}" if calib_data is None \
-            else f"the {len(pool)} inputs of {calib_data}"
+        have = f"the {len(pool)} inputs of {calib_data}" if calib_data is not None else \
+            f"the {len(pool)} training images of {data.name!r}" if data is not None else ""
         raise ValueError(f"--calib {n_calib} is more than {have}")
     pick = np.sort(np.random.default_rng(seed).choice(len(pool), n_calib, replace=False))
     if eval_data:
@@ -520,9 +520,10 @@ def quantize_file(
         "goal_drop_points": ACCURACY_GOAL_POINTS,
     }
     if run.y_eval is not None:
-        acc_float = float(np.mean(y_float == run.y_eval))
-        acc_int8 = float(np.mean(y_int8 == run.y_eval))
-        drop = 100.0 * (acc_float - acc_int8)
+        right_float, right_int8 = int(np.sum(y_float == run.y_eval)), int(np.sum(
+            y_int8 == run.y_eval))
+        acc_float, acc_int8 = right_float / len(x_test), right_int8 / len(x_test)
+        drop = 100.0 * (right_float - right_int8) / len(x_test)  # exact at whole inputs
         accuracy.update(float=acc_float, int8=acc_int8, drop_points=drop,
                         goal_met=drop <= ACCURACY_GOAL_POINTS)
     else:

@@ -224,26 +224,27 @@ def parity_data(source: ImportedMLP | MachineFile, eval_data: tuple[str, ...] | 
     from export.sources.user_data import class_indices, model_inputs, read_array
     from mark1.images import N_CELLS, to_retina
 
-    retina = isinstance(source, MachineFile) or source.mlp.takes_retina
+    machine = source if isinstance(source, MachineFile) else None
+    mlp = None if isinstance(source, MachineFile) else source.mlp
     if eval_data:
         X = read_array(eval_data[0], "evaluation data")
         what = f"evaluation data {eval_data[0]}"
-        rows = to_retina(X, what).reshape(-1, N_CELLS) if isinstance(source, MachineFile) \
-            else model_inputs(X, source.mlp, what)
+        rows = model_inputs(X, mlp, what) if mlp is not None else \
+            to_retina(X, what).reshape(-1, N_CELLS)
         labels = None
         if len(eval_data) > 1:
-            classes = source.classes if isinstance(source, MachineFile) else source.mlp.classes
+            classes = mlp.classes if mlp is not None else machine.classes if machine else []
             labels = class_indices(read_array(eval_data[1], "evaluation labels"),
                                    list(classes), len(rows), f"evaluation labels {eval_data[1]}")
         return rows.astype(np.float32), labels, f"{len(rows)} inputs of {eval_data[0]}"
-    if retina:
-        task, seed = source.task if isinstance(source, MachineFile) else source.mlp.task, \
-            source.seed if isinstance(source, MachineFile) else source.mlp.seed
-        options = None if isinstance(source, MachineFile) else source.mlp.task_options
-        X, data = parity_inputs(task, seed, options)
+    if machine is not None:
+        X, data = parity_inputs(machine.task, machine.seed)
         return X, None, data
-    n_in = int(source.mlp.layer_sizes[0])
-    X, data = probe_inputs(n_inputs=n_in)
+    assert mlp is not None
+    if mlp.takes_retina:
+        X, data = parity_inputs(mlp.task, mlp.seed, mlp.task_options)
+        return X, None, data
+    X, data = probe_inputs(n_inputs=int(mlp.layer_sizes[0]))
     return X, None, f"{data}: no --eval-data given"
 
 
@@ -325,6 +326,7 @@ def export_bundle(
     import numpy as np
 
     from export.onnx.figures import parity_figure
+    from export.onnx.markI_onnx import MachineFile
     from export.onnx.onnx_export import MLP_OUTPUT, check_model
     from export.onnx.parity import markI_parity, mlp_parity
     from mark1 import __version__
@@ -352,7 +354,9 @@ def export_bundle(
         raise RuntimeError(f"run_onnx.py template is not Python 3.6 code: {problems[0]}")
     precision = "fp16" if fp16 else "fp32"
     X, labels, data = parity_data(source, eval_data)
-    mlp = None if kind == "markI" else source.mlp  # type: ignore[union-attr]
+    machine = source if isinstance(source, MachineFile) else None
+    imported = None if isinstance(source, MachineFile) else source
+    graph = imported.onnx if imported is not None else None
 
     with staged_output_dir(out) as stage:
         model_path = stage / "model.onnx"
@@ -361,18 +365,19 @@ def export_bundle(
         export_s = time.perf_counter() - t0
         facts = check_model(model_path, profile)
         t1 = time.perf_counter()
-        if kind == "onnx":
-            parity, ref, got = _graph_parity(source, model_path, X, data)  # type: ignore[arg-type]
-        elif mlp is not None:
-            parity, ref, got = mlp_parity(mlp, model_path, X, fp16, data)
+        if imported is not None and graph is not None:
+            parity, ref, got = _graph_parity(imported, model_path, X, data)
+        elif imported is not None:
+            parity, ref, got = mlp_parity(imported.mlp, model_path, X, fp16, data)
         else:
-            parity, ref, got = markI_parity(source, model_path, X, fp16, data)  # type: ignore[arg-type]
+            assert machine is not None
+            parity, ref, got = markI_parity(machine, model_path, X, fp16, data)
         parity_s = time.perf_counter() - t1
         parity.require()
         parity_figure(ref, got, f"{precision} parity: {parity.compared_output}, "
                       f"{parity.n_samples} inputs", stage / "parity.png")
-        class_output = {"mlp": MLP_OUTPUT, "markI": "scores"}.get(kind) or \
-            source.onnx.scores  # type: ignore[union-attr]
+        trained = machine if machine is not None else imported.mlp if imported else None
+        assert trained is not None
         meta = {
             "format": BUNDLE_FORMAT,
             "format_version": BUNDLE_FORMAT_VERSION,
@@ -389,19 +394,20 @@ def export_bundle(
             "operators": facts.operators,
             "inputs": facts.inputs,
             "outputs": facts.outputs,
-            "class_output": class_output,
-            "decision": _decision(got, 0.0 if kind != "onnx" else
-                                  source.onnx.threshold),  # type: ignore[union-attr]
-            "classes": list(source.classes if mlp is None else mlp.classes),  # type: ignore[union-attr]
-            "preprocessing": dict(PREPROCESSING if mlp is None else mlp.preprocessing),
-            "task": source.task if mlp is None else mlp.task,  # type: ignore[union-attr]
-            "seed": source.seed if mlp is None else mlp.seed,  # type: ignore[union-attr]
+            "class_output": graph.scores if graph is not None else
+            "scores" if machine is not None else MLP_OUTPUT,
+            "decision": _decision(got, graph.threshold if graph is not None else 0.0),
+            "classes": list(trained.classes),
+            "preprocessing": dict(PREPROCESSING if imported is None else
+                                  imported.mlp.preprocessing),
+            "task": trained.task,
+            "seed": trained.seed,
             "providers": list(profile.providers),
             "parity": parity.to_dict(),
             "source": {"file": checkpoint.name, "sha256": _file_sha256(checkpoint),
-                       **({} if mlp is None else {"kind": source.kind,  # type: ignore[union-attr]
-                                                   "producer": source.producer,  # type: ignore[union-attr]
-                                                   "notes": source.notes})},  # type: ignore[union-attr]
+                       **({} if imported is None else {"kind": imported.kind,
+                                                       "producer": imported.producer,
+                                                       "notes": imported.notes})},
             "conversion": notes,
             "created_by": f"mark1-kit {__version__}",
         }

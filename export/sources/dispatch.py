@@ -8,7 +8,8 @@ returns an :class:`ImportedMLP`: the float description every consumer reads
 (:class:`~export.onnx.checkpoint.MLPCheckpoint`) and where it came from.
 
 A new kind slots in as one more :class:`Kind` -- e.g. TensorFlow Lite: ``Kind("tflite", "a
-TensorFlow Lite model", (".tflite",), lambda probe: probe.head[4:8] == b"TFL3", load_tflite)``
+TensorFlow Lite model", "TFLite", (".tflite",), lambda probe: probe.head[4:8] == b"TFL3",
+load_tflite)``
 with ``load_tflite(path) -> ImportedMLP`` building its layers through
 :func:`export.sources.steps.assemble`.
 """
@@ -76,6 +77,8 @@ class Kind:
     name: str
     what: str
     """The kind in words, for messages."""
+    label: str
+    """The kind in a word or two, for the list of kinds."""
     suffixes: tuple[str, ...]
     looks_like: Callable[[Probe], bool]
     load: Callable[[Path], ImportedMLP] | None
@@ -144,13 +147,14 @@ def load_onnx(path: Path) -> ImportedMLP:
 
 
 KINDS: tuple[Kind, ...] = (
-    Kind("markI", "a Mark I machine file (machine.npz)", (".npz",),
+    Kind("markI", "a Mark I machine file (machine.npz)", "machine.npz", (".npz",),
          lambda p: p.names is not None and "format.npy" in p.names, None),
-    Kind("torchscript", "a TorchScript archive", (".pt", ".pth", ".jit"), _is_torchscript,
+    Kind("torchscript", "a TorchScript archive", "TorchScript", (".pt", ".pth", ".jit"),
+         _is_torchscript,
          load_torchscript),
-    Kind("torch", "a torch checkpoint, module or state_dict", (".pt", ".pth"), _is_torch,
-         load_kit_or_torch),
-    Kind("onnx", "an ONNX model", (".onnx",), _is_onnx, load_onnx),
+    Kind("torch", "a torch checkpoint, module or state_dict", "mlp.pt or another torch file",
+         (".pt", ".pth"), _is_torch, load_kit_or_torch),
+    Kind("onnx", "an ONNX model", "ONNX", (".onnx",), _is_onnx, load_onnx),
 )
 """Every kind of model file the kit reads, in the order they are tried."""
 
@@ -203,7 +207,7 @@ def sniff(path: str | os.PathLike[str]) -> Kind:
     for kind in KINDS:
         if kind.looks_like(probe):
             return kind
-    kinds = ", ".join(k.what for k in KINDS)
+    kinds = ", ".join(k.label for k in KINDS)
     raise ValueError(f"{path} is not a model file the kit reads ({kinds}): it is "
                      f"{_what_else(probe)}")
 

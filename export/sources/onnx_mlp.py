@@ -3,7 +3,8 @@
 The graph is walked from its one input along the data path:
 
 * **at the input**: ``Flatten`` (axis 1) and ``Reshape`` to (batch, features); ``Add``, ``Sub``,
-  ``Mul``, ``Div`` by a constant (an input normalisation, folded into the first layer);
+  ``Mul``, ``Div`` by a constant (an input normalisation, folded into the first layer; after a
+  layer, before its activation, the same fold into that layer);
 * **layers**: ``Gemm`` (any ``alpha``, ``beta``, ``transB``), ``MatMul`` with a constant
   weight, followed by ``Add`` of a constant bias or not; ``BatchNormalization`` after a layer
   (folded into it);
@@ -28,7 +29,7 @@ import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -44,12 +45,13 @@ from export.sources.steps import (
     batch_norm,
 )
 
-if TYPE_CHECKING:  # onnx is imported when a graph is read
+if TYPE_CHECKING:  # onnx and onnxruntime are imported when a graph is read or run
     from onnx import ModelProto, NodeProto
+    from onnxruntime import InferenceSession
 
 SUPPORTED = (
-    "Gemm, MatMul (+Add), Relu, Clip(0, n), BatchNormalization after a layer, Identity, "
-    "Dropout, Cast, Flatten/Reshape and constant Add/Sub/Mul/Div at the input, "
+    "Gemm, MatMul (+Add), Relu, Clip(0, n), BatchNormalization or constant Add/Sub/Mul/Div "
+    "(folded into a layer), Identity, Dropout, Cast, Flatten/Reshape at the input, "
     "Softmax/LogSoftmax/Sigmoid/ArgMax at the output"
 )
 """What the reader takes, for messages."""
@@ -105,22 +107,30 @@ def _refuse(node: NodeProto, why: str) -> UnsupportedModel:
                             f"{SUPPORTED}")
 
 
-def _attrs(node: NodeProto) -> dict[str, object]:
+def _attr(node: NodeProto, name: str) -> Any:
+    """The value of a node's attribute, or ``None`` (``onnx.helper`` decodes it: a number, a
+    list, a tensor, ...)."""
     from onnx import helper
 
-    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    found = [a for a in node.attribute if a.name == name]
+    return helper.get_attribute_value(found[0]) if found else None
+
+
+def _number(node: NodeProto, name: str, default: float) -> float:
+    value = _attr(node, name)
+    return float(default if value is None else value)
 
 
 def _constant_value(node: NodeProto) -> np.ndarray:
     from onnx import numpy_helper
 
-    attrs = _attrs(node)
-    for key, value in attrs.items():
-        if key == "value":
-            return numpy_helper.to_array(value)  # type: ignore[arg-type]
-        if key in ("value_float", "value_floats"):
+    for a in node.attribute:
+        value = _attr(node, a.name)
+        if a.name == "value":
+            return numpy_helper.to_array(value)
+        if a.name in ("value_float", "value_floats"):
             return np.asarray(value, np.float32)
-        if key in ("value_int", "value_ints"):
+        if a.name in ("value_int", "value_ints"):
             return np.asarray(value, np.int64)
     raise _refuse(node, "holds no tensor value")
 
@@ -229,7 +239,7 @@ def _flattens(graph: _Graph, node: NodeProto, shape: tuple[int, ...]) -> bool:
     """Whether a Flatten or Reshape node turns (batch, *shape) into (batch, prod(shape))."""
     n = math.prod(shape)
     if node.op_type == "Flatten":
-        return int(_attrs(node).get("axis", 1)) == 1  # type: ignore[call-overload]
+        return _number(node, "axis", 1) == 1
     target = [int(v) for v in graph.constant(node, 1, "target shape").ravel()]
     batch = _fixed_batch(graph)
     return (len(target) == 2 and target[1] in (n, -1)
@@ -238,7 +248,7 @@ def _flattens(graph: _Graph, node: NodeProto, shape: tuple[int, ...]) -> bool:
 
 
 def _cast_is_float(node: NodeProto) -> bool:
-    return int(_attrs(node).get("to", 0)) in FLOAT_TYPES  # type: ignore[call-overload]
+    return int(_number(node, "to", 0)) in FLOAT_TYPES
 
 
 def _input_affine(graph: _Graph, node: NodeProto, name: str, shape: tuple[int, ...]) -> Affine:
@@ -263,16 +273,14 @@ def _input_affine(graph: _Graph, node: NodeProto, name: str, shape: tuple[int, .
 
 
 def _dense(graph: _Graph, node: NodeProto, name: str) -> tuple[Dense, NodeProto]:
-    """A Gemm, or a MatMul with the Add of its bias when one follows; and the last node used."""
+    """A Gemm or a MatMul on the data, and the node."""
     if node.op_type == "Gemm":
-        a = _attrs(node)
-        if list(node.input).index(name) != 0 or int(a.get("transA", 0)):  # type: ignore[call-overload]
+        if list(node.input).index(name) != 0 or _number(node, "transA", 0):
             raise _refuse(node, "multiplies the data from the right")
         w = graph.constant(node, 1, "weight").astype(np.float64)
-        w = w if int(a.get("transB", 0)) else w.T  # type: ignore[call-overload]
-        w = w * float(a.get("alpha", 1.0))  # type: ignore[arg-type]
+        w = (w if _number(node, "transB", 0) else w.T) * _number(node, "alpha", 1.0)
         if len(node.input) > 2 and node.input[2]:
-            c = graph.constant(node, 2, "bias").astype(np.float64) * float(a.get("beta", 1.0))  # type: ignore[arg-type]
+            c = graph.constant(node, 2, "bias").astype(np.float64) * _number(node, "beta", 1.0)
             bias = np.broadcast_to(c, (1, w.shape[0])).ravel() if c.size in (1, w.shape[0]) \
                 else None
             if bias is None:
@@ -285,25 +293,13 @@ def _dense(graph: _Graph, node: NodeProto, name: str) -> tuple[Dense, NodeProto]
     w = graph.constant(node, 1, "weight").astype(np.float64)
     if w.ndim != 2:
         raise _refuse(node, f"has a weight of shape {w.shape}; a layer's weight is 2-D")
-    last, bias = node, np.zeros(w.shape[1])
-    users = graph.data_users(node.output[0])
-    if len(users) == 1 and users[0].op_type == "Add" and node.output[0] not in graph.outputs:
-        add = users[0]
-        try:
-            _, c = graph.other_input(add, node.output[0])
-        except UnsupportedModel:
-            c = None
-        if c is not None and c.size in (1, w.shape[1]):
-            bias = np.broadcast_to(c.astype(np.float64), (1, w.shape[1])).ravel()
-            last = add
-    return Dense(w.T.copy(), np.array(bias), _node_name(node)), last
+    # the Add of a bias that usually follows is an affine step, folded in by ``assemble``
+    return Dense(w.T.copy(), np.zeros(w.shape[1]), _node_name(node)), node
 
 
 def _clip(graph: _Graph, node: NodeProto) -> Activation:
-    a = _attrs(node)
     if graph.opset < 11:
-        lo = float(a.get("min", -math.inf))  # type: ignore[arg-type]
-        hi = float(a.get("max", math.inf))  # type: ignore[arg-type]
+        lo, hi = _number(node, "min", -math.inf), _number(node, "max", math.inf)
     else:
         lo = float(graph.constant(node, 1, "min")) if len(node.input) > 1 and node.input[1] \
             else -math.inf
@@ -313,12 +309,16 @@ def _clip(graph: _Graph, node: NodeProto) -> Activation:
 
 
 def _batch_norm(graph: _Graph, node: NodeProto) -> Affine:
-    a = _attrs(node)
-    if int(a.get("training_mode", 0)):  # type: ignore[call-overload]
+    if _number(node, "training_mode", 0):
         raise _refuse(node, "runs in training mode")
     s, b, m, v = (graph.constant(node, i, what) for i, what in
                   ((1, "scale"), (2, "bias"), (3, "mean"), (4, "variance")))
-    return batch_norm(s, b, m, v, float(a.get("epsilon", 1e-5)), _node_name(node))  # type: ignore[arg-type]
+    return batch_norm(s, b, m, v, _number(node, "epsilon", 1e-5), _node_name(node))
+
+
+def steps_width(steps: list[Step]) -> int:
+    """Outputs of the last layer among ``steps``."""
+    return next(int(s.weight.shape[0]) for s in reversed(steps) if isinstance(s, Dense))
 
 
 def _walk(graph: _Graph) -> tuple[list[Step], str, list[str], set[int]]:
@@ -357,8 +357,9 @@ def _walk(graph: _Graph) -> tuple[list[Step], str, list[str], set[int]]:
                                                        (math.prod(shape),)):
             flat = True
             flattening.append(node.output[0])
-        elif op in ("Add", "Sub", "Mul", "Div") and layers == 0:
-            steps.append(_input_affine(graph, node, name, shape))
+        elif op in ("Add", "Sub", "Mul", "Div"):
+            steps.append(_input_affine(graph, node, name, shape if layers == 0 else
+                                       (steps_width(steps),)))
         elif op in ("Gemm", "MatMul"):
             if not flat:
                 raise _refuse(node, f"multiplies an input of shape {shape} before it is "
@@ -411,12 +412,10 @@ def _reporting(graph: _Graph, logits: str, used: set[int]
                 raise _refuse(node, "applies an output function twice")
             if node.op_type == "ArgMax":
                 scores = node.input[0]
-            attrs = _attrs(node)
             if node.op_type == "ZipMap":
-                found = attrs.get("classlabels_strings") or attrs.get("classlabels_int64s")
+                found = _attr(node, "classlabels_strings") or _attr(node, "classlabels_int64s")
                 if found:
-                    labels = [v.decode() if isinstance(v, bytes) else str(v)
-                              for v in found]  # type: ignore[union-attr]
+                    labels = [v.decode() if isinstance(v, bytes) else str(v) for v in found]
             if node.op_type == "ArrayFeatureExtractor" and node.input[0] in graph.const \
                     and labels is None:
                 labels = [v.decode() if isinstance(v, bytes) else str(v)
@@ -508,13 +507,16 @@ def onnx_runner(onnx_mlp: OnnxMLP, outputs: list[str]
     (the last one padded)."""
     from export.onnx.parity import onnx_session
 
-    session = onnx_session(cut_graph(onnx_mlp.model, outputs).SerializeToString())
+    sessions: list[InferenceSession] = []  # made on the first call
     shape, dtype, name = onnx_mlp.input_shape, onnx_mlp.input_dtype, onnx_mlp.input_name
     dim = onnx_mlp.model.graph.input
     batch = next((int(i.type.tensor_type.shape.dim[0].dim_value) for i in dim if i.name == name
                   and i.type.tensor_type.shape.dim[0].HasField("dim_value")), 0)
 
     def run(x: np.ndarray) -> list[np.ndarray]:
+        if not sessions:
+            sessions.append(onnx_session(cut_graph(onnx_mlp.model, outputs).SerializeToString()))
+        session = sessions[0]
         x = np.ascontiguousarray(np.asarray(x).reshape(len(x), *shape), dtype=dtype)
         if not batch:
             return [np.asarray(v) for v in session.run(outputs, {name: x})]

@@ -144,7 +144,8 @@ def assemble(steps: list[Step], input_shape: tuple[int, ...], classes: list[str]
             c = _per_feature(step.shift, width, "the shift", step.where)
             weights[-1] = weights[-1] * s[:, None]
             biases[-1] = biases[-1] * s + c
-            notes.append(f"{step.where}: folded into the layer before it")
+            if (s != 1.0).any():  # a bias added after a MatMul is no news
+                notes.append(f"{step.where}: folded into the layer before it")
         elif isinstance(step, Activation):
             if not weights:
                 raise UnsupportedModel(f"{step.where}: an activation before the first layer")

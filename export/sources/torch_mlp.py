@@ -119,10 +119,12 @@ def _module_steps(root: Any) -> tuple[list[Step], list[Any]]:
         elif kind == "BatchNorm1d":
             if getattr(m, "running_mean", None) is None:
                 raise UnsupportedModel(f"{at}: keeps no running statistics")
-            w = _tensor(m.weight) if getattr(m, "weight", None) is not None else 1.0
-            b = _tensor(m.bias) if getattr(m, "bias", None) is not None else 0.0
-            steps.append(batch_norm(np.asarray(w), np.asarray(b), _tensor(m.running_mean),
-                                    _tensor(m.running_var), float(m.eps), at))
+            mean, var = _tensor(m.running_mean), _tensor(m.running_var)
+            scale = _tensor(m.weight) if getattr(m, "weight", None) is not None else \
+                np.ones_like(mean)
+            shift = _tensor(m.bias) if getattr(m, "bias", None) is not None else \
+                np.zeros_like(mean)
+            steps.append(batch_norm(scale, shift, mean, var, float(m.eps), at))
         elif kind == "Flatten":
             if layers or (getattr(m, "start_dim", 1), getattr(m, "end_dim", -1)) != (1, -1):
                 raise UnsupportedModel(f"{at}: only a Flatten of each input, before the first "
