@@ -279,7 +279,7 @@ def read_torch_file(path: str | os.PathLike[str], allowed: tuple[type, ...] = ()
             "torch.nn.Sequential of Linear/ReLU layers, or export to ONNX"
         )
     try:
-        if allowed:
+        if allowed and hasattr(serialization, "safe_globals"):  # torch >= 2.5
             with serialization.safe_globals(list(allowed)):
                 return torch.load(path, map_location="cpu", weights_only=True)
         return torch.load(path, map_location="cpu", weights_only=True)

@@ -110,7 +110,7 @@ def convert_opset(model: ModelProto, target: int, notes: list[str]) -> ModelProt
         return converted
     except (RuntimeError, ValueError, onnx.checker.ValidationError,
             onnx.shape_inference.InferenceError) as exc:
-        why = " ".join(str(exc).split())
+        why = " ".join(str(exc).replace("$", "").split())
         missing = why.rsplit("No Adapter", 1)[-1].strip(" .") if "No Adapter" in why else why
     relabelled = _relabel(model, source, target)
     notes.append(f"opset {source} -> {target}: onnx.version_converter has no adapter "
