@@ -210,6 +210,34 @@ def test_an_onnx_model_is_exported_for_the_tx2_as_its_own_graph(source, models, 
     assert not [t for t in model.graph.initializer if t.data_type == TensorProto.INT64]
 
 
+def test_a_flatten_computed_from_the_inputs_shape_is_read(data, tmp_path):
+    """`x.view(x.size(0), -1)` in a forward of one's own exports as Shape, Gather, Unsqueeze,
+    Concat and Reshape (TorchScript exporter): read as a flatten, shipped as Flatten."""
+    import torch
+    from torch import nn
+
+    net = torch_mlp()
+
+    class ViewNet(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.b = net[1], net[4]
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.b(torch.relu(self.a(x.view(x.size(0), -1))))
+
+    path = _onnx_export(ViewNet().eval(), tmp_path / "view.onnx", dynamo=False)
+    assert "Shape" in {n.op_type for n in onnx.load(path).graph.node}
+    got = load_mlp(path)
+    X = digits()[2]
+    assert np.abs(got.reference(X) - got.mlp.forward(X)).max() < 1e-5
+    meta = export_bundle(path, "jetson-tx2", tmp_path / "b",
+                         eval_data=(str(data["X_test"]), str(data["y_test"])))
+    ops = {n.op_type for n in onnx.load(tmp_path / "b" / "model.onnx").graph.node}
+    assert ops == {"Flatten", "Gemm", "Relu"} and meta["parity"]["passed"]
+    assert meta["accuracy"]["exported"] == pytest.approx(torch_accuracy(net))
+
+
 def test_the_bundle_runner_classifies_feature_vectors(models, data, tmp_path):
     from tests.test_bundle import printed_classes, run_runner
 

@@ -17,7 +17,7 @@ The graph is walked from its one input along the data path:
   the two-column probabilities of a binary classifier (``Sub``, ``Concat``): dropped too.
 
 Constant subgraphs (a ``Transpose`` of a weight, a ``Constant`` node, shape arithmetic on
-constants) are computed first with ``onnx.reference``. Every other node is refused, naming its
+constants and on the input's shape, :data:`BATCH`) are computed first with ``onnx.reference``. Every other node is refused, naming its
 operator and name. Class labels come from skl2onnx's ``ZipMap`` or ``ArrayFeatureExtractor``
 where present.
 """
@@ -68,6 +68,10 @@ NO_FOLD = frozenset({"RandomNormal", "RandomUniform", "RandomNormalLike", "Rando
                      "Multinomial", "Bernoulli", "If", "Loop", "Scan"})
 FLOAT_TYPES = frozenset({1, 10, 11, 16})
 """ONNX element types FLOAT, FLOAT16, DOUBLE, BFLOAT16."""
+BATCH = -(2**40) - 17
+"""Stands for the batch size where ``Shape`` of the input is computed with (``x.view(x.size(0),
+-1)`` exports as Shape, Gather, Unsqueeze, Concat, Reshape): no real dimension has this value,
+so a Reshape target holding it first flattens each input."""
 
 
 @dataclass
@@ -165,6 +169,9 @@ class _Graph:
             raise UnsupportedModel(f"the graph has {len(inputs)} inputs ({names}); an MLP has "
                                    "one")
         self.input = inputs[0]
+        dims = self.input.type.tensor_type.shape.dim
+        self.input_shape = [BATCH] + [int(d.dim_value) for d in dims[1:]] \
+            if dims and all(d.HasField("dim_value") for d in dims[1:]) else None
         self.outputs = [o.name for o in graph.output]
         self.folded: set[int] = set()
         self.nodes = list(graph.node)
@@ -179,6 +186,12 @@ class _Graph:
     def _try_fold(self, k: int, node: NodeProto) -> None:
         if node.op_type == "Constant":
             self.const[node.output[0]] = _constant_value(node)
+            self.folded.add(k)
+            return
+        if node.op_type == "Shape" and node.input[0] == self.input.name and \
+                self.input_shape is not None:
+            start, end = int(_number(node, "start", 0)), _attr(node, "end")
+            self.const[node.output[0]] = np.array(self.input_shape[start:end], np.int64)
             self.folded.add(k)
             return
         if node.op_type in NO_FOLD or node.domain not in ("", "ai.onnx"):
@@ -243,7 +256,7 @@ def _flattens(graph: _Graph, node: NodeProto, shape: tuple[int, ...]) -> bool:
     target = [int(v) for v in graph.constant(node, 1, "target shape").ravel()]
     batch = _fixed_batch(graph)
     return (len(target) == 2 and target[1] in (n, -1)
-            and (target[0] in (-1, 0) or (batch is not None and target[0] == batch))
+            and (target[0] in (-1, 0, BATCH) or (batch is not None and target[0] == batch))
             and not (target[0] == -1 and target[1] == -1))
 
 
