@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import subprocess
 import warnings
 from functools import lru_cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+import torch
 from onnx import TensorProto, helper, numpy_helper
 
 from export.contract.golden import golden_forward, quantize_input
@@ -24,6 +26,7 @@ from export.sources.dispatch import load_mlp, sniff
 from export.sources.steps import UnsupportedModel
 from firmware_sim.engine import Engine
 from tests.conftest import run_cli
+from tests.test_bad_input import run_in_process
 
 # --------------------------------------------------------------------------- the user's data
 
@@ -453,6 +456,21 @@ def test_a_state_dict_is_read_as_linear_layers_with_relu_between(models):
 # --------------------------------------------------------------------------- the bugs
 
 
+def mark1(*args: str) -> subprocess.CompletedProcess:
+    """``mark1 ARGS`` in this interpreter, the console script's code path (warnings count as
+    lines on stderr)."""
+    answer = run_in_process(list(args))
+    return subprocess.CompletedProcess(args, answer.code, answer.stdout, answer.stderr)
+
+
+class OwnNet(torch.nn.Module):
+    """A user's own module class."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(64, 10)
+
+
 def test_a_checkpoint_with_64_inputs_quantizes_and_exports(data, tmp_path):
     """It named a built-in task but takes 64 inputs: refused without the user's data (exit 2,
     saying what to give), done with it -- where export and quantize crashed (exit 1)."""
@@ -462,13 +480,13 @@ def test_a_checkpoint_with_64_inputs_quantizes_and_exports(data, tmp_path):
     ckpt = random_checkpoint(np.random.default_rng(0), [64, 16, 10])
     ckpt.classes = [str(d) for d in range(10)]
     src = save_checkpoint(ckpt, tmp_path / "c64.pt")
-    done = run_cli("quantize", str(src), "--out", str(tmp_path / "q.m1w"))
+    done = mark1("quantize", str(src), "--out", str(tmp_path / "q.m1w"))
     assert done.returncode == 2 and len(done.stderr.strip().splitlines()) == 1
     assert "takes 64 inputs" in done.stderr and "--calib-data" in done.stderr
-    done = run_cli("quantize", str(src), "--calib-data", str(data["X_train"]), "--eval-data",
+    done = mark1("quantize", str(src), "--calib-data", str(data["X_train"]), "--eval-data",
                    str(data["X_test"]), str(data["y_test"]), "--out", str(tmp_path / "q.m1w"))
     assert done.returncode == 0, done.stderr
-    done = run_cli("export", "onnx", str(src), "--out", str(tmp_path / "b"))
+    done = mark1("export", "onnx", str(src), "--out", str(tmp_path / "b"))
     assert done.returncode == 0, done.stderr
     assert "seeded random inputs" in done.stdout
     assert json.loads((tmp_path / "b" / "model.json").read_text())["inputs"][0]["shape"] == [
@@ -481,7 +499,7 @@ def test_quantize_refuses_a_task_whose_classes_do_not_fit(tmp_path):
     from tests.int8_models import trained_checkpoint
 
     src = save_checkpoint(trained_checkpoint("digits"), tmp_path / "digits.pt")
-    done = run_cli("quantize", str(src), "--task", "letters", "--out", str(tmp_path / "q.m1w"))
+    done = mark1("quantize", str(src), "--task", "letters", "--out", str(tmp_path / "q.m1w"))
     assert done.returncode == 2, done.stdout
     assert "task 'letters' has 26 classes (A, B, C, D, E, ...) but the model has 10" in \
         done.stderr
@@ -497,7 +515,7 @@ def test_a_checkpoint_of_a_task_not_built_in_exports_on_probe_inputs(tmp_path):
 
     ckpt = dataclasses.replace(trained_checkpoint("digits"), task="my-digits")
     src = save_checkpoint(ckpt, tmp_path / "mine.pt")
-    done = run_cli("export", "onnx", str(src), "--out", str(tmp_path / "b"))
+    done = mark1("export", "onnx", str(src), "--out", str(tmp_path / "b"))
     assert done.returncode == 0, done.stderr
     parity = json.loads((tmp_path / "b" / "model.json").read_text())["parity"]
     assert parity["passed"] and "seeded random inputs" in parity["data"]
@@ -506,31 +524,18 @@ def test_a_checkpoint_of_a_task_not_built_in_exports_on_probe_inputs(tmp_path):
 
 def test_a_pickled_module_of_the_users_own_class_is_refused_in_one_clean_line(tmp_path):
     """The message was cut mid-sentence with a raw ANSI escape in it."""
-    script = (
-        "import torch\n"
-        "class Net(torch.nn.Module):\n"
-        "    def __init__(self):\n"
-        "        super().__init__()\n"
-        "        self.fc = torch.nn.Linear(64, 10)\n"
-        "    def forward(self, x):\n"
-        "        return self.fc(x)\n"
-        f"torch.save(Net(), {str(tmp_path / 'net.pt')!r})\n"
-    )
-    import subprocess
-    import sys
-
-    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
-    done = run_cli("quantize", str(tmp_path / "net.pt"), "--out", str(tmp_path / "q.m1w"))
+    torch.save(OwnNet(), tmp_path / "net.pt")
+    done = mark1("quantize", str(tmp_path / "net.pt"), "--out", str(tmp_path / "q.m1w"))
     assert done.returncode == 2
     line = done.stderr.strip()
     assert len(line.splitlines()) == 1 and "\x1b" not in line and "Traceback" not in line
-    assert "pickles Python objects of class __main__.Net" in line
+    assert f"pickles Python objects of class {OwnNet.__module__}.OwnNet," in line
     assert line.endswith("or export to ONNX")
 
 
 def test_a_torchscript_file_is_read_without_a_warning(models, data, tmp_path):
     """torch.load printed a UserWarning before refusing it."""
-    done = run_cli("quantize", str(models["TorchScript"]), "--calib-data",
+    done = mark1("quantize", str(models["TorchScript"]), "--calib-data",
                    str(data["X_train"]), "--out", str(tmp_path / "ts.m1w"))
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
