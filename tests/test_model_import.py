@@ -540,3 +540,27 @@ def test_a_torchscript_file_is_read_without_a_warning(models, data, tmp_path):
     assert done.returncode == 0, done.stderr
     assert done.stderr == ""
     assert "TorchScript" in done.stdout
+
+
+def test_user_data_reaches_the_mark_I_too(tmp_path):
+    """A machine file on the user's images (any size, projected onto the retina) and labels:
+    export and quantize report the accuracy of the simulator's own decision rule."""
+    from mark1.images import to_retina
+    from mark1.machine import static_predict
+    from tests.int8_models import random_machine, save_machine
+
+    rng = np.random.default_rng(5)
+    machine = random_machine(rng, n_a=16, n_r=4, n_classes=3)
+    path = save_machine(machine, tmp_path / "m.npz")
+    images = rng.uniform(size=(60, 8, 8))
+    labels = np.array(["k0", "k1", "k2"] * 20)
+    np.save(tmp_path / "X.npy", images)
+    np.save(tmp_path / "y.npy", labels)
+    want = float(np.mean(static_predict(machine, to_retina(images).reshape(60, -1))
+                         == np.tile([0, 1, 2], 20)))
+    meta = export_bundle(path, "jetson-tx2", tmp_path / "b",
+                         eval_data=(str(tmp_path / "X.npy"), str(tmp_path / "y.npy")))
+    assert meta["accuracy"]["reference"] == meta["accuracy"]["exported"] == pytest.approx(want)
+    report = quantize_file(path, tmp_path / "m.m1w", calib_data=tmp_path / "X.npy",
+                           eval_data=(tmp_path / "X.npy", tmp_path / "y.npy"))
+    assert report["accuracy"]["float"] == pytest.approx(want)

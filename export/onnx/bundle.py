@@ -412,9 +412,16 @@ def export_bundle(
             "created_by": f"mark1-kit {__version__}",
         }
         if labels is not None:
-            meta["accuracy"] = {
-                "inputs": data, "reference": float(np.mean(_classes(ref, meta) == labels)),
-                "exported": float(np.mean(_classes(got, meta) == labels))}
+            if machine is not None:  # the Mark I decides by its codebook rule, not an argmax
+                from export.onnx.parity import run_onnx
+
+                ref_class = machine.decide(X)[0]
+                got_class = run_onnx(model_path, X)["class_index"]
+            else:
+                ref_class, got_class = _classes(ref, meta), _classes(got, meta)
+            meta["accuracy"] = {"inputs": data,
+                                "reference": float(np.mean(ref_class == labels)),
+                                "exported": float(np.mean(got_class == labels))}
         write_json(stage / "model.json", meta)
         _write_device_files(stage, meta, profile, out.absolute().name)
         write_json(stage / "report.json", {
