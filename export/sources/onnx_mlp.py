@@ -17,9 +17,9 @@ The graph is walked from its one input along the data path:
   the two-column probabilities of a binary classifier (``Sub``, ``Concat``): dropped too.
 
 Constant subgraphs (a ``Transpose`` of a weight, a ``Constant`` node, shape arithmetic on
-constants and on the input's shape, :data:`BATCH`) are computed first with ``onnx.reference``. Every other node is refused, naming its
-operator and name. Class labels come from skl2onnx's ``ZipMap`` or ``ArrayFeatureExtractor``
-where present.
+constants and on the input's shape, :data:`BATCH`) are computed first with ``onnx.reference``.
+Every other node is refused, naming its operator and name. Class labels come from skl2onnx's
+``ZipMap`` or ``ArrayFeatureExtractor`` where present.
 """
 
 from __future__ import annotations
