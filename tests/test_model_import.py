@@ -259,6 +259,28 @@ def test_the_bundle_runner_classifies_feature_vectors(models, data, tmp_path):
     assert refused.returncode == 2 and "feature vectors in .npy files" in refused.stderr
 
 
+def test_what_the_target_cannot_take_is_refused_by_name(data, tmp_path):
+    """skl2onnx converts float64 data into a float64 graph: the TX2 (TensorRT 8 casts doubles
+    down) refuses it, naming each initializer, and nothing is written; the desktop takes it,
+    and the bundle's runner feeds it doubles."""
+    from skl2onnx import to_onnx
+
+    from export.onnx.onnx_export import ProfileError
+    from tests.test_bundle import printed_classes, run_runner
+
+    path = _save(to_onnx(sklearn_mlp(), digits()[0][:1].astype(np.float64)), tmp_path / "d.onnx")
+    with pytest.raises(ProfileError, match="initializer 'coefficient' is float64; initializer "
+                       "'intercepts' is float64"):
+        export_bundle(path, "jetson-tx2", tmp_path / "tx2")
+    assert not (tmp_path / "tx2").exists()
+    meta = export_bundle(path, "desktop", tmp_path / "pc")
+    assert meta["inputs"][0]["dtype"] == "float64" and meta["parity"]["passed"]
+    done = run_runner(tmp_path / "pc", str(data["X_test"]))
+    assert done.returncode == 0, done.stderr
+    assert printed_classes(done.stdout) == [str(k) for k in sklearn_mlp().predict(
+        digits()[2].astype(np.float64))]
+
+
 @pytest.mark.parametrize("source", SOURCES[3:])
 def test_torch_files_export_through_the_kits_own_graph(source, models, data, tmp_path):
     meta = export_bundle(models[source], "jetson-tx2", tmp_path / "b",

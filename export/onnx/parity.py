@@ -145,10 +145,12 @@ def onnx_session(model: str | os.PathLike[str] | bytes) -> InferenceSession:
 
 
 def run_onnx(model: str | os.PathLike[str] | bytes, X: np.ndarray) -> dict[str, np.ndarray]:
-    """Every output of the model for float32 inputs ``X`` (n, 400), by name."""
+    """Every output of the model for inputs ``X`` (n, ...), by name, fed as float32 (float64
+    for a graph that takes doubles)."""
     session = onnx_session(model)
-    name = session.get_inputs()[0].name
-    values = session.run(None, {name: np.ascontiguousarray(X, np.float32)})
+    first = session.get_inputs()[0]
+    dtype = np.float64 if first.type == "tensor(double)" else np.float32
+    values = session.run(None, {first.name: np.ascontiguousarray(X, dtype)})
     return {o.name: v for o, v in zip(session.get_outputs(), values)}
 
 

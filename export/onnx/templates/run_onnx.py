@@ -348,14 +348,15 @@ def read_features(path, shape):
 
 
 def classify(session, meta, batch, batch_size):
-    """Scores and class indices for float32 input rows (n, features)."""
+    """Scores and class indices for input rows (n, features), fed in the model's input type."""
     input_name = meta["inputs"][0]["name"]
     item_shape = [int(d) for d in meta["inputs"][0]["shape"][1:]]
     output_names = [o["name"] for o in meta["outputs"]]
     which = output_names.index(meta["class_output"])
     scores = []
+    dtype = np.dtype(meta["inputs"][0].get("dtype", "float32"))
     for lo in range(0, len(batch), batch_size):
-        rows = batch[lo:lo + batch_size].reshape([-1] + item_shape)
+        rows = batch[lo:lo + batch_size].reshape([-1] + item_shape).astype(dtype)
         out = session.run(None, {input_name: rows})
         scores.append(np.asarray(out[which], dtype=np.float64).reshape(len(rows), -1))
     scores = np.concatenate(scores, axis=0)
