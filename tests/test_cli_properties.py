@@ -119,7 +119,10 @@ def _paths(*names: str) -> st.SearchStrategy[str]:
 
 INPUT_FILES = ("picture.png", "notes.txt", "empty.bin", "nothing.pt", "out", "/dev/null",
                "/dev/zero", "", "link.pt", "truncated.m1w", "model.m1w", "mlp.pt",
-               "machine.npz", "elsewhere.onnx", "no/such/dir/x.pt")
+               "machine.npz", "elsewhere.onnx", "no/such/dir/x.pt", "features.onnx",
+               "conv.onnx", "conv.pt")
+DATA_FILES = ("calib64.npy", "short.npy", "words.npy", "nan.npy", "complex.npy", "empty.npy",
+              "cube.npy", "picture.png", "out", "/dev/zero", "", "nothing.npy")
 OUTPUT_FILES = ("new.m1w", "existing.m1w", "mlp.pt", "model.m1w", "out", "/proc/x.m1w",
                 "notes.txt/x", "", "/dev/null", "new/deeper/q.m1w", "link.pt", "picture.png",
                 "L" * 246 + ".m1w", "sp ace/é.m1w")
@@ -238,7 +241,8 @@ def commands(bounded: bool) -> dict[str, Command]:
         "export": Command(
             "export", {"": "mlp.pt", "--out": "bundle"},
             [Option("", _paths(*INPUT_FILES)),
-             Option("--target", st.sampled_from(["jetson-tx2", "jetson-nano", ""])),
+             Option("--target", st.sampled_from(["jetson-tx2", "desktop", "jetson-nano", ""])),
+             Option("--eval-data", _paths(*DATA_FILES)),
              Option("--out", _paths(*OUTPUT_FOLDERS))],
             _folder("--out"), head=("onnx",), flags=("--fp16",)),
         "quantize": Command(
@@ -248,6 +252,8 @@ def commands(bounded: bool) -> dict[str, Command]:
                                          st.sampled_from(["all", "ALL", "none"]))),
              Option("--seed", numbers(SEED)),
              Option("--task", tasks),
+             Option("--calib-data", _paths(*DATA_FILES)),
+             Option("--eval-data", _paths(*DATA_FILES)),
              Option("--out", _paths(*OUTPUT_FILES)),
              Option("--onnx", _paths(*OUTPUT_FILES)),
              Option("--report", _paths(*OUTPUT_FILES))],
@@ -285,7 +291,8 @@ def commands(bounded: bool) -> dict[str, Command]:
     }
 
 
-PATH_FLAGS = ("", "--out", "--onnx", "--report", "--json", "--model", "--state")
+PATH_FLAGS = ("", "--out", "--onnx", "--report", "--json", "--model", "--state", "--calib-data",
+              "--eval-data")
 """Options that name files or folders."""
 
 
