@@ -25,7 +25,7 @@ from typing import Any
 
 from mark1.errors import Mark1Error
 from mark1.sweeps.spec import RunConfig
-from mark1.sweeps.worker import TaskKey, build_task, ignore_interrupts, run_chunk
+from mark1.sweeps.worker import TaskKey, build_task, local_worker_started, run_chunk
 
 Done = Callable[[list[tuple[RunConfig, Any]]], None]
 Lost = Callable[[int], None]
@@ -98,7 +98,7 @@ class LocalWorkers:
         from concurrent.futures import ProcessPoolExecutor
 
         return ProcessPoolExecutor(max_workers=1, mp_context=self._ctx,
-                                   initializer=ignore_interrupts)
+                                   initializer=local_worker_started)
 
     def run(self, chunks: Sequence[Chunk], done: Done, lost: Lost) -> None:
         from concurrent.futures import FIRST_COMPLETED, wait
@@ -176,7 +176,8 @@ class DaskWorkers:
             import logging
 
             self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.ERROR)
+                                         host="127.0.0.1", dashboard_address=":0",
+                                         silence_logs=logging.ERROR)
             self.client = Client(self._cluster, set_as_default=False)
             self.description = f"a Dask LocalCluster of {n} workers"
         else:

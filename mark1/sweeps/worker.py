@@ -122,10 +122,20 @@ def run_chunk(configs: Iterable[RunConfig], task: Any = None) -> list[tuple[RunC
     return out
 
 
-def ignore_interrupts() -> None:
-    """Initializer of local worker processes: Ctrl-C is the sweep's to handle (it stops the
-    workers), so a worker leaves quietly instead of printing a traceback."""
+def local_worker_started() -> None:
+    """Initializer of local worker processes. Ctrl-C is the sweep's to handle (it stops the
+    workers), so a worker leaves quietly instead of printing a traceback; and a worker whose
+    sweep is gone (killed, say) leaves at once rather than wait for work forever."""
+    import multiprocessing
     import os
     import signal
+    import threading
 
     signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    sweep = multiprocessing.parent_process()
+    if sweep is not None:
+        def leave_with_the_sweep() -> None:
+            sweep.join()
+            os._exit(1)
+
+        threading.Thread(target=leave_with_the_sweep, daemon=True).start()
