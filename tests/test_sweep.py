@@ -425,11 +425,23 @@ BAD = [
 
 
 @pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
-def test_a_bad_spec_is_one_line_exit_2_and_writes_nothing(tmp_path, args, message):
-    res = sweep_cli(*args, "--out", str(tmp_path / "out"), timeout=60)
-    assert res.returncode == 2, res.stderr
-    assert res.stderr.count("\n") == 1 and message in res.stderr, res.stderr
-    assert "Traceback" not in res.stderr and res.stdout == ""
+def test_a_bad_spec_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    from mark1.cli import main
+
+    status = main(["sweep", *args, "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert status == 2, err
+    assert err.startswith("mark1 sweep: error: ") and err.count("\n") == 1, err
+    assert message in err and out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_line_answers_a_bad_spec_in_one_line(tmp_path):
+    res = sweep_cli("--task", "e-f", "--grid", "stuck_fraction=0,1.5", "--out",
+                    str(tmp_path / "out"), timeout=60)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == ("mark1 sweep: error: grid.stuck_fraction = 1.5: pots: stuck_fraction "
+                          "must be in [0, 1); got 1.5\n")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -23,7 +23,13 @@ import numpy as np
 
 from mark1.errors import Mark1Error
 from mark1.sweeps import table
-from mark1.sweeps.executors import DaskWorkers, InProcess, LocalWorkers, make_chunks
+from mark1.sweeps.executors import (
+    DaskWorkers,
+    InProcess,
+    LocalWorkers,
+    make_chunks,
+    start_local_workers_early,
+)
 from mark1.sweeps.journal import NAME as JOURNAL
 from mark1.sweeps.journal import Journal
 from mark1.sweeps.spec import SweepSpec, load_spec, read_spec_file
@@ -71,10 +77,11 @@ def _merge(spec: Any, settings: Mapping[str, Any]) -> Any:
     return base
 
 
-def _executor(workers: int | None, scheduler: str | None, cluster: str | None,
-              connect_timeout: float) -> Any:
-    if cluster not in (None, "local", "dask"):
-        raise ValueError(f"unknown cluster {cluster!r}; allowed: local, dask")
+def _check_where(workers: int | None, scheduler: str | None, cluster: str | None,
+                 connect_timeout: float) -> int:
+    """Check where the runs are to go; the number of local workers (default: the cores)."""
+    if cluster not in (None, "dask"):
+        raise ValueError(f"unknown cluster {cluster!r}; allowed: dask")
     if scheduler is not None and cluster is not None:
         raise ValueError("give either a scheduler address or a cluster, not both")
     if scheduler is not None and workers is not None:
@@ -86,17 +93,21 @@ def _executor(workers: int | None, scheduler: str | None, cluster: str | None,
                          f"{workers!r}")
     if not connect_timeout > 0:
         raise ValueError(f"connect timeout must be > 0 s; got {connect_timeout!r}")
+    if scheduler is not None and (not isinstance(scheduler, str) or "://" not in scheduler):
+        raise ValueError(f"scheduler address must look like tcp://HOST:8786; got {scheduler!r}")
     if workers is None:
         workers = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
             os.cpu_count() or 1)
+    if cluster == "dask" and workers < 1:
+        raise ValueError("a Dask LocalCluster needs at least 1 worker")
+    return workers
+
+
+def _executor(workers: int, scheduler: str | None, cluster: str | None,
+              connect_timeout: float) -> Any:
     if scheduler is not None:
-        if not isinstance(scheduler, str) or "://" not in scheduler:
-            raise ValueError(f"scheduler address must look like tcp://HOST:8786; got "
-                             f"{scheduler!r}")
         return DaskWorkers(address=scheduler, timeout=connect_timeout)
     if cluster == "dask":
-        if workers < 1:
-            raise ValueError("a Dask LocalCluster needs at least 1 worker")
         return DaskWorkers(n=workers)
     return InProcess() if workers == 0 else LocalWorkers(workers)
 
@@ -172,9 +183,12 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
     checked = load_spec(_merge(spec, settings))
     runs = checked.runs()
     out_path = None if out is None else Path(out)
+    if out_path is not None and out_path.exists() and not out_path.is_dir():
+        raise ValueError(f"output {str(out_path)!r} exists and is not a folder")
+    workers = _check_where(workers, scheduler, cluster, connect_timeout)
+    if scheduler is None and cluster is None and workers > 0:
+        start_local_workers_early()  # warms up while the rest is checked
     if out_path is not None:
-        if out_path.exists() and not out_path.is_dir():
-            raise ValueError(f"output {str(out_path)!r} exists and is not a folder")
         table.require_parquet()
     keys = [run.key() for run in runs]
     have = _peek(out_path)
@@ -235,10 +249,24 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
         counts["rerun_after_lost_worker"] += n
         bar.note(f"a worker died; its {n} run{'s' if n > 1 else ''} in flight run again")
 
+    import threading
+
+    threading.Thread(target=_import_writers, daemon=True).start()
     try:
         executor.run(make_chunks(todo, executor.workers), done, lost)
     finally:
         bar.close()
+
+
+def _import_writers() -> None:
+    """Import what the table, figures and report need while the workers run (this process
+    only waits then), not after the last run."""
+    import contextlib
+
+    with contextlib.suppress(ImportError):
+        import matplotlib.pyplot  # noqa: F401
+        import pyarrow.parquet  # noqa: F401
+        import scipy.special  # noqa: F401
 
 
 def _environment(executor: Any) -> dict[str, Any]:

@@ -62,7 +62,7 @@ _TEXT = ("task", "preset", "rule", "code")
 _WHOLE = {"epochs": 1, "n_train": 1, "n_test": 1, "n_a": 1, "n_r": 1, "task_seed": 0}
 _SECTIONS = ("seeds", "set", "grid", "sample")
 SAMPLERS = ("lhs", "random")
-"""Ways to draw sample points: Latin hypercube (scipy.stats.qmc) or independent uniforms."""
+"""Ways to draw sample points: a Latin hypercube or independent uniforms."""
 
 
 def _markI_defaults() -> dict[str, Any]:
@@ -336,10 +336,9 @@ def draw_samples(ranges: Mapping[str, SampleRange], n: int, sampler: str,
     """``n`` points in the ranges: a Latin hypercube (each range cut into ``n`` equal strata,
     one point in each) or independent uniforms; whole-number factors rounded down."""
     rng = np.random.default_rng(seed)
-    if sampler == "lhs":
-        from scipy.stats import qmc
-
-        unit = qmc.LatinHypercube(d=len(ranges), seed=rng).random(n)
+    if sampler == "lhs":  # McKay, Beckman & Conover 1979: strata paired at random across ranges
+        strata = rng.permuted(np.tile(np.arange(n), (len(ranges), 1)), axis=1).T
+        unit = (strata + rng.random((n, len(ranges)))) / n
     else:
         unit = rng.random((n, len(ranges)))
     points: list[dict[str, Any]] = [{} for _ in range(n)]
@@ -523,9 +522,10 @@ def _check_machines(spec: SweepSpec, where_of: Mapping[str, str]) -> None:
             try:
                 get_preset(values["preset"]).with_overrides(**dict(machine))
             except (ValueError, TypeError) as exc:
-                swept = ", ".join(f"{k}={v!r}" for k, v in point.items() if k in PARAMETERS)
-                at = f" at {swept}" if swept else ""
-                raise ValueError(f"{_where_machine(exc, where_of)}{at}: {exc}") from None
+                name = _named_in(exc, dict(machine))
+                at = (f"{where_of[name]} = {values[name]!r}" if name in where_of
+                      else f"preset {values['preset']}")
+                raise ValueError(f"{at}: {exc}") from None
         task = values["task"]
         if task not in tasks:
             from mark1.stimuli import make_task
@@ -539,13 +539,10 @@ def _check_machines(spec: SweepSpec, where_of: Mapping[str, str]) -> None:
             raise ValueError(f"task {task}: {exc}") from None
 
 
-def _where_machine(exc: Exception, where_of: Mapping[str, str]) -> str:
-    """The spec entry a part's error names (``pots: stuck_fraction must be...``)."""
-    text = str(exc)
-    for name, where in where_of.items():
-        if f" {name} " in f" {text.replace(':', ' ')} " and name in PARAMETERS:
-            return where
-    return "machine"
+def _named_in(exc: Exception, machine: Mapping[str, Any]) -> str | None:
+    """The parameter a part's error names (``pots: stuck_fraction must be...``)."""
+    words = str(exc).replace(":", " ").replace("(", " ").split()
+    return next((w for w in words if w in machine), None)
 
 
 def read_spec_file(path: str | Path) -> dict[str, Any]:

@@ -102,9 +102,9 @@ def mean_ci(values: Sequence[float], level: float = 0.95) -> tuple[float, float]
     mean = float(x.mean())
     if len(x) < 2:
         return mean, 0.0
-    from scipy.stats import t
+    from scipy.special import stdtrit  # Student's t quantile (scipy.stats takes 1 s to import)
 
-    half = float(t.ppf(0.5 + level / 2, len(x) - 1) * x.std(ddof=1) / math.sqrt(len(x)))
+    half = float(stdtrit(len(x) - 1, 0.5 + level / 2) * x.std(ddof=1) / math.sqrt(len(x)))
     return mean, half
 
 

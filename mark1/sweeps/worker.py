@@ -73,16 +73,12 @@ def _one_blas_thread() -> Any:
     return _THREADPOOLS[0].limit(limits=1, user_api="blas")
 
 
-def run_one(config: RunConfig, task: Any = None) -> dict[str, Any]:
-    """Train and score the machine of ``config``; its measures (:data:`RESULTS`).
-
-    ``task``: the run's images when the caller already has them (else built or reused here).
-    """
+def run_one(config: RunConfig) -> dict[str, Any]:
+    """Train and score the machine of ``config``; its measures (:data:`RESULTS`)."""
     from mark1.machine import MarkI
 
     started = time.perf_counter()
-    if task is None:
-        task = _task(config.task_key())
+    task = _task(config.task_key())
     names = np.array(task.classes)
     y_train, y_test = names[task.y_train], names[task.y_test]
     model = MarkI(preset=config.preset, rule=config.rule, n_a=config.n_a, n_r=config.n_r,
@@ -103,7 +99,7 @@ def run_one(config: RunConfig, task: Any = None) -> dict[str, Any]:
     }
 
 
-def run_chunk(configs: Iterable[RunConfig], task: Any = None) -> list[tuple[RunConfig, Any]]:
+def run_chunk(configs: Iterable[RunConfig]) -> list[tuple[RunConfig, Any]]:
     """Run each config in turn; ``(config, measures)``, or ``(config, error text)`` when a run
     raises ``ValueError``/``TypeError`` (bad input the spec could not catch, e.g. more images
     than a data set has). Other exceptions propagate."""
@@ -113,13 +109,31 @@ def run_chunk(configs: Iterable[RunConfig], task: Any = None) -> list[tuple[RunC
     with reusing_wirings(_WIRINGS), _one_blas_thread():
         for config in configs:
             try:
-                result = run_one(config, task)
+                result = run_one(config)
             except (ValueError, TypeError) as exc:
                 out.append((config, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
                 continue
             result["kit"] = __version__
             out.append((config, result))
     return out
+
+
+def warm_up() -> None:
+    """Load what the first run of a process would: the compiled training epochs of both pot
+    kinds (numba's cache) and the letters' glyphs. Run by the fork server of local workers
+    (:mod:`mark1.sweeps.forkserver_warmup`), so that every worker forked from it starts warm.
+    Anything that fails here fails again, and is reported, in the run that needs it."""
+    try:
+        from mark1.machine import MarkI
+        from mark1.stimuli import make_task
+
+        task = make_task("e-f", seed=0, n_train=4, n_test=1)
+        with _one_blas_thread():
+            for preset in ("ideal", "cds-1960"):
+                MarkI(preset=preset, n_a=8, max_iter=1, random_state=0).fit(
+                    task.X_train, task.y_train)
+    except Exception:  # noqa: BLE001 - only a head start; the runs report real errors
+        pass
 
 
 def local_worker_started() -> None:

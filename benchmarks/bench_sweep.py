@@ -1,0 +1,208 @@
+"""What a sweep costs against the same runs done by hand, and how it scales, in one run.
+
+The sweep: ``e-f`` on ``cds-1960``, 20 passes at most, ``stuck_fraction`` 0 to 0.45 in ten
+steps, 20 seeds: 200 runs (``--points``/``--seeds`` change it). Each of these is timed in a
+fresh process of its own, from after ``import mark1`` to the end, interleaved, ``--repeat``
+times over:
+
+* ``by hand``     -- the same 200 runs one after the other with the public API, as a user would
+                     write them: ``make_task`` once per distinct task (one here: every run sees
+                     the images of task seed 0), then ``MarkI(...).fit`` and two ``score``
+                     calls per run. Like the sweep's workers, it loads the compiled epochs and
+                     renders the glyphs in its first run.
+* ``1 worker``    -- ``mark1.sweep(..., workers=1, out=...)``: the whole call, checking the spec,
+                     starting the worker process, the journal, the table, the figures and
+                     ``report.json`` included.
+* ``2 workers``   -- the same with two local worker processes.
+* ``dask 2``      -- the same on a Dask scheduler and two ``dask worker`` processes (one thread
+                     each) on 127.0.0.1, started before the timing as a running cluster is (its
+                     workers load the kernels and build the task in their first sweep and keep
+                     them: a cluster that has run a sweep before).
+
+Ratios: sweep overhead = ``1 worker / by hand`` (goal <= 1.10), scaling = ``1 worker / 2
+workers`` (goal >= 1.8 on 2 cores), Dask = ``dask 2 / 2 workers`` (goal within 10 %), and
+machine-runs per minute. For information, ``by hand`` is also timed in this process once warm
+(kernels loaded, glyphs rendered): the sweep's fixed cost (a worker process that loads the
+kernels, figures) against nothing. The machine's load average is printed before and after each
+round: on 2 cores shared with other work, scaling cannot reach 2 while something else runs.
+
+Run: ``python benchmarks/bench_sweep.py`` (``--quick``: 40 runs, one round).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # the sweep's workers run on one BLAS thread too
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import mark1  # noqa: E402
+from mark1 import MarkI, make_task  # noqa: E402
+from mark1.sweeps.spec import load_spec  # noqa: E402
+
+
+def by_hand(spec: dict) -> float:
+    """The spec's runs one after the other with the public API; seconds."""
+    runs = load_spec(spec).runs()
+    started = time.perf_counter()
+    tasks: dict = {}
+    for run in runs:
+        key = run.task_key()
+        if key not in tasks:
+            tasks[key] = make_task(run.task, seed=run.images_seed, n_train=run.n_train,
+                                   n_test=run.n_test)
+        task = tasks[key]
+        names = np.array(task.classes)
+        model = MarkI(preset=run.preset, rule=run.rule, n_a=run.n_a, n_r=run.n_r, code=run.code,
+                      max_iter=run.epochs, random_state=run.seed, **dict(run.machine))
+        model.fit(task.X_train, names[task.y_train])
+        model.score(task.X_train, names[task.y_train])
+        model.score(task.X_test, names[task.y_test])
+    return time.perf_counter() - started
+
+
+def child(mode: str, spec: dict, out: str, where: dict) -> None:
+    """One timed measurement (``--child``): prints its seconds and the runs' own time."""
+    started = time.perf_counter()
+    if mode == "hand":
+        by_hand(spec)
+        inside = None
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        inside = mark1.sweep(spec, out=out, progress=False, **where).report["runs_wall_time_s"]
+    print(json.dumps({"s": time.perf_counter() - started, "runs_s": inside}))
+
+
+def fresh(mode: str, spec: dict, scratch: Path, **where: object) -> tuple[float, float | None]:
+    """Time ``mode`` in a fresh process."""
+    args = json.dumps([mode, spec, str(scratch / "sweep"), where])
+    res = subprocess.run([sys.executable, __file__, "--child", args], capture_output=True,
+                         text=True, check=True)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return out["s"], out["runs_s"]
+
+
+class Cluster:
+    """A Dask scheduler and two single-thread workers on 127.0.0.1, as separate processes."""
+
+    def __init__(self, folder: Path, n: int = 2) -> None:
+        from distributed import Client
+
+        dask = str(Path(sys.executable).parent / "dask")
+        file = folder / "scheduler.json"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                        "--no-dashboard", "--scheduler-file", str(file)],
+                                       **quiet)]
+        deadline = time.monotonic() + 60
+        while not (file.exists() and "address" in file.read_text()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Dask scheduler did not start in 60 s")
+            time.sleep(0.05)
+        self.address = json.loads(file.read_text())["address"]
+        self.procs += [subprocess.Popen([dask, "worker", "--scheduler-file", str(file),
+                                         "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                                         "--host", "127.0.0.1"], **quiet) for _ in range(n)]
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n, timeout=60)
+
+    def close(self) -> None:
+        for proc in self.procs[::-1]:
+            proc.terminate()
+            proc.wait(15)
+
+
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=10, help="stuck_fraction values (10)")
+    parser.add_argument("--seeds", type=int, default=20, help="seeds per value (20)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved (3)")
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask cluster")
+    parser.add_argument("--quick", action="store_true", help="40 runs, one round")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(*json.loads(args.child))
+        return
+    if args.quick:
+        args.points, args.seeds, args.repeat = 4, 10, 1
+    spec = {"task": "e-f", "preset": "cds-1960", "epochs": 20, "seeds": args.seeds,
+            "grid": {"stuck_fraction": f"0:0.45:{args.points}"}}
+    n_runs = args.points * args.seeds
+    print(f"{n_runs} runs: e-f on cds-1960, 20 passes at most, {args.points} stuck_fraction "
+          f"values x {args.seeds} seeds; {os.cpu_count()} cores; {load()}")
+    warm = {**spec, "seeds": 1, "grid": {"stuck_fraction": [0.0]}}
+    by_hand(warm)  # kernels loaded, glyphs rendered: the warm hand loop
+    cluster = None
+    has_dask = not args.no_dask
+    if has_dask:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            print("dask.distributed not installed: no Dask figures")
+            has_dask = False
+    times: dict[str, list[float]] = {"by hand": [], "1 worker": [], "2 workers": [],
+                                     "by hand, warm": []}
+    if has_dask:
+        times["dask 2"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        if has_dask:
+            cluster = Cluster(scratch)
+        try:
+            for round_ in range(args.repeat):
+                print(f"round {round_ + 1}: {load()}")
+                times["by hand"].append(fresh("hand", spec, scratch)[0])
+                t1, inside = fresh("sweep", spec, scratch, workers=1)
+                times["1 worker"].append(t1)
+                times["2 workers"].append(fresh("sweep", spec, scratch, workers=2)[0])
+                if cluster is not None:
+                    times["dask 2"].append(fresh("sweep", spec, scratch,
+                                                 scheduler=cluster.address)[0])
+                times["by hand, warm"].append(by_hand(spec))
+                print("  " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+                      + f"; the runs' own time in the 1-worker sweep {inside:.2f} s")
+                hand, one, two = (times[k][-1] for k in ("by hand", "1 worker", "2 workers"))
+                line = (f"  overhead {one / hand:.3f}x (goal <= 1.10), scaling {one / two:.2f}x "
+                        f"(goal >= 1.8)")
+                if cluster is not None:
+                    line += f", dask/local {times['dask 2'][-1] / two:.3f} (goal <= 1.10)"
+                print(line + f"; {load()}")
+        finally:
+            if cluster is not None:
+                cluster.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nmedian of {args.repeat} rounds: " + ", ".join(f"{k} {v:.2f} s"
+                                                          for k, v in med.items()))
+    over = [o / h for o, h in zip(times["1 worker"], times["by hand"])]
+    scale = [o / t for o, t in zip(times["1 worker"], times["2 workers"])]
+    print(f"sweep overhead (1 worker / by hand): {', '.join(f'{x:.3f}' for x in over)}")
+    warm_over = [o / h for o, h in zip(times["1 worker"], times["by hand, warm"])]
+    print(f"  (against by hand in a warm process: {', '.join(f'{x:.3f}' for x in warm_over)})")
+    print(f"scaling (1 worker / 2 workers):      {', '.join(f'{x:.2f}' for x in scale)}")
+    if "dask 2" in times:
+        rel = [d / t for d, t in zip(times["dask 2"], times["2 workers"])]
+        print(f"dask 2 / 2 local workers:            {', '.join(f'{x:.3f}' for x in rel)}")
+    for k in ("1 worker", "2 workers") + (("dask 2",) if "dask 2" in times else ()):
+        print(f"throughput, {k}: {60 * n_runs / med[k]:.0f} machine-runs per minute")
+    print(load())
+
+
+if __name__ == "__main__":
+    main()
