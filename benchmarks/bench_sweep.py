@@ -21,9 +21,12 @@ times over:
 
 Ratios: sweep overhead = ``1 worker / by hand`` (goal <= 1.10), scaling = ``1 worker / 2
 workers`` (goal >= 1.8 on 2 cores), Dask = ``dask 2 / 2 workers`` (goal within 10 %), and
-machine-runs per minute. For information, ``by hand`` is also timed in this process once warm
-(kernels loaded, glyphs rendered): the sweep's fixed cost (a worker process that loads the
-kernels, figures) against nothing. The machine's load average is printed before and after each
+machine-runs per minute. Scaling and Dask are measured again on a sweep three times as long
+(``--long-seeds``, 60: 600 runs), where a sweep's fixed costs -- a worker's start, loading the
+compiled epochs, the figures: about a second and a half in all -- weigh a third as much.
+For information, ``by hand`` is also timed in this process once warm (kernels loaded, glyphs
+rendered): the sweep's fixed cost (a worker process that loads the kernels, figures) against
+nothing. The machine's load average is printed before and after each
 round: on 2 cores shared with other work, scaling cannot reach 2 while something else runs.
 
 Run: ``python benchmarks/bench_sweep.py`` (``--quick``: 40 runs, one round).
@@ -133,6 +136,8 @@ def main() -> None:
     parser.add_argument("--points", type=int, default=10, help="stuck_fraction values (10)")
     parser.add_argument("--seeds", type=int, default=20, help="seeds per value (20)")
     parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved (3)")
+    parser.add_argument("--long-seeds", type=int, default=60,
+                        help="seeds of the long sweep for scaling (60; 0: none)")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask cluster")
     parser.add_argument("--quick", action="store_true", help="40 runs, one round")
     parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -141,7 +146,7 @@ def main() -> None:
         child(*json.loads(args.child))
         return
     if args.quick:
-        args.points, args.seeds, args.repeat = 4, 10, 1
+        args.points, args.seeds, args.repeat, args.long_seeds = 4, 10, 1, 0
     spec = {"task": "e-f", "preset": "cds-1960", "epochs": 20, "seeds": args.seeds,
             "grid": {"stuck_fraction": f"0:0.45:{args.points}"}}
     n_runs = args.points * args.seeds
@@ -157,10 +162,16 @@ def main() -> None:
         except ImportError:
             print("dask.distributed not installed: no Dask figures")
             has_dask = False
+    long_spec = {**spec, "seeds": args.long_seeds}
+    n_long = args.points * args.long_seeds
     times: dict[str, list[float]] = {"by hand": [], "1 worker": [], "2 workers": [],
                                      "by hand, warm": []}
     if has_dask:
         times["dask 2"] = []
+    if n_long:
+        times.update({"long, 1 worker": [], "long, 2 workers": []})
+        if has_dask:
+            times["long, dask 2"] = []
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         if has_dask:
@@ -176,6 +187,13 @@ def main() -> None:
                     times["dask 2"].append(fresh("sweep", spec, scratch,
                                                  scheduler=cluster.address)[0])
                 times["by hand, warm"].append(by_hand(spec))
+                if n_long:
+                    times["long, 1 worker"].append(fresh("sweep", long_spec, scratch, workers=1)[0])
+                    times["long, 2 workers"].append(
+                        fresh("sweep", long_spec, scratch, workers=2)[0])
+                    if cluster is not None:
+                        times["long, dask 2"].append(fresh("sweep", long_spec, scratch,
+                                                           scheduler=cluster.address)[0])
                 print("  " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
                       + f"; the runs' own time in the 1-worker sweep {inside:.2f} s")
                 hand, one, two = (times[k][-1] for k in ("by hand", "1 worker", "2 workers"))
@@ -183,6 +201,11 @@ def main() -> None:
                         f"(goal >= 1.8)")
                 if cluster is not None:
                     line += f", dask/local {times['dask 2'][-1] / two:.3f} (goal <= 1.10)"
+                if n_long:
+                    one, two = times["long, 1 worker"][-1], times["long, 2 workers"][-1]
+                    line += f"; {n_long} runs: scaling {one / two:.2f}x"
+                    if cluster is not None:
+                        line += f", dask/local {times['long, dask 2'][-1] / two:.3f}"
                 print(line + f"; {load()}")
         finally:
             if cluster is not None:
@@ -199,8 +222,20 @@ def main() -> None:
     if "dask 2" in times:
         rel = [d / t for d, t in zip(times["dask 2"], times["2 workers"])]
         print(f"dask 2 / 2 local workers:            {', '.join(f'{x:.3f}' for x in rel)}")
-    for k in ("1 worker", "2 workers") + (("dask 2",) if "dask 2" in times else ()):
-        print(f"throughput, {k}: {60 * n_runs / med[k]:.0f} machine-runs per minute")
+    if n_long:
+        scale = [o / t for o, t in zip(times["long, 1 worker"], times["long, 2 workers"])]
+        print(f"{n_long} runs, scaling:                 {', '.join(f'{x:.2f}' for x in scale)}")
+        if "long, dask 2" in times:
+            rel = [d / t for d, t in zip(times["long, dask 2"], times["long, 2 workers"])]
+            print(f"{n_long} runs, dask 2 / 2 local:        "
+                  f"{', '.join(f'{x:.3f}' for x in rel)}")
+    for k in ("1 worker", "2 workers", "dask 2"):
+        if k in times:
+            print(f"throughput, {n_runs} runs, {k}: {60 * n_runs / med[k]:.0f} machine-runs "
+                  "per minute")
+        if f"long, {k}" in times:
+            print(f"throughput, {n_long} runs, {k}: {60 * n_long / med[f'long, {k}']:.0f} "
+                  "machine-runs per minute")
     print(load())
 
 

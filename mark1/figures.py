@@ -144,7 +144,8 @@ def position_sweep(path: str | os.PathLike[str], results: list[dict[str, Any]]) 
 
 
 def sweep_accuracy(path: str | os.PathLike[str], factor: str,
-                   lines: dict[str, list[dict[str, Any]]], measure: str, runs_note: str) -> Path:
+                   lines: dict[str, list[dict[str, Any]]], measure: str, runs_note: str,
+                   context: str = "") -> Path:
     """A measure against one swept factor: a line per group (its summary from
     :func:`mark1.sweeps.table.summary`: ``value``, ``label``, ``mean``, ``ci95``) with its 95 %
     confidence band; text factors as points with error bars."""
@@ -168,8 +169,8 @@ def sweep_accuracy(path: str | os.PathLike[str], factor: str,
                             linewidth=0)
     ax.set_xlabel(factor)
     ax.set_ylabel(f"{measure.replace('_', ' ')} (%)")
-    ax.set_title(f"{measure.replace('_', ' ')} against {factor}: mean and 95 % band over "
-                 f"{runs_note}", fontsize=9)
+    ax.set_title(f"{context}\n" * bool(context) + f"{measure.replace('_', ' ')} against "
+                 f"{factor}: mean and 95 % band over {runs_note}", fontsize=9)
     ax.grid(alpha=0.3)
     if any(lines):
         ax.legend(fontsize=8)
@@ -178,7 +179,7 @@ def sweep_accuracy(path: str | os.PathLike[str], factor: str,
 
 def sweep_heatmap(path: str | os.PathLike[str], x_factor: str, y_factor: str,
                   x_labels: list[str], y_labels: list[str], mean: np.ndarray, measure: str,
-                  runs_note: str) -> Path:
+                  runs_note: str, context: str = "") -> Path:
     """Mean of a measure over two swept factors (``mean`` is (len(y), len(x)); NaN: no run)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(1.0 + 0.55 * max(len(x_labels), 4),
@@ -187,12 +188,14 @@ def sweep_heatmap(path: str | os.PathLike[str], x_factor: str, y_factor: str,
     ax.set_xticks(range(len(x_labels)), x_labels, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(len(y_labels)), y_labels, fontsize=8)
     if mean.size <= 300:
+        digits = 1 if np.nanmax(mean) - np.nanmin(mean) < 0.05 else 0
         for (i, j), v in np.ndenumerate(mean):
             if np.isfinite(v):
-                ax.text(j, i, f"{100 * v:.0f}", ha="center", va="center", fontsize=7,
+                ax.text(j, i, f"{100 * v:.{digits}f}", ha="center", va="center", fontsize=7,
                         color="white" if v < np.nanmean(mean) else "black")
     ax.set_xlabel(x_factor)
     ax.set_ylabel(y_factor)
     fig.colorbar(image, ax=ax, label=f"{measure.replace('_', ' ')} (%)")
-    ax.set_title(f"mean {measure.replace('_', ' ')} over {runs_note}", fontsize=9)
+    ax.set_title(f"{context}\n" * bool(context) + f"mean {measure.replace('_', ' ')} over "
+                 f"{runs_note}", fontsize=9)
     return _save(fig, path)

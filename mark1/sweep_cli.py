@@ -4,6 +4,7 @@ rest (Dask and pyarrow only when it needs them)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 _SETTING_FLAGS = ("task", "preset", "rule", "epochs", "n_train", "n_test", "n_a", "n_r", "code",
@@ -73,14 +74,18 @@ def _sweep(args: argparse.Namespace) -> int:
     counts = result.report["counts"]
     wall = result.report["wall_time_s"]
     rate = result.report["runs_per_minute"]
-    where = result.report["environment"]["workers"] or "nothing to run"
-    done = f"{counts['run_now']} run now" + (
-        f", {counts['from_journal']} from {args.out}/runs.jsonl" if counts["from_journal"]
-        else "")
-    if counts["rerun_after_lost_worker"]:
-        done += f", {counts['rerun_after_lost_worker']} rerun after a worker died"
-    print(f"{counts['runs']} runs ({done}) in {wall:.1f} s on {where}"
-          + (f": {rate:.0f} runs per minute" if rate else ""))
+    where = result.report["environment"]["workers"]
+    journal = f"{Path(args.out) / 'runs.jsonl'}"
+    if where is None:
+        print(f"{counts['runs']} runs, all already in {journal}; table, figures and report "
+              f"written in {wall:.1f} s")
+    else:
+        done = f"{counts['run_now']} run now" + (
+            f", {counts['from_journal']} from {journal}" if counts["from_journal"] else "")
+        if counts["rerun_after_lost_worker"]:
+            done += f", {counts['rerun_after_lost_worker']} rerun after a worker died"
+        print(f"{counts['runs']} runs ({done}) in {wall:.1f} s on {where}: {rate:.0f} runs "
+              "per minute")
     for factor, by_measure in result.report["summary"].items():
         points = by_measure["test_accuracy"]
         line = ", ".join(f"{p['label']}: {100 * p['mean']:.1f}±{100 * p['ci95']:.1f}"

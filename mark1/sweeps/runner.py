@@ -186,15 +186,14 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
     if out_path is not None and out_path.exists() and not out_path.is_dir():
         raise ValueError(f"output {str(out_path)!r} exists and is not a folder")
     workers = _check_where(workers, scheduler, cluster, connect_timeout)
-    if scheduler is None and cluster is None and workers > 0:
+    keys = [run.key() for run in runs]
+    have = _peek(out_path)
+    work = any(k not in have for k in keys)
+    if work and scheduler is None and cluster is None and workers > 0:
         start_local_workers_early()  # warms up while the rest is checked
     if out_path is not None:
         table.require_parquet()
-    keys = [run.key() for run in runs]
-    have = _peek(out_path)
-    executor = None
-    if any(k not in have for k in keys):
-        executor = _executor(workers, scheduler, cluster, connect_timeout)
+    executor = _executor(workers, scheduler, cluster, connect_timeout) if work else None
     counts = {"runs": len(runs), "from_journal": 0, "run_now": 0, "rerun_after_lost_worker": 0}
     try:
         if out_path is None:
@@ -208,11 +207,20 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         if executor is not None:
             executor.close()
     rows = [table.make_row(k, run, results[k]) for k, run in zip(keys, runs)]
-    wall = time.perf_counter() - started
-    report = _report(checked, rows, counts, wall, executor)
+    report = _report(checked, rows, counts, executor)
     if out_path is not None:
-        _write(out_path, checked, rows, report)
+        _write(out_path, checked, rows, report, started)
+    else:
+        _timed(report, started)
     return SweepResult(rows, report, out_path, checked)
+
+
+def _timed(report: dict[str, Any], started: float) -> None:
+    """Set the sweep's wall time (all but writing report.json) and its rate."""
+    wall = time.perf_counter() - started
+    run_now = report["counts"]["run_now"]
+    report["wall_time_s"] = wall
+    report["runs_per_minute"] = 60 * run_now / wall if run_now else None
 
 
 def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
@@ -291,7 +299,7 @@ def _environment(executor: Any) -> dict[str, Any]:
     }
 
 
-def _report(spec: SweepSpec, rows: list[dict[str, Any]], counts: dict[str, int], wall: float,
+def _report(spec: SweepSpec, rows: list[dict[str, Any]], counts: dict[str, int],
             executor: Any) -> dict[str, Any]:
     summaries = {
         factor: {m: table.summary(rows, factor, spec.grid.get(factor), m) for m in MEASURES}
@@ -302,9 +310,9 @@ def _report(spec: SweepSpec, rows: list[dict[str, Any]], counts: dict[str, int],
         "spec": spec.to_dict(),
         "swept": spec.swept,
         "counts": counts,
-        "wall_time_s": wall,
+        "wall_time_s": None,
         "runs_wall_time_s": run_wall,
-        "runs_per_minute": 60 * counts["run_now"] / wall if counts["run_now"] else None,
+        "runs_per_minute": None,
         "environment": _environment(executor),
         "columns": {c: table.column_kind(c).__name__ for c in table.COLUMNS},
         "summary": summaries,
@@ -317,6 +325,11 @@ def _figures(stage: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> list[s
 
     swept = spec.swept
     seeds = f"{len(spec.seeds)} seed{'s' if len(spec.seeds) > 1 else ''}"
+    fixed = spec.fixed
+    context = " ".join(part for part in (
+        fixed.get("task"), fixed.get("preset") and f"on {fixed['preset']}") if part)
+    if fixed.get("epochs"):
+        context += f", {fixed['epochs']} passes at most"
     names = []
     for factor in swept:
         others = [f for f in swept if f != factor]
@@ -332,7 +345,7 @@ def _figures(stage: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> list[s
             part = [rows[i] for i in index]
             lines[name] = table.summary(part, factor, spec.grid.get(factor))
         file = f"accuracy_{factor}.png"
-        figures.sweep_accuracy(stage / file, factor, lines, "test_accuracy", note)
+        figures.sweep_accuracy(stage / file, factor, lines, "test_accuracy", note, context)
         names.append(file)
     for x_factor, y_factor in combinations(swept, 2):
         x_levels = table.levels(rows, x_factor, spec.grid.get(x_factor))
@@ -347,13 +360,13 @@ def _figures(stage: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> list[s
         file = f"heatmap_{x_factor}_{y_factor}.png"
         figures.sweep_heatmap(stage / file, x_factor, y_factor, [lv[1] for lv in x_levels],
                               [lv[1] for lv in y_levels], mean, "test_accuracy",
-                              f"{seeds}{' and the other parameters' if pooled else ''}")
+                              f"{seeds}{' and the other parameters' if pooled else ''}", context)
         names.append(file)
     return names
 
 
-def _write(out: Path, spec: SweepSpec, rows: list[dict[str, Any]],
-           report: dict[str, Any]) -> None:
+def _write(out: Path, spec: SweepSpec, rows: list[dict[str, Any]], report: dict[str, Any],
+           started: float) -> None:
     from mark1.io import atomic_write_bytes, atomic_write_text, staged_output_dir, write_json
 
     with staged_output_dir(out) as stage:
@@ -361,4 +374,5 @@ def _write(out: Path, spec: SweepSpec, rows: list[dict[str, Any]],
         atomic_write_text(stage / "results.csv", table.csv_text(rows))
         report["files"] = ["results.parquet", "results.csv", "report.json", JOURNAL,
                            *_figures(stage, spec, rows)]
+        _timed(report, started)
         write_json(stage / "report.json", report)
