@@ -4,6 +4,7 @@ rest (Dask and pyarrow only when it needs them)."""
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -68,9 +69,15 @@ def _sweep(args: argparse.Namespace) -> int:
     from mark1.sweeps import sweep
 
     raw = spec_from_args(args)
-    result = sweep(raw, out=args.out, workers=args.workers, scheduler=args.scheduler,
-                   cluster=args.cluster, connect_timeout=args.connect_timeout,
-                   progress=False if args.quiet else None)
+    try:
+        result = sweep(raw, out=args.out, workers=args.workers, scheduler=args.scheduler,
+                       cluster=args.cluster, connect_timeout=args.connect_timeout,
+                       progress=False if args.quiet else None)
+    except KeyboardInterrupt:
+        print(f"mark1 sweep: interrupted; the runs finished so far are in "
+              f"{Path(args.out) / 'runs.jsonl'}: the same command runs the rest",
+              file=sys.stderr)
+        return 130
     counts = result.report["counts"]
     wall = result.report["wall_time_s"]
     rate = result.report["runs_per_minute"]

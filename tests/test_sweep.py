@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -177,6 +178,33 @@ def test_local_workers_give_the_rows_of_a_sweep_in_this_process(tmp_path):
     assert "12 runs (12 run now)" in res.stdout and "2 local worker processes" in res.stdout
     assert table(tmp_path / "two") == without_wall(here.rows)
     assert res.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_a_terminal_sees_a_progress_bar_with_runs_rate_and_time_left(tmp_path):
+    import pty
+
+    leader, follower = pty.openpty()  # a real terminal on stderr
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mark1.cli", "sweep", *SMALL_ARGS, "--out",
+             str(tmp_path / "o"), "--workers", "1"], cwd=ROOT, env=ENV,
+            stdout=subprocess.PIPE, stderr=follower, text=True)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the sweep is over
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(120) == 0
+    finally:
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert "12/12" in text and "run/s" in text  # runs done, runs per second
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", text)  # elapsed < time left
 
 
 def test_outputs_table_csv_report_and_figures(tmp_path):

@@ -179,6 +179,7 @@ class DaskWorkers:
                  timeout: float = 10.0) -> None:
         try:
             from distributed import Client, LocalCluster
+            from distributed.scheduler import KilledWorker
         except ImportError:
             raise Mark1Error(
                 "a Dask cluster needs dask.distributed: pip install 'mark1-kit[sweep]'"
@@ -200,7 +201,8 @@ class DaskWorkers:
                 raise Mark1Error(f"the Dask scheduler at {address} does not answer within "
                                  f"{timeout:g} s ({reason})") from None
             self.description = f"the Dask scheduler at {address}"
-        self.workers = max(1, len(self.client.scheduler_info(n_workers=-1)["workers"]))
+        self._killed_worker = KilledWorker
+        self.workers = max(1, sum(self.client.nthreads().values()))  # slots, for the chunks
 
     def run(self, chunks: Sequence[Chunk], done: Done, lost: Lost) -> None:
         from distributed import as_completed
@@ -215,12 +217,10 @@ class DaskWorkers:
                 except ImportError as exc:
                     raise Mark1Error(f"the Dask workers cannot run the sweep ({exc}): install "
                                      "mark1-kit[sweep] on every worker") from None
-                except Exception as exc:
-                    if type(exc).__name__ == "KilledWorker":
-                        raise Mark1Error(
-                            f"runs starting with {_describe(chunk.runs[0])} killed "
-                            f"{MAX_ATTEMPTS} Dask workers", exit_code=1) from None
-                    raise
+                except self._killed_worker:
+                    raise Mark1Error(
+                        f"runs starting with {_describe(chunk.runs[0])} killed Dask workers "
+                        "again and again (Dask's allowed-failures)", exit_code=1) from None
                 future.release()
                 done(results)
         finally:
