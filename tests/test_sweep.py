@@ -181,9 +181,13 @@ def test_local_workers_give_the_rows_of_a_sweep_in_this_process(tmp_path):
 
 
 def test_a_terminal_sees_a_progress_bar_with_runs_rate_and_time_left(tmp_path):
+    import fcntl
     import pty
+    import struct
+    import termios
 
-    leader, follower = pty.openpty()  # a real terminal on stderr
+    leader, follower = pty.openpty()  # a real terminal on stderr, 100 columns wide
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
     try:
         proc = subprocess.Popen(
             [sys.executable, "-m", "mark1.cli", "sweep", *SMALL_ARGS, "--out",
@@ -317,6 +321,26 @@ def test_a_sweep_killed_halfway_resumes_with_only_the_missing_runs(tmp_path, lon
     resumed = json.loads((out / "report.json").read_text())["counts"]
     assert resumed["from_journal"] >= done and resumed["run_now"] == 160 - resumed["from_journal"]
     assert table(out) == long_reference
+
+
+def test_ctrl_c_stops_the_sweep_and_its_workers_and_says_how_to_finish(tmp_path):
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "mark1.cli", "sweep", *LONG_ARGS, "--out",
+                             str(out), "--workers", "2"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as in a terminal
+    try:
+        wait_for(lambda: journal_lines(out) >= 20, 120, "some runs")
+        workers = _worker_pids(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert stderr == (f"mark1 sweep: interrupted; the runs finished so far are in "
+                      f"{out / 'runs.jsonl'}: the same command runs the rest\n")
+    assert sorted(p.name for p in out.iterdir()) == ["runs.jsonl"]
+    wait_for(lambda: _gone(workers), 30, "the workers to leave")
 
 
 def test_a_local_worker_killed_mid_sweep_loses_only_its_runs_in_flight(tmp_path,
