@@ -1,7 +1,7 @@
 """The ``mark1`` command line.
 
 Each part registers its own subcommands (``mark1/commands.py``, ``mark1/sweep_cli.py``,
-``export/cli_*.py``, ``firmware_sim/cli.py``; see :data:`COMMAND_MODULES`). Registration imports
+``export/*/cli.py``, ``firmware_sim/cli.py``; see :data:`COMMAND_MODULES`). Registration imports
 only argparse; a subcommand imports numpy, torch, onnxruntime or Dask inside its handler, so
 ``mark1 --help`` stays fast.
 

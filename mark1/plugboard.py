@@ -14,9 +14,10 @@ import csv
 import io
 import json
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -159,21 +160,24 @@ class Plugboard:
         return "\n".join(lines)
 
 
+_Wiring = tuple[np.ndarray, np.ndarray, Mapping[str, Any]]  # wiring, thresholds, state after
+
+
 class WiringMemo:
     """The last ``size`` wirings drawn, by spec, size and generator state (see
     :func:`reusing_wirings`)."""
 
     def __init__(self, size: int = 64) -> None:
         self.size = size
-        self._items: OrderedDict[object, tuple[np.ndarray, np.ndarray, dict]] = OrderedDict()
+        self._items: OrderedDict[object, _Wiring] = OrderedDict()
 
-    def get(self, key: object) -> tuple[np.ndarray, np.ndarray, dict] | None:
+    def get(self, key: object) -> _Wiring | None:
         hit = self._items.get(key)
         if hit is not None:
             self._items.move_to_end(key)
         return hit
 
-    def put(self, key: object, value: tuple[np.ndarray, np.ndarray, dict]) -> None:
+    def put(self, key: object, value: _Wiring) -> None:
         self._items[key] = value
         while len(self._items) > self.size:
             self._items.popitem(last=False)

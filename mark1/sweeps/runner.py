@@ -282,7 +282,7 @@ def _environment(executor: Any) -> dict[str, Any]:
 
     from mark1 import __version__
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for dist in ("numpy", "numba", "scipy", "matplotlib", "pyarrow", "dask", "distributed"):
         try:
             versions[dist] = metadata.version(dist)

@@ -495,10 +495,12 @@ def _sample_section(section: Any, claim: Any) -> tuple[dict[str, SampleRange], i
     if sampler not in SAMPLERS:
         raise ValueError(f"sample.method: unknown sampler {sampler!r}; allowed: "
                          f"{', '.join(SAMPLERS)}")
-    n, seed = section.get("n"), section.get("seed", 0)
-    for label, value, low in (("sample.n", n, 1), ("sample.seed", seed, 0)):
+    whole = {}
+    for key, low in (("n", 1), ("seed", 0)):
+        value = section.get(key, 0 if key == "seed" else None)
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise ValueError(f"{label} must be a whole number >= {low}; got {value!r}")
+            raise ValueError(f"sample.{key} must be a whole number >= {low}; got {value!r}")
+        whole[key] = value
     ranges = section.get("ranges", {})
     if not isinstance(ranges, Mapping) or not ranges:
         raise ValueError("sample.ranges: give at least one NAME = [LOW, HIGH] to sample")
@@ -507,7 +509,7 @@ def _sample_section(section: Any, claim: Any) -> tuple[dict[str, SampleRange], i
         where = f"sample.ranges.{name}"
         claim(name, where)
         samples[name] = _sample_range(name, value, where)
-    return samples, int(n), str(sampler), int(seed)
+    return samples, whole["n"], str(sampler), whole["seed"]
 
 
 def _check_machines(spec: SweepSpec, where_of: Mapping[str, str]) -> None:
@@ -523,8 +525,8 @@ def _check_machines(spec: SweepSpec, where_of: Mapping[str, str]) -> None:
                 get_preset(values["preset"]).with_overrides(**dict(machine))
             except (ValueError, TypeError) as exc:
                 name = _named_in(exc, dict(machine))
-                at = (f"{where_of[name]} = {values[name]!r}" if name in where_of
-                      else f"preset {values['preset']}")
+                at = (f"{where_of[name]} = {values[name]!r}"
+                      if name is not None and name in where_of else f"preset {values['preset']}")
                 raise ValueError(f"{at}: {exc}") from None
         task = values["task"]
         if task not in tasks:
