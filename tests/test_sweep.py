@@ -541,3 +541,25 @@ def test_the_sweep_command_imports_no_heavy_module_to_register():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
                          text=True, check=True)
     assert res.stdout.strip() == ""
+
+
+def test_a_reused_wiring_is_the_one_drawn_and_leaves_the_generator_as_drawing_would():
+    from mark1.plugboard import Plugboard, PlugboardSpec, WiringMemo, reusing_wirings
+
+    spec = PlugboardSpec(n_excitatory=5, n_inhibitory=5, a_theta=1.0, a_theta_spread=0.5)
+    drawn_rng = np.random.default_rng(11)
+    drawn = Plugboard.wire(spec, 40, 400, drawn_rng)
+    memo = WiringMemo(4)
+    with reusing_wirings(memo):
+        first = Plugboard.wire(spec, 40, 400, np.random.default_rng(11))
+        rng = np.random.default_rng(11)
+        again = Plugboard.wire(spec, 40, 400, rng)
+        other = Plugboard.wire(spec, 40, 400, np.random.default_rng(12))
+    for board in (first, again):
+        assert np.array_equal(board.wiring, drawn.wiring)
+        assert np.array_equal(board.threshold, drawn.threshold)
+    assert again.wiring is first.wiring and not again.wiring.flags.writeable
+    assert rng.random() == drawn_rng.random()  # the generator moved on as drawing moves it
+    assert not np.array_equal(other.wiring, drawn.wiring)
+    outside = Plugboard.wire(spec, 40, 400, np.random.default_rng(11))
+    assert outside.wiring is not first.wiring and outside.wiring.flags.writeable
