@@ -10,8 +10,7 @@ from mark1.machine import MarkI, load_machine
 from mark1.presets import CDS_1960, IDEAL, PRESETS, Preset, get_preset
 from mark1.stimuli import TASKS, Task, make_task
 from mark1.sweeps import SweepResult, sweep
-
-__version__ = "0.1.0"
+from mark1.version import __version__
 
 __all__ = [
     "CDS_1960", "IDEAL", "PRESETS", "RETINA_SHAPE", "TASKS", "MarkI", "Preset", "SweepResult",

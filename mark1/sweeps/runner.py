@@ -226,7 +226,7 @@ def _timed(report: dict[str, Any], started: float) -> None:
 def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
              results: dict[str, dict[str, Any]], journal: Journal | None,
              counts: dict[str, int], progress: bool | None) -> None:
-    from mark1 import __version__
+    from mark1.version import __version__
 
     todo = [run for run, k in zip(runs, keys) if k not in results]
     counts["from_journal"] = len(runs) - len(todo)
@@ -280,7 +280,7 @@ def _import_writers() -> None:
 def _environment(executor: Any) -> dict[str, Any]:
     from importlib import metadata
 
-    from mark1 import __version__
+    from mark1.version import __version__
 
     versions: dict[str, str | None] = {}
     for dist in ("numpy", "numba", "scipy", "matplotlib", "pyarrow", "dask", "distributed"):

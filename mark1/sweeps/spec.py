@@ -256,7 +256,7 @@ class RunConfig:
 
     def key(self) -> str:
         """The run's identity: a SHA-256 of its full configuration and the kit's version."""
-        from mark1 import __version__
+        from mark1.version import __version__
 
         text = json.dumps({"kit": __version__, **self.resolved()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()

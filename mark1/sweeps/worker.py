@@ -103,7 +103,7 @@ def run_chunk(configs: Iterable[RunConfig]) -> list[tuple[RunConfig, Any]]:
     """Run each config in turn; ``(config, measures)``, or ``(config, error text)`` when a run
     raises ``ValueError``/``TypeError`` (bad input the spec could not catch, e.g. more images
     than a data set has). Other exceptions propagate."""
-    from mark1 import __version__
+    from mark1.version import __version__
 
     out: list[tuple[RunConfig, Any]] = []
     with reusing_wirings(_WIRINGS), _one_blas_thread():
