@@ -259,8 +259,11 @@ def test_spec_file_and_flags_on_top_of_it(tmp_path):
     assert all(0.001 <= r["drift_sd"] <= 0.1 for r in rows)
     assert (tmp_path / "o" / "heatmap_n_a_read_noise.png").exists()
     report = json.loads((tmp_path / "o" / "report.json").read_text())
-    assert load_spec(report["spec"]).runs() == load_spec(
-        {**report["spec"]}).runs()  # the report's spec is a spec
+    from mark1.sweeps.spec import read_spec_file
+
+    given = {**read_spec_file(spec), "seeds": [0, 5]}
+    assert load_spec(report["spec"]).runs() == load_spec(given).runs()  # the report's spec
+    assert [r["key"] for r in rows] == [run.key() for run in load_spec(given).runs()]
 
 
 # --------------------------------------------------------------------------- resuming
