@@ -145,7 +145,7 @@ def position_sweep(path: str | os.PathLike[str], results: list[dict[str, Any]]) 
 
 def sweep_accuracy(path: str | os.PathLike[str], factor: str,
                    lines: dict[str, list[dict[str, Any]]], measure: str, runs_note: str,
-                   context: str = "") -> Path:
+                   context: str = "", log_x: bool = False) -> Path:
     """A measure against one swept factor: a line per group (its summary from
     :func:`mark1.sweeps.table.summary`: ``value``, ``label``, ``mean``, ``ci95``) with its 95 %
     confidence band; text factors as points with error bars."""
@@ -167,6 +167,8 @@ def sweep_accuracy(path: str | os.PathLike[str], factor: str,
             line = ax.plot(xs, mean, marker="o", markersize=4, label=name or None)[0]
             ax.fill_between(xs, mean - half, mean + half, color=line.get_color(), alpha=0.2,
                             linewidth=0)
+    if log_x and not text:
+        ax.set_xscale("log")
     ax.set_xlabel(factor)
     ax.set_ylabel(f"{measure.replace('_', ' ')} (%)")
     ax.set_title(f"{context}\n" * bool(context) + f"{measure.replace('_', ' ')} against "

@@ -345,7 +345,9 @@ def _figures(stage: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> list[s
             part = [rows[i] for i in index]
             lines[name] = table.summary(part, factor, spec.grid.get(factor))
         file = f"accuracy_{factor}.png"
-        figures.sweep_accuracy(stage / file, factor, lines, "test_accuracy", note, context)
+        log_x = factor in spec.samples and spec.samples[factor].log
+        figures.sweep_accuracy(stage / file, factor, lines, "test_accuracy", note, context,
+                               log_x)
         names.append(file)
     for x_factor, y_factor in combinations(swept, 2):
         x_levels = table.levels(rows, x_factor, spec.grid.get(x_factor))
