@@ -93,6 +93,12 @@ def _sweep(args: argparse.Namespace) -> int:
             done += f", {counts['rerun_after_lost_worker']} rerun after a worker died"
         print(f"{counts['runs']} runs ({done}) in {wall:.1f} s on {where}: {rate:.0f} runs "
               "per minute")
+    if not result.report["summary"]:
+        from mark1.sweeps.table import mean_ci
+
+        mean, half = mean_ci([r["test_accuracy"] for r in result.rows])
+        print(f"test accuracy (%) over the {len(result.rows)} runs: {100 * mean:.1f}"
+              f"±{100 * half:.1f}")
     for factor, by_measure in result.report["summary"].items():
         points = by_measure["test_accuracy"]
         line = ", ".join(f"{p['label']}: {100 * p['mean']:.1f}±{100 * p['ci95']:.1f}"
