@@ -32,7 +32,7 @@ from mark1.sweeps.executors import (
 )
 from mark1.sweeps.journal import NAME as JOURNAL
 from mark1.sweeps.journal import Journal
-from mark1.sweeps.spec import SweepSpec, load_spec, read_spec_file
+from mark1.sweeps.spec import SweepSpec, check_codes, load_spec, read_spec_file
 
 MEASURES = ("test_accuracy", "train_accuracy")
 """The measures the figures and the report's summary show."""
@@ -180,7 +180,7 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         whatever the workers, their number or the order the runs finished in.
     """
     started = time.perf_counter()
-    checked = load_spec(_merge(spec, settings))
+    checked = load_spec(_merge(spec, settings), codes=False)  # the codes after the workers start
     runs = checked.runs()
     out_path = None if out is None else Path(out)
     if out_path is not None and out_path.exists() and not out_path.is_dir():
@@ -191,6 +191,7 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
     work = any(k not in have for k in keys)
     if work and scheduler is None and cluster is None and workers > 0:
         start_local_workers_early()  # warms up while the rest is checked
+    check_codes(checked)
     if out_path is not None:
         table.require_parquet()
     executor = _executor(workers, scheduler, cluster, connect_timeout) if work else None

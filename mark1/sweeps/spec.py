@@ -413,12 +413,13 @@ def _seeds(raw: Any) -> tuple[int, ...]:
     return tuple(seeds)
 
 
-def build_spec(raw: Mapping[str, Any]) -> SweepSpec:
+def build_spec(raw: Mapping[str, Any], codes: bool = True) -> SweepSpec:
     """Check a spec (the mapping of a TOML file, see the module docstring) and normalise it.
 
     Every problem raises ``ValueError`` naming the value and what is allowed; every machine
     parameter combination is built once (:meth:`mark1.Preset.with_overrides`), so a value out
-    of its part's range is found before any run.
+    of its part's range is found before any run. ``codes=False`` leaves out
+    :func:`check_codes` (for the caller to run it later).
     """
     if not isinstance(raw, Mapping):
         raise ValueError(f"a sweep spec is a table of settings; got {type(raw).__name__}")
@@ -479,6 +480,8 @@ def build_spec(raw: Mapping[str, Any]) -> SweepSpec:
     spec = SweepSpec(fixed, grid, samples, n_samples, sampler, sample_seed,
                      _seeds(raw.get("seeds", 1)))
     _check_machines(spec, where_of)
+    if codes:
+        check_codes(spec)
     return spec
 
 
@@ -515,7 +518,6 @@ def _sample_section(section: Any, claim: Any) -> tuple[dict[str, SampleRange], i
 def _check_machines(spec: SweepSpec, where_of: Mapping[str, str]) -> None:
     """Build every distinct machine of the design once: a value out of range stops here."""
     seen: set[tuple[str, tuple[tuple[str, Any], ...]]] = set()
-    tasks: dict[str, int] = {}
     for point in spec.points():
         values = {**spec.fixed, **point}
         machine = tuple(sorted((k, v) for k, v in values.items() if k in PARAMETERS))
@@ -528,17 +530,26 @@ def _check_machines(spec: SweepSpec, where_of: Mapping[str, str]) -> None:
                 at = (f"{where_of[name]} = {values[name]!r}"
                       if name is not None and name in where_of else f"preset {values['preset']}")
                 raise ValueError(f"{at}: {exc}") from None
-        task = values["task"]
-        if task not in tasks:
-            from mark1.stimuli import make_task
 
-            tasks[task] = len(make_task(task, seed=0, n_train=2, n_test=2).classes)
-        from mark1.r_units import make_codebook
 
+def check_codes(spec: SweepSpec) -> None:
+    """Check that the R-units of every run can code its task's classes (a separate step:
+    counting a letter task's classes draws letters, which imports matplotlib)."""
+    from mark1.r_units import make_codebook
+    from mark1.stimuli import make_task
+
+    classes: dict[str, int] = {}
+    done: set[tuple[str, int, str]] = set()
+    for run in spec.runs():
+        if (run.task, run.n_r, run.code) in done:
+            continue
+        done.add((run.task, run.n_r, run.code))
+        if run.task not in classes:
+            classes[run.task] = len(make_task(run.task, seed=0, n_train=2, n_test=2).classes)
         try:
-            make_codebook(tasks[task], values["n_r"], values["code"])
+            make_codebook(classes[run.task], run.n_r, run.code)
         except ValueError as exc:
-            raise ValueError(f"task {task}: {exc}") from None
+            raise ValueError(f"task {run.task}: {exc}") from None
 
 
 def _named_in(exc: Exception, machine: Mapping[str, Any]) -> str | None:
@@ -565,10 +576,12 @@ def read_spec_file(path: str | Path) -> dict[str, Any]:
         raise ValueError(f"{path}: not a valid TOML spec: {str(exc).splitlines()[0]}") from None
 
 
-def load_spec(spec: SweepSpec | Mapping[str, Any] | str | Path) -> SweepSpec:
-    """A :class:`SweepSpec` from a spec, a mapping or the path of a TOML file."""
+def load_spec(spec: SweepSpec | Mapping[str, Any] | str | Path,
+              codes: bool = True) -> SweepSpec:
+    """A :class:`SweepSpec` from a spec, a mapping or the path of a TOML file (``codes``: see
+    :func:`build_spec`)."""
     if isinstance(spec, SweepSpec):
         return spec
     if isinstance(spec, (str, Path)):
-        return build_spec(read_spec_file(spec))
-    return build_spec(spec)
+        return build_spec(read_spec_file(spec), codes)
+    return build_spec(spec, codes)
