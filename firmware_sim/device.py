@@ -26,7 +26,7 @@ import hashlib
 import os
 import threading
 import zlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -257,11 +257,13 @@ class Device:
         except FlashError as exc:
             self.upload = None
             return self._nak(frame, P.Err.FLASH, 0, 0, f"flash: {exc}")
+        if isinstance(reply, P.Nak):
+            reply = replace(reply, text=clip_text(reply.text))
         return reply.frame(frame.seq)
 
     @staticmethod
     def _nak(frame: P.Frame, code: P.Err, a: int, b: int, text: str) -> P.Frame:
-        return P.Nak(frame.type, int(code), a, b, text).frame(frame.seq)
+        return P.Nak(frame.type, int(code), a, b, clip_text(text)).frame(frame.seq)
 
     def _no_payload(self, frame: P.Frame) -> None:
         if frame.payload:
@@ -480,6 +482,12 @@ class Device:
         return P.Ack(frame.type)
 
 
+def clip_text(text: str) -> str:
+    """``text`` cut to :data:`NAK_TEXT_MAX` bytes of UTF-8 at a character boundary."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= NAK_TEXT_MAX else raw[:NAK_TEXT_MAX].decode("utf-8", "ignore")
+
+
 def _u32(digest: bytes) -> int:
     """The first four bytes of a digest as a ``NAK`` number."""
     return int.from_bytes(digest[:4], "little")
@@ -487,6 +495,9 @@ def _u32(digest: bytes) -> int:
 
 _HEADER_BYTES = PACKAGE_HEADER.size
 """Bytes of the package header, checked as soon as they have arrived."""
+NAK_TEXT_MAX = 240
+"""Longest ``NAK`` message, in bytes of UTF-8 (a firmware builds its replies in a fixed buffer):
+a longer one is cut at a character boundary (docs/PROTOCOL.md)."""
 MAX_AHEAD = 16
 """Byte ranges an upload keeps track of past the bytes received in order (a small table in RAM):
 a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again later."""

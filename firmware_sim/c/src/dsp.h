@@ -35,7 +35,6 @@ static inline int32_t mk_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
     return __smlad((int32_t)a, (int32_t)b, acc);
 }
-static inline uint32_t mk_ror8(uint32_t x) { return __ror(x, 8); }
 #else
 #define MK_DSP_NATIVE 0
 static inline int32_t mk_lane(uint32_t v, unsigned half) /* a signed halfword */
@@ -61,7 +60,9 @@ static inline int32_t mk_smlad(uint32_t a, uint32_t b, int32_t acc)
                    (uint32_t)(mk_lane(a, 1) * mk_lane(b, 1));
     return sum <= 0x7FFFFFFFu ? (int32_t)sum : -(int32_t)(~sum) - 1;
 }
-static inline uint32_t mk_ror8(uint32_t x) { return x >> 8 | x << 24; }
 #endif
+
+/* ROR #8 (compilers emit the one instruction for this form) */
+static inline uint32_t mk_ror8(uint32_t x) { return x >> 8 | x << 24; }
 
 #endif

@@ -17,6 +17,9 @@ static const char FILE_MAGIC[8] = {'M', '1', 'F', 'L', 'A', 'S', 'H', '1'};
 /* The power goes: what the operation did so far is in the file; the part stops. */
 static void power_cut(host_flash *f, const char *kind, uint32_t done)
 {
+    if (f->power_cut) {
+        f->power_cut(f->power_cut_ctx, kind, done);
+    }
     fprintf(stderr, "mark1 device: power cut after %u bytes of flash operation %llu (%s)\n",
             done, (unsigned long long)f->ops - 1u, kind);
     fflush(stderr);

@@ -20,6 +20,10 @@ typedef struct {
     int64_t cut_op;         /* the operation the power is cut in (-1: never) */
     uint32_t cut_keep;      /* ... after this many of its bytes */
     char error[160];
+    /* What a power cut does once the cut operation's bytes are in: the host port exits
+     * (status 3); the test library jumps back to the test. */
+    void (*power_cut)(void *ctx, const char *kind, uint32_t done);
+    void *power_cut_ctx;
 } host_flash;
 
 /* Open (or create) the flash; `path` may be 0 (in memory). 0, or why not (one line). */

@@ -62,47 +62,63 @@ static void die(const char *what, const char *why)
     exit(2);
 }
 
+/* ------------------------------------------------------------------ the line's clock */
+
+static uint64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+static double byte_us;          /* line time of one byte (10 bits at --baud); 0 = unpaced */
+static uint64_t turnaround_us;  /* from a request's last byte to its reply's first */
+#define QUANTUM 32u             /* bytes moved at a time on a paced line */
+
 /* ------------------------------------------------------------------ reply queues */
 
-typedef struct { /* encoded replies, each as a 4-byte length then its bytes */
+typedef struct { /* encoded replies: length (4 bytes), time it may start (8), the bytes */
     uint8_t buf[QUEUE_BYTES];
     uint32_t head, tail; /* byte positions, wrapping */
 } queue;
 
 static uint32_t queue_used(const queue *q) { return q->tail - q->head; }
 
-static void queue_copy_in(queue *q, const uint8_t *p, uint32_t n)
+static void queue_copy(queue *q, uint32_t at, uint8_t *p, uint32_t n, int in)
 {
     uint32_t i;
     for (i = 0; i < n; i++) {
-        q->buf[(q->tail + i) % QUEUE_BYTES] = p[i];
+        if (in) {
+            q->buf[(at + i) % QUEUE_BYTES] = p[i];
+        } else {
+            p[i] = q->buf[(at + i) % QUEUE_BYTES];
+        }
     }
-    q->tail += n;
 }
 
-static void queue_push(queue *q, const uint8_t *wire, uint32_t n)
+static void queue_push(queue *q, const uint8_t *wire, uint32_t n, uint64_t ready)
 {
-    uint8_t len[4];
-    mk_put32(len, n);
-    queue_copy_in(q, len, 4);
-    queue_copy_in(q, wire, n);
+    uint8_t head[12];
+    mk_put32(head, n);
+    mk_put32(head + 4, (uint32_t)ready);
+    mk_put32(head + 8, (uint32_t)(ready >> 32));
+    queue_copy(q, q->tail, head, 12, 1);
+    queue_copy(q, q->tail + 12u, (uint8_t *)wire, n, 1);
+    q->tail += 12u + n;
 }
 
-static uint32_t queue_pop(queue *q, uint8_t *out) /* 0 if empty */
+static uint32_t queue_pop(queue *q, uint8_t *out, uint64_t *ready) /* 0 if empty */
 {
-    uint8_t len[4];
-    uint32_t n, i;
+    uint8_t head[12];
+    uint32_t n;
     if (queue_used(q) == 0) {
         return 0;
     }
-    for (i = 0; i < 4; i++) {
-        len[i] = q->buf[(q->head + i) % QUEUE_BYTES];
-    }
-    n = mk_le32(len);
-    for (i = 0; i < n; i++) {
-        out[i] = q->buf[(q->head + 4u + i) % QUEUE_BYTES];
-    }
-    q->head += 4u + n;
+    queue_copy(q, q->head, head, 12, 0);
+    n = mk_le32(head);
+    *ready = mk_le32(head + 4) | (uint64_t)mk_le32(head + 8) << 32;
+    queue_copy(q, q->head + 12u, out, n, 0);
+    q->head += 12u + n;
     return n;
 }
 
@@ -113,6 +129,13 @@ typedef struct {
     queue control, bulk;
     uint8_t sending[WIRE_MAX];
     uint32_t send_len, send_pos;
+    uint64_t send_ready;        /* the reply being sent may not start before this */
+    int send_clocked;           /* its line time has started */
+    uint64_t tx_clock;          /* end of the line time of the bytes sent so far */
+    uint8_t stage[4096];        /* bytes received and not yet through the (paced) line */
+    uint32_t staged;
+    uint64_t rx_clock;          /* end of the line time of the bytes passed on so far */
+    uint64_t arrival;           /* when the bytes being handled finished arriving */
     uint32_t last_active;
 } session;
 
@@ -132,7 +155,8 @@ static void emit(void *ctx, uint8_t type, const uint8_t *wire, size_t n)
     if (type == MK_INFO) { /* the answer to a HELLO: a new conversation */
         drop_unsent(s);
     }
-    queue_push(type == MK_READ_DATA ? &s->bulk : &s->control, wire, (uint32_t)n);
+    queue_push(type == MK_READ_DATA ? &s->bulk : &s->control, wire, (uint32_t)n,
+               s->arrival + turnaround_us);
 }
 
 static void session_start(session *s, int fd)
@@ -140,37 +164,60 @@ static void session_start(session *s, int fd)
     s->fd = fd;
     drop_unsent(s);
     s->send_len = s->send_pos = 0;
+    s->staged = 0;
     s->last_active = mk_hal_millis();
     mk_device_new_session(&device);
 }
 
-/* Room for the replies to `n` more received bytes (each frame takes 11 bytes at least). */
+/* Room for the replies to more received bytes (each frame takes 11 bytes at least). */
 static uint32_t readable_bytes(const session *s)
 {
     uint32_t used = queue_used(&s->control) + queue_used(&s->bulk);
     uint32_t free_bytes = QUEUE_BYTES - (used > QUEUE_BYTES ? QUEUE_BYTES : used);
-    uint32_t frames = free_bytes / (WIRE_MAX + 4u);
-    return frames * 11u > 4096u ? 4096u : frames * 11u;
+    uint32_t frames = free_bytes / (WIRE_MAX + 12u);
+    uint32_t room = (uint32_t)sizeof s->stage - s->staged;
+    return frames * 11u < room ? frames * 11u : room;
+}
+
+/* Pass staged bytes through the line to the device: all of them when unpaced, else a
+ * quantum whenever its line time has passed. Returns when the next quantum is due (0: none). */
+static uint64_t session_feed(session *s, uint64_t now)
+{
+    while (s->staged) {
+        uint32_t n = byte_us > 0 ? (s->staged < QUANTUM ? s->staged : QUANTUM) : s->staged;
+        uint64_t due = s->rx_clock + (uint64_t)(n * byte_us);
+        if (byte_us > 0 && due > now) {
+            return due;
+        }
+        s->rx_clock = byte_us > 0 ? due : now;
+        s->arrival = s->rx_clock;
+        mk_device_receive(&device, s->stage, n, emit, s);
+        memmove(s->stage, s->stage + n, s->staged - n);
+        s->staged -= n;
+    }
+    return 0;
 }
 
 /* Receive what is there; -1 when the host has gone. */
-static int session_read(session *s)
+static int session_read(session *s, uint64_t now)
 {
-    uint8_t buf[4096];
     uint32_t room = readable_bytes(s);
     ssize_t n;
     if (room == 0) {
         return 0;
     }
-    n = read(s->fd, buf, room);
+    n = read(s->fd, s->stage + s->staged, room);
     if (n < 0) {
         return errno == EAGAIN || errno == EINTR || errno == EIO ? 0 : -1;
     }
     if (n == 0) {
         return -1;
     }
+    if (s->staged == 0 && s->rx_clock < now) { /* the line was idle: its clock starts now */
+        s->rx_clock = now;
+    }
+    s->staged += (uint32_t)n;
     s->last_active = mk_hal_millis();
-    mk_device_receive(&device, buf, (size_t)n, emit, s);
     return 0;
 }
 
@@ -179,22 +226,45 @@ static int session_wants_write(const session *s)
     return s->send_pos < s->send_len || queue_used(&s->control) || queue_used(&s->bulk);
 }
 
-/* Send what the host takes; -1 when the host has gone. */
-static int session_write(session *s)
+/* Send what the host takes and the line allows; -1 when the host has gone. Sets *due to when
+ * more may go (0: nothing waits for time). */
+static int session_write(session *s, uint64_t now, uint64_t *due)
 {
+    *due = 0;
     while (1) {
         ssize_t n;
+        uint32_t len;
         if (s->send_pos == s->send_len) {
             s->send_pos = 0;
-            s->send_len = queue_pop(&s->control, s->sending);
+            s->send_len = queue_pop(&s->control, s->sending, &s->send_ready);
             if (!s->send_len) {
-                s->send_len = queue_pop(&s->bulk, s->sending);
+                s->send_len = queue_pop(&s->bulk, s->sending, &s->send_ready);
             }
             if (!s->send_len) {
                 return 0;
             }
+            s->send_clocked = 0;
         }
-        n = write(s->fd, s->sending + s->send_pos, s->send_len - s->send_pos);
+        if (s->send_ready > now) {
+            *due = s->send_ready;
+            return 0;
+        }
+        len = s->send_len - s->send_pos;
+        if (byte_us > 0) {
+            uint64_t end;
+            if (!s->send_clocked) { /* the line was idle since the last reply: its clock restarts */
+                s->send_clocked = 1;
+                s->tx_clock = s->tx_clock > now ? s->tx_clock : now;
+            }
+            len = len < QUANTUM ? len : QUANTUM;
+            end = s->tx_clock + (uint64_t)(len * byte_us);
+            if (end > now) {
+                *due = end;
+                return 0;
+            }
+            s->tx_clock = end;
+        }
+        n = write(s->fd, s->sending + s->send_pos, len);
         if (n < 0) {
             return errno == EAGAIN || errno == EINTR ? 0 : -1;
         }
@@ -263,7 +333,8 @@ typedef struct {
     const char *state, *name;
     double idle;
     int64_t endurance, cut_op;
-    uint32_t cut_keep, protocol_version;
+    uint32_t cut_keep, protocol_version, baud;
+    double turnaround_ms;
 } options;
 
 static uint64_t number(const char *opt, const char *text, uint64_t lo, uint64_t hi)
@@ -284,7 +355,8 @@ static void usage(void)
 {
     fputs("usage: mark1-fw-host (--pty | --listen HOST:PORT) [--flash BYTES] [--page BYTES]\n"
           "       [--ram BYTES] [--max-payload BYTES] [--state FILE] [--idle-timeout S]\n"
-          "       [--name NAME] [--endurance N] [--cut-after N[+K]] [--protocol-version V]\n",
+          "       [--name NAME] [--endurance N] [--cut-after N[+K]] [--protocol-version V]\n"
+          "       [--baud BAUD] [--turnaround MS]\n",
           stderr);
     exit(2);
 }
@@ -332,6 +404,14 @@ static options parse(int argc, char **argv)
             o.idle = strtod(v, &end);
             if (end == v || *end || !(o.idle >= 0.0 && o.idle < 1e9)) {
                 die("--idle-timeout: a number of seconds >= 0 (0 = never)", 0);
+            }
+        } else if (!strcmp(a, "--baud")) {
+            o.baud = (uint32_t)number(a, v, 0, 100000000);
+        } else if (!strcmp(a, "--turnaround")) {
+            char *end;
+            o.turnaround_ms = strtod(v, &end);
+            if (end == v || *end || !(o.turnaround_ms >= 0.0 && o.turnaround_ms < 10000.0)) {
+                die("--turnaround: milliseconds, 0 to 10000", 0);
             }
         } else if (!strcmp(a, "--endurance")) {
             o.endurance = (int64_t)number(a, v, 0, 0x7FFFFFFF);
@@ -472,15 +552,37 @@ int main(int argc, char **argv)
     printf("%s\n", url);
     fflush(stdout);
     fprintf(stderr,
-            "mark1 device: %s (firmware, host port), %u B flash in %u B pages, %u B RAM, %s, "
-            "%s; serving %s until stopped (Ctrl-C)\n",
-            o.name, o.flash, o.page, o.ram, device.has_active ? "a model in flash" : "no model",
-            o.idle > 0 ? "idle timeout on" : "no idle timeout", url);
+            "mark1 device: %s (C firmware, host port), %u B flash in %u B pages, %u B RAM, %s, ",
+            o.name, o.flash, o.page, o.ram,
+            device.has_active ? (device.active.slot ? "model in slot B" : "model in slot A")
+                              : "no model");
+    if (o.baud) {
+        fprintf(stderr, "%u baud, turnaround %g ms, ", o.baud, o.turnaround_ms);
+    } else {
+        fprintf(stderr, "unpaced, ");
+    }
+    if (o.idle > 0) {
+        fprintf(stderr, "idle timeout %g s", o.idle);
+    } else {
+        fprintf(stderr, "no idle timeout");
+    }
+    fprintf(stderr, "%s%s; serving %s until stopped (Ctrl-C)\n", o.state ? ", state " : "",
+            o.state ? o.state : "", url);
 
+    byte_us = o.baud ? 1e7 / o.baud : 0.0;
+    turnaround_us = (uint64_t)(o.turnaround_ms * 1000.0);
     while (!stopping) {
         struct pollfd fds[2 + MAX_BUSY];
-        int n = 0, s_at = -1, l_at = -1, b_at[MAX_BUSY];
-        uint32_t now;
+        int n = 0, s_at = -1, l_at = -1, b_at[MAX_BUSY], timeout = POLL_MS;
+        uint64_t now = now_us(), feed_due = 0, write_due = 0;
+        uint32_t millis;
+        if (sess.fd >= 0) { /* the line: bytes due to the device, replies due to the host */
+            feed_due = session_feed(&sess, now);
+            if (session_write(&sess, now, &write_due) < 0 && !o.pty) {
+                close(sess.fd);
+                sess.fd = -1;
+            }
+        }
         if (listener >= 0) {
             l_at = n;
             fds[n].fd = listener;
@@ -490,7 +592,7 @@ int main(int argc, char **argv)
             s_at = n;
             fds[n].fd = sess.fd;
             fds[n++].events = (short)((readable_bytes(&sess) ? POLLIN : 0) |
-                                      (session_wants_write(&sess) ? POLLOUT : 0));
+                                      (session_wants_write(&sess) && !write_due ? POLLOUT : 0));
         }
         for (k = 0; k < MAX_BUSY; k++) {
             b_at[k] = -1;
@@ -500,31 +602,37 @@ int main(int argc, char **argv)
                 fds[n++].events = POLLIN;
             }
         }
-        if (poll(fds, (nfds_t)n, POLL_MS) < 0 && errno != EINTR) {
+        for (k = 0; k < 2; k++) { /* wake for the line's next event */
+            uint64_t due = k ? write_due : feed_due;
+            if (due) {
+                int ms = due > now ? (int)((due - now + 999u) / 1000u) : 0;
+                timeout = ms < timeout ? ms : timeout;
+            }
+        }
+        if (poll(fds, (nfds_t)n, timeout) < 0 && errno != EINTR) {
             die("poll", strerror(errno));
         }
         if (stopping) {
             break;
         }
-        if (s_at >= 0) {
+        now = now_us();
+        if (s_at >= 0 && sess.fd >= 0) {
             short ev = fds[s_at].revents;
             int gone = 0;
-            if (ev & POLLOUT) {
-                gone = session_write(&sess) < 0;
+            if (ev & (POLLIN | POLLHUP | POLLERR)) {
+                gone = session_read(&sess, now) < 0;
             }
-            if (!gone && (ev & (POLLIN | POLLHUP | POLLERR))) {
-                gone = session_read(&sess) < 0;
-                if (!gone && session_wants_write(&sess)) {
-                    gone = session_write(&sess) < 0;
-                }
+            if (!gone) {
+                session_feed(&sess, now);
+                gone = session_write(&sess, now, &write_due) < 0;
             }
             if (gone && !o.pty) {
                 close(sess.fd);
                 sess.fd = -1;
             }
         }
-        now = mk_hal_millis();
-        if (sess.fd >= 0 && idle_ms && now - sess.last_active > idle_ms) {
+        millis = mk_hal_millis();
+        if (sess.fd >= 0 && idle_ms && millis - sess.last_active > idle_ms) {
             if (o.pty) { /* nobody to tell: forget the conversation */
                 session_start(&sess, sess.fd);
             } else {
@@ -533,10 +641,11 @@ int main(int argc, char **argv)
             }
         }
         for (k = 0; k < MAX_BUSY; k++) {
-            if (b_at[k] >= 0 && (fds[b_at[k]].revents & (POLLIN | POLLHUP | POLLERR))) {
+            if (b_at[k] >= 0 && busy_hosts[k].fd >= 0 &&
+                (fds[b_at[k]].revents & (POLLIN | POLLHUP | POLLERR))) {
                 busy_read(&busy_hosts[k]);
             }
-            if (busy_hosts[k].fd >= 0 && now - busy_hosts[k].since > BUSY_MS) {
+            if (busy_hosts[k].fd >= 0 && millis - busy_hosts[k].since > BUSY_MS) {
                 close(busy_hosts[k].fd);
                 busy_hosts[k].fd = -1;
             }
