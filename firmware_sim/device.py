@@ -482,10 +482,15 @@ class Device:
         return P.Ack(frame.type)
 
 
-def clip_text(text: str) -> str:
-    """``text`` cut to :data:`NAK_TEXT_MAX` bytes of UTF-8 at a character boundary."""
+NAK_TEXT_MAX = 240
+"""Longest ``NAK`` message, in bytes of UTF-8 (a firmware builds its replies in a fixed buffer):
+a longer one is cut at a character boundary (docs/PROTOCOL.md)."""
+
+
+def clip_text(text: str, limit: int = NAK_TEXT_MAX) -> str:
+    """``text`` cut to ``limit`` bytes of UTF-8 at a character boundary."""
     raw = text.encode("utf-8")
-    return text if len(raw) <= NAK_TEXT_MAX else raw[:NAK_TEXT_MAX].decode("utf-8", "ignore")
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
 
 
 def _u32(digest: bytes) -> int:
@@ -495,9 +500,6 @@ def _u32(digest: bytes) -> int:
 
 _HEADER_BYTES = PACKAGE_HEADER.size
 """Bytes of the package header, checked as soon as they have arrived."""
-NAK_TEXT_MAX = 240
-"""Longest ``NAK`` message, in bytes of UTF-8 (a firmware builds its replies in a fixed buffer):
-a longer one is cut at a character boundary (docs/PROTOCOL.md)."""
 MAX_AHEAD = 16
 """Byte ranges an upload keeps track of past the bytes received in order (a small table in RAM):
 a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again later."""

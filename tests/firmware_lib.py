@@ -66,9 +66,9 @@ def lib() -> ctypes.CDLL:
         "mk_saturating_rounding_doubling_high_mul": (ctypes.c_int32, [ctypes.c_int32] * 2),
         "mk_rounding_divide_by_pot": (ctypes.c_int32, [ctypes.c_int32, ctypes.c_int]),
         "mk_crc32": (ctypes.c_uint32, [ctypes.c_uint32, ctypes.c_char_p, ctypes.c_size_t]),
-        "mk_sha256": (None, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_char_p]),
-        "mk_cobs_encode": (ctypes.c_size_t, [ctypes.c_char_p, ctypes.c_char_p, ctypes.c_size_t]),
-        "mk_cobs_decode": (ctypes.c_long, [ctypes.c_char_p, ctypes.c_size_t]),
+        "mk_sha256": (None, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]),
+        "mk_cobs_encode": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]),
+        "mk_cobs_decode": (ctypes.c_long, [ctypes.c_void_p, ctypes.c_size_t]),
         "mk_unicode_printable": (ctypes.c_int, [ctypes.c_uint32]),
         "fw_device_new": (ctypes.c_void_p, [ctypes.c_uint32] * 4 + [
             ctypes.c_char_p, ctypes.c_int64, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint32]),
@@ -92,12 +92,12 @@ def lib() -> ctypes.CDLL:
 # --------------------------------------------------------------------------- engine, loader
 
 
-def load_package(data: bytes) -> tuple[str, list[int]]:
+def load_package(data: bytes, cap: int = 1024) -> tuple[str, list[int]]:
     """The C loader on ``data``: ("", [n_inputs, n_outputs, ram_bytes, n_layers, head,
-    n_classes]) if it accepts it, else (its refusal, [])."""
-    why = ctypes.create_string_buffer(1024)
+    n_classes]) if it accepts it, else (its refusal, cut to ``cap`` bytes, [])."""
+    why = ctypes.create_string_buffer(cap)
     n, info = ctypes.c_uint32(), (ctypes.c_uint32 * 6)()
-    rc = lib().fw_package_load(data, len(data), why, 1024, ctypes.byref(n), info)
+    rc = lib().fw_package_load(data, len(data), why, cap, ctypes.byref(n), info)
     return ("", list(info)) if rc == 0 else (why.raw[: n.value].decode("utf-8"), [])
 
 
@@ -125,10 +125,36 @@ def run(data: bytes, x_q: np.ndarray, *, fast: bool, rounding: int = 0
     return y, classes.astype(np.int64), cycles.value
 
 
+def sha256(data: bytes) -> bytes:
+    """The firmware's SHA-256 of ``data``."""
+    out = ctypes.create_string_buffer(32)
+    lib().mk_sha256(data, len(data), ctypes.addressof(out))
+    return out.raw
+
+
+def cobs_encode(raw: bytes) -> bytes:
+    """The firmware's COBS encoding of ``raw`` with its delimiter, made in place: the frame
+    lies ``MK_COBS_SHIFT`` bytes into the buffer it is encoded to, as the device builds
+    replies."""
+    shift = 1 + len(raw) // 254
+    buf = ctypes.create_string_buffer(len(raw) + shift + 1)
+    ctypes.memmove(ctypes.addressof(buf) + shift, raw, len(raw))
+    n = lib().mk_cobs_encode(ctypes.addressof(buf), ctypes.addressof(buf) + shift, len(raw))
+    return buf.raw[:n]
+
+
+def cobs_decode(encoded: bytes) -> bytes | None:
+    """The firmware's COBS decoding (in place), or ``None`` where it refuses the bytes."""
+    buf = ctypes.create_string_buffer(encoded, len(encoded))
+    n = lib().mk_cobs_decode(ctypes.addressof(buf), len(encoded))
+    return None if n < 0 else buf.raw[:n]
+
+
 def py_float(value: float, precision: int = 0) -> str:
     """The firmware's ``repr(value)`` (precision 0) or ``format(value, f".{precision}g")``."""
     out = ctypes.create_string_buffer(64)
-    return out.raw[: lib().fw_py_float(value, precision, out, 64)].decode()
+    n = lib().fw_py_float(value, precision, out, 64)
+    return out.raw[:n].decode()
 
 
 def py_repr(value: bytes | str) -> str:
