@@ -16,6 +16,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 C_DIR = Path(__file__).resolve().parent / "c"
@@ -70,8 +71,9 @@ def build(*targets: str) -> Path:
     return out
 
 
+@lru_cache(maxsize=1)
 def host_binary() -> Path:
-    """The host port, built if needed."""
+    """The host port, built if needed (once per process)."""
     return build("host") / HOST_BINARY
 
 
