@@ -623,7 +623,7 @@ static uint32_t fnv1a(const uint8_t *p, uint32_t n)
 /* 1 if two class names are the same; a bit per hash in `scratch` keeps this near linear */
 static int names_repeat(const uint8_t *names, uint32_t count, uint8_t *scratch, uint32_t bytes)
 {
-    uint32_t k, pos = 0, bits = bytes * 8u;
+    uint32_t k, pos = 0, bits = scratch ? bytes * 8u : 0u;
     if (bits) {
         memset(scratch, 0, bytes);
     }
