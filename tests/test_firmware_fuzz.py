@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,11 +38,14 @@ def run_fuzzer(name: str, runs: int, tmp_path: Path, seed: int = 1) -> int:
         max_len = 8192
     for i, data in enumerate(seeds):
         (corpus / f"seed{i}").write_bytes(data)
+    env = dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1")
+    symbolizer = shutil.which("llvm-symbolizer-16") or shutil.which("llvm-symbolizer")
+    if symbolizer:
+        env["ASAN_SYMBOLIZER_PATH"] = symbolizer
     res = subprocess.run(
         [str(target), f"-runs={runs}", f"-seed={seed}", f"-max_len={max_len}",
          "-print_final_stats=1", f"-artifact_prefix={tmp_path}/", str(corpus)],
-        capture_output=True, text=True, timeout=3600,
-        env=dict(os.environ, UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"))
+        capture_output=True, text=True, timeout=3600, env=env)
     out = res.stdout + res.stderr
     assert res.returncode == 0, out[-3000:]
     for report in ("ERROR: AddressSanitizer", "runtime error:", "ERROR: libFuzzer"):
