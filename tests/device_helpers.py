@@ -8,6 +8,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 import zlib
@@ -163,6 +164,26 @@ def with_model(config: DeviceConfig, state: Path, model: bytes) -> Path:
     assert isinstance(upload(dev, model), P.Ack)
     dev.flash.close()
     return state
+
+
+@contextmanager
+def mark1_device(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``mark1 device ARGS`` in a subprocess: (the URL it prints, the process), stopped with
+    SIGTERM at the end if it still runs."""
+    root = Path(__file__).resolve().parents[1]
+    proc = subprocess.Popen([sys.executable, "-m", "mark1.cli", "device", *args], cwd=root,
+                            env=dict(os.environ, PYTHONPATH=str(root)), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        assert url, proc.stderr.read()
+        yield url, proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=20)
+        proc.stdout.close()
+        proc.stderr.close()
 
 
 @contextmanager

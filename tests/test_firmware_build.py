@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import sys
 
@@ -17,7 +16,7 @@ from export.serial_host import LinkLost, LinkSettings, push
 from firmware_sim import firmware
 from tests import firmware_lib as fw
 from tests.conftest import ROOT, run_cli
-from tests.device_helpers import image
+from tests.device_helpers import image, mark1_device
 
 
 def make(tmp_path, *targets: str) -> str:
@@ -71,24 +70,13 @@ def test_the_device_cli_cuts_the_power_of_either_kind(kind, tmp_path):
     res = run_cli("device", "--firmware", kind, "--listen", "127.0.0.1:0", "--cut-after", "x+1")
     assert res.returncode == 2 and "--cut-after" in res.stderr
     state = tmp_path / "flash.bin"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mark1.cli", "device", "--firmware", kind, "--listen",
-         "127.0.0.1:0", "--flash", "16K", "--page", "512", "--ram", "4K", "--max-payload", "512",
-         "--state", str(state), "--cut-after", "1+100"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    try:
-        url = proc.stdout.readline().strip()
+    with mark1_device("--firmware", kind, "--listen", "127.0.0.1:0", "--flash", "16K", "--page",
+                      "512", "--ram", "4K", "--max-payload", "512", "--state", str(state),
+                      "--cut-after", "1+100") as (url, proc):
         with pytest.raises(LinkLost):
             push(url, image(), settings=LinkSettings(timeout_s=0.1, retries=1, reconnects=0))
         assert proc.wait(timeout=20) == 3
         assert "power cut after 100 bytes of flash operation 1" in proc.stderr.read()
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            proc.wait(timeout=20)
-        proc.stdout.close()
-        proc.stderr.close()
     raw = state.read_bytes()  # slot A's first page erased, then 100 bytes of the first write
     counts = [int.from_bytes(raw[16 + 4 * k : 20 + 4 * k], "little") for k in range(32)]
     page = 16 + 4 * 32 + 2 * 512

@@ -6,12 +6,9 @@ the two kinds of device apart."""
 from __future__ import annotations
 
 import dataclasses
-import os
 import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import zlib
 
@@ -38,7 +35,13 @@ from export.serial_host import (
 )
 from firmware_sim.serve import LinkTiming
 from tests.conftest import ROOT, run_cli
-from tests.device_helpers import SMALL, image, no_thread_leaks, serve  # noqa: F401 - fixture
+from tests.device_helpers import (  # noqa: F401 - no_thread_leaks: a fixture
+    SMALL,
+    image,
+    mark1_device,
+    no_thread_leaks,
+    serve,
+)
 
 FAST = LinkSettings(timeout_s=0.2, retries=2, reconnects=2, reconnect_delay_s=0.02)
 
@@ -218,23 +221,11 @@ def test_power_cut_mid_upload_keeps_the_old_model(kind, tmp_path):
 def device_process(tmp_path, kind):
     """`mark1 device --firmware KIND --pty` in a subprocess (small flash); yields (path,
     process)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mark1.cli", "device", "--firmware", kind, "--pty", "--flash",
-         "16K", "--page", "512", "--ram", "4K", "--max-payload", "512", "--state",
-         str(tmp_path / "f.bin")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        path = proc.stdout.readline().strip()
-        assert path.startswith("/dev/pts/"), proc.stderr.read()
+    with mark1_device("--firmware", kind, "--pty", "--flash", "16K", "--page", "512", "--ram",
+                      "4K", "--max-payload", "512", "--state", str(tmp_path / "f.bin")) as (
+                          path, proc):
+        assert path.startswith("/dev/pts/")
         yield path, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def test_cli_device_push_and_infer_over_a_pty(device_process, tmp_path):
