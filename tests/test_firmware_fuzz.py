@@ -62,6 +62,7 @@ def test_a_short_fuzz_run_finds_nothing(name, runs, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(3600)  # 5 to 20 minutes each, on 2 cores
 @pytest.mark.parametrize("name", ["fuzz_frames", "fuzz_package"])
 def test_soak_a_million_fuzz_inputs_find_nothing(name, tmp_path):
     assert run_fuzzer(name, 1_000_000, tmp_path, seed=7) >= 1_000_000
