@@ -87,7 +87,7 @@ def host_command(
     """The host port's command line (the binary is built if needed)."""
     if pty == (listen is not None):
         raise ValueError("give one of pty=True and listen='HOST:PORT'")
-    cmd = [str(host_binary()), "--pty"] if pty else [str(host_binary()), "--listen", listen]
+    cmd = [str(host_binary())] + (["--pty"] if listen is None else ["--listen", listen])
     cmd += ["--flash", str(flash_bytes), "--page", str(page_bytes), "--ram", str(ram_bytes),
             "--max-payload", str(max_payload), "--name", name]
     for flag, value in (("--state", state), ("--idle-timeout", idle_timeout_s),

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.package import encode_package
-from export.quantize import quantize_mlp
-from export.serial_host import DeviceBusy
+from export.contract import protocol as P
+from export.contract.package import encode_package
+from export.int8.quantize import quantize_mlp
+from export.serial.errors import DeviceBusy
 from firmware_sim import firmware
 from firmware_sim.device import Device, DeviceConfig
 from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming, PtyServer, TcpServer

@@ -17,7 +17,7 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from export import protocol as P
+from export.contract import protocol as P
 from firmware_sim import firmware
 from firmware_sim.device import DeviceConfig
 

@@ -12,7 +12,9 @@ import sys
 
 import pytest
 
-from export.serial_host import LinkLost, LinkSettings, push
+from export.serial.errors import LinkLost
+from export.serial.push import push
+from export.serial.settings import LinkSettings
 from firmware_sim import firmware
 from tests import firmware_lib as fw
 from tests.conftest import ROOT, run_cli

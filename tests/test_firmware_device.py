@@ -21,10 +21,12 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.golden import golden_forward
-from export.package import decode_package
-from export.serial_host import LinkLost, LinkSettings, push
+from export.contract import protocol as P
+from export.contract.golden import golden_forward
+from export.contract.package import decode_package
+from export.serial.errors import LinkLost
+from export.serial.push import push
+from export.serial.settings import LinkSettings
 from firmware_sim.device import MAX_AHEAD, Device, DeviceConfig
 from firmware_sim.flash import PowerLoss
 from tests import firmware_lib as fw

@@ -11,15 +11,15 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from export.golden import (
+from export.contract.golden import (
     decide,
     golden_forward,
     multiply_by_quantized_multiplier,
     quantize_input,
     wrap_int32,
 )
-from export.package import Dense, Package, decode_package, encode_package
-from export.quantize import quantize_dense, quantize_machine, quantize_mlp
+from export.contract.package import Dense, Package, decode_package, encode_package
+from export.int8.quantize import quantize_dense, quantize_machine, quantize_mlp
 from firmware_sim.engine import Engine
 from tests import firmware_lib as fw
 from tests.device_helpers import image

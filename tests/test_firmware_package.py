@@ -15,8 +15,9 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.package import PackageError, decode_package, encode_package, peek_header
+from export.contract import protocol as P
+from export.contract.cobs import CobsError, cobs_decode, cobs_encode
+from export.contract.package import PackageError, decode_package, encode_package, peek_header
 from firmware_sim.device import NAK_TEXT_MAX, clip_text
 from tests import firmware_lib as fw
 from tests.int8_models import tiny_package
@@ -284,9 +285,9 @@ def test_cobs_is_the_protocols():
         samples.append(np.where(zeros, 0, rng.integers(1, 256, n)).astype(np.uint8).tobytes())
     for raw in samples:
         encoded = fw.cobs_encode(raw)
-        assert encoded == P.cobs_encode(raw) + P.DELIMITER
-        assert fw.cobs_decode(encoded[:-1]) == raw == P.cobs_decode(encoded[:-1])
+        assert encoded == cobs_encode(raw) + P.DELIMITER
+        assert fw.cobs_decode(encoded[:-1]) == raw == cobs_decode(encoded[:-1])
     for bad in (b"\x00\x01", b"\x05\x01\x02", b"\x03\x01"):
-        with pytest.raises(P.ProtocolError):
-            P.cobs_decode(bad)
+        with pytest.raises(CobsError):
+            cobs_decode(bad)
         assert fw.cobs_decode(bad) is None

@@ -7,7 +7,8 @@
  * behaviour, a million inputs at a time.)
  *
  * Each input starts from the same state: the flash as it was after the commit, the device
- * as it booted from it. Build: make fuzz; run: build/fuzz/fuzz_frames (tests/test_firmware_fuzz.py). */
+ * as it booted from it. Build: make fuzz; run: build/fuzz/fuzz_frames
+ * (tests/test_firmware_fuzz.py). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

@@ -28,8 +28,13 @@ static int valid_utf8(const uint8_t *s, uint32_t n)
 {
     uint32_t i = 0;
     while (i < n) {
-        uint32_t need = s[i] < 0x80u ? 1u : s[i] < 0xC2u ? 0u : s[i] < 0xE0u ? 2u : s[i] < 0xF0u ? 3u
-                        : s[i] < 0xF5u ? 4u : 0u, k;
+        uint32_t need = s[i] < 0x80u   ? 1u
+                        : s[i] < 0xC2u ? 0u
+                        : s[i] < 0xE0u ? 2u
+                        : s[i] < 0xF0u ? 3u
+                        : s[i] < 0xF5u ? 4u
+                                       : 0u,
+                 k;
         if (need == 0 || i + need > n) {
             return 0;
         }

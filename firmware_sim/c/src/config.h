@@ -36,7 +36,7 @@
 /* Byte ranges an upload tracks past the bytes received in order (firmware_sim.device.MAX_AHEAD). */
 #define MK_MAX_AHEAD 16u
 
-/* Layers of a package (export.package.MAX_LAYERS). */
+/* Layers of a package (export.contract.package.MAX_LAYERS). */
 #define MK_MAX_LAYERS 16u
 
 #define MK_PROTOCOL_VERSION 2u

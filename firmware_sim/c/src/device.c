@@ -384,12 +384,13 @@ static void begin(reply *r, const mk_frame *f)
         nak(r, f->type, MK_ERR_BAD_SLOT, slot, active, &t);
         mk_text_str(&t, "slot ");
         mk_text_uint(&t, slot);
-        mk_text_str(&t, slot == active ? " holds the running model" : " does not exist (0 = A, 1 = B)");
+        mk_text_str(&t, slot == active ? " holds the running model"
+                                       : " does not exist (0 = A, 1 = B)");
         finish_nak(r, &t);
         return;
     }
-    if (!u->active || u->slot != slot || u->size != size || u->crc32 != crc || u->ram_bytes != ram ||
-        u->id_len != id_len || memcmp(u->image_id, id, id_len) != 0) {
+    if (!u->active || u->slot != slot || u->size != size || u->crc32 != crc ||
+        u->ram_bytes != ram || u->id_len != id_len || memcmp(u->image_id, id, id_len) != 0) {
         memset(u, 0, sizeof *u);
         u->active = 1;
         u->slot = (uint8_t)slot;
@@ -486,7 +487,8 @@ static void data(reply *r, const mk_frame *f)
         return;
     }
     pos = offset;
-    while (next_gap(u, &pos, end, &gap_end)) { /* only bytes not yet written: flash is written once */
+    /* only bytes not yet written: flash is written once */
+    while (next_gap(u, &pos, end, &gap_end)) {
         const uint32_t start = (uint32_t)pos, stop = (uint32_t)gap_end;
         uint32_t at = start;
         while (at < stop) { /* page by page */

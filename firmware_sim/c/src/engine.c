@@ -57,7 +57,8 @@ const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, i
 {
     uint32_t even = m->n_inputs, i;
     int8_t *buf[2];
-    for (i = 1; i < m->n_layers; i += 2) { /* buffer 0 holds the input and layer 1, 3, ... outputs */
+    /* buffer 0 holds the input and the outputs of layers 1, 3, ... */
+    for (i = 1; i < m->n_layers; i += 2) {
         even = m->layers[i].n_out > even ? m->layers[i].n_out : even;
     }
     buf[0] = arena;

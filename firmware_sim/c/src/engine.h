@@ -2,7 +2,7 @@
  * the two ping-pong buffers of the static activation arena (docs/PACKAGE.md, "RAM").
  *
  * Two paths give the same bits (tests/test_firmware_engine.py checks both against
- * export/golden.py):
+ * export/contract/golden.py):
  *   - the reference path (engine.c): plain C99 loops, one multiply-accumulate at a time,
  *     defined for any C99 compiler (no right shift of a negative number);
  *   - the fast path (engine_dsp.c): dense layers two output rows and four inputs at a time
@@ -31,7 +31,7 @@
 const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, int fast);
 
 /* The class of outputs `y`: argmax (lowest index on ties) or the Mark I codebook rule on
- * y - zero point (export.golden.decide). */
+ * y - zero point (export.contract.golden.decide). */
 uint32_t mk_decide(const mk_model *m, const int8_t *y);
 
 /* The cycle estimate of one inference (firmware_sim.engine.CortexM4Cost, cortex-m4-80mhz). */

@@ -37,7 +37,8 @@ void mk_dense_fast(const mk_layer *L, const int8_t *x, int8_t *y)
         int32_t acc1 = (int32_t)mk_le32(L->bias + 4u * (o + 1u));
         for (i = 0; i < quads; i += 4u) {
             const uint32_t xv = mk_load4(x + i);
-            const uint32_t x_even = mk_sxtab16(offset2, xv), x_odd = mk_sxtab16(offset2, mk_ror8(xv));
+            const uint32_t x_even = mk_sxtab16(offset2, xv);
+            const uint32_t x_odd = mk_sxtab16(offset2, mk_ror8(xv));
             const uint32_t a = mk_load4(w0 + i), b = mk_load4(w1 + i);
             acc0 = mk_smlad(mk_sxtb16(a), x_even, acc0);
             acc0 = mk_smlad(mk_sxtb16(mk_ror8(a)), x_odd, acc0);

@@ -4,7 +4,8 @@
  * mk_rx takes received bytes one at a time and yields each intact frame; a chunk between
  * delimiters that is not valid COBS, is shorter than 9 bytes, has a wrong length or CRC, or
  * is longer than the largest frame it accepts is dropped and counted, as the simulator's
- * export.protocol.FrameDecoder does. Frames are decoded in place in the receive buffer.
+ * export.contract.protocol.FrameDecoder does. Frames are decoded in place in the receive
+ * buffer.
  */
 #ifndef MK_FRAME_H
 #define MK_FRAME_H
@@ -42,7 +43,7 @@ int mk_rx_byte(mk_rx *rx, uint8_t byte, mk_frame *frame);
 #define MK_COBS_SHIFT(n) (MK_COBS_MAX(n) - (n))
 
 /* COBS-encode `n` bytes at `in` into `buf` and append the 00 delimiter; returns the encoded
- * length (delimiter included): the encoding of export.protocol.cobs_encode. `buf` holds
+ * length (delimiter included): the encoding of export.contract.cobs.cobs_encode. `buf` holds
  * MK_COBS_MAX(n) + 1 bytes; `in` may lie inside it, at least MK_COBS_SHIFT(n) bytes on, so
  * that a frame is encoded in place. */
 size_t mk_cobs_encode(uint8_t *buf, const uint8_t *in, size_t n);

@@ -1,4 +1,5 @@
-/* The package loader: the checks and the words of export/package.py, in its order.
+/* The package loader: the checks and the words of export/contract/package.py, in its
+ * order.
  *
  * Each refusal below quotes the Python f-string it reproduces, so that the two can be read
  * side by side; tests/test_firmware_package.py feeds both the same mutated packages and
@@ -452,7 +453,8 @@ static int check_dense(const mk_layer *L, unsigned i, float s_in, float s_out, m
             return fail(t, " weight_scale holds a value that is not positive and finite");
         }
     }
-    if (check_scale(t, s_in, (int)i, "input_scale") || check_scale(t, s_out, (int)i, "output_scale")) {
+    if (check_scale(t, s_in, (int)i, "input_scale") ||
+        check_scale(t, s_out, (int)i, "output_scale")) {
         return -1;
     }
     for (o = 0; o < m; o++) { /* the multiplier and shift encode the scales within 2^-28 */

@@ -1,8 +1,8 @@
 /* The int8 weight package (.m1w, docs/PACKAGE.md), read in place from flash.
  *
- * mk_package_load makes every check of export.package.decode_package, in the same order, and
- * refuses a package with the same text (PackageError's message); mk_package_peek is
- * peek_header. A loaded model points into the image: nothing is copied.
+ * mk_package_load makes every check of export.contract.package.decode_package, in the same
+ * order, and refuses a package with the same text (PackageError's message); mk_package_peek
+ * is peek_header. A loaded model points into the image: nothing is copied.
  */
 #ifndef MK_PACKAGE_H
 #define MK_PACKAGE_H
@@ -61,7 +61,8 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *why,
 /* The first 80 bytes of a package (magic, version, header size checked): peek_header. */
 int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why);
 
-/* RAM of the two ping-pong activation buffers for these widths (export.package.arena_bytes). */
+/* RAM of the two ping-pong activation buffers for these widths
+ * (export.contract.package.arena_bytes). */
 uint64_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers);
 
 #endif

@@ -39,7 +39,8 @@ int32_t mk_rounding_divide_by_pot(int32_t x, int exponent)
     const uint32_t threshold = (mask >> 1) + (x < 0 ? 1u : 0u);
     /* floor(x / 2^exponent), as an arithmetic shift would give, from x offset by 2^31 */
     const uint32_t biased = (uint32_t)x + 0x80000000u;
-    const int64_t floor_div = (int64_t)(biased >> exponent) - (int64_t)(UINT64_C(1) << (31 - exponent));
+    const int64_t floor_div =
+        (int64_t)(biased >> exponent) - (int64_t)(UINT64_C(1) << (31 - exponent));
     return (int32_t)(floor_div + (remainder > threshold ? 1 : 0));
 }
 
@@ -47,5 +48,6 @@ int32_t mk_requantize_double(int32_t acc, int32_t multiplier, int32_t shift)
 {
     const int left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
     const int32_t shifted = from_bits((uint32_t)acc << left); /* wraps, as TFLite's x * 2^left */
-    return mk_rounding_divide_by_pot(mk_saturating_rounding_doubling_high_mul(shifted, multiplier), right);
+    const int32_t high = mk_saturating_rounding_doubling_high_mul(shifted, multiplier);
+    return mk_rounding_divide_by_pot(high, right);
 }

@@ -1,7 +1,7 @@
 /* Requantization: an int32 accumulator times a Q31 multiplier and a power of two, rounded to
  * int32 (docs/PACKAGE.md, "Arithmetic"). Two rounding modes:
  *
- *   single (the package format today; export/golden.py): n = 31 - shift,
+ *   single (the package format today; export/contract/golden.py): n = 31 - shift,
  *       v = floor((acc * multiplier + 2^(n-1)) / 2^n), saturated to int32 -- the exact 64-bit
  *       product rounded once, ties toward +infinity (TFLite with TFLITE_SINGLE_ROUNDING,
  *       CMSIS-NN with CMSIS_NN_USE_SINGLE_ROUNDING);

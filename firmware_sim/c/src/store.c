@@ -48,9 +48,11 @@ const char *mk_store_erase(mk_store *s, unsigned slot, uint32_t index)
     return s->flash->erase(s->flash->ctx, slot_page(s, slot, index));
 }
 
-const char *mk_store_write(mk_store *s, unsigned slot, uint32_t offset, const uint8_t *data, uint32_t n)
+const char *mk_store_write(mk_store *s, unsigned slot, uint32_t offset, const uint8_t *data,
+                           uint32_t n)
 {
-    return s->flash->write(s->flash->ctx, slot_page(s, slot, 0) * s->flash->page_bytes + offset, data, n);
+    const uint32_t address = slot_page(s, slot, 0) * s->flash->page_bytes + offset;
+    return s->flash->write(s->flash->ctx, address, data, n);
 }
 
 static const uint8_t *entry(const mk_store *s, uint32_t e) /* e: page * per_page + index */
@@ -136,8 +138,9 @@ const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t 
                             const uint8_t id[MK_ID_BYTES], mk_record *out)
 {
     static const uint8_t blank[MK_RECORD_BYTES] = {
-        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF};
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF};
     const uint32_t n = 2u * s->per_page;
     uint32_t e, page = 0, index = 0, newest_seq = 0;
     int have = 0;
@@ -176,5 +179,6 @@ const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t 
     mk_put32(raw + 16, crc32);
     memcpy(raw + 20, id, MK_ID_BYTES);
     mk_put32(raw + 28, mk_crc32(0, raw, 28));
-    return s->flash->write(s->flash->ctx, (page * s->per_page + index) * MK_RECORD_BYTES, raw, MK_RECORD_BYTES);
+    return s->flash->write(s->flash->ctx, (page * s->per_page + index) * MK_RECORD_BYTES, raw,
+                           MK_RECORD_BYTES);
 }

@@ -1,7 +1,7 @@
 /* The firmware's portable code as a shared library for the Python tests (ctypes): the engine,
  * the loader, the formatting, the frames, and a whole device on an in-memory flash, so that
- * tests/test_firmware_*.py compare them with export/golden.py, export/package.py and the
- * simulator byte for byte. Not part of any firmware image. */
+ * tests/test_firmware_*.py compare them with export/contract/golden.py,
+ * export/contract/package.py and the simulator byte for byte. Not part of any firmware image. */
 #include <setjmp.h>
 #include <stdlib.h>
 #include <string.h>
@@ -242,8 +242,17 @@ void fw_device_power_cycle(fw_device *d)
 void fw_device_new_session(fw_device *d) { mk_device_new_session(&d->device); }
 
 /* The flash: contents and erase counts (for comparing with the simulator's). */
-const uint8_t *fw_device_flash(fw_device *d, uint32_t *size) { *size = d->flash.hal.size; return d->flash.mem; }
-const uint32_t *fw_device_erases(fw_device *d, uint32_t *pages) { *pages = d->flash.n_pages; return d->flash.erases; }
+const uint8_t *fw_device_flash(fw_device *d, uint32_t *size)
+{
+    *size = d->flash.hal.size;
+    return d->flash.mem;
+}
+
+const uint32_t *fw_device_erases(fw_device *d, uint32_t *pages)
+{
+    *pages = d->flash.n_pages;
+    return d->flash.erases;
+}
 uint64_t fw_device_flash_ops(fw_device *d) { return d->flash.ops; }
 /* Overwrite the flash (contents and erase counts) and boot from it. */
 void fw_device_load_flash(fw_device *d, const uint8_t *mem, const uint32_t *erases)

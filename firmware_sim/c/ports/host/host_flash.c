@@ -59,7 +59,8 @@ static const char *erase(void *ctx, uint32_t page)
     int64_t keep;
     uint32_t done;
     if (page >= f->n_pages) {
-        snprintf(f->error, sizeof f->error, "page %u does not exist (0..%u)", page, f->n_pages - 1u);
+        snprintf(f->error, sizeof f->error, "page %u does not exist (0..%u)", page,
+                 f->n_pages - 1u);
         return f->error;
     }
     keep = cut_point(f, bytes);
@@ -80,13 +81,13 @@ static const char *write_(void *ctx, uint32_t address, const uint8_t *data, uint
     uint32_t i, done;
     int64_t keep;
     if ((uint64_t)address + n > f->hal.size) {
-        snprintf(f->error, sizeof f->error, "range %#x+%u is outside the flash (0..%#x)", address, n,
-                 f->hal.size);
+        snprintf(f->error, sizeof f->error, "range %#x+%u is outside the flash (0..%#x)",
+                 address, n, f->hal.size);
         return f->error;
     }
     if (n && (address + n - 1u) / f->hal.page_bytes != page) {
-        snprintf(f->error, sizeof f->error, "write of %u bytes at %#x crosses the end of page %u", n,
-                 address, page);
+        snprintf(f->error, sizeof f->error, "write of %u bytes at %#x crosses the end of page %u",
+                 n, address, page);
         return f->error;
     }
     for (i = 0; i < n; i++) {
@@ -174,7 +175,8 @@ const char *host_flash_open(host_flash *f, uint32_t size, uint32_t page_bytes, c
         int exists = stat(path, &st) == 0;
         f->fd = open(path, O_RDWR | O_CREAT, 0644);
         if (f->fd < 0) {
-            snprintf(f->error, sizeof f->error, "cannot open the state file %s: %s", path, strerror(errno));
+            snprintf(f->error, sizeof f->error, "cannot open the state file %s: %s", path,
+                     strerror(errno));
             return f->error;
         }
         if (exists) {
