@@ -1,5 +1,6 @@
 /* libFuzzer target: arbitrary bytes into the device -- the frame decoder and the message
- * handler -- of a part that has a model committed (fuzz/seed_package.h), under AddressSanitizer
+ * handler -- of a part that has a model committed (fuzz/seed_package.h: the 3 -> 2 dense
+ * package of docs/PACKAGE.md; fuzz_package runs the other layer kinds), under AddressSanitizer
  * and UndefinedBehaviorSanitizer. Every reply must be a well-formed frame (COBS, CRC, length,
  * a reply type) and, after each input, the device still answers HELLO with INFO.
  * (tests/test_firmware_device.py feeds fuzzed frames to this device and to the simulator and

@@ -192,7 +192,7 @@ static void set_model(mk_device *d, const mk_model *m, int outcome, const mk_tex
 void mk_device_boot(mk_device *d)
 {
     d->upload.active = 0;
-    d->has_active = mk_store_active(&d->store, &d->active);
+    d->has_active = mk_store_active(&d->store, &d->active, d->active_sha256);
     d->has_package = d->runnable = 0;
     d->load_error_len = 0;
     if (d->has_active) {
@@ -201,7 +201,6 @@ void mk_device_boot(mk_device *d)
         mk_text t;
         int outcome;
         mk_text_init(&t, why, MK_TEXT_MAX);
-        mk_sha256(image, d->active.size, d->active_sha256);
         outcome = load(d, &d->model, image, d->active.size, &t);
         mk_text_finish(&t);
         set_model(d, &d->model, outcome, &t);

@@ -73,23 +73,22 @@ static int unpack(const uint8_t *raw, mk_record *r)
     return 1;
 }
 
-/* CommitRecord.names: the slot holds the image this record committed */
-static int names_image(const mk_store *s, const mk_record *r, int newest)
+/* CommitRecord.names: the slot holds the image this record committed (its SHA-256 in digest) */
+static int names_image(const mk_store *s, const mk_record *r, int newest, uint8_t digest[32])
 {
     static const uint8_t legacy[MK_ID_BYTES];
     const uint8_t *image = mk_store_slot(s, r->slot);
-    uint8_t digest[32];
     if (mk_crc32(0, image, r->size) != r->crc32) {
         return 0;
     }
-    if (memcmp(r->id, legacy, MK_ID_BYTES) == 0) {
-        return newest;
+    if (memcmp(r->id, legacy, MK_ID_BYTES) == 0 && !newest) {
+        return 0;
     }
     mk_sha256(image, r->size, digest);
-    return memcmp(digest, r->id, MK_ID_BYTES) == 0;
+    return memcmp(r->id, legacy, MK_ID_BYTES) == 0 || memcmp(digest, r->id, MK_ID_BYTES) == 0;
 }
 
-int mk_store_active(const mk_store *s, mk_record *out)
+int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32])
 {
     static uint8_t valid[MK_MAX_RECORDS / 8u];
     const uint32_t n = 2u * s->per_page;
@@ -125,7 +124,7 @@ int mk_store_active(const mk_store *s, mk_record *out)
             return 0;
         }
         unpack(entry(s, best_e), &r);
-        if (r.size <= s->slot_bytes && names_image(s, &r, k == 0)) {
+        if (r.size <= s->slot_bytes && names_image(s, &r, k == 0, sha256)) {
             *out = r;
             return 1;
         }

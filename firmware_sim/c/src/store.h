@@ -41,8 +41,8 @@ const char *mk_store_erase(mk_store *s, unsigned slot, uint32_t index);
 /* Program `n` bytes at `offset` of `slot` (within one page, over erased bytes). */
 const char *mk_store_write(mk_store *s, unsigned slot, uint32_t offset, const uint8_t *data,
                            uint32_t n);
-/* The record of the active image (boot), 1 if there is one. */
-int mk_store_active(const mk_store *s, mk_record *out);
+/* The record of the active image (boot) and the image's SHA-256, 1 if there is one. */
+int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32]);
 /* Append a record making `slot` active (its image is already there); 0 or the flash's reason. */
 const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t crc32,
                             const uint8_t id[MK_ID_BYTES], mk_record *out);
