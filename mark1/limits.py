@@ -86,6 +86,14 @@ class Limit:
                 text += f" ({self.meaning})"
         return text
 
+    def allows(self, value: object) -> bool:
+        """True if ``value`` is a number within the limit."""
+        try:
+            self.check("value", value)
+        except (TypeError, ValueError):
+            return False
+        return True
+
     def check(self, name: str, value: object) -> Any:
         """``value`` unchanged if allowed; else ``TypeError``/``ValueError`` naming ``name``,
         the value and the range."""

@@ -40,7 +40,7 @@ from mark1.limits import SEED, Limit, _num
 from tests.test_bad_input import Answer, run_in_process, snapshot, workspace
 
 BOUNDED = {"tasks": 10, "simulate": 40, "replay": 6, "train-mlp": 20, "export": 12,
-           "quantize": 20, "push": 40, "infer": 40, "device": 30}
+           "quantize": 20, "push": 40, "infer": 40, "device": 30, "sweep": 25}
 """Examples per command in the fast suite (about a minute in all on two cores)."""
 LONG = 300
 """Examples per command in the slow suite."""
@@ -57,6 +57,7 @@ def documented_exit_codes() -> dict[str, set[int]]:
     bad_input = {0, 2}
     return {"tasks": bad_input, "simulate": bad_input, "replay": bad_input,
             "train-mlp": bad_input, "quantize": bad_input, "device": bad_input,
+            "sweep": bad_input,
             "export": set(EXPORT_EXIT_CODES), "push": set(EXIT_CODES),
             "infer": set(EXIT_CODES)}
 
@@ -111,6 +112,9 @@ class Command:
     """Words before the options (``export onnx``)."""
     flags: tuple[str, ...] = ()
     """Bare flags that may be added."""
+    journal: str = ""
+    """A file in the output folder that a failed run keeps on purpose (whole lines: the runs it
+    finished, for the next run to resume from)."""
 
 
 def _paths(*names: str) -> st.SearchStrategy[str]:
@@ -175,6 +179,7 @@ def commands(bounded: bool) -> dict[str, Command]:
     from mark1.machine import ESTIMATOR_LIMITS as EST
     from mark1.presets import LIMITS as PARAMS
     from mark1.stimuli import TASK_LIMITS as TASK
+    from mark1.sweep_cli import SWEEP_LIMITS
 
     def set_values() -> st.SearchStrategy[str]:
         return st.builds(lambda name, value: f"{name}={value}",
@@ -273,6 +278,31 @@ def commands(bounded: bool) -> dict[str, Command]:
              Option("--show", numbers(INFER_LIMITS["show"])),
              Option("--model", _paths(*INPUT_FILES, "other.m1w"))],
             _json_output),
+        "sweep": Command(
+            "sweep",
+            {"--task": "xor", "--epochs": "1", "--n-train": "8", "--n-test": "4", "--n-a": "16",
+             "--seeds": "2", "--workers": "0", "--out": "run", "-q": None},
+            [Option("--task", tasks),
+             Option("--epochs", numbers(EST["max_iter"], expensive_top=True)),
+             Option("--n-train", numbers(TASK["n_train"], expensive_top=True)),
+             Option("--n-test", numbers(TASK["n_test"], expensive_top=True)),
+             Option("--n-a", numbers(EST["n_a"], expensive_top=bounded)),
+             Option("--n-r", numbers(EST["n_r"])),
+             Option("--seeds", st.sampled_from(["1", "3", "0", "-1", "0,1", "5,5", "x", "",
+                                                "1e9", "99999999999999"])),
+             Option("--set", set_values(), repeat=True),
+             Option("--grid", st.builds(lambda name, values: f"{name}={values}",
+                                        st.sampled_from(["read_noise", "stuck_fraction",
+                                                         "n_a", "preset", "gamma", "warp"]),
+                                        st.sampled_from(["0,0.01", "0:0.5:3", "0,1.5", "",
+                                                         "inf", "nan,1", "16,32", "ideal",
+                                                         "0:1:100000"])), repeat=True),
+             Option("--samples", numbers(SWEEP_LIMITS["samples"], expensive_top=True)),
+             Option("--sample-seed", numbers(SEED)),
+             Option("--connect-timeout", numbers(SWEEP_LIMITS["connect_timeout"])),
+             Option("--spec", _paths(*INPUT_FILES, "sweep.toml")),
+             Option("--out", _paths(*OUTPUT_FOLDERS))],
+            _folder("--out"), journal="runs.jsonl"),
         "device": Command(
             "device", {"--pty": None},
             [Option("--listen", st.sampled_from(["127.0.0.1:0", "127.0.0.1:99999",
@@ -292,7 +322,7 @@ def commands(bounded: bool) -> dict[str, Command]:
 
 
 PATH_FLAGS = ("", "--out", "--onnx", "--report", "--json", "--model", "--state", "--calib-data",
-              "--eval-data")
+              "--eval-data", "--spec")
 """Options that name files or folders."""
 
 
@@ -425,6 +455,9 @@ def check_example(cmd: Command, argv: list[str], ws, keep: Pristine) -> Answer:
         with stopping_a_device() if cmd.name == "device" else contextlib.nullcontext():
             answer = run_in_process(filled)
         after = snapshot(ws.path)
+        out = _given(given_options(filled), "--out") or ""
+        journal = os.path.join(out, cmd.journal) if cmd.journal else ""
+        kept = (ws.path / journal).read_bytes() if journal and journal in after else b""
     finally:
         keep.restore()
     SUMMARY[cmd.name][answer.code] += 1
@@ -436,6 +469,10 @@ def check_example(cmd: Command, argv: list[str], ws, keep: Pristine) -> Answer:
     assert not staging, (filled, staging)
     if answer.code != 0:
         assert len(answer.stderr.strip().splitlines()) == 1, (filled, answer)
+        if journal and changed:  # only its journal, of whole lines, in its output folder
+            assert set(changed) <= {out, journal}, (filled, answer, changed)
+            assert kept.endswith(b"\n"), (filled, answer, changed)
+            changed = []
         assert not changed, (filled, answer, changed)
     else:
         allowed = allowed_changes(ws.path, cmd.outputs(given_options(filled)))
@@ -447,6 +484,9 @@ def check_example(cmd: Command, argv: list[str], ws, keep: Pristine) -> Answer:
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory):
     with workspace(tmp_path_factory.mktemp("properties")) as w:
+        (w.path / "sweep.toml").write_text(
+            'task = "xor"\nepochs = 1\nn_train = 8\nn_test = 4\nn_a = 16\nseeds = 2\n'
+            '[grid]\nread_noise = [0, 0.01]\n')
         for name in BLOCKED:
             (w.path / "blocked" / name).mkdir(parents=True, exist_ok=True)
             (w.path / "blocked" / name / "keep.txt").write_bytes(b"the user's")
@@ -479,3 +519,11 @@ def test_every_command_keeps_its_promises_on_generated_input(name, ws, monkeypat
 @pytest.mark.parametrize("name", sorted(BOUNDED))
 def test_every_command_keeps_its_promises_on_generated_input_long(name, ws, monkeypatch):
     _run(name, False, ws, monkeypatch, LONG)
+
+
+def test_every_registered_command_is_driven():
+    from mark1.cli import build_parser
+
+    parser = build_parser()
+    registered = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
+    assert registered == set(BOUNDED) == set(commands(True))
