@@ -517,6 +517,10 @@ CLI_CASES: tuple[Case, ...] = (
       "{ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
     C("a device as the state file", "device --pty --state /dev/zero",
       "flash state '/dev/zero' is not a regular file"),
+    C("a state file another device holds, for the C firmware", "device --firmware host --pty "
+      "--state {ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
+    C("a damaged state file, for the C firmware", "device --firmware host --pty --state "
+      "{ws}/damaged.bin", "damaged: the erase counter of page 127"),
     C("a 30 GiB sparse state file", "device --pty --state {ws}/sparse.bin",
       "sparse.bin is 32,212,254,720 bytes, expected 262,672: truncated or damaged"),
     C("a damaged erase counter in the state file", "device --pty --state {ws}/damaged.bin",
