@@ -188,3 +188,28 @@ def test_step_spread_quantiles_are_a_unit_normal():
     below, upto = np.arange(4096) / 4096, np.arange(1, 4097) / 4096
     assert max(np.abs(normal_cdf - below).max(), np.abs(normal_cdf - upto).max()) < 1.5 / 4096
     assert 3.6 < q[-1] < 3.7  # cut at about 3.67 sd
+
+
+def test_step_spread_draws_have_the_mean_and_variance_of_a_unit_normal():
+    """The draws the bank takes (12-bit table indices from the generator's uniforms) stand for
+    a unit normal: mean 0, variance 1 and the normal's share within 1 and 2 sd, to within a few
+    standard errors of 2**20 draws; and a turn of n steps spreads by step_c2c * sqrt(n) steps."""
+    from mark1.potentiometers import step_spread_draws
+
+    n = 2**20
+    z = step_spread_draws(np.random.default_rng(11), n)
+    assert len(z) == n
+    assert abs(z.mean()) < 4 / np.sqrt(n)
+    assert abs(z.var() - 1) < 4 * np.sqrt(2 / n)
+    for k, share in ((1, 0.682689), (2, 0.954500)):
+        assert abs(np.mean(np.abs(z) < k) - share) < 4 * np.sqrt(share * (1 - share) / n)
+    assert np.abs(z).max() == STEP_QUANTILES[-1]  # cut at 3.67 sd
+    # every one of the 4,096 values is drawn about equally often (uniform 12-bit indices)
+    counts = np.unique(z, return_counts=True)[1]
+    assert len(counts) == 4096 and abs(counts.mean() - n / 4096) < 1e-9
+    assert counts.std() < 1.5 * np.sqrt(n / 4096)
+    turned = bank((1, 20000), step=0.01, step_c2c=0.2)
+    turn(turned, +1, steps=3)
+    moved = turned.read()[0] / 0.01  # in nominal steps
+    assert abs(moved.mean() - 3) < 4 * 0.2 * np.sqrt(3) / np.sqrt(20000)
+    assert abs(moved.std() / (0.2 * np.sqrt(3)) - 1) < 0.02
