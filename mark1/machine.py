@@ -43,6 +43,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -61,6 +62,9 @@ from mark1.training import RULES, EpochLog, train_epoch
 
 FORMAT = "mark1-kit/markI"
 FORMAT_VERSION = 1
+
+Progress = Callable[[int, int, float], None]
+"""``progress(new_trials, new_mistakes, machine_time_s)``, called as training advances."""
 
 _PARAMS = ("preset", "rule", "n_a", "n_r", "max_iter", "shuffle", "code", "raw",
            "random_state", "verbose")
@@ -258,7 +262,7 @@ class MarkI:
             raise ValueError("y contains NaN or infinity")
         return y
 
-    def fit(self, X: object, y: object, *, progress: Any = None) -> MarkI:
+    def fit(self, X: object, y: object, *, progress: Progress | None = None) -> MarkI:
         """Train a fresh machine for up to ``max_iter`` passes (stops after an error-free one).
 
         ``progress(new_trials, new_mistakes, machine_time_s)`` is called as training advances.
@@ -278,7 +282,7 @@ class MarkI:
         return self
 
     def partial_fit(self, X: object, y: object, classes: object = None, *,
-                    progress: Any = None) -> MarkI:
+                    progress: Progress | None = None) -> MarkI:
         """One pass over ``X`` with the machine as it is (``classes`` needed on the first call)."""
         x = to_retina(X).reshape(-1, N_CELLS)
         y = self._labels(y, len(x))
@@ -286,9 +290,10 @@ class MarkI:
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
             self._build(np.unique(np.asarray(classes)))
-        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
+                                                        self.classes_):
             raise ValueError(
-                f"classes {list(np.unique(classes))} differ from the machine's "
+                f"classes {list(np.unique(np.asarray(classes)))} differ from the machine's "
                 f"{list(self.classes_)}"
             )
         unknown = ~np.isin(y, self.classes_)
@@ -307,7 +312,7 @@ class MarkI:
             a = np.concatenate([a, np.ones((len(a), 1), dtype=bool)], axis=1)
         return ARows(a)
 
-    def _epoch(self, x: np.ndarray, index: np.ndarray, progress: Any,
+    def _epoch(self, x: np.ndarray, index: np.ndarray, progress: Progress | None,
                static: ARows | None = None) -> int:
         """Present every image once (in a fresh order when shuffling); return the mistakes.
 

@@ -288,6 +288,10 @@ class PotentiometerBank:
         """The bank's arrays, model and draws."""
         self.drifts = bool(rate.any())
         """True when some wiper creeps."""
+        self.max_weight = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0)))
+        """The largest magnitude a wiper can reach (the farthest end stop; inf: no stops)."""
+        self.max_rate = float(np.abs(rate).max(initial=0.0))
+        """The fastest creep of any wiper, R-unit sum units per second."""
         self._scratch = np.empty((4, n_p))
         self._row_constants = {  # for whole-row arithmetic without scalar operands
             name: np.full(n_p, value) for name, value in (

@@ -56,9 +56,9 @@ def unit_sums(model: np.ndarray, units: np.ndarray, active: np.ndarray, t: float
     fixed order, so that every training path can reproduce the same bits (this function is the
     definition they are tested against).
     """
-    terms = model[np.ix_(units, (0, 1, 2), active)].astype(np.float64)  # (u, 3, n_active)
-    if terms.shape[2]:
-        sums = np.cumsum(terms, axis=2)[:, :, -1]  # one addition after the other
+    terms = model.take(units, axis=0).take(active, axis=2)  # (u, 3, n_active) float32
+    if terms.shape[2]:  # one addition after the other, in float64
+        sums = np.add.accumulate(terms, axis=2, dtype=np.float64)[:, :, -1]
     else:
         sums = np.zeros(terms.shape[:2])
     base, creep, variance = sums.T

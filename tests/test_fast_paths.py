@@ -241,8 +241,8 @@ def test_sums_whose_float32_rounding_decides_are_the_references_on_every_path(mo
     targets = np.where(rng.random((n, 1)) < 0.5, 1, -1).astype(np.int8)
     tiny = rng.standard_normal(n_p - 3).astype(np.float32) * np.float32(2.0**-27)
     settled = []
-    real = blocks._Ties._wrong
-    monkeypatch.setattr(blocks._Ties, "_wrong", lambda self, *a: settled.append(a) or real(
+    real = blocks._Ties._settle
+    monkeypatch.setattr(blocks._Ties, "_settle", lambda self, *a: settled.append(a) or real(
         self, *a))
     results = []
     for path in ("reference", *FAST):
@@ -269,7 +269,7 @@ def test_the_numpy_path_with_every_sum_settled_by_the_reference_is_the_reference
 
     def wide(self, *args):
         real(self, *args)
-        self.widen = 1e9
+        self.widen(1e9)
         made.append(self)
 
     monkeypatch.setattr(blocks._Ties, "__init__", wide)

@@ -34,6 +34,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from types import ModuleType
+from typing import Any
 
 import numpy as np
 
@@ -104,6 +105,7 @@ def train_epoch(rows: ARows, targets: np.ndarray, bank: PotentiometerBank, units
             blocks.physical_epoch(book, bank, units, trained, targets, rng, rule, noise,
                                   r_theta, block)
     elif nb is not None and not bank.exact:
+        assert rng is not None  # (physical pots: checked by mark1.training.train_epoch)
         compiled.physical_epoch(nb, book, bank, units, rng, forced, noise, r_theta)
     else:
         blocks.physical_epoch(book, bank, units, trained, targets, rng, rule, noise, r_theta,
@@ -111,7 +113,7 @@ def train_epoch(rows: ARows, targets: np.ndarray, bank: PotentiometerBank, units
     return book.finish()
 
 
-_THREADPOOLS: list = []  # the threadpoolctl controller, made once (finding the pools is slow)
+_THREADPOOLS: list[Any] = []  # the threadpoolctl controller, made once (finding the pools is slow)
 
 
 @contextmanager

@@ -74,22 +74,6 @@ def unpack(packed, fields, arrays):
                 a[r, c] = packed[r, c, k]
 
 
-@njit(cache=True)
-def _log_trial(i, was_wrong, n_pots, wrong, moved, motor_us, motor_table, st):
-    """Log trial ``i`` (a mistake if ``was_wrong``; ``n_pots`` pots turned), the motors' time
-    (``motor_table[n_pots]`` us) onto the clock; True when a progress report is due."""
-    if was_wrong:
-        wrong[i] = True
-        st[MISTAKES] += 1
-    if st[MOTORS] and n_pots:
-        moved[i] = n_pots
-        dt = motor_table[n_pots]
-        motor_us[i] = dt
-        st[EXTRA_US] += dt
-    st[AT] = i + 1
-    return st[REPORTED] >= 0 and i + 1 - st[REPORTED] >= _REPORT
-
-
 # ---------------------------------------------------------------------- exact pots
 
 
@@ -104,14 +88,15 @@ def _dot32(row, w):
 
 @njit(cache=True)
 def exact_epoch(A, order, pos, W, base, travel, indptr, indices, step, theta, wrong, moved,
-                motor_us, motor_table, st):
+                st):
     """Error correction (or forced response) on exact pots, trial by trial, from ``st[AT]``.
 
     ``W`` (u, p) float32: the weights as scored (``lin[rows, 0]``); ``base``, ``travel``
     (u, p) float64 state of the same rows. Whole-number steps, threshold and weights, all sums
     below 2**24 in magnitude (the caller checks): every sum is exact in any order, so this is
-    exactly the reference's result. ``motor_table[n]``: the motors' time for ``n`` pots, us.
-    Returns DONE, or PROGRESS when a report is due.
+    exactly the reference's result. Exact pots do not drift, so no trial depends on the
+    machine time: ``moved[i]`` gets the pots turned after trial ``i``, and the caller puts
+    the motors' time on the clock. Returns DONE, or PROGRESS when a report is due.
     """
     n, u = pos.shape
     i = st[AT]
@@ -120,24 +105,28 @@ def exact_epoch(A, order, pos, W, base, travel, indptr, indices, step, theta, wr
         k = order[i] if st[HAS_ORDER] else i
         row = A[k]
         n_turned = 0
-        was_wrong = False
+        n_wrong = 0
         for q in range(u):
             s = _dot32(row, W[q]) - theta
             target = pos[i, q]
-            if (s > 0) != target:
-                was_wrong = True
-            elif not forced:
-                continue
-            n_turned += 1
-            d = step if target else -step
-            for jj in range(indptr[k], indptr[k + 1]):
-                j = indices[jj]
-                base[q, j] += d
-                travel[q, j] += step
-                W[q, j] = np.float32(base[q, j])
-        n_pots = (indptr[k + 1] - indptr[k]) * n_turned
+            wrong_q = (s > 0) != target
+            if wrong_q or forced:
+                n_wrong += wrong_q
+                n_turned += 1
+                d = step if target else -step
+                for jj in range(indptr[k], indptr[k + 1]):
+                    j = indices[jj]
+                    base[q, j] += d
+                    travel[q, j] += step
+                    W[q, j] = np.float32(base[q, j])
+        if n_turned:
+            moved[i] = (indptr[k + 1] - indptr[k]) * n_turned
+            if n_wrong:
+                wrong[i] = True
+                st[MISTAKES] += 1
         i += 1
-        if _log_trial(i - 1, was_wrong, n_pots, wrong, moved, motor_us, motor_table, st):
+        if st[REPORTED] >= 0 and i - st[REPORTED] >= _REPORT:
+            st[AT] = i
             return PROGRESS
     st[AT] = i
     return DONE
@@ -349,9 +338,18 @@ def physical_epoch(order, pos, noise, units, model, pots, t_hit, row_stop, indpt
                 n_turned += 1
                 z, counts = _turn_row(units[q], cols, pos[i, q], t, pots, t_hit, model,
                                       row_stop, ist, fst, z, counts, quantiles, rng)
+        if was_wrong:
+            wrong[i] = True
+            ist[MISTAKES] += 1
+        n_pots = cols.shape[0] * n_turned
+        if ist[MOTORS] and n_pots:
+            moved[i] = n_pots
+            dt = motor_table[n_pots]
+            motor_us[i] = dt
+            ist[EXTRA_US] += dt
         i += 1
-        if _log_trial(i - 1, was_wrong, cols.shape[0] * n_turned, wrong, moved, motor_us,
-                      motor_table, ist):
+        if ist[REPORTED] >= 0 and i - ist[REPORTED] >= _REPORT:
+            ist[AT] = i
             return PROGRESS, z, counts
     ist[AT] = i
     return DONE, z, counts

@@ -80,15 +80,15 @@ class _Window:
         if self._lo <= i < self._hi and buffer.base is self._rows.base:  # slide
             kept = self._hi - i
             buffer[:kept] = self._rows[i - self._lo :]
+        assert self.order is not None  # (rows in order are views, never copied)
         order = self.order[self.start + i + kept : self.start + hi]
         np.take(self.A, order, axis=0, out=buffer[kept:], mode="clip")
         self._rows, self._lo, self._hi = buffer, i, hi
 
 
-
 def _first_wrong(wrong: np.ndarray) -> int:
     """Index of the first row of ``wrong`` (b, u) with a wrong R-unit, or -1."""
-    bad = wrong[:, 0] if wrong.shape[1] == 1 else wrong.any(axis=1)
+    bad = wrong[:, 0] if wrong.shape[1] == 1 else np.asarray(wrong.any(axis=1))
     f = int(bad.argmax())
     return f if bad[f] else -1
 
@@ -383,12 +383,13 @@ def _packed(fields: np.ndarray) -> list[int]:
 # ---------------------------------------------------------------------- any pots
 
 _U32, _U64 = 2.0**-24, 2.0**-53  # unit roundoff, float32 and float64
+_WRONG, _RIGHT = np.array([True]), np.array([False])  # one R-unit's decisions
 
 
 def physical_epoch(job: EpochBook, bank: PotentiometerBank, units: np.ndarray,
-                   rows: slice | np.ndarray, targets: np.ndarray, rng: np.random.Generator,
-                   rule: str, noise: np.ndarray | None, r_theta: float,
-                   block: int | None = None) -> None:
+                   rows: slice | np.ndarray, targets: np.ndarray,
+                   rng: np.random.Generator | None, rule: str, noise: np.ndarray | None,
+                   r_theta: float, block: int | None = None) -> None:
     """Any rule on any pots: score ahead, correct at the first mistake, score again.
 
     A trial's R-unit sums are ``A @ (base + creep * t)`` plus ``sqrt(A @ variance)`` times its
@@ -411,9 +412,12 @@ def physical_epoch(job: EpochBook, bank: PotentiometerBank, units: np.ndarray,
     drifting = bank.drifts
     scorer = _Products(bank, rows, one, drifting, noisy)
     ties = _Ties(job, bank, units, noise if noisy else None, r_theta)
+    fixed_band = ties.band(0.0) if np.isfinite(bank.max_weight) else None
     everyone = np.arange(n_units)
     present_us = job.pres * np.arange(1, n + 1, dtype=np.int64)
     pos1 = positive[:, 0]
+    signs = np.where(pos1 if one else positive, 1.0, -1.0)  # r * sign > 0: right
+    unit_list = units.tolist()
     noise1 = noise[:, 0] if noisy and one and noise is not None else noise
     Ap: _Window | None = None
     start = 0
@@ -428,24 +432,31 @@ def physical_epoch(job: EpochBook, bank: PotentiometerBank, units: np.ndarray,
         t_us = job.t0 + job.extra_us
         times_s = (t_us + present_us[i:j]) * 1e-6
         if drifting:
-            if times_s[0] >= bank.next_stop_s:
-                bank.pin(float(times_s[0]))
-            if times_s[-1] >= bank.next_stop_s:  # a wiper stops at or before trial j - 1
-                j = i + max(1, int(np.searchsorted(times_s, bank.next_stop_s, side="left")))
+            state = bank.state
+            if (t_us + job.pres * (i + 1)) * 1e-6 >= state.next_stop_s:
+                bank.pin((t_us + job.pres * (i + 1)) * 1e-6)
+            if (t_us + job.pres * j) * 1e-6 >= state.next_stop_s:  # a wiper stops by j - 1
+                j = i + max(1, int(np.searchsorted(times_s, state.next_stop_s, side="left")))
                 times_s = times_s[: j - i]
         if whole:
-            r, p2 = scorer.whole(i, j, times_s, noise1, job.A, job.order)
+            r = scorer.whole(i, j, times_s, noise1, job.A, job.order)
         else:
-            r, p2 = scorer.block(i, j, times_s, noise1)
+            r = scorer.block(i, j, times_s, noise1)
         if r_theta:
             r = r - r_theta
-        if one:
-            wrong = ((r > 0) != pos1[i:j])[:, None]
-            r = r[:, None]
+        # signed by the right answers: > 0 right, < 0 wrong, within the band too near to tell
+        signed = r * signs[i:j]
+        band = fixed_band if fixed_band is not None else ties.band((t_us + job.pres * j) * 1e-6)
+        doubt = signed < band
+        if not one:
+            doubt = np.asarray(doubt.any(axis=1))
+        f = 0 if forced else int(doubt.argmax())
+        if not (forced or doubt[f]):
+            f = -1
+        elif one and not forced and signed[f] < -band:  # (the usual mistake)
+            wrong = _WRONG
         else:
-            wrong = (r > 0) != positive[i:j]
-        f = 0 if forced else _first_wrong(wrong)
-        f = ties.settle(r, wrong, f, i, times_s, p2, forced)
+            f, wrong = ties.first_wrong(signed, doubt, band, f, i, times_s, forced)
         if f < 0:
             i = j
             size = block or min(2 * size, _MAX_BLOCK)
@@ -458,12 +469,20 @@ def physical_epoch(job: EpochBook, bank: PotentiometerBank, units: np.ndarray,
                 scorer.permute(Ap, start)
             active = src.active(k if job.order is None else int(job.order[k]))
             t_k = job.time_us(k) * 1e-6
-            turn = everyone if forced else np.flatnonzero(wrong[f])
             if one and not bank.exact:
-                bank.turn_row(int(units[0]), active, bool(pos1[k]), n_steps, t_k, rng)
+                assert rng is not None  # (checked by train_epoch)
+                bank.turn_row(unit_list[0], active, bool(pos1[k]), n_steps, t_k, rng)
+                job.corrected(k, len(active), bool(wrong[0]))
             else:
-                bank.move(units[turn], active, targets[k, turn], n_steps, t_k, rng)
-            job.corrected(k, len(active) * len(turn), bool(wrong[f].any()))
+                turn = everyone if forced else wrong.nonzero()[0]
+                if bank.exact:
+                    bank.move(units[turn], active, targets[k, turn], n_steps, t_k, rng)
+                else:  # (move, one row after the other)
+                    assert rng is not None  # (checked by train_epoch)
+                    for q in turn.tolist():
+                        bank.turn_row(unit_list[q], active, bool(positive[k, q]), n_steps,
+                                      t_k, rng)
+                job.corrected(k, len(active) * len(turn), bool(wrong.any()))
             i = k + 1
             size = block or max(_MIN_BLOCK, min(_MAX_BLOCK, 2 * (f + 1)))
         job.report(i)
@@ -478,44 +497,51 @@ class _Products:
         self.drifting, self.noisy = drifting, noisy
         self._rows: _Window | None = None
         self._start = 0
+        lin = bank.lin
+        # the trained rows' model as one (n_p, 3 u) matrix: a view the turns keep current
+        # when the rows are consecutive, else taken again for every block
+        self._model = lin[rows].reshape(-1, lin.shape[2]).T if isinstance(rows, slice) else None
+
+    def _flat_model(self) -> np.ndarray:
+        if self._model is not None:
+            return self._model
+        lin = self.bank.lin[self.rows]
+        return lin.reshape(-1, lin.shape[2]).T
 
     def permute(self, Ap: _Window, start: int) -> None:
         """From now on trials ``start, ...`` are scored from their rows ``Ap`` (in order)."""
         self._rows, self._start = Ap, start
 
     def whole(self, i: int, j: int, times_s: np.ndarray, noise: np.ndarray | None,
-              stored: np.ndarray, order: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """Sums of trials ``i..j-1`` from all the rows as stored (``order``: presentation),
-        and the variance products (b, u)."""
-        lin = self.bank.lin[self.rows]
+              stored: np.ndarray, order: np.ndarray | None) -> np.ndarray:
+        """Sums of trials ``i..j-1`` from all the rows as stored (``order``: presentation)."""
         if self.one:
+            lin = self.bank.lin[self.rows]
             p = np.stack([stored @ lin[0, k] for k in range(3)], axis=1)
         else:
-            p = stored @ lin.reshape(-1, lin.shape[2]).T
+            p = stored @ self._flat_model()
         p = p[i:j] if order is None else p.take(order[i:j], axis=0)
         return self._combine(p.reshape(len(p), -1, 3), times_s, noise[i:j] if self.noisy
                              and noise is not None else None)
 
     def block(self, i: int, j: int, times_s: np.ndarray,
-              noise: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+              noise: np.ndarray | None) -> np.ndarray:
         """Sums of trials ``i..j-1`` from the rows given to :meth:`permute`: one product of
         the block's rows with the whole model (base, creep and variance of every unit)."""
         assert self._rows is not None
-        A = self._rows[i - self._start : j - self._start]
-        lin = self.bank.lin[self.rows]
-        p = A @ lin.reshape(-1, lin.shape[2]).T
+        p = self._rows[i - self._start : j - self._start] @ self._flat_model()
         return self._combine(p.reshape(len(p), -1, 3), times_s, noise[i:j] if self.noisy
                              and noise is not None else None)
 
     def _combine(self, p: np.ndarray, times_s: np.ndarray,
-                 noise: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+                 noise: np.ndarray | None) -> np.ndarray:
         """Sums from products ``p`` (b, u, 3) of base, creep and variance."""
         r = p[:, :, 0]
         if self.drifting:
             r = r + times_s[:, None] * p[:, :, 1]
         if noise is not None:
             r = r + np.sqrt(p[:, :, 2]) * (noise[:, None] if noise.ndim == 1 else noise)
-        return (r[:, 0] if self.one else r), p[:, :, 2]
+        return r[:, 0] if self.one else r
 
 
 class _Ties:
@@ -525,71 +551,108 @@ class _Ties:
     reference (:func:`mark1.r_units.unit_sums`) sums in float64 in ascending order. Whatever
     the order, a float32 sum of ``n`` terms is within ``gamma_n * sum|terms|`` of the exact
     sum (``gamma_n = n u / (1 - n u)``, ``u = 2**-24``), and the reference's within the float64
-    ``gamma_n`` of it; the float32 square root and the float64 combination add a few more
-    roundings. :meth:`band` bounds the distance between the two results for every trial of a
-    block from the most active A-units of any row, bounds on the pots' weights and creep
-    (the end stops and drift rates of bounded pots, else the model's largest entries), the
-    largest noise draw and variance product. A trial with a sum inside the band is scored again
-    by ``unit_sums``; outside it, the product's sign is the reference's.
+    ``gamma_n`` of it. The weights' part of a sum, ``sum(base) + t * sum(creep)``, has at most
+    ``n_max`` terms (the most active A-units of any row), bounded by ``weights = n_max (w + t
+    c)`` with ``w``, ``c`` bounds on the pots' base and creep: for bounded pots ``|base| <=
+    max|stop| + max|rate| t`` and ``|creep| <= max|rate|`` (so one band serves a whole pass,
+    taken at the latest time the pass can reach: every trial followed by the longest motor
+    run), else the model's largest entries now. The noise part ``sqrt(sum(variance)) * z``
+    carries a relative error below ``c = 2 (gamma_n + 2u)`` (the float32 square root adds a
+    rounding) and is itself at most ``|r| + weights + |r_theta|``; the float64 combinations
+    add a few roundings of the magnitude. So where ``|r| (1 - c) > 2 gamma_n weights + (16 u64
+    + c) (weights + |r_theta|)``, the product's sign is the reference's (the band is the right
+    side over ``1 - c``, with a safety factor of 2 on every term). A trial with a sum inside
+    the band is tried against a band from its own terms, then scored again by ``unit_sums``.
     """
 
     def __init__(self, job: EpochBook, bank: PotentiometerBank, units: np.ndarray,
                  noise: np.ndarray | None, r_theta: float) -> None:
         self.job, self.bank, self.units, self.noise, self.r_theta = job, bank, units, noise, \
             r_theta
-        self.n_max = int(job.src.n_active.max(initial=0))
-        self.g = (self.n_max + 2) * (_U32 + _U64) * 1.01
-        st = bank.state
-        bounded = bool(np.isfinite(st.lo).all() and np.isfinite(st.hi).all())
-        self.w_max = float(max(np.abs(st.lo).max(), np.abs(st.hi).max())) if bounded else None
-        self.r_max = float(np.abs(st.rate).max())
-        self.z_max = float(np.abs(noise).max(initial=0.0)) if noise is not None else 0.0
-        self.widen = 0.0  # added to the band: > 0 settles more sums by the reference (tests)
+        n_max = int(job.src.n_active.max(initial=0))
+        self.n_max = n_max
+        self.g = 2 * (n_max + 2) * (_U32 + _U64) * 1.01  # gamma_n, float32 plus float64, x2
+        self.c = 2 * (self.g + 2 * _U32) * 1.01 if noise is not None else 0.0
         self.settled = 0  # trials scored again by the reference
+        self._widen = 0.0
+        self._band: float | None = None  # the pass's band (bounded pots)
+        if np.isfinite(bank.max_weight):
+            n = len(job.positive)
+            longest = job.clock.motors.motor_us(bank.shape[1] * len(units))
+            t_end = (job.t0 + n * (job.pres + longest)) * 1e-6
+            self._band = self._of(n_max * (bank.max_weight + 2 * bank.max_rate * t_end))
 
-    def band(self, t_max: float, p2: np.ndarray) -> float:
-        """Half-width of the band around zero in which a sum of this block may differ in sign
-        from the reference's (machine times up to ``t_max``, variance products ``p2``)."""
-        if self.w_max is not None:  # |base| <= w_max + rate * t for a wiper within its stops
-            m0, m1 = self.w_max + self.r_max * t_max, self.r_max
-        else:
-            model = self.bank.lin[self.units]
-            m0, m1 = float(np.abs(model[:, 0]).max()), float(np.abs(model[:, 1]).max())
-        m0, m1 = m0 * (1 + 4 * _U32), m1 * (1 + 4 * _U32)  # rounded to float32
-        weights = self.n_max * (m0 + t_max * m1)
-        noise = self.z_max * float(np.sqrt(p2.max())) * 1.01 if self.noise is not None else 0.0
-        mag = weights + noise + abs(self.r_theta)
-        return 2 * (self.g * weights + noise * (self.g + 2 * _U32) + 8 * _U64 * mag) + self.widen
+    def widen(self, by: float) -> None:
+        """Widen the band by ``by`` (tests: more sums settled by the reference)."""
+        self._widen = by
+        if self._band is not None:
+            self._band += by
 
-    def settle(self, r: np.ndarray, wrong: np.ndarray, f: int, i: int, times_s: np.ndarray,
-               p2: np.ndarray, forced: bool) -> int:
-        """The first trial of the block (from trial ``i``) with a wrong R-unit (-1: none) once
-        the sums ``r`` (b, u) near zero are the reference's; their rows of ``wrong`` (b, u) are
-        set to the reference's. ``f``: the first wrong trial by the products (0 when
-        ``forced``: the first trial is corrected whatever, only its log needs the truth)."""
-        band = self.band(float(times_s[-1]), p2)
-        start = 0
-        while True:
-            stop = 1 if forced else f + 1 if f >= 0 else len(r)
-            near = np.flatnonzero((np.abs(r[start:stop]) <= band).any(axis=1)) + start
-            for e in near.tolist():
-                exact = self._wrong(i + e, float(times_s[e]))
-                self.settled += 1
-                if (exact == wrong[e]).all():
-                    continue
-                wrong[e] = exact
-                if forced or exact.any():
-                    return f if forced else e  # (e < f: it was right; e == f: still wrong)
-                start, f = e + 1, _first_wrong(wrong[e + 1 :])  # the first wrong one was not
-                f = f + e + 1 if f >= 0 else -1
-                break
+    def _of(self, weights: float) -> float:
+        """The band for sums whose weights' part is at most ``weights`` in magnitude."""
+        weights *= 1 + 4 * _U32  # (rounded to float32)
+        rest = weights + abs(self.r_theta)
+        return (self.g * weights + 16 * _U64 * rest + self.c * rest) / (1 - self.c)
+
+    def band(self, t_max: float) -> float:
+        """Half-width of the band around zero in which a sum of a block read up to ``t_max``
+        seconds may differ in sign from the reference's (sums outside it are decided by the
+        products; those inside by :meth:`first_wrong`)."""
+        if self._band is not None:
+            return self._band
+        model = self.bank.lin[self.units]
+        m0, m1 = float(np.abs(model[:, 0]).max()), float(np.abs(model[:, 1]).max())
+        return self._of(self.n_max * (m0 + t_max * m1)) + self._widen
+
+    def first_wrong(self, s: np.ndarray, doubt: np.ndarray, band: float, k: int, i: int,
+                    times_s: np.ndarray, forced: bool) -> tuple[int, np.ndarray]:
+        """The first trial of a block (from trial ``i``) with a wrong R-unit, from trial
+        ``k`` on, and its wrong R-units (u,) as the reference decides them (not to be written
+        to); -1 when there is none (``k`` = 0 when ``forced``: the first trial is corrected
+        whatever). ``s`` ((b,) or (b, u)): the products' sums signed by the right responses
+        (> 0: right); ``doubt`` (b,): the trials with a sum below ``band``."""
+        one = s.ndim == 1
+        while forced or doubt[k]:
+            if one:
+                v = float(s[k])
+                if abs(v) > band:
+                    wrong = _WRONG if v < 0 else _RIGHT
+                else:
+                    wrong = self._settle(i + k, times_s[k], s[k : k + 1], _WRONG)
             else:
-                return f
+                wrong = s[k] < 0
+                near = np.abs(s[k]) <= band
+                if near.any():  # (rarely)
+                    wrong[near] = self._settle(i + k, times_s[k], s[k, near], near)
+            if forced or wrong.any():
+                return k, wrong
+            if k + 1 == len(s):
+                break
+            k += 1 + int(doubt[k + 1 :].argmax())  # right after all: look further
+        return -1, _RIGHT
 
-    def _wrong(self, k: int, t: float) -> np.ndarray:
-        """The reference's wrong R-units of trial ``k``, read at ``t`` s."""
-        job = self.job
+    def _settle(self, k: int, t: float, s: np.ndarray, near: np.ndarray) -> np.ndarray:
+        """Whether the R-units ``near`` (bool (u,)) answer trial ``k`` wrongly, read at ``t``
+        seconds, their products' signed sums ``s`` too near zero for the block's band: first
+        against a band from this trial's own terms (``gamma_n`` times the sum of the base
+        magnitudes plus ``t`` times the creep bound), then, for those still in doubt, by the
+        reference (:func:`mark1.r_units.unit_sums`)."""
+        job, bank = self.job, self.bank
         active = job.src.active(k if job.order is None else int(job.order[k]))
-        z = self.noise[k] if self.noise is not None else None
-        r = unit_sums(self.bank.lin, self.units, active, t, z) - self.r_theta
-        return (r > 0) != job.positive[k]
+        units = self.units[near]
+        t = float(t)
+        base = bank.lin[:, 0].take(units, axis=0)[:, active]
+        weights = np.abs(base).sum(axis=1, dtype=np.float64) * 1.01  # (float64 sums rounded)
+        weights += len(active) * bank.max_rate * t * 1.01
+        g = (len(active) + 2) * (_U32 + _U64) * 2.02
+        rest = weights + abs(self.r_theta)
+        c = 2 * (g + 2 * _U32) * 1.01 if self.noise is not None else 0.0
+        band = (g * weights + 16 * _U64 * rest + c * rest) / (1 - c) + self._widen
+        wrong = s < 0
+        doubt = np.abs(s) <= band
+        if doubt.any():
+            self.settled += 1
+            z = self.noise[k, near][doubt] if self.noise is not None else None
+            r = unit_sums(bank.lin, units[doubt], active, t, z) - self.r_theta
+            wrong[doubt] = (r > 0) != job.positive[k, near][doubt]
+        return wrong

@@ -66,6 +66,16 @@ class EpochBook:
             self.motor_us[ks] = dt
             self.extra_us += int(dt.sum())
 
+    def motors_ran(self, i: int, j: int) -> None:
+        """Trials ``i..j-1`` turned ``moved`` pots each: their motors' time (none when the
+        motors do not run, and then no pots count as moved)."""
+        if self.motors:
+            dt = self.clock.motors.motor_us(self.moved[i:j])
+            self.motor_us[i:j] = dt
+            self.extra_us += int(dt.sum())
+        else:
+            self.moved[i:j] = 0
+
     def time_us(self, k: int) -> int:
         """Machine time at the reading of trial ``k`` (motor time before it included), us."""
         return self.t0 + self.extra_us + self.pres * (k + 1)

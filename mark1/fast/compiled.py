@@ -75,11 +75,16 @@ def exact_epoch(nb: ModuleType, job: EpochBook, bank: PotentiometerBank, rows: s
     W32 = bank.lin[rows, 0]
     base, travel = bank.base[rows], bank.travel[rows]
     W = np.ascontiguousarray(W32)  # contiguous rows: vectorised sums
-    table = _motor_table(job, job.A.shape[1] * pos.shape[1])
     order, step = _order(job), correction_step(bank, job)
-    while nb.exact_epoch(job.A, order, pos, W, base, travel, indptr, indices, step,
-                         np.float32(r_theta), job.wrong, job.moved, job.motor_us, table,
-                         st) == nb.PROGRESS:
+    done = 0
+    while True:
+        status = nb.exact_epoch(job.A, order, pos, W, base, travel, indptr, indices, step,
+                                np.float32(r_theta), job.wrong, job.moved, st)
+        at = int(st[nb.AT])
+        job.motors_ran(done, at)  # the pots turned into motor time
+        st[nb.EXTRA_US], done = job.extra_us, at
+        if status != nb.PROGRESS:
+            break
         _report(nb, job, st)
     W32[:] = W
     job.mistakes, job.extra_us = int(st[nb.MISTAKES]), int(st[nb.EXTRA_US])
