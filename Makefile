@@ -21,6 +21,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check mark1 export firmware_sim tests benchmarks
+	$(VENV)/bin/mypy export firmware_sim
 	$(PY) -m pytest -q
 
 test-slow: $(VENV)/.installed
@@ -28,9 +29,10 @@ test-slow: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mark1 export firmware_sim tests benchmarks
+	$(VENV)/bin/mypy export firmware_sim
 
 bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(VENV) out .pytest_cache .ruff_cache
+	rm -rf $(VENV) out .pytest_cache .ruff_cache .mypy_cache

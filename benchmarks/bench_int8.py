@@ -3,7 +3,8 @@
 One MLP (400-64-32-10 on ``digits``, or ``--checkpoint``) is quantized; then, on the same test
 images, this process measures images per second (best of ``--repeat`` runs, batch = the test set):
 
-* ``golden int8``     -- :func:`export.golden.golden_forward` (numpy integer ops), the reference;
+* ``golden int8``     -- :func:`export.contract.golden.golden_forward` (numpy integer ops), the
+  reference;
 * ``numpy float64``   -- the checkpoint's own float forward;
 * ``torch float32``   -- the same MLP as ``torch.nn.Linear`` layers, eager, no grad;
 * ``ort qdq basic``   -- the quantized ONNX in onnxruntime, QDQ kept as written;
@@ -44,7 +45,7 @@ def _timed(fn: Callable[[], object]) -> float:
 
 
 def _mlp(checkpoint: str | None, rng: np.random.Generator):
-    from export.checkpoint import MLPCheckpoint, load_checkpoint
+    from export.onnx.checkpoint import MLPCheckpoint, load_checkpoint
 
     if checkpoint:
         return load_checkpoint(checkpoint)
@@ -105,9 +106,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeat", type=int, default=5, help="timed runs per peer (best kept)")
     args = parser.parse_args(argv)
 
-    from export.golden import golden_forward, quantize_input
-    from export.qonnx import onnx_bytes, ort_forward, ort_session
-    from export.quantize import quantize_machine, quantize_mlp
+    from export.contract.golden import golden_forward, quantize_input
+    from export.int8.qonnx import onnx_bytes, ort_forward, ort_session
+    from export.int8.quantize import quantize_machine, quantize_mlp
     from firmware_sim.engine import Engine
     from mark1.stimuli import make_task
 

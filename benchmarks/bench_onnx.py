@@ -42,13 +42,13 @@ def main(argv: list[str] | None = None) -> int:
     import onnxruntime as ort
     import torch
 
-    from export.bundle import export_bundle
-    from export.checkpoint import save_checkpoint
-    from export.cli_onnx import parse_hidden
-    from export.mlp import build_module, train_mlp
-    from export.onnx_export import check_model, export_mlp
-    from export.parity import onnx_session, task_test_inputs
-    from export.profiles import JETSON_TX2
+    from export.onnx.bundle import export_bundle
+    from export.onnx.checkpoint import save_checkpoint
+    from export.onnx.cli import parse_hidden
+    from export.onnx.mlp import build_module, train_mlp
+    from export.onnx.onnx_export import check_model, export_mlp
+    from export.onnx.parity import onnx_session, task_test_inputs
+    from export.onnx.profiles import JETSON_TX2
 
     ckpt = train_mlp("digits", hidden=parse_hidden(args.hidden), epochs=args.epochs, seed=0,
                      progress=False)

@@ -23,10 +23,12 @@ import time
 
 import numpy as np
 
-from export.checkpoint import MLPCheckpoint
-from export.package import encode_package
-from export.quantize import quantize_mlp
-from export.serial_host import LinkSettings, connect, push
+from export.contract.package import encode_package
+from export.int8.quantize import quantize_mlp
+from export.onnx.checkpoint import MLPCheckpoint
+from export.serial.link import connect
+from export.serial.push import push
+from export.serial.settings import LinkSettings
 from firmware_sim.device import Device
 from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
 

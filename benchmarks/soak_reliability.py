@@ -43,8 +43,9 @@ if str(ROOT) not in sys.path:  # run as a script: the test helpers live in tests
     sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_push import model_image  # noqa: E402
-from export import protocol as P  # noqa: E402
-from export.serial_host import LinkSettings, push  # noqa: E402
+from export.contract import protocol as P  # noqa: E402
+from export.serial.push import push  # noqa: E402
+from export.serial.settings import LinkSettings  # noqa: E402
 from firmware_sim.device import PRESETS, Device  # noqa: E402
 from firmware_sim.lossy_link import CLEAN, LineFaults, LossyLink  # noqa: E402
 from firmware_sim.serve import LinkTiming, TcpServer  # noqa: E402

@@ -1,12 +1,18 @@
 """``mark1 device``: run the simulated microcontroller on a pty or a TCP socket.
 
-Only argparse is imported here; the handler imports the simulator.
+Registration imports argparse and the simulator's settings (presets, line pacing, idle timeout)
+whose defaults it shows; nothing heavy.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+
+from firmware_sim.device import DEFAULT_PRESET, PRESETS
+from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming
+
+LINE = LinkTiming()
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kKmM]i?[bB]?|[bB])?\s*$")
 
@@ -47,8 +53,8 @@ def _device(args: argparse.Namespace) -> int:
     import dataclasses
     import sys
 
-    from firmware_sim.device import PRESETS, Device
-    from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming, PtyServer, TcpServer, serve_forever
+    from firmware_sim.device import Device
+    from firmware_sim.serve import PtyServer, TcpServer, serve_forever
 
     base = PRESETS[args.preset]
     overrides = {
@@ -59,7 +65,7 @@ def _device(args: argparse.Namespace) -> int:
     }
     config = dataclasses.replace(base, **overrides)
     timing = LinkTiming(baud=args.baud, turnaround_s=args.turnaround / 1000.0)
-    idle = IDLE_TIMEOUT_S if args.idle_timeout is None else args.idle_timeout
+    idle = args.idle_timeout
     device = Device(config, state_path=args.state)
     if args.pty:
         server: PtyServer | TcpServer = PtyServer(device, timing, idle_timeout_s=idle)
@@ -99,22 +105,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal")
     where.add_argument("--listen", type=parse_listen, metavar="HOST:PORT",
                        help="serve socket:// clients on a TCP port (0 = any free port)")
-    p.add_argument("--preset", default="cortex-m4", choices=("cortex-m4", "cortex-m4-small"),
-                   help="device limits to start from (default: cortex-m4)")
+    p.add_argument("--preset", default=DEFAULT_PRESET, choices=tuple(PRESETS),
+                   help="device limits to start from (default: %(default)s)")
     p.add_argument("--flash", type=parse_size, metavar="BYTES",
                    help="flash for models: two slots plus two commit-record pages")
     p.add_argument("--page", type=parse_size, metavar="BYTES", help="flash erase page size")
     p.add_argument("--ram", type=parse_size, metavar="BYTES", help="RAM arena for activations")
     p.add_argument("--max-payload", type=parse_size, metavar="BYTES",
                    help="largest frame payload the device accepts")
-    p.add_argument("--baud", type=int, default=0,
-                   help="pace the line at 10/BAUD seconds per byte (default 0: unpaced)")
-    p.add_argument("--turnaround", type=float, default=0.0, metavar="MS",
-                   help="delay from a request's last byte to its reply, in ms (default 0)")
+    p.add_argument("--baud", type=int, default=LINE.baud,
+                   help="pace the line at 10/BAUD seconds per byte (0 = unpaced; default "
+                   "%(default)s)")
+    p.add_argument("--turnaround", type=float, default=1000.0 * LINE.turnaround_s, metavar="MS",
+                   help="delay from a request's last byte to its reply, in ms "
+                   "(default %(default)g)")
     p.add_argument("--state", metavar="FILE",
                    help="keep the flash in FILE, so a restart keeps the models")
-    p.add_argument("--idle-timeout", type=parse_idle, metavar="S",
+    p.add_argument("--idle-timeout", type=parse_idle, default=IDLE_TIMEOUT_S, metavar="S",
                    help="end a session after S seconds with no byte either way, so that a "
                    "host that vanished without closing its connection does not keep the "
-                   "device busy (default 30; 0 = never)")
+                   "device busy (default %(default)g; 0 = never)")
     p.set_defaults(handler=_device)

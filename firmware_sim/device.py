@@ -2,12 +2,13 @@
 
 A :class:`Device` owns a :class:`~firmware_sim.flash.Flash` laid out as a
 :class:`~firmware_sim.flash.ModelStore` (slots A and B plus a commit log) and answers every request
-frame of :mod:`export.protocol` with one reply frame. State, as on the real part:
+frame of :mod:`export.contract.protocol` with one reply frame. State, as on the real part:
 
 * in flash (survives a power cycle): both slots, the commit log, per-page erase counts;
 * in RAM (lost on ``RESET`` or power loss): the upload in progress -- target slot, size, CRC,
-  bytes received in order and up to :data:`MAX_AHEAD` ranges received beyond them -- and the
-  loaded model.
+  bytes received in order and up to :data:`MAX_AHEAD` ranges received beyond them (a
+  :class:`~export.contract.ranges.ByteRanges`, the set type the host's upload keeps too) --
+  and the loaded model.
 
 An upload goes to the slot that is not active. Each ``DATA`` frame is programmed into flash as it
 arrives (write-through, so an acknowledged byte is a byte in flash), also when it arrives out of
@@ -26,18 +27,25 @@ import hashlib
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 
-from export import protocol as P
-from export.package import HEADER as PACKAGE_HEADER
-from export.package import PackageError, decode_package, peek_header
+from export.contract import protocol as P
+from export.contract.package import HEADER as PACKAGE_HEADER
+from export.contract.package import Package, PackageError, decode_package, peek_header
+from export.contract.ranges import ByteRanges
 from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine
 from firmware_sim.flash import ID_BYTES, Flash, FlashError, ModelStore, check_geometry
 
 MAX_CYCLES = 2**32 - 1
+
+_HEADER_BYTES = PACKAGE_HEADER.size
+"""Bytes of the package header, checked as soon as they have arrived."""
+MAX_AHEAD = 16
+"""Byte ranges an upload keeps track of past the bytes received in order (a small table in RAM):
+a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again later."""
 
 
 @dataclass(frozen=True)
@@ -73,8 +81,10 @@ class DeviceConfig:
             raise ValueError("flash and RAM sizes must fit 32 bits")
 
 
+DEFAULT_PRESET = "cortex-m4"
+"""The device ``mark1 device`` simulates unless told otherwise."""
 PRESETS: dict[str, DeviceConfig] = {
-    "cortex-m4": DeviceConfig(),
+    DEFAULT_PRESET: DeviceConfig(),
     "cortex-m4-small": DeviceConfig(
         flash_bytes=64 * 1024, page_bytes=1024, ram_bytes=8 * 1024, max_payload=512,
         name="mark1-sim cortex-m4 (small)",
@@ -95,11 +105,9 @@ class Upload:
     image_id: bytes = b""
     """The image's SHA-256 as the ``BEGIN`` named it (empty if not): only the same id resumes,
     and ``COMMIT`` checks the image against it."""
-    received: int = 0
-    """Bytes received in order and written to flash: where a resumed upload continues."""
-    ahead: list[tuple[int, int]] = field(default_factory=list)
-    """Byte ranges [start, end) past :attr:`received` also written, sorted and apart (at most
-    :data:`MAX_AHEAD`)."""
+    written: ByteRanges = field(default_factory=ByteRanges)
+    """Byte ranges of the image written to flash: the bytes received in order from 0, and up
+    to :data:`MAX_AHEAD` ranges received beyond them."""
     erased: set[int] = field(default_factory=set)
     """Pages of the slot this upload has erased (each is erased before its first write)."""
     head: bytearray = field(default_factory=lambda: bytearray(_HEADER_BYTES))
@@ -107,35 +115,19 @@ class Upload:
     header_checked: bool = False
 
     @property
+    def received(self) -> int:
+        """Bytes received in order and written to flash: where a resumed upload continues."""
+        return self.written.run_end(0)
+
+    @property
     def durable(self) -> int:
         """Bytes of the upload in flash (in order and ahead)."""
-        return self.received + sum(end - start for start, end in self.ahead)
+        return self.written.size
 
-    def missing(self, start: int, end: int) -> list[tuple[int, int]]:
-        """The parts of [start, end) not yet written."""
-        out, pos = [], max(start, self.received)
-        for a, b in self.ahead:
-            if pos >= end or a >= end:
-                break
-            if a > pos:
-                out.append((pos, a))
-            pos = max(pos, b)
-        if pos < end:
-            out.append((pos, end))
-        return out
 
-    def with_range(self, start: int, end: int) -> tuple[int, list[tuple[int, int]]]:
-        """(received, ahead) once [start, end) is written too."""
-        merged: list[tuple[int, int]] = []
-        for a, b in sorted([*self.ahead, (start, end)]):
-            if merged and a <= merged[-1][1]:
-                merged[-1] = (merged[-1][0], max(merged[-1][1], b))
-            else:
-                merged.append((a, b))
-        received = self.received
-        while merged and merged[0][0] <= received:
-            received = max(received, merged.pop(0)[1])
-        return received, merged
+def _ranges_ahead(written: ByteRanges) -> int:
+    """How many ranges of ``written`` lie past the bytes received in order."""
+    return sum(1 for start, _ in written if start > 0)
 
 
 class Device:
@@ -143,7 +135,7 @@ class Device:
 
     def __init__(
         self,
-        config: DeviceConfig = PRESETS["cortex-m4"],
+        config: DeviceConfig = PRESETS[DEFAULT_PRESET],
         flash: Flash | None = None,
         *,
         state_path: str | os.PathLike[str] | None = None,
@@ -178,15 +170,15 @@ class Device:
         self.active = None if found is None else found[0]
         self.active_sha256 = b""
         """SHA-256 of the active image (what a repeated ``COMMIT`` must name)."""
-        self.package: Any = None
-        self.engine: Any = None
+        self.package: Package | None = None
+        self.engine: Engine | None = None
         self.load_error = ""
         if found is not None:
             image = found[1]
             self.active_sha256 = hashlib.sha256(image).digest()
             self.package, self.engine, self.load_error = self._load(image)
 
-    def _load(self, image: bytes) -> tuple[Any, Any, str]:
+    def _load(self, image: bytes) -> tuple[Package | None, Engine | None, str]:
         """(package, engine, "") for a runnable image, else (package or None, None, why)."""
         try:
             pkg = decode_package(image)
@@ -201,7 +193,7 @@ class Device:
         """Most int8 values one ``INFER`` or ``RESULT`` frame carries."""
         return self.config.max_payload - P.Result.FIXED.size
 
-    def _fit_problem(self, pkg: Any) -> str:
+    def _fit_problem(self, pkg: Package) -> str:
         room = self._frame_room()
         if pkg.ram_bytes > self.config.ram_bytes:
             return (f"model needs {pkg.ram_bytes} bytes of RAM; the arena has "
@@ -315,11 +307,13 @@ class Device:
                 f"DATA of {len(d.data)} bytes at {d.offset}: must be non-empty and end by the "
                 f"image size {up.size}"
             )
-        gaps = up.missing(d.offset, end)
-        if gaps and len(up.with_range(d.offset, end)[1]) > MAX_AHEAD:
+        gaps = up.written.gaps(d.offset, end)
+        trial = up.written.copy()
+        trial.add(d.offset, end)
+        if gaps and _ranges_ahead(trial) > MAX_AHEAD:
             return P.Nak(frame.type, P.Err.OFFSET, up.received, d.offset,
                          f"expected offset {up.received}, got {d.offset} (already "
-                         f"{len(up.ahead)} ranges received out of order)")
+                         f"{_ranges_ahead(up.written)} ranges received out of order)")
         page = self.config.page_bytes
         for start, stop in gaps:  # only bytes not yet written: flash is written once
             pos = start
@@ -334,7 +328,7 @@ class Device:
                 if pos < _HEADER_BYTES:
                     up.head[pos : min(cut, _HEADER_BYTES)] = piece[: _HEADER_BYTES - pos]
                 pos = cut
-            up.received, up.ahead = up.with_range(start, stop)
+            up.written.add(start, stop)
         problem = self._header_problem(up)
         if problem is not None:
             self.upload = None
@@ -439,7 +433,7 @@ class Device:
         if self.engine is None:
             why = self.load_error or "no model has been committed"
             return P.Nak(frame.type, P.Err.NO_MODEL, 0, 0, f"no runnable model: {why}")
-        n_in = self.package.n_inputs
+        n_in = self.engine.n_inputs
         if len(x) != n_in:
             return P.Nak(frame.type, P.Err.BAD_INPUT, len(x), n_in,
                          f"input of {len(x)} bytes; the model takes {n_in} int8 values")
@@ -448,16 +442,15 @@ class Device:
         return P.Result(min(int(cycles), MAX_CYCLES), y.tobytes())
 
     def status(self) -> P.Status:
-        act, up, pkg = self.active, self.upload, self.package
+        act, up, pkg, engine = self.active, self.upload, self.package, self.engine
         counts = self.flash.erase_counts
-        runnable = self.engine is not None
         return P.Status(
             active_slot=act.slot if act else P.ACTIVE_SLOT,
             active_size=act.size if act else 0,
             active_crc32=act.crc32 if act else 0,
-            n_inputs=pkg.n_inputs if runnable else 0,
-            n_outputs=pkg.n_outputs if runnable else 0,
-            runnable=int(runnable),
+            n_inputs=engine.n_inputs if engine else 0,
+            n_outputs=engine.n_outputs if engine else 0,
+            runnable=int(engine is not None),
             upload_slot=up.slot if up else P.ACTIVE_SLOT,
             upload_size=up.size if up else 0,
             upload_crc32=up.crc32 if up else 0,
@@ -485,13 +478,7 @@ def _u32(digest: bytes) -> int:
     return int.from_bytes(digest[:4], "little")
 
 
-_HEADER_BYTES = PACKAGE_HEADER.size
-"""Bytes of the package header, checked as soon as they have arrived."""
-MAX_AHEAD = 16
-"""Byte ranges an upload keeps track of past the bytes received in order (a small table in RAM):
-a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again later."""
-
-_HANDLERS = {
+_HANDLERS: dict[int, Callable[[Device, P.Frame], P.Payload]] = {
     P.Msg.HELLO: Device._hello, P.Msg.BEGIN: Device._begin, P.Msg.DATA: Device._data,
     P.Msg.COMMIT: Device._commit, P.Msg.ABORT: Device._abort, P.Msg.READ: Device._read,
     P.Msg.INFER: Device._infer, P.Msg.STATUS: Device._status, P.Msg.RESET: Device._reset,

@@ -1,8 +1,9 @@
 """The device's integer inference engine, computed as the C firmware computes it.
 
 :class:`Engine` runs a decoded weight package on one int8 input at a time and returns the int8
-outputs with a cycle estimate. Its arithmetic is the golden reference's (``export/golden.py``,
-``docs/PACKAGE.md``) but its code is its own, shaped like the firmware loops:
+outputs with a cycle estimate. Its arithmetic is the golden reference's
+(``export/contract/golden.py``, ``docs/PACKAGE.md``) but its code is its own, shaped like the
+firmware loops:
 
 * dense layers add the input offset to the activations once (CMSIS-NN's ``SADD16`` step), then
   multiply-accumulate int8 x int16 products into int32 with wrap-around;
@@ -26,6 +27,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from export.contract.package import Dense, Layer, Package, Step, Threshold
 
 _MIN, _MAX = -(2**31), 2**31 - 1
 
@@ -105,7 +108,7 @@ def requantize_one(acc: int, multiplier: int, shift: int, zero_point: int, lo: i
 
 
 class _DenseKernel:
-    def __init__(self, layer) -> None:
+    def __init__(self, layer: Dense) -> None:
         self.n_in, self.n_out = layer.n_in, layer.n_out
         self.weights = np.ascontiguousarray(layer.weights, dtype=np.int32)  # int8 in flash
         self.bias = [int(v) for v in layer.bias]
@@ -131,7 +134,7 @@ class _DenseKernel:
 
 
 class _ThresholdKernel:
-    def __init__(self, layer) -> None:
+    def __init__(self, layer: Threshold) -> None:
         self.n_in = self.n_out = layer.n_in
         self.threshold = np.asarray(layer.threshold, dtype=np.int16)
 
@@ -143,7 +146,7 @@ class _ThresholdKernel:
 
 
 class _StepKernel:
-    def __init__(self, layer) -> None:
+    def __init__(self, layer: Step) -> None:
         self.n_in, self.n_out = layer.n_in, layer.n_out
         self.row_ptr = np.asarray(layer.row_ptr, dtype=np.int64)
         self.cols = np.asarray(layer.cols, dtype=np.intp)
@@ -165,7 +168,15 @@ class _StepKernel:
                 + int(self.row_ptr[-1]) * cost.step_connection_cycles)
 
 
-_KERNELS = {"dense": _DenseKernel, "threshold": _ThresholdKernel, "step": _StepKernel}
+_Kernel = _DenseKernel | _ThresholdKernel | _StepKernel
+
+
+def _kernel(layer: Layer) -> _Kernel:
+    if isinstance(layer, Dense):
+        return _DenseKernel(layer)
+    if isinstance(layer, Threshold):
+        return _ThresholdKernel(layer)
+    return _StepKernel(layer)
 
 
 def _align4(n: int) -> int:
@@ -179,10 +190,10 @@ class Engine:
     ``(y_q, cycles)``: the int8 outputs and the estimated cycles of the inference.
     """
 
-    def __init__(self, pkg, cost: CortexM4Cost = CORTEX_M4_80MHZ) -> None:
+    def __init__(self, pkg: Package, cost: CortexM4Cost = CORTEX_M4_80MHZ) -> None:
         self.cost = cost
         self.n_inputs = int(pkg.n_inputs)
-        self.kernels = [_KERNELS[layer.kind](layer) for layer in pkg.layers]
+        self.kernels = [_kernel(layer) for layer in pkg.layers]
         self.n_outputs = self.kernels[-1].n_out
         widths = [self.n_inputs] + [k.n_out for k in self.kernels]
         sizes = [0, 0]

@@ -32,7 +32,7 @@ import tty
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from export import protocol as P
+from export.contract import protocol as P
 from firmware_sim.device import Device
 from firmware_sim.flash import PowerLoss
 
@@ -135,14 +135,14 @@ class FdChannel(Channel):
     """The master side of a pty (the server owns and closes it)."""
 
     def __init__(self, fd: int) -> None:
-        self.handle = fd
+        self.handle = self.fd = fd
         os.set_blocking(fd, False)
 
     def _read(self, n: int) -> bytes:
-        return os.read(self.handle, n)
+        return os.read(self.fd, n)
 
     def _write(self, data: memoryview) -> int:
-        return os.write(self.handle, data)
+        return os.write(self.fd, data)
 
 
 class SocketChannel(Channel):

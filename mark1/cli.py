@@ -17,9 +17,9 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "mark1.commands",
-    "export.cli_onnx",
-    "export.cli_int8",
-    "export.cli_serial",
+    "export.onnx.cli",
+    "export.int8.cli",
+    "export.serial.cli",
     "firmware_sim.cli",
 )
 """Modules whose ``register(subparsers)`` adds subcommands, in the order ``--help`` lists them."""

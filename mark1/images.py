@@ -1,4 +1,4 @@
-"""Light images onto the 20 x 20 retina: checking and resampling.
+"""Light images onto the 20 x 20 retina: reading image files, checking and resampling.
 
 An image is relative illuminance in [0, 1] (0 = dark, 1 = full lamp level). Images of any
 size are projected onto the retina by area: each photocell receives the mean light of the
@@ -91,3 +91,55 @@ def check_images(X: object, name: str = "X") -> np.ndarray:
 def to_retina(X: object, name: str = "X") -> np.ndarray:
     """Validate images and project them onto the retina: float64 array (n, 20, 20)."""
     return resample(check_images(X, name), RETINA_SHAPE)
+
+
+def read_images(paths: list[str]) -> tuple[list[str], np.ndarray]:
+    """Light images from PNG/JPEG (grey or colour, 8-bit or float) or ``.npy`` files, as
+    (names, float64 (n, h, w) in [0, 1]); ``ValueError`` naming a file that is not one.
+
+    A ``.npy`` file holds one image (h, w), several (n, h, w), or retina rows (n, 400). Images
+    of different sizes are all resampled onto the retina.
+    """
+    from pathlib import Path
+
+    names: list[str] = []
+    images: list[np.ndarray] = []
+    for p in paths:
+        path = Path(p)
+        if not path.is_file():
+            raise FileNotFoundError(2, "image file not found", str(path))
+        if path.suffix.lower() == ".npy":
+            try:
+                arr = np.load(path, allow_pickle=False)
+            except ValueError as exc:
+                raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
+            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
+                raise ValueError(f"{path}: an array of {arr.dtype}; images are numbers")
+            if arr.size == 0:
+                raise ValueError(f"{path}: array of shape {arr.shape} holds no image")
+            arr = np.asarray(arr, dtype=np.float64)
+            if arr.ndim == 2 and arr.shape[1] == N_CELLS:
+                arr = arr.reshape(-1, *RETINA_SHAPE)
+            arr = arr[None] if arr.ndim == 2 else arr
+            if arr.ndim != 3:
+                raise ValueError(f"{path}: array of shape {arr.shape}; expected (h, w) or "
+                                 "(n, h, w) images")
+            names += [f"{path.name}[{i}]" if len(arr) > 1 else path.name
+                      for i in range(len(arr))]
+            images += list(arr)
+            continue
+        from matplotlib import image as mpimg
+
+        try:
+            img = np.asarray(mpimg.imread(path), dtype=np.float64)
+        except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
+            raise ValueError(f"{path}: not a readable image ({type(exc).__name__})") from exc
+        if img.ndim == 3:
+            img = img[..., :3].mean(axis=2)  # grey level; alpha ignored
+        if img.max(initial=0.0) > 1.0:
+            img = img / 255.0
+        names.append(path.name)
+        images.append(img)
+    if len({im.shape for im in images}) > 1:
+        images = [resample(im[None])[0] for im in images]
+    return names, np.stack(images)

@@ -11,7 +11,8 @@ moment, drifting and with contact noise (:func:`unit_sums`). Classes are codewor
   decode to the right class.
 
 Decoding is the nearest codeword: the classes whose code agrees with the most R-units, then
-among them the largest ``codebook[k] . r`` (continuous sums), then the lowest index.
+among them the largest ``codebook[k] . r`` (continuous sums), then the lowest index. The rule
+is :mod:`export.contract.codebook`'s, the one a weight package's codebook head follows too.
 R-units whose column is the same in every codeword carry nothing and are not trained.
 """
 
@@ -20,6 +21,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+from export.contract.codebook import decode, responses
+
+__all__ = ["CODES", "RUnitSpec", "class_scores", "decode", "make_codebook", "responses",
+           "trained_units"]
 
 CODES = ("auto", "dichotomy", "one-vs-rest", "code")
 """Names accepted for the class code."""
@@ -133,25 +139,6 @@ def trained_units(codebook: np.ndarray) -> np.ndarray:
     """Indices of the R-units whose codeword column is not constant (the ones that learn)."""
     book = np.asarray(codebook)
     return np.flatnonzero((book != book[:1]).any(axis=0))
-
-
-def responses(r: np.ndarray) -> np.ndarray:
-    """R-unit outputs: +1 where the sum is above zero, else -1 (int8)."""
-    return np.where(np.asarray(r) > 0, 1, -1).astype(np.int8)
-
-
-def decode(codebook: np.ndarray, r: np.ndarray) -> np.ndarray:
-    """Class index for each row of R-unit sums ``r`` (n, n_r): the nearest codeword.
-
-    Candidates agree with the most R-units; among them the largest ``codebook[k] . r`` wins;
-    remaining ties go to the lowest ``k``.
-    """
-    book = np.asarray(codebook, dtype=np.float64)
-    r = np.asarray(r, dtype=np.float64)
-    agree = responses(r).astype(np.float64) @ book.T
-    score = r @ book.T
-    score = np.where(agree == agree.max(axis=1, keepdims=True), score, -np.inf)
-    return np.argmax(score, axis=1)
 
 
 def class_scores(codebook: np.ndarray, r: np.ndarray) -> np.ndarray:

@@ -9,9 +9,9 @@ from functools import lru_cache
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.package import encode_package
-from export.quantize import quantize_mlp
+from export.contract import protocol as P
+from export.contract.package import encode_package
+from export.int8.quantize import quantize_mlp
 from firmware_sim.device import Device, DeviceConfig
 from tests.int8_models import random_checkpoint
 

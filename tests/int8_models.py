@@ -10,9 +10,9 @@ from pathlib import Path
 
 import numpy as np
 
-from export.checkpoint import MLPCheckpoint
-from export.package import Dense, Package
-from export.quantize import quantize_multiplier
+from export.contract.package import Dense, Package
+from export.int8.quantize import quantize_multiplier
+from export.onnx.checkpoint import MLPCheckpoint
 from mark1.stimuli import make_task
 
 

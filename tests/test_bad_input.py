@@ -63,7 +63,7 @@ def foreign_onnx() -> bytes:
 
 
 def _files(ws: Path) -> dict[str, bytes]:
-    from export.checkpoint import save_checkpoint
+    from export.onnx.checkpoint import save_checkpoint
     from tests.device_helpers import image
     from tests.int8_models import random_checkpoint, random_machine, save_machine
 
@@ -130,7 +130,8 @@ def workspace(root: Path) -> Iterator[Workspace]:
     """Files, a running device, two busy devices and a closed port."""
     import socket
 
-    from export.serial_host import LinkSettings, connect
+    from export.serial.link import connect
+    from export.serial.settings import LinkSettings
     from firmware_sim.device import Device
     from firmware_sim.serve import PtyServer, TcpServer
     from tests.device_helpers import SMALL, upload
@@ -478,13 +479,14 @@ API_CASES: tuple[ApiCase, ...] = (
 
 
 def _api_names(ws: Path) -> dict[str, Any]:
-    from export.bundle import export_bundle
-    from export.checkpoint import load_checkpoint
-    from export.golden import golden_forward, quantize_input
-    from export.mlp import train_mlp_to_dir
-    from export.package import decode_package, encode_package
-    from export.quantize import quantize_mlp
-    from export.serial_host import LinkSettings, push
+    from export.contract.golden import golden_forward, quantize_input
+    from export.contract.package import decode_package, encode_package
+    from export.int8.quantize import quantize_mlp
+    from export.onnx.bundle import export_bundle
+    from export.onnx.checkpoint import load_checkpoint
+    from export.onnx.mlp import train_mlp_to_dir
+    from export.serial.push import push
+    from export.serial.settings import LinkSettings
     from firmware_sim.device import DeviceConfig
     from firmware_sim.engine import Engine
     from firmware_sim.flash import Flash

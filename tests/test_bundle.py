@@ -16,16 +16,16 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export.bundle import export_bundle, py36_problems, template_text
-from export.checkpoint import save_checkpoint
-from export.markI_onnx import save_machine_file
-from export.mlp import train_mlp
-from export.parity import run_onnx, task_test_inputs
+from export.onnx.bundle import export_bundle, py36_problems, template_text
+from export.onnx.checkpoint import save_checkpoint
+from export.onnx.markI_onnx import save_machine_file
+from export.onnx.mlp import train_mlp
+from export.onnx.parity import run_onnx, task_test_inputs
 from mark1.images import to_retina
 from tests.conftest import ROOT
 from tests.test_markI_onnx import synthetic_machine
 
-RUNNER = ROOT / "export" / "templates" / "run_onnx.py"
+RUNNER = ROOT / "export" / "onnx" / "templates" / "run_onnx.py"
 
 
 def _runner_module():

@@ -17,17 +17,14 @@ import zlib
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.golden import golden_forward
-from export.package import decode_package
-from export.serial_host import (
-    DeviceBusy,
-    LinkSettings,
-    active_package,
-    connect,
-    push,
-    run_inference,
-)
+from export.contract import protocol as P
+from export.contract.golden import golden_forward
+from export.contract.package import decode_package
+from export.serial.errors import DeviceBusy
+from export.serial.infer import active_package, run_inference
+from export.serial.link import connect
+from export.serial.push import push
+from export.serial.settings import LinkSettings
 from firmware_sim.device import Device
 from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
 from tests.conftest import ROOT, run_cli

@@ -10,9 +10,9 @@ import zlib
 
 import numpy as np
 
-from export import protocol as P
-from export.golden import golden_forward
-from export.package import decode_package
+from export.contract import protocol as P
+from export.contract.golden import golden_forward
+from export.contract.package import decode_package
 from firmware_sim.device import MAX_AHEAD, PRESETS, Device
 from firmware_sim.engine import Engine
 from tests.device_helpers import SMALL, ask, image, upload

@@ -28,9 +28,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from export import protocol as P
-from export.golden import golden_forward
-from export.package import (
+from export.contract import protocol as P
+from export.contract.golden import golden_forward
+from export.contract.package import (
     HASHED_FROM,
     HEADER,
     HEADER_OFFSETS,
@@ -40,7 +40,7 @@ from export.package import (
     decode_package,
     encode_package,
 )
-from export.quantize import quantize_machine
+from export.int8.quantize import quantize_machine
 from firmware_sim.device import Device
 from firmware_sim.engine import Engine
 from tests.device_helpers import SMALL, ask, image, upload

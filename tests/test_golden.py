@@ -9,7 +9,7 @@ from math import floor
 import numpy as np
 import pytest
 
-from export.golden import (
+from export.contract.golden import (
     decide,
     dequantize_output,
     golden_activations,
@@ -20,7 +20,7 @@ from export.golden import (
     requantize,
     wrap_int32,
 )
-from export.quantize import quantize_dense, quantize_machine
+from export.int8.quantize import quantize_dense, quantize_machine
 from tests.int8_models import random_machine, tiny_package
 
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1

@@ -13,8 +13,10 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.serial_host import LinkLost, LinkSettings, NoDevice, push
+from export.contract import protocol as P
+from export.serial.errors import LinkLost, NoDevice
+from export.serial.push import push
+from export.serial.settings import LinkSettings
 from firmware_sim.device import Device
 from firmware_sim.lossy_link import (
     CLEAN,

@@ -6,7 +6,7 @@ import numpy as np
 import onnx
 import pytest
 
-from export.markI_onnx import (
+from export.onnx.markI_onnx import (
     MachineFile,
     build_markI_model,
     exact_thresholds,
@@ -14,9 +14,9 @@ from export.markI_onnx import (
     save_machine_file,
     sniff_kind,
 )
-from export.onnx_export import check_model
-from export.parity import markI_parity, run_onnx, task_test_inputs
-from export.profiles import JETSON_TX2
+from export.onnx.onnx_export import check_model
+from export.onnx.parity import markI_parity, run_onnx, task_test_inputs
+from export.onnx.profiles import JETSON_TX2
 from mark1.images import N_CELLS
 
 
@@ -166,7 +166,7 @@ def test_ties_go_to_the_lowest_class():
                                                ("letters", "ideal", 256)])
 def test_export_decides_as_the_simulator_on_every_test_image(tmp_path, task, preset, n_a):
     """MarkI(...).fit -> save -> export (fp32 and fp16) -> the same class as ``predict``."""
-    from export.bundle import export_bundle
+    from export.onnx.bundle import export_bundle
     from mark1.machine import MarkI
     from mark1.stimuli import make_task
 
@@ -192,7 +192,7 @@ def test_export_decides_as_the_simulator_on_every_test_image(tmp_path, task, pre
 
 
 def test_machine_saved_without_its_task_is_checked_on_probe_images(tmp_path):
-    from export.bundle import export_bundle
+    from export.onnx.bundle import export_bundle
 
     m = synthetic_machine("left-right", n_train=40, n_test=4)
     m.task, m.seed = "", -1

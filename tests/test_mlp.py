@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 
-from export.checkpoint import load_checkpoint
-from export.cli_onnx import parse_hidden
-from export.mlp import build_module, retina_inputs, train_mlp, train_mlp_to_dir
+from export.onnx.checkpoint import load_checkpoint
+from export.onnx.cli import parse_hidden
+from export.onnx.mlp import build_module, retina_inputs, train_mlp, train_mlp_to_dir
 from mark1.stimuli import make_task
 
 

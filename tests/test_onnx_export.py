@@ -9,11 +9,11 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from export.bundle import export_bundle
-from export.mlp import train_mlp
-from export.onnx_export import ProfileError, check_model, export_mlp
-from export.parity import ParityError, mlp_parity, task_test_inputs
-from export.profiles import DESKTOP, JETSON_TX2, PROFILES, get_profile
+from export.onnx.bundle import export_bundle
+from export.onnx.mlp import train_mlp
+from export.onnx.onnx_export import ProfileError, check_model, export_mlp
+from export.onnx.parity import ParityError, mlp_parity, task_test_inputs
+from export.onnx.profiles import DESKTOP, JETSON_TX2, PROFILES, get_profile
 
 
 @pytest.fixture(scope="module")
@@ -192,8 +192,8 @@ def test_bundle_is_refused_whole_when_the_written_file_breaks_the_profile(
     ckpt, tmp_path, monkeypatch
 ):
     """A profile asking the exporter for opset 18 gets a file that breaks opset <= 13."""
-    from export import bundle
-    from export.checkpoint import save_checkpoint
+    from export.onnx import bundle
+    from export.onnx.checkpoint import save_checkpoint
 
     src = save_checkpoint(ckpt, tmp_path / "mlp.pt")
     out = tmp_path / "bundle"

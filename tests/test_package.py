@@ -11,7 +11,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from export.package import (
+from export.contract.package import (
     HEADER,
     HEADER_OFFSETS,
     LAYER_ENTRY,
@@ -22,7 +22,7 @@ from export.package import (
     encode_package,
     peek_header,
 )
-from export.quantize import quantize_machine, quantize_mlp
+from export.int8.quantize import quantize_machine, quantize_mlp
 from tests.conftest import ROOT
 from tests.int8_models import random_checkpoint, random_machine, tiny_package
 

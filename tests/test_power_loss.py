@@ -26,10 +26,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.golden import golden_forward
-from export.package import decode_package
-from export.serial_host import LinkLost, LinkSettings, connect, push
+from export.contract import protocol as P
+from export.contract.golden import golden_forward
+from export.contract.package import decode_package
+from export.serial.errors import LinkLost
+from export.serial.link import connect
+from export.serial.push import push
+from export.serial.settings import LinkSettings
 from firmware_sim.device import Device, DeviceConfig
 from firmware_sim.flash import FlashOp, PowerLoss
 from mark1.errors import Mark1Error

@@ -16,24 +16,23 @@ import zlib
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.golden import golden_forward
-from export.package import decode_package
-from export.serial_host import (
+from export.contract import protocol as P
+from export.contract.golden import golden_forward
+from export.contract.package import decode_package
+from export.serial.errors import (
     EXIT_CODES,
     DeviceBusy,
     DeviceRefused,
     LinkLost,
-    LinkSettings,
     ModelTooLarge,
     NoDevice,
     VerifyFailed,
     VersionMismatch,
-    active_package,
-    connect,
-    push,
-    run_inference,
 )
+from export.serial.infer import active_package, run_inference
+from export.serial.link import connect
+from export.serial.push import push
+from export.serial.settings import LinkSettings
 from firmware_sim.device import Device
 from firmware_sim.flash import PowerLoss
 from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
@@ -191,7 +190,7 @@ def test_refusals_reach_the_host_as_clear_errors():
     errors = (NoDevice, VersionMismatch, ModelTooLarge, VerifyFailed, LinkLost, DeviceBusy,
               DeviceRefused)
     assert sorted(e.exit_code for e in errors) == sorted(set(EXIT_CODES) - {0, 2})
-    readme = (ROOT / "README.md").read_text()
+    readme = (ROOT / "docs" / "DEVICE.md").read_text()  # the exit-code table
     for code in EXIT_CODES:
         assert f"| {code} |" in readme
 

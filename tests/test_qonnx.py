@@ -7,8 +7,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from export.golden import golden_forward, quantize_input
-from export.qonnx import (
+from export.contract.golden import golden_forward, quantize_input
+from export.int8.qonnx import (
     AGREEMENT_GOAL,
     IR_VERSION,
     OPSET,
@@ -18,7 +18,7 @@ from export.qonnx import (
     ort_session,
     package_to_onnx,
 )
-from export.quantize import quantize_machine, quantize_mlp
+from export.int8.quantize import quantize_machine, quantize_mlp
 from tests.int8_models import (
     random_checkpoint,
     random_machine,

@@ -8,10 +8,9 @@ import math
 import numpy as np
 import pytest
 
-from export.checkpoint import save_checkpoint
-from export.golden import golden_activations, predict, quantize_input
-from export.package import Dense, decode_package, encode_package
-from export.quantize import (
+from export.contract.golden import golden_activations, predict, quantize_input
+from export.contract.package import Dense, decode_package, encode_package
+from export.int8.quantize import (
     INPUT_SCALE,
     INPUT_ZERO_POINT,
     choose_qparams,
@@ -23,6 +22,8 @@ from export.quantize import (
     quantize_mlp,
     quantize_multiplier,
 )
+from export.onnx.checkpoint import save_checkpoint
+from firmware_sim.engine import Engine
 from tests.conftest import run_cli
 from tests.int8_models import (
     random_checkpoint,
@@ -154,8 +155,8 @@ def test_A_units_are_exact_on_any_S_pattern():
     pkg = quantize_machine(machine, rng.uniform(size=(10, 400)))
     step = pkg.layers[1]
     s = (rng.random((300, 400)) < rng.uniform(0.05, 0.95, (300, 1))).astype(np.int8)
-    from export.golden import golden_forward
-    from export.package import Package
+    from export.contract.golden import golden_forward
+    from export.contract.package import Package
 
     only_a = Package((step,), (400,), tuple(f"a{j}" for j in range(64)), 1.0, 0)
     a = golden_forward(only_a, s)
@@ -202,7 +203,7 @@ def test_load_source_tells_the_kinds_apart(small_sources, tmp_path):
 def test_quantize_file_writes_package_onnx_and_report(small_sources, tmp_path):
     _, machine = small_sources
     out = tmp_path / "mk.m1w"
-    report = quantize_file(machine, out, calib=20, seed=1)
+    report = quantize_file(machine, out, calib=20, seed=1, device=Engine)
     pkg = decode_package(out.read_bytes())
     assert pkg.source == "markI" and pkg.classes == ("left", "right")
     assert (tmp_path / "mk.int8.onnx").stat().st_size == report["onnx"]["bytes"]
@@ -215,6 +216,7 @@ def test_quantize_file_writes_package_onnx_and_report(small_sources, tmp_path):
     assert on_disk["accuracy"]["images"] == 200
     again = quantize_file(machine, tmp_path / "again.m1w", calib=20, seed=1)
     assert again["package"]["model_id"] == report["package"]["model_id"]
+    assert "device" not in again  # without a device model: no device figures
     with pytest.raises(ValueError, match="more than the 100 training images"):
         quantize_file(machine, tmp_path / "big.m1w", calib=101)
     assert not (tmp_path / "big.m1w").exists()

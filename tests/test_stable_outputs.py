@@ -15,10 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from export import protocol as P
-from export.package import encode_package
-from export.quantize import quantize_machine, quantize_mlp
-from export.serial_host import push
+from export.contract import protocol as P
+from export.contract.package import encode_package
+from export.int8.quantize import quantize_machine, quantize_mlp
+from export.serial.push import push
 from firmware_sim.device import Device, DeviceConfig
 from firmware_sim.serve import TcpServer
 from mark1 import MarkI, make_task

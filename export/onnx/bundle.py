@@ -27,9 +27,13 @@ import re
 import time
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from export.profiles import TargetProfile, get_profile
+from export.onnx.profiles import TargetProfile, get_profile
+
+if TYPE_CHECKING:
+    from export.onnx.checkpoint import MLPCheckpoint
+    from export.onnx.markI_onnx import MachineFile
 
 BUNDLE_FORMAT = "mark1-kit/onnx-bundle"
 """``format`` of ``model.json``."""
@@ -120,8 +124,8 @@ def py36_problems(source: str) -> list[str]:
 
 
 def template_text(name: str) -> str:
-    """The text of a file in ``export/templates``."""
-    return resources.files("export").joinpath("templates", name).read_text(encoding="utf-8")
+    """The text of a file in ``export/onnx/templates``."""
+    return (resources.files("export.onnx") / "templates" / name).read_text(encoding="utf-8")
 
 
 def render(name: str, values: dict[str, Any]) -> str:
@@ -139,33 +143,37 @@ def _file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def _load_source(checkpoint: Path) -> tuple[str, Any]:
-    """("mlp", MLPCheckpoint) or ("markI", MachineFile), validated."""
-    from export.markI_onnx import load_machine_file, sniff_kind
+def _load_source(checkpoint: Path) -> MLPCheckpoint | MachineFile:
+    """An MLP checkpoint or a Mark I machine file (told by content), validated."""
+    from export.onnx.markI_onnx import load_machine_file, sniff_kind
 
-    kind = sniff_kind(checkpoint)
-    if kind == "markI":
-        return kind, load_machine_file(checkpoint)
-    from export.checkpoint import load_checkpoint
+    if sniff_kind(checkpoint) == "markI":
+        return load_machine_file(checkpoint)
+    from export.onnx.checkpoint import load_checkpoint
 
-    return kind, load_checkpoint(checkpoint)
+    return load_checkpoint(checkpoint)
 
 
-def _write_model(kind: str, source: Any, path: Path, profile: TargetProfile, fp16: bool) -> None:
-    if kind == "mlp":
-        from export.onnx_export import export_mlp
+def _write_model(source: MLPCheckpoint | MachineFile, path: Path, profile: TargetProfile,
+                 fp16: bool) -> None:
+    from export.onnx.checkpoint import MLPCheckpoint
+
+    if isinstance(source, MLPCheckpoint):
+        from export.onnx.onnx_export import export_mlp
 
         export_mlp(source, path, opset=profile.export_opset, fp16=fp16)
     else:
-        from export.markI_onnx import build_markI_model
+        from export.onnx.markI_onnx import build_markI_model
         from mark1.io import atomic_write_bytes
 
         model = build_markI_model(source, opset=profile.export_opset, fp16=fp16)
         atomic_write_bytes(path, model.SerializeToString())
 
 
-def _description(kind: str, source: Any) -> str:
-    if kind == "mlp":
+def _description(source: MLPCheckpoint | MachineFile) -> str:
+    from export.onnx.checkpoint import MLPCheckpoint
+
+    if isinstance(source, MLPCheckpoint):
         sizes = "-".join(str(s) for s in source.layer_sizes)
         return f"MLP {sizes} (ReLU) trained on {source.task!r}, seed {source.seed}"
     return (f"Mark I perceptron ({source.preset}, {source.n_a} A-units, {source.n_r} R-units) "
@@ -209,13 +217,13 @@ def export_bundle(
     """Export ``checkpoint`` for ``target`` into the bundle folder ``out``; return model.json.
 
     Raises ``ValueError``/``FileNotFoundError`` for bad input (before anything is written),
-    :class:`export.onnx_export.ProfileError` when the written model breaks the profile and
-    :class:`export.parity.ParityError` when it does not compute what its source computes.
+    :class:`export.onnx.onnx_export.ProfileError` when the written model breaks the profile and
+    :class:`export.onnx.parity.ParityError` when it does not compute what its source computes.
     """
-    from export.checkpoint import PREPROCESSING
-    from export.figures import parity_figure
-    from export.onnx_export import MLP_OUTPUT, check_model
-    from export.parity import markI_parity, mlp_parity, parity_inputs
+    from export.onnx.checkpoint import PREPROCESSING, MLPCheckpoint
+    from export.onnx.figures import parity_figure
+    from export.onnx.onnx_export import MLP_OUTPUT, check_model
+    from export.onnx.parity import markI_parity, mlp_parity, parity_inputs
     from mark1 import __version__
     from mark1.io import staged_output_dir, write_json
 
@@ -224,7 +232,8 @@ def export_bundle(
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"output path {str(out)!r} exists and is not a folder")
-    kind, source = _load_source(checkpoint)
+    source = _load_source(checkpoint)
+    kind = "mlp" if isinstance(source, MLPCheckpoint) else "markI"
     problems = py36_problems(template_text("run_onnx.py"))
     if problems:  # the runner shipped with the kit must stay Python 3.6 code
         raise RuntimeError(f"run_onnx.py template is not Python 3.6 code: {problems[0]}")
@@ -234,12 +243,14 @@ def export_bundle(
     with staged_output_dir(out) as stage:
         model_path = stage / "model.onnx"
         t0 = time.perf_counter()
-        _write_model(kind, source, model_path, profile, fp16)
+        _write_model(source, model_path, profile, fp16)
         export_s = time.perf_counter() - t0
         facts = check_model(model_path, profile)
         t1 = time.perf_counter()
-        compare = mlp_parity if kind == "mlp" else markI_parity
-        parity, ref, got = compare(source, model_path, X, fp16, data)
+        if isinstance(source, MLPCheckpoint):
+            parity, ref, got = mlp_parity(source, model_path, X, fp16, data)
+        else:
+            parity, ref, got = markI_parity(source, model_path, X, fp16, data)
         parity_s = time.perf_counter() - t1
         parity.require()
         parity_figure(ref, got, f"{precision} parity: {parity.compared_output}, "
@@ -251,7 +262,7 @@ def export_bundle(
             "sha256": facts.sha256,
             "n_bytes": facts.n_bytes,
             "kind": kind,
-            "description": _description(kind, source),
+            "description": _description(source),
             "target": profile.name,
             "target_description": profile.description,
             "precision": precision,

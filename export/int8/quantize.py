@@ -10,7 +10,7 @@
   ``zero_point = round(-128 - min / scale)``. ReLU is fused: a ReLU layer's range starts at 0, so
   its zero point is -128 and its outputs are clamped there.
 * Requantization: ``s_in * s_w[o] / s_out`` as a Q31 multiplier and a shift per channel
-  (:func:`quantize_multiplier`); the arithmetic is :mod:`export.golden`'s.
+  (:func:`quantize_multiplier`); the arithmetic is :mod:`export.contract.golden`'s.
 * Bias correction: the mean error the rounded weights cause on the calibration images is folded
   into each layer's bias.
 
@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
+import numpy.typing as npt
 
-from export.package import (
+from export.contract.package import (
     INT32_MAX,
     INT32_MIN,
     SHIFT_MAX,
@@ -38,6 +40,7 @@ from export.package import (
     Step,
     Threshold,
 )
+from export.onnx.checkpoint import MLPCheckpoint
 
 INPUT_SCALE = float(np.float32(1.0 / 255.0))
 """Scale of the int8 input: the [0, 1] illuminance range spread over 255 steps."""
@@ -45,7 +48,7 @@ INPUT_ZERO_POINT = -128
 """int8 code of darkness (illuminance 0)."""
 
 
-def round_half_away(x: np.ndarray) -> np.ndarray:
+def round_half_away(x: npt.ArrayLike) -> np.ndarray:
     """Round to the nearest integer, ties away from zero (C ``round``, TFLite's quantizer)."""
     x = np.asarray(x, dtype=np.float64)
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
@@ -129,8 +132,9 @@ def _calibration_images(X: np.ndarray) -> np.ndarray:
     return to_retina(X, name="calibration images").reshape(X.shape[0], -1)
 
 
-def quantize_mlp(ckpt: Any, X_calib: np.ndarray) -> Package:
-    """Quantize an :class:`export.checkpoint.MLPCheckpoint`, calibrating on images ``X_calib``."""
+def quantize_mlp(ckpt: MLPCheckpoint, X_calib: np.ndarray) -> Package:
+    """Quantize an :class:`~export.onnx.checkpoint.MLPCheckpoint`, calibrating on images
+    ``X_calib``."""
     ckpt.validate()
     if ckpt.layer_sizes[0] != 400:
         raise ValueError(f"the MLP takes {ckpt.layer_sizes[0]} inputs; a retina model takes 400")
@@ -206,38 +210,42 @@ def quantize_machine(machine: dict[str, Any], X_calib: np.ndarray) -> Package:
 # --------------------------------------------------------------------------- sources
 
 
-def load_source(path: str | os.PathLike[str]) -> Any:
+Source = MLPCheckpoint | dict[str, Any]
+"""What is quantized: an MLP checkpoint, or the arrays of a Mark I machine file."""
+
+
+def load_source(path: str | os.PathLike[str]) -> Source:
     """Read what to quantize: an MLP checkpoint (``MLPCheckpoint``) or a Mark I machine (dict).
 
     The kind is told by content. Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` for anything else.
     """
-    from export.markI_onnx import sniff_kind
+    from export.onnx.markI_onnx import sniff_kind
 
     if sniff_kind(path) == "markI":
         from mark1.machine import load_machine
 
         return load_machine(path)
-    from export.checkpoint import load_checkpoint
+    from export.onnx.checkpoint import load_checkpoint
 
     return load_checkpoint(path)
 
 
-def source_task(source: Any) -> tuple[str, int, dict[str, Any]]:
+def source_task(source: Source) -> tuple[str, int, dict[str, Any]]:
     """``(task, seed, make_task options)`` the source was trained on."""
     if isinstance(source, dict):
         return str(source.get("task", "")), max(int(source.get("seed", 0)), 0), {}
     return source.task, int(source.seed), dict(getattr(source, "task_options", {}) or {})
 
 
-def quantize_source(source: Any, X_calib: np.ndarray) -> Package:
+def quantize_source(source: Source, X_calib: np.ndarray) -> Package:
     """Quantize whatever :func:`load_source` returned."""
     if isinstance(source, dict):
         return quantize_machine(source, X_calib)
     return quantize_mlp(source, X_calib)
 
 
-def float_predict(source: Any, X: np.ndarray) -> np.ndarray:
+def float_predict(source: Source, X: np.ndarray) -> np.ndarray:
     """Class indices from the float model (the reference the int8 model is measured against)."""
     x = _calibration_images(X)
     if isinstance(source, dict):
@@ -248,6 +256,23 @@ def float_predict(source: Any, X: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- the whole run
+
+
+class DeviceEngine(Protocol):
+    """A device's integer engine loaded with one package (``firmware_sim.engine.Engine`` is
+    one): the quantize report runs the test split on it for its device figures."""
+
+    def infer(self, x_q: np.ndarray) -> tuple[np.ndarray, int]:
+        """int8 outputs and the cycle estimate for one int8 input vector."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """JSON-ready figures: cycles, latency, RAM, the cost model."""
+        ...
+
+
+DeviceModel = Callable[[Package], DeviceEngine]
+"""Loads a package onto a device engine."""
 
 DEFAULT_CALIB = 256
 """Calibration images used when none are asked for (or all, for smaller training sets)."""
@@ -271,18 +296,20 @@ def quantize_file(
     task: str | None = None,
     onnx_path: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
+    device: DeviceModel | None = None,
 ) -> dict[str, Any]:
     """Quantize a checkpoint or machine file; write the package, its ONNX and a report.
 
     Calibrates on ``calib`` training images of the source's task (drawn with ``seed``),
-    measures float and int8 accuracy on the test split, onnxruntime's agreement with the golden
-    reference and the device engine's bit-exactness and cycles. Nothing is written unless all of
-    it succeeds; each file is written atomically. Returns the report.
+    measures float and int8 accuracy on the test split and onnxruntime's agreement with the
+    golden reference; with a ``device`` model (``mark1 quantize`` passes the simulated
+    microcontroller's engine), also the device's cycles and its bit-exactness on the test split
+    (the report's ``device`` section). Nothing is written unless all of it succeeds; each file
+    is written atomically. Returns the report.
     """
-    from export.golden import decide, golden_forward, quantize_input
-    from export.package import FORMAT_VERSION, encode_package
-    from export.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
-    from firmware_sim.engine import Engine
+    from export.contract.golden import decide, golden_forward, quantize_input
+    from export.contract.package import FORMAT_VERSION, encode_package
+    from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
     from mark1.io import atomic_write_bytes, write_json
     from mark1.stimuli import TASKS, make_task
 
@@ -321,8 +348,6 @@ def quantize_file(
     acc_float = float(np.mean(y_float == data.y_test))
     acc_int8 = float(np.mean(y_int8 == data.y_test))
     model = onnx_bytes(pkg)
-    engine = Engine(pkg)
-    engine_y = np.stack([engine.infer(x)[0] for x in x_q])
     report: dict[str, Any] = {
         "source": {"path": str(path), "kind": kind, "task": task, "seed": task_seed},
         "package": {"path": str(out), "bytes": len(blob), "format_version": FORMAT_VERSION,
@@ -340,9 +365,12 @@ def quantize_file(
         "onnx": {"path": str(onnx_path), "bytes": len(model), "opset": OPSET,
                  "ir_version": IR_VERSION, "goal": AGREEMENT_GOAL,
                  **agreement(pkg, model, x_test)},
-        "device": {**engine.describe(), "inputs_checked": data.n_test,
-                   "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))},
     }
+    if device is not None:
+        engine = device(pkg)
+        engine_y = np.stack([engine.infer(x)[0] for x in x_q])
+        report["device"] = {**engine.describe(), "inputs_checked": data.n_test,
+                            "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))}
     atomic_write_bytes(out, blob)
     atomic_write_bytes(onnx_path, model)
     write_json(report_path, report)

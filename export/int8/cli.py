@@ -1,11 +1,16 @@
 """Subcommand ``quantize``: int8 weight package for a microcontroller.
 
-Only argparse is imported here; the handler imports numpy, torch and onnxruntime.
+Registration imports argparse and :mod:`export.int8.quantize` (numpy; for its defaults); the
+handler imports torch and onnxruntime, and the simulated microcontroller's engine for the
+report's device figures: the CLI layer is where the host tools and the device meet
+(``export.int8.quantize`` itself imports nothing of the device).
 """
 
 from __future__ import annotations
 
 import argparse
+
+from export.int8.quantize import DEFAULT_CALIB
 
 QUANTIZE_EPILOG = """\
 CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a Mark I machine file
@@ -31,11 +36,12 @@ def _calib(text: str) -> int:
 
 
 def _quantize(args: argparse.Namespace) -> int:
-    from export.quantize import quantize_file
+    from export.int8.quantize import quantize_file
+    from firmware_sim.engine import Engine
 
     r = quantize_file(
         args.checkpoint, args.out, calib=args.calib, seed=args.seed, task=args.task,
-        onnx_path=args.onnx, report_path=args.report,
+        onnx_path=args.onnx, report_path=args.report, device=Engine,
     )
     acc, onnx, dev = r["accuracy"], r["onnx"], r["device"]
     print(f"quantize: {r['source']['kind']} on {r['source']['task']} -> {r['package']['path']} "
@@ -66,7 +72,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("checkpoint", metavar="CHECKPOINT", help="mlp.pt or machine.npz")
     p.add_argument("--calib", type=_calib, default=None, metavar="N",
-                   help="calibration images from the training split (default 256, or all)")
+                   help=f"calibration images from the training split (default {DEFAULT_CALIB}, "
+                   "or all)")
     p.add_argument("--out", required=True, help="weight package to write (e.g. model.m1w)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
     p.add_argument("--task", default=None,

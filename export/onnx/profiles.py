@@ -1,6 +1,6 @@
 """Target profiles: what an ONNX file must satisfy to run on a given device, as data.
 
-A profile is checked against the *written file* (see :func:`export.onnx_export.check_model`),
+A profile is checked against the *written file* (see :func:`export.onnx.onnx_export.check_model`),
 never against what the exporter was asked for: an exporter may keep a newer opset than
 requested with only a warning.
 

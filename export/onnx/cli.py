@@ -1,11 +1,15 @@
 """Subcommands ``train-mlp`` and ``export onnx``.
 
-Only argparse is imported here; the handlers import torch, onnx and onnxruntime.
+Registration imports argparse and the light modules whose defaults it shows (the training
+hyperparameters, the target profiles); the handlers import torch, onnx and onnxruntime.
 """
 
 from __future__ import annotations
 
 import argparse
+
+from export.onnx.hyperparameters import DEFAULT_TRAINING as TRAINING
+from export.onnx.profiles import JETSON_TX2, PROFILES
 
 EXPORT_EPILOG = """\
 CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a trained Mark I machine
@@ -41,7 +45,7 @@ def _train_mlp(args: argparse.Namespace) -> int:
     hidden = parse_hidden(args.hidden)  # cheap checks first, before torch is imported
     if args.task not in TASKS:
         raise ValueError(f"unknown task {args.task!r}; allowed: {', '.join(TASKS)}")
-    from export.mlp import train_mlp_to_dir
+    from export.onnx.mlp import train_mlp_to_dir
 
     report = train_mlp_to_dir(
         args.out,
@@ -67,7 +71,7 @@ def _train_mlp(args: argparse.Namespace) -> int:
 
 
 def _export_onnx(args: argparse.Namespace) -> int:
-    from export.bundle import export_bundle
+    from export.onnx.bundle import export_bundle
 
     meta = export_bundle(args.checkpoint, args.target, args.out, fp16=args.fp16)
     parity = meta["parity"]
@@ -92,23 +96,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Train a multi-layer perceptron (ReLU hidden layers) by backpropagation on "
         "the retina images of a task; writes OUT/mlp.pt, OUT/report.json, OUT/training.png.",
     )
-    p.add_argument("--task", default="digits", help="retina task (see `mark1 tasks`)")
-    p.add_argument("--hidden", default="64,32",
-                   help="hidden layer sizes, comma separated, or none (default 64,32)")
-    p.add_argument("--epochs", type=int, default=30, help="training epochs (default 30)")
+    p.add_argument("--task", default=TRAINING.task,
+                   help="retina task (see `mark1 tasks`; default %(default)s)")
+    p.add_argument("--hidden", default=",".join(map(str, TRAINING.hidden)) or "none",
+                   help="hidden layer sizes, comma separated, or none (default %(default)s)")
+    p.add_argument("--epochs", type=int, default=TRAINING.epochs,
+                   help="training epochs (default %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="seed of data, weights, batches")
-    p.add_argument("--lr", type=float, default=3e-3, help="Adam learning rate (default 3e-3)")
-    p.add_argument("--label-smoothing", type=float, default=0.1, metavar="EPS",
-                   help="label smoothing of the cross-entropy, in [0, 1) (default 0.1: keeps "
-                   "the logits small enough for an fp16 export)")
-    p.add_argument("--batch-size", type=int, default=32, help="minibatch size (default 32)")
+    p.add_argument("--lr", type=float, default=TRAINING.lr,
+                   help="Adam learning rate (default %(default)g)")
+    p.add_argument("--label-smoothing", type=float, default=TRAINING.label_smoothing,
+                   metavar="EPS", help="label smoothing of the cross-entropy, in [0, 1) (default "
+                   "%(default)g: keeps the logits small enough for an fp16 export)")
+    p.add_argument("--batch-size", type=int, default=TRAINING.batch_size,
+                   help="minibatch size (default %(default)s)")
     p.add_argument("--n-train", type=int, default=None, help="training images (task default)")
     p.add_argument("--n-test", type=int, default=None, help="test images (task default)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train_mlp)
-
-    from export.profiles import PROFILES
 
     e = subparsers.add_parser("export", help="export a trained model (onnx)",
                               description="Export a trained model.")
@@ -116,15 +122,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     formats.required = True
     o = formats.add_parser(
         "onnx",
-        help="ONNX bundle for a target (jetson-tx2, desktop)",
+        help=f"ONNX bundle for a target ({', '.join(PROFILES)})",
         description="Export an MLP or the Mark I machine to ONNX for a target device and write "
         "a bundle: model.onnx, model.json, run_onnx.py, build_engine.sh, README.md.",
         epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     o.add_argument("checkpoint", metavar="CHECKPOINT", help="mlp.pt or machine.npz")
-    o.add_argument("--target", choices=sorted(PROFILES), default="jetson-tx2",
-                   help="target profile (default jetson-tx2)")
+    o.add_argument("--target", choices=sorted(PROFILES), default=JETSON_TX2.name,
+                   help="target profile (default %(default)s)")
     o.add_argument("--fp16", action="store_true",
                    help="float16 weights (Mark I: the plugboard), float32 inputs/outputs; the "
                    "TX2's speed path")

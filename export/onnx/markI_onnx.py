@@ -35,7 +35,7 @@ from typing import Any
 
 import numpy as np
 
-from export.onnx_export import BATCH_DIM, INPUT_NAME
+from export.onnx.onnx_export import BATCH_DIM, INPUT_NAME
 from mark1.images import N_CELLS
 from mark1.machine import FORMAT, FORMAT_VERSION
 

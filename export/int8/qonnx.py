@@ -25,11 +25,17 @@ Jetson TX2 included).
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
-from export.package import Dense, Package, Step, Threshold
+from export.contract.package import Dense, Package, Step, Threshold
+
+if TYPE_CHECKING:  # onnx and onnxruntime are imported when used
+    from onnx import ModelProto, NodeProto, TensorProto
+    from onnxruntime import InferenceSession
 
 OPSET = 13
 IR_VERSION = 7
@@ -38,15 +44,15 @@ AGREEMENT_GOAL = {"max_abs_diff_lsb": 1, "decision_agreement": 0.995}
 the same class on at least 99.5 % of the inputs."""
 
 
-def package_to_onnx(pkg: Package) -> Any:
+def package_to_onnx(pkg: Package) -> ModelProto:
     """An ``onnx.ModelProto`` computing the package's int8 outputs from real inputs."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    nodes: list[Any] = []
-    inits: list[Any] = []
+    nodes: list[NodeProto] = []
+    inits: list[TensorProto] = []
 
-    def const(name: str, value: np.ndarray) -> str:
+    def const(name: str, value: npt.ArrayLike) -> str:
         inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
@@ -58,7 +64,7 @@ def package_to_onnx(pkg: Package) -> Any:
         p = f"l{i}_"
         out = "y_q" if i == len(pkg.layers) - 1 else f"a{i + 1}"
         if isinstance(layer, Dense):
-            _dense_nodes(layer, p, act, out, nodes, const, helper)
+            _dense_nodes(layer, p, act, out, nodes, const)
         elif isinstance(layer, Threshold):
             const(p + "t", layer.threshold.astype(np.int32))
             nodes += [
@@ -67,7 +73,7 @@ def package_to_onnx(pkg: Package) -> Any:
                 helper.make_node("Cast", [p + "fire"], [out], to=TensorProto.INT8),
             ]
         else:
-            _step_nodes(layer, p, act, out, nodes, const, helper)
+            _step_nodes(layer, p, act, out, nodes, const)
         act = out
     graph = helper.make_graph(
         nodes, "mark1_int8",
@@ -87,7 +93,14 @@ def package_to_onnx(pkg: Package) -> Any:
     return model
 
 
-def _dense_nodes(layer: Dense, p: str, act: str, out: str, nodes: list, const, helper) -> None:
+Constant = Callable[[str, npt.ArrayLike], str]
+"""Adds a named initializer to the graph; returns its name."""
+
+
+def _dense_nodes(layer: Dense, p: str, act: str, out: str, nodes: list[NodeProto],
+                 const: Constant) -> None:
+    from onnx import helper
+
     const(p + "s_in", np.float32(layer.input_scale))
     const(p + "zp_in", np.int8(layer.input_zero_point))
     const(p + "w", np.ascontiguousarray(layer.weights.T))  # (n_in, n_out) int8
@@ -111,11 +124,13 @@ def _dense_nodes(layer: Dense, p: str, act: str, out: str, nodes: list, const, h
     nodes.append(helper.make_node("QuantizeLinear", [p + "sum", p + "s_out", p + "zp_out"], [out]))
 
 
-def _step_nodes(layer: Step, p: str, act: str, out: str, nodes: list, const, helper) -> None:
-    from onnx import TensorProto
+def _step_nodes(layer: Step, p: str, act: str, out: str, nodes: list[NodeProto],
+                const: Constant) -> None:
+    from onnx import TensorProto, helper
 
     board = np.zeros((layer.n_in, layer.n_out), np.int8)
-    rows = np.repeat(np.arange(layer.n_out), np.diff(layer.row_ptr.astype(np.int64)))
+    per_row: np.ndarray = np.diff(layer.row_ptr.astype(np.int64))  # connections of each row
+    rows = np.repeat(np.arange(layer.n_out), per_row)
     board[layer.cols.astype(np.int64), rows] = layer.values
     const(p + "one", np.float32(1.0))
     const(p + "zp_in", np.int8(layer.input_zero_point))
@@ -136,7 +151,7 @@ def onnx_bytes(pkg: Package) -> bytes:
     return package_to_onnx(pkg).SerializeToString()
 
 
-def ort_session(model: bytes, fused: bool = False) -> Any:
+def ort_session(model: bytes, fused: bool = False) -> InferenceSession:
     """An onnxruntime CPU session for a serialized model: basic graph optimizations, or with
     ``fused`` all of them (onnxruntime's own int8 kernels)."""
     import onnxruntime as ort
@@ -151,14 +166,14 @@ def ort_session(model: bytes, fused: bool = False) -> Any:
     return ort.InferenceSession(model, opts, providers=["CPUExecutionProvider"])
 
 
-def ort_forward(session: Any, x: np.ndarray) -> np.ndarray:
+def ort_forward(session: InferenceSession, x: np.ndarray) -> np.ndarray:
     """int8 outputs of the ONNX model for real inputs (n, n_inputs)."""
     x = np.ascontiguousarray(np.asarray(x, dtype=np.float32).reshape(len(x), -1))
     return session.run(["y_q"], {"x": x})[0]
 
 
 def _compare(pkg: Package, golden: np.ndarray, other: np.ndarray) -> dict[str, Any]:
-    from export.golden import decide
+    from export.contract.golden import decide
 
     diff = np.abs(golden.astype(np.int64) - other.astype(np.int64))
     return {
@@ -177,7 +192,7 @@ def agreement(pkg: Package, model: bytes, X: np.ndarray) -> dict[str, Any]:
     (:data:`AGREEMENT_GOAL`) is met, and under ``fused`` the same figures with all of
     onnxruntime's graph optimizations (informational).
     """
-    from export.golden import golden_forward, quantize_input
+    from export.contract.golden import golden_forward, quantize_input
 
     x = np.asarray(X, dtype=np.float64).reshape(len(X), -1)
     golden = golden_forward(pkg, quantize_input(pkg, x))

@@ -25,9 +25,12 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:  # torch is imported when a checkpoint is saved or loaded
+    import torch
 
 FORMAT = "mark1-kit/mlp"
 FORMAT_VERSION = 1
@@ -113,7 +116,7 @@ class MLPCheckpoint:
         }
 
 
-def _tensor(a: np.ndarray) -> Any:
+def _tensor(a: np.ndarray) -> torch.Tensor:
     import torch
 
     return torch.from_numpy(np.ascontiguousarray(a, np.float32))

@@ -5,9 +5,9 @@ logits <= 1e-5 and the same argmax on every input; fp16 export: max |difference|
 same argmax on >= 99.5 % of inputs.
 
 Mark I: the reference is the simulator's static, noise-free decision from the machine file's
-arrays (:meth:`export.markI_onnx.MachineFile.decide`, the path of ``MarkI.predict``): the same
+arrays (:meth:`export.onnx.markI_onnx.MachineFile.decide`, the path of ``MarkI.predict``): the same
 class on every input, fp32 or fp16 (the fp16 graph keeps float16 where
-it is exact, see :mod:`export.markI_onnx`). Both sides receive the same float32 images (the
+it is exact, see :mod:`export.onnx.markI_onnx`). Both sides receive the same float32 images (the
 model's input type).
 """
 
@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mark1.errors import Mark1Error
+
+if TYPE_CHECKING:  # onnxruntime is imported when used
+    from onnxruntime import InferenceSession
+
+    from export.onnx.checkpoint import MLPCheckpoint
+    from export.onnx.markI_onnx import MachineFile
 
 TOLERANCES: dict[str, tuple[float, float]] = {"fp32": (1e-5, 1.0), "fp16": (1e-2, 0.995)}
 """Precision -> (max abs difference of the MLP logits, least argmax agreement)."""
@@ -86,7 +92,7 @@ class ParityResult:
                 f"{step:.3g}: export in fp32")
 
 
-def onnx_session(model: str | os.PathLike[str] | bytes) -> Any:
+def onnx_session(model: str | os.PathLike[str] | bytes) -> InferenceSession:
     """An onnxruntime session on the CPU execution provider, quiet."""
     import onnxruntime as ort
 
@@ -166,7 +172,7 @@ def _result(
 
 
 def mlp_parity(
-    ckpt: Any, model: str | os.PathLike[str] | bytes, X: np.ndarray, fp16: bool = False,
+    ckpt: MLPCheckpoint, model: str | os.PathLike[str] | bytes, X: np.ndarray, fp16: bool = False,
     data: str = "given inputs",
 ) -> tuple[ParityResult, np.ndarray, np.ndarray]:
     """Compare the ONNX MLP with the checkpoint's float32 torch module on ``X``.
@@ -175,8 +181,8 @@ def mlp_parity(
     """
     import torch
 
-    from export.mlp import build_module
-    from export.onnx_export import MLP_OUTPUT
+    from export.onnx.mlp import build_module
+    from export.onnx.onnx_export import MLP_OUTPUT
 
     X = np.ascontiguousarray(X, np.float32)
     with torch.inference_mode():
@@ -190,7 +196,8 @@ def mlp_parity(
 
 
 def markI_parity(  # noqa: N802
-    machine: Any, model: str | os.PathLike[str] | bytes, X: np.ndarray, fp16: bool = False,
+    machine: MachineFile, model: str | os.PathLike[str] | bytes, X: np.ndarray,
+    fp16: bool = False,
     data: str = "given inputs",
 ) -> tuple[ParityResult, np.ndarray, np.ndarray]:
     """Compare the ONNX Mark I with the machine file's decision rule on ``X``.

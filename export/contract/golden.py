@@ -35,7 +35,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from export.package import INT32_MAX, INT32_MIN, Dense, Package, Step, Threshold
+from export.contract import codebook
+from export.contract.package import INT32_MAX, INT32_MIN, Dense, Layer, Package, Step, Threshold
 
 _I64 = np.int64
 
@@ -101,13 +102,20 @@ def _threshold(layer: Threshold, x: np.ndarray) -> np.ndarray:
 
 def _step(layer: Step, x: np.ndarray) -> np.ndarray:
     board = np.zeros((layer.n_out, layer.n_in), dtype=np.int32)
-    rows = np.repeat(np.arange(layer.n_out), np.diff(layer.row_ptr.astype(_I64)))
+    per_row: np.ndarray = np.diff(layer.row_ptr.astype(np.int64))  # connections of each row
+    rows = np.repeat(np.arange(layer.n_out), per_row)
     board[rows, layer.cols.astype(_I64)] = layer.values
     acc = _int32_sums(x, layer.input_zero_point, board)
     return (acc >= layer.threshold.astype(_I64)).astype(np.int8)
 
 
-_FORWARD = {Dense: _dense, Threshold: _threshold, Step: _step}
+def _forward(layer: Layer, x: np.ndarray) -> np.ndarray:
+    """One layer's int8 outputs for its int8 inputs."""
+    if isinstance(layer, Dense):
+        return _dense(layer, x)
+    if isinstance(layer, Threshold):
+        return _threshold(layer, x)
+    return _step(layer, x)
 
 
 def _check_x_q(pkg: Package, x_q: np.ndarray) -> np.ndarray:
@@ -129,7 +137,7 @@ def golden_activations(pkg: Package, x_q: np.ndarray) -> list[np.ndarray]:
     """int8 input and every layer's int8 output, for inputs shaped (n, n_inputs)."""
     acts = [_check_x_q(pkg, x_q)]
     for layer in pkg.layers:
-        acts.append(_FORWARD[type(layer)](layer, acts[-1]))
+        acts.append(_forward(layer, acts[-1]))
     return acts
 
 
@@ -169,9 +177,7 @@ def decide(pkg: Package, y_q: np.ndarray) -> np.ndarray:
     y = np.asarray(y_q, dtype=np.int64).reshape(-1, pkg.n_outputs)
     if pkg.codebook is None:
         return np.argmax(y, axis=1)
-    from mark1.r_units import decode  # the machine's own rule; exact on these small integers
-
-    return decode(pkg.codebook, y - pkg.output_zero_point)
+    return codebook.decode(pkg.codebook, y - pkg.output_zero_point)
 
 
 def predict(pkg: Package, x: np.ndarray) -> np.ndarray:

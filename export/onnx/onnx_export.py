@@ -16,13 +16,17 @@ from __future__ import annotations
 import hashlib
 import os
 import warnings
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from export.checkpoint import MLPCheckpoint
-from export.profiles import TargetProfile
+from export.onnx.checkpoint import MLPCheckpoint
+from export.onnx.profiles import TargetProfile
 from mark1.errors import Mark1Error
+
+if TYPE_CHECKING:  # onnx is imported when used
+    from onnx import GraphProto, ModelProto, NodeProto, TensorProto, ValueInfoProto
 
 INPUT_NAME = "image"
 """Name of the model input: retina images, float32 (batch, 400)."""
@@ -67,7 +71,7 @@ def _dtype_name(elem_type: int) -> str:
     return str(onnx.helper.tensor_dtype_to_np_dtype(elem_type))
 
 
-def _value_infos(values: Any) -> list[dict[str, Any]]:
+def _value_infos(values: Iterable[ValueInfoProto]) -> list[dict[str, Any]]:
     out = []
     for v in values:
         t = v.type.tensor_type
@@ -76,11 +80,11 @@ def _value_infos(values: Any) -> list[dict[str, Any]]:
     return out
 
 
-def _all_nodes(graph: Any) -> list[Any]:
+def _all_nodes(graph: GraphProto) -> list[NodeProto]:
     """Nodes of ``graph`` and of every subgraph (If/Loop/Scan bodies)."""
     import onnx
 
-    nodes = []
+    nodes: list[NodeProto] = []
     for node in graph.node:
         nodes.append(node)
         for attr in node.attribute:
@@ -92,7 +96,7 @@ def _all_nodes(graph: Any) -> list[Any]:
     return nodes
 
 
-def _constant_tensors(model: Any) -> list[tuple[str, Any]]:
+def _constant_tensors(model: ModelProto) -> list[tuple[str, TensorProto]]:
     """(description, TensorProto) of every initializer and Constant node value."""
     tensors = [(f"initializer {t.name!r}", t) for t in model.graph.initializer]
     for node in _all_nodes(model.graph):
@@ -202,7 +206,7 @@ def export_mlp(
 
     import torch
 
-    from export.mlp import build_module
+    from export.onnx.mlp import build_module
 
     module = build_module(ckpt, fp16=fp16)
     example = torch.zeros(2, ckpt.layer_sizes[0], dtype=torch.float32)
@@ -232,7 +236,7 @@ def export_mlp(
     return path
 
 
-def mlp_graph(ckpt: MLPCheckpoint, opset: int = 13, fp16: bool = False) -> Any:
+def mlp_graph(ckpt: MLPCheckpoint, opset: int = 13, fp16: bool = False) -> ModelProto:
     """The MLP as an ONNX model built with ``onnx.helper``: the graph the TorchScript exporter
     writes (Gemm with transposed weights, Relu between layers; with ``fp16`` float16
     initializers and a Cast at each boundary), for a torch that no longer has that exporter."""

@@ -25,7 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.checkpoint import PREPROCESSING, MLPCheckpoint, save_checkpoint
+from export.onnx.checkpoint import PREPROCESSING, MLPCheckpoint, save_checkpoint
+from export.onnx.hyperparameters import DEFAULT_TRAINING
 from mark1.images import N_CELLS, to_retina
 from mark1.stimuli import Task, make_task
 
@@ -82,10 +83,12 @@ def _initial_parameters(
 
 
 def _check_positive(name: str, value: object, kind: type) -> None:
-    ok = isinstance(value, (int, np.integer)) if kind is int else isinstance(
-        value, (int, float, np.integer, np.floating)
-    )
-    if not ok or isinstance(value, bool) or not value > 0 or not math.isfinite(float(value)):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float, np.integer, np.floating))
+        or (kind is int and not isinstance(value, (int, np.integer)))
+        or not (value > 0 and math.isfinite(float(value)))
+    ):
         what = "whole number" if kind is int else "number"
         raise ValueError(f"{name} must be a positive {what}; got {value!r}")
 
@@ -113,16 +116,16 @@ def _accuracy(module: nn.Module, X: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def train_mlp(
-    task: str = "digits",
-    hidden: tuple[int, ...] | list[int] = (64, 32),
-    epochs: int = 30,
+    task: str = DEFAULT_TRAINING.task,
+    hidden: tuple[int, ...] | list[int] = DEFAULT_TRAINING.hidden,
+    epochs: int = DEFAULT_TRAINING.epochs,
     seed: int = 0,
-    lr: float = 3e-3,
-    batch_size: int = 32,
+    lr: float = DEFAULT_TRAINING.lr,
+    batch_size: int = DEFAULT_TRAINING.batch_size,
     n_train: int | None = None,
     n_test: int | None = None,
     progress: bool = True,
-    label_smoothing: float = 0.1,
+    label_smoothing: float = DEFAULT_TRAINING.label_smoothing,
     **task_options: Any,
 ) -> MLPCheckpoint:
     """Train an MLP on a retina task with Adam and cross-entropy; return its checkpoint.
@@ -188,7 +191,7 @@ def train_mlp(
                             test=f"{test_curve[-1]:.3f}")
     wall = time.perf_counter() - t0
 
-    linears = [m for m in module if isinstance(m, nn.Linear)]
+    linears = [m for m in module.children() if isinstance(m, nn.Linear)]
     metrics = {
         "train_accuracy": train_curve[-1],
         "test_accuracy": test_curve[-1],
@@ -236,7 +239,7 @@ def train_mlp_to_dir(out: str | os.PathLike[str], **kwargs: Any) -> dict[str, An
 
     Everything is written together or not at all. Returns the report.
     """
-    from export.figures import training_figure
+    from export.onnx.figures import training_figure
     from mark1.io import staged_output_dir, write_json
 
     out = Path(out)

@@ -1,6 +1,8 @@
 """``mark1 push`` and ``mark1 infer``: the host side of the serial link.
 
-Only argparse is imported here; the handlers import pyserial, numpy and the package code.
+Registration imports argparse and the light modules whose defaults and exit codes it shows
+(:mod:`export.serial.settings`, :mod:`export.serial.errors`, the protocol's slot numbers); the
+handlers import pyserial, numpy and the package code.
 """
 
 from __future__ import annotations
@@ -8,20 +10,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-EXIT_CODES: dict[int, str] = {
-    0: "success",
-    2: "bad input: unreadable or invalid package, bad option, port that cannot be opened",
-    3: "no device answering on the port",
-    4: "protocol version mismatch between host and device",
-    5: "model too large for the device's flash slot or RAM arena (sizes in the message)",
-    6: "verification failed: read-back, CRC or device outputs differ from the reference",
-    7: "link lost: no progress after all retries and reconnections",
-    8: "device busy: another host holds its session",
-    9: "device refused the request (the message gives its reason)",
-}
-"""Exit status of ``mark1 push`` and ``mark1 infer`` for each kind of failure."""
+from export.contract.protocol import AUTO_SLOT, SLOT_NAMES
+from export.serial.errors import EXIT_CODES
+from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
 
 EXIT_EPILOG = "exit status:\n" + "".join(f"  {k}  {v}\n" for k, v in EXIT_CODES.items())
+
+SLOTS: dict[str, int] = {"auto": AUTO_SLOT, **{SLOT_NAMES[n]: n for n in (0, 1)}}
+"""``--slot`` choices: the slot number each names (``auto``: the one not running)."""
 
 
 def _check_json(path: str | None) -> None:
@@ -32,9 +28,7 @@ def _check_json(path: str | None) -> None:
         raise ValueError(f"--json {path!r} is a folder; give a file name such as report.json")
 
 
-def _settings(args: argparse.Namespace):
-    from export.serial_host import LinkSettings
-
+def _settings(args: argparse.Namespace) -> LinkSettings:
     return LinkSettings(baud=args.baud, window=args.window, timeout_s=args.timeout,
                         retries=args.retries, verify=not getattr(args, "no_read_back", False))
 
@@ -44,8 +38,8 @@ def _push(args: argparse.Namespace) -> int:
 
     from tqdm import tqdm
 
-    from export.package import decode_package
-    from export.serial_host import push
+    from export.contract.package import decode_package
+    from export.serial.push import push
 
     path = Path(args.model)
     if not path.is_file():
@@ -56,7 +50,7 @@ def _push(args: argparse.Namespace) -> int:
         pkg = decode_package(image)
     except ValueError as exc:
         raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
-    slot = {"auto": 0xFF, "A": 0, "B": 1}[args.slot]
+    slot = SLOTS[args.slot]
     bars: list[tqdm] = []
 
     def progress(n: int) -> None:  # the bar appears once the device acknowledges data
@@ -93,64 +87,15 @@ def _push(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_images(paths: list[str]):
-    """Light images from PNG/JPEG (grey or colour, 8-bit or float) or ``.npy`` files, as
-    (names, float64 (n, h, w) in [0, 1]); ``ValueError`` naming a file that is not one."""
-    from pathlib import Path
-
-    import numpy as np
-
-    names, images = [], []
-    for p in paths:
-        path = Path(p)
-        if not path.is_file():
-            raise FileNotFoundError(2, "image file not found", str(path))
-        if path.suffix.lower() == ".npy":
-            try:
-                arr = np.load(path, allow_pickle=False)
-            except ValueError as exc:
-                raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
-            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-                raise ValueError(f"{path}: an array of {arr.dtype}; images are numbers")
-            if arr.size == 0:
-                raise ValueError(f"{path}: array of shape {arr.shape} holds no image")
-            arr = np.asarray(arr, dtype=np.float64)
-            arr = arr.reshape(-1, 20, 20) if arr.ndim == 2 and arr.shape[1] == 400 else arr
-            arr = arr[None] if arr.ndim == 2 else arr
-            if arr.ndim != 3:
-                raise ValueError(f"{path}: array of shape {arr.shape}; expected (h, w) or "
-                                 "(n, h, w) images")
-            names += [f"{path.name}[{i}]" if len(arr) > 1 else path.name
-                      for i in range(len(arr))]
-            images += list(arr)
-            continue
-        from matplotlib import image as mpimg
-
-        try:
-            img = np.asarray(mpimg.imread(path), dtype=np.float64)
-        except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
-            raise ValueError(f"{path}: not a readable image ({type(exc).__name__})") from exc
-        if img.ndim == 3:
-            img = img[..., :3].mean(axis=2)  # grey level; alpha ignored
-        if img.max(initial=0.0) > 1.0:
-            img = img / 255.0
-        names.append(path.name)
-        images.append(img)
-    shapes = {im.shape for im in images}
-    if len(shapes) > 1:
-        from mark1.images import resample
-
-        images = [resample(im[None])[0] for im in images]
-    return names, np.stack(images)
-
-
 def _infer(args: argparse.Namespace) -> int:
     import time
     from pathlib import Path
 
-    from export.golden import decide, golden_forward, quantize_input
-    from export.serial_host import VerifyFailed, active_package, connect, run_inference
-    from mark1.images import to_retina
+    from export.contract.golden import decide, golden_forward, quantize_input
+    from export.serial.errors import VerifyFailed
+    from export.serial.infer import active_package, run_inference
+    from export.serial.link import connect
+    from mark1.images import read_images, to_retina
 
     if not args.images and not args.task:
         raise ValueError("give image files or --task NAME (see --help)")
@@ -159,7 +104,7 @@ def _infer(args: argparse.Namespace) -> int:
     _check_json(args.json)
     model = None
     if args.model:
-        from export.package import decode_package
+        from export.contract.package import decode_package
 
         if not Path(args.model).is_file():
             raise FileNotFoundError(2, "model file not found", args.model)
@@ -191,7 +136,9 @@ def _infer(args: argparse.Namespace) -> int:
         t0 = time.monotonic()
         y_dev, cycles = run_inference(link, x_q)
         seconds = time.monotonic() - t0
-        clock = link.info.clock_hz
+        info = link.info
+        assert info is not None  # connect() shook hands
+        clock = info.clock_hz
     y_gold = golden_forward(pkg, x_q)
     k_dev, k_gold = decide(pkg, y_dev), decide(pkg, y_gold)
     same_out = (y_dev == y_gold).all(axis=1)
@@ -205,7 +152,7 @@ def _infer(args: argparse.Namespace) -> int:
         print(line)
     n = len(names)
     mean_cycles = float(cycles.mean())
-    print(f"device   {link.info.name} on {args.port}, model {st.model_id.hex()[:16]} "
+    print(f"device   {info.name} on {args.port}, model {st.model_id.hex()[:16]} "
           f"({len(pkg.classes)} classes)")
     print(f"inputs   {source}")
     print(f"golden   outputs bit-exact {int(same_out.sum())}/{n} "
@@ -236,14 +183,15 @@ def _infer(args: argparse.Namespace) -> int:
 def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, metavar="URL",
                    help="pyserial port or URL: /dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT")
-    p.add_argument("--baud", type=int, default=115200,
-                   help="line rate in bit/s (default 115200)")
-    p.add_argument("--window", type=int, default=4,
-                   help="frames in flight (default 4; 1 = stop-and-wait)")
-    p.add_argument("--timeout", type=float, default=0.5, metavar="S",
-                   help="silence beyond the line time before resending (default 0.5 s)")
-    p.add_argument("--retries", type=int, default=5,
-                   help="resends without reply before the link counts as lost (default 5)")
+    p.add_argument("--baud", type=int, default=DEFAULT_SETTINGS.baud,
+                   help="line rate in bit/s (default %(default)s)")
+    p.add_argument("--window", type=int, default=DEFAULT_SETTINGS.window,
+                   help="frames in flight (default %(default)s; 1 = stop-and-wait)")
+    p.add_argument("--timeout", type=float, default=DEFAULT_SETTINGS.timeout_s, metavar="S",
+                   help="silence beyond the line time before resending (default %(default)s s)")
+    p.add_argument("--retries", type=int, default=DEFAULT_SETTINGS.retries,
+                   help="resends without reply before the link counts as lost "
+                   "(default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
 
 
@@ -258,7 +206,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("model", help="weight package file (.m1w)")
     _link_options(p)
-    p.add_argument("--slot", choices=("auto", "A", "B"), default="auto",
+    p.add_argument("--slot", choices=tuple(SLOTS), default="auto",
                    help="flash slot to write (default: the one not running)")
     p.add_argument("--no-read-back", action="store_true",
                    help="skip reading the image back during the upload (the device still "

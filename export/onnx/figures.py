@@ -5,12 +5,15 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
+    from matplotlib.figure import Figure
 
-def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     import matplotlib.pyplot as plt
 
     from mark1.io import atomic_write_bytes

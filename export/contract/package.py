@@ -5,7 +5,8 @@ input shape and quantization), a table of 32-byte layer entries, the class names
 (each layer's integer arrays, then the optional codebook) and a CRC-32 over everything before it.
 ``docs/PACKAGE.md`` specifies it byte by byte with a worked example.
 
-Layers (the device's integer arithmetic for each is defined by :mod:`export.golden`):
+Layers (the device's integer arithmetic for each is defined by
+:mod:`export.contract.golden`):
 
 * :class:`Dense` -- ``y = requantize(bias + sum(w * (x - zp_in)))``, int8 weights symmetric per
   output channel, int32 bias, a Q31 multiplier and shift per channel, ReLU optionally fused.
@@ -424,7 +425,15 @@ def _check_step(layer: Step, where: str) -> None:
     _check_acc_bound(int(255 * per_row.max()), where)
 
 
-_CHECKS = {Dense: _check_dense, Threshold: _check_threshold, Step: _check_step}
+def _check_layer(layer: object, where: str) -> None:
+    if isinstance(layer, Dense):
+        _check_dense(layer, where)
+    elif isinstance(layer, Threshold):
+        _check_threshold(layer, where)
+    elif isinstance(layer, Step):
+        _check_step(layer, where)
+    else:
+        raise _fail(f"{where} is a {type(layer).__name__}; allowed: Dense, Threshold, Step")
 
 
 def validate_package(pkg: Package) -> None:
@@ -446,9 +455,7 @@ def validate_package(pkg: Package) -> None:
     width, scale, zp = pkg.n_inputs, float(pkg.input_scale), int(pkg.input_zero_point)
     for i, layer in enumerate(pkg.layers):
         where = f"layer {i}"
-        if type(layer) not in _CHECKS:
-            raise _fail(f"{where} is a {type(layer).__name__}; allowed: Dense, Threshold, Step")
-        _CHECKS[type(layer)](layer, where)
+        _check_layer(layer, where)
         if layer.n_in != width:
             raise _fail(f"{where} takes {layer.n_in} inputs but receives {width}")
         if float(layer.input_scale) != scale or int(layer.input_zero_point) != zp:

@@ -1,8 +1,8 @@
-"""The mark1-kit wire protocol: one definition used by the host (``export/serial_host.py``) and
-the simulated microcontroller (``firmware_sim/device.py``). Specified in ``docs/PROTOCOL.md``.
+"""The mark1-kit wire protocol: one definition used by the host (``export/serial/``) and the
+simulated microcontroller (``firmware_sim/device.py``). Specified in ``docs/PROTOCOL.md``.
 
-On the wire every frame is COBS-encoded and ends with one ``0x00`` delimiter byte, so a receiver
-finds frame boundaries even after noise. Decoded, a frame is::
+On the wire every frame is COBS-encoded (:mod:`export.contract.cobs`) and ends with one ``0x00``
+delimiter byte, so a receiver finds frame boundaries even after noise. Decoded, a frame is::
 
     type u8 | seq u16 | length u16 | payload (length bytes) | crc32 u32
 
@@ -20,7 +20,9 @@ import hashlib
 import struct
 import zlib
 from dataclasses import dataclass, fields
-from typing import ClassVar
+from typing import ClassVar, TypeVar
+
+from export.contract.cobs import CobsError, cobs_decode, cobs_encode, cobs_max_len
 
 PROTOCOL_VERSION = 2
 """Version spoken by this module; ``HELLO``/``INFO`` exchange it and the host refuses others.
@@ -52,61 +54,6 @@ def check_image_id(image_id: bytes, what: str) -> None:
             f"{what} image id of {len(image_id)} bytes; expected none or the image's SHA-256 "
             f"({IMAGE_ID_BYTES} bytes)"
         )
-
-
-# --------------------------------------------------------------------------- COBS
-
-
-def cobs_encode(data: bytes) -> bytes:
-    """Consistent Overhead Byte Stuffing (Cheshire & Baker 1999): the result holds no zero byte.
-
-    Each block starts with a code byte ``n`` (1..255): ``n - 1`` data bytes follow, then an
-    implied zero unless ``n == 255``. The implied zero after the last block is not data.
-    """
-    out = bytearray()
-    data = bytes(data)
-    start = 0
-    n = len(data)
-    while True:
-        end = data.find(0, start, min(n, start + 254))
-        if end < 0:
-            end = min(n, start + 254)
-            out.append(end - start + 1)
-            out += data[start:end]
-            if end == n:
-                return bytes(out)
-            start = end  # block of 254 non-zero bytes, no zero consumed
-        else:
-            out.append(end - start + 1)
-            out += data[start:end]
-            start = end + 1
-
-
-def cobs_decode(data: bytes) -> bytes:
-    """Invert :func:`cobs_encode`; ``ProtocolError`` on a zero byte or a block past the end."""
-    out = bytearray()
-    i = 0
-    n = len(data)
-    while i < n:
-        code = data[i]
-        if code == 0:
-            raise ProtocolError(f"COBS data holds a zero byte at position {i}")
-        end = i + code
-        if end > n:
-            raise ProtocolError(f"COBS block at position {i} runs past the end ({code} > {n - i})")
-        block = data[i + 1 : end]
-        if 0 in block:
-            raise ProtocolError("COBS data holds a zero byte")
-        out += block
-        i = end
-        if code != 255 and i < n:
-            out.append(0)
-    return bytes(out)
-
-
-def cobs_max_len(n: int) -> int:
-    """Longest COBS encoding of ``n`` bytes (one code byte per 254 data bytes, at least one)."""
-    return n + n // 254 + 1
 
 
 # --------------------------------------------------------------------------- message types
@@ -202,7 +149,10 @@ def encode_frame(frame: Frame) -> bytes:
 
 def decode_frame(encoded: bytes) -> Frame:
     """Decode one frame from its COBS bytes (without the delimiter); ``ProtocolError`` if bad."""
-    raw = cobs_decode(encoded)
+    try:
+        raw = cobs_decode(encoded)
+    except CobsError as exc:
+        raise ProtocolError(str(exc)) from exc
     if len(raw) < FRAME_OVERHEAD:
         raise ProtocolError(f"frame of {len(raw)} bytes is shorter than {FRAME_OVERHEAD}")
     body, (crc,) = raw[:-CRC.size], CRC.unpack(raw[-CRC.size :])
@@ -275,6 +225,9 @@ def _split_keep(data: bytes) -> list[tuple[bytes, bool]]:
 # --------------------------------------------------------------------------- payloads
 
 
+PayloadT = TypeVar("PayloadT", bound="Payload")
+
+
 class Payload:
     """Base of the message bodies: a fixed little-endian struct, then an optional tail."""
 
@@ -295,7 +248,7 @@ class Payload:
             raise ProtocolError(f"{type(self).__name__}: {exc}") from exc
 
     @classmethod
-    def unpack(cls, payload: bytes):  # -> Self
+    def unpack(cls: type[PayloadT], payload: bytes) -> PayloadT:
         if len(payload) < cls.FIXED.size or (cls.TAIL is None and len(payload) != cls.FIXED.size):
             want = f"{cls.FIXED.size}" + (" or more" if cls.TAIL else "")
             raise ProtocolError(
