@@ -17,9 +17,8 @@ from tests.conftest import ROOT
 
 PACKAGES = ("mark1", "export", "firmware_sim")
 CONTRACT = "export.contract"
-KNOWN_CYCLES: list[set[str]] = [{"mark1.kernels", "mark1.training"}]
-"""Cycles that stand today: the training paths' (the fast epochs call back into the numpy path's
-products); the reference learning rule apart from its fast paths removes it."""
+KNOWN_CYCLES: list[set[str]] = []
+"""Cycles that stand today (none)."""
 HOST_DEVICE_JOINS = {("export.int8.cli", "firmware_sim.engine")}
 """Arrows from ``export/`` into ``firmware_sim/`` allowed: the ``mark1 quantize`` command hands
 the simulated microcontroller's engine to the quantizer for the report's device figures (the

@@ -201,7 +201,7 @@ def test_machine_file_follows_the_contract_and_numpy_reproduces_predict(tmp_path
 def test_a_machine_file_read_and_written_again_is_the_same_bytes(tmp_path):
     """One writer of the format: MarkI.save, save_machine of the arrays load_machine gives, and
     the exporter's save_machine_file all write the same file."""
-    from export.markI_onnx import load_machine_file, save_machine_file
+    from export.onnx.markI_onnx import load_machine_file, save_machine_file
 
     t = make_task("e-f", seed=0, n_train=20, n_test=2)
     m = small(preset="cds-1960").fit(t.X_train, t.y_train)

@@ -50,7 +50,7 @@ def test_a_run_adds_up_dwell_and_motor_time():
     assert np.all(np.diff(times) > 0) and times[-1] / 1e6 == pytest.approx(m.machine_time_s)
 
 
-def test_ideal_rule_runs_no_motors():
+def test_the_ideal_rule_runs_no_motors():
     task = make_task("e-f", seed=0, n_train=20, n_test=4)
     m = MarkI(preset="cds-1960", rule="ideal", n_a=32, random_state=0, max_iter=2)
     m.fit(task.X_train, task.y_train)

@@ -12,7 +12,7 @@ from mark1.fast import ARows, blocks, one_blas_thread
 from mark1.machine import MarkI
 from mark1.motors import MachineClock
 from mark1.potentiometers import IDEAL_POTS, PotentiometerBank
-from mark1.presets import CDS_1960
+from mark1.presets import CDS_1960, get_preset
 from mark1.stimuli import make_task
 from mark1.training import EpochLog, reference_epoch, train_epoch
 
@@ -98,7 +98,7 @@ def test_block_scoring_of_physical_pots_is_the_reference_whatever_the_block(n_un
         assert clock.t_us == ref_clock.t_us and clock.motor_steps == ref_clock.motor_steps
 
 
-def test_ideal_mode_converges_within_novikoffs_bound():
+def test_the_ideal_rule_converges_within_novikoffs_bound():
     rng = np.random.default_rng(4)
     X = (rng.random((600, 400)) < 0.5).astype(np.float64)
     w_star = np.append(rng.normal(size=400), 0.3)
@@ -116,7 +116,7 @@ def test_ideal_mode_converges_within_novikoffs_bound():
     assert m.score(X, y) == 1.0
 
 
-def test_ideal_rule_is_error_correction_on_ideal_pots():
+def test_the_ideal_rule_is_error_correction_on_ideal_pots_without_motors():
     task = make_task("square-diamond", seed=3, n_train=80, n_test=4)
     a = MarkI(preset="ideal", rule="ideal", n_a=128, random_state=5, max_iter=6)
     b = MarkI(preset="ideal", rule="error-correction", n_a=128, random_state=5, max_iter=6)
@@ -125,6 +125,13 @@ def test_ideal_rule_is_error_correction_on_ideal_pots():
     np.testing.assert_array_equal(a.coef_, b.coef_)
     assert a.mistakes_per_epoch_ == b.mistakes_per_epoch_
     assert a.motor_steps == 0 < b.motor_steps
+
+
+def test_the_ideal_rule_trains_the_ideal_presets_pots_on_any_machine():
+    task = make_task("e-f", seed=0, n_train=20, n_test=2)
+    m = MarkI(preset="cds-1960", rule="ideal", n_a=32, random_state=0, max_iter=1)
+    m.fit(task.X_train, task.y_train)
+    assert m.pots_.spec == get_preset("ideal").pots == IDEAL_POTS and m.pots_.exact
 
 
 def test_forced_response_reinforces_every_trial():
@@ -136,7 +143,7 @@ def test_forced_response_reinforces_every_trial():
     assert m.score(task.X_test, task.y_test) > 0.8
 
 
-def test_unknown_rule_is_named():
+def test_an_unknown_rule_is_named():
     A, targets, orders = random_problem(0)
     bank = PotentiometerBank(IDEAL_POTS, (3, 41), np.random.default_rng(0))
     with pytest.raises(ValueError, match="unknown rule 'hebb'; allowed: error-correction"):
@@ -212,7 +219,7 @@ def test_rows_that_are_not_all_or_nothing_are_refused():
                     CDS_1960.motors), None)
 
 
-def test_a_unit_rows_as_bit_sets_and_bad_orders():
+def test_a_unit_rows_become_bit_sets_and_bad_orders_are_named():
     A, targets, orders = random_problem(6)
     rows = ARows(A > 0)
     assert rows.A.dtype == np.float32

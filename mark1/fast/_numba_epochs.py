@@ -20,6 +20,8 @@ from __future__ import annotations
 import numpy as np
 from numba import njit
 
+Arr = np.ndarray  # (the kernels' arrays; numba reads no annotations)
+
 # the Python side's constants, as literals (numba's cache would keep imported values); a test
 # checks that they are still the same
 _CHUNK = 8192  # PotentiometerBank.CHUNK: step spreads drawn at a time
@@ -53,7 +55,7 @@ pots spread over a row."""
 
 
 @njit(cache=True)
-def pack(arrays, packed):
+def pack(arrays: tuple[np.ndarray, ...], packed: np.ndarray) -> None:
     """``packed[r, c, k] = arrays[k][r, c]`` (the bank's arrays into the kernels' layout)."""
     n_r, p, _ = packed.shape
     for r in range(n_r):
@@ -63,7 +65,7 @@ def pack(arrays, packed):
 
 
 @njit(cache=True)
-def unpack(packed, fields, arrays):
+def unpack(packed: np.ndarray, fields: np.ndarray, arrays: tuple[np.ndarray, ...]) -> None:
     """``arrays[i][r, c] = packed[r, c, fields[i]]`` (back into the bank's arrays)."""
     n_r, p, _ = packed.shape
     for i in range(len(arrays)):
@@ -78,7 +80,7 @@ def unpack(packed, fields, arrays):
 
 
 @njit(cache=True, fastmath=True)
-def _dot32(row, w):
+def _dot32(row: np.ndarray, w: np.ndarray) -> np.float32:
     """float32 dot product, any order: exact when every partial sum is a whole number < 2**24."""
     acc = np.float32(0.0)
     for j in range(row.shape[0]):
@@ -87,8 +89,9 @@ def _dot32(row, w):
 
 
 @njit(cache=True)
-def exact_epoch(A, order, pos, W, base, travel, indptr, indices, step, theta, wrong, moved,
-                st):
+def exact_epoch(A: Arr, order: Arr, pos: Arr, W: Arr, base: Arr, travel: Arr, indptr: Arr,
+                indices: Arr, step: float, theta: np.float32, wrong: Arr, moved: Arr,
+                st: Arr) -> int:
     """Error correction (or forced response) on exact pots, trial by trial, from ``st[AT]``.
 
     ``W`` (u, p) float32: the weights as scored (``lin[rows, 0]``); ``base``, ``travel``
@@ -136,7 +139,8 @@ def exact_epoch(A, order, pos, W, base, travel, indptr, indices, step, theta, wr
 
 
 @njit(cache=True)
-def _pin(t, pots, t_hit, model, row_stop, ist, fst):
+def _pin(t: float, pots: Arr, t_hit: Arr, model: Arr, row_stop: Arr, ist: Arr,
+         fst: Arr) -> None:
     """PotentiometerBank.pin: wipers that reached their stop by ``t`` rest there."""
     if t < fst[NEXT_STOP]:
         return
@@ -161,7 +165,7 @@ def _pin(t, pots, t_hit, model, row_stop, ist, fst):
 
 
 @njit(cache=True, fastmath=True)
-def _least(a):
+def _least(a: Arr) -> float:
     """The least value of a 1-d float64 array with no NaN (the times here never are): the
     same value as ``a.min()``, in any order, so it may be vectorised."""
     least = np.inf
@@ -171,7 +175,8 @@ def _least(a):
 
 
 @njit(cache=True)
-def _refill(m, z, counts, ist, fst, quantiles, rng):
+def _refill(m: int, z: Arr, counts: Arr, ist: Arr, fst: Arr, quantiles: Arr,
+            rng: np.random.Generator) -> tuple[Arr, Arr]:
     """PotentiometerBank._step_counts' refill: the draws left, then a fresh chunk
     (potentiometers.step_spread_draws of ``quantiles``), and their step counts."""
     at = ist[Z_AT]
@@ -204,8 +209,9 @@ def _refill(m, z, counts, ist, fst, quantiles, rng):
 
 
 @njit(cache=True)
-def _turn_row(r, cols, up_turn, t, pots, t_hit, model, row_stop, ist, fst, z, counts, quantiles,
-              rng):
+def _turn_row(r: int, cols: Arr, up_turn: bool, t: float, pots: Arr, t_hit: Arr, model: Arr,
+              row_stop: Arr, ist: Arr, fst: Arr, z: Arr, counts: Arr, quantiles: Arr,
+              rng: np.random.Generator) -> tuple[Arr, Arr]:
     """PotentiometerBank.turn_row on physical pots: the same operations on each turned pot,
     in one pass (the numpy path's whole-row arithmetic leaves the others exactly as they were).
 
@@ -282,7 +288,7 @@ def _turn_row(r, cols, up_turn, t, pots, t_hit, model, row_stop, ist, fst, z, co
 
 
 @njit(cache=True)
-def _unit_sum(active, model, t, z, noisy):
+def _unit_sum(active: Arr, model: Arr, t: float, z: float, noisy: bool) -> float:
     """mark1.r_units.unit_sums of one R-unit (its model (p, 4)): float64 sums of the float32
     model, pot by pot in ascending order, then ``base + t * creep + sqrt(variance) * z``."""
     s0 = 0.0
@@ -301,8 +307,10 @@ def _unit_sum(active, model, t, z, noisy):
 
 
 @njit(cache=True)
-def physical_epoch(order, pos, noise, units, model, pots, t_hit, row_stop, indptr, indices, wrong,
-                   moved, motor_us, motor_table, ist, fst, z, counts, quantiles, rng):
+def physical_epoch(order: Arr, pos: Arr, noise: Arr, units: Arr, model: Arr, pots: Arr,
+                   t_hit: Arr, row_stop: Arr, indptr: Arr, indices: Arr, wrong: Arr, moved: Arr,
+                   motor_us: Arr, motor_table: Arr, ist: Arr, fst: Arr, z: Arr, counts: Arr,
+                   quantiles: Arr, rng: np.random.Generator) -> tuple[int, Arr, Arr]:
     """Error correction (or forced response) on physical pots from trial ``ist[AT]``: the
     reference trial by trial.
 

@@ -444,10 +444,11 @@ def physical_epoch(job: EpochBook, bank: PotentiometerBank, units: np.ndarray,
             r = scorer.block(i, j, times_s, noise1)
         if r_theta:
             r = r - r_theta
-        # signed by the right answers: > 0 right, < 0 wrong, within the band too near to tell
+        # signed by the right answers: > 0 right, < 0 wrong, within the band (zero included,
+        # which is wrong for a right answer of +1) too near to tell
         signed = r * signs[i:j]
         band = fixed_band if fixed_band is not None else ties.band((t_us + job.pres * j) * 1e-6)
-        doubt = signed < band
+        doubt = signed <= band
         if not one:
             doubt = np.asarray(doubt.any(axis=1))
         f = 0 if forced else int(doubt.argmax())
@@ -610,7 +611,7 @@ class _Ties:
         ``k`` on, and its wrong R-units (u,) as the reference decides them (not to be written
         to); -1 when there is none (``k`` = 0 when ``forced``: the first trial is corrected
         whatever). ``s`` ((b,) or (b, u)): the products' sums signed by the right responses
-        (> 0: right); ``doubt`` (b,): the trials with a sum below ``band``."""
+        (> 0: right); ``doubt`` (b,): the trials with a sum not above ``band``."""
         one = s.ndim == 1
         while forced or doubt[k]:
             if one:
