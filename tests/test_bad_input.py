@@ -62,6 +62,40 @@ def foreign_onnx() -> bytes:
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]).SerializeToString()
 
 
+def onnx_mlp(n_in: int, hidden: int = 4, conv: bool = False) -> bytes:
+    """An ONNX MLP (Gemm, Relu, Gemm) on ``n_in`` inputs; with ``conv`` a Conv first."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    width = 2 * 6 * 6 if conv else n_in
+    inits = {"w1": rng.normal(size=(hidden, width)), "b1": np.zeros(hidden),
+             "w2": rng.normal(size=(3, hidden)), "b2": np.zeros(3),
+             "k": rng.normal(size=(2, 1, 3, 3))}
+    nodes = [helper.make_node("Gemm", ["f" if conv else "x", "w1", "b1"], ["h"], transB=1),
+             helper.make_node("Relu", ["h"], ["r"]),
+             helper.make_node("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
+    if conv:
+        nodes[:0] = [helper.make_node("Conv", ["x", "k"], ["c"], name="conv"),
+                     helper.make_node("Flatten", ["c"], ["f"])]
+    else:
+        del inits["k"]
+    shape = ["n", 1, 8, 8] if conv else ["n", n_in]
+    graph = helper.make_graph(
+        nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 3])],
+        [numpy_helper.from_array(np.asarray(v, np.float32), k) for k, v in inits.items()])
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)]
+                             ).SerializeToString()
+
+
+def _torch_bytes(obj: Any) -> bytes:
+    import torch
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    return buf.getvalue()
+
+
 def _files(ws: Path) -> dict[str, bytes]:
     from export.onnx.checkpoint import save_checkpoint
     from tests.device_helpers import image
@@ -89,10 +123,21 @@ def _files(ws: Path) -> dict[str, bytes]:
         "negative.npy": _npy(-np.ones((20, 20))), "empty.npy": _npy(np.zeros((0, 20, 20))),
         "cube.npy": _npy(np.zeros((2, 3, 4, 5))), "text.npy": _npy(np.array(["a", "b"])),
         "bright.png": png_bytes(),
+        "conv.onnx": onnx_mlp(64, conv=True), "wide.onnx": onnx_mlp(70_000, hidden=2),
+        "features.onnx": onnx_mlp(64), "calib64.npy": _npy(np.random.default_rng(2).uniform(
+            size=(20, 64))), "short.npy": _npy(np.zeros((5, 30))),
+        "words.npy": _npy(np.array(["cat"] * 20)), "conv.pt": _conv_module(),
         "out/keep.txt": b"the user's file in an output folder\n",
         "existing.m1w": b"the user's earlier package\n",
         "flash.bin": b"the user's file, not a flash state\n",
     }
+
+
+def _conv_module() -> bytes:
+    """A whole torch module holding a class that is no part of an MLP (Conv2d)."""
+    from torch import nn
+
+    return _torch_bytes(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Flatten(), nn.Linear(72, 3)))
 
 
 def _npy(arr: np.ndarray) -> bytes:
@@ -227,6 +272,12 @@ CLI_CASES: tuple[Case, ...] = (
       "invalid choice: 'jetson-nano'"),
     C("a file as the output folder", "export onnx {ws}/mlp.pt --out {ws}/picture.png",
       "exists and is not a folder"),
+    C("an ONNX model with a Conv", "export onnx {ws}/conv.onnx --out {ws}/out",
+      r"node 'conv' \(Conv\)"),
+    C("evaluation data of the wrong shape", "export onnx {ws}/features.onnx --eval-data "
+      "{ws}/short.npy --out {ws}/out", r"shape \(5, 30\)"),
+    C("--fp16 for an ONNX model", "export onnx {ws}/features.onnx --fp16 --out {ws}/out",
+      "--fp16 applies to models the kit writes"),
     # quantize
     C("a PNG as the checkpoint", "quantize {ws}/picture.png --out {ws}/existing.m1w",
       "PNG image"),
@@ -243,6 +294,24 @@ CLI_CASES: tuple[Case, ...] = (
       "--out {ws}/q.m1w", "--calib must be a positive whole number"),
     C("an unknown task", "quantize {ws}/mlp.pt --task chess --out {ws}/q.m1w", "chess"),
     C("a folder as the output file", "quantize {ws}/mlp.pt --out {ws}/out", "out"),
+    C("an ONNX model with a Conv", "quantize {ws}/conv.onnx --calib-data {ws}/calib64.npy "
+      "--out {ws}/q.m1w", r"node 'conv' \(Conv\) is not part of an MLP"),
+    C("a model with 70,000 inputs", "quantize {ws}/wide.onnx --out {ws}/q.m1w",
+      "takes 70000 inputs; a weight package holds at most 65535"),
+    C("calibration data of the wrong shape", "quantize {ws}/features.onnx --calib-data "
+      "{ws}/short.npy --out {ws}/q.m1w", r"shape \(5, 30\): the model takes 64 values per input"),
+    C("a model of its own inputs and no data", "quantize {ws}/features.onnx --out {ws}/q.m1w",
+      "names no built-in task: give --calib-data"),
+    C("a task whose classes differ from the model's", "quantize {ws}/mlp.pt --task letters "
+      "--out {ws}/q.m1w", "task 'letters' has 26 classes"),
+    C("labels that are not the model's classes", "quantize {ws}/features.onnx --calib-data "
+      "{ws}/calib64.npy --eval-data {ws}/calib64.npy {ws}/words.npy --out {ws}/q.m1w",
+      "holds the label 'cat'"),
+    C("three evaluation files", "quantize {ws}/features.onnx --calib-data {ws}/calib64.npy "
+      "--eval-data {ws}/calib64.npy {ws}/words.npy {ws}/short.npy --out {ws}/q.m1w",
+      "takes X.npy and optionally y.npy"),
+    C("a pickled module with a class outside an MLP", "quantize {ws}/conv.pt --out {ws}/q.m1w",
+      "pickles Python objects of class torch.nn.modules.conv.Conv2d"),
     # push
     C("a PNG as the package", "push {ws}/picture.png --port {device}",
       "not a valid weight package: not a weight package: magic"),
@@ -456,6 +525,9 @@ API_CASES: tuple[ApiCase, ...] = (
     A("a machine file with NaN weights", "load_machine(ws / 'nan_machine.npz')",
       "weights must be finite"),
     A("NaN calibration images", "quantize_mlp(ckpt, np.full((4, 400), np.nan))", "NaN"),
+    A("an ONNX graph with a Conv as an MLP", "load_mlp(ws / 'conv.onnx')", r"\(Conv\)"),
+    A("features of the wrong width", "feature_rows(np.zeros((5, 30)), (64,), 'X')",
+      r"shape \(5, 30\)"),
     A("an unknown export target", "export_bundle(ws / 'mlp.pt', 'jetson-nano', ws / 'x')",
       "jetson-nano"),
     A("a PNG to export", "export_bundle(ws / 'picture.png', 'jetson-tx2', ws / 'x')",
@@ -487,6 +559,8 @@ def _api_names(ws: Path) -> dict[str, Any]:
     from export.onnx.mlp import train_mlp_to_dir
     from export.serial.push import push
     from export.serial.settings import LinkSettings
+    from export.sources.dispatch import load_mlp
+    from export.sources.user_data import feature_rows
     from firmware_sim.device import DeviceConfig
     from firmware_sim.engine import Engine
     from firmware_sim.flash import Flash
@@ -500,7 +574,7 @@ def _api_names(ws: Path) -> dict[str, Any]:
     functions = (export_bundle, load_checkpoint, golden_forward, quantize_input,
                  train_mlp_to_dir, decode_package, encode_package, quantize_mlp, LinkSettings,
                  push, DeviceConfig, Engine, Flash, LineFaults, LinkTiming, to_retina, MarkI,
-                 load_machine, make_task)
+                 load_machine, make_task, load_mlp, feature_rows)
     return {**{f.__name__: f for f in functions}, "np": np, "ws": ws, "png": png_bytes(),
             "pkg_bytes": pkg_bytes, "pkg": decode_package(pkg_bytes),
             "ckpt": load_checkpoint(ws / "mlp.pt")}

@@ -393,7 +393,7 @@ def test_a_torch_file_of_another_kind_is_refused_before_anything_is_written(tmp_
     import torch
 
     torch.save({"state_dict": {}}, tmp_path / "other.pt")
-    with pytest.raises(ValueError, match="is not a mark1-kit MLP checkpoint"):
+    with pytest.raises(ValueError, match="other.pt: no Linear layer found"):
         export_bundle(tmp_path / "other.pt", "jetson-tx2", tmp_path / "bundle")
     with pytest.raises(ValueError, match="unknown target 'tx1'"):
         export_bundle(tmp_path / "other.pt", "tx1", tmp_path / "bundle")

@@ -12,11 +12,11 @@ from export.onnx.markI_onnx import (
     exact_thresholds,
     load_machine_file,
     save_machine_file,
-    sniff_kind,
 )
 from export.onnx.onnx_export import check_model
 from export.onnx.parity import markI_parity, run_onnx, task_test_inputs
 from export.onnx.profiles import JETSON_TX2
+from export.sources.dispatch import sniff
 from mark1.images import N_CELLS
 
 
@@ -98,7 +98,7 @@ def test_vectorised_rule_equals_the_contract_written_out(machine):
 
 def test_machine_file_round_trip_and_detection(machine, tmp_path):
     path = save_machine_file(machine, tmp_path / "machine.npz")
-    assert sniff_kind(path) == "markI"
+    assert sniff(path).name == "markI"
     back = load_machine_file(path)
     np.testing.assert_array_equal(back.cell_threshold, machine.cell_threshold)
     np.testing.assert_array_equal(back.plugboard, machine.plugboard)

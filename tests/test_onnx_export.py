@@ -215,3 +215,33 @@ def test_fp16_refusal_names_the_float16_resolution(ckpt, test_inputs, tmp_path):
     assert not result.passed and result.max_abs_reference > 100
     with pytest.raises(ParityError, match="where float16 steps are .*: export in fp32"):
         result.require()
+
+
+def test_fp32_parity_bound_is_relative_to_the_logits(tmp_path):
+    """Logits near 34 that differ by 3 float32 steps (1.1e-5) pass: the bound is
+    1e-5 + 2**-18 * max|logit| per input. An absolute 1e-5 refused such a model (exit 3)."""
+    from export.onnx.checkpoint import MLPCheckpoint, features
+    from export.onnx.onnx_export import mlp_graph
+
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 1, (3, 4)).astype(np.float32)
+    b = np.array([34.0, 33.0, -2.0], np.float32)
+    ckpt = MLPCheckpoint([4, 3], [w], [b], ["a", "b", "c"], "", 0, features([4]))
+    model = mlp_graph(ckpt)
+    bias = model.graph.initializer[1]
+    nudged = numpy_helper.to_array(bias).copy()
+    for _ in range(3):
+        nudged[0] = np.nextafter(nudged[0], np.float32(np.inf))
+    bias.CopyFrom(numpy_helper.from_array(nudged, bias.name))
+    path = tmp_path / "m.onnx"
+    path.write_bytes(model.SerializeToString())
+    X = rng.uniform(-0.1, 0.1, (64, 4)).astype(np.float32)
+    result, _, _ = mlp_parity(ckpt, path, X)
+    assert 1e-5 < result.max_abs_diff < 1.2e-5
+    assert result.passed and result.worst_diff_to_bound < 0.2
+    assert result.bound == "atol 1e-05 + rtol 3.81e-06 x max|logit|"
+    nudged[2] += 1e-3  # a real difference where the logits are small is still caught
+    bias.CopyFrom(numpy_helper.from_array(nudged, bias.name))
+    path.write_bytes(model.SerializeToString())
+    result, _, _ = mlp_parity(ckpt, path, X)
+    assert not result.passed

@@ -182,6 +182,7 @@ def small_sources(tmp_path_factory):
     rng = np.random.default_rng(6)
     ckpt = random_checkpoint(rng, [400, 16, 2])
     ckpt.task, ckpt.task_options = "square-circle", {"n_train": 60, "n_test": 40}
+    ckpt.classes = ["square", "circle"]  # the task's classes, in its order
     machine = random_machine(rng, n_a=32, n_r=4, n_classes=2)
     machine["task"] = np.array("left-right")  # 100 training and 200 test images
     machine["classes"] = np.array(["left", "right"])

@@ -13,9 +13,13 @@ import argparse
 from export.int8.quantize import DEFAULT_CALIB
 
 QUANTIZE_EPILOG = """\
-CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a Mark I machine file
-(machine.npz from `mark1 simulate`); the kind is told by content. Calibration images are drawn
-from the training split of the task the source was trained on.
+MODEL is an MLP checkpoint (mlp.pt from `mark1 train-mlp`), a Mark I machine file (machine.npz
+from `mark1 simulate`), or an MLP made elsewhere: an ONNX file from any converter (skl2onnx,
+torch.onnx), a torch nn.Sequential saved whole, a TorchScript archive or a state_dict
+(docs/INT8.md, "Models made elsewhere"); the kind is told by content. Calibration inputs come
+from --calib-data, else from the training split of the task the model names (or --task);
+accuracy is measured on --eval-data, else on that task's test split. A task whose images or
+classes do not fit the model is refused.
 
 Writes three files, each atomically and only once everything has succeeded:
   OUT                  the weight package (docs/PACKAGE.md)
@@ -39,16 +43,36 @@ def _quantize(args: argparse.Namespace) -> int:
     from export.int8.quantize import quantize_file
     from firmware_sim.engine import Engine
 
+    if args.eval_data is not None and not 1 <= len(args.eval_data) <= 2:
+        raise ValueError(f"--eval-data takes X.npy and optionally y.npy; got "
+                         f"{len(args.eval_data)} files")
     r = quantize_file(
         args.checkpoint, args.out, calib=args.calib, seed=args.seed, task=args.task,
+        calib_data=args.calib_data, eval_data=tuple(args.eval_data) if args.eval_data else None,
         onnx_path=args.onnx, report_path=args.report, device=Engine,
     )
-    acc, onnx, dev = r["accuracy"], r["onnx"], r["device"]
-    print(f"quantize: {r['source']['kind']} on {r['source']['task']} -> {r['package']['path']} "
-          f"({r['model_bytes']} bytes, id {r['package']['model_id'][:16]})")
-    print(f"  accuracy on {acc['images']} test images: float {100 * acc['float']:.2f} %, int8 "
-          f"{100 * acc['int8']:.2f} % (drop {acc['drop_points']:.2f} points, goal <= "
-          f"{acc['goal_drop_points']:g}: {'met' if acc['goal_met'] else 'NOT met'})")
+    acc, onnx, dev, src = r["accuracy"], r["onnx"], r["device"], r["source"]
+    on = f"task {src['task']}" if src["task"] else f"{r['calibration']['from']}"
+    shape = "x".join(str(d) for d in r["package"]["input_shape"])
+    print(f"quantize: {src['kind']} ({shape} inputs, {len(r['package']['classes'])} classes) on "
+          f"{on} -> {r['package']['path']} ({r['model_bytes']} bytes, id "
+          f"{r['package']['model_id'][:16]})")
+    for note in src.get("model", {}).get("notes", []):
+        print(f"  note: {note}")
+    if r["import_check"]:
+        check = r["import_check"]
+        print(f"  read as an MLP: logits within {check['max_abs_diff']:.3g} of "
+              f"{check['reference']} on {check['inputs']} inputs")
+    if acc["float"] is not None:
+        images = "test images" if acc["split"] == "test" else f"inputs of {acc['from']}"
+        print(f"  accuracy on {acc['images']} {images}: float "
+              f"{100 * acc['float']:.2f} %, int8 {100 * acc['int8']:.2f} % (drop "
+              f"{acc['drop_points']:.2f} points, goal <= {acc['goal_drop_points']:g}: "
+              f"{'met' if acc['goal_met'] else 'NOT met'})")
+    else:
+        print(f"  no labels: the int8 model gives the float model's class on "
+              f"{100 * acc['same_class_float_int8']:.2f} % of {acc['images']} inputs "
+              "(--eval-data X.npy y.npy for accuracy)")
     print(f"  device: {r['ram_bytes']} bytes of RAM for activations, {dev['cycles']} cycles = "
           f"{dev['latency_ms']:.3f} ms at {dev['clock_hz'] / 1e6:g} MHz, bit-exact with the "
           f"golden reference: {'yes' if dev['bit_exact_with_golden'] else 'NO'}")
@@ -70,10 +94,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=QUANTIZE_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("checkpoint", metavar="CHECKPOINT", help="mlp.pt or machine.npz")
+    p.add_argument("checkpoint", metavar="MODEL",
+                   help="mlp.pt, machine.npz, or an MLP made elsewhere (.onnx, torch .pt)")
     p.add_argument("--calib", type=_calib, default=None, metavar="N",
-                   help=f"calibration images from the training split (default {DEFAULT_CALIB}, "
-                   "or all)")
+                   help=f"calibration inputs to draw (default {DEFAULT_CALIB}, or all)")
+    p.add_argument("--calib-data", metavar="X.npy", default=None,
+                   help="calibrate on these inputs (the model's own, shaped (n, ...))")
+    p.add_argument("--eval-data", metavar="FILE", nargs="+", default=None,
+                   help="X.npy [y.npy]: measure on these inputs (and labels, for accuracy)")
     p.add_argument("--out", required=True, help="weight package to write (e.g. model.m1w)")
     p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
     p.add_argument("--task", default=None,

@@ -1,14 +1,18 @@
 """Post-training static int8 quantization (the TFLite / CMSIS-NN scheme) into a weight package.
 
 * Inputs: relative illuminance in [0, 1] -> int8 with scale 1/255 and zero point -128 (the range
-  is fixed by the input contract, so no calibration is needed for it).
+  is fixed by the retina's input contract, so no calibration is needed for it). A model made
+  elsewhere takes its own features: their range over the calibration inputs sets the input's
+  scale and zero point as for an activation.
 * Weights: symmetric per output channel, ``w_q = round(w / s_w[o])`` in [-127, 127] with
   ``s_w[o] = max|w[o, :]| / 127``; rounding half away from zero, as TFLite's quantizer.
 * Bias: int32 at scale ``s_in * s_w[o]``.
 * Activations: asymmetric int8; each layer's output range [min, max] (widened to hold 0) is
   measured by running the float model on calibration images; ``scale = (max - min) / 255``,
   ``zero_point = round(-128 - min / scale)``. ReLU is fused: a ReLU layer's range starts at 0, so
-  its zero point is -128 and its outputs are clamped there.
+  its zero point is -128 and its outputs are clamped there. ReLU-n (ReLU6, ``Clip(0, n)``) is
+  fused the same way: the range ends at n where the calibration reaches it, so the int8 clamp at
+  127 is the clip.
 * Requantization: ``s_in * s_w[o] / s_out`` as a Q31 multiplier and a shift per channel
   (:func:`quantize_multiplier`); the arithmetic is :mod:`export.contract.golden`'s.
 * Bias correction: the mean error the rounded weights cause on the calibration images is folded
@@ -25,8 +29,9 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -34,13 +39,17 @@ import numpy.typing as npt
 from export.contract.package import (
     INT32_MAX,
     INT32_MIN,
+    MAX_DIM,
     SHIFT_MAX,
     Dense,
     Package,
     Step,
     Threshold,
 )
-from export.onnx.checkpoint import MLPCheckpoint
+from export.onnx.checkpoint import LINEAR, MLPCheckpoint
+
+if TYPE_CHECKING:  # the model readers are imported when a file is read
+    from export.sources.dispatch import ImportedMLP
 
 INPUT_SCALE = float(np.float32(1.0 / 255.0))
 """Scale of the int8 input: the [0, 1] illuminance range spread over 255 steps."""
@@ -125,36 +134,52 @@ def quantize_dense(
     )
 
 
-def _calibration_images(X: np.ndarray) -> np.ndarray:
-    from mark1.images import to_retina
+def _calibration_images(X: np.ndarray, what: str = "calibration images") -> np.ndarray:
+    from mark1.images import N_CELLS, to_retina
 
-    X = np.asarray(X)
-    return to_retina(X, name="calibration images").reshape(X.shape[0], -1)
+    return to_retina(X, name=what).reshape(-1, N_CELLS)
+
+
+def input_grid(ckpt: MLPCheckpoint, x: np.ndarray) -> tuple[float, int]:
+    """Scale and zero point of the int8 input: the retina's fixed [0, 1] grid, or for a model's
+    own features the range of the calibration inputs ``x`` (rows, widened to hold 0)."""
+    if ckpt.takes_retina:
+        return INPUT_SCALE, INPUT_ZERO_POINT
+    return choose_qparams(float(x.min()), float(x.max()))
 
 
 def quantize_mlp(ckpt: MLPCheckpoint, X_calib: np.ndarray) -> Package:
-    """Quantize an :class:`~export.onnx.checkpoint.MLPCheckpoint`, calibrating on images
-    ``X_calib``."""
+    """Quantize an :class:`~export.onnx.checkpoint.MLPCheckpoint`, calibrating on ``X_calib``:
+    retina images for a model on the retina, else the model's own inputs (rows of
+    ``layer_sizes[0]`` values, or any layout holding as many)."""
+    from export.sources.user_data import feature_rows
+
     ckpt.validate()
-    if ckpt.layer_sizes[0] != 400:
-        raise ValueError(f"the MLP takes {ckpt.layer_sizes[0]} inputs; a retina model takes 400")
-    x = _calibration_images(X_calib)
+    shape: tuple[int, ...]
+    if ckpt.takes_retina:
+        x, shape = _calibration_images(X_calib), (20, 20)
+    else:
+        x = feature_rows(X_calib, ckpt.input_shape, "calibration inputs")
+        shape = ckpt.input_shape
+    if len(shape) > 3 or max(shape) > MAX_DIM or math.prod(shape) > MAX_DIM:
+        raise ValueError(f"the model takes {math.prod(shape)} inputs (shape {shape}); a weight "
+                         f"package holds at most {MAX_DIM} in at most 3 dimensions")
     layers: list[Dense] = []
-    scale, zp = INPUT_SCALE, INPUT_ZERO_POINT
+    scale, zp = input_grid(ckpt, x)
+    first_scale, first_zp = scale, zp
     h = x
-    last = len(ckpt.weights) - 1
-    for i, (w, b) in enumerate(zip(ckpt.weights, ckpt.biases)):
+    for w, b, (lo, hi) in zip(ckpt.weights, ckpt.biases, ckpt.clamps):
         mean_in = h.mean(axis=0)
         h = h @ np.asarray(w, np.float64).T + np.asarray(b, np.float64)
-        if i < last:
-            h = np.maximum(h, 0.0)
+        if (lo, hi) != LINEAR:  # ReLU, or ReLU-n: the range then ends at n (its clamp)
+            h = np.clip(h, lo, hi)
         layer = quantize_dense(
-            w, b, scale, zp, (float(h.min()), float(h.max())), i < last, input_mean=mean_in
+            w, b, scale, zp, (float(h.min()), float(h.max())), lo == 0.0, input_mean=mean_in
         )
         layers.append(layer)
         scale, zp = layer.output_scale, layer.output_zero_point
     return Package(
-        tuple(layers), (20, 20), tuple(ckpt.classes), INPUT_SCALE, INPUT_ZERO_POINT, "mlp"
+        tuple(layers), tuple(shape), tuple(ckpt.classes), first_scale, first_zp, "mlp"
     )
 
 
@@ -211,31 +236,36 @@ def quantize_machine(machine: dict[str, Any], X_calib: np.ndarray) -> Package:
 
 
 Source = MLPCheckpoint | dict[str, Any]
-"""What is quantized: an MLP checkpoint, or the arrays of a Mark I machine file."""
+"""What is quantized: an MLP, or the arrays of a Mark I machine file."""
 
 
-def load_source(path: str | os.PathLike[str]) -> Source:
-    """Read what to quantize: an MLP checkpoint (``MLPCheckpoint``) or a Mark I machine (dict).
+def load_model(path: str | os.PathLike[str]) -> ImportedMLP | dict[str, Any]:
+    """Read what to quantize: any MLP the kit reads (:func:`export.sources.dispatch.load_mlp`:
+    ``mlp.pt``, ONNX, torch) or a Mark I machine (its arrays).
 
     The kind is told by content. Raises ``FileNotFoundError`` for a missing file and
     ``ValueError`` for anything else.
     """
-    from export.onnx.markI_onnx import sniff_kind
+    from export.sources.dispatch import load_mlp, sniff
 
-    if sniff_kind(path) == "markI":
+    if sniff(path).name == "markI":
         from mark1.machine import load_machine
 
         return load_machine(path)
-    from export.onnx.checkpoint import load_checkpoint
+    return load_mlp(path)
 
-    return load_checkpoint(path)
+
+def load_source(path: str | os.PathLike[str]) -> Source:
+    """The float model in ``path``: an :class:`MLPCheckpoint` or a Mark I machine (dict)."""
+    model = load_model(path)
+    return model if isinstance(model, dict) else model.mlp
 
 
 def source_task(source: Source) -> tuple[str, int, dict[str, Any]]:
     """``(task, seed, make_task options)`` the source was trained on."""
     if isinstance(source, dict):
         return str(source.get("task", "")), max(int(source.get("seed", 0)), 0), {}
-    return source.task, int(source.seed), dict(getattr(source, "task_options", {}) or {})
+    return source.task, max(int(source.seed), 0), dict(getattr(source, "task_options", {}) or {})
 
 
 def quantize_source(source: Source, X_calib: np.ndarray) -> Package:
@@ -246,13 +276,24 @@ def quantize_source(source: Source, X_calib: np.ndarray) -> Package:
 
 
 def float_predict(source: Source, X: np.ndarray) -> np.ndarray:
-    """Class indices from the float model (the reference the int8 model is measured against)."""
-    x = _calibration_images(X)
+    """Class indices from the float model (the reference the int8 model is measured against);
+    ``X`` as :func:`model_rows` takes it."""
+    x = model_rows(source, X, "inputs")
     if isinstance(source, dict):
         from mark1.machine import static_predict
 
         return static_predict(source, x)
     return np.argmax(source.forward(x), axis=1)
+
+
+def model_rows(source: Source, X: np.ndarray, what: str) -> np.ndarray:
+    """``X`` as the model's real inputs, float64 rows (n, n_in): retina images projected onto
+    the grid (a Mark I, an MLP on the retina), else the model's own features."""
+    from export.sources.user_data import model_inputs
+
+    if isinstance(source, dict):
+        return _calibration_images(X, what)
+    return model_inputs(X, source, what)
 
 
 # --------------------------------------------------------------------------- the whole run
@@ -287,6 +328,130 @@ def default_paths(out: str | os.PathLike[str]) -> tuple[Path, Path]:
     return out.with_suffix(".int8.onnx"), out.with_name(out.name + ".json")
 
 
+@dataclass
+class RunData:
+    """The inputs a quantization run calibrates and measures on, and where they came from."""
+
+    calib: np.ndarray
+    """Calibration inputs, the model's real input rows (n, n_in)."""
+    calib_from: str
+    x_eval: np.ndarray
+    """Inputs the int8 model is measured on (rows)."""
+    y_eval: np.ndarray | None
+    """Their class indices (``None``: no labels, so no accuracy)."""
+    eval_from: str
+    task: str | None
+    """The built-in task the data came from, if any."""
+    task_seed: int
+
+
+def _task_misfit(task: str, source: Source, classes: tuple[str, ...]) -> str:
+    """Why the images of ``task`` do not fit the model ("" when they do)."""
+    if not isinstance(source, dict) and not source.takes_retina:
+        return (f"task {task!r} gives 20x20 retina images but the model takes "
+                f"{source.layer_sizes[0]} inputs (shape {source.input_shape})")
+    model_classes = tuple(str(c) for c in (source["classes"] if isinstance(source, dict)
+                                           else source.classes))
+    if model_classes != classes:
+        def show(names: tuple[str, ...]) -> str:
+            return ", ".join(names[:5]) + (", ..." if len(names) > 5 else "")
+
+        return (f"task {task!r} has {len(classes)} classes ({show(classes)}) but the model has "
+                f"{len(model_classes)} ({show(model_classes)})")
+    return ""
+
+
+def plan_data(
+    path: str | os.PathLike[str], source: Source, *, calib: int | None, seed: int,
+    task: str | None, calib_data: str | os.PathLike[str] | None,
+    eval_data: tuple[str | os.PathLike[str], ...] | None,
+) -> RunData:
+    """Calibration and evaluation inputs: the user's files where given, else the splits of a
+    built-in task (``task``, or the one the source names) whose images and classes fit the
+    model. ``ValueError`` says what is missing or does not fit."""
+    from export.sources.user_data import class_indices, read_array
+    from mark1.stimuli import TASKS, make_task
+
+    own, task_seed, options = source_task(source)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"{path}: task {task!r} is not a mark1-kit task, so there are no images "
+                         f"to calibrate on; pass --task (allowed: {', '.join(TASKS)})")
+    chosen = task or (own if own in TASKS else None)
+    need_task = calib_data is None or not eval_data
+    data = None
+    if chosen is not None and (need_task or task is not None):
+        data = make_task(chosen, seed=task_seed, **options)
+        misfit = _task_misfit(chosen, source, tuple(data.classes))
+        if misfit:
+            named = "" if task else " (named by the model file)"
+            raise ValueError(f"{path}: {misfit}{named}: give --calib-data X.npy and "
+                             "--eval-data X.npy y.npy with the model's own inputs")
+    if calib_data is None and data is None:
+        shape = "(n, 400) or (n, h, w) images" if isinstance(source, dict) or \
+            source.takes_retina else f"(n, {source.layer_sizes[0]})"
+        why = f"names task {own!r}, which is not built in" if own else "names no built-in task"
+        raise ValueError(f"{path} {why}: give --calib-data X.npy (inputs shaped {shape}) to "
+                         "calibrate on, and --eval-data X.npy y.npy for the accuracy report")
+    if calib_data is not None:
+        pool = model_rows(source, read_array(calib_data, "calibration data"),
+                          f"calibration data {calib_data}")
+        calib_from = str(calib_data)
+    else:
+        assert data is not None
+        pool = model_rows(source, data.X_train, "training images")
+        calib_from = f"the training split of task {data.name!r}"
+    n_calib = min(DEFAULT_CALIB, len(pool)) if calib is None else calib
+    if n_calib > len(pool):
+        have = f"the {len(pool)} inputs of {calib_data}" if calib_data is not None else \
+            f"the {len(pool)} training images of {data.name!r}" if data is not None else ""
+        raise ValueError(f"--calib {n_calib} is more than {have}")
+    pick = np.sort(np.random.default_rng(seed).choice(len(pool), n_calib, replace=False))
+    if eval_data:
+        x_eval = model_rows(source, read_array(eval_data[0], "evaluation data"),
+                            f"evaluation data {eval_data[0]}")
+        y_eval = None
+        if len(eval_data) > 1:
+            classes = source["classes"] if isinstance(source, dict) else source.classes
+            y_eval = class_indices(read_array(eval_data[1], "evaluation labels"),
+                                   [str(c) for c in classes], len(x_eval),
+                                   f"evaluation labels {eval_data[1]}")
+        eval_from = str(eval_data[0])
+    elif data is not None:
+        x_eval, y_eval = model_rows(source, data.X_test, "test images"), data.y_test
+        eval_from = f"the test split of task {data.name!r}"
+    else:
+        x_eval, y_eval, eval_from = pool[pick], None, f"the calibration inputs ({calib_from})"
+    return RunData(pool[pick], calib_from, x_eval, y_eval, eval_from,
+                   data.name if data is not None else None, task_seed)
+
+
+def import_check(model: ImportedMLP, x: np.ndarray) -> dict[str, Any] | None:
+    """Compare the MLP as read with the model run by its own runtime (onnxruntime, torch) on
+    inputs ``x``: the fp32 parity bound of :mod:`export.onnx.parity` on the logits, and the same
+    class on every input it decides. ``None`` where the file has no runtime (a state_dict).
+    ``ValueError`` when they disagree: the file holds something the reader missed."""
+    from export.onnx.parity import logit_bounds, near_ties
+
+    if model.reference is None:
+        return None
+    ref = model.reference(x.astype(np.float32))
+    got = model.mlp.forward(x.astype(np.float32))
+    bounds = logit_bounds(ref, "fp32")
+    diff = np.abs(got - ref).max(axis=1)
+    moved = (np.argmax(got, axis=1) != np.argmax(ref, axis=1)) & ~near_ties(ref, bounds)
+    worst = int(np.argmax(diff / bounds))
+    result = {"reference": model.reference_name, "inputs": len(x),
+              "max_abs_diff": float(diff.max()), "bound_where_closest": float(bounds[worst]),
+              "class_changes": int(moved.sum()),
+              "passed": bool((diff <= bounds).all() and not moved.any())}
+    if not result["passed"]:
+        raise ValueError(
+            f"{model.path}: read as an MLP, it computes logits up to {diff.max():.3g} away from "
+            f"{model.reference_name} (allowed {bounds[worst]:.3g}) and changes the class of "
+            f"{int(moved.sum())} of {len(x)} inputs: the file holds something the reader missed")
+    return result
+
+
 def quantize_file(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
@@ -294,85 +459,101 @@ def quantize_file(
     calib: int | None = None,
     seed: int = 0,
     task: str | None = None,
+    calib_data: str | os.PathLike[str] | None = None,
+    eval_data: tuple[str | os.PathLike[str], ...] | None = None,
     onnx_path: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
     device: DeviceModel | None = None,
 ) -> dict[str, Any]:
-    """Quantize a checkpoint or machine file; write the package, its ONNX and a report.
+    """Quantize a model file; write the package, its ONNX and a report.
 
-    Calibrates on ``calib`` training images of the source's task (drawn with ``seed``),
-    measures float and int8 accuracy on the test split and onnxruntime's agreement with the
-    golden reference; with a ``device`` model (``mark1 quantize`` passes the simulated
-    microcontroller's engine), also the device's cycles and its bit-exactness on the test split
-    (the report's ``device`` section). Nothing is written unless all of it succeeds; each file
-    is written atomically. Returns the report.
+    ``path``: any MLP the kit reads (``mlp.pt``, an ONNX graph, a torch module, TorchScript
+    archive or state_dict: :mod:`export.sources`) or a Mark I machine file. Calibrates on
+    ``calib`` inputs (drawn with ``seed``) of ``calib_data`` (a ``.npy`` of the model's inputs)
+    or of the training split of a built-in task (``task``, or the one the file names) that fits
+    the model; measures float and int8 accuracy on ``eval_data`` (inputs, labels) or the task's
+    test split, and onnxruntime's agreement with the golden reference; with a ``device`` model
+    (``mark1 quantize`` passes the simulated microcontroller's engine), also the device's
+    cycles and its bit-exactness (the report's ``device`` section). A model made elsewhere is
+    first run by its own runtime beside the MLP as read (``import_check``). Nothing is written
+    unless all of it succeeds; each file is written atomically. Returns the report.
     """
     from export.contract.golden import decide, golden_forward, quantize_input
     from export.contract.package import FORMAT_VERSION, encode_package
     from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
     from mark1.io import atomic_write_bytes, write_json
-    from mark1.stimuli import TASKS, make_task
 
     if calib is not None and (isinstance(calib, bool) or not isinstance(calib, int) or calib < 1):
         raise ValueError(f"--calib must be a positive whole number of images; got {calib!r}")
+    if eval_data is not None and not 1 <= len(eval_data) <= 2:
+        raise ValueError(f"--eval-data takes the inputs and optionally their labels (1 or 2 "
+                         f".npy files); got {len(eval_data)}")
     out = Path(out)
     if out.is_dir():
         raise ValueError(f"output {str(out)!r} is a folder; give a file name such as model.m1w")
+    for given in (calib_data, *(eval_data or ())):
+        if given is not None and not Path(given).is_file():
+            raise FileNotFoundError(2, "data file not found", str(given))
     default_onnx, default_report = default_paths(out)
     onnx_path = Path(onnx_path) if onnx_path else default_onnx
     report_path = Path(report_path) if report_path else default_report
-    source = load_source(path)
-    kind = "markI" if isinstance(source, dict) else "mlp"
-    src_task, task_seed, options = source_task(source)
-    task = task or src_task
-    if task not in TASKS:
-        raise ValueError(
-            f"{path}: task {task!r} is not a mark1-kit task, so there are no images to "
-            f"calibrate on; pass --task (allowed: {', '.join(TASKS)})"
-        )
-    data = make_task(task, seed=task_seed, **options)
-    n_calib = min(DEFAULT_CALIB, data.n_train) if calib is None else calib
-    if n_calib > data.n_train:
-        raise ValueError(
-            f"--calib {n_calib} is more than the {data.n_train} training images of {task!r}"
-        )
-    pick = np.random.default_rng(seed).choice(data.n_train, n_calib, replace=False)
-    pkg = quantize_source(source, data.X_train[np.sort(pick)])
+    model = load_model(path)
+    source: Source = model if isinstance(model, dict) else model.mlp
+    if not isinstance(source, dict) and source.layer_sizes[0] > MAX_DIM:
+        raise ValueError(f"{path}: the model takes {source.layer_sizes[0]} inputs; a weight "
+                         f"package holds at most {MAX_DIM} (16-bit indices on the device)")
+    run = plan_data(path, source, calib=calib, seed=seed, task=task, calib_data=calib_data,
+                    eval_data=eval_data)
+    checked = None if isinstance(model, dict) else import_check(
+        model, np.concatenate([run.calib, run.x_eval])[:1024])
+    pkg = quantize_source(source, run.calib)
     blob = encode_package(pkg)
 
-    x_test = data.X_test.reshape(data.n_test, -1)
+    x_test = run.x_eval
     y_float = float_predict(source, x_test)
     x_q = quantize_input(pkg, x_test)
     y_q = golden_forward(pkg, x_q)
     y_int8 = decide(pkg, y_q)
-    acc_float = float(np.mean(y_float == data.y_test))
-    acc_int8 = float(np.mean(y_int8 == data.y_test))
-    model = onnx_bytes(pkg)
+    accuracy: dict[str, Any] = {
+        "split": "test" if run.task else "given", "from": run.eval_from, "images": len(x_test),
+        "same_class_float_int8": float(np.mean(y_float == y_int8)),
+        "goal_drop_points": ACCURACY_GOAL_POINTS,
+    }
+    if run.y_eval is not None:
+        right_float, right_int8 = int(np.sum(y_float == run.y_eval)), int(np.sum(
+            y_int8 == run.y_eval))
+        acc_float, acc_int8 = right_float / len(x_test), right_int8 / len(x_test)
+        drop = 100.0 * (right_float - right_int8) / len(x_test)  # exact at whole inputs
+        accuracy.update(float=acc_float, int8=acc_int8, drop_points=drop,
+                        goal_met=drop <= ACCURACY_GOAL_POINTS)
+    else:
+        accuracy.update(float=None, int8=None, drop_points=None, goal_met=None)
+    onnx_model = onnx_bytes(pkg)
+    kind = "markI" if isinstance(model, dict) else (
+        "mlp" if model.kind == "mark1-kit checkpoint" else model.kind)
     report: dict[str, Any] = {
-        "source": {"path": str(path), "kind": kind, "task": task, "seed": task_seed},
+        "source": {"path": str(path), "kind": kind, "task": run.task, "seed": run.task_seed,
+                   **({} if isinstance(model, dict) else {"model": model.describe()})},
         "package": {"path": str(out), "bytes": len(blob), "format_version": FORMAT_VERSION,
                     **pkg.describe()},
-        "calibration": {"images": n_calib, "split": "train", "seed": seed},
+        "calibration": {"images": len(run.calib), "from": run.calib_from,
+                        "split": "train" if run.task and "training" in run.calib_from
+                        else "given", "seed": seed},
         "model_bytes": len(blob),
         "ram_bytes": pkg.ram_bytes,
-        "accuracy": {
-            "split": "test", "images": data.n_test, "float": acc_float, "int8": acc_int8,
-            "drop_points": 100.0 * (acc_float - acc_int8),
-            "goal_drop_points": ACCURACY_GOAL_POINTS,
-            "goal_met": 100.0 * (acc_float - acc_int8) <= ACCURACY_GOAL_POINTS,
-            "same_class_float_int8": float(np.mean(y_float == y_int8)),
-        },
-        "onnx": {"path": str(onnx_path), "bytes": len(model), "opset": OPSET,
+        "accuracy": accuracy,
+        "import_check": checked,
+        "onnx": {"path": str(onnx_path), "bytes": len(onnx_model), "opset": OPSET,
                  "ir_version": IR_VERSION, "goal": AGREEMENT_GOAL,
-                 **agreement(pkg, model, x_test)},
+                 **agreement(pkg, onnx_model, x_test)},
     }
     if device is not None:
         engine = device(pkg)
         engine_y = np.stack([engine.infer(x)[0] for x in x_q])
-        report["device"] = {**engine.describe(), "inputs_checked": data.n_test,
+        report["device"] = {**engine.describe(), "inputs_checked": len(x_test),
                             "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))}
     atomic_write_bytes(out, blob)
-    atomic_write_bytes(onnx_path, model)
+    atomic_write_bytes(onnx_path, onnx_model)
     write_json(report_path, report)
     report["report_path"] = str(report_path)
     return report

@@ -12,10 +12,14 @@ from export.onnx.hyperparameters import DEFAULT_TRAINING as TRAINING
 from export.onnx.profiles import JETSON_TX2, PROFILES
 
 EXPORT_EPILOG = """\
-CHECKPOINT is an MLP checkpoint (mlp.pt from `mark1 train-mlp`) or a trained Mark I machine
-(machine.npz from `mark1 simulate`); the kind is told by content. The written model is checked
-against the target profile (onnx.checker, opset, IR version, operators, int64 initializers)
-and run in onnxruntime against its source on the task's test set.
+MODEL is an MLP checkpoint (mlp.pt from `mark1 train-mlp`), a trained Mark I machine
+(machine.npz from `mark1 simulate`), or an MLP made elsewhere: an ONNX file from any converter
+(shipped as its own graph, its opset and IR version lowered to the target's where that can be
+done faithfully), a torch nn.Sequential saved whole, a TorchScript archive or a state_dict
+(docs/EXPORT.md, "Models made elsewhere"); the kind is told by content. The written model is
+checked against the target profile (onnx.checker, opset, IR version, operators, int64
+initializers) and run in onnxruntime against its source on --eval-data, else on the test set of
+the task the model was trained on, else on seeded probe inputs.
 
 exit status: 0 bundle written; 2 bad input, or the model breaks the target profile;
 3 parity with the source failed. In every failure no bundle is written.
@@ -73,17 +77,26 @@ def _train_mlp(args: argparse.Namespace) -> int:
 def _export_onnx(args: argparse.Namespace) -> int:
     from export.onnx.bundle import export_bundle
 
-    meta = export_bundle(args.checkpoint, args.target, args.out, fp16=args.fp16)
+    if args.eval_data is not None and not 1 <= len(args.eval_data) <= 2:
+        raise ValueError(f"--eval-data takes X.npy and optionally y.npy; got "
+                         f"{len(args.eval_data)} files")
+    meta = export_bundle(args.checkpoint, args.target, args.out, fp16=args.fp16,
+                         eval_data=tuple(args.eval_data) if args.eval_data else None)
     parity = meta["parity"]
     print(
         f"export onnx: {meta['kind']} -> {args.out} for {meta['target']} ({meta['precision']}, "
         f"opset {meta['opset']}, IR {meta['ir_version']}, {meta['n_bytes']} bytes)"
     )
+    for note in meta["source"].get("notes", []) + meta["conversion"]:
+        print(f"  note: {note}")
     print(
-        f"  parity vs {parity['reference']} on {parity['n_samples']} test images: max |diff| "
+        f"  parity vs {parity['reference']} on {parity['data']}: max |diff| "
         f"{parity['max_abs_diff']:.3g} ({parity['compared_output']}), class agreement "
         f"{parity['argmax_agreement']:.4f}"
     )
+    if "accuracy" in meta:
+        print(f"  accuracy: {100 * meta['accuracy']['exported']:.2f} % (source "
+              f"{100 * meta['accuracy']['reference']:.2f} %)")
     print(f"  sha256 {meta['sha256']}")
     return 0
 
@@ -128,12 +141,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    o.add_argument("checkpoint", metavar="CHECKPOINT", help="mlp.pt or machine.npz")
+    o.add_argument("checkpoint", metavar="MODEL",
+                   help="mlp.pt, machine.npz, or an MLP made elsewhere (.onnx, torch .pt)")
     o.add_argument("--target", choices=sorted(PROFILES), default=JETSON_TX2.name,
                    help="target profile (default %(default)s)")
     o.add_argument("--fp16", action="store_true",
                    help="float16 weights (Mark I: the plugboard), float32 inputs/outputs; the "
                    "TX2's speed path")
+    o.add_argument("--eval-data", metavar="FILE", nargs="+", default=None,
+                   help="X.npy [y.npy]: check parity on these inputs (and report accuracy)")
     o.add_argument("--out", required=True, help="bundle folder")
     o.set_defaults(handler=_export_onnx)
 

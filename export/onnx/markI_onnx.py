@@ -99,50 +99,6 @@ class MachineFile:
         return decode(self.codebook, r), r
 
 
-def sniff_kind(path: str | os.PathLike[str]) -> str:
-    """``"markI"`` for a machine file, ``"mlp"`` for an MLP checkpoint, by content.
-
-    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` naming what the file
-    looks like otherwise.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(2, "checkpoint not found", str(path))
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head.startswith(b"PK\x03\x04") and not zipfile.is_zipfile(path):
-        what = "a damaged or truncated zip archive"
-    elif head.startswith(b"PK\x03\x04"):
-        try:
-            with zipfile.ZipFile(path) as zf:
-                names = zf.namelist()
-        except (zipfile.BadZipFile, OSError, ValueError) as exc:
-            raise ValueError(f"{path} is a damaged zip archive ({exc})") from exc
-        if "format.npy" in names:
-            return "markI"
-        if any(n.endswith("/data.pkl") or n == "data.pkl" for n in names):
-            return "mlp"
-        what = "a zip archive of something else"
-    elif head.startswith(b"\x89PNG"):
-        what = "a PNG image"
-    elif head.startswith(b"\x93NUMPY"):
-        what = "a single numpy array (.npy), not a machine file (.npz)"
-    elif head[:1] in (b"{", b"["):
-        what = "JSON text"
-    elif head.startswith(b"\x08") or b"onnx" in head.lower():
-        what = "possibly an ONNX model"
-    elif not head:
-        what = "empty"
-    elif all(32 <= c < 127 or c in (9, 10, 13) for c in head):
-        what = "a text file"
-    else:
-        what = "unrecognised binary data"
-    raise ValueError(
-        f"{path} is not an MLP checkpoint (mlp.pt) or a Mark I machine file (machine.npz): "
-        f"it is {what}"
-    )
-
-
 def load_machine_file(path: str | os.PathLike[str]) -> MachineFile:
     """Read a machine file with :func:`mark1.machine.load_machine` (which checks it)."""
     from mark1.machine import load_machine

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from export.onnx.checkpoint import PREPROCESSING, MLPCheckpoint, save_checkpoint
+from export.onnx.checkpoint import (
+    LINEAR,
+    PREPROCESSING,
+    RELU,
+    MLPCheckpoint,
+    save_checkpoint,
+)
 from export.onnx.hyperparameters import DEFAULT_TRAINING
 from mark1.images import N_CELLS, to_retina
 from mark1.stimuli import Task, make_task
@@ -58,15 +64,16 @@ def build_module(ckpt: MLPCheckpoint, fp16: bool = False) -> nn.Module:
     if fp16:
         return Fp16Boundary(build_module(ckpt).half()).eval()
     layers: list[nn.Module] = []
-    n_layers = len(ckpt.weights)
-    for i, (w, b) in enumerate(zip(ckpt.weights, ckpt.biases)):
+    for w, b, (lo, hi) in zip(ckpt.weights, ckpt.biases, ckpt.clamps):
         lin = nn.Linear(w.shape[1], w.shape[0])
         with torch.no_grad():
             lin.weight.copy_(torch.from_numpy(np.asarray(w, np.float32)))
             lin.bias.copy_(torch.from_numpy(np.asarray(b, np.float32)))
         layers.append(lin)
-        if i < n_layers - 1:
+        if (lo, hi) == RELU:
             layers.append(nn.ReLU())
+        elif (lo, hi) != LINEAR:  # ReLU-n (checked by MLPCheckpoint.validate)
+            layers.append(nn.Hardtanh(lo, hi))
     return nn.Sequential(*layers).eval()
 
 

@@ -21,7 +21,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.onnx.checkpoint import MLPCheckpoint
+from export.onnx.checkpoint import LINEAR, RELU, MLPCheckpoint
 from export.onnx.profiles import TargetProfile
 from mark1.errors import Mark1Error
 
@@ -238,8 +238,9 @@ def export_mlp(
 
 def mlp_graph(ckpt: MLPCheckpoint, opset: int = 13, fp16: bool = False) -> ModelProto:
     """The MLP as an ONNX model built with ``onnx.helper``: the graph the TorchScript exporter
-    writes (Gemm with transposed weights, Relu between layers; with ``fp16`` float16
-    initializers and a Cast at each boundary), for a torch that no longer has that exporter."""
+    writes (Gemm with transposed weights, Relu -- or Clip for ReLU-n -- after the layers that
+    have one; with ``fp16`` float16 initializers and a Cast at each boundary), for a torch that
+    no longer has that exporter."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
@@ -251,16 +252,23 @@ def mlp_graph(ckpt: MLPCheckpoint, opset: int = 13, fp16: bool = False) -> Model
         nodes.append(helper.make_node("Cast", [x], ["image_fp16"], to=TensorProto.FLOAT16))
         x = "image_fp16"
     n_layers = len(ckpt.weights)
-    for i, (w, b) in enumerate(zip(ckpt.weights, ckpt.biases)):
+    for i, (w, b, (lo, hi)) in enumerate(zip(ckpt.weights, ckpt.biases, ckpt.clamps)):
         inits += [numpy_helper.from_array(np.asarray(w, dtype), f"layer{i}.weight"),
                   numpy_helper.from_array(np.asarray(b, dtype), f"layer{i}.bias")]
         last = i == n_layers - 1
-        y = MLP_OUTPUT if last and not fp16 else f"gemm{i}"
+        activated = (lo, hi) != LINEAR
+        y = MLP_OUTPUT if last and not fp16 and not activated else f"gemm{i}"
         nodes.append(helper.make_node("Gemm", [x, f"layer{i}.weight", f"layer{i}.bias"], [y],
                                       transB=1))
-        if not last:
-            nodes.append(helper.make_node("Relu", [y], [f"relu{i}"]))
-            y = f"relu{i}"
+        if activated:
+            z = MLP_OUTPUT if last and not fp16 else f"act{i}"
+            if (lo, hi) == RELU:
+                nodes.append(helper.make_node("Relu", [y], [z]))
+            else:  # ReLU-n as Clip(0, n)
+                inits += [numpy_helper.from_array(np.asarray(lo, dtype), f"clip{i}.min"),
+                          numpy_helper.from_array(np.asarray(hi, dtype), f"clip{i}.max")]
+                nodes.append(helper.make_node("Clip", [y, f"clip{i}.min", f"clip{i}.max"], [z]))
+            y = z
         x = y
     if fp16:
         nodes.append(helper.make_node("Cast", [x], [MLP_OUTPUT], to=TensorProto.FLOAT))

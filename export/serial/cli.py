@@ -93,9 +93,8 @@ def _infer(args: argparse.Namespace) -> int:
 
     from export.contract.golden import decide, golden_forward, quantize_input
     from export.serial.errors import VerifyFailed
-    from export.serial.infer import active_package, run_inference
+    from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
-    from mark1.images import read_images, to_retina
 
     if not args.images and not args.task:
         raise ValueError("give image files or --task NAME (see --help)")
@@ -103,6 +102,7 @@ def _infer(args: argparse.Namespace) -> int:
         raise ValueError(f"--n {args.n}: must be at least 1")
     _check_json(args.json)
     model = None
+    named = None
     if args.model:
         from export.contract.package import decode_package
 
@@ -110,28 +110,39 @@ def _infer(args: argparse.Namespace) -> int:
             raise FileNotFoundError(2, "model file not found", args.model)
         model = Path(args.model).read_bytes()
         try:
-            decode_package(model)  # a bad file is bad input: say so before any connection
+            named = decode_package(model)  # a bad file is bad input: say so before connecting
         except ValueError as exc:
             raise ValueError(f"{args.model} is not a valid weight package: {exc}") from exc
     labels = None
+    names: list[str] = []
+    x = None
+    for path in args.images:  # missing files are bad input before any connection
+        if not Path(path).is_file():
+            raise FileNotFoundError(2, "image file not found", path)
+    if args.images and named is not None:
+        names, x = inputs_for(named, args.images)
     if args.images:
-        names, X = read_images(args.images)
-        source = f"{len(names)} image file(s)"
+        source = f"{len(args.images)} input file(s)"
     else:
         from mark1.stimuli import make_task
 
         task = make_task(args.task, seed=args.seed)
-        X, labels = task.X_test[: args.n], task.y_test[: args.n]
-        names = [f"#{i}" for i in range(len(X))]
-        source = f"{len(X)} test images of {args.task!r} (seed {args.seed})"
+        x = task.X_test[: args.n].reshape(min(args.n, task.n_test), -1)
+        labels = task.y_test[: args.n]
+        names = [f"#{i}" for i in range(len(x))]
+        source = f"{len(x)} test images of {args.task!r} (seed {args.seed})"
         task_classes = list(task.classes)
-    x = to_retina(X).reshape(len(X), -1)
     settings = _settings(args)
     with connect(args.port, settings) as link:
         pkg, st = active_package(link, model)
+        if labels is not None and not takes_retina(pkg):
+            raise ValueError(f"task {args.task!r} gives 20x20 retina images; the device's model "
+                             f"takes {pkg.n_inputs} inputs (shape {tuple(pkg.input_shape)})")
         if labels is not None and list(pkg.classes) != task_classes:
             raise ValueError(f"the device's model knows classes {list(pkg.classes)[:6]}..., "
                              f"task {args.task!r} has {task_classes[:6]}...")
+        if x is None:
+            names, x = inputs_for(pkg, args.images)
         x_q = quantize_input(pkg, x)
         t0 = time.monotonic()
         y_dev, cycles = run_inference(link, x_q)
@@ -217,10 +228,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "infer", help="run inputs on the device and compare with the golden reference",
         description="Send int8 inputs to the device's active model; print its classes and\n"
-        "cycle estimates and how its outputs agree with the golden integer reference.",
+        "cycle estimates and how its outputs agree with the golden integer reference.\n"
+        "A model on the retina takes images (resampled onto its 20x20 grid); a model made\n"
+        "elsewhere takes .npy arrays of its own inputs, (n, features), used as they are.",
         epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("images", nargs="*", help="image files (PNG, JPEG or .npy) to classify")
+    p.add_argument("images", nargs="*",
+                   help="image files (PNG, JPEG or .npy) or .npy inputs of the model's size")
     _link_options(p)
     p.add_argument("--task", help="use test images of this retina task (see `mark1 tasks`)")
     p.add_argument("--n", type=int, default=100, help="number of task images (default 100)")

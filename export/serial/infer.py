@@ -1,5 +1,5 @@
-"""Inference on a device: its active package (read back or checked against a file), and int8
-inputs run on it."""
+"""Inference on a device: its active package (read back or checked against a file), the inputs
+for it, and int8 inputs run on it."""
 
 from __future__ import annotations
 
@@ -43,3 +43,39 @@ def run_inference(link: Link, x_q: np.ndarray, done: Callable[[int], None] | Non
         return link.infer(x_q, done=done)
     except LinkDown as exc:
         raise LinkLost(f"inference on {link.url}: {exc}") from exc
+
+
+def takes_retina(pkg: Package) -> bool:
+    """Whether the package's input is the 20 x 20 retina image on its [0, 1] grid (a Mark I, an
+    MLP trained by the kit); else it takes the model's own features."""
+    from export.int8.quantize import INPUT_SCALE, INPUT_ZERO_POINT
+    from mark1.images import RETINA_SHAPE
+
+    return (tuple(pkg.input_shape) == RETINA_SHAPE and pkg.input_scale == INPUT_SCALE
+            and pkg.input_zero_point == INPUT_ZERO_POINT)
+
+
+def inputs_for(pkg: Package, paths: list[str]) -> tuple[list[str], np.ndarray]:
+    """Names and real input rows (n, n_inputs) for the package from files: light images
+    projected onto the retina for a retina model; ``.npy`` arrays of the model's own inputs,
+    as they are, for any other (see :mod:`export.sources.user_data`)."""
+    from pathlib import Path
+
+    from export.sources.user_data import feature_rows, read_array
+    from mark1.images import read_images, to_retina
+
+    if takes_retina(pkg):
+        found_names, X = read_images(paths)
+        return found_names, to_retina(X).reshape(len(X), -1)
+    shape = tuple(pkg.input_shape)
+    names: list[str] = []
+    rows = []
+    for p in paths:
+        if Path(p).suffix.lower() != ".npy":
+            raise ValueError(f"{p}: the model takes {pkg.n_inputs} feature values per input "
+                             f"(shape {shape}), not an image; give .npy arrays of its inputs")
+        found = feature_rows(read_array(p, "input file"), shape, p)
+        names += [Path(p).name] if len(found) == 1 else [f"{Path(p).name}[{i}]"
+                                                         for i in range(len(found))]
+        rows.append(found)
+    return names, np.concatenate(rows)

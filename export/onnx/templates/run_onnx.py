@@ -14,6 +14,10 @@ Each image is relative illuminance (0 dark, 1 lit: figure light on a dark ground
 sees a lit card); --invert turns dark-on-light pictures round. Images of any size are averaged
 by area onto the 20 x 20 retina, as the model expects.
 
+A model made elsewhere (model.json: preprocessing "features") takes its own feature vectors:
+.npy files only, each (n, features...) or one input without the first axis, with as many values
+per input as the model takes; the values are fed as they are.
+
 Output: one line per image, "SOURCE<TAB>CLASS"; --scores adds the score of the class.
 Exit status: 0 success, 2 bad input or bundle.
 """
@@ -319,16 +323,46 @@ def choose_providers(requested, available, meta):
     return chosen
 
 
+def read_features(path, shape):
+    """Feature vectors from a .npy file: (n, d) float64 rows, d = the product of ``shape``."""
+    with open(path, "rb") as fh:
+        if not fh.read(6).startswith(b"\x93NUMPY"):
+            raise InputError("{}: this model takes feature vectors in .npy files, not images"
+                             .format(path))
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as exc:
+        raise InputError("{}: not a readable .npy file ({})".format(path, exc))
+    if arr.dtype.kind not in "fiub":
+        raise InputError("{}: .npy dtype {} holds no numbers".format(path, arr.dtype))
+    width = int(np.prod(shape))
+    if arr.size == width and (arr.ndim == 1 or list(arr.shape) == list(shape)):
+        arr = arr.reshape(1, width)
+    if arr.ndim < 2 or arr.shape[0] == 0 or int(np.prod(arr.shape[1:])) != width:
+        raise InputError("{}: .npy shape {} does not hold {} values per input (the model takes "
+                         "{})".format(path, arr.shape, width, tuple(shape)))
+    rows = arr.reshape(arr.shape[0], width).astype(np.float64)
+    if not np.isfinite(rows).all():
+        raise InputError("{}: values must be finite".format(path))
+    return rows
+
+
 def classify(session, meta, batch, batch_size):
-    """Scores and class indices for float32 inputs (n, 400)."""
+    """Scores and class indices for input rows (n, features), fed in the model's input type."""
     input_name = meta["inputs"][0]["name"]
+    item_shape = [int(d) for d in meta["inputs"][0]["shape"][1:]]
     output_names = [o["name"] for o in meta["outputs"]]
     which = output_names.index(meta["class_output"])
     scores = []
+    dtype = np.dtype(meta["inputs"][0].get("dtype", "float32"))
     for lo in range(0, len(batch), batch_size):
-        out = session.run(None, {input_name: batch[lo:lo + batch_size]})
-        scores.append(np.asarray(out[which], dtype=np.float64))
+        rows = batch[lo:lo + batch_size].reshape([-1] + item_shape).astype(dtype)
+        out = session.run(None, {input_name: rows})
+        scores.append(np.asarray(out[which], dtype=np.float64).reshape(len(rows), -1))
     scores = np.concatenate(scores, axis=0)
+    decision = meta.get("decision", {"rule": "argmax"})
+    if decision["rule"] == "above":
+        return scores, (scores[:, 0] > decision["threshold"]).astype(np.int64)
     return scores, scores.argmax(axis=1)
 
 
@@ -351,6 +385,15 @@ def main(argv=None):
         shape = meta["preprocessing"]["shape"]
         labels, rows = [], []
         for path in args.inputs:
+            if meta["preprocessing"].get("input") == "features":
+                if not os.path.isfile(path):
+                    raise InputError("{}: no such file".format(path))
+                found = read_features(path, shape)
+                names = [path] if len(found) == 1 else ["{}[{}]".format(path, i)
+                                                        for i in range(len(found))]
+                labels.extend(names)
+                rows.extend(found)
+                continue
             for label, image in load_images(path):
                 retina = to_retina(image, shape)
                 if args.invert:
@@ -374,7 +417,7 @@ def main(argv=None):
     for label, k, row in zip(labels, index, scores):
         line = "{}\t{}".format(label, meta["classes"][int(k)])
         if args.scores:
-            line += "\t{:.6g}".format(row[int(k)])
+            line += "\t{:.6g}".format(row[min(int(k), len(row) - 1)])
         print(line)
     return 0
 
