@@ -1,8 +1,9 @@
 """The ``mark1`` command line.
 
-Each part registers its own subcommands (``mark1/commands.py``, ``export/cli_*.py``,
-``firmware_sim/cli.py``; see :data:`COMMAND_MODULES`). Registration imports only argparse; a
-subcommand imports numpy, torch or onnxruntime inside its handler, so ``mark1 --help`` stays fast.
+Each part registers its own subcommands (``mark1/commands.py``, ``mark1/sweep_cli.py``,
+``export/*/cli.py``, ``firmware_sim/cli.py``; see :data:`COMMAND_MODULES`). Registration imports
+only argparse; a subcommand imports numpy, torch, onnxruntime or Dask inside its handler, so
+``mark1 --help`` stays fast.
 
 Exit status: 0 success; 2 bad input (one line on stderr, no traceback, no output written);
 other codes are documented by the command that uses them; 130 interrupted.
@@ -17,6 +18,7 @@ from collections.abc import Sequence
 
 COMMAND_MODULES: tuple[str, ...] = (
     "mark1.commands",
+    "mark1.sweep_cli",
     "export.onnx.cli",
     "export.int8.cli",
     "export.serial.cli",

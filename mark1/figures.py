@@ -144,3 +144,63 @@ def position_sweep(path: str | os.PathLike[str], results: list[dict[str, Any]]) 
     fig.suptitle("How far the reported figures depend on the figure staying in place",
                  fontsize=10)
     return _save(fig, path)
+
+
+def sweep_accuracy(path: str | os.PathLike[str], factor: str,
+                   lines: dict[str, list[dict[str, Any]]], measure: str, runs_note: str,
+                   context: str = "", log_x: bool = False) -> Path:
+    """A measure against one swept factor: a line per group (its summary from
+    :func:`mark1.sweeps.table.summary`: ``value``, ``label``, ``mean``, ``ci95``) with its 95 %
+    confidence band; text factors as points with error bars."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    first = next(iter(lines.values()))
+    text = not all(isinstance(p["value"], (int, float)) and not isinstance(p["value"], bool)
+                   for p in first)
+    for name, points in lines.items():
+        mean = np.array([100 * p["mean"] for p in points])
+        half = np.array([100 * p["ci95"] for p in points])
+        if text:
+            xs = np.arange(len(points))
+            ax.errorbar(xs, mean, yerr=half, marker="o", capsize=4, linestyle="-",
+                        label=name or None)
+            ax.set_xticks(xs, [p["label"] for p in points])
+        else:
+            xs = np.array([p["value"] for p in points], dtype=np.float64)
+            line = ax.plot(xs, mean, marker="o", markersize=4, label=name or None)[0]
+            ax.fill_between(xs, mean - half, mean + half, color=line.get_color(), alpha=0.2,
+                            linewidth=0)
+    if log_x and not text:
+        ax.set_xscale("log")
+    ax.set_xlabel(factor)
+    ax.set_ylabel(f"{measure.replace('_', ' ')} (%)")
+    ax.set_title(f"{context}\n" * bool(context) + f"{measure.replace('_', ' ')} against "
+                 f"{factor}: mean and 95 % band over {runs_note}", fontsize=9)
+    ax.grid(alpha=0.3)
+    if any(lines):
+        ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def sweep_heatmap(path: str | os.PathLike[str], x_factor: str, y_factor: str,
+                  x_labels: list[str], y_labels: list[str], mean: np.ndarray, measure: str,
+                  runs_note: str, context: str = "") -> Path:
+    """Mean of a measure over two swept factors (``mean`` is (len(y), len(x)); NaN: no run)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(1.0 + 0.55 * max(len(x_labels), 4),
+                                    1.6 + 0.4 * max(len(y_labels), 4)))
+    image = ax.imshow(100 * mean, origin="lower", aspect="auto", cmap="viridis")
+    ax.set_xticks(range(len(x_labels)), x_labels, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(y_labels)), y_labels, fontsize=8)
+    if mean.size <= 300:
+        digits = 1 if np.nanmax(mean) - np.nanmin(mean) < 0.05 else 0
+        for (i, j), v in np.ndenumerate(mean):
+            if np.isfinite(v):
+                ax.text(j, i, f"{100 * v:.{digits}f}", ha="center", va="center", fontsize=7,
+                        color="white" if v < np.nanmean(mean) else "black")
+    ax.set_xlabel(x_factor)
+    ax.set_ylabel(y_factor)
+    fig.colorbar(image, ax=ax, label=f"{measure.replace('_', ' ')} (%)")
+    ax.set_title(f"{context}\n" * bool(context) + f"mean {measure.replace('_', ' ')} over "
+                 f"{runs_note}", fontsize=9)
+    return _save(fig, path)

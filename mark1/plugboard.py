@@ -12,7 +12,12 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+from collections import OrderedDict
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -62,7 +67,29 @@ class Plugboard:
 
     @classmethod
     def wire(cls, spec: PlugboardSpec, n_a: int, n_s: int, rng: np.random.Generator) -> Plugboard:
-        """Wire ``n_a`` A-units at random (each input a distinct S-unit)."""
+        """Wire ``n_a`` A-units at random (each input a distinct S-unit).
+
+        Inside :func:`reusing_wirings`, a wiring already drawn from a generator in the same
+        state is handed out again (read-only) and ``rng`` is left in the state the draws would
+        have left it: the same plugboard, the same generator, without drawing.
+        """
+        memo = _ACTIVE_MEMO[-1] if _ACTIVE_MEMO else None
+        if memo is None:
+            return cls._draw(spec, n_a, n_s, rng)
+        key = (spec, n_a, n_s, json.dumps(rng.bit_generator.state, sort_keys=True))
+        hit = memo.get(key)
+        if hit is None:
+            board = cls._draw(spec, n_a, n_s, rng)
+            board.wiring.flags.writeable = False
+            board.threshold.flags.writeable = False
+            memo.put(key, (board.wiring, board.threshold, rng.bit_generator.state))
+            return board
+        wiring, threshold, state = hit
+        rng.bit_generator.state = state
+        return cls(wiring, threshold)
+
+    @classmethod
+    def _draw(cls, spec: PlugboardSpec, n_a: int, n_s: int, rng: np.random.Generator) -> Plugboard:
         n_in = spec.n_excitatory + spec.n_inhibitory
         if n_in > n_s:
             raise ValueError(
@@ -131,6 +158,47 @@ class Plugboard:
         if limit is not None and self.n_a > limit:
             lines.append(f"... {self.n_a - limit} more A-units")
         return "\n".join(lines)
+
+
+_Wiring = tuple[np.ndarray, np.ndarray, Mapping[str, Any]]  # wiring, thresholds, state after
+
+
+class WiringMemo:
+    """The last ``size`` wirings drawn, by spec, size and generator state (see
+    :func:`reusing_wirings`)."""
+
+    def __init__(self, size: int = 64) -> None:
+        self.size = size
+        self._items: OrderedDict[object, _Wiring] = OrderedDict()
+
+    def get(self, key: object) -> _Wiring | None:
+        hit = self._items.get(key)
+        if hit is not None:
+            self._items.move_to_end(key)
+        return hit
+
+    def put(self, key: object, value: _Wiring) -> None:
+        self._items[key] = value
+        while len(self._items) > self.size:
+            self._items.popitem(last=False)
+
+
+_ACTIVE_MEMO: list[WiringMemo] = []
+
+
+@contextmanager
+def reusing_wirings(memo: WiringMemo) -> Iterator[WiringMemo]:
+    """Within this block :meth:`Plugboard.wire` reuses the wirings kept in ``memo``.
+
+    A wiring is a function of the spec, the size and the generator's state, so reusing it is
+    exact: machines built with the same seed and plugboard (a sweep over pot parameters, say)
+    get the same wiring they would have drawn, at no cost.
+    """
+    _ACTIVE_MEMO.append(memo)
+    try:
+        yield memo
+    finally:
+        _ACTIVE_MEMO.pop()
 
 
 def _cells(row: np.ndarray, sign: int) -> str:

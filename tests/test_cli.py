@@ -15,7 +15,8 @@ def test_help_imports_no_heavy_module():
         "with contextlib.redirect_stdout(io.StringIO()):\n"
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
-        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'matplotlib', 'sklearn', 'serial')"
+        "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'matplotlib', 'sklearn', 'serial',"
+        " 'dask', 'distributed', 'pyarrow', 'pandas')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )

@@ -146,3 +146,18 @@ def test_the_graph_sees_lazy_imports_inside_functions():
     modules = project_modules()
     deps = imports_of("export.int8.cli", modules["export.int8.cli"], modules)
     assert {"export.int8.quantize", "firmware_sim.engine", "argparse"} <= deps
+
+
+def test_every_package_of_the_project_is_in_the_distribution():
+    """A package missing from pyproject's list works in the editable checkout but not in an
+    installed wheel."""
+    if sys.version_info >= (3, 11):
+        import tomllib
+    else:  # pragma: no cover
+        import tomli as tomllib
+
+    listed = set(tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["tool"][
+        "setuptools"]["packages"])
+    on_disk = {module_name(p) for pkg in PACKAGES for p in (ROOT / pkg).rglob("__init__.py")
+               if "templates" not in p.parts}
+    assert on_disk == listed

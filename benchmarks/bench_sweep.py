@@ -1,0 +1,312 @@
+"""What a sweep costs against the same runs done by hand, and how it scales, in one run.
+
+The sweep: ``e-f`` on ``cds-1960``, 20 passes at most, ``stuck_fraction`` 0 to 0.45 in ten
+steps, 20 seeds: 200 runs (``--points``/``--seeds`` change it). Each of these is timed in a
+fresh process of its own, from after ``import mark1`` to the end, interleaved, ``--repeat``
+times over:
+
+* ``by hand``     -- the same 200 runs one after the other with the public API, as a user would
+                     write them: ``make_task`` once per distinct task (one here: every run sees
+                     the images of task seed 0), then ``MarkI(...).fit`` and two ``score``
+                     calls per run. Like the sweep's workers, it loads the compiled epochs and
+                     renders the glyphs in its first run.
+* ``1 worker``    -- ``mark1.sweep(..., workers=1, out=...)``: the whole call, checking the spec,
+                     starting the worker process, the journal, the table, the figures and
+                     ``report.json`` included.
+* ``2 workers``   -- the same with two local worker processes.
+* ``dask 2``      -- the same on a Dask scheduler and two ``dask worker`` processes (one thread
+                     each) on 127.0.0.1, started before the timing as a running cluster is (its
+                     workers load the kernels and build the task in their first sweep and keep
+                     them: a cluster that has run a sweep before).
+
+Ratios: sweep overhead = ``1 worker / by hand`` (goal <= 1.10), scaling = ``1 worker / 2
+workers`` (goal >= 1.8 on 2 cores), Dask = ``dask 2 / 2 workers`` (goal within 10 %), and
+machine-runs per minute. Scaling and Dask are measured again on a sweep three times as long
+(``--long-seeds``, 60: 600 runs), where a sweep's fixed costs -- a worker's start, loading the
+compiled epochs, the figures: about a second and a half in all -- weigh a third as much.
+For information, ``by hand`` is also timed in this process once warm (kernels loaded, glyphs
+rendered): the sweep's fixed cost (a worker process that loads the kernels, figures) against
+nothing. The machine's load average is printed before and after each
+round: on 2 cores shared with other work, scaling cannot reach 2 while something else runs.
+
+Run: ``python benchmarks/bench_sweep.py`` (``--quick``: 40 runs, one round).
+"""
+
+from __future__ import annotations
+
+import os
+
+for _name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_name, "1")  # the sweep's workers run on one BLAS thread too
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+import mark1  # noqa: E402
+from mark1 import MarkI, make_task  # noqa: E402
+from mark1.sweeps.spec import load_spec  # noqa: E402
+
+
+def by_hand(spec: dict) -> float:
+    """The spec's runs one after the other with the public API; seconds."""
+    runs = load_spec(spec).runs()
+    started = time.perf_counter()
+    tasks: dict = {}
+    for run in runs:
+        key = run.task_key()
+        if key not in tasks:
+            tasks[key] = make_task(run.task, seed=run.images_seed, n_train=run.n_train,
+                                   n_test=run.n_test)
+        task = tasks[key]
+        names = np.array(task.classes)
+        model = MarkI(preset=run.preset, rule=run.rule, n_a=run.n_a, n_r=run.n_r, code=run.code,
+                      max_iter=run.epochs, random_state=run.seed, **dict(run.machine))
+        model.fit(task.X_train, names[task.y_train])
+        model.score(task.X_train, names[task.y_train])
+        model.score(task.X_test, names[task.y_test])
+    return time.perf_counter() - started
+
+
+def child(mode: str, spec: dict, out: str, where: dict) -> None:
+    """One timed measurement (``--child``): prints its seconds and the runs' own time."""
+    started = time.perf_counter()
+    if mode == "hand":
+        by_hand(spec)
+        inside = None
+    else:
+        shutil.rmtree(out, ignore_errors=True)
+        inside = mark1.sweep(spec, out=out, progress=False, **where).report["runs_wall_time_s"]
+    print(json.dumps({"s": time.perf_counter() - started, "runs_s": inside}))
+
+
+def become_subreaper() -> bool:
+    """Adopt this process's orphaned descendants (Linux): a sweep's fork server and workers
+    outlive the process that ran it by a moment, and their CPU time counts only once they
+    are reaped by an ancestor."""
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return libc.prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        return False
+
+
+def reap(keep: set[int], timeout: float = 60) -> None:
+    """Wait for every child of this process but ``keep`` (the Dask cluster) to exit."""
+    import psutil
+
+    deadline = time.monotonic() + timeout
+    while True:
+        others = [p.pid for p in psutil.Process().children() if p.pid not in keep]
+        if not others:
+            return
+        for pid in others:
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"processes {others} did not exit")
+        time.sleep(0.02)
+
+
+def cpu_of(pids: list[int]) -> float:
+    import psutil
+
+    total = 0.0
+    for pid in pids:
+        t = psutil.Process(pid).cpu_times()
+        total += t.user + t.system
+    return total
+
+
+def fresh(mode: str, spec: dict, scratch: Path, cluster: Cluster | None = None,
+          **where: object) -> tuple[float, float, float | None]:
+    """``mode`` in a fresh process: its wall time (after ``import mark1``), the CPU time of it
+    and every process it started (and of the Dask cluster's processes while it ran), and the
+    runs' own time inside the workers."""
+    import resource
+
+    keep = {p.pid for p in cluster.procs} if cluster is not None else set()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cluster_before = cpu_of(sorted(keep))
+    args = json.dumps([mode, spec, str(scratch / "sweep"), where])
+    res = subprocess.run([sys.executable, __file__, "--child", args], capture_output=True,
+                         text=True, check=True)
+    reap(keep)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime
+           + cpu_of(sorted(keep)) - cluster_before)
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    return out["s"], cpu, out["runs_s"]
+
+
+class Cluster:
+    """A Dask scheduler and two single-thread workers on 127.0.0.1, as separate processes."""
+
+    def __init__(self, folder: Path, n: int = 2) -> None:
+        from distributed import Client
+
+        dask = str(Path(sys.executable).parent / "dask")
+        file = folder / "scheduler.json"
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
+                                        "--no-dashboard", "--scheduler-file", str(file)],
+                                       **quiet)]
+        deadline = time.monotonic() + 60
+        while not (file.exists() and "address" in file.read_text()):
+            if time.monotonic() > deadline:
+                raise RuntimeError("the Dask scheduler did not start in 60 s")
+            time.sleep(0.05)
+        self.address = json.loads(file.read_text())["address"]
+        self.procs += [subprocess.Popen([dask, "worker", "--scheduler-file", str(file),
+                                         "--nthreads", "1", "--no-nanny", "--no-dashboard",
+                                         "--host", "127.0.0.1"], **quiet) for _ in range(n)]
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n, timeout=60)
+
+    def close(self) -> None:
+        for proc in self.procs[::-1]:
+            proc.terminate()
+            proc.wait(15)
+
+
+def load() -> str:
+    return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--points", type=int, default=10, help="stuck_fraction values (10)")
+    parser.add_argument("--seeds", type=int, default=20, help="seeds per value (20)")
+    parser.add_argument("--repeat", type=int, default=3, help="rounds, interleaved (3)")
+    parser.add_argument("--long-seeds", type=int, default=60,
+                        help="seeds of the long sweep for scaling (60; 0: none)")
+    parser.add_argument("--no-dask", action="store_true", help="skip the Dask cluster")
+    parser.add_argument("--quick", action="store_true", help="40 runs, one round")
+    parser.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        child(*json.loads(args.child))
+        return
+    if args.quick:
+        args.points, args.seeds, args.repeat, args.long_seeds = 4, 10, 1, 0
+    spec = {"task": "e-f", "preset": "cds-1960", "epochs": 20, "seeds": args.seeds,
+            "grid": {"stuck_fraction": f"0:0.45:{args.points}"}}
+    n_runs = args.points * args.seeds
+    print(f"{n_runs} runs: e-f on cds-1960, 20 passes at most, {args.points} stuck_fraction "
+          f"values x {args.seeds} seeds; {os.cpu_count()} cores; {load()}")
+    warm = {**spec, "seeds": 1, "grid": {"stuck_fraction": [0.0]}}
+    by_hand(warm)  # kernels loaded, glyphs rendered: the warm hand loop
+    cluster = None
+    has_dask = not args.no_dask
+    if has_dask:
+        try:
+            import distributed  # noqa: F401
+        except ImportError:
+            print("dask.distributed not installed: no Dask figures")
+            has_dask = False
+    long_spec = {**spec, "seeds": args.long_seeds}
+    n_long = args.points * args.long_seeds
+    if not become_subreaper():
+        print("(not Linux: the CPU times leave out processes that outlive their sweep)")
+    cpu: dict[str, list[float]] = {}
+    times: dict[str, list[float]] = {"by hand": [], "1 worker": [], "2 workers": [],
+                                     "by hand, warm": []}
+    if has_dask:
+        times["dask 2"] = []
+    if n_long:
+        times.update({"long, 1 worker": [], "long, 2 workers": []})
+        if has_dask:
+            times["long, dask 2"] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        scratch = Path(tmp)
+        if has_dask:
+            cluster = Cluster(scratch)
+
+        def measure(name: str, mode: str, which: dict, **where: object) -> float | None:
+            wall, used, inside = fresh(mode, which, scratch, cluster, **where)
+            times[name].append(wall)
+            cpu.setdefault(name, []).append(used)
+            return inside
+
+        try:
+            for round_ in range(args.repeat):
+                print(f"round {round_ + 1}: {load()}")
+                measure("by hand", "hand", spec)
+                inside = measure("1 worker", "sweep", spec, workers=1)
+                measure("2 workers", "sweep", spec, workers=2)
+                if cluster is not None:
+                    measure("dask 2", "sweep", spec, scheduler=cluster.address)
+                times["by hand, warm"].append(by_hand(spec))
+                if n_long:
+                    measure("long, 1 worker", "sweep", long_spec, workers=1)
+                    measure("long, 2 workers", "sweep", long_spec, workers=2)
+                    if cluster is not None:
+                        measure("long, dask 2", "sweep", long_spec, scheduler=cluster.address)
+                print("  " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in times.items())
+                      + f"; the runs' own time in the 1-worker sweep {inside:.2f} s")
+                print("  CPU time: " + ", ".join(f"{k} {v[-1]:.2f} s" for k, v in cpu.items()))
+                hand, one, two = (times[k][-1] for k in ("by hand", "1 worker", "2 workers"))
+                line = (f"  overhead {one / hand:.3f}x (goal <= 1.10), scaling {one / two:.2f}x "
+                        f"(goal >= 1.8)")
+                if cluster is not None:
+                    line += f", dask/local {times['dask 2'][-1] / two:.3f} (goal <= 1.10)"
+                if n_long:
+                    one, two = times["long, 1 worker"][-1], times["long, 2 workers"][-1]
+                    line += f"; {n_long} runs: scaling {one / two:.2f}x"
+                    if cluster is not None:
+                        line += f", dask/local {times['long, dask 2'][-1] / two:.3f}"
+                print(line + f"; {load()}")
+        finally:
+            if cluster is not None:
+                cluster.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    print(f"\nmedian of {args.repeat} rounds: " + ", ".join(f"{k} {v:.2f} s"
+                                                          for k, v in med.items()))
+    over = [o / h for o, h in zip(times["1 worker"], times["by hand"])]
+    scale = [o / t for o, t in zip(times["1 worker"], times["2 workers"])]
+    print(f"sweep overhead (1 worker / by hand): {', '.join(f'{x:.3f}' for x in over)}")
+    best = min(times["1 worker"]) / min(times["by hand"])
+    print(f"  best of {args.repeat} against best of {args.repeat}: {best:.3f}")
+    over_cpu = [o / h for o, h in zip(cpu["1 worker"], cpu["by hand"])]
+    print(f"  in CPU time, every process of each: {', '.join(f'{x:.3f}' for x in over_cpu)}")
+    warm_over = [o / h for o, h in zip(times["1 worker"], times["by hand, warm"])]
+    print(f"  against by hand in a warm process:  {', '.join(f'{x:.3f}' for x in warm_over)}")
+    two_cpu = [t / o for t, o in zip(cpu["2 workers"], cpu["1 worker"])]
+    print(f"CPU time of 2 workers / 1 worker:    {', '.join(f'{x:.3f}' for x in two_cpu)}")
+    print(f"scaling (1 worker / 2 workers):      {', '.join(f'{x:.2f}' for x in scale)}")
+    print(f"  best of {args.repeat} against best of {args.repeat}: "
+          f"{min(times['1 worker']) / min(times['2 workers']):.2f}")
+    if "dask 2" in times:
+        rel = [d / t for d, t in zip(times["dask 2"], times["2 workers"])]
+        print(f"dask 2 / 2 local workers:            {', '.join(f'{x:.3f}' for x in rel)}")
+    if n_long:
+        scale = [o / t for o, t in zip(times["long, 1 worker"], times["long, 2 workers"])]
+        print(f"{n_long} runs, scaling:                 {', '.join(f'{x:.2f}' for x in scale)}")
+        if "long, dask 2" in times:
+            rel = [d / t for d, t in zip(times["long, dask 2"], times["long, 2 workers"])]
+            print(f"{n_long} runs, dask 2 / 2 local:        "
+                  f"{', '.join(f'{x:.3f}' for x in rel)}")
+    for k in ("1 worker", "2 workers", "dask 2"):
+        if k in times:
+            print(f"throughput, {n_runs} runs, {k}: {60 * n_runs / med[k]:.0f} machine-runs "
+                  "per minute")
+        if f"long, {k}" in times:
+            print(f"throughput, {n_long} runs, {k}: {60 * n_long / med[f'long, {k}']:.0f} "
+                  "machine-runs per minute")
+    print(load())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,238 @@
+"""Where a sweep's runs go: this process, local worker processes, or a Dask cluster.
+
+The runs travel in *chunks*: a few runs that share a task's images (same task, image seed and
+sizes), so a worker builds those images once for them. Each executor calls ``done(results)``
+in the calling thread as each chunk comes back and ``lost(n)`` when a dead worker's ``n`` runs
+in flight go back to be run again.
+
+* :class:`InProcess`: the chunks one after the other in this process (``workers=0``).
+* :class:`LocalWorkers`: ``n`` worker processes (``concurrent.futures``, one single-process
+  pool each, so a worker that dies takes only its own chunk with it; a new one takes its
+  place). A free worker gets the next chunk of the task it last worked on when there is one.
+* :class:`DaskWorkers`: a ``dask.distributed`` cluster (an existing scheduler, or a
+  ``LocalCluster``); Dask's scheduler places the chunks, and reruns those of a worker that
+  dies. (Making each task's images a Dask task of their own, that the chunks depend on, builds
+  them once per cluster; but Dask then keeps the chunks beside the images, on one worker,
+  and a sweep with one set of images ran 1.4-1.5x slower. Each worker builds them once.)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import OrderedDict, deque
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from mark1.errors import Mark1Error
+from mark1.sweeps.spec import RunConfig
+from mark1.sweeps.worker import TaskKey, local_worker_started, run_chunk
+
+Done = Callable[[list[tuple[RunConfig, Any]]], None]
+Lost = Callable[[int], None]
+
+MAX_ATTEMPTS = 3
+"""A chunk whose workers died this many times stops the sweep (it is what kills them)."""
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """Runs that share one task's images."""
+
+    task: TaskKey
+    runs: tuple[RunConfig, ...]
+
+
+def make_chunks(runs: Sequence[RunConfig], n_workers: int) -> list[Chunk]:
+    """Runs grouped by their task's images, in groups of at most
+    ``ceil(len(runs) / (8 * n_workers))`` (1 to 16) runs, same seeds together."""
+    size = max(1, min(16, math.ceil(len(runs) / (8 * max(1, n_workers)))))
+    groups: OrderedDict[TaskKey, list[RunConfig]] = OrderedDict()
+    for run in runs:
+        groups.setdefault(run.task_key(), []).append(run)
+    chunks = []
+    for key, group in groups.items():
+        group.sort(key=lambda r: r.seed)  # stable: design order within a seed
+        parts = math.ceil(len(group) / size)
+        for i in range(parts):
+            part = group[i * len(group) // parts: (i + 1) * len(group) // parts]
+            chunks.append(Chunk(key, tuple(part)))
+    return chunks
+
+
+class InProcess:
+    """The runs in the calling process, one chunk after the other."""
+
+    description = "this process"
+    workers = 1
+
+    def run(self, chunks: Sequence[Chunk], done: Done, lost: Lost) -> None:
+        for chunk in chunks:
+            done(run_chunk(chunk.runs))
+
+    def close(self) -> None:
+        pass
+
+
+def _context() -> Any:
+    import multiprocessing as mp
+
+    if "forkserver" in mp.get_all_start_methods():
+        ctx = mp.get_context("forkserver")
+        ctx.set_forkserver_preload(["mark1.sweeps.forkserver_warmup"])  # warm once, then fork
+        return ctx
+    return mp.get_context("spawn")
+
+
+def start_local_workers_early() -> None:
+    """Start the fork server of the local workers now, so that it warms up (imports, the
+    compiled epochs) while this process checks the spec. It has no effect outside the process
+    tree, and it leaves with this process."""
+    ctx = _context()
+    if ctx.get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
+class LocalWorkers:
+    """``n`` worker processes on this machine."""
+
+    def __init__(self, n: int) -> None:
+        if n < 1:
+            raise ValueError(f"--workers must be at least 1 (0: in this process); got {n}")
+        self.workers = n
+        self.description = f"{n} local worker process{'es' if n > 1 else ''}"
+        self._ctx = _context()
+        self._slots = [self._start() for _ in range(n)]
+
+    def _start(self) -> Any:
+        from concurrent.futures import ProcessPoolExecutor
+
+        return ProcessPoolExecutor(max_workers=1, mp_context=self._ctx,
+                                   initializer=local_worker_started)
+
+    def run(self, chunks: Sequence[Chunk], done: Done, lost: Lost) -> None:
+        from concurrent.futures import FIRST_COMPLETED, wait
+        from concurrent.futures.process import BrokenProcessPool
+
+        pending: OrderedDict[TaskKey, deque[Chunk]] = OrderedDict()
+        for chunk in chunks:
+            pending.setdefault(chunk.task, deque()).append(chunk)
+        last: dict[int, TaskKey | None] = dict.fromkeys(range(self.workers))
+        attempts: dict[Chunk, int] = {}
+        running: dict[Any, tuple[int, Chunk]] = {}
+
+        def next_chunk(slot: int) -> Chunk | None:
+            mine = last[slot]
+            if mine not in pending:  # its task is done: one nobody works on, else any
+                busy = {last[s] for s, _ in running.values()}
+                free = [k for k in pending if k not in busy]
+                mine = free[0] if free else max(pending, key=lambda k: len(pending[k]),
+                                                default=None)
+            if mine is None:
+                return None
+            chunk = pending[mine].popleft()
+            if not pending[mine]:
+                del pending[mine]
+            last[slot] = mine
+            return chunk
+
+        def feed(slot: int) -> None:
+            chunk = next_chunk(slot)
+            if chunk is not None:
+                running[self._slots[slot].submit(run_chunk, chunk.runs)] = (slot, chunk)
+
+        for slot in range(self.workers):
+            feed(slot)
+        while running:
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                slot, chunk = running.pop(future)
+                try:
+                    results = future.result()
+                except BrokenProcessPool:
+                    attempts[chunk] = attempts.get(chunk, 0) + 1
+                    if attempts[chunk] >= MAX_ATTEMPTS:
+                        raise Mark1Error(
+                            f"runs starting with {_describe(chunk.runs[0])} killed their worker "
+                            f"{MAX_ATTEMPTS} times", exit_code=1) from None
+                    self._slots[slot].shutdown(wait=False)
+                    self._slots[slot] = self._start()
+                    pending[chunk.task] = pending.get(chunk.task, deque())
+                    pending[chunk.task].appendleft(chunk)
+                    pending.move_to_end(chunk.task, last=False)
+                    lost(len(chunk.runs))
+                else:
+                    done(results)
+                feed(slot)
+
+    def close(self) -> None:
+        for pool in self._slots:
+            pool.shutdown(wait=False, cancel_futures=True)
+
+
+class DaskWorkers:
+    """A Dask cluster: the scheduler at ``address``, or a ``LocalCluster`` of ``n`` workers."""
+
+    def __init__(self, address: str | None = None, n: int | None = None,
+                 timeout: float = 10.0) -> None:
+        try:
+            from distributed import Client, LocalCluster
+            from distributed.scheduler import KilledWorker
+        except ImportError:
+            raise Mark1Error(
+                "a Dask cluster needs dask.distributed: pip install 'mark1-kit[sweep]'"
+            ) from None
+        self._cluster = None
+        if address is None:
+            import logging
+
+            self._cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                                         host="127.0.0.1", dashboard_address=":0",
+                                         silence_logs=logging.ERROR)
+            self.client = Client(self._cluster, set_as_default=False)
+            self.description = f"a Dask LocalCluster of {n} workers"
+        else:
+            try:
+                self.client = Client(address, timeout=timeout, set_as_default=False)
+            except (OSError, TimeoutError, ValueError, TypeError) as exc:
+                reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise Mark1Error(f"the Dask scheduler at {address} does not answer within "
+                                 f"{timeout:g} s ({reason})") from None
+            self.description = f"the Dask scheduler at {address}"
+        self._killed_worker = KilledWorker
+        self.workers = max(1, sum(self.client.nthreads().values()))  # slots, for the chunks
+
+    def run(self, chunks: Sequence[Chunk], done: Done, lost: Lost) -> None:
+        from distributed import as_completed
+
+        client = self.client
+        futures = {client.submit(run_chunk, chunk.runs, pure=False): chunk for chunk in chunks}
+        try:
+            for future in as_completed(list(futures), loop=client.loop):
+                chunk = futures.pop(future)
+                try:
+                    results = future.result()
+                except ImportError as exc:
+                    raise Mark1Error(f"the Dask workers cannot run the sweep ({exc}): install "
+                                     "mark1-kit[sweep] on every worker") from None
+                except self._killed_worker:
+                    raise Mark1Error(
+                        f"runs starting with {_describe(chunk.runs[0])} killed Dask workers "
+                        "again and again (Dask's allowed-failures)", exit_code=1) from None
+                future.release()
+                done(results)
+        finally:
+            for future in futures:
+                future.cancel()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+def _describe(run: RunConfig) -> str:
+    machine = " ".join(f"{k}={v}" for k, v in run.machine)
+    return f"{run.task} on {run.preset} seed {run.seed} {machine}".strip()

@@ -1,0 +1,155 @@
+"""One run of a sweep, as a worker process (local or Dask) does it.
+
+A run is the public API and nothing more::
+
+    task = make_task(config.task, seed=config.images_seed, n_train=..., n_test=...)
+    model = MarkI(config.preset, rule=..., n_a=..., n_r=..., code=..., max_iter=config.epochs,
+                  random_state=config.seed, **machine).fit(task.X_train, labels)
+
+What a worker shares between runs is exact by construction: a task's images are a function
+of its name, seed and sizes (kept, read-only, for the runs that need them again), and a
+plugboard is a function of its spec, size and generator state (:func:`mark1.plugboard.
+reusing_wirings`). Products run on one BLAS thread: the worker processes are the parallelism.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+
+from mark1.plugboard import WiringMemo, reusing_wirings
+from mark1.sweeps.spec import RunConfig
+
+RESULTS: dict[str, str] = {
+    "train_accuracy": "accuracy on the training images after training (static path)",
+    "test_accuracy": "accuracy on the test images",
+    "passes": "passes over the training set made (fit stops after an error-free one)",
+    "mistakes": "mistakes in training, all passes",
+    "last_mistakes": "mistakes in the last pass",
+    "machine_time_s": "time the physical machine would have run, s",
+    "motor_steps": "motor steps taken, all motors",
+    "wall_time_s": "this run's wall time in its worker (building, training, scoring), s",
+}
+"""What a run measures: the table's result columns."""
+
+TaskKey = tuple[str, int, "int | None", "int | None"]
+
+_TASKS: OrderedDict[TaskKey, Any] = OrderedDict()
+_TASKS_KEPT = 8
+_WIRINGS = WiringMemo(64)
+_THREADPOOLS: list[Any] = []
+
+
+def build_task(key: TaskKey) -> Any:
+    """The task's images for ``RunConfig.task_key()``, arrays made read-only."""
+    from mark1.stimuli import make_task
+
+    name, seed, n_train, n_test = key
+    task = make_task(name, seed=seed, n_train=n_train, n_test=n_test)
+    for arr in (task.X_train, task.y_train, task.X_test, task.y_test):
+        arr.flags.writeable = False
+    return task
+
+
+def _task(key: TaskKey) -> Any:
+    task = _TASKS.get(key)
+    if task is None:
+        task = _TASKS[key] = build_task(key)
+        while len(_TASKS) > _TASKS_KEPT:
+            _TASKS.popitem(last=False)
+    _TASKS.move_to_end(key)
+    return task
+
+
+def _one_blas_thread() -> Any:
+    from threadpoolctl import ThreadpoolController
+
+    if not _THREADPOOLS:
+        _THREADPOOLS.append(ThreadpoolController())
+    return _THREADPOOLS[0].limit(limits=1, user_api="blas")
+
+
+def run_one(config: RunConfig) -> dict[str, Any]:
+    """Train and score the machine of ``config``; its measures (:data:`RESULTS`)."""
+    from mark1.machine import MarkI
+
+    started = time.perf_counter()
+    task = _task(config.task_key())
+    names = np.array(task.classes)
+    y_train, y_test = names[task.y_train], names[task.y_test]
+    model = MarkI(preset=config.preset, rule=config.rule, n_a=config.n_a, n_r=config.n_r,
+                  code=config.code, max_iter=config.epochs, random_state=config.seed,
+                  **dict(config.machine))
+    model.fit(task.X_train, y_train)
+    return {
+        "train_accuracy": model.score(task.X_train, y_train),
+        "test_accuracy": model.score(task.X_test, y_test),
+        "passes": int(model.n_iter_),
+        "mistakes": int(sum(model.mistakes_per_epoch_)),
+        "last_mistakes": int(model.mistakes_per_epoch_[-1]),
+        "machine_time_s": float(model.machine_time_s),
+        "motor_steps": int(model.motor_steps),
+        "wall_time_s": time.perf_counter() - started,
+        "n_train": task.n_train,
+        "n_test": task.n_test,
+    }
+
+
+def run_chunk(configs: Iterable[RunConfig]) -> list[tuple[RunConfig, Any]]:
+    """Run each config in turn; ``(config, measures)``, or ``(config, error text)`` when a run
+    raises ``ValueError``/``TypeError`` (bad input the spec could not catch, e.g. more images
+    than a data set has). Other exceptions propagate."""
+    from mark1.version import __version__
+
+    out: list[tuple[RunConfig, Any]] = []
+    with reusing_wirings(_WIRINGS), _one_blas_thread():
+        for config in configs:
+            try:
+                result = run_one(config)
+            except (ValueError, TypeError) as exc:
+                out.append((config, f"{type(exc).__name__}: {str(exc).splitlines()[0]}"))
+                continue
+            result["kit"] = __version__
+            out.append((config, result))
+    return out
+
+
+def warm_up() -> None:
+    """Load what the first run of a process would: the compiled training epochs of both pot
+    kinds (numba's cache) and the letters' glyphs. Run by the fork server of local workers
+    (:mod:`mark1.sweeps.forkserver_warmup`), so that every worker forked from it starts warm.
+    Anything that fails here fails again, and is reported, in the run that needs it."""
+    try:
+        from mark1.machine import MarkI
+        from mark1.stimuli import make_task
+
+        task = make_task("e-f", seed=0, n_train=4, n_test=1)
+        with _one_blas_thread():
+            for preset in ("ideal", "cds-1960"):
+                MarkI(preset=preset, n_a=8, max_iter=1, random_state=0).fit(
+                    task.X_train, task.y_train)
+    except Exception:  # noqa: BLE001 - only a head start; the runs report real errors
+        pass
+
+
+def local_worker_started() -> None:
+    """Initializer of local worker processes. Ctrl-C is the sweep's to handle (it stops the
+    workers), so a worker leaves quietly instead of printing a traceback; and a worker whose
+    sweep is gone (killed, say) leaves at once rather than wait for work forever."""
+    import multiprocessing
+    import os
+    import signal
+    import threading
+
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
+    sweep = multiprocessing.parent_process()
+    if sweep is not None:
+        def leave_with_the_sweep() -> None:
+            sweep.join()
+            os._exit(1)
+
+        threading.Thread(target=leave_with_the_sweep, daemon=True).start()

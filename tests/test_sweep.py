@@ -1,0 +1,568 @@
+"""``mark1 sweep`` and ``mark1.sweep``: the design, exact results, resuming, workers that die,
+a real Dask scheduler with workers in their own processes, and bad specs."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import mark1
+from mark1.sweeps.journal import Journal
+from mark1.sweeps.spec import SampleRange, draw_samples, load_spec, parse_values
+from mark1.sweeps.worker import run_chunk
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+
+SMALL = {"task": "e-f", "n_train": 20, "n_test": 40, "n_a": 64, "epochs": 5,
+         "grid": {"stuck_fraction": [0.0, 0.3], "read_noise": [0.0, 0.05]}, "seeds": 3}
+"""12 runs of a few milliseconds each."""
+
+SMALL_ARGS = ["--task", "e-f", "--n-train", "20", "--n-test", "40", "--n-a", "64", "--epochs", "5",
+              "--grid", "stuck_fraction=0,0.3", "--grid", "read_noise=0,0.05", "--seeds", "3"]
+
+LONG_ARGS = ["--task", "e-f", "--n-a", "256", "--epochs", "10",
+             "--grid", "stuck_fraction=0:0.45:10", "--seeds", "12"]
+"""120 runs: seconds, long enough to be interrupted halfway."""
+
+
+def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mark1.cli", "sweep", *args], cwd=ROOT, env=ENV,
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def start_sweep(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "mark1.cli", "sweep", *args], cwd=ROOT,
+                            env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def table(folder: Path) -> list[dict]:
+    """The Parquet table without the wall times (the one column that may differ)."""
+    import pyarrow.parquet as pq
+
+    return pq.read_table(folder / "results.parquet").drop(["wall_time_s"]).to_pylist()
+
+
+def journal_lines(folder: Path) -> int:
+    path = folder / "runs.jsonl"
+    return path.read_bytes().count(b"\n") if path.exists() else 0
+
+
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def need_dask() -> None:
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip("dask.distributed is not installed (pip install 'mark1-kit[sweep]')")
+
+
+def without_wall(rows: list[dict]) -> list[dict]:
+    return [{k: v for k, v in r.items() if k != "wall_time_s"} for r in rows]
+
+
+# --------------------------------------------------------------------------- the design
+
+
+def test_grid_ranges_are_evenly_spaced_with_both_ends_and_tidy_values():
+    assert parse_values("stuck_fraction", "0:0.5:11", "--grid") == [
+        0.0, 0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5]
+    assert parse_values("n_a", "64:512:3", "--grid") == [64, 288, 512]
+    assert parse_values("preset", "ideal,cds-1960", "--grid") == ["ideal", "cds-1960"]
+    spec = load_spec(SMALL)
+    runs = spec.runs()
+    assert len(runs) == 2 * 2 * 3
+    assert spec.swept == ["stuck_fraction", "read_noise"]
+    assert [dict(r.machine) for r in runs[:4]] == [
+        {"read_noise": 0.0, "stuck_fraction": 0.0}] * 3 + [
+        {"read_noise": 0.05, "stuck_fraction": 0.0}]
+    assert [r.seed for r in runs[:4]] == [0, 1, 2, 0]
+
+
+def test_latin_hypercube_puts_one_point_in_each_stratum_of_every_range():
+    ranges = {"read_noise": SampleRange(0.0, 0.1), "step": SampleRange(0.001, 0.1, log=True),
+              "n_a": SampleRange(10, 29)}
+    points = draw_samples(ranges, 20, "lhs", seed=3)
+    noise = np.array([p["read_noise"] for p in points])
+    step = np.array([p["step"] for p in points])
+    assert sorted(np.floor(noise / 0.1 * 20).astype(int)) == list(range(20))
+    assert sorted(np.floor(np.log(step / 0.001) / np.log(100) * 20).astype(int)) == list(
+        range(20))
+    assert sorted(p["n_a"] for p in points) == list(range(10, 30))  # whole numbers, each once
+    again = draw_samples(ranges, 20, "lhs", seed=3)
+    assert again == points  # seeded
+    uniform = draw_samples(ranges, 50, "random", seed=0)
+    assert all(0 <= p["read_noise"] <= 0.1 and 0.001 <= p["step"] <= 0.1 for p in uniform)
+
+
+def test_a_run_is_keyed_by_its_full_configuration():
+    plain = load_spec({"task": "e-f", "seeds": 2}).runs()
+    explicit = load_spec({"task": "e-f", "seeds": 2, "preset": "cds-1960",
+                          "set": {"stuck_fraction": 0.002}}).runs()
+    assert [r.key() for r in plain] == [r.key() for r in explicit]  # the preset's own value
+    other = load_spec({"task": "e-f", "seeds": 2, "set": {"stuck_fraction": 0.003}}).runs()
+    assert not {r.key() for r in plain} & {r.key() for r in other}
+    own = load_spec({"task": "e-f", "seeds": 2, "task_seed": "seed"}).runs()
+    assert own[0].key() == plain[0].key() and own[1].key() != plain[1].key()
+
+
+# --------------------------------------------------------------------------- exact results
+
+
+STANDALONE = """
+import json, sys
+import numpy as np
+from mark1 import MarkI, make_task
+out = []
+for r in json.load(sys.stdin):
+    task = make_task(r["task"], seed=r["task_seed"], n_train=r["n_train"], n_test=r["n_test"])
+    names = np.array(task.classes)
+    machine = {k: r[k] for k in ("stuck_fraction", "read_noise")}
+    model = MarkI(preset=r["preset"], rule=r["rule"], n_a=r["n_a"], n_r=r["n_r"],
+                  code=r["code"], max_iter=r["epochs"], random_state=r["seed"], **machine)
+    model.fit(task.X_train, names[task.y_train])
+    out.append([model.score(task.X_train, names[task.y_train]),
+                model.score(task.X_test, names[task.y_test]), model.n_iter_,
+                int(sum(model.mistakes_per_epoch_)), model.machine_time_s, model.motor_steps])
+print(json.dumps(out))
+"""
+
+
+def test_sweep_rows_equal_standalone_runs_of_the_public_api():
+    """Shared task images and plugboards change nothing: each row is what MarkI gives alone,
+    in a fresh interpreter that shares nothing."""
+    spec = {**SMALL, "grid": {**SMALL["grid"], "n_a": [32, 64], "preset": ["cds-1960", "ideal"]},
+            "task_seed": "seed", "seeds": 2}
+    spec.pop("n_a")
+    result = mark1.sweep(spec, workers=0)
+    rows = result.rows
+    assert len(rows) == 2 * 2 * 2 * 2 * 2
+    alone = subprocess.run([sys.executable, "-c", STANDALONE], input=json.dumps(rows),
+                           cwd=ROOT, env=ENV, capture_output=True, text=True, check=True)
+    mine = [[r["train_accuracy"], r["test_accuracy"], r["passes"], r["mistakes"],
+             r["machine_time_s"], r["motor_steps"]] for r in rows]
+    assert json.loads(alone.stdout) == mine
+    assert {r["task_seed"] for r in rows} == {0, 1}
+
+
+def test_results_do_not_depend_on_the_order_of_the_runs_in_a_worker():
+    runs = load_spec({**SMALL, "seeds": 2}).runs()
+    forward = [(c, without_wall([r])[0]) for c, r in run_chunk(runs)]
+    backward = [(c, without_wall([r])[0]) for c, r in run_chunk(runs[::-1])]
+    assert forward == backward[::-1]
+
+
+def test_local_workers_give_the_rows_of_a_sweep_in_this_process(tmp_path):
+    here = mark1.sweep(SMALL, workers=0)
+    res = sweep_cli(*SMALL_ARGS, "--out", str(tmp_path / "two"), "--workers", "2")
+    assert res.returncode == 0, res.stderr
+    assert "12 runs (12 run now)" in res.stdout and "2 local worker processes" in res.stdout
+    assert table(tmp_path / "two") == without_wall(here.rows)
+    assert res.stderr == ""  # no progress bar when stderr is not a terminal
+
+
+def test_a_terminal_sees_a_progress_bar_with_runs_rate_and_time_left(tmp_path):
+    import fcntl
+    import pty
+    import struct
+    import termios
+
+    leader, follower = pty.openpty()  # a real terminal on stderr, 100 columns wide
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "mark1.cli", "sweep", *SMALL_ARGS, "--out",
+             str(tmp_path / "o"), "--workers", "1"], cwd=ROOT, env=ENV,
+            stdout=subprocess.PIPE, stderr=follower, text=True)
+        os.close(follower)
+        seen = b""
+        while True:
+            try:
+                chunk = os.read(leader, 4096)
+            except OSError:  # the terminal closed: the sweep is over
+                break
+            if not chunk:
+                break
+            seen += chunk
+        assert proc.wait(120) == 0
+    finally:
+        os.close(leader)
+    text = seen.decode(errors="replace")
+    assert "12/12" in text and "run/s" in text  # runs done, runs per second
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", text)  # elapsed < time left
+
+
+def test_outputs_table_csv_report_and_figures(tmp_path):
+    result = mark1.sweep(SMALL, out=tmp_path / "s", workers=1)
+    out = tmp_path / "s"
+    report = json.loads((out / "report.json").read_text())
+    assert report["spec"]["grid"] == {"stuck_fraction": [0.0, 0.3], "read_noise": [0.0, 0.05]}
+    assert report["counts"] == {"runs": 12, "from_journal": 0, "run_now": 12,
+                                "rerun_after_lost_worker": 0}
+    assert report["environment"]["workers"] == "1 local worker process"
+    assert report["environment"]["packages"]["numpy"] == np.__version__
+    by_noise = report["summary"]["read_noise"]["test_accuracy"]
+    assert [p["runs"] for p in by_noise] == [6, 6]
+    at_zero = [r["test_accuracy"] for r in result.rows if r["read_noise"] == 0.0]
+    assert by_noise[0]["mean"] == pytest.approx(np.mean(at_zero))
+    assert by_noise[0]["ci95"] > 0
+    for name in ("accuracy_stuck_fraction.png", "accuracy_read_noise.png",
+                 "heatmap_stuck_fraction_read_noise.png"):
+        assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert set(report["files"]) == {p.name for p in out.iterdir()}
+    import csv
+
+    with open(out / "results.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 12 and list(rows[0]) == list(result.rows[0])
+    assert [float(r["test_accuracy"]) for r in rows] == [r["test_accuracy"] for r in result.rows]
+    assert rows[0]["w_min"] == "-1.0" and rows[0]["bias_unit"] == "True"
+    arrow = result.to_arrow()
+    assert arrow.schema.field("n_excitatory").type == "int64"
+    assert table(out) == without_wall(result.rows)
+
+
+def test_spec_file_and_flags_on_top_of_it(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(
+        'task = "e-f"\nn_train = 20\nn_test = 40\nn_a = [32, 64]\nepochs = 3\nseeds = 2\n'
+        '[set]\nbacklash_steps = 1.0\n'
+        '[sample]\nmethod = "lhs"\nn = 3\nseed = 1\n'
+        'ranges = { read_noise = [0, 0.05], drift_sd = { low = 0.001, high = 0.1, log = true } }\n')
+    res = sweep_cli("--spec", str(spec), "--seeds", "0,5", "--out", str(tmp_path / "o"),
+                    "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    rows = table(tmp_path / "o")
+    assert len(rows) == 2 * 3 * 2
+    assert {r["seed"] for r in rows} == {0, 5} and {r["n_a"] for r in rows} == {32, 64}
+    assert {r["backlash_steps"] for r in rows} == {1.0}
+    assert len({r["read_noise"] for r in rows}) == 3
+    assert all(0.001 <= r["drift_sd"] <= 0.1 for r in rows)
+    assert (tmp_path / "o" / "heatmap_n_a_read_noise.png").exists()
+    report = json.loads((tmp_path / "o" / "report.json").read_text())
+    from mark1.sweeps.spec import read_spec_file
+
+    given = {**read_spec_file(spec), "seeds": [0, 5]}
+    assert load_spec(report["spec"]).runs() == load_spec(given).runs()  # the report's spec
+    assert [r["key"] for r in rows] == [run.key() for run in load_spec(given).runs()]
+
+
+# --------------------------------------------------------------------------- resuming
+
+
+def test_journal_drops_a_line_cut_short_and_refuses_a_second_writer(tmp_path):
+    with Journal(tmp_path) as journal:
+        journal.add("a" * 64, {"seed": 0}, {"test_accuracy": 0.5})
+    with open(tmp_path / "runs.jsonl", "ab") as fh:
+        fh.write(b'{"key": "bbb", "res')  # killed mid-write
+    with Journal(tmp_path) as journal:
+        assert list(journal.results) == ["a" * 64]
+        with pytest.raises(ValueError, match="another sweep is writing"):
+            Journal(tmp_path).__enter__()
+        journal.add("c" * 64, {"seed": 1}, {"test_accuracy": 0.75})
+    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    assert [json.loads(line)["key"][0] for line in lines] == ["a", "c"]
+
+
+def _worker_pids(sweep_pid: int) -> list[int]:
+    import psutil
+
+    kids = psutil.Process(sweep_pid).children(recursive=True)
+    return [p.pid for p in kids if p.ppid() != sweep_pid]  # forked by the fork server
+
+
+def _gone(pids: list[int]) -> bool:
+    import psutil
+
+    return not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie"
+                   for p in pids)
+
+
+@pytest.fixture(scope="module")
+def long_reference() -> list[dict]:
+    """The rows of LONG_ARGS, uninterrupted, in this process."""
+    spec = {"task": "e-f", "n_a": 256, "epochs": 10, "seeds": 12,
+            "grid": {"stuck_fraction": "0:0.45:10"}}
+    return without_wall(mark1.sweep(spec, workers=0).rows)
+
+
+def test_a_sweep_killed_halfway_resumes_with_only_the_missing_runs(tmp_path, long_reference):
+    out = tmp_path / "s"
+    proc = start_sweep(*LONG_ARGS, "--out", str(out), "--workers", "1")
+    try:
+        wait_for(lambda: journal_lines(out) >= 40, 120, "a third of the runs")
+        workers = _worker_pids(proc.pid)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+    finally:
+        proc.kill()
+    done = journal_lines(out)
+    assert 40 <= done < 120
+    assert sorted(p.name for p in out.iterdir()) == ["runs.jsonl"]  # no table, half-written
+    wait_for(lambda: _gone(workers), 30, "the killed sweep's workers to leave")
+    res = sweep_cli(*LONG_ARGS, "--out", str(out), "--workers", "1")
+    assert res.returncode == 0, res.stderr
+    resumed = json.loads((out / "report.json").read_text())["counts"]
+    assert resumed["from_journal"] >= done and resumed["run_now"] == 120 - resumed["from_journal"]
+    assert table(out) == long_reference
+
+
+def test_ctrl_c_stops_the_sweep_and_its_workers_and_says_how_to_finish(tmp_path):
+    out = tmp_path / "s"
+    proc = subprocess.Popen([sys.executable, "-m", "mark1.cli", "sweep", *LONG_ARGS, "--out",
+                             str(out), "--workers", "2"], cwd=ROOT, env=ENV,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own group, as in a terminal
+    try:
+        wait_for(lambda: journal_lines(out) >= 20, 120, "some runs")
+        workers = _worker_pids(proc.pid)
+        os.killpg(proc.pid, signal.SIGINT)  # what Ctrl-C sends: the whole group
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    assert stderr == (f"mark1 sweep: interrupted; the runs finished so far are in "
+                      f"{out / 'runs.jsonl'}: the same command runs the rest\n")
+    assert sorted(p.name for p in out.iterdir()) == ["runs.jsonl"]
+    wait_for(lambda: _gone(workers), 30, "the workers to leave")
+
+
+def test_a_local_worker_killed_mid_sweep_loses_only_its_runs_in_flight(tmp_path,
+                                                                        long_reference):
+    out = tmp_path / "s"
+    proc = start_sweep(*LONG_ARGS, "--out", str(out), "--workers", "2")
+    try:
+        wait_for(lambda: journal_lines(out) >= 30, 120, "a quarter of the runs")
+        os.kill(_worker_pids(proc.pid)[0], signal.SIGKILL)
+        stdout, stderr = proc.communicate(timeout=300)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, stderr
+    assert "rerun after a worker died" in stdout
+    counts = json.loads((out / "report.json").read_text())["counts"]
+    assert 1 <= counts["rerun_after_lost_worker"] <= 16  # one chunk in flight, not the rest
+    assert counts["run_now"] == 120
+    assert table(out) == long_reference
+
+
+# --------------------------------------------------------------------------- Dask
+
+
+class DaskCluster:
+    """``dask scheduler`` and ``dask worker`` processes on 127.0.0.1."""
+
+    def __init__(self, folder: Path, n_workers: int) -> None:
+        dask = Path(sys.executable).parent / "dask"
+        file = folder / "scheduler.json"
+        self.procs = [subprocess.Popen(
+            [str(dask), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard",
+             "--scheduler-file", str(file)], cwd=ROOT, env=ENV,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+        wait_for(file.exists, 60, "the scheduler to start")
+        wait_for(lambda: "address" in file.read_text(), 10, "the scheduler file")
+        self.address = json.loads(file.read_text())["address"]
+        self.workers = [subprocess.Popen(
+            [str(dask), "worker", "--scheduler-file", str(file), "--nthreads", "1",
+             "--no-nanny", "--no-dashboard", "--host", "127.0.0.1", "--name", f"w{i}",
+             "--death-timeout", "60"], cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL) for i in range(n_workers)]
+        self.procs += self.workers
+        from distributed import Client
+
+        with Client(self.address, timeout=30) as client:
+            client.wait_for_workers(n_workers, timeout=60)
+
+    def close(self) -> None:
+        for proc in self.procs[::-1]:
+            proc.terminate()
+        for proc in self.procs:
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+@pytest.fixture(scope="module")
+def dask_cluster(tmp_path_factory) -> Iterator[DaskCluster]:
+    need_dask()
+    cluster = DaskCluster(tmp_path_factory.mktemp("dask"), 2)
+    try:
+        yield cluster
+    finally:
+        cluster.close()
+
+
+def test_a_dask_scheduler_with_two_workers_gives_the_local_table(tmp_path, dask_cluster):
+    local = sweep_cli(*SMALL_ARGS, "--out", str(tmp_path / "local"), "--workers", "2")
+    assert local.returncode == 0, local.stderr
+    res = sweep_cli(*SMALL_ARGS, "--out", str(tmp_path / "dask"), "--scheduler",
+                    dask_cluster.address)
+    assert res.returncode == 0, res.stderr
+    assert f"on the Dask scheduler at {dask_cluster.address}" in res.stdout
+    assert table(tmp_path / "dask") == table(tmp_path / "local")
+    csv_local = (tmp_path / "local" / "results.csv").read_text().splitlines()
+    csv_dask = (tmp_path / "dask" / "results.csv").read_text().splitlines()
+    assert [r.rsplit(",", 1)[0] for r in csv_dask] == [r.rsplit(",", 1)[0] for r in csv_local]
+
+
+def test_a_dask_worker_killed_mid_sweep_has_its_runs_rerun(tmp_path, long_reference):
+    need_dask()
+    cluster = DaskCluster(tmp_path, 2)
+    try:
+        out = tmp_path / "s"
+        proc = start_sweep(*LONG_ARGS, "--out", str(out), "--scheduler", cluster.address)
+        try:
+            wait_for(lambda: journal_lines(out) >= 30, 120, "a quarter of the runs")
+            cluster.workers[0].kill()
+            stdout, stderr = proc.communicate(timeout=300)
+        finally:
+            proc.kill()
+        assert proc.returncode == 0, stderr
+        assert cluster.workers[0].wait(5) == -signal.SIGKILL
+        assert table(out) == long_reference
+    finally:
+        cluster.close()
+
+
+def test_a_local_dask_cluster_gives_the_same_rows(tmp_path):
+    need_dask()
+    result = mark1.sweep(SMALL, cluster="dask", workers=2)
+    assert result.report["environment"]["workers"] == "a Dask LocalCluster of 2 workers"
+    assert without_wall(result.rows) == without_wall(mark1.sweep(SMALL, workers=0).rows)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BAD = [
+    (["--task", "e-f", "--grid", "stuck_fractio=0,0.1"], "unknown parameter 'stuck_fractio'"),
+    (["--task", "e-f", "--grid", "read_noise="], "the grid of read_noise is empty"),
+    (["--task", "e-f", "--grid", "read_noise=0:0.1:0"], "the grid of read_noise is empty"),
+    (["--task", "e-f", "--grid", "stuck_fraction=0,1.5"],
+     "stuck_fraction must be in [0, 1); got 1.5"),
+    (["--task", "e-f", "--grid", "n_a=0,8"], "n_a must be >= 1; got 0"),
+    (["--task", "e-f", "--grid", "preset=ideal,cds-2000"], "unknown preset 'cds-2000'"),
+    (["--task", "e-f", "--set", "n_excitatory=2.5"], "n_excitatory takes whole numbers"),
+    (["--task", "e-f", "--seeds", "0"], "the number of seeds must be at least 1"),
+    (["--task", "letters", "--n-r", "4"], "26 classes is too many for 4 R-units"),
+    (["--grid", "read_noise=0,0.1"], "no task given"),
+    (["--task", "e-f", "--sample", "read_noise=0:0.1"], "--sample needs --samples N"),
+    (["--task", "e-f", "--sample", "preset=0:1", "--samples", "3"], "preset is not a number"),
+    (["--task", "e-f", "--scheduler", "tcp://127.0.0.1:1", "--workers", "2"],
+     "do not give --workers with --scheduler"),
+]
+
+
+@pytest.mark.parametrize("args,message", BAD, ids=[m for _, m in BAD])
+def test_a_bad_spec_is_one_line_exit_2_and_writes_nothing(tmp_path, capsys, args, message):
+    from mark1.cli import main
+
+    status = main(["sweep", *args, "--out", str(tmp_path / "out")])
+    out, err = capsys.readouterr()
+    assert status == 2, err
+    assert err.startswith("mark1 sweep: error: ") and err.count("\n") == 1, err
+    assert message in err and out == ""
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_command_line_answers_a_bad_spec_in_one_line(tmp_path):
+    res = sweep_cli("--task", "e-f", "--grid", "stuck_fraction=0,1.5", "--out",
+                    str(tmp_path / "out"), timeout=60)
+    assert res.returncode == 2 and res.stdout == ""
+    assert res.stderr == ("mark1 sweep: error: grid.stuck_fraction = 1.5: pots: stuck_fraction "
+                          "must be in [0, 1); got 1.5\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_bad_spec_file_is_one_line(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text('task = "e-f"\n[grid]\nread_noise = [0, 0.1\n')
+    res = sweep_cli("--spec", str(spec), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and res.stderr.count("\n") == 1
+    assert f"{spec}: not a valid TOML spec" in res.stderr
+    spec.write_text('task = "e-f"\n[sample]\nn = 4\nranges = { read_noise = [0.2, 0.1] }\n')
+    res = sweep_cli("--spec", str(spec), "--out", str(tmp_path / "out"))
+    assert res.returncode == 2 and "needs finite low <= high" in res.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["spec.toml"]
+
+
+def test_a_scheduler_that_does_not_answer_is_one_line_and_writes_nothing(tmp_path):
+    need_dask()
+    address = f"tcp://127.0.0.1:{_closed_port()}"
+    res = sweep_cli(*SMALL_ARGS, "--out", str(tmp_path / "out"), "--scheduler", address,
+                    "--connect-timeout", "1", timeout=60)
+    assert res.returncode == 2, res.stderr
+    assert res.stderr.startswith(f"mark1 sweep: error: the Dask scheduler at {address} does "
+                                 "not answer within 1 s")
+    assert res.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_without_pyarrow_the_command_names_the_extra_and_writes_nothing(tmp_path):
+    code = ("import sys; sys.modules['pyarrow'] = None\n"
+            "from mark1.cli import main\n"
+            f"sys.exit(main(['sweep', *{SMALL_ARGS!r}, '--out', {str(tmp_path / 'o')!r}]))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 2
+    assert "pip install 'mark1-kit[sweep]'" in res.stderr and res.stderr.count("\n") == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_sweep_command_imports_no_heavy_module_to_register():
+    code = ("import sys, argparse\n"
+            "import mark1, mark1.sweeps, mark1.sweep_cli\n"
+            "mark1.sweep_cli.register(argparse.ArgumentParser().add_subparsers())\n"
+            "print(','.join(m for m in ('dask', 'distributed', 'pyarrow', 'pandas', 'matplotlib',"
+            " 'scipy', 'tqdm') if m in sys.modules))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, check=True)
+    assert res.stdout.strip() == ""
+
+
+def test_a_reused_wiring_is_the_one_drawn_and_leaves_the_generator_as_drawing_would():
+    from mark1.plugboard import Plugboard, PlugboardSpec, WiringMemo, reusing_wirings
+
+    spec = PlugboardSpec(n_excitatory=5, n_inhibitory=5, a_theta=1.0, a_theta_spread=0.5)
+    drawn_rng = np.random.default_rng(11)
+    drawn = Plugboard.wire(spec, 40, 400, drawn_rng)
+    memo = WiringMemo(4)
+    with reusing_wirings(memo):
+        first = Plugboard.wire(spec, 40, 400, np.random.default_rng(11))
+        rng = np.random.default_rng(11)
+        again = Plugboard.wire(spec, 40, 400, rng)
+        other = Plugboard.wire(spec, 40, 400, np.random.default_rng(12))
+    for board in (first, again):
+        assert np.array_equal(board.wiring, drawn.wiring)
+        assert np.array_equal(board.threshold, drawn.threshold)
+    assert again.wiring is first.wiring and not again.wiring.flags.writeable
+    assert rng.random() == drawn_rng.random()  # the generator moved on as drawing moves it
+    assert not np.array_equal(other.wiring, drawn.wiring)
+    outside = Plugboard.wire(spec, 40, 400, np.random.default_rng(11))
+    assert outside.wiring is not first.wiring and outside.wiring.flags.writeable
