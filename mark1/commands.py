@@ -1,8 +1,9 @@
 """Subcommands of the Mark I machine: ``tasks``, ``simulate`` and ``replay``.
 
-Registration imports argparse and the tables of the numbers' ranges; each handler imports what
-it needs. Every handler checks its whole input and plans its outputs (:class:`mark1.io.OutputPlan`)
-before any work.
+Registration reads the estimator's defaults, the names of presets, rules and codes and the
+ranges of the numbers from the modules that define them (all numpy-only, already loaded with
+``mark1``); each handler imports what else it needs. Every handler checks its whole input and
+plans its outputs (:class:`mark1.io.OutputPlan`) before any work.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def _simulate(args: argparse.Namespace) -> int:
     model = MarkI(preset=args.preset, rule=args.rule, n_a=args.n_a, n_r=args.n_r,
                   code=args.code, raw=args.raw, random_state=args.seed, max_iter=args.epochs,
                   **overrides)
-    model._validate_params()
+    model.check_params()
     make_codebook(len(task_classes(args.task)), args.n_r, args.code)  # too many classes
     n_train, n_test = task_sizes(args.task, args.n_train, args.n_test)
     n_a = N_CELLS if args.raw else args.n_a
@@ -186,8 +187,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the Mark I subcommands."""
     from mark1.limits import SEED
     from mark1.machine import ESTIMATOR_LIMITS as EST
+    from mark1.machine import MarkI
+    from mark1.presets import PRESETS
+    from mark1.r_units import CODES
     from mark1.stimuli import TASK_LIMITS as TASK
+    from mark1.training import RULES
 
+    machine = MarkI().get_params()  # the estimator's defaults
     p = subparsers.add_parser("tasks", help="list the retina tasks")
     p.add_argument("-v", "--verbose", action="store_true", help="also show classes and sizes")
     p.set_defaults(handler=_tasks)
@@ -198,9 +204,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "machine.npz, plugboard.csv and PNG figures to --out.",
     )
     p.add_argument("--task", required=True, help="retina task (see `mark1 tasks`)")
-    p.add_argument("--preset", default="cds-1960", help="machine: ideal, cds-1960, cds-worn")
-    p.add_argument("--rule", default="error-correction",
-                   help="error-correction (default), forced-response or ideal")
+    p.add_argument("--preset", default=machine["preset"],
+                   help=f"machine: {', '.join(PRESETS)} (default {machine['preset']})")
+    p.add_argument("--rule", default=machine["rule"],
+                   help=f"training rule: {', '.join(RULES)} (default {machine['rule']})")
     p.add_argument("--epochs", type=EST["max_iter"].arg(), default=10,
                    help=f"passes over the training set ({EST['max_iter'].describe()}; "
                    "default %(default)s)")
@@ -211,12 +218,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"training images ({TASK['n_train'].describe()}; task default)")
     p.add_argument("--n-test", type=TASK["n_test"].arg(), default=None,
                    help=f"test images ({TASK['n_test'].describe()}; task default)")
-    p.add_argument("--n-a", type=EST["n_a"].arg(), default=512,
+    p.add_argument("--n-a", type=EST["n_a"].arg(), default=machine["n_a"],
                    help=f"association units ({EST['n_a'].describe()}; default %(default)s)")
-    p.add_argument("--n-r", type=EST["n_r"].arg(), default=8,
+    p.add_argument("--n-r", type=EST["n_r"].arg(), default=machine["n_r"],
                    help=f"response units ({EST['n_r'].describe()}; default %(default)s)")
-    p.add_argument("--code", default="auto",
-                   help="class code: auto, dichotomy, one-vs-rest or code")
+    p.add_argument("--code", default=machine["code"],
+                   help=f"class code over the R-units: {', '.join(CODES)} (default "
+                   f"{machine['code']})")
     p.add_argument("--raw", action="store_true",
                    help="wire the S-units straight to the R-units (no A-layer)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

@@ -413,10 +413,8 @@ class OutputPlan:
                 out.targets = {out.real: f"{out.label} {_shown(text)}"}
 
     def _check_collisions(self) -> None:
-        idents = {}
-        for inp in self.inputs:
-            idents[inp.ident] = inp
-        by_real = {inp.real: inp for inp in self.inputs}
+        idents = {given.ident: given for given in self.inputs}
+        by_real = {given.real: given for given in self.inputs}
         seen: dict[str, str] = {}
         folders: dict[str, str] = {}
         for out in self.outputs:
@@ -426,7 +424,7 @@ class OutputPlan:
                                      f"{folders[out.real]}; give each output its own place")
                 folders[out.real] = f"{out.label} {_shown(out.path)}"
             for real, shown in out.targets.items():
-                inp = by_real.get(real)
+                inp: _Input | None = by_real.get(real)
                 if inp is None:
                     try:
                         st = os.stat(real)
@@ -540,7 +538,8 @@ class OutputPlan:
                     return str(out.path) + text[len(stage):]
         return text
 
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: object) -> None:
         if exc_type is None:
             try:
                 self.commit()
@@ -552,10 +551,10 @@ class OutputPlan:
                 self._discard()
                 raise
         else:
-            shown = self._renamed(exc) if isinstance(exc, OSError) else None
+            renamed = self._renamed(exc) if isinstance(exc, OSError) else None
             self._discard()
-            if shown is not None and shown is not exc:
-                raise shown from exc
+            if renamed is not None and renamed is not exc:
+                raise renamed from exc
 
     def _renamed(self, error: OSError) -> OSError:
         """``error`` naming the user's path where it named a staging one."""
