@@ -109,6 +109,26 @@ def align4(n: int) -> int:
     return (n + 3) & ~3
 
 
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """``real`` as ``(m0, shift)`` with ``real ~= m0 * 2**(shift - 31)``, ``m0`` in [2^30, 2^31).
+
+    TFLite's ``QuantizeMultiplier``: the mantissa is rounded to 31 bits; a value below 2^-32
+    becomes ``(0, 0)`` (the layer output is then the zero point). Raises ``ValueError`` for a
+    value that is not positive and finite or needs a left shift above 30.
+    """
+    if not (math.isfinite(real) and real > 0.0):
+        raise ValueError(f"requantization multiplier {real!r} must be positive and finite")
+    mantissa, shift = math.frexp(real)
+    m0 = int(math.floor(mantissa * 2**31 + 0.5))
+    if m0 == 2**31:
+        m0, shift = m0 // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    if shift > SHIFT_MAX:
+        raise ValueError(f"requantization multiplier {real:g} is too large (at most 2^{SHIFT_MAX})")
+    return m0, shift
+
+
 # --------------------------------------------------------------------------- layers
 
 
