@@ -60,3 +60,20 @@ def summary(figures: dict[str, Any]) -> str:
             f"would change {figures['outputs_differ']} of {figures['outputs']} outputs "
             f"({100 * share:.2f} %{': ' + lsb if lsb else ''}) and {figures['class_changes']} of "
             f"{figures['inputs']} classes")
+
+
+def runtime_line(figures: dict[str, Any], measured: str) -> str:
+    """One line for an exported model: the runtime that computes the package's bits, and what
+    the other computes on the inputs ``measured`` (in words)."""
+    mine = figures["rounding"]
+    runtime = {"single": "LiteRT", "double": "TFLite Micro"}[mine]
+    other_runtime = {"single": "TFLite Micro's reference kernels round twice",
+                     "double": "LiteRT rounds once"}[mine]
+    lsb = ", ".join(f"{c} by {s} LSB" for s, c in figures["diff_lsb_counts"].items())
+    share = figures["outputs_differ"] / max(figures["outputs"], 1)
+    advice = "; for TFLite Micro's bits, quantize with --rounding tflite" if mine == "single" \
+        else ""
+    return (f"bit-exact in {runtime} ({mine} rounding); {other_runtime}: on {measured} other "
+            f"outputs on {figures['outputs_differ']} of {figures['outputs']} ({100 * share:.2f} %"
+            f"{': ' + lsb if lsb else ''}), another class on {figures['class_changes']} of "
+            f"{figures['inputs']}{advice}")
