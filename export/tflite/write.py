@@ -139,7 +139,8 @@ def _data(b: flatbuffers.Builder, data: bytes) -> int:
     b.StartVector(1, len(data), 16)
     b.head = b.head - len(data)
     b.Bytes[b.head: b.head + len(data)] = data
-    return int(b.EndVector(len(data)))
+    b.vectorNumElems = len(data)
+    return int(b.EndVector())
 
 
 def _serialise(g: _Graph, description: str) -> bytes:
