@@ -362,11 +362,11 @@ CLI_CASES: tuple[Case, ...] = (
     C("a pickled module with a class outside an MLP", "quantize {ws}/conv.pt --out {ws}/q.m1w",
       "pickles Python objects of class torch.nn.modules.conv.Conv2d"),
     C("a float .tflite (not quantized)", "quantize {ws}/float.tflite --out {ws}/q.m1w",
-      "operator 0 FULLY_CONNECTED: its weights .* is float32: this is a float"),
+      "operator 0 FULLY_CONNECTED: weights tensor .* is float32: this is a float"),
     C("a .tflite with a CONV_2D", "quantize {ws}/conv2d.tflite --out {ws}/q.m1w",
       "operator 0 CONV_2D is not supported"),
     C("a .tflite quantized with a uint8 interface", "quantize {ws}/uint8_io.tflite --out "
-      "{ws}/q.m1w", "operator 0 QUANTIZE: its input .* is uint8: the kit imports int8"),
+      "{ws}/q.m1w", "operator 0 QUANTIZE: input tensor .* is uint8: the kit imports int8"),
     C("a truncated .tflite", "quantize {ws}/truncated.tflite --out {ws}/q.m1w",
       "truncated.tflite: not a readable TensorFlow Lite flatbuffer"),
     C("a text file named .tflite", "quantize {ws}/text.tflite --out {ws}/q.m1w",

@@ -174,12 +174,13 @@ def test_a_binary_classifier_with_a_sigmoid_gets_a_constant_column(fx):
     np.testing.assert_array_equal(decide(pkg, y)[decided], (sigmoid > 0)[decided])
 
 
-def test_the_kits_packages_exported_run_in_tflm_bit_exact_when_rounded_as_tflite():
-    """A 400-64-10 MLP trained on digits, quantized by the kit both ways, exported: TFLite Micro
-    computes the double-rounding package's bits on every output, LiteRT the single one's; the
-    single-rounding package in TFLite Micro is measured."""
-    X, _, X_test, y_test, _ = task_data("digits")
-    single = quantize_mlp(trained_checkpoint("digits"), X[:256])
+@pytest.mark.parametrize("task", ["digits", "letters"])
+def test_the_kits_packages_exported_run_in_tflm_bit_exact_when_rounded_as_tflite(fx, task):
+    """A 400-64-n MLP trained on a retina task, quantized by the kit both ways, exported: TFLite
+    Micro computes the double-rounding package's bits on every output, LiteRT the single one's;
+    the single-rounding package in TFLite Micro is measured."""
+    X, _, X_test, y_test, _ = task_data(task)
+    single = quantize_mlp(trained_checkpoint(task), X[:256])
     double = replace(single, rounding="double")
     x_q = quantize_input(single, X_test)
     y_single, y_double = golden_forward(single, x_q), golden_forward(double, x_q)
@@ -193,7 +194,8 @@ def test_the_kits_packages_exported_run_in_tflm_bit_exact_when_rounded_as_tflite
     np.testing.assert_array_equal(codes, y_double)
     diff = np.abs(y_single.astype(int) - y_double)
     classes = (decide(single, y_single) != decide(single, y_double)).sum()
-    print(f"\ndigits 400-64-10, {len(x_q)} test images: a single-rounding package in TFLite "
+    print(f"\n{task} 400-64-{single.n_outputs}, {len(x_q)} test images: a single-rounding "
+          f"package in TFLite "
           f"Micro: {int((diff > 0).sum())} of {diff.size} outputs differ "
           f"({100 * (diff > 0).mean():.2f} %), max {int(diff.max())} LSB, {int(classes)} classes; "
           f"accuracy {100 * (decide(single, y_single) == y_test).mean():.2f} % (single), "

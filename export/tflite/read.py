@@ -110,30 +110,35 @@ def _describe(t: _Tensor) -> str:
     return f"tensor {t.index} {t.name!r}" if t.name else f"tensor {t.index}"
 
 
+def _named(t: _Tensor, role: str) -> str:
+    """``weights tensor 5 'dense/MatMul'``: the tensor by its role, index and name."""
+    return f"{role} {_describe(t)}"
+
+
 def _check_type(t: _Tensor, want: int, where: str, role: str) -> None:
     if t.type == want:
         return
     got = tensor_type_name(t.type)
     if t.type == _T.UINT8:
         raise UnsupportedTFLite(
-            f"{where}: its {role} ({_describe(t)}) is uint8: the kit imports int8 quantization "
-            "(convert with inference_input_type and inference_output_type tf.int8)")
+            f"{where}: {_named(t, role)} is uint8: the kit imports int8 quantization (convert "
+            "with inference_input_type and inference_output_type tf.int8)")
     if t.type == _T.FLOAT32 and want in (_T.INT8, _T.INT32):
         raise UnsupportedTFLite(
-            f"{where}: its {role} ({_describe(t)}) is float32: this is a float (or dynamic-"
-            f"range) model; {_FLOAT_CONVERT}")
-    raise UnsupportedTFLite(f"{where}: its {role} ({_describe(t)}) is {got}; "
+            f"{where}: {_named(t, role)} is float32: this is a float (or dynamic-range) model; "
+            f"{_FLOAT_CONVERT}")
+    raise UnsupportedTFLite(f"{where}: {_named(t, role)} is {got}; "
                             f"expected {tensor_type_name(want)}")
 
 
 def _per_tensor(t: _Tensor, where: str, role: str) -> tuple[float, int]:
     if t.scale.size != 1 or t.zero_point.size != 1:
-        raise UnsupportedTFLite(f"{where}: its {role} ({_describe(t)}) has {t.scale.size} "
-                                "scales; an activation has one scale and one zero point")
+        raise UnsupportedTFLite(f"{where}: {_named(t, role)} has {t.scale.size} scales; an "
+                                "activation has one scale and one zero point")
     scale, zp = float(t.scale[0]), int(t.zero_point[0])
     if not (math.isfinite(scale) and scale > 0) or not -128 <= zp <= 127:
-        raise UnsupportedTFLite(f"{where}: its {role} ({_describe(t)}) has scale {scale!r} and "
-                                f"zero point {zp}; expected a positive scale, zero point in "
+        raise UnsupportedTFLite(f"{where}: {_named(t, role)} has scale {scale!r} and zero "
+                                f"point {zp}; expected a positive scale, zero point in "
                                 "[-128, 127]")
     return scale, zp
 
@@ -141,8 +146,8 @@ def _per_tensor(t: _Tensor, where: str, role: str) -> tuple[float, int]:
 def _array(t: _Tensor, dtype: str, count: int, where: str, role: str) -> np.ndarray:
     size = np.dtype(dtype).itemsize * count
     if len(t.data) != size:
-        raise UnsupportedTFLite(f"{where}: its {role} ({_describe(t)}) holds {len(t.data)} bytes "
-                                f"of data; its shape {t.shape} needs {size}")
+        raise UnsupportedTFLite(f"{where}: {_named(t, role)} holds {len(t.data)} bytes of "
+                                f"data; its shape {t.shape} needs {size}")
     return np.frombuffer(t.data, dtype=dtype).copy()
 
 
