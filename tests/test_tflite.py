@@ -53,11 +53,14 @@ def tflm(model: bytes, x: np.ndarray) -> np.ndarray:
     return np.stack(out)
 
 
-def litert(model: bytes, x: np.ndarray) -> np.ndarray:
-    """LiteRT's interpreter (its default kernels, XNNPACK where it applies)."""
-    from ai_edge_litert.interpreter import Interpreter
+def litert(model: bytes, x: np.ndarray, kernels: str = "AUTO") -> np.ndarray:
+    """LiteRT's interpreter: its default kernels (XNNPACK where it applies), or another
+    ``OpResolverType`` (``BUILTIN_REF``: the reference kernels; ``BUILTIN_WITHOUT_DEFAULT_
+    DELEGATES``: the optimized builtin kernels alone)."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
 
-    interp = Interpreter(model_content=model)
+    interp = Interpreter(model_content=model,
+                         experimental_op_resolver_type=OpResolverType[kernels])
     interp.allocate_tensors()
     i, o = interp.get_input_details()[0], interp.get_output_details()[0]
     out = []
@@ -92,10 +95,14 @@ def test_keras_mlps_run_bit_exact_with_tflm_when_double_and_with_litert_when_sin
         engine = Engine(loaded)
         np.testing.assert_array_equal(golden_forward(loaded, x_q), runtime)
         np.testing.assert_array_equal(np.stack([engine.infer(x)[0] for x in x_q]), runtime)
+    np.testing.assert_array_equal(litert(model, x_q, "BUILTIN_REF"), by_litert)
     differ = by_tflm != by_litert
+    optimized = litert(model, x_q, "BUILTIN_WITHOUT_DEFAULT_DELEGATES")
     print(f"\n{name}: {x_q.shape[0]} inputs, {differ.size} outputs; TFLite Micro and LiteRT "
           f"differ on {int(differ.sum())} ({100 * differ.mean():.2f} %), by at most "
-          f"{int(np.abs(by_tflm.astype(int) - by_litert).max())} LSB")
+          f"{int(np.abs(by_tflm.astype(int) - by_litert).max())} LSB; LiteRT's optimized "
+          f"kernels without XNNPACK differ from TFLite Micro on {int((optimized != by_tflm).sum())}"
+          f" and from LiteRT's default on {int((optimized != by_litert).sum())}")
     assert differ.any()  # the two runtimes really round differently: the check can tell them apart
     weights = [lay.weight_scale for lay in got.package.layers]
     per_channel = any(len(set(ws.tolist())) > 1 for ws in weights)

@@ -16,8 +16,8 @@ from export.contract.golden import decide, golden_forward
 from export.contract.package import Package
 
 RUNTIMES: dict[str, str] = {
-    "single": "LiteRT (ai-edge-litert, reference and XNNPACK kernels), CMSIS-NN built with "
-              "CMSIS_NN_USE_SINGLE_ROUNDING",
+    "single": "LiteRT (ai-edge-litert: its default XNNPACK kernels and its reference kernels), "
+              "CMSIS-NN built with CMSIS_NN_USE_SINGLE_ROUNDING",
     "double": "TensorFlow Lite Micro's reference kernels, CMSIS-NN's default build",
 }
 """Which runtimes compute each rounding's bits (measured: docs/TFLITE.md)."""
