@@ -123,32 +123,44 @@ def test_the_c_firmware_runs_imported_packages_as_the_runtimes_do(fx):
             np.testing.assert_array_equal(y, runtime)
 
 
-def test_an_imported_model_pushed_to_the_simulated_device_gives_tflms_bits(fx, tmp_path):
-    """`mark1 quantize` a .tflite, `mark1 push` it over a pty, `mark1 infer --json` the held-out
-    rows: the device's raw int8 outputs are TFLite Micro's."""
-    from firmware_sim.device import Device, DeviceConfig
-    from firmware_sim.serve import PtyServer
-
-    out = tmp_path / "pc.m1w"
+@pytest.fixture(scope="module")
+def quantized(fx, tmp_path_factory):
+    """`mark1 quantize` of the per-channel .tflite, in a fresh process: the package's path."""
+    out = tmp_path_factory.mktemp("imported") / "pc.m1w"
     done = run_cli("quantize", str(fx / "per_channel.tflite"), "--out", str(out),
                    "--eval-data", str(fx / "X_test.npy"), str(fx / "y_test.npy"))
     assert done.returncode == 0, done.stderr
     assert "imported as it is" in done.stdout and "format version 2" in done.stdout
-    report = json.loads((tmp_path / "pc.m1w.json").read_text())
+    report = json.loads(out.with_name("pc.m1w.json").read_text())
     assert report["package"]["rounding"] == "double" and report["device"]["bit_exact_with_golden"]
     assert report["accuracy"]["int8"] > 0.8
-    pkg = decode_package(out.read_bytes())
-    with PtyServer(Device(DeviceConfig())) as server:
-        pushed = run_cli("push", str(out), "--port", server.url, "-q")
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sim", "host"])
+def test_an_imported_model_pushed_to_a_device_gives_tflms_bits(fx, quantized, kind, tmp_path):
+    """`mark1 push` the imported package over a pty to the simulated device and to the C
+    firmware's host port, `mark1 infer --json` the held-out rows: the device's raw int8 outputs
+    are TFLite Micro's."""
+    from firmware_sim.device import DeviceConfig
+    from tests.device_helpers import serve
+
+    if kind == "host":
+        from tests import firmware_lib as fw
+
+        fw.require_host_build()
+    pkg = decode_package(quantized.read_bytes())
+    with serve(kind, DeviceConfig(), pty=True) as device:
+        pushed = run_cli("push", str(quantized), "--port", device.url, "-q")
         assert pushed.returncode == 0, pushed.stderr
-        ran = run_cli("infer", str(fx / "X_test.npy"), "--port", server.url, "--json",
+        ran = run_cli("infer", str(fx / "X_test.npy"), "--port", device.url, "--json",
                       str(tmp_path / "infer.json"))
     assert ran.returncode == 0, ran.stderr
     record = json.loads((tmp_path / "infer.json").read_text())
-    device = np.array(record["outputs_device"], np.int8)
+    outputs = np.array(record["outputs_device"], np.int8)
     x_q = quantize_input(pkg, np.load(fx / "X_test.npy"))
-    np.testing.assert_array_equal(device, tflm((fx / "per_channel.tflite").read_bytes(), x_q))
-    assert record["classes_device"] == [pkg.classes[k] for k in device.argmax(axis=1)]
+    np.testing.assert_array_equal(outputs, tflm((fx / "per_channel.tflite").read_bytes(), x_q))
+    assert record["classes_device"] == [pkg.classes[k] for k in outputs.argmax(axis=1)]
     assert record["rounding"] == "double"
 
 
