@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,11 +40,11 @@ from export.contract.package import (
     INT32_MAX,
     INT32_MIN,
     MAX_DIM,
-    SHIFT_MAX,
     Dense,
     Package,
     Step,
     Threshold,
+    quantize_multiplier,
 )
 from export.onnx.checkpoint import LINEAR, MLPCheckpoint
 from mark1.io import OutputPlan
@@ -63,26 +63,6 @@ def round_half_away(x: npt.ArrayLike) -> np.ndarray:
     """Round to the nearest integer, ties away from zero (C ``round``, TFLite's quantizer)."""
     x = np.asarray(x, dtype=np.float64)
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
-
-
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """``real`` as ``(m0, shift)`` with ``real ~= m0 * 2**(shift - 31)``, ``m0`` in [2^30, 2^31).
-
-    TFLite's ``QuantizeMultiplier``: the mantissa is rounded to 31 bits; a value below 2^-32
-    becomes ``(0, 0)`` (the layer output is then the zero point). Raises ``ValueError`` for a
-    value that is not positive and finite or needs a left shift above 30.
-    """
-    if not (math.isfinite(real) and real > 0.0):
-        raise ValueError(f"requantization multiplier {real!r} must be positive and finite")
-    mantissa, shift = math.frexp(real)
-    m0 = int(math.floor(mantissa * 2**31 + 0.5))
-    if m0 == 2**31:
-        m0, shift = m0 // 2, shift + 1
-    if shift < -31:
-        return 0, 0
-    if shift > SHIFT_MAX:
-        raise ValueError(f"requantization multiplier {real:g} is too large (at most 2^{SHIFT_MAX})")
-    return m0, shift
 
 
 def choose_qparams(rmin: float, rmax: float) -> tuple[float, int]:
@@ -470,6 +450,7 @@ def quantize_file(
     onnx_path: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
     device: DeviceModel | None = None,
+    rounding: str | None = None,
 ) -> dict[str, Any]:
     """Quantize a model file; write the package, its ONNX and a report.
 
@@ -483,48 +464,81 @@ def quantize_file(
     microcontroller's engine), also the device's cycles and its bit-exactness (the report's
     ``device`` section). A model made elsewhere is first run by its own runtime beside the MLP
     as read (``import_check``). The files are planned before any work
-    (:class:`mark1.io.OutputPlan`: no output may be an input or another output, each must be
-    creatable); nothing is written unless all of it succeeds, and then every file whole.
-    Returns the report.
+    (:func:`plan_run`); nothing is written unless all of it succeeds, and then every file
+    whole. Returns the report.
+
+    ``rounding``: how the package requantizes, ``"single"`` (the default) or ``"double"``
+    (TFLite's, for TFLite Micro). A model quantized already (an int8 ``.tflite``) is imported
+    by :func:`export.int8.imported.import_file` instead.
     """
+    from export.contract.package import ROUNDINGS
     from mark1.stimuli import TASKS
 
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise ValueError(f"rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
     if calib is not None and calib != "all":
         CALIB_LIMIT.check("calib", calib)
     SEED.check("seed", seed)
     if task is not None and task not in TASKS:
         raise ValueError(f"{path}: task {task!r} is not a mark1-kit task, so there are no images "
                          f"to calibrate on; pass --task (allowed: {', '.join(TASKS)})")
+    run = plan_run(path, out, calib_data=calib_data, eval_data=eval_data, onnx_path=onnx_path,
+                   report_path=report_path)
+    with run.plan:
+        return _quantize(run, calib=calib, seed=seed, task=task, device=device,
+                         rounding=rounding)
+
+
+@dataclass
+class PlannedRun:
+    """The files of a quantization run, checked (:func:`plan_run`); write through ``plan``."""
+
+    plan: OutputPlan
+    model: Path
+    calib_data: Path | None
+    eval_data: tuple[Path, ...] | None
+    out: Path
+    onnx: Path
+    report: Path
+
+
+def plan_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+             calib_data: str | os.PathLike[str] | None = None,
+             eval_data: tuple[str | os.PathLike[str], ...] | None = None,
+             onnx_path: str | os.PathLike[str] | None = None,
+             report_path: str | os.PathLike[str] | None = None) -> PlannedRun:
+    """The plan (:class:`mark1.io.OutputPlan`) of a run that reads a model (and data files) and
+    writes a package, its ONNX and a report: no output may be an input or another output, and
+    each must be creatable; checked when the plan is entered, before any work."""
     if eval_data is not None and not 1 <= len(eval_data) <= 2:
         raise ValueError(f"--eval-data takes the inputs and optionally their labels (1 or 2 "
                          f".npy files); got {len(eval_data)}")
     plan = OutputPlan()
-    model_path = plan.read("MODEL", path, what="checkpoint")
-    calib_path = None if calib_data is None else plan.read("--calib-data", calib_data,
-                                                           what="data file")
-    eval_paths = None if eval_data is None else tuple(
-        plan.read("--eval-data", given, what="data file") for given in eval_data)
-    out_path = plan.write_file("--out", out)
-    default_onnx, default_report = default_paths(out_path)
-    onnx_out = plan.write_file("--onnx", onnx_path if onnx_path is not None else default_onnx)
-    report_out = plan.write_file("--report",
-                                 report_path if report_path is not None else default_report)
-    with plan:
-        report = _quantize(plan, model_path, out_path, onnx_out, report_out, calib=calib,
-                           seed=seed, task=task, calib_data=calib_path, eval_data=eval_paths,
-                           device=device)
-    report["report_path"] = str(report_out)
-    return report
+    model = plan.read("MODEL", path, what="checkpoint")
+    calib = None if calib_data is None else plan.read("--calib-data", calib_data,
+                                                      what="data file")
+    given = None if eval_data is None else tuple(
+        plan.read("--eval-data", each, what="data file") for each in eval_data)
+    package = plan.write_file("--out", out)
+    default_onnx, default_report = default_paths(package)
+    onnx = plan.write_file("--onnx", onnx_path if onnx_path is not None else default_onnx)
+    report = plan.write_file("--report", report_path if report_path is not None
+                             else default_report)
+    return PlannedRun(plan, model, calib, given, package, onnx, report)
 
 
-def _quantize(plan: OutputPlan, path: Path, out: Path, onnx_path: Path, report_path: Path, *,
-              calib: int | str | None, seed: int, task: str | None, calib_data: Path | None,
-              eval_data: tuple[Path, ...] | None, device: DeviceModel | None) -> dict[str, Any]:
+def _quantize(run_files: PlannedRun, *, calib: int | str | None, seed: int, task: str | None,
+              device: DeviceModel | None, rounding: str | None) -> dict[str, Any]:
     """The work of :func:`quantize_file`: the package, its ONNX and the report, written into
     the plan's staging files."""
     from export.contract.golden import decide, golden_forward, quantize_input
-    from export.contract.package import FORMAT_VERSION, encode_package
+    from export.contract.package import encode_package
     from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
+    from export.int8.rounding import compare_roundings
+
+    path, out = run_files.model, run_files.out
+    onnx_path, report_path = run_files.onnx, run_files.report
+    calib_data, eval_data = run_files.calib_data, run_files.eval_data
 
     model = load_model(path)
     source: Source = model if isinstance(model, dict) else model.mlp
@@ -535,7 +549,7 @@ def _quantize(plan: OutputPlan, path: Path, out: Path, onnx_path: Path, report_p
                     eval_data=eval_data)
     checked = None if isinstance(model, dict) else import_check(
         model, np.concatenate([run.calib, run.x_eval])[:1024])
-    pkg = quantize_source(source, run.calib)
+    pkg = replace(quantize_source(source, run.calib), rounding=rounding or "single")
     blob = encode_package(pkg)
 
     x_test = run.x_eval
@@ -563,8 +577,7 @@ def _quantize(plan: OutputPlan, path: Path, out: Path, onnx_path: Path, report_p
     report: dict[str, Any] = {
         "source": {"path": str(path), "kind": kind, "task": run.task, "seed": run.task_seed,
                    **({} if isinstance(model, dict) else {"model": model.describe()})},
-        "package": {"path": str(out), "bytes": len(blob), "format_version": FORMAT_VERSION,
-                    **pkg.describe()},
+        "package": {"path": str(out), "bytes": len(blob), **pkg.describe()},
         "calibration": {"images": len(run.calib), "from": run.calib_from,
                         "split": "train" if run.task and "training" in run.calib_from
                         else "given", "seed": seed},
@@ -572,16 +585,32 @@ def _quantize(plan: OutputPlan, path: Path, out: Path, onnx_path: Path, report_p
         "ram_bytes": pkg.ram_bytes,
         "accuracy": accuracy,
         "import_check": checked,
+        "rounding": compare_roundings(pkg, x_q),
         "onnx": {"path": str(onnx_path), "bytes": len(onnx_model), "opset": OPSET,
                  "ir_version": IR_VERSION, "goal": AGREEMENT_GOAL,
                  **agreement(pkg, onnx_model, x_test)},
     }
+    return finish_run(report, pkg, x_q, y_q, device, run_files.plan,
+                      {out: blob, onnx_path: onnx_model, report_path: report})
+
+
+def finish_run(report: dict[str, Any], pkg: Package, x_q: np.ndarray, y_q: np.ndarray,
+               device: DeviceModel | None, plan: OutputPlan,
+               outputs: dict[Path, bytes | dict[str, Any]]) -> dict[str, Any]:
+    """The end of a run: the device's figures on the int8 inputs ``x_q`` (bit-exact with the
+    golden outputs ``y_q``?) into the report, then every output written into its staging file
+    of ``plan`` (bytes, or the report as JSON): in place, whole, when the plan ends. Returns the
+    report with its path."""
+
     if device is not None:
         engine = device(pkg)
         engine_y = np.stack([engine.infer(x)[0] for x in x_q])
-        report["device"] = {**engine.describe(), "inputs_checked": len(x_test),
+        report["device"] = {**engine.describe(), "inputs_checked": len(x_q),
                             "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))}
-    plan.write_bytes(out, blob)
-    plan.write_bytes(onnx_path, onnx_model)
-    plan.write_json(report_path, report)
+    for path, content in outputs.items():
+        if isinstance(content, dict):
+            plan.write_json(path, content)
+            report["report_path"] = str(path)
+        else:
+            plan.write_bytes(path, content)
     return report

@@ -11,6 +11,7 @@ import argparse
 from export.onnx.hyperparameters import DEFAULT_TRAINING as TRAINING
 from export.onnx.hyperparameters import MAX_HIDDEN_LAYERS, MLPTraining
 from export.onnx.profiles import JETSON_TX2, PROFILES
+from export.tflite.cli import register_format
 from mark1.limits import SEED, field_limits
 from mark1.stimuli import TASK_LIMITS
 
@@ -160,7 +161,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train_mlp)
 
-    e = subparsers.add_parser("export", help="export a trained model (onnx)",
+    e = subparsers.add_parser("export", help="export a trained model (onnx, tflite)",
                               description="Export a trained model.")
     formats = e.add_subparsers(dest="format", metavar="FORMAT", parser_class=type(e))
     formats.required = True
@@ -183,4 +184,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="X.npy [y.npy]: check parity on these inputs (and report accuracy)")
     o.add_argument("--out", required=True, help="bundle folder")
     o.set_defaults(handler=_export_onnx)
+    register_format(formats)
 
