@@ -39,8 +39,9 @@ from hypothesis import strategies as st
 from mark1.limits import SEED, Limit, _num
 from tests.test_bad_input import Answer, run_in_process, snapshot, workspace
 
-BOUNDED = {"tasks": 10, "simulate": 40, "replay": 6, "train-mlp": 20, "export": 12,
-           "quantize": 20, "push": 40, "infer": 40, "device": 30, "sweep": 25}
+BOUNDED = {"tasks": 10, "simulate": 40, "replay": 6, "train-mlp": 20, "export onnx": 12,
+           "export tflite": 12, "quantize": 20, "push": 40, "infer": 40, "device": 30,
+           "sweep": 25}
 """Examples per command in the fast suite (about a minute in all on two cores)."""
 LONG = 300
 """Examples per command in the slow suite."""
@@ -58,7 +59,8 @@ def documented_exit_codes() -> dict[str, set[int]]:
     return {"tasks": bad_input, "simulate": bad_input, "replay": bad_input,
             "train-mlp": bad_input, "quantize": bad_input, "device": bad_input,
             "sweep": bad_input,
-            "export": set(EXPORT_EXIT_CODES), "push": set(EXIT_CODES),
+            "export onnx": set(EXPORT_EXIT_CODES), "export tflite": bad_input,
+            "push": set(EXIT_CODES),
             "infer": set(EXIT_CODES)}
 
 
@@ -116,6 +118,11 @@ class Command:
     """A file in the output folder that a failed run keeps on purpose (whole lines: the runs it
     finished, for the next run to resume from)."""
 
+    @property
+    def key(self) -> str:
+        """The command as the summary names it: ``export onnx``."""
+        return " ".join((self.name, *self.head))
+
 
 def _paths(*names: str) -> st.SearchStrategy[str]:
     return st.sampled_from(names)
@@ -124,7 +131,7 @@ def _paths(*names: str) -> st.SearchStrategy[str]:
 INPUT_FILES = ("picture.png", "notes.txt", "empty.bin", "nothing.pt", "out", "/dev/null",
                "/dev/zero", "", "link.pt", "truncated.m1w", "model.m1w", "mlp.pt",
                "machine.npz", "elsewhere.onnx", "no/such/dir/x.pt", "features.onnx",
-               "conv.onnx", "conv.pt")
+               "conv.onnx", "conv.pt", "mlp.tflite", "truncated.tflite", "text.tflite")
 DATA_FILES = ("calib64.npy", "short.npy", "words.npy", "nan.npy", "complex.npy", "empty.npy",
               "cube.npy", "picture.png", "out", "/dev/zero", "", "nothing.npy")
 OUTPUT_FILES = ("new.m1w", "existing.m1w", "mlp.pt", "model.m1w", "out", "/proc/x.m1w",
@@ -159,9 +166,14 @@ def _quantize_outputs(args: dict[str, list[str]]) -> list[tuple[str, bool]]:
             (_given(args, "--report") or str(report), False)]
 
 
-def _json_output(args: dict[str, list[str]]) -> list[tuple[str, bool]]:
-    value = _given(args, "--json")
-    return [] if value is None else [(value, False)]
+def _file_output(flag: str) -> Callable[[dict[str, list[str]]], list[tuple[str, bool]]]:
+    def outputs(args: dict[str, list[str]]) -> list[tuple[str, bool]]:
+        value = _given(args, flag)
+        return [] if value is None else [(value, False)]
+    return outputs
+
+
+_json_output = _file_output("--json")
 
 
 def _state_output(args: dict[str, list[str]]) -> list[tuple[str, bool]]:
@@ -243,7 +255,14 @@ def commands(bounded: bool) -> dict[str, Command]:
              Option("--n-test", numbers(TASK["n_test"], expensive_top=True)),
              Option("--out", _paths(*OUTPUT_FOLDERS))],
             _folder("--out")),
-        "export": Command(
+        "export tflite": Command(
+            "export", {"": "model.m1w", "--out": "model.tflite"},
+            [Option("", _paths(*INPUT_FILES, "other.m1w", "flipped.m1w", "markI.m1w")),
+             Option("--eval-data", _paths(*DATA_FILES)),
+             Option("--seed", numbers(SEED)),
+             Option("--out", _paths(*OUTPUT_FILES, "model.tflite"))],
+            _file_output("--out"), head=("tflite",), flags=("--float-io",)),
+        "export onnx": Command(
             "export", {"": "mlp.pt", "--out": "bundle"},
             [Option("", _paths(*INPUT_FILES)),
              Option("--target", st.sampled_from(["jetson-tx2", "desktop", "jetson-nano", ""])),
@@ -460,8 +479,8 @@ def check_example(cmd: Command, argv: list[str], ws, keep: Pristine) -> Answer:
         kept = (ws.path / journal).read_bytes() if journal and journal in after else b""
     finally:
         keep.restore()
-    SUMMARY[cmd.name][answer.code] += 1
-    codes = documented_exit_codes()[cmd.name]
+    SUMMARY[cmd.key][answer.code] += 1
+    codes = documented_exit_codes()[cmd.key]
     assert answer.code in codes, (filled, answer)
     assert "Traceback" not in answer.stderr and "Warning" not in answer.stderr, (filled, answer)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
@@ -526,4 +545,6 @@ def test_every_registered_command_is_driven():
 
     parser = build_parser()
     registered = set(parser._subparsers._group_actions[0].choices)  # noqa: SLF001
-    assert registered == set(BOUNDED) == set(commands(True))
+    assert registered == {key.split()[0] for key in BOUNDED}
+    assert set(BOUNDED) == set(commands(True))
+    assert all(cmd.key == key for key, cmd in commands(True).items())
