@@ -261,6 +261,7 @@ def workspace(root: Path) -> Iterator[Workspace]:
         fh.write(FILE_HEADER.pack(b"M1FLASH1", 256 * 1024, 2048))
         fh.truncate(SPARSE_BYTES)
     (root / "link.pt").symlink_to("mlp.pt")
+    (root / "link.m1w").symlink_to("model.m1w")
     part = PRESETS["cortex-m4"]
     locked = Flash(part.flash_bytes, part.page_bytes, path=root / "locked.bin")  # a device's
     devices = []
@@ -297,7 +298,7 @@ class Case:
 
     @property
     def command(self) -> str:
-        return self.args[0] if self.args[0] != "export" else "export onnx"
+        return " ".join(self.args[:2]) if self.args[0] == "export" else self.args[0]
 
 
 def C(what: str, args: str, says: str, code: int = 2) -> Case:
@@ -401,6 +402,23 @@ CLI_CASES: tuple[Case, ...] = (
       "is a folder"),
     C("evaluation data of the wrong shape", "export tflite {ws}/model.m1w --eval-data "
       "{ws}/short.npy --out {ws}/m.tflite", r"shape \(5, 30\)"),
+    C("the package as the .tflite", "export tflite {ws}/model.m1w --out {ws}/model.m1w",
+      "--out '.*model.m1w' would overwrite MODEL '.*model.m1w', which this command reads"),
+    C("the evaluation data as the .tflite", "export tflite {ws}/model.m1w --eval-data "
+      "{ws}/calib64.npy --out {ws}/calib64.npy", "--out '.*calib64.npy' would overwrite "
+      "--eval-data"),
+    C("a symlink to the package as the .tflite", "export tflite {ws}/model.m1w --out "
+      "{ws}/link.m1w", "--out '.*link.m1w' would overwrite MODEL"),
+    C("a .tflite where none can be written", "export tflite {ws}/model.m1w --out "
+      "/proc/x.tflite", "--out '/proc/x.tflite': cannot write there"),
+    C("an empty output path", "export tflite {ws}/model.m1w --out {empty}",
+      "--out '': an empty path"),
+    C("a folder as the package", "export tflite {ws}/out --out {ws}/m.tflite",
+      "MODEL '.*out' is a folder"),
+    C("a device as the package", "export tflite /dev/zero --out {ws}/m.tflite",
+      "MODEL '/dev/zero' is not a regular file"),
+    C("a negative seed", "export tflite {ws}/model.m1w --seed -1 --out {ws}/m.tflite",
+      "argument --seed: -1 is out of range"),
     # quantize
     C("a PNG as the checkpoint", "quantize {ws}/picture.png --out {ws}/existing.m1w",
       "PNG image"),
@@ -447,6 +465,19 @@ CLI_CASES: tuple[Case, ...] = (
       "not a TensorFlow Lite flatbuffer"),
     C("calibration data for a .tflite", "quantize {ws}/mlp.tflite --calib-data "
       "{ws}/calib64.npy --out {ws}/q.m1w", "quantized already: .* --calib-data"),
+    C("the .tflite as the package", "quantize {ws}/mlp.tflite --out {ws}/mlp.tflite",
+      "--out '.*mlp.tflite' would overwrite MODEL '.*mlp.tflite', which this command reads"),
+    C("one file for a .tflite's package and its ONNX", "quantize {ws}/mlp.tflite --out "
+      "{ws}/q.m1w --onnx {ws}/q.m1w", "--onnx '.*q.m1w' and --out '.*q.m1w' name the same file"),
+    C("the evaluation data as a .tflite's report", "quantize {ws}/mlp.tflite --eval-data "
+      "{ws}/calib64.npy --out {ws}/q.m1w --report {ws}/calib64.npy",
+      "--report '.*calib64.npy' would overwrite --eval-data"),
+    C("a .tflite's package where none can be written", "quantize {ws}/mlp.tflite --out "
+      "/proc/x.m1w", "--out '/proc/x.m1w': cannot write there"),
+    C("a .tflite's report under a file", "quantize {ws}/mlp.tflite --out {ws}/q.m1w --report "
+      "{ws}/picture.png/r.json", "--report '.*r.json': a part of the path is a file"),
+    C("a negative seed for a .tflite", "quantize {ws}/mlp.tflite --seed -1 --out {ws}/q.m1w",
+      "argument --seed: -1 is out of range"),
     C("an unknown rounding", "quantize {ws}/mlp.pt --rounding even --out {ws}/q.m1w",
       "invalid choice: 'even'"),
     # push
@@ -498,6 +529,14 @@ CLI_CASES: tuple[Case, ...] = (
       "not a weight package"),
     C("a damaged package as the model file",
       "infer {ws}/bright.png --port {device} --model {ws}/flipped.m1w", "CRC-32 mismatch"),
+    C("the model file as the JSON report", "infer {ws}/bright.png --port {device} --model "
+      "{ws}/model.m1w --json {ws}/model.m1w", "--json '.*model.m1w' would overwrite --model"),
+    C("a JSON report where none can be written", "infer --port {device} --task digits --json "
+      "/proc/x.json", "--json '/proc/x.json': cannot write there"),
+    C("a folder as the JSON report", "infer {ws}/bright.png --port {device} --json {ws}/out",
+      "--json '.*out' is a folder"),
+    C("an empty JSON report path", "infer {ws}/bright.png --port {device} --json {empty}",
+      "--json '': an empty path"),
     C("another model than the device runs as the model file",
       "infer {ws}/bright.png --port {device} --model {ws}/other.m1w",
       "is not the device's active model"),
@@ -712,6 +751,33 @@ def test_the_same_answers_from_a_real_process(case, ws):
     before = snapshot(ws.path)
     res = run_cli(*_fill(case, ws), cwd=ws.path, timeout=120)
     check(case, Answer(res.returncode, res.stderr, res.stdout))
+    assert snapshot(ws.path) == before
+
+
+BAD_STATE_FILES: tuple[tuple[str, ...], ...] = (
+    ("--state", "{ws}/locked.bin"), ("--state", "{ws}/damaged.bin"),
+    ("--state", "{ws}/sparse.bin"), ("--state", "/dev/zero"), ("--state", "{ws}/flash.bin"),
+    ("--state", "{ws}/out"), ("--state", "{ws}/notes.txt/flash.bin"),
+    ("--state", "/proc/x.bin"), ("--state", "{empty}"),
+    ("--flash", "128K", "--state", "{ws}/damaged.bin"),
+)
+"""State files a device must refuse: held by another device, damaged, 30 GiB, a device file,
+the user's file, a folder, under a file, where none can be made, no name, another geometry."""
+
+
+@pytest.mark.parametrize("state", BAD_STATE_FILES, ids=lambda a: " ".join(a).replace("{ws}/", ""))
+def test_the_c_firmware_refuses_a_state_file_with_the_simulators_words(state, ws):
+    """``device --firmware host`` checks and locks its state file as the simulator does, before
+    the firmware is built: the same one line, exit 2, the file left as it was."""
+    from tests.conftest import run_cli
+
+    argv = _fill(Case("", ("device", "--pty", *state), ""), ws)
+    before = snapshot(ws.path)
+    sim = run_in_process(argv)
+    host = run_cli(*argv[:1], "--firmware", "host", *argv[1:], cwd=ws.path, timeout=120)
+    assert sim.code == 2 and len(sim.stderr.strip().splitlines()) == 1, sim
+    assert (host.returncode, host.stderr) == (sim.code, sim.stderr)
+    assert "Traceback" not in host.stderr and host.stdout == ""
     assert snapshot(ws.path) == before
 
 

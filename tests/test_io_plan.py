@@ -270,3 +270,42 @@ def test_a_folder_where_an_output_folder_puts_a_file_is_refused_before_the_work(
         plan.write_folder("--out", ws / "out", files=("a.png", name))
         refused(plan, f"{name} in --out '.*out' is a folder, link or device")
     assert entries(ws) == ["model.pt", "out", "out/keep.txt", "out/link.png", "out/report.json"]
+
+
+def test_an_export_killed_at_work_leaves_staging_that_the_next_export_removes(tmp_path):
+    """``kill -9`` of ``mark1 export onnx`` while it writes its bundle: its staging folder stays
+    (nothing can run in a killed process), the user's folder is as it was, and the next export
+    into the same place removes the staging and writes the whole bundle."""
+    import time
+
+    import numpy as np
+
+    from export.onnx.checkpoint import save_checkpoint
+    from tests.conftest import run_cli
+    from tests.int8_models import random_checkpoint
+
+    ckpt = random_checkpoint(np.random.default_rng(0), [400, 8, 10])
+    ckpt.classes = [str(k) for k in range(10)]
+    save_checkpoint(ckpt, tmp_path / "mlp.pt")
+    out = tmp_path / "bundle"
+    out.mkdir()
+    (out / "keep.txt").write_bytes(b"the user's file")
+    argv = [sys.executable, "-m", "mark1.cli", "export", "onnx", str(tmp_path / "mlp.pt"),
+            "--out", str(out)]
+    proc = subprocess.Popen(argv, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(6000):  # the staging folder appears once the plan is entered (<= 60 s)
+            staged = [p for p in tmp_path.iterdir() if is_staging_of(p.name, "bundle")]
+            if staged or proc.poll() is not None:
+                break
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+    finally:
+        proc.wait()
+    assert proc.returncode == -signal.SIGKILL and len(staged) == 1
+    assert files(out) == {"keep.txt": b"the user's file"}
+    res = run_cli("export", "onnx", str(tmp_path / "mlp.pt"), "--out", str(out))
+    assert res.returncode == 0, res.stderr
+    assert not [p for p in tmp_path.iterdir() if is_staging_of(p.name, "bundle")]
+    assert {"keep.txt", "model.onnx", "report.json"} <= set(files(out))
