@@ -6,6 +6,7 @@ port; and a host killed mid-push frees the device."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -250,6 +251,42 @@ def test_replies_to_a_host_that_died_on_a_pty_never_reach_the_next_one(kind, tmp
             y, _ = run_inference(link, x)
         assert got.model_id == pkg.model_id and st.model_id == pkg.model_id
         np.testing.assert_array_equal(y, golden_forward(pkg, x))
+
+
+@pytest.mark.parametrize("what", ["frames", "noise"])
+def test_every_device_drops_the_unread_megabyte_of_a_host_that_left(kind, what, tmp_path):
+    """The same through the link alone, for the simulator and the C firmware's host port: a
+    host floods a paced device (57,600 baud) with a megabyte (STATUS frames, or noise that
+    gets no reply) that is three minutes of line, and closes; the next push is served within
+    seconds (it used to be told busy for three minutes), and the device handled only part of
+    the flood."""
+    frame = P.encode_frame(P.Frame(int(P.Msg.STATUS), 1))
+    flood = (frame if what == "frames" else b"\x01" * 64) * (1_000_000 // len(frame))
+    state = with_model(SMALL, tmp_path / "flash.bin", image())
+    with serve(kind, timing=LinkTiming(baud=57600), state=state) as srv:
+        host, _, port = srv.url.removeprefix("socket://").rpartition(":")
+        client = socket.create_connection((host, int(port)))
+        client.setblocking(False)
+        sent, tries = 0, 0
+        while sent < len(flood) and tries < 2000:  # as much as the connection takes
+            tries += 1
+            try:
+                sent += client.send(flood[sent : sent + 65536])
+            except BlockingIOError:
+                time.sleep(0.005)
+        time.sleep(0.5)  # the device is at work on the flood
+        with_replies = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := client.recv(1 << 20):  # read what came back: the close is a FIN
+                with_replies += chunk
+        client.close()
+        new = image(seed=1)
+        rep = _until_free(push, srv.url, new, settings=FAST, patience=10.0)
+        with connect(srv.url, FAST) as link:
+            st = link.status()
+    assert sent > 500_000
+    assert rep.verified_bytes == len(new) and st.model_id == decode_package(new).model_id
+    assert st.frames_ok < len(flood) // len(frame) // 2
 
 
 @pytest.mark.parametrize("what", ["frames", "noise"])
