@@ -80,6 +80,24 @@ def parse_cut(text: str) -> tuple[int, int]:
     return int(ops), int(keep or 0)
 
 
+def _cannot_listen(host: str, port: int, exc: OSError) -> ValueError:
+    return ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def _check_listen(args: argparse.Namespace) -> None:
+    """The TCP address can be listened on: checked by listening there a moment, before the
+    state file is made or locked, so that a device that cannot serve leaves nothing behind."""
+    import socket
+
+    if args.pty:
+        return
+    host, port = args.listen
+    try:
+        socket.create_server((host, port)).close()
+    except OSError as exc:
+        raise _cannot_listen(host, port, exc) from None
+
+
 POWER_CUT_EXIT = 3
 """Exit status of ``mark1 device`` when the power was cut (``--cut-after``)."""
 
@@ -136,6 +154,7 @@ def _device(args: argparse.Namespace) -> int:
     }
     config = dataclasses.replace(base, **overrides)
     timing = LinkTiming(baud=args.baud, turnaround_s=args.turnaround / 1000.0)
+    _check_listen(args)  # before the state file is made
     if args.firmware == "host":
         return _firmware_host(args, config, args.idle_timeout)
     device = Device(config, state_path=args.state)  # the state file checked and locked here
@@ -161,7 +180,7 @@ def _serve(args: argparse.Namespace, device: Device, timing: LinkTiming) -> int:
         try:
             server = TcpServer(device, host, port, timing, idle_timeout_s=idle)
         except OSError as exc:
-            raise ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from exc
+            raise _cannot_listen(host, port, exc) from exc
     act = device.active
     model = "no model" if act is None else f"model in slot {'AB'[act.slot]} ({act.size} bytes)"
     pacing = f"{args.baud} baud" if args.baud else "unpaced"

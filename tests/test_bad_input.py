@@ -562,6 +562,10 @@ CLI_CASES: tuple[Case, ...] = (
     C("a TCP port another program listens on", "device --listen {busy_listen}",
       "cannot listen on 127.0.0.1"),
     C("a folder as the flash state", "device --pty --state {ws}/out", "out"),
+    C("a TCP port another program listens on, with a new state file", "device --listen "
+      "{busy_listen} --state {ws}/new.bin", "cannot listen on 127.0.0.1"),
+    C("a TCP port another program listens on, for the C firmware", "device --firmware host "
+      "--listen {busy_listen} --state {ws}/new.bin", "cannot listen on 127.0.0.1"),
     C("neither --pty nor --listen", "device", "one of the arguments --pty --listen"),
     # outputs that are inputs or each other (resolved through symlinks), refused before any work
     C("the checkpoint as the package", "quantize {ws}/mlp.pt --out {ws}/mlp.pt",
@@ -971,6 +975,8 @@ def _short(text: str, ws: Workspace) -> str:
                       (ws.busy_listen, "127.0.0.1:PORT"),
                       (ws.closed_tcp, "socket://127.0.0.1:CLOSED")):
         text = text.replace(url, name)
+    text = text.replace(f"('127.0.0.1', {ws.busy_listen.rpartition(':')[2]})",
+                        "('127.0.0.1', PORT)")
     text = re.sub(r"^mark1( [\w-]+)*: error: ", "", text)
     return text.replace("|", "\\|")
 
