@@ -65,6 +65,7 @@ static const char *type_name(uint8_t type)
     case MK_READ: return "READ";
     case MK_INFER: return "INFER";
     case MK_STATUS: return "STATUS";
+    case MK_ROLLBACK: return "ROLLBACK";
     default: return "RESET";
     }
 }
@@ -528,6 +529,29 @@ static void hex16(mk_text *t, const uint8_t *digest) /* digest.hex()[:16] */
     mk_text_hexbytes(t, digest, 8);
 }
 
+/* Device._unrunnable: 1 (NAK written) if load() found no package or one that cannot run here */
+static int unrunnable(reply *r, const mk_frame *f, int outcome, const mk_text *why)
+{
+    mk_device *d = r->d;
+    mk_text t;
+    if (outcome < 0) {
+        nak(r, f->type, MK_ERR_BAD_PACKAGE, 0, 0, &t);
+        mk_text_str(&t, "not a weight package: ");
+        mk_text_mem(&t, why->buf, why->len);
+        finish_nak(r, &t);
+        return 1;
+    }
+    if (outcome > 0) {
+        const uint32_t need = d->candidate.ram_bytes;
+        nak(r, f->type, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
+            need, d->config.ram_bytes, &t);
+        mk_text_mem(&t, why->buf, why->len);
+        finish_nak(r, &t);
+        return 1;
+    }
+    return 0;
+}
+
 static void commit(reply *r, const mk_frame *f)
 {
     mk_device *d = r->d;
@@ -619,19 +643,7 @@ static void commit(reply *r, const mk_frame *f)
         mk_text_init(&why_text, words, MK_TEXT_MAX);
         outcome = load(d, &d->candidate, image, u->size, &why_text);
         mk_text_finish(&why_text);
-        if (outcome < 0) {
-            nak(r, f->type, MK_ERR_BAD_PACKAGE, 0, 0, &t);
-            mk_text_str(&t, "not a weight package: ");
-            mk_text_mem(&t, why_text.buf, why_text.len);
-            finish_nak(r, &t);
-            return;
-        }
-        if (outcome > 0) {
-            const uint32_t need = d->candidate.ram_bytes;
-            nak(r, f->type, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
-                need, d->config.ram_bytes, &t);
-            mk_text_mem(&t, why_text.buf, why_text.len);
-            finish_nak(r, &t);
+        if (unrunnable(r, f, outcome, &why_text)) {
             return;
         }
         if ((why = mk_store_commit(&d->store, u->slot, u->size, u->crc32, sha, &rec)) != 0) {
@@ -644,6 +656,74 @@ static void commit(reply *r, const mk_frame *f)
         set_model(d, &d->candidate, 0, &why_text);
     }
     ack(r, f->type, u->slot, u->crc32);
+}
+
+static void rollback(reply *r, const mk_frame *f)
+{
+    mk_device *d = r->d;
+    uint32_t slot, flags, active;
+    const char *why;
+    uint8_t sha[32];
+    mk_record found, rec;
+    mk_text t;
+    if (bad_length(r, f, 2, 0)) {
+        return;
+    }
+    slot = f->payload[0];
+    flags = f->payload[1];
+    active = d->has_active ? d->active.slot : 0xFFu;
+    if (flags & ~MK_ROLLBACK_CHECK) {
+        nak(r, f->type, MK_ERR_BAD_PAYLOAD, f->length, 0, &t);
+        mk_text_str(&t, "ROLLBACK flags 0x");
+        mk_text_hex(&t, flags, 2);
+        mk_text_str(&t, ": only 0x01 (check only) is defined");
+        finish_nak(r, &t);
+        return;
+    }
+    if (slot > 1u) {
+        nak(r, f->type, MK_ERR_BAD_SLOT, slot, active, &t);
+        mk_text_str(&t, "slot ");
+        mk_text_uint(&t, slot);
+        mk_text_str(&t, " does not exist (0 = A, 1 = B)");
+        finish_nak(r, &t);
+        return;
+    }
+    if (slot == active) { /* running already (or a repeat) */
+        ack(r, f->type, d->active.slot, d->active.crc32);
+        return;
+    }
+    if (!mk_store_committed(&d->store, slot, &found, sha)) {
+        nak(r, f->type, MK_ERR_NO_MODEL, slot, active, &t);
+        mk_text_str(&t, slot ? "slot B" : "slot A");
+        mk_text_str(&t, " holds no committed model (none was, or an upload has written there "
+                        "since)");
+        finish_nak(r, &t);
+        return;
+    }
+    {
+        char words[MK_TEXT_MAX];
+        mk_text why_text;
+        int outcome;
+        mk_text_init(&why_text, words, MK_TEXT_MAX);
+        outcome = load(d, &d->candidate, mk_store_slot(&d->store, slot), found.size, &why_text);
+        mk_text_finish(&why_text);
+        if (unrunnable(r, f, outcome, &why_text)) {
+            return;
+        }
+        if (!(flags & MK_ROLLBACK_CHECK)) {
+            d->upload.active = 0; /* it was writing this slot */
+            if ((why = mk_store_commit(&d->store, slot, found.size, found.crc32, found.id, &rec))
+                != 0) {
+                flash_failed(r, f, why);
+                return;
+            }
+            d->has_active = 1;
+            d->active = rec;
+            memcpy(d->active_sha256, sha, 32);
+            set_model(d, &d->candidate, 0, &why_text);
+        }
+    }
+    ack(r, f->type, slot, found.crc32);
 }
 
 static void abort_upload(reply *r, const mk_frame *f)
@@ -824,6 +904,7 @@ size_t mk_device_handle(mk_device *d, const mk_frame *f, uint8_t *reply_type)
     case MK_INFER: infer(&r, f); break;
     case MK_STATUS: status(&r, f); break;
     case MK_RESET: reset(&r, f); break;
+    case MK_ROLLBACK: rollback(&r, f); break;
     default: {
         mk_text t;
         nak(&r, f->type, MK_ERR_UNKNOWN_TYPE, f->type, 0, &t);
