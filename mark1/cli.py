@@ -22,6 +22,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "export.onnx.cli",
     "export.int8.cli",
     "export.serial.cli",
+    "export.serial.ops_cli",
     "firmware_sim.cli",
 )
 """Modules whose ``register(subparsers)`` adds subcommands, in the order ``--help`` lists them."""

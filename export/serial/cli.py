@@ -20,12 +20,12 @@ SLOTS: dict[str, int] = {"auto": AUTO_SLOT, **{SLOT_NAMES[n]: n for n in (0, 1)}
 """``--slot`` choices: the slot number each names (``auto``: the one not running)."""
 
 
-def _check_json(path: str | None) -> None:
-    """``--json`` must name a file: say so before any work (the report is written last)."""
+def _check_output(option: str, path: str | None) -> None:
+    """An output (``--json``, ``--trace``) must name a file: say so before any work."""
     import os
 
     if path is not None and os.path.isdir(path):
-        raise ValueError(f"--json {path!r} is a folder; give a file name such as report.json")
+        raise ValueError(f"{option} {path!r} is a folder; give a file name")
 
 
 def _settings(args: argparse.Namespace) -> LinkSettings:
@@ -40,11 +40,13 @@ def _push(args: argparse.Namespace) -> int:
 
     from export.contract.package import decode_package
     from export.serial.push import push
+    from export.serial.trace import trace_file
 
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(2, "model file not found", str(path))
-    _check_json(args.json)
+    _check_output("--json", args.json)
+    _check_output("--trace", args.trace)
     image = path.read_bytes()
     try:
         pkg = decode_package(image)
@@ -61,8 +63,9 @@ def _push(args: argparse.Namespace) -> int:
         bars[0].update(n)
 
     try:
-        report = push(args.port, image, settings=_settings(args), slot=slot,
-                      progress=progress)
+        with trace_file(args.trace) as trace:
+            report = push(args.port, image, settings=_settings(args), slot=slot,
+                          progress=progress, trace=trace)
     finally:
         for bar in bars:
             bar.close()
@@ -95,12 +98,14 @@ def _infer(args: argparse.Namespace) -> int:
     from export.serial.errors import VerifyFailed
     from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
+    from export.serial.trace import trace_file
 
     if not args.images and not args.task:
         raise ValueError("give image files or --task NAME (see --help)")
     if args.n < 1:
         raise ValueError(f"--n {args.n}: must be at least 1")
-    _check_json(args.json)
+    _check_output("--json", args.json)
+    _check_output("--trace", args.trace)
     model = None
     named = None
     if args.model:
@@ -133,7 +138,7 @@ def _infer(args: argparse.Namespace) -> int:
         source = f"{len(x)} test images of {args.task!r} (seed {args.seed})"
         task_classes = list(task.classes)
     settings = _settings(args)
-    with connect(args.port, settings) as link:
+    with trace_file(args.trace) as trace, connect(args.port, settings, trace) as link:
         pkg, st = active_package(link, model)
         if labels is not None and not takes_retina(pkg):
             raise ValueError(f"task {args.task!r} gives 20x20 retina images; the device's model "
@@ -191,7 +196,7 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _link_options(p: argparse.ArgumentParser) -> None:
+def link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, metavar="URL",
                    help="pyserial port or URL: /dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT")
     p.add_argument("--baud", type=int, default=DEFAULT_SETTINGS.baud,
@@ -204,6 +209,9 @@ def _link_options(p: argparse.ArgumentParser) -> None:
                    help="resends without reply before the link counts as lost "
                    "(default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write every frame sent and received to FILE, one readable line each "
+                   "(time, direction, type, seq, length, decoded fields)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -216,7 +224,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="weight package file (.m1w)")
-    _link_options(p)
+    link_options(p)
     p.add_argument("--slot", choices=tuple(SLOTS), default="auto",
                    help="flash slot to write (default: the one not running)")
     p.add_argument("--no-read-back", action="store_true",
@@ -235,7 +243,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="*",
                    help="image files (PNG, JPEG or .npy) or .npy inputs of the model's size")
-    _link_options(p)
+    link_options(p)
     p.add_argument("--task", help="use test images of this retina task (see `mark1 tasks`)")
     p.add_argument("--n", type=int, default=100, help="number of task images (default 100)")
     p.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
