@@ -8,7 +8,7 @@ handlers import pyserial, numpy and the package code.
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Any
 
 from export.contract.protocol import AUTO_SLOT, SLOT_NAMES
 from export.serial.errors import EXIT_CODES
@@ -36,11 +36,10 @@ def _settings(args: argparse.Namespace) -> LinkSettings:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from export.contract.package import decode_package
     from export.serial.push import push
     from export.serial.trace import trace_file
+    from mark1.progress import progress_bar
 
     path = Path(args.model)
     if not path.is_file():
@@ -53,13 +52,13 @@ def _push(args: argparse.Namespace) -> int:
     except ValueError as exc:
         raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
     slot = SLOTS[args.slot]
-    bars: list[tqdm] = []
+    bars: list[Any] = []
 
     def progress(n: int) -> None:  # the bar appears once the device acknowledges data
         if not bars:
-            bars.append(tqdm(total=len(image), unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=f"push {path.name}", file=sys.stderr, disable=args.quiet,
-                             leave=False))
+            bars.append(progress_bar(total=len(image), unit="B", unit_scale=True,
+                                     unit_divisor=1024, desc=f"push {path.name}",
+                                     enabled=False if args.quiet else None, leave=False))
         bars[0].update(n)
 
     try:

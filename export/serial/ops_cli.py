@@ -15,16 +15,11 @@ from export.contract.protocol import SLOT_NAMES
 from export.serial.cli import EXIT_EPILOG, link_options
 
 
-def _check_outputs(*paths: str | None) -> None:
-    """Every output must name a file in a folder that exists: say so before any work."""
-    for path in paths:
-        if path is None:
-            continue
-        if os.path.isdir(path):
-            raise ValueError(f"{path!r} is a folder; give a file name")
-        folder = os.path.dirname(os.path.abspath(path))
-        if not os.path.isdir(folder):
-            raise ValueError(f"{path!r}: the folder {folder!r} does not exist")
+def _check_outputs(**paths: str | None) -> None:
+    """Every output (``json=``, ``trace=``) must name a file: say so before any work."""
+    for option, path in paths.items():
+        if path is not None and os.path.isdir(path):
+            raise ValueError(f"--{option} {path!r} is a folder; give a file name")
 
 
 def _write_json(path: str | None, obj: Any) -> None:
@@ -47,7 +42,7 @@ def _settings(args: argparse.Namespace) -> Any:
 def _ports(args: argparse.Namespace) -> int:
     from serial.tools.list_ports import comports
 
-    _check_outputs(args.json)
+    _check_outputs(json=args.json)
     ports = sorted(comports(include_links=args.links), key=lambda p: p.device)
     rows = [{"device": p.device, "description": p.description, "hwid": p.hwid,
              "vid": p.vid, "pid": p.pid, "serial_number": p.serial_number,
@@ -93,7 +88,7 @@ def _status(args: argparse.Namespace) -> int:
     from export.serial.device_ops import device_status
     from export.serial.trace import trace_file
 
-    _check_outputs(args.json, args.trace)
+    _check_outputs(json=args.json, trace=args.trace)
     with trace_file(args.trace) as trace:
         st = device_status(args.port, _settings(args), trace)
     print(f"device   {st.name} on {args.port}, protocol version {st.protocol}")
@@ -127,7 +122,7 @@ def _info(args: argparse.Namespace) -> int:
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(2, "model file not found", str(path))
-    _check_outputs(args.json)
+    _check_outputs(json=args.json)
     data = path.read_bytes()
     try:
         info = package_info(data)
@@ -146,7 +141,7 @@ def _rollback(args: argparse.Namespace) -> int:
     from export.serial.device_ops import rollback
     from export.serial.trace import trace_file
 
-    _check_outputs(args.json, args.trace)
+    _check_outputs(json=args.json, trace=args.trace)
     slot = None if args.slot is None else "AB".index(args.slot)
     with trace_file(args.trace) as trace:
         rep = rollback(args.port, slot, check=args.check, settings=_settings(args), trace=trace)

@@ -141,6 +141,7 @@ def trace_file(path: str | os.PathLike[str] | None) -> Iterator[FrameTrace | Non
         yield None
         return
     dest = Path(path)
+    dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
     try:
         os.fchmod(fd, 0o644)
