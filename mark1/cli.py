@@ -5,7 +5,8 @@ Each part registers its own subcommands (``mark1/commands.py``, ``mark1/sweep_cl
 only argparse; a subcommand imports numpy, torch, onnxruntime or Dask inside its handler, so
 ``mark1 --help`` stays fast.
 
-Exit status: 0 success; 2 bad input (one line on stderr, no traceback, no output written);
+Exit status: 0 success; 2 bad input (one line on stderr, no traceback, no output written), or
+a module of an extra that is not installed (the line names the extra: ``mark1.extras``);
 other codes are documented by the command that uses them; 130 interrupted; 141 stdout closed by
 its reader (``mark1 tasks -v | head``: no message, like any command ended by SIGPIPE).
 """
@@ -97,6 +98,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:
         _silence_stdout()
         return BROKEN_PIPE
+    from mark1.extras import check_command
+
+    advice = check_command(args.command)
+    if advice is not None:
+        print(f"mark1 {args.command}: error: {advice}", file=sys.stderr)
+        return 2
     try:
         status = args.handler(args)
         sys.stdout.flush()  # a reader that went away is found here, not at exit
@@ -106,6 +113,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Mark1Error as exc:
         print(f"mark1 {args.command}: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        from mark1.extras import missing_extra
+
+        advice = missing_extra(exc)
+        if advice is None:
+            raise
+        print(f"mark1 {args.command}: error: {advice}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, OSError) as exc:
         if isinstance(exc, BrokenPipeError) and _stdout_gone():
             _silence_stdout()
