@@ -399,9 +399,7 @@ class Device:
         refused = self._unrunnable(frame, pkg, problem)
         if refused is not None:
             return refused
-        self.active = self.store.commit(up.slot, up.size, up.crc32, sha[:ID_BYTES])
-        self.active_sha256 = sha
-        self.package, self.engine, self.load_error = pkg, engine, ""
+        self._activate(up.slot, up.size, up.crc32, sha, pkg, engine)
         return P.Ack(frame.type, up.slot, up.crc32)
 
     def _rollback(self, frame: P.Frame) -> P.Payload:
@@ -429,10 +427,16 @@ class Device:
         if r.flags & P.ROLLBACK_CHECK:
             return P.Ack(frame.type, r.slot, rec.crc32)
         self.upload = None  # it was writing this slot
-        self.active = self.store.commit(r.slot, rec.size, rec.crc32, rec.image_id)
-        self.active_sha256 = hashlib.sha256(image).digest()
-        self.package, self.engine, self.load_error = pkg, engine, ""
+        self._activate(r.slot, rec.size, rec.crc32, hashlib.sha256(image).digest(), pkg, engine)
         return P.Ack(frame.type, r.slot, rec.crc32)
+
+    def _activate(self, slot: int, size: int, crc32: int, sha: bytes, pkg: Package | None,
+                  engine: Engine | None) -> None:
+        """Append the commit record that makes ``slot`` (its image of SHA-256 ``sha`` checked
+        and loaded) active, and run it."""
+        self.active = self.store.commit(slot, size, crc32, sha[:ID_BYTES])
+        self.active_sha256 = sha
+        self.package, self.engine, self.load_error = pkg, engine, ""
 
     def _unrunnable(self, frame: P.Frame, pkg: Package | None, problem: str) -> P.Nak | None:
         """The ``NAK`` for an image that is no package or cannot run here (from :meth:`_load`);

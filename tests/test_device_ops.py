@@ -77,7 +77,8 @@ def status_json(url: str, tmp_path: Path) -> dict:
 def test_status_shows_the_device_its_slots_the_upload_and_the_wear(kind, tmp_path, packages):
     with serve(kind, pty=True) as srv:
         st = status_json(srv.url, tmp_path)
-        assert (st["name"], st["protocol"], st["flash_bytes"], st["slot_bytes"]) == (
+        dev = st["device"]
+        assert (dev["name"], dev["version"], dev["flash_bytes"], dev["slot_bytes"]) == (
             SMALL.name, P.PROTOCOL_VERSION, SMALL.flash_bytes, (SMALL.flash_bytes // 512 - 2)
             // 2 * 512)
         assert st["active_slot"] == "-" and [s["state"] for s in st["slots"]] == ["none", "none"]

@@ -48,14 +48,8 @@ class DeviceStatus:
     """A device's identity, limits, slots, upload in progress and flash wear."""
 
     port: str
-    name: str
-    protocol: int
-    max_payload: int
-    flash_bytes: int
-    page_bytes: int
-    slot_bytes: int
-    ram_bytes: int
-    clock_hz: int
+    device: dict[str, Any]
+    """The fields of its ``INFO``: name, protocol version and limits."""
     active_slot: str
     """``"A"``, ``"B"`` or ``"-"`` (none)."""
     runnable: bool
@@ -138,11 +132,9 @@ def device_status(url: str, settings: LinkSettings = DEFAULT_SETTINGS,
     if st.upload_slot != P.ACTIVE_SLOT:
         upload = {"slot": st.upload_slot, "size": st.upload_size,
                   "received": st.upload_received, "durable": st.upload_durable}
-    return DeviceStatus(
-        url, info.name, info.version, info.max_payload, info.flash_bytes, info.page_bytes,
-        info.slot_bytes, info.ram_bytes, info.clock_hz, P.SLOT_NAMES[st.active_slot],
-        bool(st.runnable), slots, upload, st.max_erase_count, st.total_erases, st.frames_ok,
-        st.frames_bad)
+    return DeviceStatus(url, asdict(info), P.SLOT_NAMES[st.active_slot], bool(st.runnable),
+                        slots, upload, st.max_erase_count, st.total_erases, st.frames_ok,
+                        st.frames_bad)
 
 
 @dataclass

@@ -91,10 +91,11 @@ def _status(args: argparse.Namespace) -> int:
     _check_outputs(json=args.json, trace=args.trace)
     with trace_file(args.trace) as trace:
         st = device_status(args.port, _settings(args), trace)
-    print(f"device   {st.name} on {args.port}, protocol version {st.protocol}")
-    print(f"limits   flash {_kib(st.flash_bytes)} in {_kib(st.page_bytes)} pages, two slots "
-          f"of {_kib(st.slot_bytes)}; RAM arena {_kib(st.ram_bytes)}; frame payloads up to "
-          f"{st.max_payload:,} B; clock {st.clock_hz / 1e6:g} MHz")
+    dev = st.device
+    print(f"device   {dev['name']} on {args.port}, protocol version {dev['version']}")
+    print(f"limits   flash {_kib(dev['flash_bytes'])} in {_kib(dev['page_bytes'])} pages, two "
+          f"slots of {_kib(dev['slot_bytes'])}; RAM arena {_kib(dev['ram_bytes'])}; frame "
+          f"payloads up to {dev['max_payload']:,} B; clock {dev['clock_hz'] / 1e6:g} MHz")
     for view in st.slots:
         print(f"slot {view.slot}   {_slot_line(view)}")
     if st.upload is not None:
@@ -127,8 +128,10 @@ def _info(args: argparse.Namespace) -> int:
     try:
         info = package_info(data)
     except ValueError as exc:
-        what = "not a valid weight package" if data[:4] == MAGIC else "not a weight package"
-        raise ValueError(f"{path} is {what}: {exc}") from exc
+        said = str(exc)
+        if data[:4] != MAGIC and said.startswith("not a weight package"):
+            raise ValueError(f"{path} is {said}") from exc
+        raise ValueError(f"{path} is not a valid weight package: {said}") from exc
     sys.stdout.write(render(info, path.name))
     _write_json(args.json, {"file": str(path), **info})
     return 0

@@ -552,6 +552,25 @@ static int unrunnable(reply *r, const mk_frame *f, int outcome, const mk_text *w
     return 0;
 }
 
+/* Append the commit record that makes `slot` (its image checked and loaded into d->candidate)
+ * active, and run the candidate: 0, or 1 with a FLASH NAK written. */
+static int activate(reply *r, const mk_frame *f, unsigned slot, uint32_t size, uint32_t crc,
+                    const uint8_t sha[32], const mk_text *why_text)
+{
+    mk_device *d = r->d;
+    mk_record rec;
+    const char *why;
+    if ((why = mk_store_commit(&d->store, slot, size, crc, sha, &rec)) != 0) {
+        flash_failed(r, f, why);
+        return 1;
+    }
+    d->has_active = 1;
+    d->active = rec;
+    memcpy(d->active_sha256, sha, 32);
+    set_model(d, &d->candidate, 0, why_text);
+    return 0;
+}
+
 static void commit(reply *r, const mk_frame *f)
 {
     mk_device *d = r->d;
@@ -559,9 +578,7 @@ static void commit(reply *r, const mk_frame *f)
     uint32_t size, crc, id_len, calc;
     const uint8_t *id, *image;
     uint8_t sha[32];
-    mk_record rec;
     mk_text t;
-    const char *why;
     int outcome;
     if (bad_length(r, f, 8, 1)) {
         return;
@@ -646,14 +663,9 @@ static void commit(reply *r, const mk_frame *f)
         if (unrunnable(r, f, outcome, &why_text)) {
             return;
         }
-        if ((why = mk_store_commit(&d->store, u->slot, u->size, u->crc32, sha, &rec)) != 0) {
-            flash_failed(r, f, why);
+        if (activate(r, f, u->slot, u->size, u->crc32, sha, &why_text)) {
             return;
         }
-        d->has_active = 1;
-        d->active = rec;
-        memcpy(d->active_sha256, sha, 32);
-        set_model(d, &d->candidate, 0, &why_text);
     }
     ack(r, f->type, u->slot, u->crc32);
 }
@@ -662,9 +674,8 @@ static void rollback(reply *r, const mk_frame *f)
 {
     mk_device *d = r->d;
     uint32_t slot, flags, active;
-    const char *why;
     uint8_t sha[32];
-    mk_record found, rec;
+    mk_record found;
     mk_text t;
     if (bad_length(r, f, 2, 0)) {
         return;
@@ -712,15 +723,9 @@ static void rollback(reply *r, const mk_frame *f)
         }
         if (!(flags & MK_ROLLBACK_CHECK)) {
             d->upload.active = 0; /* it was writing this slot */
-            if ((why = mk_store_commit(&d->store, slot, found.size, found.crc32, found.id, &rec))
-                != 0) {
-                flash_failed(r, f, why);
+            if (activate(r, f, slot, found.size, found.crc32, sha, &why_text)) {
                 return;
             }
-            d->has_active = 1;
-            d->active = rec;
-            memcpy(d->active_sha256, sha, 32);
-            set_model(d, &d->candidate, 0, &why_text);
         }
     }
     ack(r, f->type, slot, found.crc32);
