@@ -12,6 +12,8 @@ EXTRAS: dict[str, str] = {
     "torch": "export",
     "onnx": "export",
     "onnxruntime": "export",
+    "tflite": "export",
+    "flatbuffers": "export",
     "numba": "fast",
     "pyarrow": "sweep",
     "dask": "sweep",
@@ -20,7 +22,7 @@ EXTRAS: dict[str, str] = {
 """Top-level module -> the extra that installs it."""
 
 PURPOSE: dict[str, str] = {
-    "export": "training MLPs, ONNX export and int8 quantization",
+    "export": "training MLPs, ONNX and TensorFlow Lite, int8 quantization",
     "fast": "the compiled training passes",
     "sweep": "Parquet tables and Dask clusters of sweeps",
 }
@@ -29,7 +31,8 @@ PURPOSE: dict[str, str] = {
 COMMANDS: dict[str, str] = {"train-mlp": "export", "export": "export", "quantize": "export"}
 """Commands that need an extra whatever their input, checked before they start: they are
 refused at once rather than after minutes of work (``quantize`` writes the ONNX twin of every
-package and checks it with onnxruntime; ``train-mlp`` and ``export`` are torch and ONNX)."""
+package and checks it with onnxruntime; ``train-mlp`` and ``export`` are torch, ONNX and the
+TensorFlow Lite schema)."""
 
 
 def _advice(module: str, extra: str) -> str:

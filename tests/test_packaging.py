@@ -31,7 +31,7 @@ except ModuleNotFoundError:  # Python 3.10
 
 from tests.conftest import ROOT
 
-EXPORT_MODULES = ("torch", "onnx", "onnxruntime")
+EXPORT_MODULES = ("torch", "onnx", "onnxruntime", "tflite", "flatbuffers")
 """What ``pip install mark1-kit`` leaves out and ``mark1-kit[export]`` brings."""
 HIDDEN = (*EXPORT_MODULES, "onnxscript", "skl2onnx", "numba", "pyarrow", "dask", "distributed")
 """Modules the child interpreter of the fast check cannot import."""
@@ -186,6 +186,8 @@ NEEDS_EXPORT = (
     "quantize {ws}/mlp.pt --out {ws}/from-mlp.m1w",
     "quantize {ws}/model.onnx --calib-data {ws}/x.npy --out {ws}/from-onnx.m1w",
     "quantize {ws}/run/machine.npz --task e-f --out {ws}/from-machine.m1w",
+    "quantize {ws}/model.tflite --out {ws}/from-tflite.m1w",
+    "export tflite {ws}/a.m1w --out {ws}/from-package.tflite",
 )
 """Commands of the ``export`` extra, with inputs they would otherwise take."""
 WORKS = (
@@ -203,10 +205,13 @@ WORKS = (
 
 
 def workspace_files(ws: Path) -> None:
-    """The inputs the commands take: an MLP checkpoint, an ONNX MLP, data, two packages."""
+    """The inputs the commands take: an MLP checkpoint, an ONNX MLP, a .tflite, data, two
+    packages."""
     import numpy as np
 
+    from export.contract.package import decode_package
     from export.onnx.checkpoint import save_checkpoint
+    from export.tflite.write import tflite_bytes
     from tests.device_helpers import image
     from tests.int8_models import random_checkpoint
     from tests.test_bad_input import onnx_mlp
@@ -219,6 +224,7 @@ def workspace_files(ws: Path) -> None:
     np.save(ws / "x.npy", rng.uniform(size=(16, 20)).astype(np.float32))
     (ws / "a.m1w").write_bytes(image())
     (ws / "b.m1w").write_bytes(image(hidden=9, seed=1))
+    (ws / "model.tflite").write_bytes(tflite_bytes(decode_package(image(seed=2))))
 
 
 def check_answers(answers: list[dict], ws: Path) -> None:
