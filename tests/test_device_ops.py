@@ -51,10 +51,12 @@ def mark1(*args: str) -> Run:
 
 @pytest.fixture
 def packages(tmp_path) -> dict[str, Path]:
-    """Three real packages as files."""
+    """Three real packages as files; b rounds as TensorFlow Lite does (package format 2)."""
+    from dataclasses import replace
+
+    double = encode_package(replace(decode_package(image(hidden=9, seed=1)), rounding="double"))
     files = {}
-    for name, data in (("a", image()), ("b", image(hidden=9, seed=1)),
-                       ("c", image(hidden=10, seed=2))):
+    for name, data in (("a", image()), ("b", double), ("c", image(hidden=10, seed=2))):
         files[name] = tmp_path / f"{name}.m1w"
         files[name].write_bytes(data)
     return files
@@ -95,8 +97,11 @@ def test_status_shows_the_device_its_slots_the_upload_and_the_wear(kind, tmp_pat
         assert (b["state"], b["model_id"], b["n_inputs"], b["n_outputs"]) == (
             "active", model_id(packages["b"]), 400, 10)
         assert b["ram_bytes"] == decode_package(packages["b"].read_bytes()).ram_bytes
+        assert [(s["format_version"], s["rounding"]) for s in (a, b)] == [(1, "single"),
+                                                                          (2, "double")]
         assert f"slot A   committed earlier: model {model_id(packages['a'])[:16]}" in st["text"]
         assert f"slot B   active: model {model_id(packages['b'])[:16]}" in st["text"]
+        assert "package format 2, double rounding, runnable" in st["text"]
         device = srv.status()  # what the device itself says, by a bare STATUS frame
         assert (st["max_erase_count"], st["total_erases"]) == (
             device.max_erase_count, device.total_erases) and device.total_erases > 0
@@ -196,14 +201,18 @@ def test_a_device_that_predates_rollback_is_told_apart(tmp_path, packages):
 # --------------------------------------------------------------------------- info
 
 
-@pytest.mark.parametrize("source", ["mlp", "markI"])
+@pytest.mark.parametrize("source", ["mlp", "mlp-double", "markI"])
 def test_info_shows_the_layout_checks_and_needs_of_a_package(tmp_path, source):
+    from dataclasses import replace
+
     import numpy as np
 
     from export.int8.quantize import quantize_machine
 
     if source == "mlp":
         data = image()
+    elif source == "mlp-double":
+        data = encode_package(replace(decode_package(image()), rounding="double"))
     else:
         rng = np.random.default_rng(3)
         data = encode_package(quantize_machine(
@@ -222,6 +231,12 @@ def test_info_shows_the_layout_checks_and_needs_of_a_package(tmp_path, source):
     assert [(x["type"], x["n_in"], x["n_out"]) for x in info["layers"]] == [
         (layer.kind, layer.n_in, layer.n_out) for layer in pkg.layers]
     assert sum(x["data_bytes"] for x in info["layers"]) == info["sections"]["layer data"]
+    # the rounding the package records, and the format version a device must read for it
+    assert (info["rounding"], info["format_version"]) == (pkg.rounding, pkg.format_version)
+    assert info["format_version"] == int.from_bytes(data[4:6], "little")
+    option = "tflite" if pkg.rounding == "double" else "single"
+    assert f"rounding  {pkg.rounding} (`mark1 quantize --rounding {option}`)" in run.out
+    assert ("a device must read package format 2" in run.out) == (pkg.rounding == "double")
     # the frame size it needs is what the device checks: a part with one byte less refuses it
     need = info["needs"]["max_payload"]
     for max_payload, ok in ((need, True), (need - 1, False)):

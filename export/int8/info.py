@@ -22,6 +22,7 @@ from export.contract.package import (
     LAYER_LAYOUT,
     decode_package,
 )
+from export.int8.rounding import OPTION, RUNTIMES
 
 SHOWN_CLASSES = 12
 """Class names listed before the rest are counted."""
@@ -54,6 +55,8 @@ def package_info(data: bytes) -> dict[str, Any]:
         "crc32_stored": int(CRC.unpack(data[-CRC.size:])[0]),
         "crc32_computed": zlib.crc32(data[: -CRC.size]),
         "source": pkg.source,
+        "rounding": pkg.rounding,
+        "rounding_runtimes": RUNTIMES[pkg.rounding],
         "head": "codebook" if pkg.codebook is not None else "argmax",
         "classes": list(pkg.classes),
         "input_shape": list(pkg.input_shape),
@@ -98,6 +101,10 @@ def render(info: dict[str, Any], name: str) -> str:
         f"{shown}",
         f"  input     {shape} ({info['n_inputs']:,} int8 values), scale "
         f"{_scale(info['input_scale'])}, zero point {info['input_zero_point']}",
+        f"  rounding  {info['rounding']} (`mark1 quantize --rounding "
+        f"{OPTION[info['rounding']]}`)"
+        + ("; a device must read package format 2" if info["format_version"] >= 2 else ""),
+        f"            bit for bit as {info['rounding_runtimes']}",
         "  layers    #  type        inputs  outputs  relu   data bytes        MACs  out scale",
     ]
     for i, layer in enumerate(info["layers"]):

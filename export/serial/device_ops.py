@@ -39,6 +39,10 @@ class SlotView:
     n_outputs: int = 0
     ram_bytes: int = 0
     """Activation arena the model needs, in bytes."""
+    format_version: int = 0
+    """The package's format version (0: its header was not read)."""
+    rounding: str = ""
+    """How its dense layers requantize (``"single"``, ``"double"``; ``""``: header not read)."""
     note: str = ""
     """Why the slot holds no committed model, or what is unknown, in the device's words."""
 
@@ -82,6 +86,7 @@ def _fill(view: SlotView, head: PackageHeader | None) -> SlotView:
         view.size, view.model_id = head.total_size, head.model_id.hex()
         view.n_inputs, view.n_outputs, view.ram_bytes = head.n_inputs, head.n_outputs, \
             head.ram_bytes
+        view.format_version, view.rounding = head.format_version, head.rounding
     return view
 
 

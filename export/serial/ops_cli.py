@@ -72,6 +72,8 @@ def _slot_line(view: Any) -> str:
     model = (f"model {view.model_id[:16]}, {view.size:,} B, CRC-32 {view.crc32:#010x}, "
              f"{view.n_inputs:,} inputs -> {view.n_outputs:,} outputs, needs "
              f"{view.ram_bytes:,} B RAM" if view.model_id else "")
+    if view.rounding:
+        model += f", package format {view.format_version}, {view.rounding} rounding"
     if view.state == "active":
         return f"active: {model}" + (f" -- {view.note}" if view.note else ", runnable")
     if view.state == "committed":
