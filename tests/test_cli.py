@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, run_cli, run_cli_on_terminal
 
 
 def test_help_imports_no_heavy_module():
@@ -49,36 +49,19 @@ def test_a_reader_that_went_away_ends_the_command_quietly():
 def test_progress_bars_are_drawn_on_a_terminal_only(tmp_path):
     """The push's progress bar goes to stderr when it is a terminal (a pty of 100 columns
     here), and nothing when it is a pipe or a file."""
-    import fcntl
-    import os
-    import select
-    import struct
-    import termios
-
     from firmware_sim.device import Device
     from firmware_sim.serve import PtyServer
     from tests.device_helpers import SMALL, image
 
     model = tmp_path / "a.m1w"
     model.write_bytes(image())
-    cmd = [sys.executable, "-m", "mark1.cli", "push", str(model), "--timeout", "0.2"]
+    cmd = ["push", str(model), "--timeout", "0.2"]
     dev = Device(SMALL)
     try:
         with PtyServer(dev) as srv:
-            res = subprocess.run([*cmd, "--port", srv.url], cwd=ROOT, capture_output=True,
-                                 text=True, timeout=120)
+            res = run_cli(*cmd, "--port", srv.url)
             assert res.returncode == 0 and res.stderr == "", res.stderr
-            master, slave = os.openpty()
-            fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))
-            try:
-                res = subprocess.run([*cmd, "--port", srv.url], cwd=ROOT, stdout=subprocess.PIPE,
-                                     stderr=slave, text=True, timeout=120)
-                shown = b""
-                while select.select([master], [], [], 0.5)[0]:
-                    shown += os.read(master, 65536)
-            finally:
-                os.close(master)
-                os.close(slave)
-            assert res.returncode == 0 and b"push a.m1w" in shown and b"\r" in shown
+            res = run_cli_on_terminal(*cmd, "--port", srv.url, timeout=120)
+            assert res.returncode == 0 and "push a.m1w" in res.stderr and "\r" in res.stderr
     finally:
         dev.flash.close()

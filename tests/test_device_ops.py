@@ -27,9 +27,12 @@ from firmware_sim.serve import PtyServer, TcpServer
 from tests.device_helpers import SMALL, image, no_thread_leaks, serve  # noqa: F401
 from tests.int8_models import random_machine, tiny_package
 
-FAST = LinkSettings(timeout_s=0.2, retries=2, reconnects=0)
-QUICK = ("--timeout", "0.2", "--retries", "2")
-"""Link options of the commands under test: a local device answers at once."""
+FAST = LinkSettings(timeout_s=1.0, retries=3, reconnects=0)
+QUICK = ("--timeout", "1", "--retries", "3")
+"""Link options of the commands under test: a local device answers at once, unless the machine
+is busy (a resend costs a second only where a reply is late)."""
+NOISY = ("--timeout", "0.2", "--retries", "2")
+"""Link options over a line that loses frames on purpose: a lost reply costs 0.2 s."""
 
 
 @dataclass
@@ -360,7 +363,7 @@ def test_the_trace_shows_damaged_frames_and_the_resends(tmp_path, packages):
     try:
         with TcpServer(dev) as srv, LossyLink((srv.host, srv.port), noisy, seed=4) as line:
             trace = tmp_path / "noisy.trace"
-            run = mark1("push", str(packages["b"]), "--port", line.url, *QUICK, "-q",
+            run = mark1("push", str(packages["b"]), "--port", line.url, *NOISY, "-q",
                         "--trace", str(trace))
             assert run.code == 0, run
     finally:
