@@ -12,6 +12,11 @@ from the next one, and on a pty (where nothing tells the device that a host has 
 replies nobody reads are dropped. A ``HELLO`` starts a new conversation: replies to earlier
 requests that have not been sent yet are dropped, so none reaches the next host.
 
+The part behind the port is either the simulator (:class:`~firmware_sim.device.Device`, which
+answers each frame as it is handled) or a :class:`RemotePart`: a real firmware behind a byte
+pipe (the C firmware's UART under QEMU), whose replies arrive in its own time and are passed on
+as they come, with the same rules for sessions, ``HELLO`` and the paced line.
+
 With :class:`LinkTiming` the link behaves like a UART: every byte takes ``10 / baud`` seconds in
 each direction (8N1), both directions at once, and each reply starts ``turnaround_s`` after the
 end of the request that caused it. Receiving, handling and sending run in separate threads so
@@ -30,6 +35,7 @@ import threading
 import time
 import tty
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from export.contract import protocol as P
@@ -73,6 +79,31 @@ class LinkTiming:
     def byte_time(self) -> float:
         """Seconds per byte on the line (0 when unpaced)."""
         return 10.0 / self.baud if self.baud else 0.0
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class RemotePart(ABC):
+    """A part that answers in its own time: bytes go to it as they arrive, and each reply frame
+    is handed to the session that is attached when it comes back."""
+
+    @abstractmethod
+    def new_session(self) -> None:
+        """A new host: make the part forget a partial frame of the previous one."""
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Pass received bytes on to the part; raises :class:`~firmware_sim.flash.PowerLoss`
+        once the part has stopped."""
+
+    @abstractmethod
+    def attach(self, deliver: Callable[[P.Frame], None] | None) -> None:
+        """Hand every later reply frame to ``deliver`` (``None``: drop them)."""
+
+
+Part = Device | RemotePart
+"""What a server serves: the simulator, or a part behind a byte pipe."""
 
 
 # --------------------------------------------------------------------------- channels
@@ -183,7 +214,7 @@ class Session:
     :class:`~firmware_sim.flash.PowerLoss` if the device lost power while handling a frame.
     """
 
-    def __init__(self, device: Device, channel: Channel, timing: LinkTiming,
+    def __init__(self, device: Part, channel: Channel, timing: LinkTiming,
                  stop: threading.Event, idle_timeout_s: float = 0.0) -> None:
         self.device, self.channel, self.timing = device, channel, timing
         self.stop = threading.Event()
@@ -234,6 +265,12 @@ class Session:
         q.put(P.encode_frame(frame))
         self.tx_ready.release()
 
+    def _deliver(self, reply: P.Frame) -> None:
+        """Queue a reply of the part; a ``HELLO``'s answer starts a new conversation."""
+        if reply.type == P.Msg.INFO:
+            self._drop_unsent()
+        self._send(reply)
+
     def _next_reply(self, timeout: float) -> bytes | None:
         if not self.tx_ready.acquire(timeout=timeout):
             return None
@@ -279,6 +316,9 @@ class Session:
 
     def run(self) -> None:
         self.device.new_session()
+        remote = self.device if isinstance(self.device, RemotePart) else None
+        if remote is not None:
+            remote.attach(self._deliver)
         threads = [threading.Thread(target=f, daemon=True, name=f"device-{f.__name__}")
                    for f in (self._receiver, self._transmitter)]
         for t in threads:
@@ -296,14 +336,17 @@ class Session:
                 if item is None:
                     break
                 data, arrived = item
+                if remote is not None:  # its replies come through _deliver
+                    remote.send(data)
+                    continue
                 replies = self.device.receive_frames(data)
                 if replies and self.timing.turnaround_s:
                     _sleep_until(arrived + self.timing.turnaround_s, self.outer_stop)
                 for reply in replies:
-                    if reply.type == P.Msg.INFO:  # the answer to a HELLO: a new conversation
-                        self._drop_unsent()
-                    self._send(reply)
+                    self._deliver(reply)
         finally:
+            if remote is not None:
+                remote.attach(None)
             self.stop.set()
             for t in threads:
                 t.join()
@@ -315,7 +358,7 @@ class Session:
 class _Server(ABC):
     """Common start/stop for the two servers; use as a context manager."""
 
-    def __init__(self, device: Device, timing: LinkTiming,
+    def __init__(self, device: Part, timing: LinkTiming,
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.device = device
         self.timing = timing
@@ -380,7 +423,7 @@ class _Server(ABC):
 class PtyServer(_Server):
     """Serve ``device`` on a new pty pair; hosts open :attr:`path` (also :attr:`url`)."""
 
-    def __init__(self, device: Device, timing: LinkTiming = LinkTiming(),
+    def __init__(self, device: Part, timing: LinkTiming = LinkTiming(),
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         super().__init__(device, timing, idle_timeout_s)
         self.master, self.slave = os.openpty()
@@ -407,7 +450,7 @@ class PtyServer(_Server):
 class TcpServer(_Server):
     """Serve ``device`` on a TCP listener (port 0 picks a free one); hosts open :attr:`url`."""
 
-    def __init__(self, device: Device, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, device: Part, host: str = "127.0.0.1", port: int = 0,
                  timing: LinkTiming = LinkTiming(), busy_timeout_s: float = 2.0,
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         super().__init__(device, timing, idle_timeout_s)

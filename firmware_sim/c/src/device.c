@@ -12,7 +12,7 @@
 static union {
     int8_t bytes[MK_ARENA_BYTES];
     uint32_t align;
-} arena;
+} arena MK_ARENA_PLACE;
 int8_t *const mk_arena = arena.bytes;
 
 #define RAW_AT MK_COBS_SHIFT(MK_REPLY_MAX + MK_FRAME_OVERHEAD)
@@ -230,6 +230,11 @@ const char *mk_device_init(mk_device *d, const mk_device_config *config, mk_flas
 void mk_device_new_session(mk_device *d)
 {
     mk_rx_reset(&d->rx);
+}
+
+void mk_device_rx_overrun(mk_device *d)
+{
+    mk_rx_overrun(&d->rx);
 }
 
 /* ------------------------------------------------------------------ the upload's ranges */
@@ -742,9 +747,17 @@ static void infer(reply *r, const mk_frame *f)
         finish_nak(r, &t);
         return;
     }
-    y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_FAST);
+    if (d->config.measure) {
+        uint32_t spent;
+        d->config.measure(1);
+        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_FAST);
+        spent = d->config.measure(0);
+        mk_put32(r->payload, spent);
+    } else {
+        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_FAST);
+        mk_put32(r->payload, d->cycles);
+    }
     r->type = MK_RESULT;
-    mk_put32(r->payload, d->cycles);
     memcpy(r->payload + 4, y, d->model.n_outputs);
     r->length = 4u + d->model.n_outputs;
 }

@@ -168,15 +168,14 @@ fw_device *fw_device_new(uint32_t flash_bytes, uint32_t page_bytes, uint32_t ram
     strncpy(config.name, name, MK_NAME_MAX);
     problem = host_flash_open(&d->flash, flash_bytes, page_bytes, 0, endurance);
     if (!problem) {
-        problem = mk_device_init(&d->device, &config, &d->flash.hal);
+        problem = mk_device_init(&d->device, &config, &d->flash.flash.hal);
     }
-    d->flash.power_cut = power_cut;
+    d->flash.flash.power_cut = power_cut;
     d->powered = 1;
     if (problem) {
         strncpy(why, problem, cap - 1u);
         why[cap - 1u] = 0;
-        free(d->flash.mem);
-        free(d->flash.erases);
+        host_flash_close(&d->flash);
         free(d);
         return 0;
     }
@@ -185,8 +184,7 @@ fw_device *fw_device_new(uint32_t flash_bytes, uint32_t page_bytes, uint32_t ram
 
 void fw_device_free(fw_device *d)
 {
-    free(d->flash.mem);
-    free(d->flash.erases);
+    host_flash_close(&d->flash);
     free(d->out);
     free(d);
 }
@@ -225,18 +223,18 @@ int64_t fw_device_receive(fw_device *d, const uint8_t *data, uint32_t n, const u
 /* Cut the power `keep` bytes into flash operation `op` (counted from power-on; -1: never). */
 void fw_device_cut(fw_device *d, int64_t op, uint32_t keep)
 {
-    d->flash.cut_op = op;
-    d->flash.cut_keep = keep;
+    d->flash.flash.cut_op = op;
+    d->flash.flash.cut_keep = keep;
 }
 
 /* Power off and on: RAM forgotten, flash kept (the operation count restarts, no cut set). */
 void fw_device_power_cycle(fw_device *d)
 {
     mk_device_config config = d->device.config;
-    d->flash.ops = 0;
-    d->flash.cut_op = -1;
+    d->flash.flash.ops = 0;
+    d->flash.flash.cut_op = -1;
     d->powered = 1;
-    mk_device_init(&d->device, &config, &d->flash.hal);
+    mk_device_init(&d->device, &config, &d->flash.flash.hal);
 }
 
 void fw_device_new_session(fw_device *d) { mk_device_new_session(&d->device); }
@@ -244,20 +242,20 @@ void fw_device_new_session(fw_device *d) { mk_device_new_session(&d->device); }
 /* The flash: contents and erase counts (for comparing with the simulator's). */
 const uint8_t *fw_device_flash(fw_device *d, uint32_t *size)
 {
-    *size = d->flash.hal.size;
-    return d->flash.mem;
+    *size = d->flash.flash.hal.size;
+    return d->flash.flash.mem;
 }
 
 const uint32_t *fw_device_erases(fw_device *d, uint32_t *pages)
 {
-    *pages = d->flash.n_pages;
-    return d->flash.erases;
+    *pages = d->flash.flash.n_pages;
+    return d->flash.flash.erases;
 }
-uint64_t fw_device_flash_ops(fw_device *d) { return d->flash.ops; }
+uint64_t fw_device_flash_ops(fw_device *d) { return d->flash.flash.ops; }
 /* Overwrite the flash (contents and erase counts) and boot from it. */
 void fw_device_load_flash(fw_device *d, const uint8_t *mem, const uint32_t *erases)
 {
-    memcpy(d->flash.mem, mem, d->flash.hal.size);
-    memcpy(d->flash.erases, erases, 4u * d->flash.n_pages);
+    memcpy(d->flash.flash.mem, mem, d->flash.flash.hal.size);
+    memcpy(d->flash.flash.erases, erases, 4u * d->flash.flash.n_pages);
     fw_device_power_cycle(d);
 }
