@@ -38,6 +38,11 @@ def require_host_build() -> None:
     require("make", os.environ.get("CC", "cc"))
 
 
+def require_qemu() -> None:
+    """The firmware under QEMU: its build tools and the emulator, as :func:`require`."""
+    require("make", "arm-none-eabi-gcc", "qemu-system-arm")
+
+
 _u8p = ctypes.POINTER(ctypes.c_uint8)
 _u32p = ctypes.POINTER(ctypes.c_uint32)
 
@@ -110,7 +115,12 @@ def peek_package(data: bytes) -> tuple[str, list[int]]:
     return ("", list(info)) if rc == 0 else (why.raw[: n.value].decode("utf-8"), [])
 
 
-def run(data: bytes, x_q: np.ndarray, *, fast: bool, rounding: int = 0
+PATHS = {"reference": 0, "portable": 1, "dsp": 2}
+"""The engine's dense kernels (``MK_PATH_*``): the C99 reference, the portable path of cores
+without the DSP extension, and the DSP path (its instructions emulated in C on the host)."""
+
+
+def run(data: bytes, x_q: np.ndarray, *, path: str, rounding: int = 0
         ) -> tuple[np.ndarray, np.ndarray, int]:
     """The C engine on int8 inputs (n, n_inputs): outputs, classes (``decide``), cycle estimate."""
     err, info = load_package(data)
@@ -120,7 +130,7 @@ def run(data: bytes, x_q: np.ndarray, *, fast: bool, rounding: int = 0
     classes = np.zeros(len(x), np.uint32)
     cycles = ctypes.c_uint64()
     rc = lib().fw_run(data, len(data), x.ctypes.data, len(x), y.ctypes.data, classes.ctypes.data,
-                      int(fast), rounding, ctypes.byref(cycles))
+                      PATHS[path], rounding, ctypes.byref(cycles))
     assert rc == 0
     return y, classes.astype(np.int64), cycles.value
 

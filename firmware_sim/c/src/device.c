@@ -750,11 +750,11 @@ static void infer(reply *r, const mk_frame *f)
     if (d->config.measure) {
         uint32_t spent;
         d->config.measure(1);
-        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_FAST);
+        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_PATH);
         spent = d->config.measure(0);
         mk_put32(r->payload, spent);
     } else {
-        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_FAST);
+        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_PATH);
         mk_put32(r->payload, d->cycles);
     }
     r->type = MK_RESULT;

@@ -74,10 +74,11 @@ int fw_package_peek(const uint8_t *data, uint32_t n, char *why, uint32_t cap, ui
 }
 
 /* Run `count` inputs through a package: outputs to y (count x n_outputs), classes to classes.
- * `fast` picks the DSP path; `rounding` sets every dense layer's requantization mode.
+ * `path` picks the dense kernels (MK_PATH_*); `rounding` sets every dense layer's
+ * requantization mode.
  * 0, or -1 if the package does not load. */
 int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int8_t *y,
-           uint32_t *classes, int fast, int rounding, uint64_t *cycles)
+           uint32_t *classes, int path, int rounding, uint64_t *cycles)
 {
     static mk_model m;
     static union { int8_t b[1u << 20]; uint32_t align; } arena;
@@ -94,7 +95,7 @@ int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int
         m.layers[i].rounding = (uint8_t)rounding;
     }
     for (k = 0; k < count; k++) {
-        const int8_t *out = mk_engine_run(&m, x + (size_t)k * m.n_inputs, arena.b, fast);
+        const int8_t *out = mk_engine_run(&m, x + (size_t)k * m.n_inputs, arena.b, path);
         memcpy(y + (size_t)k * m.n_outputs, out, m.n_outputs);
         classes[k] = mk_decide(&m, out);
     }
