@@ -257,7 +257,7 @@ def _markI_edits(pkg: Package) -> list:
         ("threshold below -128", _payload(thr_at, "h", -129), "threshold holds -129"),
         ("threshold layer n_out", _entry(0, "n_out", "I", 399), "as many outputs as inputs"),
         ("threshold with relu", _entry(0, "flags", "B", 1), "flags 0x01"),
-        ("threshold output scale", _entry(0, "output_scale", "f", 0.5), "inconsistent"),
+        ("threshold output scale", _entry(0, "output_scale", "f", 0.5), "output_scale of a threshold"),
         ("row_ptr start", _payload(ptr_at, "I", 1), "row_ptr must start at 0"),
         ("row_ptr decreasing", _payload(ptr_at + 4 * (row + 1), "I", first - 1), "row_ptr"),
         ("row_ptr count", _payload(ptr_at + 4 * a.n_out, "I", nnz + 1000), "data size|too small"),

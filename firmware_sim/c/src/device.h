@@ -80,8 +80,7 @@ typedef struct {
     int runnable;
     mk_model model;
     uint32_t cycles;
-    char load_error[MK_TEXT_MAX];
-    uint32_t load_error_len;
+    char load_error[MK_TEXT_MAX + 1]; /* why the active image does not run ("" if it does) */
     mk_upload upload;
     mk_model candidate;           /* an image being checked at COMMIT */
     uint8_t rx_buf[MK_COBS_MAX(MK_MAX_PAYLOAD + MK_FRAME_OVERHEAD)];

@@ -53,9 +53,13 @@ const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, i
 {
     uint32_t even = m->n_inputs, i;
     int8_t *buf[2];
-    void (*dense)(const mk_layer *, const int8_t *, int8_t *) =
-        path == MK_PATH_DSP ? mk_dense_dsp
-        : path == MK_PATH_PORTABLE ? mk_dense_portable : mk_dense_reference;
+    void (*dense)(const mk_layer *, const int8_t *, int8_t *);
+#if MK_ENGINE_ONE_PATH /* a firmware image links only the path it runs */
+    (void)path;
+    path = MK_ENGINE_PATH;
+#endif
+    dense = path == MK_PATH_DSP ? mk_dense_dsp
+            : path == MK_PATH_PORTABLE ? mk_dense_portable : mk_dense_reference;
     /* buffer 0 holds the input and the outputs of layers 1, 3, ...; the first layer reads the
      * input where it is (it is not copied in) */
     for (i = 1; i < m->n_layers; i += 2) {

@@ -35,6 +35,12 @@ enum { MK_PATH_REFERENCE = 0, MK_PATH_PORTABLE = 1, MK_PATH_DSP = 2 };
 #endif
 #endif
 
+/* 1: mk_engine_run always takes MK_ENGINE_PATH, so that an image links only that path's
+ * kernels (the test library keeps all three, 0). */
+#ifndef MK_ENGINE_ONE_PATH
+#define MK_ENGINE_ONE_PATH 0
+#endif
+
 /* Run model `m` on `x` (m->n_inputs values, read in place) in `arena` (m->ram_bytes, 4-byte
  * aligned) with the dense layers of `path`; returns the m->n_outputs outputs, in the arena. */
 const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, int path);

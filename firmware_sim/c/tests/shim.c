@@ -104,30 +104,17 @@ int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int
     return 0;
 }
 
-/* Python-formatting helpers: mode 0 repr(float), mode p > 0 format(v, f".{p}g"). */
-uint32_t fw_py_float(double v, int mode, char *out, uint32_t cap)
+/* mk_text_format's conversions on some values: "%u %d %U %D %x %8x %h %s%%" of
+ * (small, (int32_t)small, big, signed_big, small, small, the 8 bytes of big, "end"). */
+uint32_t fw_text_format(char *out, uint32_t cap, uint64_t big, int64_t signed_big, uint32_t small)
 {
-    mk_text t;
+    uint8_t bytes[8];
     uint32_t len;
-    mk_text_init(&t, out, cap);
-    if (mode == 0) {
-        mk_text_py_float(&t, v);
-    } else {
-        mk_text_py_g(&t, v, mode);
-    }
-    return finish(&t, &len);
-}
-
-uint32_t fw_py_repr(const uint8_t *p, uint32_t n, int is_str, char *out, uint32_t cap)
-{
     mk_text t;
-    uint32_t len;
+    memcpy(bytes, &big, sizeof bytes);
     mk_text_init(&t, out, cap);
-    if (is_str) {
-        mk_text_py_str(&t, p, n);
-    } else {
-        mk_text_py_bytes(&t, p, n);
-    }
+    mk_text_format(&t, "%u %d %U %D %x %8x %h %s%%", small, (int32_t)small, big, signed_big,
+                   small, small, bytes, (uint32_t)8, "end");
     return finish(&t, &len);
 }
 

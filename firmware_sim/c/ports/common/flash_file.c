@@ -1,5 +1,6 @@
 #include "flash_file.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 #include "frame.h"
@@ -12,22 +13,17 @@ uint64_t mk_flash_file_bytes(uint32_t size, uint32_t page_bytes)
     return MK_FLASH_FILE_HEADER + 4ull * (size / page_bytes) + size;
 }
 
-static mk_text *error_text(mk_flash_file *f, mk_text *t)
+/* A refusal from a format (mk_text_format), in f->error. */
+static const char *refuse(mk_flash_file *f, const char *format, ...)
 {
-    mk_text_init(t, f->error, sizeof f->error - 1u);
-    return t;
-}
-
-static const char *error_done(mk_flash_file *f, mk_text *t)
-{
-    f->error[mk_text_finish(t)] = 0;
+    mk_text t;
+    va_list args;
+    mk_text_init(&t, f->error, sizeof f->error - 1u);
+    va_start(args, format);
+    mk_text_vformat(&t, format, args);
+    va_end(args);
+    f->error[mk_text_finish(&t)] = 0;
     return f->error;
-}
-
-static void hex_number(mk_text *t, uint32_t v) /* f"{v:#x}" */
-{
-    mk_text_str(t, "0x");
-    mk_text_hex(t, v, 1);
 }
 
 /* What an operation did is written to the state file: the page's erase count and its bytes. */
@@ -67,14 +63,7 @@ static const char *erase(void *ctx, uint32_t page)
     int64_t keep;
     uint32_t done;
     if (page >= f->n_pages) {
-        mk_text t;
-        error_text(f, &t);
-        mk_text_str(&t, "page ");
-        mk_text_uint(&t, page);
-        mk_text_str(&t, " does not exist (0..");
-        mk_text_uint(&t, f->n_pages - 1u);
-        mk_text_str(&t, ")");
-        return error_done(f, &t);
+        return refuse(f, "page %u does not exist (0..%u)", page, f->n_pages - 1u);
     }
     keep = cut_point(f, bytes);
     done = keep < 0 ? bytes : (uint32_t)keep;
@@ -93,37 +82,15 @@ static const char *write_(void *ctx, uint32_t address, const uint8_t *data, uint
     const uint32_t page = address / f->hal.page_bytes;
     uint32_t i, done;
     int64_t keep;
-    mk_text t;
     if ((uint64_t)address + n > f->hal.size) {
-        error_text(f, &t);
-        mk_text_str(&t, "range ");
-        hex_number(&t, address);
-        mk_text_str(&t, "+");
-        mk_text_uint(&t, n);
-        mk_text_str(&t, " is outside the flash (0..");
-        hex_number(&t, f->hal.size);
-        mk_text_str(&t, ")");
-        return error_done(f, &t);
+        return refuse(f, "range 0x%x+%u is outside the flash (0..0x%x)", address, n, f->hal.size);
     }
     if (n && (address + n - 1u) / f->hal.page_bytes != page) {
-        error_text(f, &t);
-        mk_text_str(&t, "write of ");
-        mk_text_uint(&t, n);
-        mk_text_str(&t, " bytes at ");
-        hex_number(&t, address);
-        mk_text_str(&t, " crosses the end of page ");
-        mk_text_uint(&t, page);
-        return error_done(f, &t);
+        return refuse(f, "write of %u bytes at 0x%x crosses the end of page %u", n, address, page);
     }
     for (i = 0; i < n; i++) {
         if (f->mem[address + i] != 0xFF) {
-            error_text(f, &t);
-            mk_text_str(&t, "write at ");
-            hex_number(&t, address + i);
-            mk_text_str(&t, ": byte not erased (erase page ");
-            mk_text_uint(&t, page);
-            mk_text_str(&t, ")");
-            return error_done(f, &t);
+            return refuse(f, "write at 0x%x: byte not erased (erase page %u)", address + i, page);
         }
     }
     keep = cut_point(f, n);
@@ -198,7 +165,6 @@ const char *mk_flash_file_attach(mk_flash_file *f, const mk_file_io *file, const
     uint64_t have;
     const char *why;
     uint32_t k;
-    mk_text t;
     f->file = file;
     if (create_it) {
         return create(f);
@@ -206,44 +172,22 @@ const char *mk_flash_file_attach(mk_flash_file *f, const mk_file_io *file, const
     have = file->length(file->ctx);
     if (have < MK_FLASH_FILE_HEADER || file->read(file->ctx, 0, head, MK_FLASH_FILE_HEADER) ||
         memcmp(head, FILE_MAGIC, 8) != 0) {
-        error_text(f, &t);
-        mk_text_str(&t, path);
-        mk_text_str(&t, " is not a mark1-kit flash state file");
-        return error_done(f, &t);
+        return refuse(f, "%s is not a mark1-kit flash state file", path);
     }
     if (mk_le32(head + 8) != f->hal.size || mk_le32(head + 12) != f->hal.page_bytes) {
-        error_text(f, &t);
-        mk_text_str(&t, path);
-        mk_text_str(&t, " holds a flash of ");
-        mk_text_uint(&t, mk_le32(head + 8));
-        mk_text_str(&t, " bytes in ");
-        mk_text_uint(&t, mk_le32(head + 12));
-        mk_text_str(&t, "-byte pages, not ");
-        mk_text_uint(&t, f->hal.size);
-        mk_text_str(&t, " bytes in ");
-        mk_text_uint(&t, f->hal.page_bytes);
-        mk_text_str(&t, "-byte pages; use the same sizes or another state file");
-        return error_done(f, &t);
+        return refuse(f, "%s holds a flash of %u bytes in %u-byte pages, not %u bytes in "
+                         "%u-byte pages; use the same sizes or another state file",
+                      path, mk_le32(head + 8), mk_le32(head + 12), f->hal.size,
+                      f->hal.page_bytes);
     }
     if (have != want) {
-        error_text(f, &t);
-        mk_text_str(&t, path);
-        mk_text_str(&t, " is ");
-        mk_text_uint(&t, have);
-        mk_text_str(&t, " bytes, expected ");
-        mk_text_uint(&t, want);
-        mk_text_str(&t, ": truncated or damaged");
-        return error_done(f, &t);
+        return refuse(f, "%s is %U bytes, expected %U: truncated or damaged", path, have, want);
     }
     if ((why = file->read(file->ctx, MK_FLASH_FILE_HEADER, (uint8_t *)f->erases,
                           4u * f->n_pages)) != 0 ||
         (why = file->read(file->ctx, MK_FLASH_FILE_HEADER + 4u * f->n_pages, f->mem,
                           f->hal.size)) != 0) {
-        error_text(f, &t);
-        mk_text_str(&t, path);
-        mk_text_str(&t, " cannot be read: ");
-        mk_text_str(&t, why);
-        return error_done(f, &t);
+        return refuse(f, "%s cannot be read: %s", path, why);
     }
     for (k = 0; k < f->n_pages; k++) { /* the counts are little-endian in the file */
         f->erases[k] = mk_le32((const uint8_t *)&f->erases[k]);

@@ -18,6 +18,7 @@
  * instructions it took, to within 4: whole ticks from the counter, the part of a tick from
  * spinning on the counter's current value until it moves (measure_raw).
  */
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
@@ -41,39 +42,31 @@ static mk_device device;
 
 /* ------------------------------------------------------------------ messages, exit */
 
-static void fail(uint32_t status, const char *what, const char *why)
+/* A line on QEMU's standard error, then the end with `status`. */
+static void say_and_exit(uint32_t status, const char *format, ...)
 {
     char line[400];
     mk_text t;
-    mk_text_init(&t, line, sizeof line - 2u);
-    mk_text_str(&t, "mark1 device: error: ");
-    mk_text_str(&t, what);
-    if (why) {
-        mk_text_str(&t, ": ");
-        mk_text_str(&t, why);
-    }
+    va_list args;
+    mk_text_init(&t, line, sizeof line - 1u);
+    va_start(args, format);
+    mk_text_vformat(&t, format, args);
+    va_end(args);
     line[mk_text_finish(&t)] = 0;
     mk_semihost_print(line);
-    mk_semihost_print("\n");
     mk_semihost_exit(status);
+}
+
+static void fail(uint32_t status, const char *what, const char *why)
+{
+    say_and_exit(status, "mark1 device: error: %s%s%s\n", what, why ? ": " : "", why ? why : "");
 }
 
 static void power_cut(void *ctx, const char *kind, uint32_t done)
 {
-    char line[160];
-    mk_text t;
     (void)ctx;
-    mk_text_init(&t, line, sizeof line - 1u);
-    mk_text_str(&t, "mark1 device: power cut after ");
-    mk_text_uint(&t, done);
-    mk_text_str(&t, " bytes of flash operation ");
-    mk_text_uint(&t, flash.ops - 1u);
-    mk_text_str(&t, " (");
-    mk_text_str(&t, kind);
-    mk_text_str(&t, ")\n");
-    line[mk_text_finish(&t)] = 0;
-    mk_semihost_print(line);
-    mk_semihost_exit(3);
+    say_and_exit(3, "mark1 device: power cut after %u bytes of flash operation %U (%s)\n", done,
+                 flash.ops - 1u, kind);
 }
 
 static void io_failed(void *ctx, const char *why)
@@ -240,117 +233,110 @@ static const mk_file_io state_io = {file_read, file_write, file_length, 0};
 /* ------------------------------------------------------------------ options */
 
 typedef struct {
-    uint32_t flash, page, ram, max_payload, protocol_version, erase_ms, rx_ring;
-    int64_t endurance, cut_op;
-    uint32_t cut_keep;
+    uint32_t flash, page, ram, max_payload, protocol_version, endurance, erase_ms, rx_ring;
+    uint32_t cut_op, cut_keep; /* cut_op 0xFFFFFFFF: no power cut */
     char name[MK_NAME_MAX + 1];
     char state[256];
 } options;
 
-static int digit(char c) { return c >= '0' && c <= '9' ? c - '0' : -1; }
+static options o;
 
-static uint32_t number(const char *opt, const char **p, char end)
+/* The options that take a whole number, and where it goes. */
+static const struct {
+    const char *name;
+    uint32_t *value;
+} numbers[] = {
+    {"--flash", &o.flash}, {"--page", &o.page}, {"--ram", &o.ram},
+    {"--max-payload", &o.max_payload}, {"--protocol-version", &o.protocol_version},
+    {"--endurance", &o.endurance}, {"--erase-ms", &o.erase_ms}, {"--rx-ring", &o.rx_ring},
+    {"--cut-after", &o.cut_op},
+};
+
+/* A whole number at *p, ended by a space, the end or `also`; *p moves past it. */
+static uint32_t number(const char *opt, const char **p, char also)
 {
     uint64_t v = 0;
     const char *s = *p;
-    if (digit(*s) < 0) {
-        fail(2, opt, "expected a whole number");
-    }
-    while (digit(*s) >= 0) {
-        v = v * 10u + (uint64_t)digit(*s++);
-        if (v > 0xFFFFFFFFu) {
-            fail(2, opt, "number too large");
+    do {
+        if (*s < '0' || *s > '9' || (v = v * 10u + (uint64_t)(*s - '0')) > 0xFFFFFFFFu) {
+            fail(2, opt, "expected a whole number");
         }
-    }
-    if (*s != end && !(end == ' ' && *s == 0)) {
-        fail(2, opt, "expected a whole number");
-    }
+        s++;
+    } while (*s && *s != ' ' && *s != also);
     *p = s;
     return (uint32_t)v;
 }
 
+/* Bytes from lowercase hex digits (two a byte) at *p, into `out` (NUL-terminated). */
 static void hex_text(const char *opt, const char **p, char *out, uint32_t cap)
 {
     const char *s = *p;
     uint32_t n = 0;
-    while (*s && *s != ' ') {
-        const char *h = "0123456789abcdef";
-        int hi = -1, lo = -1, k;
-        for (k = 0; k < 16; k++) {
-            hi = s[0] == h[k] ? k : hi;
-            lo = s[1] == h[k] ? k : lo;
+    for (; *s && *s != ' '; s += 2) {
+        unsigned byte = 0, k;
+        for (k = 0; k < 2; k++) {
+            const char c = s[k];
+            const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (digit < 0 || n + 1u >= cap) {
+                fail(2, opt, "expected lowercase hex digits, two a byte");
+            }
+            byte = byte << 4 | (unsigned)digit;
         }
-        if (hi < 0 || lo < 0 || n + 1u >= cap) {
-            fail(2, opt, "expected lowercase hex digits, two a byte");
-        }
-        out[n++] = (char)(hi << 4 | lo);
-        s += 2;
+        out[n++] = (char)byte;
     }
     out[n] = 0;
     *p = s;
 }
 
-static int word(const char **p, const char *w)
+/* The command line: the program's name, then options (see the top of this file). */
+static void parse(const char *s)
 {
-    size_t n = strlen(w);
-    if (memcmp(*p, w, n) == 0 && (*p)[n] == ' ') {
-        *p += n + 1u;
-        return 1;
-    }
-    return 0;
-}
-
-static options parse(const char *s)
-{
-    options o;
-    memset(&o, 0, sizeof o);
     o.flash = 256u * 1024u;
     o.page = 2048u;
     o.ram = MK_ARENA_BYTES;
     o.max_payload = MK_MAX_PAYLOAD;
     o.protocol_version = MK_PROTOCOL_VERSION;
-    o.endurance = 10000;
-    o.cut_op = -1;
+    o.endurance = 10000u;
+    o.cut_op = 0xFFFFFFFFu;
     memcpy(o.name, "mark1-fw mps2", 14);
-    while (*s && *s != ' ') { /* the program's name */
+    while (*s && *s != ' ') {
         s++;
     }
     while (*s) {
-        while (*s == ' ') {
+        const char *word = ++s;
+        size_t len, k;
+        while (*s && *s != ' ') {
             s++;
+        }
+        len = (size_t)(s - word);
+        if (!len) {
+            continue;
         }
         if (!*s) {
-            break;
+            fail(2, "an option without its value", word);
         }
-        if (word(&s, "--flash")) {
-            o.flash = number("--flash", &s, ' ');
-        } else if (word(&s, "--page")) {
-            o.page = number("--page", &s, ' ');
-        } else if (word(&s, "--ram")) {
-            o.ram = number("--ram", &s, ' ');
-        } else if (word(&s, "--max-payload")) {
-            o.max_payload = number("--max-payload", &s, ' ');
-        } else if (word(&s, "--protocol-version")) {
-            o.protocol_version = number("--protocol-version", &s, ' ');
-        } else if (word(&s, "--endurance")) {
-            o.endurance = number("--endurance", &s, ' ');
-        } else if (word(&s, "--erase-ms")) {
-            o.erase_ms = number("--erase-ms", &s, ' ');
-        } else if (word(&s, "--rx-ring")) {
-            o.rx_ring = number("--rx-ring", &s, ' ');
-        } else if (word(&s, "--cut-after")) {
-            o.cut_op = number("--cut-after", &s, '+');
-            s++;
-            o.cut_keep = number("--cut-after", &s, ' ');
-        } else if (word(&s, "--name-hex")) {
+        s++;
+        for (k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
+            if (strlen(numbers[k].name) == len && memcmp(word, numbers[k].name, len) == 0) {
+                *numbers[k].value = number(numbers[k].name, &s, '+');
+                if (numbers[k].value == &o.cut_op) { /* N+K */
+                    s += *s == '+';
+                    o.cut_keep = number("--cut-after", &s, ' ');
+                }
+                break;
+            }
+        }
+        if (k < sizeof numbers / sizeof numbers[0]) {
+            continue;
+        }
+        if (len == 10 && memcmp(word, "--name-hex", len) == 0) {
             hex_text("--name-hex", &s, o.name, sizeof o.name);
-        } else if (word(&s, "--state-hex")) {
+        } else if (len == 11 && memcmp(word, "--state-hex", len) == 0) {
             hex_text("--state-hex", &s, o.state, sizeof o.state);
         } else {
-            fail(2, "unknown option", s);
+            fail(2, "unknown option", word);
         }
     }
-    return o;
 }
 
 /* ------------------------------------------------------------------ main loop */
@@ -364,21 +350,21 @@ static void emit(void *ctx, uint8_t type, const uint8_t *wire, size_t n)
 
 int main(void)
 {
-    static char cmdline[1024];
-    uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, sizeof cmdline};
     mk_device_config config;
-    options o;
     const char *why;
-
-    if (mk_semihost(SYS_GET_CMDLINE, block) != 0) {
-        fail(2, "the command line does not fit", 0);
+    { /* the command line, read into the arena (free until a model runs) */
+        char *cmdline = (char *)mk_arena;
+        uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, 1024u};
+        if (mk_semihost(SYS_GET_CMDLINE, block) != 0) {
+            fail(2, "the command line does not fit", 0);
+        }
+        parse(cmdline);
     }
-    o = parse(cmdline);
     if (o.flash > MK_MPS2_FLASH_MAX) {
         fail(2, "--flash", "more than this build's flash copy holds");
     }
     if ((why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page,
-                                  o.endurance)) != 0) {
+                                  (int64_t)o.endurance)) != 0) {
         fail(2, why, 0);
     }
     flash.power_cut = power_cut;
@@ -394,7 +380,7 @@ int main(void)
             fail(2, why, 0);
         }
     }
-    flash.cut_op = o.cut_op;
+    flash.cut_op = o.cut_op == 0xFFFFFFFFu ? -1 : (int64_t)o.cut_op;
     flash.cut_keep = o.cut_keep;
     erase_ms = o.erase_ms;
     if (erase_ms) {

@@ -70,13 +70,3 @@ size_t strlen(const char *s)
     return (size_t)(p - s);
 }
 
-void *memchr(const void *s, int c, size_t n)
-{
-    const unsigned char *p = s;
-    for (; n; n--, p++) {
-        if (*p == (unsigned char)c) {
-            return (void *)(uintptr_t)p;
-        }
-    }
-    return NULL;
-}

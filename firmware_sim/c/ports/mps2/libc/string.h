@@ -10,6 +10,5 @@ void *memmove(void *dst, const void *src, size_t n);
 void *memset(void *dst, int c, size_t n);
 int memcmp(const void *a, const void *b, size_t n);
 size_t strlen(const char *s);
-void *memchr(const void *s, int c, size_t n);
 
 #endif
