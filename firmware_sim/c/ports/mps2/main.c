@@ -15,8 +15,9 @@
  * virtual time, and SysTick counts down at 25 MHz: 40 instructions a tick. Each inference
  * runs with interrupts held off (QEMU's UART holds the bytes that arrive meanwhile; a real
  * part would take them by DMA, which costs no instructions) and RESULT reports the
- * instructions it took, to within 4: whole ticks from the counter, the part of a tick from
- * spinning on the counter's current value until it moves (measure_raw).
+ * instructions it took: whole ticks from the counter, the part of a tick from spinning on the
+ * counter's current value until it moves (measure_raw). Repeated, a count varies by about
+ * 0.1 % (tens of instructions in tens of thousands).
  */
 #include <stdarg.h>
 #include <stddef.h>
@@ -120,8 +121,9 @@ static void wait_ms(uint32_t ms)
         return;
     }
     timer_fired = 0;
+    TIMER0_CTRL = 0;
+    TIMER0_RELOAD = ms * (MK_CLOCK_MPS2_HZ / 1000u); /* a zero reload would stop the timer */
     TIMER0_VALUE = ms * (MK_CLOCK_MPS2_HZ / 1000u);
-    TIMER0_RELOAD = 0;
     TIMER0_CTRL = TIMER_CTRL_EN | TIMER_CTRL_INTEN;
     while (!timer_fired) {
         mk_wait_for_interrupt();
@@ -149,8 +151,8 @@ static uint64_t began;
 static uint32_t measure_overhead;
 
 /* Instructions between a start and an end: 40 per SysTick tick between the tick the start
- * waited for and the tick the end waits for, less the spins of the end's wait. The start and
- * the end each find their tick within one spin, so a count is right to within 4 instructions. */
+ * waited for and the tick the end waits for, less the spins of the end's wait (the start and
+ * the end each find their tick within one spin). */
 static uint32_t measure_raw(int start)
 {
     uint64_t spent;
