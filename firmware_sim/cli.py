@@ -163,7 +163,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "device",
         help="run the simulated microcontroller (or the C firmware) on a pty or a TCP socket",
         description="Run the simulated microcontroller, the C firmware's host port "
-        "(--firmware host) or the C firmware under QEMU (--firmware m3|m4). Prints the port to open (a /dev/pts/N path or a socket:// URL) on "
+        "(--firmware host) or the C firmware under QEMU (--firmware m3|m4). Prints the port to "
+        "open (a /dev/pts/N path or a socket:// URL) on "
         "the first line of standard output, then serves until stopped (Ctrl-C or SIGTERM, "
         f"exit status 0; {POWER_CUT_EXIT} after a --cut-after power cut).",
     )

@@ -33,7 +33,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -314,11 +315,25 @@ class QemuPart(RemotePart):
         self.close()
 
 
+UNPACED = LinkTiming()
+"""The serial line unpaced (the default of both launchers)."""
+
+
+@contextmanager
+def serving(core: str, board: Board, timing: LinkTiming = UNPACED,
+            idle_timeout_s: float = IDLE_TIMEOUT_S) -> Iterator[str]:
+    """The firmware under QEMU served on a TCP port of 127.0.0.1 by this process, for as long as
+    the ``with`` block runs: its ``socket://`` URL."""
+    with QemuPart(core, board) as part, TcpServer(part, timing=timing,
+                                                  idle_timeout_s=idle_timeout_s) as server:
+        yield server.url
+
+
 # --------------------------------------------------------------------------- the launcher
 
 
 def serve(core: str, board: Board, *, pty: bool, listen: tuple[str, int] = ("127.0.0.1", 0),
-          timing: LinkTiming = LinkTiming(), idle_timeout_s: float = IDLE_TIMEOUT_S) -> int:
+          timing: LinkTiming = UNPACED, idle_timeout_s: float = IDLE_TIMEOUT_S) -> int:
     """Run the firmware under QEMU behind a pty or a TCP port until SIGINT/SIGTERM (exit status
     0) or until the firmware stops by itself (its exit status: 3 after a power cut)."""
     problem = missing_tool()

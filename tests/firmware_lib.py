@@ -70,7 +70,8 @@ def lib() -> ctypes.CDLL:
         "mk_sha256": (None, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]),
         "mk_cobs_encode": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]),
         "mk_cobs_decode": (ctypes.c_long, [ctypes.c_void_p, ctypes.c_size_t]),
-        "mk_scales_encoded": (ctypes.c_int, [ctypes.c_int32, ctypes.c_int32] + [ctypes.c_uint32] * 3),
+        "mk_scales_encoded": (ctypes.c_int,
+                              [ctypes.c_int32, ctypes.c_int32] + [ctypes.c_uint32] * 3),
         "fw_text_format": (ctypes.c_uint32, [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint64,
                                              ctypes.c_int64, ctypes.c_uint32]),
         "fw_device_new": (ctypes.c_void_p, [ctypes.c_uint32] * 4 + [

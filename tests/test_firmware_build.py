@@ -1,7 +1,7 @@
 """Building the C firmware: the host port and the MPS2 images compile without a warning
 (-Wall -Wextra -Werror), without a C library, and report their sizes; the Cortex-M4 image uses
-the DSP instructions and the Cortex-M3 image does not; `mark1 device --firmware host` names the package to install
-when a tool is missing; `--cut-after` cuts the power of either kind of device."""
+the DSP instructions and the Cortex-M3 image does not; `mark1 device --firmware host` names the
+package to install when a tool is missing; `--cut-after` cuts the power of either kind of device."""
 
 from __future__ import annotations
 
@@ -58,7 +58,8 @@ def test_the_cortex_m_images_build_without_a_c_library_within_their_sizes(tmp_pa
     for dep in tmp_path.rglob("*.d"):
         assert "arm-none-eabi/include" not in dep.read_text(), dep
     for core in ("m3", "m4"):
-        symbols = subprocess.run(["arm-none-eabi-nm", str(tmp_path / core / f"mark1-fw-{core}.elf")],
+        elf = tmp_path / core / f"mark1-fw-{core}.elf"
+        symbols = subprocess.run(["arm-none-eabi-nm", str(elf)],
                                  capture_output=True, text=True, check=True).stdout
         assert not re.search(r" (malloc|printf|_sbrk|__aeabi_d\w+|__aeabi_f\w+)$", symbols,
                              re.M), core
