@@ -12,7 +12,14 @@ import argparse
 import re
 
 from firmware_sim.device import DEFAULT_PRESET, PRESETS, DeviceConfig
-from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming
+from firmware_sim.serve import (
+    IDLE_TIMEOUT_S,
+    POWER_CUT_EXIT,
+    LinkTiming,
+    parse_cut,
+    parse_idle,
+    parse_listen,
+)
 
 LINE = LinkTiming()
 
@@ -28,41 +35,6 @@ def parse_size(text: str) -> int:
         )
     unit = (m.group(2) or "b")[0].lower()
     return int(m.group(1)) * {"b": 1, "k": 1024, "m": 1024 * 1024}[unit]
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:5555"`` -> (host, port); port 0 picks a free one."""
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"--listen {text!r}: expected HOST:PORT (port 0-65535)")
-    return host, int(port)
-
-
-def parse_idle(text: str) -> float:
-    """``--idle-timeout``: seconds >= 0, finite (0 = never)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"--idle-timeout {text!r}: a number of seconds >= 0 (0 = never)"
-        )
-    return value
-
-
-def parse_cut(text: str) -> tuple[int, int]:
-    """``--cut-after N[+K]`` -> (N, K): power is cut K bytes into flash operation N."""
-    ops, _, keep = str(text).partition("+")
-    if not ops.isdigit() or not (keep.isdigit() or keep == "") or ("+" in text and not keep):
-        raise argparse.ArgumentTypeError(
-            f"--cut-after {text!r}: OPERATIONS[+BYTES], whole numbers (e.g. 7 or 7+100)"
-        )
-    return int(ops), int(keep or 0)
-
-
-POWER_CUT_EXIT = 3
-"""Exit status of ``mark1 device`` when the power was cut (``--cut-after``)."""
 
 
 def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) -> int:

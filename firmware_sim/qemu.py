@@ -41,10 +41,17 @@ from pathlib import Path
 from export.contract import protocol as P
 from firmware_sim import firmware
 from firmware_sim.flash import PowerLoss
-from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming, PtyServer, RemotePart, TcpServer
+from firmware_sim.serve import (
+    IDLE_TIMEOUT_S,
+    POWER_CUT_EXIT,
+    LinkTiming,
+    PtyServer,
+    RemotePart,
+    TcpServer,
+    parse_cut,
+    parse_listen,
+)
 
-POWER_CUT_EXIT = 3
-"""Exit status of the firmware (and of this launcher) after a ``--cut-after`` power cut."""
 FAULT_EXIT = 70
 """Exit status of the firmware after a processor fault (an undefined instruction, ...)."""
 START_TIMEOUT_S = 20.0
@@ -385,8 +392,6 @@ def serve(core: str, board: Board, *, pty: bool, listen: tuple[str, int] = ("127
 def main(argv: list[str] | None = None) -> int:
     """``python -m firmware_sim.qemu``: the firmware's launcher with all of its options (the
     tests use these; ``mark1 device --firmware m3|m4`` takes the usual device options)."""
-    from firmware_sim.cli import parse_cut, parse_listen
-
     p = argparse.ArgumentParser(prog="python -m firmware_sim.qemu",
                                 description=main.__doc__)
     p.add_argument("--core", choices=tuple(CORES), default="m4")

@@ -25,6 +25,7 @@ that a slow reply never stops reception, as with a DMA receive buffer on a real 
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import queue
@@ -550,3 +551,41 @@ def serve_forever(server: _Server) -> int:
     if server.error is not None:
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------- options
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:5555"`` -> (host, port); port 0 picks a free one."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--listen {text!r}: expected HOST:PORT (port 0-65535)")
+    return host, int(port)
+
+
+def parse_idle(text: str) -> float:
+    """``--idle-timeout``: seconds >= 0, finite (0 = never)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0.0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(
+            f"--idle-timeout {text!r}: a number of seconds >= 0 (0 = never)"
+        )
+    return value
+
+
+def parse_cut(text: str) -> tuple[int, int]:
+    """``--cut-after N[+K]`` -> (N, K): power is cut K bytes into flash operation N."""
+    ops, _, keep = str(text).partition("+")
+    if not ops.isdigit() or not (keep.isdigit() or keep == "") or ("+" in text and not keep):
+        raise argparse.ArgumentTypeError(
+            f"--cut-after {text!r}: OPERATIONS[+BYTES], whole numbers (e.g. 7 or 7+100)"
+        )
+    return int(ops), int(keep or 0)
+
+
+POWER_CUT_EXIT = 3
+"""Exit status of ``mark1 device`` when the power was cut (``--cut-after``)."""

@@ -119,9 +119,10 @@ PATHS = {"reference": 0, "portable": 1, "dsp": 2}
 without the DSP extension, and the DSP path (its instructions emulated in C on the host)."""
 
 
-def run(data: bytes, x_q: np.ndarray, *, path: str, rounding: int = 0
+def run(data: bytes, x_q: np.ndarray, *, path: str, rounding: int = -1
         ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The C engine on int8 inputs (n, n_inputs): outputs, classes (``decide``), cycle estimate."""
+    """The C engine on int8 inputs (n, n_inputs): outputs, classes (``decide``), cycle estimate.
+    ``rounding``: -1 the package's own, else every dense layer's mode (0 single, 1 double)."""
     err, info = load_package(data)
     assert not err, err
     x = np.ascontiguousarray(x_q, dtype=np.int8)

@@ -8,6 +8,7 @@
  * floating-point unit or library).
  */
 #include "package.h"
+#include "requantize.h"
 
 #include <string.h>
 
@@ -100,13 +101,13 @@ static int unpack_header(const uint8_t *data, uint32_t n, mk_text *t)
     if (n < MK_HEADER_BYTES) {
         return mk_text_refuse(t, "package truncated: %u bytes, the header alone is 80", n);
     }
-    if (mk_le16(data + 4) != 1u) {
-        return mk_text_refuse(t, "package format version %u is not supported (this reads 1)",
+    if (mk_le16(data + 4) != 1u && mk_le16(data + 4) != 2u) {
+        return mk_text_refuse(t, "package format version %u is not supported (this reads 1 and 2)",
                               (uint32_t)mk_le16(data + 4));
     }
     if (mk_le16(data + 6) != MK_HEADER_BYTES) {
-        return mk_text_refuse(t, "header size %u: format version 1 has 80",
-                              (uint32_t)mk_le16(data + 6));
+        return mk_text_refuse(t, "header size %u: format version %u has 80",
+                              (uint32_t)mk_le16(data + 6), (uint32_t)mk_le16(data + 4));
     }
     return 0;
 }
@@ -669,9 +670,18 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (memcmp(digest, data + 0x0C, 32) != 0) {
         return mk_text_refuse(t, "model id does not match the SHA-256 of the package content");
     }
-    if (data[0x3D] | data[0x3E] | data[0x3F]) {
+    /* version 2's rounding byte (0x3D) was reserved in version 1 */
+    if (mk_le16(data + 4) == 1u && (data[0x3D] | data[0x3E] | data[0x3F])) {
         return mk_text_refuse(t, "header reserved bytes are %h, must be zero", data + 0x3D,
                               (uint32_t)3);
+    }
+    if (data[0x3D] > MK_ROUND_DOUBLE) {
+        return mk_text_refuse(t, "rounding code %u unknown (0 single, 1 double)",
+                              (uint32_t)data[0x3D]);
+    }
+    if (data[0x3E] | data[0x3F]) {
+        return mk_text_refuse(t, "header reserved bytes are %h, must be zero", data + 0x3E,
+                              (uint32_t)2);
     }
     source = data[0x2C];
     m->head = data[0x2D];
@@ -727,6 +737,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
                                   i, start, size, offset, payload_len);
         }
         memset(&m->layers[i], 0, sizeof m->layers[i]);
+        m->layers[i].rounding = data[0x3D]; /* the package's, for every dense layer */
         if (decode_layer(&m->layers[i], entry, payload + start, size, i, &s_in[i], &s_out[i], t)) {
             return -1;
         }
