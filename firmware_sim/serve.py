@@ -337,8 +337,8 @@ class Session:
                 if item is None:
                     break
                 data, arrived = item
-                if remote is not None:  # its replies come through _deliver
-                    remote.send(data)
+                if isinstance(self.device, RemotePart):  # its replies come through _deliver
+                    self.device.send(data)
                     continue
                 replies = self.device.receive_frames(data)
                 if replies and self.timing.turnaround_s:

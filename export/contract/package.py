@@ -546,7 +546,7 @@ def _check_classes(pkg: Package) -> None:
         if len(name.encode("utf-8")) > 255:
             raise _fail(f"class {k} name is {len(name.encode('utf-8'))} bytes; at most 255")
     if len(set(names)) != len(names):
-        first = {}
+        first: dict[str, int] = {}
         for k, name in enumerate(names):
             if name in first:
                 raise _fail(f"class name {k} repeats class name {first[name]}")
