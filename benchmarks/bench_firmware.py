@@ -108,13 +108,22 @@ def features(pkg: Package) -> dict[str, int]:
 
 
 def fit(rows: list[tuple[Package, int]]) -> CortexM4Cost:
-    """The model's constants fitted to measured counts (least squares, rounded, >= 0)."""
+    """The model's constants fitted to measured counts: least squares of the relative error
+    (small models count as much as large ones), no constant below zero (a constant that comes
+    out negative is set to 0 and the rest fitted again), rounded to whole numbers."""
     names = list(features(rows[0][0]))
-    a = np.array([[features(pkg)[k] for k in names] for pkg, _ in rows], float)
-    b = np.array([count for _, count in rows], float)
-    scale = a.max(axis=0)  # columns of very different sizes
-    solution, *_ = np.linalg.lstsq(a / scale, b, rcond=None)
-    values = np.maximum(0, np.rint(solution / scale)).astype(int)
+    counts = np.array([count for _, count in rows], float)
+    a = np.array([[features(pkg)[k] for k in names] for pkg, _ in rows], float) / counts[:, None]
+    free = [j for j in range(len(names)) if a[:, j].any()]
+    solution = np.zeros(len(names))
+    while free:
+        solution[:] = 0
+        solution[free] = np.linalg.lstsq(a[:, free], np.ones(len(rows)), rcond=None)[0]
+        negative = [j for j in free if solution[j] < 0]
+        if not negative:
+            break
+        free = [j for j in free if j not in negative]
+    values = np.maximum(0, np.rint(solution)).astype(int)
     return CortexM4Cost(name="fitted", **{k: int(v) for k, v in zip(names, values)})
 
 
