@@ -231,7 +231,9 @@ def main() -> int:
         s = sizes(core)
         print(f"  {core}: text {s['total']:,} B = portable firmware "
               f"{s['portable firmware (src/)']:,} + board support "
-              f"{s['board support (ports/)']:,} + libgcc {s['libgcc']:,} (+ alignment); "
+              f"{s['board support (ports/)']:,} + libgcc {s['libgcc']:,} (input sections, "
+              f"before the "
+              f"linker merges equal strings); "
               f"static RAM {s['static RAM']:,} B; receive ring {s['receive ring']:,} B; "
               f"arena {s['arena']:,} B")
 

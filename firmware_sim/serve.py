@@ -465,6 +465,8 @@ class TcpServer(_Server):
         self.refused = 0
         """Connections turned away because a session was running."""
         self._session: threading.Thread | None = None
+        self._serving = threading.Event()
+        """Set while a session runs (cleared before its connection closes)."""
         self._busy: list[threading.Thread] = []
         self._crash: BaseException | None = None
 
@@ -480,7 +482,7 @@ class TcpServer(_Server):
             except BlockingIOError:
                 continue
             self._busy = [t for t in self._busy if t.is_alive()]
-            if self._session is not None and self._session.is_alive():
+            if self._serving.is_set():
                 self.refused += 1
                 t = threading.Thread(target=self._refuse, args=(conn,), daemon=True,
                                      name="device-busy")
@@ -488,6 +490,7 @@ class TcpServer(_Server):
                 t.start()
                 continue
             self.sessions += 1
+            self._serving.set()
             self._session = threading.Thread(target=self._one_session, args=(conn,),
                                              daemon=True, name="device-session")
             self._session.start()
@@ -503,6 +506,7 @@ class TcpServer(_Server):
             self._crash = exc
             self.stop_event.set()
         finally:
+            self._serving.clear()  # before the client sees the end: it may come back at once
             channel.close()
 
     def _refuse(self, conn: socket.socket) -> None:

@@ -45,7 +45,9 @@ from tests.test_firmware_engine import packages as packages  # noqa: F401 - a fi
 from tests.test_power_loss import CASES
 
 FAST = LinkSettings(timeout_s=0.5, retries=3, reconnects=0, reconnect_delay_s=0.02)
-DOOMED = LinkSettings(timeout_s=0.05, retries=0, reconnects=0)
+DOOMED = LinkSettings(timeout_s=0.5, retries=0, reconnects=0)
+"""A push that the power cut ends: one try, no reconnection (the handshake given time enough
+on a busy machine)."""
 
 
 @pytest.fixture(autouse=True)
