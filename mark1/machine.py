@@ -183,16 +183,16 @@ def _readable(X: object, name: str = "X") -> int:
     if np.iscomplexobj(arr):
         raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}; light "
                          "levels are real numbers")
-    if arr.dtype.kind in "USV" or arr.dtype.kind == "M":
+    if arr.dtype.kind in "USVMm":
         raise TypeError(f"{name} must hold numbers; got dtype {arr.dtype}")
     if arr.dtype == object:
         try:
             arr.astype(np.float64)
         except (TypeError, ValueError) as exc:
-            where, value = next((i, v) for i, v in np.ndenumerate(arr) if not _is_number(v))
-            place = ", ".join(str(i) for i in where)
-            raise type(exc)(f"{name} must hold numbers; {name}[{place}] is {value!r:.60} "
-                            f"({exc})") from exc
+            found = next(((i, v) for i, v in np.ndenumerate(arr) if not _is_number(v)), None)
+            where = "" if found is None else (
+                f" {name}[{', '.join(str(i) for i in found[0])}] is {found[1]!r:.60}")
+            raise type(exc)(f"{name} must hold numbers;{where} ({exc})") from exc
     if arr.ndim not in (2, 3):
         raise ValueError(
             f"{name} has shape {arr.shape}: expected 2-D (n_samples, n_features) or images "
