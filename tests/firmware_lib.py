@@ -110,9 +110,10 @@ def peek_package(data: bytes) -> tuple[str, list[int]]:
     return ("", list(info)) if rc == 0 else (why.raw[: n.value].decode("utf-8"), [])
 
 
-def run(data: bytes, x_q: np.ndarray, *, fast: bool, rounding: int = 0
+def run(data: bytes, x_q: np.ndarray, *, fast: bool, rounding: int = -1
         ) -> tuple[np.ndarray, np.ndarray, int]:
-    """The C engine on int8 inputs (n, n_inputs): outputs, classes (``decide``), cycle estimate."""
+    """The C engine on int8 inputs (n, n_inputs): outputs, classes (``decide``), cycle estimate.
+    ``rounding``: -1 the package's own, else every dense layer's mode (0 single, 1 double)."""
     err, info = load_package(data)
     assert not err, err
     x = np.ascontiguousarray(x_q, dtype=np.int8)

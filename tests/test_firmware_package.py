@@ -112,7 +112,10 @@ def _targeted() -> dict[str, bytes]:
         "magic": b"\x89PNG" + tiny[4:],
         "short magic": b"M1",
         "short header": tiny[:50],
-        "version": _patched(tiny, (4, b"\x02\x00")),
+        "version": _patched(tiny, (4, b"\x03\x00")),
+        "version 2 header size": _patched(tiny, (4, b"\x02\x00"), (6, b"\x40\x00")),
+        "rounding code": _patched(tiny, (4, b"\x02\x00"), (0x3D, b"\x02")),
+        "version 2 reserved": _patched(tiny, (4, b"\x02\x00"), (0x3E, b"\x00\x07")),
         "header size": _patched(tiny, (6, b"\x40\x00")),
         "truncated": tiny[:-1],
         "trailing": tiny + b"\0\0",
@@ -186,6 +189,25 @@ def test_each_check_refuses_with_the_simulators_words():
     assert texts["subnormal scale"].endswith("the scales give 3.84670198e-45")
     assert "magic b'\\x89PNG'" in texts["magic"]
     assert texts["unexpected end"].endswith("(unexpected end of data)")
+
+
+def test_version_2_packages_load_alike_and_carry_their_rounding():
+    """Both roundings in version 2 and a version-2 header on a single-rounding package load as
+    decode_package loads them; the engine then runs the package's own rounding."""
+    tiny = tiny_package()
+    single, double = encode_package(tiny), encode_package(replace(tiny, rounding="double"))
+    relabelled = _patched(single, (4, b"\x02\x00"))
+    for data in (double, relabelled):
+        assert fw.load_package(data) == python_verdict(data) == ("", [3, 2, 8, 1, 0, 2])
+    x_q = np.random.default_rng(4).integers(-128, 128, (4000, 3)).astype(np.int8)
+    from export.contract.golden import golden_forward
+
+    for fast in (False, True):
+        y_double = fw.run(double, x_q, fast=fast)[0]
+        y_single = fw.run(relabelled, x_q, fast=fast)[0]
+        np.testing.assert_array_equal(y_double, golden_forward(decode_package(double), x_q))
+        np.testing.assert_array_equal(y_single, golden_forward(tiny, x_q))
+        assert (y_double != y_single).any()
 
 
 def test_peek_header_alike():

@@ -6,6 +6,7 @@
  * compares the texts.
  */
 #include "package.h"
+#include "requantize.h"
 
 #include <string.h>
 
@@ -130,15 +131,17 @@ static int unpack_header(const uint8_t *data, uint32_t n, mk_text *t)
         mk_text_uint(t, n);
         return fail(t, " bytes, the header alone is 80");
     }
-    if (mk_le16(data + 4) != 1u) {
+    if (mk_le16(data + 4) != 1u && mk_le16(data + 4) != 2u) {
         mk_text_str(t, "package format version ");
         mk_text_uint(t, mk_le16(data + 4));
-        return fail(t, " is not supported (this reads 1)");
+        return fail(t, " is not supported (this reads 1 and 2)");
     }
     if (mk_le16(data + 6) != MK_HEADER_BYTES) {
         mk_text_str(t, "header size ");
         mk_text_uint(t, mk_le16(data + 6));
-        return fail(t, ": format version 1 has 80");
+        mk_text_str(t, ": format version ");
+        mk_text_uint(t, mk_le16(data + 4));
+        return fail(t, " has 80");
     }
     return 0;
 }
@@ -783,9 +786,20 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (memcmp(digest, data + 0x0C, 32) != 0) {
         return fail(t, "model id does not match the SHA-256 of the package content");
     }
-    if (data[0x3D] | data[0x3E] | data[0x3F]) {
+    /* version 2's rounding byte (0x3D) was reserved in version 1 */
+    if (mk_le16(data + 4) == 1u && (data[0x3D] | data[0x3E] | data[0x3F])) {
         mk_text_str(t, "header reserved bytes are ");
         mk_text_hexbytes(t, data + 0x3D, 3);
+        return fail(t, ", must be zero");
+    }
+    if (data[0x3D] > MK_ROUND_DOUBLE) {
+        mk_text_str(t, "rounding code ");
+        mk_text_uint(t, data[0x3D]);
+        return fail(t, " unknown (0 single, 1 double)");
+    }
+    if (data[0x3E] | data[0x3F]) {
+        mk_text_str(t, "header reserved bytes are ");
+        mk_text_hexbytes(t, data + 0x3E, 2);
         return fail(t, ", must be zero");
     }
     source = data[0x2C];
@@ -861,6 +875,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
             return fail(t, "-byte payload");
         }
         memset(&m->layers[i], 0, sizeof m->layers[i]);
+        m->layers[i].rounding = data[0x3D]; /* the package's, for every dense layer */
         if (decode_layer(&m->layers[i], entry, payload + start, size, i, &s_in[i], &s_out[i], t)) {
             return -1;
         }

@@ -21,7 +21,7 @@ enum { MK_HEAD_ARGMAX = 0, MK_HEAD_CODEBOOK = 1 };
 typedef struct {
     uint8_t type;
     uint8_t relu;
-    uint8_t rounding;       /* MK_ROUND_SINGLE (the only mode the format records today) */
+    uint8_t rounding;       /* MK_ROUND_SINGLE or MK_ROUND_DOUBLE: the package's (header 0x3D) */
     int8_t zp_in, zp_out;
     int8_t act_min, act_max;
     uint32_t n_in, n_out;

@@ -9,9 +9,9 @@
  *       (wrapping), SaturatingRoundingDoublingHighMul by the multiplier, then
  *       RoundingDivideByPOT by max(-shift, 0).
  *
- * The package format records no rounding mode yet (single is the only one); a layer's
- * `rounding` field selects the function so that a format version that records it only has to
- * set that field. Both are written without right shifts of negative numbers.
+ * The package records its mode (format version 2's `rounding` byte; version 1 rounds once);
+ * the loader sets every layer's `rounding` field from it, which selects the function. Both are
+ * written without right shifts of negative numbers.
  */
 #ifndef MK_REQUANTIZE_H
 #define MK_REQUANTIZE_H

@@ -74,7 +74,8 @@ int fw_package_peek(const uint8_t *data, uint32_t n, char *why, uint32_t cap, ui
 }
 
 /* Run `count` inputs through a package: outputs to y (count x n_outputs), classes to classes.
- * `fast` picks the DSP path; `rounding` sets every dense layer's requantization mode.
+ * `fast` picks the DSP path; `rounding` sets every dense layer's requantization mode (-1: the
+ * package's own).
  * 0, or -1 if the package does not load. */
 int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int8_t *y,
            uint32_t *classes, int fast, int rounding, uint64_t *cycles)
@@ -90,7 +91,7 @@ int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int
         free(copy);
         return -1;
     }
-    for (i = 0; i < m.n_layers; i++) {
+    for (i = 0; i < m.n_layers && rounding >= 0; i++) {
         m.layers[i].rounding = (uint8_t)rounding;
     }
     for (k = 0; k < count; k++) {
