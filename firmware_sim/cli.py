@@ -12,7 +12,14 @@ import argparse
 import re
 
 from firmware_sim.device import DEFAULT_PRESET, PRESETS, DeviceConfig
-from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming
+from firmware_sim.serve import (
+    IDLE_TIMEOUT_S,
+    POWER_CUT_EXIT,
+    LinkTiming,
+    parse_cut,
+    parse_idle,
+    parse_listen,
+)
 
 LINE = LinkTiming()
 
@@ -28,41 +35,6 @@ def parse_size(text: str) -> int:
         )
     unit = (m.group(2) or "b")[0].lower()
     return int(m.group(1)) * {"b": 1, "k": 1024, "m": 1024 * 1024}[unit]
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:5555"`` -> (host, port); port 0 picks a free one."""
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"--listen {text!r}: expected HOST:PORT (port 0-65535)")
-    return host, int(port)
-
-
-def parse_idle(text: str) -> float:
-    """``--idle-timeout``: seconds >= 0, finite (0 = never)."""
-    try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"--idle-timeout {text!r}: a number of seconds >= 0 (0 = never)"
-        )
-    return value
-
-
-def parse_cut(text: str) -> tuple[int, int]:
-    """``--cut-after N[+K]`` -> (N, K): power is cut K bytes into flash operation N."""
-    ops, _, keep = str(text).partition("+")
-    if not ops.isdigit() or not (keep.isdigit() or keep == "") or ("+" in text and not keep):
-        raise argparse.ArgumentTypeError(
-            f"--cut-after {text!r}: OPERATIONS[+BYTES], whole numbers (e.g. 7 or 7+100)"
-        )
-    return int(ops), int(keep or 0)
-
-
-POWER_CUT_EXIT = 3
-"""Exit status of ``mark1 device`` when the power was cut (``--cut-after``)."""
 
 
 def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) -> int:
@@ -87,6 +59,22 @@ def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) 
     return 0  # not reached
 
 
+def _firmware_qemu(args: argparse.Namespace, config: DeviceConfig, timing: LinkTiming) -> int:
+    """Build the C firmware for an MPS2 board and serve it from QEMU (until stopped)."""
+    import os
+
+    from firmware_sim.qemu import CORES, Board, serve
+
+    core = args.firmware
+    board = Board(flash_bytes=config.flash_bytes, page_bytes=config.page_bytes,
+                  ram_bytes=config.ram_bytes, max_payload=config.max_payload,
+                  name=f"mark1-fw {core} qemu {CORES[core].machine}", endurance=config.endurance,
+                  state=os.path.abspath(args.state) if args.state else None,
+                  cut_after=args.cut_after)
+    return serve(core, board, pty=args.pty, listen=args.listen or ("127.0.0.1", 0),
+                 timing=timing, idle_timeout_s=args.idle_timeout)
+
+
 def _device(args: argparse.Namespace) -> int:
     import dataclasses
     import sys
@@ -106,6 +94,8 @@ def _device(args: argparse.Namespace) -> int:
     idle = args.idle_timeout
     if args.firmware == "host":
         return _firmware_host(args, config, idle)
+    if args.firmware in ("m3", "m4"):
+        return _firmware_qemu(args, config, timing)
     device = Device(config, state_path=args.state)
     if args.cut_after is not None:
         cut_op, keep = args.cut_after
@@ -144,8 +134,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "device",
         help="run the simulated microcontroller (or the C firmware) on a pty or a TCP socket",
-        description="Run the simulated microcontroller, or the C firmware's host port "
-        "(--firmware host). Prints the port to open (a /dev/pts/N path or a socket:// URL) on "
+        description="Run the simulated microcontroller, the C firmware's host port "
+        "(--firmware host) or the C firmware under QEMU (--firmware m3|m4). Prints the port to "
+        "open (a /dev/pts/N path or a socket:// URL) on "
         "the first line of standard output, then serves until stopped (Ctrl-C or SIGTERM, "
         f"exit status 0; {POWER_CUT_EXIT} after a --cut-after power cut).",
     )
@@ -173,9 +164,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="end a session after S seconds with no byte either way, so that a "
                    "host that vanished without closing its connection does not keep the "
                    "device busy (default %(default)g; 0 = never)")
-    p.add_argument("--firmware", choices=("sim", "host"), default="sim",
+    p.add_argument("--firmware", choices=("sim", "host", "m3", "m4"), default="sim",
                    help="sim: the Python simulator (default); host: the C firmware built for "
-                   "this computer (needs make and a C compiler; built on first use)")
+                   "this computer (needs make and a C compiler); m3, m4: the C firmware on an "
+                   "emulated Cortex-M3 (mps2-an385) or Cortex-M4 (mps2-an386) board under QEMU "
+                   "(needs qemu-system-arm and gcc-arm-none-eabi); built on first use")
     p.add_argument("--cut-after", type=parse_cut, metavar="N[+K]",
                    help="cut the power K bytes (default 0) into flash operation N, counted from "
                    "0 since start-up: the device stops with its flash as the cut left it")

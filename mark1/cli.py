@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return BROKEN_PIPE
     from mark1.extras import check_command
 
-    advice = check_command(args.command)
+    advice = check_command(args.command, getattr(args, "format", None))
     if advice is not None:
         print(f"mark1 {args.command}: error: {advice}", file=sys.stderr)
         return 2

@@ -28,11 +28,16 @@ PURPOSE: dict[str, str] = {
 }
 """What each extra is for, in words."""
 
-COMMANDS: dict[str, str] = {"train-mlp": "export", "export": "export", "quantize": "export"}
-"""Commands that need an extra whatever their input, checked before they start: they are
-refused at once rather than after minutes of work (``quantize`` writes the ONNX twin of every
-package and checks it with onnxruntime; ``train-mlp`` and ``export`` are torch, ONNX and the
-TensorFlow Lite schema)."""
+COMMANDS: dict[str, tuple[str, ...]] = {
+    "train-mlp": ("torch",),
+    "export onnx": ("torch", "onnx", "onnxruntime"),
+    "export tflite": ("tflite", "flatbuffers"),
+    "quantize": ("torch", "onnx", "onnxruntime", "tflite", "flatbuffers"),
+}
+"""Commands (``export`` by its format) that need modules of an extra whatever their input,
+checked before they start: they are refused at once rather than after minutes of work
+(``quantize`` reads torch, ONNX and TensorFlow Lite models and writes the ONNX twin of every
+package, checked with onnxruntime). ``export c`` needs no extra."""
 
 
 def _advice(module: str, extra: str) -> str:
@@ -40,19 +45,18 @@ def _advice(module: str, extra: str) -> str:
             f"(the extra for {PURPOSE[extra]})")
 
 
-def check_command(command: str) -> str | None:
-    """The advice for ``command`` if it needs an extra with a module that is not installed
-    (looked up without importing it), else ``None``."""
+def check_command(command: str, form: str | None = None) -> str | None:
+    """The advice for ``command`` (``form``: the format of ``export``) if it needs a module of
+    an extra that is not installed (looked up without importing it), else ``None``."""
     from importlib.util import find_spec
 
-    extra = COMMANDS.get(command)
-    for module in (m for m, e in EXTRAS.items() if e == extra):
+    for module in COMMANDS.get(f"{command} {form}" if form else command, ()):
         try:
             found = find_spec(module) is not None
         except (ImportError, ValueError):
             found = False
         if not found:
-            return _advice(module, extra)  # type: ignore[arg-type]
+            return _advice(module, EXTRAS[module])
     return None
 
 

@@ -73,12 +73,17 @@ def cli():
     return run_cli
 
 
-@pytest.fixture(params=("sim", "host"))
+@pytest.fixture(params=("sim", "host", "m4"))
 def kind(request) -> str:
     """Each kind of device in turn, for tests that serve one (``tests.device_helpers.serve``):
-    the simulator, and the C firmware's host port (which needs make and a C compiler)."""
+    the simulator, the C firmware's host port (which needs make and a C compiler), and the C
+    firmware on the Cortex-M4 board under QEMU (qemu-system-arm, gcc-arm-none-eabi)."""
     if request.param == "host":
         from tests.firmware_lib import require_host_build
 
         require_host_build()
+    if request.param == "m4":
+        from tests.firmware_lib import require_qemu
+
+        require_qemu()
     return request.param

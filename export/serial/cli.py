@@ -98,6 +98,7 @@ def _infer(args: argparse.Namespace) -> int:
     from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
     from export.serial.trace import trace_file
+    from firmware_sim.engine import Engine
 
     if not args.images and not args.task:
         raise ValueError("give image files or --task NAME (see --help)")
@@ -155,6 +156,7 @@ def _infer(args: argparse.Namespace) -> int:
         assert info is not None  # connect() shook hands
         clock = info.clock_hz
     y_gold = golden_forward(pkg, x_q)
+    model_cycles = Engine(pkg).cycles  # the simulator's cycle model, beside the device's count
     k_dev, k_gold = decide(pkg, y_dev), decide(pkg, y_gold)
     same_out = (y_dev == y_gold).all(axis=1)
     show = len(names) if args.images else min(args.show, len(names))
@@ -174,9 +176,10 @@ def _infer(args: argparse.Namespace) -> int:
           f"({100 * same_out.mean():.1f} %), same class {int((k_dev == k_gold).sum())}/{n}")
     if labels is not None:
         print(f"accuracy {100 * float((k_dev == labels).mean()):.1f} % against the labels")
-    print(f"cycles   {int(cycles.min()):,}..{int(cycles.max()):,} per inference "
-          f"(mean {mean_cycles:,.0f} = {1e6 * mean_cycles / clock:,.0f} us at "
-          f"{clock / 1e6:g} MHz)")
+    print(f"cycles   {int(cycles.min()):,}..{int(cycles.max()):,} per inference as the device "
+          f"counts them (mean {mean_cycles:,.0f} = {1e6 * mean_cycles / clock:,.0f} us at "
+          f"{clock / 1e6:g} MHz); the cycle model gives {model_cycles:,} "
+          f"(device/model {mean_cycles / model_cycles:.3f})")
     print(f"link     {n} inferences in {seconds:.2f} s ({n / seconds:,.1f}/s)")
     if args.json:
         from mark1.io import write_json
@@ -187,7 +190,7 @@ def _infer(args: argparse.Namespace) -> int:
             "outputs_device": y_dev.astype(int).tolist(),
             "output_scale": pkg.output_scale, "output_zero_point": pkg.output_zero_point,
             "rounding": pkg.rounding,
-            "cycles": cycles, "bit_exact": float(same_out.mean()),
+            "cycles": cycles, "cycles_model": model_cycles, "bit_exact": float(same_out.mean()),
             "same_class": float((k_dev == k_gold).mean()),
             "accuracy": None if labels is None else float((k_dev == labels).mean()),
             "seconds": seconds,
