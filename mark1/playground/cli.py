@@ -33,10 +33,12 @@ def _playground(args: argparse.Namespace) -> int:
     if missing:
         raise Mark1Error(f"the playground's web server needs {', '.join(missing)}, not "
                          f"installed: {EXTRA}", exit_code=2)
+    if args.workers is not None and not 0 <= args.workers <= 64:
+        raise ValueError(f"--workers must be in [0, 64]; got {args.workers}")
     from mark1.playground.server import serve
 
     return serve(args.host, args.port, open_browser=not args.no_browser,
-                 max_tabs=args.max_tabs)
+                 max_tabs=args.max_tabs, workers=args.workers)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,4 +59,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--no-browser", action="store_true", help="do not open the page")
     p.add_argument("--max-tabs", type=int, default=MAX_TABS,
                    help=f"most tabs (machines) served at once (default {MAX_TABS})")
+    p.add_argument("--workers", type=int, default=None,
+                   help="processes that run the machines (default: one per core, at most 8; "
+                   "0: the server's own)")
     p.set_defaults(handler=_playground)

@@ -4,7 +4,7 @@
 commands into calls here and sends :meth:`Tab.frame` back. The machine learns trial by trial
 (:func:`mark1.playground.trial.one_trial`), the cards of the task's training set in a fresh
 order each pass; its test accuracy is measured on the task's test cards by the machine's own
-static path (:class:`TestCards`, equal to :meth:`MarkI.score`).
+static path (:class:`HeldOut`, equal to :meth:`MarkI.score`).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def task_cards(name: str) -> Task:
     return make_task(name, seed=TASK_SEED)
 
 
-class TestCards:
+class HeldOut:
     """The test cards of a task as the machine's static path sees them, for a fast accuracy.
 
     The S-units of the rested retina and the A-units they fire do not change while the machine
@@ -47,7 +47,7 @@ class TestCards:
     def __init__(self, machine: MarkI, task: Task) -> None:
         x = task.X_test.reshape(task.n_test, -1)
         self.a = machine.plugboard_.respond(machine.retina_.respond_static(x)).astype(np.float64)
-        self.y = task.y_test
+        self.y = np.array(task.classes)[task.y_test]
 
     def accuracy(self, machine: MarkI) -> float:
         """Share of the test cards the machine classifies right (as :meth:`MarkI.score`)."""
@@ -133,8 +133,19 @@ class Tab:
         """The last trial on which pots were turned."""
         self.test_accuracy = math.nan
         self.tested_at = -1
-        self._test_cards: TestCards | None = None
+        self._test_cards: HeldOut | None = None
         self.curve = Curve()
+
+    @property
+    def names(self) -> np.ndarray:
+        """The task's class names, in the task's order (the machine is taught names)."""
+        return np.array(self.task.classes)
+
+    def class_index(self, machine_index: int | None) -> int | None:
+        """The task's index of a class given as an index into the machine's ``classes_``."""
+        if machine_index is None:
+            return None
+        return self.task.classes.index(str(self.machine.classes_[machine_index]))
 
     @property
     def wired(self) -> bool:
@@ -180,11 +191,11 @@ class Tab:
     def step(self, n: int = 1) -> int:
         """Run ``n`` trials (the next cards of the pass, a new order each pass); return the
         trials run."""
-        classes = np.arange(len(self.task.classes))
+        names = self.names
         for _ in range(n):
             i = int(self.pass_order[self.pass_pos])
-            trial = one_trial(self.machine, self.task.X_train[i], int(self.task.y_train[i]),
-                              classes)
+            trial = one_trial(self.machine, self.task.X_train[i], names[self.task.y_train[i]],
+                              names)
             self._record(trial, i)
             self.pass_pos += 1
             if self.pass_pos == len(self.pass_order):
@@ -218,7 +229,7 @@ class Tab:
         if not self.wired:
             return math.nan
         if self._test_cards is None:
-            self._test_cards = TestCards(self.machine, self.task)
+            self._test_cards = HeldOut(self.machine, self.task)
         if self.tested_at != self.trials:
             self.test_accuracy = self._test_cards.accuracy(self.machine)
             self.tested_at = self.trials
@@ -252,8 +263,7 @@ class Tab:
         if not 0 <= label < len(self.task.classes):
             raise ValueError(f"teach: label must be a class of task {self.task.name!r}, "
                              f"0 to {len(self.task.classes) - 1}; got {label}")
-        trial = one_trial(self.machine, self.drawing, label,
-                          np.arange(len(self.task.classes)))
+        trial = one_trial(self.machine, self.drawing, self.names[label], self.names)
         self._record(trial, self.card_index)
         return trial
 
@@ -309,14 +319,15 @@ class Tab:
     def _trial(self, trial: Trial) -> dict[str, Any]:
         codebook = self.machine.codebook_
         return {
-            "label": trial.label, "answer": trial.answer, "mistake": trial.mistake,
+            "label": self.class_index(trial.label), "answer": self.class_index(trial.answer),
+            "mistake": trial.mistake,
             "light": protocol.levels(trial.card, 0.0, 1.0),
             "cells": protocol.levels(np.log2(np.clip(trial.cells, 1 / 16, 16)), -4.0, 4.0),
             "s": protocol.bits(trial.s), "a": protocol.bits(trial.a), "n_a": int(len(trial.a)),
             "sums_before": [None if math.isnan(v) else round(float(v), 4)
                             for v in trial.sums_before],
             "sums_after": [round(float(v), 4) for v in trial.sums_after],
-            "answer_after": int(decode(codebook, trial.sums_after[None, :])[0]),
+            "answer_after": self.class_index(int(decode(codebook, trial.sums_after[None, :])[0])),
             "target": None if trial.label is None else codebook[trial.label].tolist(),
             "motor_steps": trial.motor_steps, "learned": trial.label is not None,
             "turned": np.flatnonzero(trial.motors.any(axis=1)).tolist(),

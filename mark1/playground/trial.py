@@ -33,7 +33,7 @@ class Trial:
     card: np.ndarray
     """The light on the retina, relative illuminance, float64 (400,)."""
     label: int | None
-    """Index of the right class (``None`` for a look)."""
+    """The right class, as an index into the machine's ``classes_`` (``None`` for a look)."""
     cells: np.ndarray
     """Each cell's conductance at the reading over its S-unit's firing level, float64 (400,)."""
     s: np.ndarray
@@ -41,12 +41,14 @@ class Trial:
     a: np.ndarray
     """A-units that fired, bool (n_a,)."""
     sums_before: np.ndarray
-    """R-unit sums at the reading (pots read without contact noise), float64 (n_r,); NaN for
-    the R-units corrected on the trial that wired the machine (their pots before it are gone)."""
+    """R-unit sums at the reading (the pots as read then without contact noise), float64
+    (n_r,); NaN for the R-units corrected on the trial that wired the machine (their pots
+    before it are not kept)."""
     sums_after: np.ndarray
-    """R-unit sums after the correction, float64 (n_r,)."""
+    """R-unit sums after the correction (the pots read when the motors stopped), float64."""
     answer: int
-    """Index of the class the sums before the correction decode to (the response)."""
+    """The class the sums before the correction decode to (the response), as an index into
+    the machine's ``classes_``."""
     mistake: bool
     """The machine answered wrongly (its rule then turned pots)."""
     motors: np.ndarray
@@ -88,9 +90,15 @@ def pot_columns(machine: MarkI, a: np.ndarray) -> np.ndarray:
     return cols
 
 
-def read_pots(machine: MarkI) -> np.ndarray:
-    """Every pot as read now without contact noise, bias pots last, float64 (n_r, n_p)."""
-    return machine.pots_.read(machine.machine_time_s)
+def read_pots(machine: MarkI, ahead_s: float = 0.0) -> np.ndarray:
+    """Every pot as read without contact noise ``ahead_s`` seconds of machine time from now
+    (if nothing moves them meanwhile), bias pots last, float64 (n_r, n_p)."""
+    return machine.pots_.read(machine.machine_time_s + ahead_s)
+
+
+def reading_delay_s(machine: MarkI) -> float:
+    """Machine time from now to the reading of the next card: the change and the dwell, s."""
+    return machine.clock_.present_us / 1e6
 
 
 def sums(machine: MarkI, pots: np.ndarray, a: np.ndarray) -> np.ndarray:
@@ -98,16 +106,16 @@ def sums(machine: MarkI, pots: np.ndarray, a: np.ndarray) -> np.ndarray:
     return pots[:, pot_columns(machine, a)].sum(axis=1) - machine.preset_.r_units.r_theta
 
 
-def one_trial(machine: MarkI, card: np.ndarray, label: int,
+def one_trial(machine: MarkI, card: np.ndarray, label: object,
               classes: np.ndarray | None = None) -> Trial:
-    """Train ``machine`` on one card (class index ``label``) and say what the trial did.
+    """Train ``machine`` on one card of class ``label`` and say what the trial did.
 
     ``classes``: every class the machine will know (needed on its first trial, which wires
     it). The machine learns exactly as ``machine.partial_fit([card], [label])`` would.
     """
     card = np.asarray(card, dtype=np.float64).reshape(N_CELLS)
     wired = hasattr(machine, "classes_")
-    before = read_pots(machine) if wired else None
+    before = read_pots(machine, reading_delay_s(machine)) if wired else None
     travel = machine.pots_.travel.copy() if wired else None
     steps = machine.motor_steps if wired else 0
     machine.partial_fit(card[None, :], np.array([label]), classes=None if wired else classes)
@@ -130,7 +138,8 @@ def one_trial(machine: MarkI, card: np.ndarray, label: int,
         before[turned] = np.nan
     sums_before = sums(machine, before, a)
     return Trial(
-        card=card, label=int(label), cells=cells, s=s, a=a, sums_before=sums_before,
+        card=card, label=int(np.flatnonzero(machine.classes_ == label)[0]), cells=cells,
+        s=s, a=a, sums_before=sums_before,
         sums_after=sums(machine, after, a),
         answer=int(decode(machine.codebook_, np.nan_to_num(sums_before)[None, :])[0]),
         mistake=bool(machine.history_["mistakes"][-1]), motors=motors, moved=moved,
