@@ -21,7 +21,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(VENV)/bin/ruff check mark1 export firmware_sim tests benchmarks
-	$(VENV)/bin/mypy export firmware_sim
+	$(VENV)/bin/mypy mark1 export firmware_sim
 	$(PY) -m pytest -q
 
 test-slow: $(VENV)/.installed
@@ -29,7 +29,7 @@ test-slow: $(VENV)/.installed
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check mark1 export firmware_sim tests benchmarks
-	$(VENV)/bin/mypy export firmware_sim
+	$(VENV)/bin/mypy mark1 export firmware_sim
 
 bench: $(VENV)/.installed
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -9,11 +9,11 @@ the same process:
                    end stops, wear, drift, stuck wipers, contact noise, with motors and clock;
 * ``sklearn``   -- ``sklearn.linear_model.Perceptron`` (one-vs-rest, ``tol=None``);
 * ``ideal (numba)``, ``cds-1960 (numba)`` -- the same two on the compiled epochs
-  (``MARK1_KERNELS=numba``; the plain ones run with ``MARK1_KERNELS=numpy``); left out when
-  numba is not installed. Both paths give the same mistakes and weights.
+  (``MARK1_KERNELS=numba``; the plain ones run on the numpy block path, ``MARK1_KERNELS=numpy``);
+  left out when numba is not installed. Both paths give the reference's mistakes and weights.
 
 Each learner's time includes preparing its input (scikit-learn validates and converts the
-features; the Mark I prepares its rows, :class:`mark1.training.ARows`, and builds its bank).
+features; the Mark I prepares its rows, :class:`mark1.fast.ARows`, and builds its bank).
 Everything runs on one BLAS thread (set before numpy loads): scikit-learn's Perceptron does not
 use more, and an idle BLAS pool spinning on the second core slows whatever runs beside it.
 
@@ -48,16 +48,17 @@ from contextlib import contextmanager  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from mark1 import kernels  # noqa: E402
-from mark1.machine import IDEAL_WEIGHTS, MarkI  # noqa: E402
+from mark1 import fast  # noqa: E402
+from mark1.fast import ARows, compiled, one_blas_thread  # noqa: E402
+from mark1.machine import MarkI  # noqa: E402
 from mark1.motors import MachineClock  # noqa: E402
-from mark1.potentiometers import PotentiometerBank  # noqa: E402
+from mark1.potentiometers import IDEAL_POTS, PotentiometerBank  # noqa: E402
 from mark1.presets import get_preset  # noqa: E402
 from mark1.r_units import decode, make_codebook, trained_units  # noqa: E402
 from mark1.stimuli import make_task  # noqa: E402
-from mark1.training import ARows, one_blas_thread, train_epoch  # noqa: E402
+from mark1.training import train_epoch  # noqa: E402
 
-HAS_NUMBA = kernels._load() is not None
+HAS_NUMBA = compiled.load() is not None
 SHORT_S, SHORT_ROUNDS = 0.5, 3  # runs shorter than this are repeated so many times over
 LEARNERS = ("sklearn", "ideal", "cds-1960") + (
     ("ideal (numba)", "cds-1960 (numba)") if HAS_NUMBA else ())
@@ -65,11 +66,11 @@ LEARNERS = ("sklearn", "ideal", "cds-1960") + (
 _FIRST_CALL = """
 import time
 import numpy as np
-from mark1 import kernels
+from mark1.fast import compiled
 from mark1.machine import MarkI
 x = np.random.default_rng(0).random((40, 20, 20))
 t = time.perf_counter()
-kernels.compiled()
+compiled.load()
 out = [time.perf_counter() - t]
 for preset in ("ideal", "cds-1960"):
     for _ in range(2):  # first fit (compile or load), then a second one
@@ -85,7 +86,7 @@ def first_call_times() -> list[tuple[str, list[float]]]:
     a fresh process: with an empty numba cache (compiling), then with the cache it left."""
     rows = []
     with tempfile.TemporaryDirectory() as cache:
-        env = {**os.environ, "NUMBA_CACHE_DIR": cache, kernels.ENV: "numba"}
+        env = {**os.environ, "NUMBA_CACHE_DIR": cache, fast.ENV: "numba"}
         for label in ("compile", "cached"):
             out = subprocess.run([sys.executable, "-c", _FIRST_CALL], env=env, check=True,
                                  capture_output=True, text=True)
@@ -96,15 +97,15 @@ def first_call_times() -> list[tuple[str, list[float]]]:
 @contextmanager
 def kernel_path(path: str):
     """Train on the ``numpy`` or the ``numba`` path."""
-    old = os.environ.get(kernels.ENV)
-    os.environ[kernels.ENV] = path
+    old = os.environ.get(fast.ENV)
+    os.environ[fast.ENV] = path
     try:
         yield
     finally:
         if old is None:
-            del os.environ[kernels.ENV]
+            del os.environ[fast.ENV]
         else:
-            os.environ[kernels.ENV] = old
+            os.environ[fast.ENV] = old
 
 
 def a_unit_features(X: np.ndarray, n_a: int, seed: int) -> np.ndarray:
@@ -124,7 +125,7 @@ def train_machine(A: np.ndarray, y: np.ndarray, n_classes: int, preset: str, epo
     book = make_codebook(n_classes, 8)
     units = trained_units(book)
     rows = ARows(np.concatenate([A > 0, np.ones((len(A), 1), dtype=bool)], axis=1))
-    bank = PotentiometerBank(IDEAL_WEIGHTS if preset == "ideal" else spec.pots,
+    bank = PotentiometerBank(IDEAL_POTS if preset == "ideal" else spec.pots,
                              (8, rows.A.shape[1]), rng[0])
     clock = MachineClock(spec.clock, spec.motors)
     targets = book[y][:, units]
@@ -135,7 +136,8 @@ def train_machine(A: np.ndarray, y: np.ndarray, n_classes: int, preset: str, epo
             order = rng[1].permutation(len(A))
             noise = rng[2].standard_normal(targets.shape) if noisy else None
             log = train_epoch(rows, targets[order], bank, units, clock, rng[3], noise=noise,
-                              motors=preset != "ideal", order=order)
+                              rule="ideal" if preset == "ideal" else "error-correction",
+                              order=order)
             mistakes += log.mistakes
     seconds = time.perf_counter() - t0
     accuracy = float((decode(book, rows.A @ bank.read(clock.t_s).T) == y).mean())

@@ -1,7 +1,9 @@
-"""``mark1 device``: run the simulated microcontroller on a pty or a TCP socket.
+"""``mark1 device``: run the simulated microcontroller, or the C firmware's host port, on a pty
+or a TCP socket.
 
 Registration imports argparse and the simulator's settings (presets, line pacing, idle timeout)
-whose defaults it shows; nothing heavy.
+whose defaults it shows; nothing heavy. The handler imports the simulator, or builds the
+firmware.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import argparse
 import re
 
-from firmware_sim.device import DEFAULT_PRESET, PRESETS
+from firmware_sim.device import DEFAULT_PRESET, PRESETS, DeviceConfig
 from firmware_sim.serve import IDLE_TIMEOUT_S, LinkTiming
 
 LINE = LinkTiming()
@@ -49,6 +51,42 @@ def parse_idle(text: str) -> float:
     return value
 
 
+def parse_cut(text: str) -> tuple[int, int]:
+    """``--cut-after N[+K]`` -> (N, K): power is cut K bytes into flash operation N."""
+    ops, _, keep = str(text).partition("+")
+    if not ops.isdigit() or not (keep.isdigit() or keep == "") or ("+" in text and not keep):
+        raise argparse.ArgumentTypeError(
+            f"--cut-after {text!r}: OPERATIONS[+BYTES], whole numbers (e.g. 7 or 7+100)"
+        )
+    return int(ops), int(keep or 0)
+
+
+POWER_CUT_EXIT = 3
+"""Exit status of ``mark1 device`` when the power was cut (``--cut-after``)."""
+
+
+def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) -> int:
+    """Build the C firmware's host port and run it in place of this process."""
+    import os
+    import sys
+
+    from firmware_sim.firmware import host_command
+
+    cut = None if args.cut_after is None else "{}+{}".format(*args.cut_after)
+    cmd = host_command(
+        listen=None if args.pty else "{}:{}".format(*args.listen), pty=args.pty,
+        flash_bytes=config.flash_bytes, page_bytes=config.page_bytes,
+        ram_bytes=config.ram_bytes, max_payload=config.max_payload,
+        name=config.name.replace("mark1-sim", "mark1-fw host"), state=args.state,
+        idle_timeout_s=idle, endurance=config.endurance, cut_after=cut, baud=args.baud,
+        turnaround_ms=args.turnaround,
+    )
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(cmd[0], cmd)
+    return 0  # not reached
+
+
 def _device(args: argparse.Namespace) -> int:
     import dataclasses
     import sys
@@ -66,7 +104,12 @@ def _device(args: argparse.Namespace) -> int:
     config = dataclasses.replace(base, **overrides)
     timing = LinkTiming(baud=args.baud, turnaround_s=args.turnaround / 1000.0)
     idle = args.idle_timeout
+    if args.firmware == "host":
+        return _firmware_host(args, config, idle)
     device = Device(config, state_path=args.state)
+    if args.cut_after is not None:
+        cut_op, keep = args.cut_after
+        device.flash.hook = lambda op: keep if op.index == cut_op else None
     if args.pty:
         server: PtyServer | TcpServer = PtyServer(device, timing, idle_timeout_s=idle)
     else:
@@ -89,6 +132,10 @@ def _device(args: argparse.Namespace) -> int:
     )
     status = serve_forever(server)
     device.flash.close()
+    if server.power_lost:
+        print(f"mark1 device: power cut after {args.cut_after[1]} bytes of flash operation "
+              f"{args.cut_after[0]}", file=sys.stderr)
+        return POWER_CUT_EXIT
     return status
 
 
@@ -96,10 +143,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mark1 device``."""
     p = subparsers.add_parser(
         "device",
-        help="run the simulated microcontroller on a pty or a TCP socket",
-        description="Run the simulated microcontroller. Prints the port to open (a /dev/pts/N "
-        "path or a socket:// URL) on the first line of standard output, then serves until "
-        "stopped (Ctrl-C or SIGTERM, exit status 0).",
+        help="run the simulated microcontroller (or the C firmware) on a pty or a TCP socket",
+        description="Run the simulated microcontroller, or the C firmware's host port "
+        "(--firmware host). Prints the port to open (a /dev/pts/N path or a socket:// URL) on "
+        "the first line of standard output, then serves until stopped (Ctrl-C or SIGTERM, "
+        f"exit status 0; {POWER_CUT_EXIT} after a --cut-after power cut).",
     )
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("--pty", action="store_true", help="serve on a new pseudo-terminal")
@@ -125,4 +173,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="end a session after S seconds with no byte either way, so that a "
                    "host that vanished without closing its connection does not keep the "
                    "device busy (default %(default)g; 0 = never)")
+    p.add_argument("--firmware", choices=("sim", "host"), default="sim",
+                   help="sim: the Python simulator (default); host: the C firmware built for "
+                   "this computer (needs make and a C compiler; built on first use)")
+    p.add_argument("--cut-after", type=parse_cut, metavar="N[+K]",
+                   help="cut the power K bytes (default 0) into flash operation N, counted from "
+                   "0 since start-up: the device stops with its flash as the cut left it")
     p.set_defaults(handler=_device)

@@ -28,7 +28,7 @@ import os
 import threading
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
@@ -249,11 +249,13 @@ class Device:
         except FlashError as exc:
             self.upload = None
             return self._nak(frame, P.Err.FLASH, 0, 0, f"flash: {exc}")
+        if isinstance(reply, P.Nak):
+            reply = replace(reply, text=clip_text(reply.text))
         return reply.frame(frame.seq)
 
     @staticmethod
     def _nak(frame: P.Frame, code: P.Err, a: int, b: int, text: str) -> P.Frame:
-        return P.Nak(frame.type, int(code), a, b, text).frame(frame.seq)
+        return P.Nak(frame.type, int(code), a, b, clip_text(text)).frame(frame.seq)
 
     def _no_payload(self, frame: P.Frame) -> None:
         if frame.payload:
@@ -471,6 +473,17 @@ class Device:
         self._no_payload(frame)
         self.boot()
         return P.Ack(frame.type)
+
+
+NAK_TEXT_MAX = 240
+"""Longest ``NAK`` message, in bytes of UTF-8 (a firmware builds its replies in a fixed buffer):
+a longer one is cut at a character boundary (docs/PROTOCOL.md)."""
+
+
+def clip_text(text: str, limit: int = NAK_TEXT_MAX) -> str:
+    """``text`` cut to ``limit`` bytes of UTF-8 at a character boundary."""
+    raw = text.encode("utf-8")
+    return text if len(raw) <= limit else raw[:limit].decode("utf-8", "ignore")
 
 
 def _u32(digest: bytes) -> int:

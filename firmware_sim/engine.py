@@ -7,10 +7,16 @@ firmware loops:
 
 * dense layers add the input offset to the activations once (CMSIS-NN's ``SADD16`` step), then
   multiply-accumulate int8 x int16 products into int32 with wrap-around;
-* requantization is scalar per output channel, in CMSIS-NN's single-rounding form: a 64-bit
-  ``SMULL`` product shifted right by ``30 - shift``, then incremented and halved (the rounding
-  bit), then saturated to int32 (``SSAT``-style range checks), zero point, clamp;
+* requantization is scalar per output channel, in the rounding the package names: CMSIS-NN's
+  single-rounding form (a 64-bit ``SMULL`` product shifted right by ``30 - shift``, then
+  incremented and halved -- the rounding bit -- then saturated to int32), or TFLite's double
+  rounding (a left shift, gemmlowp's saturating rounding doubling high multiply, then its
+  rounding divide by a power of two, written as the C firmware writes them: without right
+  shifts of negative numbers); then zero point, clamp;
 * step layers (sparse) accumulate each row through an int32 running sum over the connections.
+
+Both roundings are costed alike: double rounding's nudge, truncating divide and rounding divide
+take about the instructions of single rounding's variable 64-bit shift.
 
 **RAM**: two ping-pong int8 activation buffers, sized from the layer widths when the model is
 loaded (``ram_bytes``). Weights stay in flash.
@@ -98,9 +104,40 @@ def _requantize_scale(acc: int, multiplier: int, shift: int) -> int:
     return v
 
 
-def requantize_one(acc: int, multiplier: int, shift: int, zero_point: int, lo: int, hi: int) -> int:
+def _high_mul(a: int, b: int) -> int:
+    """gemmlowp's ``SaturatingRoundingDoublingHighMul`` as C computes it: a 64-bit product,
+    nudged by 2^30 away from zero, divided by 2^31 truncating toward zero."""
+    if a == _MIN and b == _MIN:
+        return _MAX
+    product = a * b
+    nudged = product + ((1 << 30) if product >= 0 else 1 - (1 << 30))
+    quotient = abs(nudged) // (1 << 31)  # C's `/` truncates toward zero
+    return quotient if nudged >= 0 else -quotient
+
+
+def _divide_by_pot(x: int, exponent: int) -> int:
+    """gemmlowp's ``RoundingDivideByPOT`` on int32 bits: the floor quotient from ``x`` offset by
+    2^31 (never negative, so a logical shift), plus one where the remainder passes half."""
+    mask = (1 << exponent) - 1
+    bits = x & 0xFFFFFFFF
+    remainder = bits & mask
+    threshold = (mask >> 1) + (1 if x < 0 else 0)
+    floor_div = ((bits ^ 0x80000000) >> exponent) - (1 << (31 - exponent))
+    return floor_div + (1 if remainder > threshold else 0)
+
+
+def _requantize_double(acc: int, multiplier: int, shift: int) -> int:
+    """TFLite's ``MultiplyByQuantizedMultiplier``: ``acc`` shifted left by ``max(shift, 0)``
+    (wrapping, as int32), the high multiply, then the rounding divide by ``2^max(-shift, 0)``."""
+    left, right = max(shift, 0), max(-shift, 0)
+    return _divide_by_pot(_high_mul(_i32(acc << left), multiplier), right)
+
+
+def requantize_one(acc: int, multiplier: int, shift: int, zero_point: int, lo: int, hi: int,
+                   rounding: str = "single") -> int:
     """One int32 accumulator to one int8 output, as the firmware's per-channel epilogue."""
-    v = _requantize_scale(acc, multiplier, shift) + zero_point
+    scale = _requantize_double if rounding == "double" else _requantize_scale
+    v = scale(acc, multiplier, shift) + zero_point
     return lo if v < lo else hi if v > hi else v
 
 
@@ -108,7 +145,8 @@ def requantize_one(acc: int, multiplier: int, shift: int, zero_point: int, lo: i
 
 
 class _DenseKernel:
-    def __init__(self, layer: Dense) -> None:
+    def __init__(self, layer: Dense, rounding: str) -> None:
+        self.rounding = rounding
         self.n_in, self.n_out = layer.n_in, layer.n_out
         self.weights = np.ascontiguousarray(layer.weights, dtype=np.int32)  # int8 in flash
         self.bias = [int(v) for v in layer.bias]
@@ -124,7 +162,7 @@ class _DenseKernel:
         for o in range(self.n_out):
             acc = _i32(self.bias[o] + int(sums[o]))
             out[o] = requantize_one(acc, self.multiplier[o], self.shift[o], self.zero_point,
-                                    self.lo, self.hi)
+                                    self.lo, self.hi, self.rounding)
 
     def cycles(self, cost: CortexM4Cost) -> int:
         quads, tail = divmod(self.n_in, 4)
@@ -171,9 +209,9 @@ class _StepKernel:
 _Kernel = _DenseKernel | _ThresholdKernel | _StepKernel
 
 
-def _kernel(layer: Layer) -> _Kernel:
+def _kernel(layer: Layer, rounding: str) -> _Kernel:
     if isinstance(layer, Dense):
-        return _DenseKernel(layer)
+        return _DenseKernel(layer, rounding)
     if isinstance(layer, Threshold):
         return _ThresholdKernel(layer)
     return _StepKernel(layer)
@@ -193,7 +231,10 @@ class Engine:
     def __init__(self, pkg: Package, cost: CortexM4Cost = CORTEX_M4_80MHZ) -> None:
         self.cost = cost
         self.n_inputs = int(pkg.n_inputs)
-        self.kernels = [_kernel(layer) for layer in pkg.layers]
+        if pkg.rounding not in ("single", "double"):
+            raise ValueError(f"rounding {pkg.rounding!r}: the engine rounds single or double")
+        self.rounding = pkg.rounding
+        self.kernels = [_kernel(layer, pkg.rounding) for layer in pkg.layers]
         self.n_outputs = self.kernels[-1].n_out
         widths = [self.n_inputs] + [k.n_out for k in self.kernels]
         sizes = [0, 0]

@@ -1,6 +1,8 @@
 """Subcommands of the Mark I machine: ``tasks``, ``simulate`` and ``replay``.
 
-Only argparse is imported here; each handler imports what it needs.
+Registration reads the estimator's defaults and the names of presets, rules and codes from the
+modules that define them (all numpy-only, already loaded with ``mark1``); each handler imports
+what else it needs.
 """
 
 from __future__ import annotations
@@ -52,7 +54,7 @@ def _simulate(args: argparse.Namespace) -> int:
     model = MarkI(preset=args.preset, rule=args.rule, n_a=args.n_a, n_r=args.n_r,
                   code=args.code, raw=args.raw, random_state=args.seed, max_iter=args.epochs,
                   **overrides)
-    model._validate_params()
+    model.check_params()
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {str(out)!r} exists and is not a folder")
@@ -166,6 +168,12 @@ def _replay(args: argparse.Namespace) -> int:
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add the Mark I subcommands."""
+    from mark1.machine import MarkI
+    from mark1.presets import PRESETS
+    from mark1.r_units import CODES
+    from mark1.training import RULES
+
+    machine = MarkI().get_params()  # the estimator's defaults
     p = subparsers.add_parser("tasks", help="list the retina tasks")
     p.add_argument("-v", "--verbose", action="store_true", help="also show classes and sizes")
     p.set_defaults(handler=_tasks)
@@ -176,18 +184,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "machine.npz, plugboard.csv and PNG figures to --out.",
     )
     p.add_argument("--task", required=True, help="retina task (see `mark1 tasks`)")
-    p.add_argument("--preset", default="cds-1960", help="machine: ideal, cds-1960, cds-worn")
-    p.add_argument("--rule", default="error-correction",
-                   help="error-correction (default), forced-response or ideal")
+    p.add_argument("--preset", default=machine["preset"],
+                   help=f"machine: {', '.join(PRESETS)} (default {machine['preset']})")
+    p.add_argument("--rule", default=machine["rule"],
+                   help=f"training rule: {', '.join(RULES)} (default {machine['rule']})")
     p.add_argument("--epochs", type=int, default=10, help="passes over the training set")
     p.add_argument("--seed", type=int, default=0, help="seeds the task and the machine")
     p.add_argument("--out", required=True, help="folder for the report and figures")
     p.add_argument("--n-train", type=int, default=None, help="training images (task default)")
     p.add_argument("--n-test", type=int, default=None, help="test images (task default)")
-    p.add_argument("--n-a", type=int, default=512, help="association units (512)")
-    p.add_argument("--n-r", type=int, default=8, help="response units (8)")
-    p.add_argument("--code", default="auto",
-                   help="class code: auto, dichotomy, one-vs-rest or code")
+    p.add_argument("--n-a", type=int, default=machine["n_a"],
+                   help=f"association units (default {machine['n_a']})")
+    p.add_argument("--n-r", type=int, default=machine["n_r"],
+                   help=f"response units (default {machine['n_r']})")
+    p.add_argument("--code", default=machine["code"],
+                   help=f"class code over the R-units: {', '.join(CODES)} (default "
+                   f"{machine['code']})")
     p.add_argument("--raw", action="store_true",
                    help="wire the S-units straight to the R-units (no A-layer)")
     p.add_argument("--set", action="append", default=[], metavar="NAME=VALUE",

@@ -9,11 +9,14 @@ from __future__ import annotations
 import io
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from mark1.io import atomic_write_bytes
+
+if TYPE_CHECKING:  # (annotations only: figures are drawn from a trained machine)
+    from mark1.machine import MarkI
 
 
 def _pyplot() -> Any:
@@ -33,7 +36,7 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
-def stimuli(path: str | os.PathLike[str], model: Any, X: np.ndarray, y: np.ndarray,
+def stimuli(path: str | os.PathLike[str], model: MarkI, X: np.ndarray, y: np.ndarray,
             classes: tuple[str, ...] | list[str], per_class: int = 2, max_images: int = 8) -> Path:
     """Sample stimuli: the light on the retina, and which S-units fire (dead cells in red)."""
     plt = _pyplot()
@@ -62,7 +65,7 @@ def stimuli(path: str | os.PathLike[str], model: Any, X: np.ndarray, y: np.ndarr
     return _save(fig, path)
 
 
-def pots(path: str | os.PathLike[str], model: Any) -> Path:
+def pots(path: str | os.PathLike[str], model: MarkI) -> Path:
     """The potentiometer panel: weight of every A->R pot (R-units x A-units)."""
     plt = _pyplot()
     w = model.coef_
@@ -98,7 +101,7 @@ def learning(path: str | os.PathLike[str], curve: list[dict[str, float]], n_trai
     return _save(fig, path)
 
 
-def motors(path: str | os.PathLike[str], model: Any) -> Path:
+def motors(path: str | os.PathLike[str], model: MarkI) -> Path:
     """Motor activity: steps against machine time, and how far each pot has travelled."""
     plt = _pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))

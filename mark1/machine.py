@@ -43,26 +43,28 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from mark1.fast import ARows, one_blas_thread
 from mark1.images import N_CELLS, to_retina
 from mark1.io import atomic_write_bytes
 from mark1.motors import MachineClock
 from mark1.plugboard import Plugboard
-from mark1.potentiometers import PotentiometerBank, PotSpec
+from mark1.potentiometers import IDEAL_POTS, PotentiometerBank
 from mark1.presets import PARAMETERS, Preset, get_preset
 from mark1.r_units import CODES, class_scores, decode, make_codebook, trained_units
 from mark1.retina import Retina
-from mark1.training import RULES, ARows, EpochLog, one_blas_thread, train_epoch
+from mark1.training import RULES, EpochLog, train_epoch
 
 FORMAT = "mark1-kit/markI"
 FORMAT_VERSION = 1
 
-IDEAL_WEIGHTS = PotSpec(w_min=float("-inf"), w_max=float("inf"), step=1.0)
-"""The float weights of the ``ideal`` rule: unit steps from zero, nothing else."""
+Progress = Callable[[int, int, float], None]
+"""``progress(new_trials, new_mistakes, machine_time_s)``, called as training advances."""
 
 _PARAMS = ("preset", "rule", "n_a", "n_r", "max_iter", "shuffle", "code", "raw",
            "random_state", "verbose")
@@ -207,7 +209,9 @@ class MarkI:
         """The preset with this estimator's overrides applied."""
         return get_preset(self.preset).with_overrides(**self._overrides())
 
-    def _validate_params(self) -> None:
+    def check_params(self) -> None:
+        """Raise ``ValueError``/``TypeError`` naming the first bad parameter (as ``fit``
+        would, before any work)."""
         if self.rule not in RULES:
             raise ValueError(f"unknown rule {self.rule!r}; allowed: {', '.join(RULES)}")
         if self.code not in CODES:
@@ -219,7 +223,7 @@ class MarkI:
 
     def _build(self, classes: np.ndarray) -> None:
         """A fresh machine for ``classes``: wired, with new parts, at machine time zero."""
-        self._validate_params()
+        self.check_params()
         preset = self.machine_preset()
         codebook = make_codebook(len(classes), int(self.n_r), self.code)
         seeds = _seed_sequence(self.random_state).spawn(6)
@@ -236,7 +240,7 @@ class MarkI:
             else Plugboard.wire(preset.plugboard, int(self.n_a), N_CELLS, rng_wiring)
         )
         n_p = self.plugboard_.n_a + int(preset.r_units.bias_unit)
-        pots = IDEAL_WEIGHTS if self.rule == "ideal" else preset.pots
+        pots = IDEAL_POTS if self.rule == "ideal" else preset.pots
         self.pots_ = PotentiometerBank(pots, (int(self.n_r), n_p), rng_pots)
         self.clock_ = MachineClock(preset.clock, preset.motors)
         self.n_features_in_ = N_CELLS
@@ -258,7 +262,7 @@ class MarkI:
             raise ValueError("y contains NaN or infinity")
         return y
 
-    def fit(self, X: object, y: object, *, progress: Any = None) -> MarkI:
+    def fit(self, X: object, y: object, *, progress: Progress | None = None) -> MarkI:
         """Train a fresh machine for up to ``max_iter`` passes (stops after an error-free one).
 
         ``progress(new_trials, new_mistakes, machine_time_s)`` is called as training advances.
@@ -278,7 +282,7 @@ class MarkI:
         return self
 
     def partial_fit(self, X: object, y: object, classes: object = None, *,
-                    progress: Any = None) -> MarkI:
+                    progress: Progress | None = None) -> MarkI:
         """One pass over ``X`` with the machine as it is (``classes`` needed on the first call)."""
         x = to_retina(X).reshape(-1, N_CELLS)
         y = self._labels(y, len(x))
@@ -286,9 +290,10 @@ class MarkI:
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
             self._build(np.unique(np.asarray(classes)))
-        elif classes is not None and not np.array_equal(np.unique(classes), self.classes_):
+        elif classes is not None and not np.array_equal(np.unique(np.asarray(classes)),
+                                                        self.classes_):
             raise ValueError(
-                f"classes {list(np.unique(classes))} differ from the machine's "
+                f"classes {list(np.unique(np.asarray(classes)))} differ from the machine's "
                 f"{list(self.classes_)}"
             )
         unknown = ~np.isin(y, self.classes_)
@@ -307,7 +312,7 @@ class MarkI:
             a = np.concatenate([a, np.ones((len(a), 1), dtype=bool)], axis=1)
         return ARows(a)
 
-    def _epoch(self, x: np.ndarray, index: np.ndarray, progress: Any,
+    def _epoch(self, x: np.ndarray, index: np.ndarray, progress: Progress | None,
                static: ARows | None = None) -> int:
         """Present every image once (in a fresh order when shuffling); return the mistakes.
 
@@ -342,10 +347,8 @@ class MarkI:
                     bar.set_postfix(machine_time=f"{self.clock_.t_s:.0f}s")
 
         log = train_epoch(
-            A, targets, self.pots_, self.units_, self.clock_, self._rng_steps,
-            rule="error-correction" if self.rule == "ideal" else self.rule,
-            noise=noise, r_theta=self.preset_.r_units.r_theta, motors=self.rule != "ideal",
-            order=rows, progress=callback,
+            A, targets, self.pots_, self.units_, self.clock_, self._rng_steps, rule=self.rule,
+            noise=noise, r_theta=self.preset_.r_units.r_theta, order=rows, progress=callback,
         )
         if bar is not None:
             bar.close()
@@ -464,9 +467,7 @@ class MarkI:
 
     def save(self, path: str | os.PathLike[str], task: str = "") -> Path:
         """Write the machine file (``machine.npz``) atomically; returns its path."""
-        buf = io.BytesIO()
-        np.savez(buf, **self.machine_arrays(task))
-        return atomic_write_bytes(path, buf.getvalue())
+        return save_machine(path, self.machine_arrays(task))
 
 
 # ---------------------------------------------------------------------- the machine file
@@ -492,6 +493,29 @@ _SPEC: dict[str, tuple[str, int]] = {
     "codebook": ("i", 2), "classes": ("U", 1), "task": ("U", 0), "preset": ("U", 0),
     "seed": ("i", 0),
 }
+_DTYPES = {"cell_threshold": np.float64, "plugboard": np.int8, "a_threshold": np.float64,
+           "weights": np.float64, "r_bias": np.float64, "codebook": np.int8}
+
+
+def save_machine(path: str | os.PathLike[str], machine: dict[str, Any]) -> Path:
+    """Write a machine file from its arrays by name (as :meth:`MarkI.machine_arrays` or
+    :func:`load_machine` give them), atomically; returns its path.
+
+    The one writer of the format: every entry is stored with the contract's dtype, in the
+    contract's order (``numpy.savez``, no pickles).
+    """
+    missing = [k for k in _SPEC if k not in machine]
+    if missing:
+        raise ValueError(f"a machine file needs {', '.join(missing)}")
+    arrays = {key: np.array(machine[key], dtype=_DTYPES.get(key)) for key in _SPEC}
+    arrays["classes"] = np.array([str(c) for c in machine["classes"]])
+    for key in ("format", "task", "preset"):
+        arrays[key] = np.array(str(machine[key]))
+    for key in ("format_version", "seed"):
+        arrays[key] = np.array(int(machine[key]))
+    buf = io.BytesIO()
+    np.savez(buf, **arrays)  # type: ignore[arg-type]  # (numpy's stub misreads the keywords)
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def load_machine(path: str | os.PathLike[str]) -> dict[str, Any]:

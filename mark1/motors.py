@@ -2,7 +2,8 @@
 
 A correction turns each selected pot by ``steps_per_correction`` whole motor steps. The power
 supply runs at most ``max_running`` motors at once, so ``n`` pots take
-``ceil(n / max_running)`` rounds of ``steps_per_correction * step_s`` seconds.
+``ceil(n / max_running)`` rounds of ``steps_per_correction * step_s`` seconds
+(:meth:`MotorSpec.motor_us`, the one definition of motor time).
 
 The clock counts what the physical machine would need: per trial the stimulus change
 (``change_s``, cells in the dark) and dwell (``dwell_s``, the photocells settling on the new
@@ -12,10 +13,12 @@ in whole microseconds, so machine time adds up exactly whatever the order of the
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
+from typing import TypeVar
 
 import numpy as np
+
+_Pots = TypeVar("_Pots", int, np.ndarray)
 
 
 @dataclass(frozen=True)
@@ -44,13 +47,12 @@ class MotorSpec:
                 f"motors: max_running must be a whole number >= 1; got {self.max_running!r}"
             )
 
-    def rounds(self, n_pots: int) -> int:
-        """Rounds of motor running needed to turn ``n_pots`` pots."""
-        return math.ceil(n_pots / self.max_running)
-
-    def time_s(self, n_pots: int) -> float:
-        """Seconds to turn ``n_pots`` pots by one correction each."""
-        return self.rounds(n_pots) * self.steps_per_correction * self.step_s
+    def motor_us(self, n_pots: _Pots) -> _Pots:
+        """Machine time to turn ``n_pots`` pots by one correction each, whole microseconds:
+        ``ceil(n_pots / max_running)`` rounds of ``steps_per_correction`` steps of ``step_s``
+        (an int, or an int array for an array of pot counts)."""
+        rounds = -(-n_pots // self.max_running)
+        return rounds * (self.steps_per_correction * to_us(self.step_s))
 
 
 @dataclass(frozen=True)
@@ -106,9 +108,7 @@ class MachineClock:
         """Turn ``n_pots`` pots by one correction; return the motor steps taken."""
         if n_pots <= 0:
             return 0
-        dt = self.motors.rounds(n_pots) * self.motors.steps_per_correction * to_us(
-            self.motors.step_s
-        )
+        dt = self.motors.motor_us(n_pots)
         self.t_us += dt
         self.motor_us += dt
         steps = n_pots * self.motors.steps_per_correction

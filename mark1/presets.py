@@ -46,7 +46,7 @@ from typing import Any
 
 from mark1.motors import ClockSpec, MotorSpec
 from mark1.plugboard import PlugboardSpec
-from mark1.potentiometers import PotSpec
+from mark1.potentiometers import IDEAL_POTS, PotSpec
 from mark1.r_units import RUnitSpec
 from mark1.retina import CdSCells
 
@@ -115,7 +115,7 @@ IDEAL = Preset(
     description="exact cells and continuous, noise-free weights: the textbook perceptron",
     cells=CdSCells(lamp_lux=100.0, gamma=1.0, r10_ohm=20e3, load_ohm=4e3),
     plugboard=_WIRING,
-    pots=PotSpec(w_min=float("-inf"), w_max=float("inf"), step=1.0),
+    pots=IDEAL_POTS,
     motors=_MOTORS,
     clock=_CLOCK,
     r_units=RUnitSpec(r_theta=0.0, bias_unit=True),

@@ -1,7 +1,8 @@
 """Response (R-) units, the class code over them, and decoding.
 
 An R-unit sums its weighted A-unit inputs, ``r = weights @ a + r_bias``, and is on (+1) iff
-``r > 0``, else off (-1). Classes are codewords over the R-units:
+``r > 0``, else off (-1). While the machine trains, the weights are the pots as read at that
+moment, drifting and with contact noise (:func:`unit_sums`). Classes are codewords over the R-units:
 
 * ``dichotomy`` (2 classes): one R-unit, on for the second class (Rosenblatt's single response);
 * ``one-vs-rest`` (up to ``n_r`` classes): R-unit ``k`` is on for class ``k`` only;
@@ -42,6 +43,35 @@ class RUnitSpec:
     def __post_init__(self) -> None:
         if not np.isfinite(self.r_theta):
             raise ValueError(f"r_units: r_theta must be finite; got {self.r_theta!r}")
+
+
+def unit_sums(model: np.ndarray, units: np.ndarray, active: np.ndarray, t: float,
+              noise: np.ndarray | None = None) -> np.ndarray:
+    """The sums of the R-units ``units`` on a trial whose active A-units are ``active``, read
+    at machine time ``t`` seconds: float64 (len(units),), before the threshold ``r_theta``.
+
+    ``model`` is the pot bank's linear model (:attr:`mark1.potentiometers.PotentiometerBank.
+    lin`: float32 (n_r, 3, n_p), the base, creep and read-noise variance of each pot);
+    ``noise`` holds one standard normal draw per R-unit, or is ``None`` (no contact noise).
+    Over an R-unit's pots on the active A-units::
+
+        r = sum(base) + t * sum(creep) + sqrt(sum(variance)) * noise
+
+    the weights as read at ``t`` (drift in closed form) plus the independent contact noise of
+    those pots as one Gaussian. Each sum is taken in float64, pot by pot in ascending order: a
+    fixed order, so that every training path can reproduce the same bits (this function is the
+    definition they are tested against).
+    """
+    terms = model.take(units, axis=0).take(active, axis=2)  # (u, 3, n_active) float32
+    if terms.shape[2]:  # one addition after the other, in float64
+        sums = np.add.accumulate(terms, axis=2, dtype=np.float64)[:, :, -1]
+    else:
+        sums = np.zeros(terms.shape[:2])
+    base, creep, variance = sums.T
+    r = base + t * creep
+    if noise is not None:
+        r = r + np.sqrt(variance) * noise
+    return r
 
 
 def _greedy_code(n_classes: int, n_r: int) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from mark1.machine import MarkI
-from mark1.stimuli import make_task
+from mark1.stimuli import Task, make_task
 
 PRESETS = ("ideal", "cds-1960")
 """The machines every experiment runs on."""
@@ -41,7 +41,7 @@ class Experiment:
     """``run(preset, seed, quick)`` -> {"value": float, "text": str, ...details}."""
 
 
-def _names(task: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _names(task: Task) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     names = np.array(task.classes)
     return names, names[task.y_train], names[task.y_test]
 

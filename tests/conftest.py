@@ -26,3 +26,14 @@ def run_cli(
 @pytest.fixture
 def cli():
     return run_cli
+
+
+@pytest.fixture(params=("sim", "host"))
+def kind(request) -> str:
+    """Each kind of device in turn, for tests that serve one (``tests.device_helpers.serve``):
+    the simulator, and the C firmware's host port (which needs make and a C compiler)."""
+    if request.param == "host":
+        from tests.firmware_lib import require_host_build
+
+        require_host_build()
+    return request.param

@@ -114,7 +114,7 @@ def _files(ws: Path) -> dict[str, bytes]:
     flipped = bytearray(pkg)
     flipped[300] ^= 0x10
     mlp = (ws / "mlp.pt").read_bytes()
-    return {
+    return {**_tflite_files(pkg, machine),
         "picture.png": png_bytes(), "notes.txt": b"these are not weights\n", "empty.bin": b"",
         "model.m1w": pkg, "other.m1w": image(seed=1), "truncated.m1w": pkg[: len(pkg) // 2],
         "flipped.m1w": bytes(flipped),
@@ -131,6 +131,28 @@ def _files(ws: Path) -> dict[str, bytes]:
         "existing.m1w": b"the user's earlier package\n",
         "flash.bin": b"the user's file, not a flash state\n",
     }
+
+
+TENSORFLOW_MADE = ("float.tflite", "conv2d.tflite", "uint8_io.tflite")
+"""Bad .tflite files that TensorFlow's converter makes (tests/tflite_fixtures.py)."""
+
+
+def _tflite_files(pkg: bytes, machine: dict) -> dict[str, bytes]:
+    """An exported .tflite, one cut in half, a text file named .tflite, a Mark I package, and
+    (where TensorFlow is installed) a float model, a CONV_2D model and a uint8 one."""
+    from export.contract.package import decode_package, encode_package
+    from export.int8.quantize import quantize_machine
+    from export.tflite.write import tflite_bytes
+    from tests.tflite_fixtures import fixture_dir, tensorflow_missing
+
+    exported = tflite_bytes(decode_package(pkg))
+    markI = quantize_machine(machine, np.random.default_rng(1).uniform(size=(20, 400)))
+    files = {"mlp.tflite": exported, "truncated.tflite": exported[: len(exported) // 2],
+             "text.tflite": b"these are not weights either\n",
+             "markI.m1w": encode_package(markI)}
+    if not tensorflow_missing():
+        files.update({name: (fixture_dir() / name).read_bytes() for name in TENSORFLOW_MADE})
+    return files
 
 
 def _conv_module() -> bytes:
@@ -291,6 +313,20 @@ CLI_CASES: tuple[Case, ...] = (
       "{ws}/short.npy --out {ws}/out", r"shape \(5, 30\)"),
     C("--fp16 for an ONNX model", "export onnx {ws}/features.onnx --fp16 --out {ws}/out",
       "--fp16 applies to models the kit writes"),
+    C("an int8 .tflite as the checkpoint", "export onnx {ws}/mlp.tflite --out {ws}/out",
+      "quantized already, not a float MLP"),
+    # export tflite
+    C("a Mark I package", "export tflite {ws}/markI.m1w --out {ws}/m.tflite",
+      "TensorFlow Lite has no operator for them"),
+    C("a truncated package", "export tflite {ws}/truncated.m1w --out {ws}/m.tflite",
+      "not a valid weight package: package truncated"),
+    C("a .tflite as the package", "export tflite {ws}/mlp.tflite --out {ws}/m.tflite",
+      "not a valid weight package"),
+    C("a missing package", "export tflite {ws}/nothing.m1w --out {ws}/m.tflite", "not found"),
+    C("a folder as the output file", "export tflite {ws}/model.m1w --out {ws}/out",
+      "is a folder"),
+    C("evaluation data of the wrong shape", "export tflite {ws}/model.m1w --eval-data "
+      "{ws}/short.npy --out {ws}/m.tflite", r"shape \(5, 30\)"),
     # quantize
     C("a PNG as the checkpoint", "quantize {ws}/picture.png --out {ws}/existing.m1w",
       "PNG image"),
@@ -325,6 +361,20 @@ CLI_CASES: tuple[Case, ...] = (
       "takes X.npy and optionally y.npy"),
     C("a pickled module with a class outside an MLP", "quantize {ws}/conv.pt --out {ws}/q.m1w",
       "pickles Python objects of class torch.nn.modules.conv.Conv2d"),
+    C("a float .tflite (not quantized)", "quantize {ws}/float.tflite --out {ws}/q.m1w",
+      "operator 0 FULLY_CONNECTED: weights tensor .* is float32: this is a float"),
+    C("a .tflite with a CONV_2D", "quantize {ws}/conv2d.tflite --out {ws}/q.m1w",
+      "operator 0 CONV_2D is not supported"),
+    C("a .tflite quantized with a uint8 interface", "quantize {ws}/uint8_io.tflite --out "
+      "{ws}/q.m1w", "operator 0 QUANTIZE: input tensor .* is uint8: the kit imports int8"),
+    C("a truncated .tflite", "quantize {ws}/truncated.tflite --out {ws}/q.m1w",
+      "truncated.tflite: not a readable TensorFlow Lite flatbuffer"),
+    C("a text file named .tflite", "quantize {ws}/text.tflite --out {ws}/q.m1w",
+      "not a TensorFlow Lite flatbuffer"),
+    C("calibration data for a .tflite", "quantize {ws}/mlp.tflite --calib-data "
+      "{ws}/calib64.npy --out {ws}/q.m1w", "quantized already: .* --calib-data"),
+    C("an unknown rounding", "quantize {ws}/mlp.pt --rounding even --out {ws}/q.m1w",
+      "invalid choice: 'even'"),
     # push
     C("a PNG as the package", "push {ws}/picture.png --port {device}",
       "not a valid weight package: not a weight package: magic"),
@@ -446,6 +496,17 @@ def check(case: Case, answer: Answer) -> None:
     assert re.search(case.says, lines[0]), (case.what, lines[0])
 
 
+def _needs_tensorflow(case: Case) -> None:
+    """Skip a case on a file that TensorFlow makes where it is not installed (never in CI)."""
+    from tests.tflite_fixtures import tensorflow_missing
+
+    why = tensorflow_missing()
+    if why and any(name in arg for arg in case.args for name in TENSORFLOW_MADE):
+        if os.environ.get("CI"):
+            pytest.fail(f"CI must run this case: {why}")
+        pytest.skip(why)
+
+
 @pytest.fixture(scope="module")
 def ws(tmp_path_factory) -> Iterator[Workspace]:
     with workspace(tmp_path_factory.mktemp("bad-input")) as w:
@@ -454,6 +515,7 @@ def ws(tmp_path_factory) -> Iterator[Workspace]:
 
 @pytest.mark.parametrize("case", CLI_CASES, ids=lambda c: f"{c.command}: {c.what}")
 def test_cli_bad_input_is_one_line_and_leaves_the_files_alone(case, ws, monkeypatch):
+    _needs_tensorflow(case)
     monkeypatch.chdir(ws.path)
     before = snapshot(ws.path)
     answer = run_in_process(_fill(case, ws))

@@ -1,7 +1,8 @@
 """Two hosts and one device: the device serves one session at a time and tells the other host
 clearly (exit status 8); the session in progress -- an inference, a push -- goes on undisturbed
 and nothing is corrupted. Over TCP (the device answers ``NAK BUSY``) and over a pty (the port
-is locked), in process and through the CLI; and a host killed mid-push frees the device."""
+is locked), in process and through the CLI, against the simulator and the C firmware's host
+port; and a host killed mid-push frees the device."""
 
 from __future__ import annotations
 
@@ -26,13 +27,15 @@ from export.serial.link import connect
 from export.serial.push import push
 from export.serial.settings import LinkSettings
 from firmware_sim.device import Device
-from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
+from firmware_sim.serve import LinkTiming, PtyServer
 from tests.conftest import ROOT, run_cli
 from tests.device_helpers import (  # noqa: F401 - no_thread_leaks: a fixture
     SMALL,
     image,
     no_thread_leaks,
+    serve,
     upload,
+    with_model,
 )
 
 FAST = LinkSettings(baud=460800, timeout_s=0.2, retries=2, reconnects=2,
@@ -61,13 +64,13 @@ def _until_free(fn, *args, patience: float = 2.0, **kwargs):
             time.sleep(0.05)
 
 
-@pytest.mark.parametrize("server", [TcpServer, PtyServer], ids=["tcp", "pty"])
-def test_a_push_during_an_inference_is_told_busy_and_changes_nothing(server):
-    dev = _device()
+@pytest.mark.parametrize("pty", [False, True], ids=["tcp", "pty"])
+def test_a_push_during_an_inference_is_told_busy_and_changes_nothing(kind, pty, tmp_path):
     pkg = decode_package(image())
     x = np.random.default_rng(0).integers(-128, 128, (100, 400)).astype(np.int8)
     out: dict = {}
-    with server(dev, timing=PACED) as srv:
+    state = with_model(SMALL, tmp_path / "flash.bin", image())
+    with serve(kind, pty=pty, timing=PACED, state=state) as srv:
         with connect(srv.url, FAST) as link:
             running = threading.Event()
 
@@ -87,19 +90,19 @@ def test_a_push_during_an_inference_is_told_busy_and_changes_nothing(server):
         assert "serving another host" in refusals[0] or "in use by another program" in \
             refusals[0]
         np.testing.assert_array_equal(out["y"], golden_forward(pkg, x))  # undisturbed
-        st = dev.status()
+        st = _until_free(srv.status)
         assert (st.active_crc32, st.model_id, st.upload_slot) == (
             zlib.crc32(image()), pkg.model_id, 0xFF)  # nothing begun, nothing changed
         rep = _until_free(push, srv.url, image(seed=1), settings=FAST)  # now it is free
-    assert dev.status().model_id == decode_package(image(seed=1)).model_id == bytes.fromhex(
-        rep.model_id)
+        assert _until_free(srv.status).model_id == decode_package(
+            image(seed=1)).model_id == bytes.fromhex(rep.model_id)
 
 
-def test_two_pushes_at_once_one_wins_the_other_is_told():
-    dev = _device()
+def test_two_pushes_at_once_one_wins_the_other_is_told(kind, tmp_path):
     a, b = image(seed=1), image(hidden=9, seed=2)
     results: dict = {}
-    with TcpServer(dev, timing=PACED) as srv:
+    state = with_model(SMALL, tmp_path / "flash.bin", image())
+    with serve(kind, timing=PACED, state=state) as srv:
         def go(name: str, img: bytes) -> None:
             try:
                 results[name] = push(srv.url, img, settings=FAST)
@@ -111,25 +114,25 @@ def test_two_pushes_at_once_one_wins_the_other_is_told():
             t.start()
         for t in threads:
             t.join()
-    kinds = sorted(type(r).__name__ for r in results.values())
-    assert kinds == ["DeviceBusy", "PushReport"], results
-    winner = a if not isinstance(results["a"], DeviceBusy) else b
-    act = dev.store.active()
-    assert dev.store.read_slot(act.slot, 0, act.size) == winner
+        kinds = sorted(type(r).__name__ for r in results.values())
+        assert kinds == ["DeviceBusy", "PushReport"], results
+        winner = a if not isinstance(results["a"], DeviceBusy) else b
+        assert _until_free(srv.status).model_id == decode_package(winner).model_id
 
 
-def test_the_cli_tells_a_second_host_the_device_is_busy(tmp_path):
+@pytest.mark.parametrize("pty", [False, True], ids=["tcp", "pty"])
+def test_the_cli_tells_a_second_host_the_device_is_busy(kind, pty, tmp_path):
     model = tmp_path / "m.m1w"
     model.write_bytes(image(seed=1))
-    for server in (TcpServer, PtyServer):
-        dev = _device()
-        with server(dev) as srv, connect(srv.url, FAST):  # the first host holds the session
+    state = with_model(SMALL, tmp_path / "flash.bin", image())
+    with serve(kind, pty=pty, state=state) as srv:
+        with connect(srv.url, FAST):  # the first host holds the session
             for args in (("push", str(model)), ("infer", "--task", "digits", "--n", "3")):
                 res = run_cli(*args, "--port", srv.url)
                 assert res.returncode == 8, res.stderr
                 assert res.stderr.count("\n") == 1 and "busy" in res.stderr
                 assert "Traceback" not in res.stderr
-        assert dev.status().model_id == decode_package(image()).model_id
+        assert _until_free(srv.status).model_id == decode_package(image()).model_id
 
 
 def test_a_host_killed_mid_push_leaves_the_device_usable(tmp_path):
@@ -179,11 +182,11 @@ def _closed_by_the_device(sock: socket.socket) -> bool:
         return True
 
 
-def test_a_silent_host_loses_the_session_after_the_idle_timeout():
-    dev = _device()
+def test_a_silent_host_loses_the_session_after_the_idle_timeout(kind, tmp_path):
     new = image(seed=1)
-    with TcpServer(dev, idle_timeout_s=1.0) as srv:
-        silent = _silent_host(srv.host, srv.port)
+    state = with_model(SMALL, tmp_path / "flash.bin", image())
+    with serve(kind, idle_timeout_s=1.0, state=state) as srv:
+        silent = _silent_host(*srv.address)
         try:
             with pytest.raises(DeviceBusy):  # within the idle time the session is its own
                 push(srv.url, new, settings=FAST)
@@ -191,21 +194,25 @@ def test_a_silent_host_loses_the_session_after_the_idle_timeout():
             assert _closed_by_the_device(silent)
         finally:
             silent.close()
-        assert srv.sessions == 2 and srv.refused >= 1 and srv.idle_ends == 1
-    assert rep.verified_bytes == len(new) and dev.status().model_id == decode_package(
-        new).model_id
+        if srv.server is not None:
+            assert srv.server.sessions == 2 and srv.server.refused >= 1
+            assert srv.server.idle_ends == 1
+        assert rep.verified_bytes == len(new)
+        assert _until_free(srv.status).model_id == decode_package(new).model_id
 
 
-def test_the_device_cli_takes_an_idle_timeout(tmp_path):
+def test_the_device_cli_takes_an_idle_timeout(kind, tmp_path):
     for bad in ("-1", "nan", "soon"):
-        res = run_cli("device", "--listen", "127.0.0.1:0", "--idle-timeout", bad)
+        res = run_cli("device", "--firmware", kind, "--listen", "127.0.0.1:0",
+                      "--idle-timeout", bad)
         assert res.returncode == 2 and res.stderr.count("\n") == 1, res.stderr
         assert "--idle-timeout" in res.stderr and "0 = never" in res.stderr
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mark1.cli", "device", "--listen", "127.0.0.1:0", "--flash",
-         "16K", "--page", "512", "--ram", "4K", "--max-payload", "512", "--idle-timeout",
-         "0.5"], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        [sys.executable, "-m", "mark1.cli", "device", "--firmware", kind, "--listen",
+         "127.0.0.1:0", "--flash", "16K", "--page", "512", "--ram", "4K", "--max-payload",
+         "512", "--idle-timeout", "0.5"],
+        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()
         assert url.startswith("socket://127.0.0.1:"), proc.stderr.read()
@@ -225,20 +232,20 @@ def test_the_device_cli_takes_an_idle_timeout(tmp_path):
     assert "idle timeout 0.5 s" in err
 
 
-def test_replies_to_a_host_that_died_on_a_pty_never_reach_the_next_one():
+def test_replies_to_a_host_that_died_on_a_pty_never_reach_the_next_one(kind, tmp_path):
     """On a pty nothing tells the device that a host has gone: its lock goes with it, but the
     replies to what it had sent are still on their way out. The next host's ``HELLO`` starts a
     new conversation: the device drops the replies it has not sent yet, so that none of them is
     taken for the answer to a request of the next host (they number their requests alike)."""
-    dev = _device()
     pkg = decode_package(image())
     x = np.random.default_rng(1).integers(-128, 128, (5, 400)).astype(np.int8)
-    with PtyServer(dev, LinkTiming(baud=115200)) as srv:
-        fd = os.open(srv.path, os.O_RDWR | os.O_NOCTTY)
+    state = with_model(SMALL, tmp_path / "flash.bin", image())
+    with serve(kind, pty=True, timing=LinkTiming(baud=115200), state=state) as srv:
+        fd = os.open(srv.url, os.O_RDWR | os.O_NOCTTY)
         stale = [P.Read(P.ACTIVE_SLOT, 100, 500).frame(seq) for seq in range(1, 61)]
         os.write(fd, b"".join(P.encode_frame(f) for f in stale))
         os.close(fd)  # gone, with 30 KB of replies (2.6 s of line) still to come
-        with connect(srv.path, FAST) as link:
+        with connect(srv.url, FAST) as link:
             got, st = active_package(link)  # STATUS and a read-back of the whole model
             y, _ = run_inference(link, x)
         assert got.model_id == pkg.model_id and st.model_id == pkg.model_id

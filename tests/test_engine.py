@@ -171,3 +171,26 @@ def test_describe_reports_the_figures(packages):
     assert figures["cycles"] == sum(figures["layer_cycles"]) + CORTEX_M4_80MHZ.inference_cycles
     assert figures["latency_ms"] == pytest.approx(1e3 * figures["cycles"] / 80e6)
     assert figures["ram_bytes"] == packages["mlp"].ram_bytes
+
+
+def test_double_rounding_primitive_matches_golden_on_an_edge_grid():
+    accs = [I32_MIN, I32_MIN + 1, -(2**30), -65537, -5, -3, -1, 0, 1, 3, 5, 65537, 2**30, I32_MAX]
+    mults = [0, 2**30, 2**30 + 1, 3 * 2**29, 2**31 - 2, 2**31 - 1]
+    grid = np.array([(a, m, s) for a in accs for m in mults for s in range(-31, 31)], np.int64)
+    for zp, lo in ((0, -128), (-128, -128), (17, 17)):
+        want = requantize(grid[:, 0], grid[:, 1], grid[:, 2], zp, lo, 127, "double")
+        got = [requantize_one(int(a), int(m), int(s), zp, lo, 127, "double") for a, m, s in grid]
+        np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("name", ["mlp", "saturating", "tiny"])
+def test_a_double_rounding_package_runs_bit_exact_with_golden(packages, name):
+    pkg = replace(packages[name], rounding="double")
+    rng = np.random.default_rng(8)
+    x_q = rng.integers(-128, 128, (150, pkg.n_inputs)).astype(np.int8)
+    loaded = decode_package(encode_package(pkg))
+    assert loaded.rounding == "double"
+    y = _run(Engine(loaded), x_q)
+    np.testing.assert_array_equal(y, golden_forward(pkg, x_q))
+    if name == "mlp":  # the two roundings really differ on this model
+        assert (y != golden_forward(packages[name], x_q)).any()

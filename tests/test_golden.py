@@ -180,3 +180,83 @@ def test_mark_I_layers_follow_their_closed_forms():
     assert s[:, 0].max() == 0 and s[:, 1].min() == 1
     board = machine["plugboard"].astype(np.int64)
     np.testing.assert_array_equal(acts[2], s @ board.T >= machine["a_threshold"])
+
+
+# --------------------------------------------------------------------------- double rounding
+
+
+def high_mul(a: int, b: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul as its source defines it: the 64-bit product
+    nudged by 2^30 away from zero, divided by 2^31 truncating toward zero; MIN * MIN saturates."""
+    if a == b == I32_MIN:
+        return I32_MAX
+    ab = a * b
+    nudged = ab + (2**30 if ab >= 0 else 1 - 2**30)
+    q = abs(nudged) // 2**31
+    return q if nudged >= 0 else -q
+
+
+def divide_by_pot(x: int, exponent: int) -> int:
+    """gemmlowp's RoundingDivideByPOT: x / 2^exponent to nearest, ties away from zero."""
+    q = floor(Fraction(abs(x), 2**exponent) + Fraction(1, 2))
+    return q if x >= 0 else -q
+
+
+def tflite(acc: int, m: int, shift: int) -> int:
+    """TFLite's MultiplyByQuantizedMultiplier (double rounding) on Python integers."""
+    shifted = (acc << max(shift, 0)) & 0xFFFFFFFF
+    shifted -= (shifted >> 31) << 32  # back to int32, as C's int32 multiplication wraps
+    return divide_by_pot(high_mul(shifted, m), max(-shift, 0))
+
+
+def test_double_rounding_is_tflites_two_roundings():
+    rng = np.random.default_rng(1)
+    acc = np.concatenate([rng.integers(I32_MIN, I32_MAX, 3000, endpoint=True),
+                          rng.integers(-5000, 5000, 3000), [I32_MIN, -1, 0, 1, I32_MAX]])
+    m = rng.integers(2**30, 2**31, acc.size)
+    m[-5:] = [I32_MAX, 2**30, 0, 2**30, I32_MAX]
+    shift = rng.integers(-31, 31, acc.size)
+    got = multiply_by_quantized_multiplier(acc, m, shift, "double")
+    want = [tflite(int(a), int(b), int(s)) for a, b, s in zip(acc, m, shift)]
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize(
+    "acc, m, shift, single, double",
+    [
+        (5, 2**30, 0, 3, 3),      # 2.5: the high multiply's tie goes up, as single's
+        (-5, 2**30, 0, -2, -2),   # -2.5: the high multiply's tie goes toward +infinity too
+        (5, 2**30, -1, 1, 2),     # 1.25: the high multiply gives 2.5 -> 3, the divide 1.5 -> 2
+        (-5, 2**30, -1, -1, -1),  # -1.25: -2.5 -> -2, then -1 exactly
+        (1, 2**30, -1, 0, 1),     # 0.25: 0.5 -> 1, then 0.5 -> 1: double rounding's error
+        (3, 3 * 2**29, -1, 1, 1),  # 1.125: 2.25 -> 2, then 1
+        (1, 2**30, 0, 1, 1),      # 0.5 -> 1
+        (-1, 2**30, 0, 0, 0),     # -0.5 -> 0 (ties toward +infinity in the high multiply)
+        (-2, 2**30, -1, 0, -1),   # -0.5: -1 exactly from the multiply, the divide's tie away
+        (I32_MIN, 0, 0, 0, 0),    # a zero multiplier gives zero
+        (2**30, 2**31 - 1, 1, I32_MAX, I32_MIN + 1),  # 2^30 << 1 wraps to -2^31 in TFLite
+    ],
+)
+def test_single_and_double_rounding_on_hand_worked_values(acc, m, shift, single, double):
+    assert int(multiply_by_quantized_multiplier(acc, m, shift, "single")) == single
+    assert int(multiply_by_quantized_multiplier(acc, m, shift, "double")) == double
+    assert tflite(acc, m, shift) == double
+
+
+def test_an_unknown_rounding_is_refused():
+    with pytest.raises(ValueError, match="rounding 'even'"):
+        multiply_by_quantized_multiplier(1, 2**30, 0, "even")
+
+
+def test_the_package_rounding_decides_the_forward_pass():
+    pkg = tiny_package()
+    x = np.random.default_rng(3).integers(-128, 128, (20_000, 3)).astype(np.int8)
+    double = replace(pkg, rounding="double")
+    layer = pkg.layers[0]
+    acc = wrap_int32((x.astype(np.int64) - layer.input_zero_point) @ layer.weights.T.astype(
+        np.int64) + layer.bias)
+    for p in (pkg, double):
+        want = requantize(acc, layer.multiplier, layer.shift, layer.output_zero_point,
+                          rounding=p.rounding)
+        np.testing.assert_array_equal(golden_forward(p, x), want)
+    assert (golden_forward(pkg, x) != golden_forward(double, x)).any()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mark1.machine import MarkI, load_machine
+from mark1.machine import MarkI, load_machine, save_machine
 from mark1.stimuli import make_task
 
 
@@ -196,6 +196,23 @@ def test_machine_file_follows_the_contract_and_numpy_reproduces_predict(tmp_path
         tie = r[k] @ f["codebook"][best].T.astype(np.float64)
         pred.append(best[np.flatnonzero(tie == tie.max())[0]])
     np.testing.assert_array_equal(f["classes"][np.array(pred)], m.predict(X))
+
+
+def test_a_machine_file_read_and_written_again_is_the_same_bytes(tmp_path):
+    """One writer of the format: MarkI.save, save_machine of the arrays load_machine gives, and
+    the exporter's save_machine_file all write the same file."""
+    from export.onnx.markI_onnx import load_machine_file, save_machine_file
+
+    t = make_task("e-f", seed=0, n_train=20, n_test=2)
+    m = small(preset="cds-1960").fit(t.X_train, t.y_train)
+    first = m.save(tmp_path / "first.npz", task="e-f").read_bytes()
+    again = save_machine(tmp_path / "again.npz", load_machine(tmp_path / "first.npz"))
+    exported = save_machine_file(load_machine_file(again), tmp_path / "exported.npz")
+    assert again.read_bytes() == first == exported.read_bytes()
+    with pytest.raises(ValueError, match="a machine file needs weights"):
+        save_machine(tmp_path / "bad.npz", {k: v for k, v in load_machine(again).items()
+                                            if k != "weights"})
+    assert not (tmp_path / "bad.npz").exists()
 
 
 def test_load_machine_refuses_broken_files(tmp_path):

@@ -10,16 +10,18 @@ from mark1.motors import ClockSpec, MachineClock, MotorSpec
 from mark1.stimuli import make_task
 
 
-def test_motor_time_is_whole_rounds_of_whole_steps():
+def test_motor_time_is_whole_rounds_of_whole_steps_in_microseconds():
     m = MotorSpec(steps_per_correction=2, step_s=0.1, max_running=64)
-    assert m.time_s(0) == 0
-    assert m.time_s(1) == pytest.approx(0.2)
-    assert m.time_s(64) == pytest.approx(0.2)
-    assert m.time_s(65) == pytest.approx(0.4)
-    assert m.time_s(513) == pytest.approx(9 * 0.2)
+    assert m.motor_us(0) == 0
+    assert m.motor_us(1) == 200_000
+    assert m.motor_us(64) == 200_000
+    assert m.motor_us(65) == 400_000
+    assert m.motor_us(513) == 9 * 200_000
+    counts = np.array([0, 1, 64, 65, 513])  # pot counts of many corrections at once
+    np.testing.assert_array_equal(m.motor_us(counts), [m.motor_us(int(c)) for c in counts])
 
 
-def test_clock_counts_presentations_and_motor_work_in_microseconds():
+def test_the_clock_counts_presentations_and_motor_work_in_microseconds():
     clock = MachineClock(ClockSpec(dwell_s=0.15, change_s=0.05), MotorSpec(step_s=0.1,
                                                                           max_running=10))
     assert clock.present(3) == 600_000
@@ -48,7 +50,7 @@ def test_a_run_adds_up_dwell_and_motor_time():
     assert np.all(np.diff(times) > 0) and times[-1] / 1e6 == pytest.approx(m.machine_time_s)
 
 
-def test_ideal_rule_runs_no_motors():
+def test_the_ideal_rule_runs_no_motors():
     task = make_task("e-f", seed=0, n_train=20, n_test=4)
     m = MarkI(preset="cds-1960", rule="ideal", n_a=32, random_state=0, max_iter=2)
     m.fit(task.X_train, task.y_train)

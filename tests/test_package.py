@@ -168,7 +168,8 @@ def _grow(extra: bytes, size_field_delta: int = 0):
 # multiplier at 16, shift at 24, weight_scale at 32; names "yes", "no" at 112.
 TINY = [
     ("magic", _header("magic", "4s", b"M1WQ"), "magic"),
-    ("format version", _header("format_version", "H", 2), "format version 2"),
+    ("format version", _header("format_version", "H", 3), "format version 3"),
+    ("format version 0", _header("format_version", "H", 0), "format version 0"),
     ("header size", _header("header_size", "H", 64), "header size 64"),
     ("total size larger", _header("total_size", "I", 10_000), "truncated"),
     ("total size smaller", _header("total_size", "I", 100), "trailing"),
@@ -189,7 +190,8 @@ TINY = [
     ("input scale negative", _header("input_scale", "f", -0.1), "input_scale"),
     ("input scale changed", _header("input_scale", "f", 0.5), "input quantization"),
     ("input zero point", _header("input_zero_point", "b", 0), "input quantization"),
-    ("header reserved", _header("reserved", "3s", b"\0\1\0"), "reserved bytes"),
+    ("header reserved", _header("reserved", "2s", b"\1\0"), "reserved bytes"),
+    ("rounding byte in version 1", _header("rounding", "B", 1), "reserved bytes are 010000"),
     ("n_inputs", _header("n_inputs", "I", 4), "n_inputs = 4"),
     ("n_outputs", _header("n_outputs", "I", 3), "n_outputs = 3"),
     ("ram_bytes", _header("ram_bytes", "I", 4), "ram_bytes = 4"),
@@ -347,7 +349,8 @@ def test_worked_example_in_the_spec_is_the_real_encoding():
 @pytest.mark.parametrize("which", ["mlp_pkg", "markI_pkg"])
 def test_random_resealed_corruption_is_refused_or_decodes_cleanly(which, request):
     """Bytes changed anywhere (CRC and id recomputed) never crash the loader: every outcome is
-    a PackageError or a package that re-encodes to the same bytes."""
+    a PackageError or a package that re-encodes to the same bytes (a version-2 header on a
+    package that rounds once re-encodes as version 1, its lowest version)."""
     data = encode_package(request.getfixturevalue(which))
     rng = np.random.default_rng(9)
     hot = list(range(HEADER.size + 3 * LAYER_ENTRY.size + 64))  # header, table, names
@@ -363,5 +366,51 @@ def test_random_resealed_corruption_is_refused_or_decodes_cleanly(which, request
         except PackageError:
             refused += 1
             continue
+        if pkg.rounding == "single" and sealed[4:6] == b"\2\0":
+            sealed = _reseal(bytearray(sealed[:4] + b"\1\0" + sealed[6:]))
         assert encode_package(pkg) == sealed
     assert refused > 100
+
+
+# --------------------------------------------------------------------------- format version 2
+
+
+def test_single_rounding_is_written_as_version_1_and_double_as_version_2():
+    single = tiny_package()
+    double = replace(single, rounding="double")
+    a, b = encode_package(single), encode_package(double)
+    assert struct.unpack_from("<H", a, HEADER_OFFSETS["format_version"]) == (1,)
+    assert struct.unpack_from("<H", b, HEADER_OFFSETS["format_version"]) == (2,)
+    assert a[HEADER_OFFSETS["rounding"]] == 0 and b[HEADER_OFFSETS["rounding"]] == 1
+    assert (single.format_version, double.format_version) == (1, 2)
+    got = decode_package(b)
+    assert got.rounding == "double" and got.model_id == double.model_id != single.model_id
+    assert decode_package(a).rounding == "single"
+    assert peek_header(b).format_version == 2
+    same = [(0, 4), (6, HEADER_OFFSETS["model_id"]), (HEADER_OFFSETS["source"],
+                                                      HEADER_OFFSETS["rounding"])]
+    assert all(a[i:j] == b[i:j] for i, j in same)  # only the version, the id and the rounding
+
+
+def test_a_version_2_package_that_rounds_once_is_read_as_version_1():
+    data = bytearray(encode_package(tiny_package()))
+    _header("format_version", "H", 2)(data)
+    got = decode_package(_reseal(data))
+    assert got.rounding == "single" and got.model_id == tiny_package().model_id
+
+
+@pytest.mark.parametrize("edit, message", [
+    (_header("rounding", "B", 2), "rounding code 2 unknown"),
+    (_header("rounding", "B", 255), "rounding code 255 unknown"),
+    (_header("reserved", "2s", b"\0\1"), "reserved bytes are 0001"),
+])
+def test_version_2_header_fields_are_checked(edit, message):
+    data = bytearray(encode_package(replace(tiny_package(), rounding="double")))
+    edit(data)
+    with pytest.raises(PackageError, match=message):
+        decode_package(_reseal(data))
+
+
+def test_an_unknown_rounding_is_not_written():
+    with pytest.raises(PackageError, match="rounding 'even' is not one of single, double"):
+        encode_package(replace(tiny_package(), rounding="even"))

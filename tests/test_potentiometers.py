@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mark1.potentiometers import STEP_QUANTILES, PotentiometerBank, PotSpec
+from mark1.potentiometers import IDEAL_POTS, STEP_QUANTILES, PotentiometerBank, PotSpec
 
 ONE = np.array([0])
 
@@ -20,7 +20,7 @@ def turn(b: PotentiometerBank, direction: int, steps: int = 1, t: float = 0.0,
     b.move(ONE, cols, np.array([direction]), steps, t, np.random.default_rng(1))
 
 
-def test_nominal_steps_and_up_down_asymmetry():
+def test_a_step_moves_the_nominal_step_scaled_by_the_up_down_asymmetry():
     b = bank(step=0.02, up_down=1.21)
     turn(b, +1, steps=3)
     np.testing.assert_allclose(b.read(), 3 * 0.02 * 1.1)  # up = step * sqrt(r)
@@ -28,7 +28,7 @@ def test_nominal_steps_and_up_down_asymmetry():
     np.testing.assert_allclose(b.read(), 3 * 0.02 * 1.1 - 2 * 0.02 / 1.1)
 
 
-def test_device_and_step_spread():
+def test_steps_spread_from_pot_to_pot_and_from_step_to_step():
     b = bank(shape=(1, 4000), step=0.01, step_d2d=0.1)
     assert abs(b.step_size.std() / 0.01 - 0.1) < 0.01
     c2c = bank(shape=(1, 4000), step=0.01, step_c2c=0.2)
@@ -82,7 +82,7 @@ def test_drift_is_linear_in_machine_time_until_an_end_stop():
     np.testing.assert_allclose(far[b.rate < 0], b.lo[b.rate < 0])
 
 
-def test_linear_model_matches_reads_before_and_after_stops():
+def test_the_linear_model_matches_reads_before_and_after_stops():
     b = bank(shape=(2, 50), w_min=-0.2, w_max=0.2, drift_sd=1.0, step=0.05)
     turn(b, +1, steps=3, t=10.0, cols=np.arange(0, 50, 2))
     for t in (20.0, b.next_stop_s * 0.999, 400.0, 5000.0, 1e5):
@@ -100,7 +100,7 @@ def test_stuck_wipers_do_not_move_or_creep():
     assert np.all(w[b.stuck[0]] == 0.0) and np.all(w[~b.stuck[0]] != 0.0)
 
 
-def test_contact_noise_on_reads():
+def test_reads_carry_contact_noise_of_the_given_sd():
     b = bank(shape=(1, 20000), read_noise=0.01)
     reads = b.read_noisy(0.0, np.random.default_rng(3))
     assert abs(reads.std() - 0.01) < 0.0005
@@ -108,7 +108,7 @@ def test_contact_noise_on_reads():
 
 
 def test_ideal_pots_are_exact_and_unbounded():
-    spec = PotSpec(w_min=float("-inf"), w_max=float("inf"), step=1.0)
+    spec = IDEAL_POTS
     assert spec.exact
     b = PotentiometerBank(spec, (2, 3), np.random.default_rng(0))
     b.move(np.array([0, 1]), np.array([0, 2]), np.array([1, -1]), 1, 0.0, None)
@@ -188,3 +188,28 @@ def test_step_spread_quantiles_are_a_unit_normal():
     below, upto = np.arange(4096) / 4096, np.arange(1, 4097) / 4096
     assert max(np.abs(normal_cdf - below).max(), np.abs(normal_cdf - upto).max()) < 1.5 / 4096
     assert 3.6 < q[-1] < 3.7  # cut at about 3.67 sd
+
+
+def test_step_spread_draws_have_the_mean_and_variance_of_a_unit_normal():
+    """The draws the bank takes (12-bit table indices from the generator's uniforms) stand for
+    a unit normal: mean 0, variance 1 and the normal's share within 1 and 2 sd, to within a few
+    standard errors of 2**20 draws; and a turn of n steps spreads by step_c2c * sqrt(n) steps."""
+    from mark1.potentiometers import step_spread_draws
+
+    n = 2**20
+    z = step_spread_draws(np.random.default_rng(11), n)
+    assert len(z) == n
+    assert abs(z.mean()) < 4 / np.sqrt(n)
+    assert abs(z.var() - 1) < 4 * np.sqrt(2 / n)
+    for k, share in ((1, 0.682689), (2, 0.954500)):
+        assert abs(np.mean(np.abs(z) < k) - share) < 4 * np.sqrt(share * (1 - share) / n)
+    assert np.abs(z).max() == STEP_QUANTILES[-1]  # cut at 3.67 sd
+    # every one of the 4,096 values is drawn about equally often (uniform 12-bit indices)
+    counts = np.unique(z, return_counts=True)[1]
+    assert len(counts) == 4096 and abs(counts.mean() - n / 4096) < 1e-9
+    assert counts.std() < 1.5 * np.sqrt(n / 4096)
+    turned = bank((1, 20000), step=0.01, step_c2c=0.2)
+    turn(turned, +1, steps=3)
+    moved = turned.read()[0] / 0.01  # in nominal steps
+    assert abs(moved.mean() - 3) < 4 * 0.2 * np.sqrt(3) / np.sqrt(20000)
+    assert abs(moved.std() / (0.2 * np.sqrt(3)) - 1) < 0.02

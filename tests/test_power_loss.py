@@ -187,23 +187,25 @@ def test_power_cut_with_the_flash_in_a_state_file(tmp_path):
         again.flash.close()
 
 
-def _start_device(state: Path) -> tuple[subprocess.Popen, str]:
-    """`mark1 device --pty` on the small part's geometry, paced, flash kept in ``state``."""
+def _start_device(state: Path, kind: str) -> tuple[subprocess.Popen, str]:
+    """`mark1 device --firmware KIND --pty` on the small part's geometry, paced, flash kept in
+    ``state``."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen(
-        [sys.executable, "-m", "mark1.cli", "device", "--pty", "--flash", "16K", "--page", "512",
-         "--ram", "4K", "--max-payload", "512", "--baud", "38400", "--state", str(state)],
+        [sys.executable, "-m", "mark1.cli", "device", "--firmware", kind, "--pty", "--flash",
+         "16K", "--page", "512", "--ram", "4K", "--max-payload", "512", "--baud", "38400",
+         "--state", str(state)],
         cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     return proc, proc.stdout.readline().strip()
 
 
-def test_the_device_process_killed_mid_upload_restarts_with_the_old_model(tmp_path):
-    """Power cut as a real process dies: `mark1 device` killed (SIGKILL) during an upload,
-    restarted on its state file."""
+def test_the_device_process_killed_mid_upload_restarts_with_the_old_model(kind, tmp_path):
+    """Power cut as a real process dies: `mark1 device` (the simulator or the firmware) killed
+    (SIGKILL) during an upload, restarted on its state file."""
     state = tmp_path / "flash.bin"
     old, new = image(), image(hidden=9, seed=1)
     settings = LinkSettings(baud=38400, timeout_s=0.2, retries=1, reconnects=0)
-    proc, port = _start_device(state)
+    proc, port = _start_device(state, kind)
     try:
         push(port, old, settings=settings)
         errors: list[BaseException] = []
@@ -226,7 +228,7 @@ def test_the_device_process_killed_mid_upload_restarts_with_the_old_model(tmp_pa
             proc.kill()
             proc.wait()
         proc.stdout.close()
-    proc, port = _start_device(state)  # power on again
+    proc, port = _start_device(state, kind)  # power on again
     try:
         with connect(port, settings) as link:
             st = link.status()

@@ -1,15 +1,14 @@
-"""Pushing over real links: a pty pair and TCP sockets to the simulated device, served in a
-thread or as `mark1 device` in a subprocess; resume after a cut link, refusals, power loss."""
+"""Pushing over real links: a pty pair and TCP sockets to the simulated device (served in a
+thread) and to the C firmware's host port (a process), and to `mark1 device --firmware
+sim|host` in a subprocess; resume after a cut link, refusals, power loss. The host cannot tell
+the two kinds of device apart."""
 
 from __future__ import annotations
 
 import dataclasses
-import os
 import select
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import zlib
 
@@ -33,42 +32,44 @@ from export.serial.infer import active_package, run_inference
 from export.serial.link import connect
 from export.serial.push import push
 from export.serial.settings import LinkSettings
-from firmware_sim.device import Device
-from firmware_sim.flash import PowerLoss
-from firmware_sim.serve import LinkTiming, PtyServer, TcpServer
+from firmware_sim.serve import LinkTiming
 from tests.conftest import ROOT, run_cli
-from tests.device_helpers import SMALL, image, no_thread_leaks  # noqa: F401 - fixture
+from tests.device_helpers import (  # noqa: F401 - no_thread_leaks: a fixture
+    SMALL,
+    image,
+    mark1_device,
+    no_thread_leaks,
+    serve,
+)
 
 FAST = LinkSettings(timeout_s=0.2, retries=2, reconnects=2, reconnect_delay_s=0.02)
 
 
-def test_push_and_infer_over_a_real_pty():
-    dev = Device(SMALL)
+def test_push_and_infer_over_a_real_pty(kind):
     img = image()
-    with PtyServer(dev) as srv:
-        assert srv.path.startswith("/dev/pts/")
-        rep = push(srv.path, img, settings=FAST)
+    with serve(kind, pty=True) as srv:
+        assert srv.url.startswith("/dev/pts/")
+        rep = push(srv.url, img, settings=FAST)
         assert (rep.slot, rep.size, rep.verified_bytes) == (0, len(img), len(img))
         assert rep.crc32 == zlib.crc32(img) and rep.device == "test part"
         assert rep.timeouts == rep.go_backs == rep.reconnects == 0
         assert rep.wire_bytes_out > len(img) and rep.wire_bytes_in > len(img)  # read back
-        with connect(srv.path, FAST) as link:
+        with connect(srv.url, FAST) as link:
             with pytest.raises(DeviceBusy, match="in use by another program"):
-                connect(srv.path, FAST)  # one host at a time: the port is locked
+                connect(srv.url, FAST)  # one host at a time: the port is locked
             pkg, st = active_package(link)  # read back from the device, decoded
             assert st.active_slot == 0 and pkg.model_id == decode_package(img).model_id
             x = np.random.default_rng(0).integers(-128, 128, (25, 400)).astype(np.int8)
             y, cycles = run_inference(link, x)
             np.testing.assert_array_equal(y, golden_forward(pkg, x))
             assert (cycles == cycles[0]).all() and cycles[0] > 400 * 8
-        rep2 = push(srv.path, image(seed=1), settings=FAST)  # the other slot this time
+        rep2 = push(srv.url, image(seed=1), settings=FAST)  # the other slot this time
         assert rep2.slot == 1
-    assert dev.status().active_slot == 1
+        assert srv.status().active_slot == 1
 
 
-def test_push_over_a_real_socket_and_one_session_at_a_time():
-    dev = Device(SMALL)
-    with TcpServer(dev) as srv:
+def test_push_over_a_real_socket_and_one_session_at_a_time(kind):
+    with serve(kind) as srv:
         assert srv.url.startswith("socket://127.0.0.1:")
         rep = push(srv.url, image(), settings=FAST)
         assert rep.slot == 0 and rep.verified_bytes == rep.size
@@ -76,13 +77,14 @@ def test_push_over_a_real_socket_and_one_session_at_a_time():
             with pytest.raises(DeviceBusy, match="serving another host"):
                 connect(srv.url, FAST)
             assert first.status().active_slot == 0  # the first host is not disturbed
-        assert srv.refused == 1
+        if srv.server is not None:
+            assert srv.server.refused == 1
 
 
-def test_paced_line_respects_the_line_rate():
+def test_paced_line_respects_the_line_rate(kind):
     img = image()
-    with PtyServer(Device(SMALL), LinkTiming(baud=115200, turnaround_s=0.002)) as srv:
-        rep = push(srv.path, img, settings=dataclasses.replace(FAST, baud=115200))
+    with serve(kind, pty=True, timing=LinkTiming(baud=115200, turnaround_s=0.002)) as srv:
+        rep = push(srv.url, img, settings=dataclasses.replace(FAST, baud=115200))
     # a paced line cannot move the wire bytes faster than 10 bits each at 115200 bit/s
     assert rep.seconds >= max(rep.wire_bytes_out, rep.wire_bytes_in) * 10 / 115200
     assert rep.line_bound_s == pytest.approx(len(img) * 10 / 115200)
@@ -144,37 +146,38 @@ class CuttingProxy:
         self.listener.close()
 
 
-def test_upload_resumes_from_the_last_acknowledged_offset_after_a_cut():
+def test_upload_resumes_from_the_last_acknowledged_offset_after_a_cut(kind):
     img = image(hidden=16)  # 7 KB: 14 frames of 508 bytes
-    dev = Device(SMALL)
-    with TcpServer(dev) as srv:
-        proxy = CuttingProxy((srv.host, srv.port), cut_after=len(img) // 2)
+    with serve(kind) as srv:
+        proxy = CuttingProxy(srv.address, cut_after=len(img) // 2)
         try:
             rep = push(proxy.url, img, settings=FAST)
         finally:
             proxy.close()
+        assert srv.status().active_crc32 == zlib.crc32(img)
     assert rep.reconnects == 1 and proxy.connections == 2
     first, resumed = rep.resumed_from
     assert first == 0 and 0 < resumed < len(img)
     chunk = SMALL.max_payload - 4
     # only the frames in flight when the link was cut are sent again
     assert rep.data_bytes_sent - len(img) <= FAST.window * chunk
-    assert rep.verified_bytes == len(img) and dev.status().active_crc32 == zlib.crc32(img)
+    assert rep.verified_bytes == len(img)
 
 
-def test_refusals_reach_the_host_as_clear_errors():
+def test_refusals_reach_the_host_as_clear_errors(kind):
     big = image(hidden=24)
-    with TcpServer(Device(SMALL)) as srv:
+    with serve(kind) as srv:
         with pytest.raises(ModelTooLarge, match=f"model of {len(big)} bytes does not fit a "
                                                 "7680-byte flash slot"):
             push(srv.url, big, settings=FAST)
     for other in (1, P.PROTOCOL_VERSION + 1):  # the version before (no image id in COMMIT)
-        with TcpServer(Device(SMALL, protocol_version=other)) as srv:
+        with serve(kind, protocol_version=other) as srv:
             with pytest.raises(VersionMismatch,
                                match=f"version {other}; this host speaks {P.PROTOCOL_VERSION}"):
                 push(srv.url, image(), settings=FAST)
-        assert srv.device.store.active() is None  # refused before anything was sent
-    with TcpServer(Device(dataclasses.replace(SMALL, endurance=0))) as srv:
+            st = srv.status()  # refused before anything was sent
+            assert (st.active_slot, st.upload_slot, st.total_erases) == (0xFF, 0xFF, 0)
+    with serve(kind, dataclasses.replace(SMALL, endurance=0)) as srv:
         with pytest.raises(VerifyFailed, match="read-back differs from the file at byte"):
             push(srv.url, image(), settings=FAST)
     silent = socket.create_server(("127.0.0.1", 0))  # accepts connections, never answers
@@ -195,50 +198,33 @@ def test_refusals_reach_the_host_as_clear_errors():
         assert f"| {code} |" in readme
 
 
-def test_power_cut_mid_upload_keeps_the_old_model(tmp_path):
+def test_power_cut_mid_upload_keeps_the_old_model(kind, tmp_path):
     state = tmp_path / "flash.bin"
     old, new = image(), image(seed=1)
-    dev = Device(SMALL, state_path=state)
-    with TcpServer(dev) as srv:
+    with serve(kind, state=state) as srv:
         push(srv.url, old, settings=FAST)
-        start = dev.flash.ops
-        dev.flash.hook = lambda op: op.length // 3 if op.index == start + 6 else None
+    with serve(kind, state=state, cut=(6, 100)) as srv:  # inside the 7th erase or write
         with pytest.raises(LinkLost):
             push(srv.url, new, settings=dataclasses.replace(FAST, reconnects=1))
-        assert srv.power_lost
-    with pytest.raises(PowerLoss):
-        dev.flash.erase(0)  # the part stayed off
-    dev.flash.close()
-    again = Device(SMALL, state_path=state)  # power back on: flash from the state file
-    assert again.status().active_crc32 == zlib.crc32(old)
-    with TcpServer(again) as srv:
+        assert srv.stopped() == (3 if kind == "host" else 0)  # the part stayed off
+    with serve(kind, state=state) as srv:  # power back on: flash from the state file
+        assert srv.status().active_crc32 == zlib.crc32(old)
         rep = push(srv.url, new, settings=FAST)
-    assert rep.slot == 1 and again.status().active_crc32 == zlib.crc32(new)
-    again.flash.close()
+        assert rep.slot == 1 and srv.status().active_crc32 == zlib.crc32(new)
 
 
 # --------------------------------------------------------------------------- the CLI
 
 
 @pytest.fixture
-def device_process(tmp_path):
-    """`mark1 device --pty` in a subprocess (small flash); yields (path, process)."""
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "mark1.cli", "device", "--pty", "--flash", "16K", "--page",
-         "512", "--ram", "4K", "--max-payload", "512", "--state", str(tmp_path / "f.bin")],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    try:
-        path = proc.stdout.readline().strip()
-        assert path.startswith("/dev/pts/"), proc.stderr.read()
+def device_process(tmp_path, kind):
+    """`mark1 device --firmware KIND --pty` in a subprocess (small flash); yields (path,
+    process)."""
+    with mark1_device("--firmware", kind, "--pty", "--flash", "16K", "--page", "512", "--ram",
+                      "4K", "--max-payload", "512", "--state", str(tmp_path / "f.bin")) as (
+                          path, proc):
+        assert path.startswith("/dev/pts/")
         yield path, proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=20)
-        proc.stdout.close()
-        proc.stderr.close()
 
 
 def test_cli_device_push_and_infer_over_a_pty(device_process, tmp_path):

@@ -19,9 +19,9 @@ from export.contract import protocol as P
 from export.contract.package import encode_package
 from export.int8.quantize import quantize_machine, quantize_mlp
 from export.serial.push import push
-from firmware_sim.device import Device, DeviceConfig
-from firmware_sim.serve import TcpServer
+from firmware_sim.device import DeviceConfig
 from mark1 import MarkI, make_task
+from tests.device_helpers import serve
 from tests.int8_models import random_checkpoint, task_data, trained_machine
 
 EXPECTED = {
@@ -104,9 +104,10 @@ def _frames_by_seq(stream: bytes) -> bytes:
     return b"".join(P.encode_frame(f) for f in sorted(frames, key=lambda f: f.seq))
 
 
-def test_a_push_sends_and_receives_the_same_frames():
-    with TcpServer(Device(DeviceConfig())) as server:
-        listener, to_device, to_host, thread = _recording_relay((server.host, server.port))
+def test_a_push_sends_and_receives_the_same_frames(kind):
+    """... from the simulator and from the C firmware (named as the simulator names itself)."""
+    with serve(kind, DeviceConfig()) as server:
+        listener, to_device, to_host, thread = _recording_relay(server.address)
         try:
             push(f"socket://127.0.0.1:{listener.getsockname()[1]}", mlp_package())
         finally:

@@ -7,9 +7,9 @@ for bit (``docs/PACKAGE.md`` has them with examples):
 * **Accumulation** -- ``acc = bias + sum(w * (x - zp_in))`` in int32 with two's-complement
   wrap-around. A valid package can never wrap: the loader refuses any layer whose worst-case
   accumulator leaves int32.
-* **Requantization** -- single rounding, as TFLite's ``MultiplyByQuantizedMultiplier`` built
-  with ``TFLITE_SINGLE_ROUNDING`` and CMSIS-NN's ``arm_nn_requantize`` built with
-  ``CMSIS_NN_USE_SINGLE_ROUNDING``::
+* **Requantization** -- as the package's ``rounding`` says. **Single** rounding (version 1's only
+  mode), as TFLite's ``MultiplyByQuantizedMultiplier`` built with ``TFLITE_SINGLE_ROUNDING`` and
+  CMSIS-NN's ``arm_nn_requantize`` built with ``CMSIS_NN_USE_SINGLE_ROUNDING``::
 
       n = 31 - shift                                     # 1 .. 62
       v = (acc * multiplier + 2**(n - 1)) >> n           # 64-bit product, arithmetic shift
@@ -18,11 +18,19 @@ for bit (``docs/PACKAGE.md`` has them with examples):
 
   that is ``floor(acc * multiplier / 2**n + 1/2)``: the exact product rounded once, to
   nearest, **ties toward +infinity** (-2.5 -> -2, 2.5 -> 3). Nothing overflows 64 bits
-  (``|acc * multiplier| < 2**62``). ReLU is fused as ``act_min = zp_out``. The classic
-  gemmlowp form (``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT``) rounds
-  twice; where the shift is small -- the Mark I R-layer, whose binary inputs make
-  ``s_in * s_w / s_out`` about 0.2, leaving two fractional bits between the roundings -- it
-  misses the nearest value on about one output in ten, which single rounding never does.
+  (``|acc * multiplier| < 2**62``). ReLU is fused as ``act_min = zp_out``. **Double** rounding,
+  TensorFlow Lite's ``MultiplyByQuantizedMultiplier`` as TFLite Micro's reference kernels and
+  gemmlowp compute it::
+
+      left, right = max(shift, 0), max(-shift, 0)
+      h = saturating_rounding_doubling_high_mul(wrap_int32(acc * 2**left), multiplier)
+      v = rounding_divide_by_pot(h, right)
+      y = clamp(v + zp_out, act_min, act_max)
+
+  The high multiply rounds ``acc * multiplier / 2**31`` to nearest, ties toward +infinity;
+  the divide rounds again, to nearest, ties away from zero. Where ``s_in * s_w / s_out`` is
+  close to 1 (the Mark I R-layer on binary inputs) the two roundings miss the nearest value on
+  about one output in ten; on a typical MLP layer, on one or two in a hundred.
 * **Threshold** -- ``y = 1 if x >= t else 0``. **Step** -- ``y = 1 if acc >= t else 0``, with
   ``acc = sum(v * (x - zp_in))`` over the row's connections in wrapping int32.
 
@@ -36,7 +44,16 @@ from __future__ import annotations
 import numpy as np
 
 from export.contract import codebook
-from export.contract.package import INT32_MAX, INT32_MIN, Dense, Layer, Package, Step, Threshold
+from export.contract.package import (
+    INT32_MAX,
+    INT32_MIN,
+    ROUNDINGS,
+    Dense,
+    Layer,
+    Package,
+    Step,
+    Threshold,
+)
 
 _I64 = np.int64
 
@@ -51,14 +68,44 @@ def saturate_int32(x: np.ndarray) -> np.ndarray:
     return np.clip(np.asarray(x, dtype=_I64), INT32_MIN, INT32_MAX)
 
 
+def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """gemmlowp's ``SaturatingRoundingDoublingHighMul``: ``a * b / 2**31`` rounded to nearest,
+    ties toward +infinity (a nudge of 2**30 away from zero, then a division truncating toward
+    zero), for int32 ``a`` and ``b`` (int64 values); the one overflow,
+    ``INT32_MIN * INT32_MIN``, saturates to ``INT32_MAX``."""
+    a, b = np.asarray(a, dtype=_I64), np.asarray(b, dtype=_I64)
+    ab = a * b  # |ab| <= 2**62
+    nudged = ab + np.where(ab >= 0, _I64(1) << 30, _I64(1) - (_I64(1) << 30))
+    high = np.sign(nudged) * (np.abs(nudged) >> 31)  # C division truncates toward zero
+    return np.where((a == INT32_MIN) & (b == INT32_MIN), INT32_MAX, high).astype(_I64)
+
+
+def rounding_divide_by_pot(x: np.ndarray, exponent: np.ndarray) -> np.ndarray:
+    """gemmlowp's ``RoundingDivideByPOT``: ``x / 2**exponent`` rounded to nearest, ties away
+    from zero, for int32 ``x`` and ``exponent`` in [0, 31] (int64 values)."""
+    x, exponent = np.asarray(x, dtype=_I64), np.asarray(exponent, dtype=_I64)
+    mask = (_I64(1) << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
 def multiply_by_quantized_multiplier(
-    acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray
+    acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, rounding: str = "single"
 ) -> np.ndarray:
-    """``acc * multiplier * 2**(shift - 31)`` rounded once, ties toward +infinity, saturated
-    to int32 (int64 values). ``shift`` must lie in [-31, 30], ``multiplier`` in [0, 2**31)."""
+    """``acc * multiplier * 2**(shift - 31)`` rounded to int32 (int64 values): once, ties toward
+    +infinity, saturated (``rounding="single"``); or as TFLite does, twice (``"double"``).
+    ``shift`` must lie in [-31, 30], ``multiplier`` in [0, 2**31)."""
     shift = np.asarray(shift, dtype=_I64)
     if np.any((shift < -31) | (shift > 30)):
         raise ValueError(f"shift must lie in [-31, 30]; got {shift}")
+    if rounding == "double":
+        left, right = np.maximum(shift, 0), np.maximum(-shift, 0)
+        shifted = wrap_int32(np.asarray(acc, dtype=_I64) << left)  # int32 x * 2**left wraps
+        return rounding_divide_by_pot(saturating_rounding_doubling_high_mul(shifted, multiplier),
+                                      right)
+    if rounding != "single":
+        raise ValueError(f"rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
     n = 31 - shift
     v = np.asarray(acc, dtype=_I64) * np.asarray(multiplier, dtype=_I64)
     return saturate_int32((v + (_I64(1) << (n - 1))) >> n)
@@ -71,9 +118,11 @@ def requantize(
     zero_point: int,
     act_min: int = -128,
     act_max: int = 127,
+    rounding: str = "single",
 ) -> np.ndarray:
-    """int32 accumulators to int8 outputs: scale, add the zero point, clamp."""
-    y = multiply_by_quantized_multiplier(acc, multiplier, shift) + zero_point
+    """int32 accumulators to int8 outputs: scale (rounding as ``rounding`` says), add the zero
+    point, clamp."""
+    y = multiply_by_quantized_multiplier(acc, multiplier, shift, rounding) + zero_point
     return np.clip(y, act_min, act_max).astype(np.int8)
 
 
@@ -87,12 +136,12 @@ def _int32_sums(x: np.ndarray, zero_point: int, weights: np.ndarray) -> np.ndarr
     return (xs @ weights.astype(np.int32).T).astype(_I64)
 
 
-def _dense(layer: Dense, x: np.ndarray) -> np.ndarray:
+def _dense(layer: Dense, x: np.ndarray, rounding: str) -> np.ndarray:
     acc = wrap_int32(_int32_sums(x, layer.input_zero_point, layer.weights)
                      + layer.bias.astype(_I64))
     return requantize(
         acc, layer.multiplier.astype(_I64), layer.shift.astype(_I64),
-        layer.output_zero_point, layer.act_min, layer.act_max,
+        layer.output_zero_point, layer.act_min, layer.act_max, rounding,
     )
 
 
@@ -109,10 +158,10 @@ def _step(layer: Step, x: np.ndarray) -> np.ndarray:
     return (acc >= layer.threshold.astype(_I64)).astype(np.int8)
 
 
-def _forward(layer: Layer, x: np.ndarray) -> np.ndarray:
+def _forward(layer: Layer, x: np.ndarray, rounding: str) -> np.ndarray:
     """One layer's int8 outputs for its int8 inputs."""
     if isinstance(layer, Dense):
-        return _dense(layer, x)
+        return _dense(layer, x, rounding)
     if isinstance(layer, Threshold):
         return _threshold(layer, x)
     return _step(layer, x)
@@ -137,7 +186,7 @@ def golden_activations(pkg: Package, x_q: np.ndarray) -> list[np.ndarray]:
     """int8 input and every layer's int8 output, for inputs shaped (n, n_inputs)."""
     acts = [_check_x_q(pkg, x_q)]
     for layer in pkg.layers:
-        acts.append(_forward(layer, acts[-1]))
+        acts.append(_forward(layer, acts[-1], pkg.rounding))
     return acts
 
 

@@ -1,15 +1,18 @@
 """The int8 weight package (``.m1w``): one definition, written by the host, read by the device.
 
 A package is a little-endian binary: an 80-byte header (magic, format version, sizes, model id,
-input shape and quantization), a table of 32-byte layer entries, the class names, the payload
-(each layer's integer arrays, then the optional codebook) and a CRC-32 over everything before it.
+input shape and quantization, how requantization rounds), a table of 32-byte layer entries, the
+class names, the payload (each layer's integer arrays, then the optional codebook) and a CRC-32
+over everything before it.
 ``docs/PACKAGE.md`` specifies it byte by byte with a worked example.
 
 Layers (the device's integer arithmetic for each is defined by
 :mod:`export.contract.golden`):
 
 * :class:`Dense` -- ``y = requantize(bias + sum(w * (x - zp_in)))``, int8 weights symmetric per
-  output channel, int32 bias, a Q31 multiplier and shift per channel, ReLU optionally fused.
+  output channel, int32 bias, a Q31 multiplier and shift per channel, ReLU optionally fused;
+  requantization rounds once or, as TensorFlow Lite's kernels, twice (the package's
+  :attr:`Package.rounding`, format version 2).
 * :class:`Threshold` -- ``y = 1 if x >= t else 0`` per input (the Mark I's S-units).
 * :class:`Step` -- ``y = 1 if sum(v * (x - zp_in)) >= t else 0`` over sparse int8 connections
   (the Mark I's A-units on their plugboard).
@@ -31,14 +34,24 @@ import numpy as np
 
 MAGIC = b"M1WP"
 """First four bytes of every package."""
-FORMAT_VERSION = 1
-"""Package format version this module writes and reads."""
+FORMAT_VERSION = 2
+"""Newest package format version this module writes and reads."""
+FORMAT_VERSIONS = (1, 2)
+"""Versions this module reads. Version 2 adds the ``rounding`` byte (version 1's first reserved
+byte, always 0 there: single rounding). A package is written as the lowest version that holds
+it: version 1 for single rounding, which every version-1 reader takes; version 2 for double."""
+ROUNDINGS: tuple[str, ...] = ("single", "double")
+"""Requantization rounding modes, by their header code (:mod:`export.contract.golden`):
+``single`` rounds the exact product once (CMSIS-NN's single rounding, LiteRT on x86);
+``double`` is TensorFlow Lite's two roundings (a saturating rounding doubling high multiply,
+then a rounding divide by a power of two: TFLite Micro's reference kernels, gemmlowp)."""
 
 HEADER_LAYOUT: tuple[tuple[str, str], ...] = (
     ("magic", "4s"), ("format_version", "H"), ("header_size", "H"), ("total_size", "I"),
     ("model_id", "32s"), ("source", "B"), ("head", "B"), ("n_layers", "B"),
     ("input_rank", "B"), ("input_shape", "3H"), ("n_classes", "H"), ("input_scale", "f"),
-    ("input_zero_point", "b"), ("reserved", "3s"), ("n_inputs", "I"), ("n_outputs", "I"),
+    ("input_zero_point", "b"), ("rounding", "B"), ("reserved", "2s"), ("n_inputs", "I"),
+    ("n_outputs", "I"),
     ("ram_bytes", "I"), ("payload_size", "I"),
 )
 """Header fields in order, with their ``struct`` codes (little-endian, no implicit padding)."""
@@ -94,6 +107,26 @@ class PackageError(ValueError):
 def align4(n: int) -> int:
     """``n`` rounded up to a multiple of 4 (every section and array starts 4-byte aligned)."""
     return (n + 3) & ~3
+
+
+def quantize_multiplier(real: float) -> tuple[int, int]:
+    """``real`` as ``(m0, shift)`` with ``real ~= m0 * 2**(shift - 31)``, ``m0`` in [2^30, 2^31).
+
+    TFLite's ``QuantizeMultiplier``: the mantissa is rounded to 31 bits; a value below 2^-32
+    becomes ``(0, 0)`` (the layer output is then the zero point). Raises ``ValueError`` for a
+    value that is not positive and finite or needs a left shift above 30.
+    """
+    if not (math.isfinite(real) and real > 0.0):
+        raise ValueError(f"requantization multiplier {real!r} must be positive and finite")
+    mantissa, shift = math.frexp(real)
+    m0 = int(math.floor(mantissa * 2**31 + 0.5))
+    if m0 == 2**31:
+        m0, shift = m0 // 2, shift + 1
+    if shift < -31:
+        return 0, 0
+    if shift > SHIFT_MAX:
+        raise ValueError(f"requantization multiplier {real:g} is too large (at most 2^{SHIFT_MAX})")
+    return m0, shift
 
 
 # --------------------------------------------------------------------------- layers
@@ -245,6 +278,13 @@ class Package:
     """What was quantized: ``"mlp"`` (a checkpoint) or ``"markI"`` (a Mark I machine file)."""
     codebook: np.ndarray | None = None
     """int8 (n_classes, n_outputs) in {-1, +1}: decide by codebook (Mark I); None: argmax."""
+    rounding: str = "single"
+    """How dense layers requantize: ``"single"`` or ``"double"`` (see :data:`ROUNDINGS`)."""
+
+    @property
+    def format_version(self) -> int:
+        """The format version the package is written as: the lowest that holds it."""
+        return 1 if self.rounding == "single" else 2
 
     @property
     def n_inputs(self) -> int:
@@ -291,6 +331,8 @@ class Package:
             "input_zero_point": self.input_zero_point,
             "classes": list(self.classes),
             "head": "codebook" if self.codebook is not None else "argmax",
+            "rounding": self.rounding,
+            "format_version": self.format_version,
             "ram_bytes": self.ram_bytes,
             "macs": self.macs,
             "layers": [
@@ -442,6 +484,8 @@ def validate_package(pkg: Package) -> None:
         raise TypeError(f"expected a Package; got {type(pkg).__name__}")
     if pkg.source not in SOURCES:
         raise _fail(f"source {pkg.source!r} is not one of {', '.join(SOURCES)}")
+    if pkg.rounding not in ROUNDINGS:
+        raise _fail(f"rounding {pkg.rounding!r} is not one of {', '.join(ROUNDINGS)}")
     shape = tuple(pkg.input_shape)
     if not 1 <= len(shape) <= 3:
         raise _fail(f"input_shape {shape}: rank must be 1 to 3")
@@ -534,9 +578,10 @@ def encode_package(pkg: Package) -> bytes:
     total = HEADER.size + len(table) + len(names) + len(payload) + CRC.size
     shape = list(pkg.input_shape) + [0] * (3 - len(pkg.input_shape))
     header = HEADER.pack(
-        MAGIC, FORMAT_VERSION, HEADER.size, total, bytes(32), SOURCES.index(pkg.source),
+        MAGIC, pkg.format_version, HEADER.size, total, bytes(32), SOURCES.index(pkg.source),
         pkg.head, len(pkg.layers), len(pkg.input_shape), *shape, len(pkg.classes),
-        float(pkg.input_scale), int(pkg.input_zero_point), bytes(3), pkg.n_inputs,
+        float(pkg.input_scale), int(pkg.input_zero_point), ROUNDINGS.index(pkg.rounding),
+        bytes(2), pkg.n_inputs,
         pkg.n_outputs, pkg.ram_bytes, len(payload),
     )
     body = bytearray(header + table + names + payload)
@@ -565,7 +610,7 @@ def peek_header(data: bytes | bytearray | memoryview) -> PackageHeader:
     The rest of the package is not checked: use :func:`decode_package` once all of it is there.
     """
     fields = _unpack_header(bytes(data[: HEADER.size]))
-    return PackageHeader(fields[1], fields[3], fields[4], fields[16], fields[17], fields[18])
+    return PackageHeader(fields[1], fields[3], fields[4], fields[17], fields[18], fields[19])
 
 
 def _unpack_header(head: bytes) -> tuple:
@@ -576,12 +621,13 @@ def _unpack_header(head: bytes) -> tuple:
     fields = HEADER.unpack(head)
     if fields[0] != MAGIC:
         raise _fail(f"not a weight package: magic {fields[0]!r}, expected {MAGIC!r}")
-    if fields[1] != FORMAT_VERSION:
+    if fields[1] not in FORMAT_VERSIONS:
         raise _fail(
-            f"package format version {fields[1]} is not supported (this reads {FORMAT_VERSION})"
+            f"package format version {fields[1]} is not supported (this reads "
+            f"{' and '.join(map(str, FORMAT_VERSIONS))})"
         )
     if fields[2] != HEADER.size:
-        raise _fail(f"header size {fields[2]}: format version 1 has {HEADER.size}")
+        raise _fail(f"header size {fields[2]}: format version {fields[1]} has {HEADER.size}")
     return fields
 
 
@@ -674,8 +720,8 @@ def decode_package(data: bytes | bytearray | memoryview) -> Package:
         raise TypeError(f"a package is bytes; got {type(data).__name__}")
     data = bytes(data)
     fields = _unpack_header(data[: HEADER.size])
-    (_, _, _, total, model_id, source, head, n_layers, rank, d0, d1, d2, n_classes, in_scale,
-     in_zp, reserved, n_inputs, n_outputs, ram, payload_size) = fields
+    (_, version, _, total, model_id, source, head, n_layers, rank, d0, d1, d2, n_classes,
+     in_scale, in_zp, rounding, reserved, n_inputs, n_outputs, ram, payload_size) = fields
     if len(data) < total:
         raise _fail(f"package truncated: header says {total} bytes, got {len(data)}")
     if len(data) > total:
@@ -689,7 +735,12 @@ def decode_package(data: bytes | bytearray | memoryview) -> Package:
         )
     if hashlib.sha256(data[HASHED_FROM : -CRC.size]).digest() != model_id:
         raise _fail("model id does not match the SHA-256 of the package content")
-    if reserved != bytes(3):
+    if version == 1 and (rounding, reserved) != (0, bytes(2)):  # all three were reserved
+        raise _fail(f"header reserved bytes are {bytes([rounding]).hex()}{reserved.hex()}, "
+                    "must be zero")
+    if rounding >= len(ROUNDINGS):
+        raise _fail(f"rounding code {rounding} unknown (0 single, 1 double)")
+    if reserved != bytes(2):
         raise _fail(f"header reserved bytes are {reserved.hex()}, must be zero")
     if source >= len(SOURCES):
         raise _fail(f"source code {source} unknown (0 mlp, 1 markI)")
@@ -733,7 +784,7 @@ def decode_package(data: bytes | bytearray | memoryview) -> Package:
         raise _fail(f"{len(payload) - offset} unused bytes at the end of the payload")
     pkg = Package(
         tuple(layers), tuple(int(d) for d in dims[:rank]), classes, float(in_scale), int(in_zp),
-        SOURCES[source], codebook,
+        SOURCES[source], codebook, ROUNDINGS[rounding],
     )
     validate_package(pkg)
     for name, stored, derived in (

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -40,11 +40,11 @@ from export.contract.package import (
     INT32_MAX,
     INT32_MIN,
     MAX_DIM,
-    SHIFT_MAX,
     Dense,
     Package,
     Step,
     Threshold,
+    quantize_multiplier,
 )
 from export.onnx.checkpoint import LINEAR, MLPCheckpoint
 
@@ -61,26 +61,6 @@ def round_half_away(x: npt.ArrayLike) -> np.ndarray:
     """Round to the nearest integer, ties away from zero (C ``round``, TFLite's quantizer)."""
     x = np.asarray(x, dtype=np.float64)
     return np.sign(x) * np.floor(np.abs(x) + 0.5)
-
-
-def quantize_multiplier(real: float) -> tuple[int, int]:
-    """``real`` as ``(m0, shift)`` with ``real ~= m0 * 2**(shift - 31)``, ``m0`` in [2^30, 2^31).
-
-    TFLite's ``QuantizeMultiplier``: the mantissa is rounded to 31 bits; a value below 2^-32
-    becomes ``(0, 0)`` (the layer output is then the zero point). Raises ``ValueError`` for a
-    value that is not positive and finite or needs a left shift above 30.
-    """
-    if not (math.isfinite(real) and real > 0.0):
-        raise ValueError(f"requantization multiplier {real!r} must be positive and finite")
-    mantissa, shift = math.frexp(real)
-    m0 = int(math.floor(mantissa * 2**31 + 0.5))
-    if m0 == 2**31:
-        m0, shift = m0 // 2, shift + 1
-    if shift < -31:
-        return 0, 0
-    if shift > SHIFT_MAX:
-        raise ValueError(f"requantization multiplier {real:g} is too large (at most 2^{SHIFT_MAX})")
-    return m0, shift
 
 
 def choose_qparams(rmin: float, rmax: float) -> tuple[float, int]:
@@ -464,6 +444,7 @@ def quantize_file(
     onnx_path: str | os.PathLike[str] | None = None,
     report_path: str | os.PathLike[str] | None = None,
     device: DeviceModel | None = None,
+    rounding: str | None = None,
 ) -> dict[str, Any]:
     """Quantize a model file; write the package, its ONNX and a report.
 
@@ -477,12 +458,18 @@ def quantize_file(
     cycles and its bit-exactness (the report's ``device`` section). A model made elsewhere is
     first run by its own runtime beside the MLP as read (``import_check``). Nothing is written
     unless all of it succeeds; each file is written atomically. Returns the report.
+
+    ``rounding``: how the package requantizes, ``"single"`` (the default) or ``"double"``
+    (TFLite's, for TFLite Micro). A model quantized already (an int8 ``.tflite``) is imported
+    by :func:`export.int8.imported.import_file` instead.
     """
     from export.contract.golden import decide, golden_forward, quantize_input
-    from export.contract.package import FORMAT_VERSION, encode_package
+    from export.contract.package import ROUNDINGS, encode_package
     from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
-    from mark1.io import atomic_write_bytes, write_json
+    from export.int8.rounding import compare_roundings
 
+    if rounding is not None and rounding not in ROUNDINGS:
+        raise ValueError(f"rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
     if calib is not None and (isinstance(calib, bool) or not isinstance(calib, int) or calib < 1):
         raise ValueError(f"--calib must be a positive whole number of images; got {calib!r}")
     if eval_data is not None and not 1 <= len(eval_data) <= 2:
@@ -506,7 +493,7 @@ def quantize_file(
                     eval_data=eval_data)
     checked = None if isinstance(model, dict) else import_check(
         model, np.concatenate([run.calib, run.x_eval])[:1024])
-    pkg = quantize_source(source, run.calib)
+    pkg = replace(quantize_source(source, run.calib), rounding=rounding or "single")
     blob = encode_package(pkg)
 
     x_test = run.x_eval
@@ -534,8 +521,7 @@ def quantize_file(
     report: dict[str, Any] = {
         "source": {"path": str(path), "kind": kind, "task": run.task, "seed": run.task_seed,
                    **({} if isinstance(model, dict) else {"model": model.describe()})},
-        "package": {"path": str(out), "bytes": len(blob), "format_version": FORMAT_VERSION,
-                    **pkg.describe()},
+        "package": {"path": str(out), "bytes": len(blob), **pkg.describe()},
         "calibration": {"images": len(run.calib), "from": run.calib_from,
                         "split": "train" if run.task and "training" in run.calib_from
                         else "given", "seed": seed},
@@ -543,17 +529,32 @@ def quantize_file(
         "ram_bytes": pkg.ram_bytes,
         "accuracy": accuracy,
         "import_check": checked,
+        "rounding": compare_roundings(pkg, x_q),
         "onnx": {"path": str(onnx_path), "bytes": len(onnx_model), "opset": OPSET,
                  "ir_version": IR_VERSION, "goal": AGREEMENT_GOAL,
                  **agreement(pkg, onnx_model, x_test)},
     }
+    return finish_run(report, pkg, x_q, y_q, device,
+                      {out: blob, onnx_path: onnx_model, report_path: report})
+
+
+def finish_run(report: dict[str, Any], pkg: Package, x_q: np.ndarray, y_q: np.ndarray,
+               device: DeviceModel | None, outputs: dict[Path, bytes | dict[str, Any]]
+               ) -> dict[str, Any]:
+    """The end of a run: the device's figures on the int8 inputs ``x_q`` (bit-exact with the
+    golden outputs ``y_q``?) into the report, then every output written (bytes, or the report
+    as JSON), each atomically. Returns the report with its path."""
+    from mark1.io import atomic_write_bytes, write_json
+
     if device is not None:
         engine = device(pkg)
         engine_y = np.stack([engine.infer(x)[0] for x in x_q])
-        report["device"] = {**engine.describe(), "inputs_checked": len(x_test),
+        report["device"] = {**engine.describe(), "inputs_checked": len(x_q),
                             "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))}
-    atomic_write_bytes(out, blob)
-    atomic_write_bytes(onnx_path, onnx_model)
-    write_json(report_path, report)
-    report["report_path"] = str(report_path)
+    for path, content in outputs.items():
+        if isinstance(content, dict):
+            write_json(path, content)
+            report["report_path"] = str(path)
+        else:
+            atomic_write_bytes(path, content)
     return report

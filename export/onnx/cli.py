@@ -10,6 +10,7 @@ import argparse
 
 from export.onnx.hyperparameters import DEFAULT_TRAINING as TRAINING
 from export.onnx.profiles import JETSON_TX2, PROFILES
+from export.tflite.cli import register_format
 
 EXPORT_EPILOG = """\
 MODEL is an MLP checkpoint (mlp.pt from `mark1 train-mlp`), a trained Mark I machine
@@ -129,7 +130,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train_mlp)
 
-    e = subparsers.add_parser("export", help="export a trained model (onnx)",
+    e = subparsers.add_parser("export", help="export a trained model (onnx, tflite)",
                               description="Export a trained model.")
     formats = e.add_subparsers(dest="format", metavar="FORMAT", parser_class=type(e))
     formats.required = True
@@ -152,4 +153,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="X.npy [y.npy]: check parity on these inputs (and report accuracy)")
     o.add_argument("--out", required=True, help="bundle folder")
     o.set_defaults(handler=_export_onnx)
+    register_format(formats)
 

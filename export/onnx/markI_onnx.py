@@ -126,27 +126,9 @@ def load_machine_file(path: str | os.PathLike[str]) -> MachineFile:
 
 def save_machine_file(m: MachineFile, path: str | os.PathLike[str]) -> Path:
     """Write ``m`` as a machine file (``numpy.savez``, no pickles), atomically."""
-    import io
+    from mark1.machine import save_machine
 
-    from mark1.io import atomic_write_bytes
-
-    buf = io.BytesIO()
-    np.savez(
-        buf,
-        format=np.array(FORMAT),
-        format_version=np.array(FORMAT_VERSION),
-        cell_threshold=np.asarray(m.cell_threshold, np.float64),
-        plugboard=np.asarray(m.plugboard, np.int8),
-        a_threshold=np.asarray(m.a_threshold, np.float64),
-        weights=np.asarray(m.weights, np.float64),
-        r_bias=np.asarray(m.r_bias, np.float64),
-        codebook=np.asarray(m.codebook, np.int8),
-        classes=np.array(m.classes, dtype=str),
-        task=np.array(m.task),
-        preset=np.array(m.preset),
-        seed=np.array(int(m.seed)),
-    )
-    return atomic_write_bytes(path, buf.getvalue())
+    return save_machine(path, m.arrays())
 
 
 def _float32_floor(values: np.ndarray) -> np.ndarray:

@@ -180,6 +180,9 @@ def _infer(args: argparse.Namespace) -> int:
         write_json(args.json, {
             "port": args.port, "inputs": source, "n": n, "model_id": st.model_id.hex(),
             "classes_device": [pkg.classes[k] for k in k_dev],
+            "outputs_device": y_dev.astype(int).tolist(),
+            "output_scale": pkg.output_scale, "output_zero_point": pkg.output_zero_point,
+            "rounding": pkg.rounding,
             "cycles": cycles, "bit_exact": float(same_out.mean()),
             "same_class": float((k_dev == k_gold).mean()),
             "accuracy": None if labels is None else float((k_dev == labels).mean()),
@@ -203,7 +206,8 @@ def _link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retries", type=int, default=DEFAULT_SETTINGS.retries,
                    help="resends without reply before the link counts as lost "
                    "(default %(default)s)")
-    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON")
+    p.add_argument("--json", metavar="FILE", help="also write the figures as JSON (infer: with "
+                   "the device's raw int8 outputs beside its classes)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

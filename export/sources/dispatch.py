@@ -5,13 +5,13 @@ for zip archives, the names inside), the suffixes it usually has, and its loader
 told by content: a file named ``model.onnx`` that is really a torch checkpoint is read as one;
 the suffix only helps to say what a damaged file was meant to be. Every MLP loader
 returns an :class:`ImportedMLP`: the float description every consumer reads
-(:class:`~export.onnx.checkpoint.MLPCheckpoint`) and where it came from.
+(:class:`~export.onnx.checkpoint.MLPCheckpoint`) and where it came from. A kind that is
+quantized already (an int8 TensorFlow Lite model) has a package loader instead, returning an
+:class:`ImportedPackage`: its integers, scales and zero points as they are, no re-quantization.
 
-A new kind slots in as one more :class:`Kind` -- e.g. TensorFlow Lite: ``Kind("tflite", "a
-TensorFlow Lite model", "TFLite", (".tflite",), lambda probe: probe.head[4:8] == b"TFL3",
-load_tflite)``
-with ``load_tflite(path) -> ImportedMLP`` building its layers through
-:func:`export.sources.steps.assemble`.
+A new kind slots in as one more :class:`Kind`: a float model with ``load(path) -> ImportedMLP``
+building its layers through :func:`export.sources.steps.assemble`, a quantized one with
+``load_package(path) -> ImportedPackage``.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
+from export.contract.package import Package
 from export.onnx.checkpoint import MLPCheckpoint
 from export.sources.onnx_mlp import OnnxMLP
 
@@ -60,6 +61,33 @@ class ImportedMLP:
                 "notes": list(self.notes)}
 
 
+@dataclass
+class ImportedPackage:
+    """A quantized model read from a file as a weight package, its integers taken as they are."""
+
+    package: Package
+    """The layers; its ``rounding`` is the package's default, which the importer sets."""
+    kind: str
+    """What the file was, in words: ``"TensorFlow Lite"``."""
+    path: Path
+    producer: str = ""
+    notes: list[str] = field(default_factory=list)
+    """What was dropped or assumed while reading."""
+    details: dict[str, object] = field(default_factory=dict)
+    """What else the reader found (the interface, the operators)."""
+    logit_columns: tuple[int, ...] = ()
+    """Which package outputs are the model's own outputs, in order (all but an added constant
+    column of a binary classifier)."""
+
+    def describe(self) -> dict[str, object]:
+        """JSON-ready summary for reports."""
+        return {"path": str(self.path), "kind": self.kind, "producer": self.producer,
+                "input_shape": list(self.package.input_shape),
+                "layer_sizes": [self.package.n_inputs] + [lay.n_out for lay in
+                                                          self.package.layers],
+                "notes": list(self.notes), **self.details}
+
+
 @dataclass(frozen=True)
 class Probe:
     """What the kind tests look at: the first bytes, the names in a zip archive, the path."""
@@ -82,7 +110,10 @@ class Kind:
     suffixes: tuple[str, ...]
     looks_like: Callable[[Probe], bool]
     load: Callable[[Path], ImportedMLP] | None
-    """Reads an MLP; ``None`` for a kind that is not an MLP (the Mark I machine file)."""
+    """Reads a float MLP; ``None`` for a kind that is not one (the Mark I machine file, a
+    quantized model)."""
+    load_package: Callable[[Path], ImportedPackage] | None = None
+    """Reads a quantized model as a weight package, its integers as they are."""
 
 
 def _is_torchscript(p: Probe) -> bool:
@@ -146,6 +177,21 @@ def load_onnx(path: Path) -> ImportedMLP:
                        "onnxruntime on the original graph", got)
 
 
+def load_tflite(path: Path) -> ImportedPackage:
+    from export.tflite.read import read_tflite
+
+    got = read_tflite(path)
+    return ImportedPackage(got.package, "TensorFlow Lite", path, got.producer, got.notes,
+                           {"interface": got.interface, "operators": got.operators},
+                           got.logit_columns)
+
+
+def _is_tflite(p: Probe) -> bool:
+    from export.tflite.schema import TFLITE_IDENTIFIER
+
+    return p.head[4:8] == TFLITE_IDENTIFIER
+
+
 KINDS: tuple[Kind, ...] = (
     Kind("markI", "a Mark I machine file (machine.npz)", "machine.npz", (".npz",),
          lambda p: p.names is not None and "format.npy" in p.names, None),
@@ -155,6 +201,8 @@ KINDS: tuple[Kind, ...] = (
     Kind("torch", "a torch checkpoint, module or state_dict", "mlp.pt or another torch file",
          (".pt", ".pth"), _is_torch, load_kit_or_torch),
     Kind("onnx", "an ONNX model", "ONNX", (".onnx",), _is_onnx, load_onnx),
+    Kind("tflite", "an int8 TensorFlow Lite model", "int8 TFLite", (".tflite",), _is_tflite,
+         None, load_tflite),
 )
 """Every kind of model file the kit reads, in the order they are tried."""
 
@@ -187,6 +235,8 @@ def _what_else(p: Probe) -> str:
     meant = [k for k in KINDS if p.path.suffix.lower() in k.suffixes]
     if head.startswith(b"\x08") or (meant and meant[0].name == "onnx"):
         return "an unreadable ONNX model (damaged or truncated)"
+    if meant and meant[0].name == "tflite":
+        return "not a TensorFlow Lite flatbuffer (no TFL3 identifier at byte 4)"
     if not head:
         return "empty"
     if all(32 <= c < 127 or c in (9, 10, 13) for c in head):
@@ -218,5 +268,18 @@ def load_mlp(path: str | os.PathLike[str]) -> ImportedMLP:
     path = Path(path)
     kind = sniff(path)
     if kind.load is None:
+        if kind.load_package is not None:
+            raise ValueError(f"{path} is {kind.what}, quantized already, not a float MLP: "
+                             "`mark1 quantize` imports it as a weight package")
         raise ValueError(f"{path} is {kind.what}, not an MLP")
     return kind.load(path)
+
+
+def load_package(path: str | os.PathLike[str]) -> ImportedPackage:
+    """Read the quantized model in ``path`` as a weight package; ``ValueError`` for a file of
+    another kind or a model the int8 engine cannot run as it is (the message names the part)."""
+    path = Path(path)
+    kind = sniff(path)
+    if kind.load_package is None:
+        raise ValueError(f"{path} is {kind.what}, not a quantized model")
+    return kind.load_package(path)

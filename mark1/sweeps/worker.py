@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from mark1.fast import one_blas_thread
 from mark1.plugboard import WiringMemo, reusing_wirings
 from mark1.sweeps.spec import RunConfig
 
@@ -41,7 +42,6 @@ TaskKey = tuple[str, int, "int | None", "int | None"]
 _TASKS: OrderedDict[TaskKey, Any] = OrderedDict()
 _TASKS_KEPT = 8
 _WIRINGS = WiringMemo(64)
-_THREADPOOLS: list[Any] = []
 
 
 def build_task(key: TaskKey) -> Any:
@@ -63,14 +63,6 @@ def _task(key: TaskKey) -> Any:
             _TASKS.popitem(last=False)
     _TASKS.move_to_end(key)
     return task
-
-
-def _one_blas_thread() -> Any:
-    from threadpoolctl import ThreadpoolController
-
-    if not _THREADPOOLS:
-        _THREADPOOLS.append(ThreadpoolController())
-    return _THREADPOOLS[0].limit(limits=1, user_api="blas")
 
 
 def run_one(config: RunConfig) -> dict[str, Any]:
@@ -106,7 +98,7 @@ def run_chunk(configs: Iterable[RunConfig]) -> list[tuple[RunConfig, Any]]:
     from mark1.version import __version__
 
     out: list[tuple[RunConfig, Any]] = []
-    with reusing_wirings(_WIRINGS), _one_blas_thread():
+    with reusing_wirings(_WIRINGS), one_blas_thread():
         for config in configs:
             try:
                 result = run_one(config)
@@ -128,7 +120,7 @@ def warm_up() -> None:
         from mark1.stimuli import make_task
 
         task = make_task("e-f", seed=0, n_train=4, n_test=1)
-        with _one_blas_thread():
+        with one_blas_thread():
             for preset in ("ideal", "cds-1960"):
                 MarkI(preset=preset, n_a=8, max_iter=1, random_state=0).fit(
                     task.X_train, task.y_train)

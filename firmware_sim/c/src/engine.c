@@ -1,0 +1,134 @@
+#include "engine.h"
+
+#include <string.h>
+
+#include "frame.h"
+#include "requantize.h"
+
+static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
+
+int32_t mk_requantize_layer(const mk_layer *L, int32_t acc, uint32_t o);
+
+/* The reference requantization of output channel o (the layer's rounding mode). */
+int32_t mk_requantize_layer(const mk_layer *L, int32_t acc, uint32_t o)
+{
+    int32_t mult = (int32_t)mk_le32(L->multiplier + 4u * o);
+    int32_t shift = (int32_t)mk_le32(L->shift + 4u * o);
+    return L->rounding == MK_ROUND_DOUBLE ? mk_requantize_double(acc, mult, shift)
+                                          : mk_requantize_single(acc, mult, shift);
+}
+
+void mk_dense_reference(const mk_layer *L, const int8_t *x, int8_t *y)
+{
+    const uint32_t n = L->n_in;
+    uint32_t o, i;
+    for (o = 0; o < L->n_out; o++) {
+        const int8_t *w = L->weights + o * n;
+        int32_t acc = (int32_t)mk_le32(L->bias + 4u * o);
+        for (i = 0; i < n; i++) { /* |acc| stays below 2^31: the loader checked the bound */
+            acc += w[i] * (x[i] - L->zp_in);
+        }
+        y[o] = mk_clamp_output(mk_requantize_layer(L, acc, o), L->zp_out, L->act_min, L->act_max);
+    }
+}
+
+void mk_threshold(const mk_layer *L, const int8_t *x, int8_t *y)
+{
+    uint32_t i;
+    for (i = 0; i < L->n_in; i++) {
+        y[i] = (int8_t)(x[i] >= (int16_t)mk_le16(L->threshold + 2u * i));
+    }
+}
+
+void mk_step(const mk_layer *L, const int8_t *x, int8_t *y)
+{
+    uint32_t j, k = mk_le32(L->row_ptr);
+    for (j = 0; j < L->n_out; j++) {
+        const uint32_t end = mk_le32(L->row_ptr + 4u * (j + 1u));
+        int32_t acc = 0;
+        for (; k < end; k++) {
+            acc += L->values[k] * (x[mk_le16(L->cols + 2u * k)] - L->zp_in);
+        }
+        y[j] = (int8_t)(acc >= (int32_t)mk_le32(L->threshold + 4u * j));
+    }
+}
+
+const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, int fast)
+{
+    uint32_t even = m->n_inputs, i;
+    int8_t *buf[2];
+    /* buffer 0 holds the input and the outputs of layers 1, 3, ... */
+    for (i = 1; i < m->n_layers; i += 2) {
+        even = m->layers[i].n_out > even ? m->layers[i].n_out : even;
+    }
+    buf[0] = arena;
+    buf[1] = arena + align4(even);
+    memcpy(buf[0], x, m->n_inputs);
+    for (i = 0; i < m->n_layers; i++) {
+        const mk_layer *L = &m->layers[i];
+        const int8_t *src = buf[i % 2u];
+        int8_t *dst = buf[(i + 1u) % 2u];
+        if (L->type == MK_LAYER_DENSE) {
+            (fast ? mk_dense_fast : mk_dense_reference)(L, src, dst);
+        } else if (L->type == MK_LAYER_THRESHOLD) {
+            mk_threshold(L, src, dst);
+        } else {
+            mk_step(L, src, dst);
+        }
+    }
+    return buf[m->n_layers % 2u];
+}
+
+uint32_t mk_decide(const mk_model *m, const int8_t *y)
+{
+    const int32_t zp = m->layers[m->n_layers - 1].zp_out;
+    uint32_t best = 0, k, u;
+    if (!m->codebook) {
+        for (k = 1; k < m->n_outputs; k++) {
+            if (y[k] > y[best]) {
+                best = k;
+            }
+        }
+        return best;
+    }
+    {
+        int64_t best_agree = 0, best_score = 0;
+        for (k = 0; k < m->n_classes; k++) {
+            const int8_t *code = m->codebook + k * m->n_outputs;
+            int64_t agree = 0, score = 0;
+            for (u = 0; u < m->n_outputs; u++) {
+                int32_t r = y[u] - zp;
+                agree += (r > 0 ? 1 : -1) * code[u];
+                score += (int64_t)r * code[u];
+            }
+            if (k == 0 || agree > best_agree || (agree == best_agree && score > best_score)) {
+                best = k;
+                best_agree = agree;
+                best_score = score;
+            }
+        }
+    }
+    return best;
+}
+
+uint64_t mk_cycle_estimate(const mk_model *m)
+{
+    /* firmware_sim/engine.py, CortexM4Cost() */
+    enum { INFERENCE = 60, LAYER = 40, DENSE_QUAD = 8, DENSE_TAIL = 5, DENSE_ROW = 28,
+           THRESHOLD = 8, STEP_ROW = 10, STEP_CONNECTION = 9 };
+    uint64_t cycles = INFERENCE;
+    unsigned i;
+    for (i = 0; i < m->n_layers; i++) {
+        const mk_layer *L = &m->layers[i];
+        cycles += LAYER;
+        if (L->type == MK_LAYER_DENSE) {
+            cycles += (uint64_t)L->n_out *
+                      (DENSE_ROW + (L->n_in / 4u) * DENSE_QUAD + (L->n_in % 4u) * DENSE_TAIL);
+        } else if (L->type == MK_LAYER_THRESHOLD) {
+            cycles += (uint64_t)L->n_in * THRESHOLD;
+        } else {
+            cycles += (uint64_t)L->n_out * STEP_ROW + (uint64_t)L->nnz * STEP_CONNECTION;
+        }
+    }
+    return cycles;
+}

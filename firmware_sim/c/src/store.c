@@ -1,0 +1,183 @@
+#include "store.h"
+
+#include <string.h>
+
+#include "config.h"
+#include "crc32.h"
+#include "frame.h"
+#include "sha256.h"
+
+#define RECORD_MAGIC 0x5243314Du /* "M1CR" */
+#define RECORD_PAGES 2u
+
+const char *mk_store_init(mk_store *s, mk_flash *flash)
+{
+    const uint32_t page = flash->page_bytes;
+    if (page < MK_RECORD_BYTES || (page & (page - 1u))) {
+        return "the page size must be a power of two of at least 32 bytes";
+    }
+    if (flash->size % page || flash->size / page < 4u) {
+        return "the flash size must be a multiple of the page size and hold at least 4 pages";
+    }
+    s->flash = flash;
+    s->n_pages = flash->size / page;
+    s->slot_pages = (s->n_pages - RECORD_PAGES) / 2u;
+    s->slot_bytes = s->slot_pages * page;
+    s->per_page = page / MK_RECORD_BYTES;
+    if (s->slot_pages > MK_MAX_SLOT_PAGES) {
+        return "a slot has more pages than this build tracks (MK_MAX_SLOT_PAGES)";
+    }
+    if (2u * s->per_page > MK_MAX_RECORDS) {
+        return "the record pages hold more records than this build tracks (MK_MAX_RECORDS)";
+    }
+    return 0;
+}
+
+static uint32_t slot_page(const mk_store *s, unsigned slot, uint32_t index)
+{
+    return RECORD_PAGES + slot * s->slot_pages + index;
+}
+
+const uint8_t *mk_store_slot(const mk_store *s, unsigned slot)
+{
+    return s->flash->map + slot_page(s, slot, 0) * s->flash->page_bytes;
+}
+
+const char *mk_store_erase(mk_store *s, unsigned slot, uint32_t index)
+{
+    return s->flash->erase(s->flash->ctx, slot_page(s, slot, index));
+}
+
+const char *mk_store_write(mk_store *s, unsigned slot, uint32_t offset, const uint8_t *data,
+                           uint32_t n)
+{
+    const uint32_t address = slot_page(s, slot, 0) * s->flash->page_bytes + offset;
+    return s->flash->write(s->flash->ctx, address, data, n);
+}
+
+static const uint8_t *entry(const mk_store *s, uint32_t e) /* e: page * per_page + index */
+{
+    return s->flash->map + e * MK_RECORD_BYTES;
+}
+
+static int unpack(const uint8_t *raw, mk_record *r)
+{
+    if (mk_le32(raw) != RECORD_MAGIC || mk_le32(raw + 28) != mk_crc32(0, raw, 28) || raw[8] >= 2u) {
+        return 0;
+    }
+    r->seq = mk_le32(raw + 4);
+    r->slot = raw[8];
+    r->size = mk_le32(raw + 12);
+    r->crc32 = mk_le32(raw + 16);
+    memcpy(r->id, raw + 20, MK_ID_BYTES);
+    return 1;
+}
+
+/* CommitRecord.names: the slot holds the image this record committed (its SHA-256 in digest) */
+static int names_image(const mk_store *s, const mk_record *r, int newest, uint8_t digest[32])
+{
+    static const uint8_t legacy[MK_ID_BYTES];
+    const uint8_t *image = mk_store_slot(s, r->slot);
+    if (mk_crc32(0, image, r->size) != r->crc32) {
+        return 0;
+    }
+    if (memcmp(r->id, legacy, MK_ID_BYTES) == 0 && !newest) {
+        return 0;
+    }
+    mk_sha256(image, r->size, digest);
+    return memcmp(r->id, legacy, MK_ID_BYTES) == 0 || memcmp(digest, r->id, MK_ID_BYTES) == 0;
+}
+
+int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32])
+{
+    static uint8_t valid[MK_MAX_RECORDS / 8u];
+    const uint32_t n = 2u * s->per_page;
+    uint32_t e, prev_seq = 0, prev_e = 0, k;
+    mk_record r;
+    for (e = 0; e < n; e++) {
+        if (unpack(entry(s, e), &r)) {
+            valid[e / 8u] |= (uint8_t)(1u << (e % 8u));
+        } else {
+            valid[e / 8u] &= (uint8_t)~(1u << (e % 8u));
+        }
+    }
+    /* valid records newest first (ties in the order of the log), as ModelStore.records */
+    for (k = 0;; k++) {
+        int found = 0;
+        uint32_t best_e = 0, best_seq = 0;
+        for (e = 0; e < n; e++) {
+            uint32_t seq;
+            if (!(valid[e / 8u] >> (e % 8u) & 1u)) {
+                continue;
+            }
+            seq = mk_le32(entry(s, e) + 4);
+            if (k && !(seq < prev_seq || (seq == prev_seq && e > prev_e))) {
+                continue; /* taken before */
+            }
+            if (!found || seq > best_seq) {
+                found = 1;
+                best_seq = seq;
+                best_e = e;
+            }
+        }
+        if (!found) {
+            return 0;
+        }
+        unpack(entry(s, best_e), &r);
+        if (r.size <= s->slot_bytes && names_image(s, &r, k == 0, sha256)) {
+            *out = r;
+            return 1;
+        }
+        prev_seq = best_seq;
+        prev_e = best_e;
+    }
+}
+
+const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t crc32,
+                            const uint8_t id[MK_ID_BYTES], mk_record *out)
+{
+    static const uint8_t blank[MK_RECORD_BYTES] = {
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
+        0xFF, 0xFF};
+    const uint32_t n = 2u * s->per_page;
+    uint32_t e, page = 0, index = 0, newest_seq = 0;
+    int have = 0;
+    uint8_t raw[MK_RECORD_BYTES];
+    mk_record r;
+    const char *why;
+    for (e = 0; e < n; e++) {
+        if (unpack(entry(s, e), &r) && (!have || r.seq > newest_seq)) {
+            have = 1;
+            newest_seq = r.seq;
+            page = e / s->per_page;
+        }
+    }
+    for (e = 0; e < s->per_page; e++) { /* after the last used entry of the record page */
+        if (memcmp(entry(s, page * s->per_page + e), blank, MK_RECORD_BYTES) != 0) {
+            index = e + 1u;
+        }
+    }
+    if (index >= s->per_page) { /* full: continue on the other page, erased first */
+        page = 1u - page;
+        if ((why = s->flash->erase(s->flash->ctx, page)) != 0) {
+            return why;
+        }
+        index = 0;
+    }
+    out->seq = have ? newest_seq + 1u : 1u;
+    out->slot = (uint8_t)slot;
+    out->size = size;
+    out->crc32 = crc32;
+    memcpy(out->id, id, MK_ID_BYTES);
+    mk_put32(raw, RECORD_MAGIC);
+    mk_put32(raw + 4, out->seq);
+    raw[8] = (uint8_t)slot;
+    raw[9] = raw[10] = raw[11] = 0;
+    mk_put32(raw + 12, size);
+    mk_put32(raw + 16, crc32);
+    memcpy(raw + 20, id, MK_ID_BYTES);
+    mk_put32(raw + 28, mk_crc32(0, raw, 28));
+    return s->flash->write(s->flash->ctx, (page * s->per_page + index) * MK_RECORD_BYTES, raw,
+                           MK_RECORD_BYTES);
+}

@@ -1,0 +1,315 @@
+"""The C firmware's package loader, its Python-compatible formatting, CRC-32, SHA-256 and COBS,
+against their Python definitions: every package the loader refuses is refused with the text of
+``export.package.PackageError``, word for word, and every package it accepts is one
+``decode_package`` accepts."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+import sys
+import unicodedata
+import zlib
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from export.contract import protocol as P
+from export.contract.cobs import CobsError, cobs_decode, cobs_encode
+from export.contract.package import PackageError, decode_package, encode_package, peek_header
+from firmware_sim.device import NAK_TEXT_MAX, clip_text
+from tests import firmware_lib as fw
+from tests.int8_models import tiny_package
+from tests.test_fuzz import mutate_package, package_corpus, seal
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _library():
+    fw.require_host_build()
+    fw.lib()
+
+
+def python_verdict(data: bytes, cap: int = 1024) -> tuple[str, list[int]]:
+    """What ``decode_package`` says, in the form of :func:`tests.firmware_lib.load_package`."""
+    try:
+        pkg = decode_package(data)
+    except PackageError as exc:
+        return clip_text(str(exc), cap), []
+    return "", [pkg.n_inputs, pkg.n_outputs, pkg.ram_bytes, len(pkg.layers), pkg.head,
+                len(pkg.classes)]
+
+
+def test_the_corpus_and_the_documented_example_load_alike():
+    for data in package_corpus():
+        assert fw.load_package(data) == python_verdict(data) != ("", [])[:0]
+    tiny = encode_package(tiny_package())
+    assert fw.load_package(tiny) == ("", [3, 2, 8, 1, 0, 2])  # docs/PACKAGE.md's example
+
+
+def test_mutated_packages_get_the_simulators_words():
+    rng = np.random.default_rng(21)
+    corpus = package_corpus()
+    kinds = set()
+    for _ in range(3000):
+        data = mutate_package(corpus[int(rng.integers(len(corpus)))], rng)
+        want = python_verdict(data)
+        assert fw.load_package(data) == want, data.hex()
+        kinds.add(want[0].split(":")[0][:24])
+    assert len(kinds) > 40, kinds  # the mutations reach many different checks
+
+
+# --------------------------------------------------------------------------- targeted refusals
+
+
+def _payload_start(data: bytes) -> int:
+    pos = 80 + 32 * data[0x2E]
+    for _ in range(struct.unpack_from("<H", data, 0x36)[0]):
+        pos += 1 + data[pos]
+    return (pos + 3) & ~3
+
+
+def _patched(data: bytes, *edits: tuple[int, bytes]) -> bytes:
+    buf = bytearray(data)
+    for at, raw in edits:
+        buf[at : at + len(raw)] = raw
+    return seal(buf)
+
+
+def _dense_arrays(data: bytes, layer: int = 0) -> dict[str, int]:
+    """Offsets of a dense layer's arrays in the package."""
+    n_in, n_out = struct.unpack_from("<II", data, 80 + 32 * layer + 4)
+    start = _payload_start(data) + struct.unpack_from("<I", data, 80 + 32 * layer + 24)[0]
+    w = (n_in * n_out + 3) & ~3
+    return {"weights": start, "bias": start + w, "multiplier": start + w + 4 * n_out,
+            "shift": start + w + 8 * n_out, "weight_scale": start + w + 12 * n_out,
+            "entry": 80 + 32 * layer}
+
+
+def _named(classes: tuple[str, ...]) -> bytes:
+    return encode_package(replace(tiny_package(), classes=classes))
+
+
+def _targeted() -> dict[str, bytes]:
+    tiny = encode_package(tiny_package())
+    d = _dense_arrays(tiny)
+    i32 = lambda v: struct.pack("<i", v)  # noqa: E731
+    f32 = lambda v: struct.pack("<f", v)  # noqa: E731
+    markI = package_corpus()[2]
+    step_entry = 80 + 32 * 1
+    step_n_out = struct.unpack_from("<I", markI, step_entry + 8)[0]
+    step = _payload_start(markI) + struct.unpack_from("<I", markI, step_entry + 24)[0]
+    ptr = [struct.unpack_from("<I", markI, step + 4 * k)[0] for k in range(step_n_out + 1)]
+    cols = step + 4 * (step_n_out + 1) + 4 * step_n_out
+    values = cols + ((2 * ptr[-1] + 3) & ~3)
+    thr_entry = 80
+    thr = _payload_start(markI) + struct.unpack_from("<I", markI, thr_entry + 24)[0]
+    codebook = _payload_start(markI) + sum(
+        struct.unpack_from("<I", markI, 80 + 32 * k + 28)[0] for k in range(markI[0x2E]))
+    dup_unicode = _named(("\u00e9\u00e9", "xyzw"))  # names at 112: 1 + 4 bytes, 1 + 4 bytes
+    dup_odd = _named(("it's\u200b", "abcdefg"))  # 1 + 7 bytes, 1 + 7 bytes
+    return {
+        "magic": b"\x89PNG" + tiny[4:],
+        "short magic": b"M1",
+        "short header": tiny[:50],
+        "version": _patched(tiny, (4, b"\x03\x00")),
+        "version 2 header size": _patched(tiny, (4, b"\x02\x00"), (6, b"\x40\x00")),
+        "rounding code": _patched(tiny, (4, b"\x02\x00"), (0x3D, b"\x02")),
+        "version 2 reserved": _patched(tiny, (4, b"\x02\x00"), (0x3E, b"\x00\x07")),
+        "header size": _patched(tiny, (6, b"\x40\x00")),
+        "truncated": tiny[:-1],
+        "trailing": tiny + b"\0\0",
+        "crc": tiny[:-1] + bytes([tiny[-1] ^ 1]),
+        "model id": tiny[:20] + bytes([tiny[20] ^ 1]) + tiny[21:-4] + struct.pack(
+            "<I", zlib.crc32(tiny[:20] + bytes([tiny[20] ^ 1]) + tiny[21:-4])),
+        "reserved": _patched(tiny, (0x3D, b"\x01\x00\xab")),
+        "source": _patched(tiny, (0x2C, b"\x07")),
+        "head": _patched(tiny, (0x2D, b"\x02")),
+        "layers": _patched(tiny, (0x2E, b"\x00")),
+        "rank": _patched(tiny, (0x2F, b"\x00")),
+        "unused dim": _patched(tiny, (0x32, b"\x05\x00")),
+        "input size": _patched(tiny, (0x2F, b"\x02"), (0x30, struct.pack("<HH", 300, 300))),
+        "input scale": _patched(tiny, (0x38, f32(float("-inf")))),
+        "input scale nan": _patched(tiny, (0x38, f32(float("nan")))),
+        "header n_inputs": _patched(tiny, (0x40, i32(4))),
+        "header n_outputs": _patched(tiny, (0x44, i32(9))),
+        "header ram": _patched(tiny, (0x48, i32(12))),
+        "layer type": _patched(tiny, (d["entry"], b"\x07")),
+        "layer flags": _patched(tiny, (d["entry"] + 1, b"\x82")),
+        "layer reserved": _patched(tiny, (d["entry"] + 22, b"\x01\x00")),
+        "layer n_in": _patched(tiny, (d["entry"] + 4, i32(0))),
+        "layer offset": _patched(tiny, (d["entry"] + 24, i32(4))),
+        "output scale nan": _patched(tiny, (d["entry"] + 16, f32(float("nan")))),
+        "act_min": _patched(tiny, (d["entry"] + 20, b"\x05")),
+        "weights": _patched(tiny, (d["weights"], b"\x80")),
+        "multiplier negative": _patched(tiny, (d["multiplier"] + 4, i32(-5))),
+        "multiplier small": _patched(tiny, (d["multiplier"], i32(5))),
+        "shift": _patched(tiny, (d["shift"], i32(31))),
+        "shift low": _patched(tiny, (d["shift"] + 4, i32(-40))),
+        "zero multiplier": _patched(tiny, (d["multiplier"] + 4, i32(0))),
+        "weight scale": _patched(tiny, (d["weight_scale"], f32(0.0))),
+        "scales": _patched(tiny, (d["weight_scale"] + 4, f32(0.0025))),
+        "subnormal scale": _patched(tiny, (d["weight_scale"] + 4, f32(1e-44))),
+        "accumulator": _patched(tiny, (d["bias"], i32(2**31 - 1))),
+        "threshold": _patched(markI, (thr + 2, struct.pack("<h", 200))),
+        "row_ptr": _patched(markI, (step + 4, struct.pack("<I", 4294967295))),
+        "cols": _patched(markI, (cols, struct.pack("<H", 65535))),
+        "values -128": _patched(markI, (values + 1, b"\x80")),
+        "value 0": _patched(markI, (values + 2, b"\x00")),
+        "cols order": _patched(markI, (cols, struct.pack("<HH", 7, 7))),
+        "codebook": _patched(markI, (codebook + 1, b"\x02")),
+        "codebook zero": _patched(markI, (codebook + 3, b"\x00")),
+        "names repeat": _patched(dup_unicode, (118, "\u00e9\u00e9".encode())),
+        "names repeat escapes": _patched(dup_odd, (121, "it's\u200b".encode())),
+        "invalid start byte": _patched(tiny, (0x71, b"\xff")),
+        "invalid continuation": _patched(tiny, (0x71, b"\xe0\x80")),
+        "surrogate": _patched(tiny, (0x71, b"\xed\xa0\x80")),
+        "unexpected end": _patched(tiny, (0x74, b"\x02\xe2\x82")),
+        "names padding": _patched(tiny, (0x77, b"\x01")),
+    }
+
+
+def test_each_check_refuses_with_the_simulators_words():
+    cases = _targeted()
+    texts = {}
+    for name, data in cases.items():
+        want = python_verdict(data)
+        assert want[0], f"{name}: the case is not refused by decode_package"
+        assert fw.load_package(data) == want, name
+        texts[name] = want[0]
+    # each case reaches a check of its own (a surrogate is an invalid continuation byte too)
+    assert len(set(texts.values())) == len(texts) - 1
+    # the formatting that had to be Python's
+    assert "got [" in texts["row_ptr"] and "4294967295" in texts["row_ptr"]
+    assert "['éé', 'éé']" in texts["names repeat"]
+    assert "\\u200b" in texts["names repeat escapes"] and '"' in texts["names repeat escapes"]
+    assert "(scale nan," in texts["output scale nan"]
+    assert "input_scale = -inf" in texts["input scale"]
+    assert "encode 0.000771962388 but the scales give 0.000980392215" in texts["scales"]
+    assert texts["subnormal scale"].endswith("the scales give 3.84670198e-45")
+    assert "magic b'\\x89PNG'" in texts["magic"]
+    assert texts["unexpected end"].endswith("(unexpected end of data)")
+
+
+def test_version_2_packages_load_alike_and_carry_their_rounding():
+    """Both roundings in version 2 and a version-2 header on a single-rounding package load as
+    decode_package loads them; the engine then runs the package's own rounding."""
+    tiny = tiny_package()
+    single, double = encode_package(tiny), encode_package(replace(tiny, rounding="double"))
+    relabelled = _patched(single, (4, b"\x02\x00"))
+    for data in (double, relabelled):
+        assert fw.load_package(data) == python_verdict(data) == ("", [3, 2, 8, 1, 0, 2])
+    x_q = np.random.default_rng(4).integers(-128, 128, (4000, 3)).astype(np.int8)
+    from export.contract.golden import golden_forward
+
+    for fast in (False, True):
+        y_double = fw.run(double, x_q, fast=fast)[0]
+        y_single = fw.run(relabelled, x_q, fast=fast)[0]
+        np.testing.assert_array_equal(y_double, golden_forward(decode_package(double), x_q))
+        np.testing.assert_array_equal(y_single, golden_forward(tiny, x_q))
+        assert (y_double != y_single).any()
+
+
+def test_peek_header_alike():
+    tiny = encode_package(tiny_package())
+    for data in (tiny, tiny[:80], tiny[:10], b"M1", b"XXXX" + tiny[4:], _targeted()["version"]):
+        try:
+            h = peek_header(data)
+            want = ("", [h.total_size, h.n_inputs, h.n_outputs, h.ram_bytes])
+        except PackageError as exc:
+            want = (str(exc), [])
+        assert fw.peek_package(data) == want
+
+
+# --------------------------------------------------------------------------- formatting
+
+
+def test_floats_are_printed_as_python_prints_them():
+    rng = np.random.default_rng(0)
+    specials = [0.0, -0.0, float("inf"), float("-inf"), float("nan"), 1.0, 1e16, 1e15, 1e-5,
+                1e-4, 5e-324, 1.7976931348623157e308, 0.1, 0.3, 2.0**-149, 2.0**127]
+    f32 = np.frombuffer(rng.integers(0, 2**32, 30000, dtype=np.uint32).tobytes(), np.float32)
+    f64 = np.frombuffer(rng.integers(0, 2**63, 30000, dtype=np.uint64).tobytes(), np.float64)
+    values = specials + [2.0**k for k in range(-1074, 1024, 7)] + f32.tolist() + f64.tolist()
+    for v in values:
+        assert fw.py_float(v) == repr(v), v
+        assert fw.py_float(v, 9) == format(v, ".9g"), v
+
+
+def test_bytes_and_str_are_repr_as_python_reprs_them():
+    rng = np.random.default_rng(1)
+    for _ in range(3000):
+        raw = rng.integers(0, 256, int(rng.integers(0, 12)), dtype=np.uint8).tobytes()
+        assert fw.py_repr(raw) == repr(raw)
+        points = rng.choice([rng.integers(0, 0x80), rng.integers(0x80, 0x3000),
+                             rng.integers(0, 0x110000), 39, 34, 92], int(rng.integers(0, 10)))
+        text = "".join(chr(int(c)) for c in points if not 0xD800 <= c <= 0xDFFF)
+        assert fw.py_repr(text) == repr(text)
+
+
+@pytest.mark.skipif(unicodedata.unidata_version != "14.0.0",
+                    reason="the firmware's table is Python 3.11's (Unicode 14.0.0)")
+def test_the_printable_table_is_pythons():
+    printable = fw.lib().mk_unicode_printable
+    for cp in range(0x110000):
+        assert bool(printable(cp)) == chr(cp).isprintable(), hex(cp)
+    assert sys.version_info[:2] == (3, 11)
+
+
+def test_long_texts_are_cut_at_a_character_boundary():
+    assert fw.lib().fw_text_max() == NAK_TEXT_MAX
+    long = _named(("x" + "\u00e9" * 100, "y" * 201))
+    long = _patched(long, (80 + 32 + 1 + 201 + 1, ("x" + "\u00e9" * 100).encode()))
+    for cap in range(NAK_TEXT_MAX - 3, NAK_TEXT_MAX + 1):
+        text, _ = fw.load_package(long, cap)
+        assert (text, []) == python_verdict(long, cap)
+        assert text.startswith("class names repeat: ['x\u00e9") and len(text.encode()) in (
+            cap, cap - 1)  # an \u00e9 cut in two is left out
+
+
+# --------------------------------------------------------------------------- CRC, SHA, COBS
+
+
+def test_crc32_is_zlibs():
+    lib = fw.lib()
+    assert lib.mk_crc32(0, b"123456789", 9) == 0xCBF43926
+    rng = np.random.default_rng(2)
+    for n in (0, 1, 3, 4, 255, 1000, 4097):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert lib.mk_crc32(0, data, n) == zlib.crc32(data)
+        assert lib.mk_crc32(lib.mk_crc32(0, data[:7], 7), data[7:], max(n - 7, 0)) == \
+            zlib.crc32(data) or n < 7
+
+
+def test_sha256_matches_the_standards_vectors():
+    vectors = {  # FIPS 180-2, appendix B
+        b"abc": "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad",
+        b"": "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+        b"abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq":
+            "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1",
+        b"a" * 1_000_000: "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0",
+    }
+    for data, digest in vectors.items():
+        assert fw.sha256(data).hex() == digest
+    rng = np.random.default_rng(3)
+    for n in (1, 55, 56, 63, 64, 65, 119, 120, 127, 128, 1000):
+        data = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+        assert fw.sha256(data) == hashlib.sha256(data).digest()
+
+
+def test_cobs_is_the_protocols():
+    rng = np.random.default_rng(4)
+    samples = [b"", b"\0", b"\0\0", b"\x01" * 253, b"\x01" * 254, b"\x01" * 255, b"\x01" * 508,
+               b"\x01" * 254 + b"\0", b"\0" + b"\x05" * 600]
+    for _ in range(500):
+        n = int(rng.integers(0, 1200))
+        zeros = rng.random(n) < rng.choice([0.0, 0.01, 0.3])
+        samples.append(np.where(zeros, 0, rng.integers(1, 256, n)).astype(np.uint8).tobytes())
+    for raw in samples:
+        encoded = fw.cobs_encode(raw)
+        assert encoded == cobs_encode(raw) + P.DELIMITER
+        assert fw.cobs_decode(encoded[:-1]) == raw == cobs_decode(encoded[:-1])
+    for bad in (b"\x00\x01", b"\x05\x01\x02", b"\x03\x01"):
+        with pytest.raises(CobsError):
+            cobs_decode(bad)
+        assert fw.cobs_decode(bad) is None
