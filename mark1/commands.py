@@ -53,7 +53,7 @@ def _simulate(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(text) for text in args.set)
     model = MarkI(preset=args.preset, rule=args.rule, n_a=args.n_a, n_r=args.n_r,
                   code=args.code, raw=args.raw, random_state=args.seed, max_iter=args.epochs,
-                  **overrides)
+                  machine=overrides)
     model.check_params()
     out = Path(args.out)
     if out.exists() and not out.is_dir():

@@ -593,6 +593,22 @@ API_CASES: tuple[ApiCase, ...] = (
     A("a single class", "MarkI(random_state=0).fit(np.zeros((4, 400)), [1, 1, 1, 1])", "class"),
     A("zero A-units", "MarkI(n_a=0, random_state=0).fit(np.zeros((2, 400)), [0, 1])", "n_a"),
     A("predict before fit", "MarkI().predict(np.zeros((1, 400)))", "fit"),
+    A("features outside the light range", "MarkI().fit(np.full((2, 3), 7.0), [0, 1])",
+      "scaling='clip' or 'logistic'"),
+    A("complex features", "MarkI().fit(np.zeros((2, 3)) + 1j, [0, 1])",
+      "Complex data not supported"),
+    A("an object that is not a number", "MarkI().fit(np.array([[0.5, {}]] * 2), [0, 1])",
+      r"X\[0, 1\] is \{\}", TypeError),
+    A("a sparse matrix", "MarkI().fit(sparse.csr_matrix(np.zeros((2, 3))), [0, 1])",
+      "sparse input is not supported", TypeError),
+    A("continuous labels", "MarkI().fit(np.zeros((3, 3)), [0.1, 0.2, 0.3])", "continuous"),
+    A("28x28 images after 8x8 ones",
+      "MarkI(n_a=8, random_state=0).fit(np.zeros((2, 8, 8)), [0, 1]).predict(np.zeros((1, 28, "
+      "28)))", "fitted on 8x8"),
+    A("half a presentation", "MarkI().fit(np.zeros((2, 3)), [0, 1], sample_weight=[0.5, 1])",
+      "a whole number >= 0"),
+    A("an unknown machine parameter", "MarkI(machine={'gama': 0.6}).fit(np.zeros((2, 3)), [0, 1])",
+      "unknown machine parameter 'gama'"),
     A("a PNG as a checkpoint", "load_checkpoint(ws / 'picture.png')", "picture.png"),
     A("a truncated checkpoint", "load_checkpoint(ws / 'truncated.pt')", "truncated.pt"),
     A("a PNG as a machine file", "load_machine(ws / 'picture.png')", "picture.png"),
@@ -626,6 +642,8 @@ API_CASES: tuple[ApiCase, ...] = (
 
 
 def _api_names(ws: Path) -> dict[str, Any]:
+    from scipy import sparse
+
     from export.contract.golden import golden_forward, quantize_input
     from export.contract.package import decode_package, encode_package
     from export.int8.quantize import quantize_mlp
@@ -650,7 +668,8 @@ def _api_names(ws: Path) -> dict[str, Any]:
                  train_mlp_to_dir, decode_package, encode_package, quantize_mlp, LinkSettings,
                  push, DeviceConfig, Engine, Flash, LineFaults, LinkTiming, to_retina, MarkI,
                  load_machine, make_task, load_mlp, feature_rows)
-    return {**{f.__name__: f for f in functions}, "np": np, "ws": ws, "png": png_bytes(),
+    return {**{f.__name__: f for f in functions}, "np": np, "sparse": sparse, "ws": ws,
+            "png": png_bytes(),
             "pkg_bytes": pkg_bytes, "pkg": decode_package(pkg_bytes),
             "ckpt": load_checkpoint(ws / "mlp.pt")}
 
