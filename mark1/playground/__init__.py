@@ -8,3 +8,6 @@ web server (Starlette on uvicorn: ``pip install 'mark1-kit[playground]'``), and 
 the page (plain JavaScript, nothing fetched from elsewhere). Importing this package imports
 none of them.
 """
+
+MAX_TABS = 64
+"""Tabs (machines) a server holds at once unless told otherwise."""

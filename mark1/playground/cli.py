@@ -5,11 +5,10 @@ from __future__ import annotations
 
 import argparse
 
+from mark1.playground import MAX_TABS
+
 EXTRA = "pip install 'mark1-kit[playground]'"
 """How to install what the playground's server needs."""
-
-MAX_TABS = 64
-"""Tabs (machines) a server holds at once unless told otherwise."""
 
 SERVER_MODULES = ("starlette", "uvicorn", "websockets")
 """The modules the server needs (the ``playground`` extra)."""

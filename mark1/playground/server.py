@@ -42,8 +42,7 @@ from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from mark1.playground import protocol
-from mark1.playground.cli import MAX_TABS
+from mark1.playground import MAX_TABS, protocol
 from mark1.playground.figures import FIGURES
 from mark1.playground.machines import LocalMachines, WorkerMachines
 from mark1.playground.runner import FRAMES_PER_S
