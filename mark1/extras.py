@@ -15,6 +15,9 @@ EXTRAS: dict[str, str] = {
     "tflite": "export",
     "flatbuffers": "export",
     "numba": "fast",
+    "starlette": "playground",
+    "uvicorn": "playground",
+    "websockets": "playground",
     "pyarrow": "sweep",
     "dask": "sweep",
     "distributed": "sweep",
@@ -24,6 +27,7 @@ EXTRAS: dict[str, str] = {
 PURPOSE: dict[str, str] = {
     "export": "training MLPs, ONNX and TensorFlow Lite, int8 quantization",
     "fast": "the compiled training passes",
+    "playground": "the browser playground's server",
     "sweep": "Parquet tables and Dask clusters of sweeps",
 }
 """What each extra is for, in words."""
@@ -33,11 +37,13 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "export onnx": ("torch", "onnx", "onnxruntime"),
     "export tflite": ("tflite", "flatbuffers"),
     "quantize": ("torch", "onnx", "onnxruntime", "tflite", "flatbuffers"),
+    "playground": ("starlette", "uvicorn", "websockets"),
 }
 """Commands (``export`` by its format) that need modules of an extra whatever their input,
 checked before they start: they are refused at once rather than after minutes of work
 (``quantize`` reads torch, ONNX and TensorFlow Lite models and writes the ONNX twin of every
-package, checked with onnxruntime). ``export c`` needs no extra."""
+package, checked with onnxruntime; ``playground`` is a web server). ``export c`` needs no
+extra."""
 
 
 def _advice(module: str, extra: str) -> str:

@@ -163,6 +163,8 @@ NEEDS_EXPORT = (
     "export tflite {ws}/a.m1w --out {ws}/from-package.tflite",
 )
 """Commands of the ``export`` extra, with inputs they would otherwise take."""
+NEEDS_PLAYGROUND = ("playground --port 0 --no-browser",)
+"""The command of the ``playground`` extra (it would serve until stopped)."""
 WORKS = (
     "tasks",
     "simulate --task e-f --epochs 1 --n-a 16 --quiet --out {ws}/run",
@@ -213,12 +215,14 @@ def run_commands(venv: Path, ws: Path) -> list[dict]:
     try:
         port = device.stdout.readline().strip()
         assert port.startswith("/dev/"), device.stderr.read()
-        for command in WORKS + NEEDS_EXPORT:
+        for command in WORKS + NEEDS_EXPORT + NEEDS_PLAYGROUND:
             argv = command.format(ws=ws, port=port).split()
             res = subprocess.run([str(script), *argv], capture_output=True, text=True,
                                  timeout=600, env=env, cwd=ws)
+            extra = ("export" if command in NEEDS_EXPORT else
+                     "playground" if command in NEEDS_PLAYGROUND else None)
             answers.append({"argv": argv, "code": res.returncode, "out": res.stdout,
-                            "err": res.stderr, "needs_export": command in NEEDS_EXPORT})
+                            "err": res.stderr, "extra": extra})
     finally:
         device.terminate()
         device.wait(timeout=20)
@@ -228,13 +232,13 @@ def run_commands(venv: Path, ws: Path) -> list[dict]:
 
 
 def check_answers(answers: list[dict], ws: Path) -> None:
-    """Each command of the export extra: one line naming the extra, exit status 2, nothing
-    written; each other command: it worked."""
+    """Each command of an extra (export, playground): one line naming the extra, exit status 2,
+    nothing written; each other command: it worked."""
     for a in answers:
         argv = " ".join(a["argv"])
-        if a["needs_export"]:
+        if a["extra"]:
             assert a["code"] == 2 and a["err"].count("\n") == 1, (argv, a)
-            assert "pip install 'mark1-kit[export]'" in a["err"], (argv, a["err"])
+            assert f"pip install 'mark1-kit[{a['extra']}]'" in a["err"], (argv, a["err"])
             assert "Traceback" not in a["err"]
         else:
             assert a["code"] == 0, (argv, a)
