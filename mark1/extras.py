@@ -37,13 +37,12 @@ COMMANDS: dict[str, tuple[str, ...]] = {
     "export onnx": ("torch", "onnx", "onnxruntime"),
     "export tflite": ("tflite", "flatbuffers"),
     "quantize": ("torch", "onnx", "onnxruntime", "tflite", "flatbuffers"),
-    "playground": ("starlette", "uvicorn", "websockets"),
 }
 """Commands (``export`` by its format) that need modules of an extra whatever their input,
 checked before they start: they are refused at once rather than after minutes of work
 (``quantize`` reads torch, ONNX and TensorFlow Lite models and writes the ONNX twin of every
-package, checked with onnxruntime; ``playground`` is a web server). ``export c`` needs no
-extra."""
+package, checked with onnxruntime). ``export c`` needs no extra; ``playground`` says its
+own extra when it starts its server."""
 
 
 def _advice(module: str, extra: str) -> str:
