@@ -19,6 +19,7 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "mark1.commands",
     "mark1.sweep_cli",
+    "mark1.playground.cli",
     "export.onnx.cli",
     "export.int8.cli",
     "export.serial.cli",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,17 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def require(*programs: str) -> None:
+    """Skip the calling test when a program is missing and ``CI`` is unset; in CI, fail."""
+    missing = [p for p in programs if shutil.which(p) is None]
+    if not missing:
+        return
+    why = f"needs {', '.join(missing)}, which is not installed"
+    if os.environ.get("CI"):
+        pytest.fail(f"{why}: CI must run this test (.ci/run installs it)")
+    pytest.skip(why)
 
 
 def run_cli(

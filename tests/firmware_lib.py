@@ -11,26 +11,14 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 from functools import lru_cache
 
 import numpy as np
-import pytest
 
 from export.contract import protocol as P
 from firmware_sim import firmware
 from firmware_sim.device import DeviceConfig
-
-
-def require(*programs: str) -> None:
-    """Skip the calling test when a program is missing and ``CI`` is unset; in CI, fail."""
-    missing = [p for p in programs if shutil.which(p) is None]
-    if not missing:
-        return
-    why = f"needs {', '.join(missing)}, which is not installed"
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}: CI must run this test (.ci/run installs it)")
-    pytest.skip(why)
+from tests.conftest import require
 
 
 def require_host_build() -> None:

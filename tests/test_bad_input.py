@@ -263,6 +263,13 @@ CLI_CASES: tuple[Case, ...] = (
     C("a file as the output folder", "replay --quick --out {ws}/picture.png",
       "exists and is not a folder"),
     C("a negative seed", "replay --quick --seed -1", "seed"),
+    # playground (refused before anything listens)
+    C("no tabs at all", "playground --no-browser --max-tabs 0",
+      r"--max-tabs must be in \[1, 10000\]; got 0"),
+    C("a port beyond 65535", "playground --no-browser --port 70000",
+      r"--port must be in \[0, 65535\]"),
+    C("a negative number of workers", "playground --no-browser --port 0 --workers -1",
+      r"--workers must be in \[0, 64\]; got -1"),
     # sweep
     C("a parameter that does not exist", "sweep --task e-f --grid warp=1,2 --out {ws}/run",
       "unknown parameter 'warp'"),

@@ -16,7 +16,7 @@ def test_help_imports_no_heavy_module():
         "    try: main(['--help'])\n"
         "    except SystemExit: pass\n"
         "heavy = [m for m in ('torch', 'onnxruntime', 'onnx', 'matplotlib', 'sklearn', 'serial',"
-        " 'dask', 'distributed', 'pyarrow', 'pandas')"
+        " 'dask', 'distributed', 'pyarrow', 'pandas', 'starlette', 'uvicorn', 'websockets')"
         " if m in sys.modules]\n"
         "print(','.join(heavy))\n"
     )
