@@ -8,9 +8,8 @@
   port report) against the instructions the Cortex-M4 firmware counts, model by model and per
   layer kind; ``--fit`` prints the model's constants fitted to these measurements (least
   squares, whole numbers);
-* **size**: text (code and constants) of each image, the portable firmware's share apart from
-  the board support, and static RAM besides the arena and the receive ring, beside the goals
-  (16 KB and 8 KB);
+* **size**: text (code and constants) of each image and static RAM besides the arena and the
+  receive ring, beside the goals (16 KB and 8 KB);
 * **push**: a 30 KB package pushed to the firmware under QEMU and to the simulator, unpaced
   over TCP in this process (bytes per second and seconds; ratio QEMU / simulator).
 
@@ -21,9 +20,9 @@ from __future__ import annotations
 
 import argparse
 import re
+import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 from bench_int8 import machine, mlp
@@ -131,29 +130,23 @@ def fit(rows: list[tuple[Package, int]]) -> CortexM4Cost:
 
 
 def sizes(core: str) -> dict[str, int]:
-    """Text of the image by part (the linker map), static RAM, ring, arena, in bytes."""
+    """Text of the image (code, and constants: strings, tables, padding), static RAM, ring,
+    arena, in bytes. The images are linked with link-time optimization, which inlines functions
+    of the board support and of the portable firmware into one another: the code is counted
+    whole, by its function symbols."""
     elf = firmware.build("cortex-m") / core / f"mark1-fw-{core}.elf"
-    text = {"portable firmware (src/)": 0, "board support (ports/)": 0, "libgcc": 0}
-    in_map, output = False, ""
-    for line in Path(f"{elf}.map").read_text().splitlines():
-        in_map = in_map or line.startswith("Linker script and memory map")
-        if in_map and re.match(r"^\.\S+", line):  # an output section of the image
-            output = line.split()[0]
-        m = re.match(r"^\s+(?:\S+\s+)?(0x[0-9a-f]+)\s+(0x[0-9a-f]+)\s+(\S+)$", line)
-        if not in_map or not m or output != ".text":
-            continue
-        size, source = int(m.group(2), 16), m.group(3)
-        key = ("portable firmware (src/)" if "/src/" in source else
-               "board support (ports/)" if "/ports/" in source else
-               "libgcc" if "libgcc" in source else None)
-        if key:
-            text[key] += size
-    import subprocess
-
+    symbols = subprocess.run(["arm-none-eabi-objdump", "-t", str(elf)],
+                             capture_output=True, text=True, check=True).stdout
+    # "00000130 l     F .text  000000b8 with_range": F marks a function (names sharing an
+    # address share its code)
+    functions = {m.group(1): int(m.group(2), 16) for m in re.finditer(
+        r"^([0-9a-f]+) .{6}F \.text\s+([0-9a-f]+) ", symbols, re.M)}
+    text = {"code": sum(functions.values())}
     sections = dict(re.findall(r"^(\.\w+)\s+(\d+)", subprocess.run(
         ["arm-none-eabi-size", "-A", str(elf)], capture_output=True, text=True,
         check=True).stdout, re.M))
     text["total"] = sum(int(sections.get(s, 0)) for s in (".text", ".ARM.exidx", ".data"))
+    text["constants"] = text["total"] - text["code"]
     text["static RAM"] = int(sections.get(".data", 0)) + int(sections.get(".bss", 0))
     text["receive ring"] = int(sections.get(".ring", 0))
     text["arena"] = int(sections.get(".arena", 0))
@@ -229,11 +222,8 @@ def main() -> int:
           f"{STATIC_RAM_GOAL // 1024} KB besides the arena and the receive ring)")
     for core in ("m4", "m3"):
         s = sizes(core)
-        print(f"  {core}: text {s['total']:,} B = portable firmware "
-              f"{s['portable firmware (src/)']:,} + board support "
-              f"{s['board support (ports/)']:,} + libgcc {s['libgcc']:,} (input sections, "
-              f"before the "
-              f"linker merges equal strings); "
+        print(f"  {core}: text {s['total']:,} B = code {s['code']:,} + constants (strings, "
+              f"tables, padding) {s['constants']:,}; "
               f"static RAM {s['static RAM']:,} B; receive ring {s['receive ring']:,} B; "
               f"arena {s['arena']:,} B")
 

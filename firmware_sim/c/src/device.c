@@ -522,11 +522,9 @@ static void commit(reply *r, const mk_frame *f)
             ack(r, f->type, d->active.slot, d->active.crc32); /* a repeat: its ACK was lost */
             return;
         }
-        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0,
-            id_len ? "no upload of image %h in progress to commit, and it is not the active model"
-                   : "no upload of the image (unnamed) in progress to commit, and it is not the "
-                     "active model",
-            id, (uint32_t)8); /* digest.hex()[:16] */
+        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, /* "image " + digest.hex()[:16], or unnamed */
+            "no upload of %s%h in progress to commit, and it is not the active model",
+            id_len ? "image " : "the image (unnamed)", id, id_len ? 8u : 0u);
         return;
     }
     if (size != u->size || crc != u->crc32) {
