@@ -8,7 +8,6 @@ what else it needs.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -64,12 +63,13 @@ def _simulate(args: argparse.Namespace) -> int:
     names = np.array(task.classes)
     y_train, y_test = names[task.y_train], names[task.y_test]
 
-    from tqdm import tqdm
+    from mark1.progress import progress_bar
 
     started = time.perf_counter()
     curve: list[dict[str, Any]] = []
-    bar = tqdm(total=args.epochs * task.n_train, unit="trial", file=sys.stderr,
-               desc=f"{args.task} on {args.preset}", disable=args.quiet, mininterval=0.2)
+    bar = progress_bar(total=args.epochs * task.n_train, unit="trial",
+                       desc=f"{args.task} on {args.preset}",
+                       enabled=False if args.quiet else None, mininterval=0.2)
     state = {"mistakes": 0}
 
     def progress(new_trials: int, new_mistakes: int, machine_time_s: float) -> None:

@@ -150,9 +150,24 @@ def to_retina(X: object, name: str = "X") -> np.ndarray:
     return resample(check_images(X, name), RETINA_SHAPE)
 
 
+LUMA_BT601 = (0.299, 0.587, 0.114)
+"""Weights of red, green and blue in the grey level of a colour pixel: the luma of ITU-R
+BT.601, as the Jetson bundle's runner (``export/onnx/templates/run_onnx.py``) computes it."""
+
+
+def grey(pixels: np.ndarray) -> np.ndarray:
+    """Grey levels of an image (h, w, channels): BT.601 luma of RGB or RGBA (alpha ignored),
+    the first channel of grey or grey + alpha."""
+    if pixels.shape[2] < 3:
+        return np.asarray(pixels[..., 0], dtype=np.float64)
+    red, green, blue = (np.asarray(pixels[..., k], dtype=np.float64) for k in range(3))
+    return red * LUMA_BT601[0] + green * LUMA_BT601[1] + blue * LUMA_BT601[2]
+
+
 def read_images(paths: list[str]) -> tuple[list[str], np.ndarray]:
     """Light images from PNG/JPEG (grey or colour, 8-bit or float) or ``.npy`` files, as
-    (names, float64 (n, h, w) in [0, 1]); ``ValueError`` naming a file that is not one.
+    (names, float64 (n, h, w) in [0, 1]); ``ValueError`` naming a file that is not one. Colour
+    becomes grey by :func:`grey` (BT.601 luma).
 
     A ``.npy`` file holds one image (h, w), several (n, h, w), or retina rows (n, 400). Images
     of different sizes are all resampled onto the retina.
@@ -192,7 +207,7 @@ def read_images(paths: list[str]) -> tuple[list[str], np.ndarray]:
         except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
             raise ValueError(f"{path}: not a readable image ({type(exc).__name__})") from exc
         if img.ndim == 3:
-            img = img[..., :3].mean(axis=2)  # grey level; alpha ignored
+            img = grey(img)
         if img.max(initial=0.0) > 1.0:
             img = img / 255.0
         names.append(path.name)

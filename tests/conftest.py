@@ -35,6 +35,51 @@ def run_cli(
     )
 
 
+def run_cli_on_terminal(
+    *args: str, cwd: Path | None = None, timeout: float = 600, columns: int = 100
+) -> subprocess.CompletedProcess:
+    """``mark1 ARGS`` with stderr on a terminal (a pty ``columns`` wide), as a user at a shell
+    runs it: ``stderr`` is what the terminal showed, progress bars and all."""
+    import fcntl
+    import select
+    import struct
+    import tempfile
+    import termios
+    import time
+
+    env = dict(os.environ, PYTHONPATH=str(ROOT), MPLBACKEND="Agg")
+    master, slave = os.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, columns, 0, 0))
+    shown = b""
+    try:
+        with tempfile.TemporaryFile() as out:
+            proc = subprocess.Popen([sys.executable, "-m", "mark1.cli", *args], cwd=cwd or ROOT,
+                                    env=env, stdout=out, stderr=slave)
+            os.close(slave)
+            slave = -1
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:  # read as it writes: a full pty would block it
+                if not select.select([master], [], [], 0.1)[0]:
+                    continue
+                try:
+                    chunk = os.read(master, 65536)
+                except OSError:  # EIO: every holder of the terminal's other end has closed it
+                    chunk = b""
+                if not chunk:
+                    break
+                shown += chunk
+            else:
+                proc.kill()
+            code = proc.wait(timeout=30)
+            out.seek(0)
+            stdout = out.read().decode()
+    finally:
+        os.close(master)
+        if slave >= 0:
+            os.close(slave)
+    return subprocess.CompletedProcess(args, code, stdout, shown.decode(errors="replace"))
+
+
 @pytest.fixture
 def cli():
     return run_cli

@@ -387,7 +387,8 @@ def test_single_rounding_is_written_as_version_1_and_double_as_version_2():
     got = decode_package(b)
     assert got.rounding == "double" and got.model_id == double.model_id != single.model_id
     assert decode_package(a).rounding == "single"
-    assert peek_header(b).format_version == 2
+    assert (peek_header(b).format_version, peek_header(b).rounding) == (2, "double")
+    assert (peek_header(a).format_version, peek_header(a).rounding) == (1, "single")
     same = [(0, 4), (6, HEADER_OFFSETS["model_id"]), (HEADER_OFFSETS["source"],
                                                       HEADER_OFFSETS["rounding"])]
     assert all(a[i:j] == b[i:j] for i, j in same)  # only the version, the id and the rounding

@@ -632,6 +632,9 @@ class PackageHeader:
     n_inputs: int
     n_outputs: int
     ram_bytes: int
+    rounding: str = "single"
+    """How its dense layers requantize (:data:`ROUNDINGS`); a code this reader does not know
+    is shown as ``"code N"`` (:func:`decode_package` refuses it)."""
 
 
 def peek_header(data: bytes | bytearray | memoryview) -> PackageHeader:
@@ -640,7 +643,10 @@ def peek_header(data: bytes | bytearray | memoryview) -> PackageHeader:
     The rest of the package is not checked: use :func:`decode_package` once all of it is there.
     """
     fields = _unpack_header(bytes(data[: HEADER.size]))
-    return PackageHeader(fields[1], fields[3], fields[4], fields[17], fields[18], fields[19])
+    code = fields[15]
+    rounding = ROUNDINGS[code] if code < len(ROUNDINGS) else f"code {code}"
+    return PackageHeader(fields[1], fields[3], fields[4], fields[17], fields[18], fields[19],
+                         rounding)
 
 
 def _unpack_header(head: bytes) -> tuple:

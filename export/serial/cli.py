@@ -8,7 +8,7 @@ handlers import pyserial, numpy and the package code.
 from __future__ import annotations
 
 import argparse
-import sys
+from typing import Any
 
 from export.contract.protocol import AUTO_SLOT, SLOT_NAMES
 from export.serial.errors import EXIT_CODES
@@ -20,12 +20,12 @@ SLOTS: dict[str, int] = {"auto": AUTO_SLOT, **{SLOT_NAMES[n]: n for n in (0, 1)}
 """``--slot`` choices: the slot number each names (``auto``: the one not running)."""
 
 
-def _check_json(path: str | None) -> None:
-    """``--json`` must name a file: say so before any work (the report is written last)."""
+def _check_output(option: str, path: str | None) -> None:
+    """An output (``--json``, ``--trace``) must name a file: say so before any work."""
     import os
 
     if path is not None and os.path.isdir(path):
-        raise ValueError(f"--json {path!r} is a folder; give a file name such as report.json")
+        raise ValueError(f"{option} {path!r} is a folder; give a file name")
 
 
 def _settings(args: argparse.Namespace) -> LinkSettings:
@@ -36,33 +36,35 @@ def _settings(args: argparse.Namespace) -> LinkSettings:
 def _push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from tqdm import tqdm
-
     from export.contract.package import decode_package
     from export.serial.push import push
+    from export.serial.trace import trace_file
+    from mark1.progress import progress_bar
 
     path = Path(args.model)
     if not path.is_file():
         raise FileNotFoundError(2, "model file not found", str(path))
-    _check_json(args.json)
+    _check_output("--json", args.json)
+    _check_output("--trace", args.trace)
     image = path.read_bytes()
     try:
         pkg = decode_package(image)
     except ValueError as exc:
         raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
     slot = SLOTS[args.slot]
-    bars: list[tqdm] = []
+    bars: list[Any] = []
 
     def progress(n: int) -> None:  # the bar appears once the device acknowledges data
         if not bars:
-            bars.append(tqdm(total=len(image), unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=f"push {path.name}", file=sys.stderr, disable=args.quiet,
-                             leave=False))
+            bars.append(progress_bar(total=len(image), unit="B", unit_scale=True,
+                                     unit_divisor=1024, desc=f"push {path.name}",
+                                     enabled=False if args.quiet else None, leave=False))
         bars[0].update(n)
 
     try:
-        report = push(args.port, image, settings=_settings(args), slot=slot,
-                      progress=progress)
+        with trace_file(args.trace) as trace:
+            report = push(args.port, image, settings=_settings(args), slot=slot,
+                          progress=progress, trace=trace)
     finally:
         for bar in bars:
             bar.close()
@@ -95,13 +97,15 @@ def _infer(args: argparse.Namespace) -> int:
     from export.serial.errors import VerifyFailed
     from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
+    from export.serial.trace import trace_file
     from firmware_sim.engine import Engine
 
     if not args.images and not args.task:
         raise ValueError("give image files or --task NAME (see --help)")
     if args.n < 1:
         raise ValueError(f"--n {args.n}: must be at least 1")
-    _check_json(args.json)
+    _check_output("--json", args.json)
+    _check_output("--trace", args.trace)
     model = None
     named = None
     if args.model:
@@ -134,7 +138,7 @@ def _infer(args: argparse.Namespace) -> int:
         source = f"{len(x)} test images of {args.task!r} (seed {args.seed})"
         task_classes = list(task.classes)
     settings = _settings(args)
-    with connect(args.port, settings) as link:
+    with trace_file(args.trace) as trace, connect(args.port, settings, trace) as link:
         pkg, st = active_package(link, model)
         if labels is not None and not takes_retina(pkg):
             raise ValueError(f"task {args.task!r} gives 20x20 retina images; the device's model "
@@ -197,7 +201,7 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _link_options(p: argparse.ArgumentParser) -> None:
+def link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, metavar="URL",
                    help="pyserial port or URL: /dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT")
     p.add_argument("--baud", type=int, default=DEFAULT_SETTINGS.baud,
@@ -211,6 +215,9 @@ def _link_options(p: argparse.ArgumentParser) -> None:
                    "(default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON (infer: with "
                    "the device's raw int8 outputs beside its classes)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write every frame sent and received to FILE, one readable line each "
+                   "(time, direction, type, seq, length, decoded fields)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -223,7 +230,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="weight package file (.m1w)")
-    _link_options(p)
+    link_options(p)
     p.add_argument("--slot", choices=tuple(SLOTS), default="auto",
                    help="flash slot to write (default: the one not running)")
     p.add_argument("--no-read-back", action="store_true",
@@ -242,7 +249,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="*",
                    help="image files (PNG, JPEG or .npy) or .npy inputs of the model's size")
-    _link_options(p)
+    link_options(p)
     p.add_argument("--task", help="use test images of this retina task (see `mark1 tasks`)")
     p.add_argument("--n", type=int, default=100, help="number of task images (default 100)")
     p.add_argument("--seed", type=int, default=0, help="task seed (default 0)")

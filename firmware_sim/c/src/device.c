@@ -66,6 +66,7 @@ static const char *type_name(uint8_t type)
     case MK_READ: return "READ";
     case MK_INFER: return "INFER";
     case MK_STATUS: return "STATUS";
+    case MK_ROLLBACK: return "ROLLBACK";
     default: return "RESET";
     }
 }
@@ -460,6 +461,43 @@ static void data(reply *r, const mk_frame *f)
     ack(r, f->type, u->received, durable(u));
 }
 
+/* Device._unrunnable: 1 (NAK written) if load() found no package or one that cannot run here;
+ * `words` is why, in load()'s words. */
+static int unrunnable(reply *r, const mk_frame *f, int outcome, const char *words)
+{
+    mk_device *d = r->d;
+    if (outcome < 0) {
+        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, "not a weight package: %s", words);
+        return 1;
+    }
+    if (outcome > 0) {
+        const uint32_t need = d->candidate.ram_bytes;
+        nak(r, f, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
+            need, d->config.ram_bytes, "%s", words);
+        return 1;
+    }
+    return 0;
+}
+
+/* Append the commit record that makes `slot` (its image checked and loaded into d->candidate)
+ * active, and run the candidate: 0, or 1 with a FLASH NAK written. */
+static int activate(reply *r, const mk_frame *f, unsigned slot, uint32_t size, uint32_t crc,
+                    const uint8_t sha[32], const mk_text *why_text)
+{
+    mk_device *d = r->d;
+    mk_record rec;
+    const char *why;
+    if ((why = mk_store_commit(&d->store, slot, size, crc, sha, &rec)) != 0) {
+        flash_failed(r, f, why);
+        return 1;
+    }
+    d->has_active = 1;
+    d->active = rec;
+    memcpy(d->active_sha256, sha, 32);
+    set_model(d, &d->candidate, 0, why_text);
+    return 0;
+}
+
 static void commit(reply *r, const mk_frame *f)
 {
     mk_device *d = r->d;
@@ -467,8 +505,6 @@ static void commit(reply *r, const mk_frame *f)
     uint32_t size, crc, id_len, calc;
     const uint8_t *id, *image;
     uint8_t sha[32];
-    mk_record rec;
-    const char *why;
     int outcome;
     if (bad_length(r, f, 8, 1)) {
         return;
@@ -523,26 +559,64 @@ static void commit(reply *r, const mk_frame *f)
         mk_text_init(&why_text, words, MK_TEXT_MAX);
         outcome = load(d, &d->candidate, image, u->size, &why_text);
         words[mk_text_finish(&why_text)] = 0;
-        if (outcome < 0) {
-            nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, "not a weight package: %s", words);
+        if (unrunnable(r, f, outcome, words)) {
             return;
         }
-        if (outcome > 0) {
-            const uint32_t need = d->candidate.ram_bytes;
-            nak(r, f, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
-                need, d->config.ram_bytes, "%s", words);
+        if (activate(r, f, u->slot, u->size, u->crc32, sha, &why_text)) {
             return;
         }
-        if ((why = mk_store_commit(&d->store, u->slot, u->size, u->crc32, sha, &rec)) != 0) {
-            flash_failed(r, f, why);
-            return;
-        }
-        d->has_active = 1;
-        d->active = rec;
-        memcpy(d->active_sha256, sha, 32);
-        set_model(d, &d->candidate, 0, &why_text);
     }
     ack(r, f->type, u->slot, u->crc32);
+}
+
+static void rollback(reply *r, const mk_frame *f)
+{
+    mk_device *d = r->d;
+    uint32_t slot, flags, active;
+    uint8_t sha[32];
+    mk_record found;
+    if (bad_length(r, f, 2, 0)) {
+        return;
+    }
+    slot = f->payload[0];
+    flags = f->payload[1];
+    active = d->has_active ? d->active.slot : 0xFFu;
+    if (flags & ~MK_ROLLBACK_CHECK) {
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0,
+            "ROLLBACK flags 0x%2x: only 0x01 (check only) is defined", flags);
+        return;
+    }
+    if (slot > 1u) {
+        nak(r, f, MK_ERR_BAD_SLOT, slot, active, "slot %u does not exist (0 = A, 1 = B)", slot);
+        return;
+    }
+    if (slot == active) { /* running already (or a repeat) */
+        ack(r, f->type, d->active.slot, d->active.crc32);
+        return;
+    }
+    if (!mk_store_committed(&d->store, slot, &found, sha)) {
+        nak(r, f, MK_ERR_NO_MODEL, slot, active, "%s holds no committed model (none was, or an "
+            "upload has written there since)", slot ? "slot B" : "slot A");
+        return;
+    }
+    {
+        char words[MK_TEXT_MAX + 1];
+        mk_text why_text;
+        int outcome;
+        mk_text_init(&why_text, words, MK_TEXT_MAX);
+        outcome = load(d, &d->candidate, mk_store_slot(&d->store, slot), found.size, &why_text);
+        words[mk_text_finish(&why_text)] = 0;
+        if (unrunnable(r, f, outcome, words)) {
+            return;
+        }
+        if (!(flags & MK_ROLLBACK_CHECK)) {
+            d->upload.active = 0; /* it was writing this slot */
+            if (activate(r, f, slot, found.size, found.crc32, sha, &why_text)) {
+                return;
+            }
+        }
+    }
+    ack(r, f->type, slot, found.crc32);
 }
 
 static void abort_upload(reply *r, const mk_frame *f)
@@ -702,6 +776,7 @@ size_t mk_device_handle(mk_device *d, const mk_frame *f, uint8_t *reply_type)
     case MK_INFER: infer(&r, f); break;
     case MK_STATUS: status(&r, f); break;
     case MK_RESET: reset(&r, f); break;
+    case MK_ROLLBACK: rollback(&r, f); break;
     default:
         nak(&r, f, MK_ERR_UNKNOWN_TYPE, f->type, 0, "frame type 0x%2x is not a request",
             (uint32_t)f->type);
