@@ -44,29 +44,36 @@ def _timed(fn: Callable[[], object]) -> float:
     return time.perf_counter() - t0
 
 
-def _mlp(checkpoint: str | None, rng: np.random.Generator):
-    from export.onnx.checkpoint import MLPCheckpoint, load_checkpoint
+def mlp(sizes: list[int], rng: np.random.Generator):
+    """An MLP checkpoint of these layer sizes with random weights (activations kept in range)."""
+    from export.onnx.checkpoint import MLPCheckpoint
 
-    if checkpoint:
-        return load_checkpoint(checkpoint)
-    sizes = [400, 64, 32, 10]
     weights = [rng.normal(0, 1.5 / np.sqrt(a), (b, a)).astype(np.float32)
                for a, b in zip(sizes[:-1], sizes[1:])]
     biases = [rng.normal(0, 0.1, b).astype(np.float32) for b in sizes[1:]]
-    return MLPCheckpoint(sizes, weights, biases, [str(k) for k in range(10)], "digits", 0)
+    return MLPCheckpoint(list(sizes), weights, biases, [str(k) for k in range(sizes[-1])],
+                         "digits", 0)
 
 
-def _machine(rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Machine-file arrays: 512 A-units with 10 inputs each (+-1), 8 R-units, 10 classes."""
-    board = np.zeros((512, 400), np.int8)
-    for j in range(512):
-        cells = rng.choice(400, 10, replace=False)
-        board[j, cells[:5]], board[j, cells[5:]] = 1, -1
+def _mlp(checkpoint: str | None, rng: np.random.Generator):
+    from export.onnx.checkpoint import load_checkpoint
+
+    return load_checkpoint(checkpoint) if checkpoint else mlp([400, 64, 32, 10], rng)
+
+
+def machine(rng: np.random.Generator, a_units: int = 512, fan_in: int = 10,
+            r_units: int = 8) -> dict[str, np.ndarray]:
+    """Machine-file arrays: ``a_units`` A-units with ``fan_in`` inputs each (half +1, half -1),
+    ``r_units`` R-units, 10 classes (the Mark I's shape by default)."""
+    board = np.zeros((a_units, 400), np.int8)
+    for j in range(a_units):
+        cells = rng.choice(400, fan_in, replace=False)
+        board[j, cells[: fan_in // 2]], board[j, cells[fan_in // 2 :]] = 1, -1
     return {
         "cell_threshold": np.full(400, 0.3), "plugboard": board,
-        "a_threshold": rng.integers(0, 3, 512).astype(np.float64),
-        "weights": rng.normal(0, 1, (8, 512)), "r_bias": rng.normal(0, 0.5, 8),
-        "codebook": np.where(rng.random((10, 8)) < 0.5, -1, 1).astype(np.int8),
+        "a_threshold": rng.integers(0, 3, a_units).astype(np.float64),
+        "weights": rng.normal(0, 1, (r_units, a_units)), "r_bias": rng.normal(0, 0.5, r_units),
+        "codebook": np.where(rng.random((10, r_units)) < 0.5, -1, 1).astype(np.int8),
         "classes": np.array([str(k) for k in range(10)]),
     }
 
@@ -138,14 +145,14 @@ def main(argv: list[str] | None = None) -> int:
 
     from mark1.machine import static_sums
 
-    machine = _machine(rng)
-    mpkg = quantize_machine(machine, x_train[:256])
+    arrays = machine(rng)
+    mpkg = quantize_machine(arrays, x_train[:256])
     mx_q = quantize_input(mpkg, x)
     mengine = Engine(mpkg)
     print(f"Mark I S-A-R (512 A-units, 8 R-units), {n} images per batch")
     _report([
         ("golden int8", best_rate(lambda: golden_forward(mpkg, mx_q), n, args.repeat)),
-        ("numpy float64", best_rate(lambda: static_sums(machine, x), n, args.repeat)),
+        ("numpy float64", best_rate(lambda: static_sums(arrays, x), n, args.repeat)),
         ("device engine", best_rate(lambda: [mengine.infer(v) for v in mx_q[:64]], 64,
                                     max(1, args.repeat // 2))),
     ])

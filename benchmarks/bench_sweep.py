@@ -69,7 +69,7 @@ def by_hand(spec: dict) -> float:
         task = tasks[key]
         names = np.array(task.classes)
         model = MarkI(preset=run.preset, rule=run.rule, n_a=run.n_a, n_r=run.n_r, code=run.code,
-                      max_iter=run.epochs, random_state=run.seed, **dict(run.machine))
+                      max_iter=run.epochs, random_state=run.seed, machine=dict(run.machine))
         model.fit(task.X_train, names[task.y_train])
         model.score(task.X_train, names[task.y_train])
         model.score(task.X_test, names[task.y_test])

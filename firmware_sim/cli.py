@@ -14,7 +14,15 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from firmware_sim.device import DEFAULT_PRESET, PRESETS, DeviceConfig
-from firmware_sim.serve import IDLE_TIMEOUT, IDLE_TIMEOUT_S, LinkTiming
+from firmware_sim.serve import (
+    IDLE_TIMEOUT,
+    IDLE_TIMEOUT_S,
+    POWER_CUT_EXIT,
+    LinkTiming,
+    parse_cut,
+    parse_idle,
+    parse_listen,
+)
 from mark1.limits import field_limits
 
 if TYPE_CHECKING:
@@ -54,32 +62,6 @@ def _size_arg(name: str) -> Callable[[str], int]:
     return size
 
 
-def parse_listen(text: str) -> tuple[str, int]:
-    """``"127.0.0.1:5555"`` -> (host, port); port 0 picks a free one."""
-    host, sep, port = str(text).rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"--listen {text!r}: expected HOST:PORT (port 0-65535)")
-    return host, int(port)
-
-
-def parse_idle(text: str) -> float:
-    """``--idle-timeout``: seconds within :data:`~firmware_sim.serve.IDLE_TIMEOUT` (0 = never)."""
-    try:
-        return float(IDLE_TIMEOUT.parse(text))
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def parse_cut(text: str) -> tuple[int, int]:
-    """``--cut-after N[+K]`` -> (N, K): power is cut K bytes into flash operation N."""
-    ops, _, keep = str(text).partition("+")
-    if not ops.isdigit() or not (keep.isdigit() or keep == "") or ("+" in text and not keep):
-        raise argparse.ArgumentTypeError(
-            f"--cut-after {text!r}: OPERATIONS[+BYTES], whole numbers (e.g. 7 or 7+100)"
-        )
-    return int(ops), int(keep or 0)
-
-
 def _cannot_listen(host: str, port: int, exc: OSError) -> ValueError:
     return ValueError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
 
@@ -96,10 +78,6 @@ def _check_listen(args: argparse.Namespace) -> None:
         socket.create_server((host, port)).close()
     except OSError as exc:
         raise _cannot_listen(host, port, exc) from None
-
-
-POWER_CUT_EXIT = 3
-"""Exit status of ``mark1 device`` when the power was cut (``--cut-after``)."""
 
 
 def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) -> int:
@@ -140,6 +118,22 @@ def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) 
     return 0  # not reached
 
 
+def _firmware_qemu(args: argparse.Namespace, config: DeviceConfig, timing: LinkTiming) -> int:
+    """Build the C firmware for an MPS2 board and serve it from QEMU (until stopped)."""
+    import os
+
+    from firmware_sim.qemu import CORES, Board, serve
+
+    core = args.firmware
+    board = Board(flash_bytes=config.flash_bytes, page_bytes=config.page_bytes,
+                  ram_bytes=config.ram_bytes, max_payload=config.max_payload,
+                  name=f"mark1-fw {core} qemu {CORES[core].machine}", endurance=config.endurance,
+                  state=os.path.abspath(args.state) if args.state else None,
+                  cut_after=args.cut_after)
+    return serve(core, board, pty=args.pty, listen=args.listen or ("127.0.0.1", 0),
+                 timing=timing, idle_timeout_s=args.idle_timeout)
+
+
 def _device(args: argparse.Namespace) -> int:
     import dataclasses
 
@@ -157,6 +151,8 @@ def _device(args: argparse.Namespace) -> int:
     _check_listen(args)  # before the state file is made
     if args.firmware == "host":
         return _firmware_host(args, config, args.idle_timeout)
+    if args.firmware in ("m3", "m4"):
+        return _firmware_qemu(args, config, timing)
     device = Device(config, state_path=args.state)  # the state file checked and locked here
     if args.cut_after is not None:
         cut_op, keep = args.cut_after
@@ -206,8 +202,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "device",
         help="run the simulated microcontroller (or the C firmware) on a pty or a TCP socket",
-        description="Run the simulated microcontroller, or the C firmware's host port "
-        "(--firmware host). Prints the port to open (a /dev/pts/N path or a socket:// URL) on "
+        description="Run the simulated microcontroller, the C firmware's host port "
+        "(--firmware host) or the C firmware under QEMU (--firmware m3|m4). Prints the port to "
+        "open (a /dev/pts/N path or a socket:// URL) on "
         "the first line of standard output, then serves until stopped (Ctrl-C or SIGTERM, "
         f"exit status 0; {POWER_CUT_EXIT} after a --cut-after power cut).",
     )
@@ -237,9 +234,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="end a session after S seconds with no byte from the host, so that a "
                    "host that vanished without closing its connection does not keep the "
                    f"device busy ({IDLE_TIMEOUT.describe()}; default %(default)g)")
-    p.add_argument("--firmware", choices=("sim", "host"), default="sim",
+    p.add_argument("--firmware", choices=("sim", "host", "m3", "m4"), default="sim",
                    help="sim: the Python simulator (default); host: the C firmware built for "
-                   "this computer (needs make and a C compiler; built on first use)")
+                   "this computer (needs make and a C compiler); m3, m4: the C firmware on an "
+                   "emulated Cortex-M3 (mps2-an385) or Cortex-M4 (mps2-an386) board under QEMU "
+                   "(needs qemu-system-arm and gcc-arm-none-eabi); built on first use")
     p.add_argument("--cut-after", type=parse_cut, metavar="N[+K]",
                    help="cut the power K bytes (default 0) into flash operation N, counted from "
                    "0 since start-up: the device stops with its flash as the cut left it")

@@ -19,6 +19,10 @@ and only then appends the commit record (which names the image by its SHA-256): 
 any point before the record is complete leaves the previous model active. A ``COMMIT`` with no
 upload of its image in progress is acknowledged again only if the image it names is the active
 one.
+
+``ROLLBACK`` makes the other slot active again if it still holds an image a commit record names:
+it appends a commit record naming that image, and nothing else, so a power cut leaves either
+model active, never neither.
 """
 
 from __future__ import annotations
@@ -401,16 +405,58 @@ class Device:
                          f"image in flash has SHA-256 {sha.hex()[:16]}..., BEGIN named "
                          f"{up.image_id.hex()[:16]}...")
         pkg, engine, problem = self._load(image)
+        refused = self._unrunnable(frame, pkg, problem)
+        if refused is not None:
+            return refused
+        self._activate(up.slot, up.size, up.crc32, sha, pkg, engine)
+        return P.Ack(frame.type, up.slot, up.crc32)
+
+    def _rollback(self, frame: P.Frame) -> P.Payload:
+        r = P.Rollback.unpack(frame.payload)
+        if r.flags & ~P.ROLLBACK_CHECK:
+            raise P.ProtocolError(f"ROLLBACK flags {r.flags:#04x}: only "
+                                  f"{P.ROLLBACK_CHECK:#04x} (check only) is defined")
+        act = self.active
+        active = act.slot if act is not None else P.ACTIVE_SLOT
+        if r.slot not in (0, 1):
+            return P.Nak(frame.type, P.Err.BAD_SLOT, r.slot, active,
+                         f"slot {r.slot} does not exist (0 = A, 1 = B)")
+        if act is not None and r.slot == act.slot:  # running already (or a repeat)
+            return P.Ack(frame.type, act.slot, act.crc32)
+        found = self.store.committed_image(r.slot)
+        if found is None:
+            return P.Nak(frame.type, P.Err.NO_MODEL, r.slot, active,
+                         f"slot {'AB'[r.slot]} holds no committed model (none was, or an "
+                         "upload has written there since)")
+        rec, image = found
+        pkg, engine, problem = self._load(image)
+        refused = self._unrunnable(frame, pkg, problem)
+        if refused is not None:
+            return refused
+        if r.flags & P.ROLLBACK_CHECK:
+            return P.Ack(frame.type, r.slot, rec.crc32)
+        self.upload = None  # it was writing this slot
+        self._activate(r.slot, rec.size, rec.crc32, hashlib.sha256(image).digest(), pkg, engine)
+        return P.Ack(frame.type, r.slot, rec.crc32)
+
+    def _activate(self, slot: int, size: int, crc32: int, sha: bytes, pkg: Package | None,
+                  engine: Engine | None) -> None:
+        """Append the commit record that makes ``slot`` (its image of SHA-256 ``sha`` checked
+        and loaded) active, and run it."""
+        self.active = self.store.commit(slot, size, crc32, sha[:ID_BYTES])
+        self.active_sha256 = sha
+        self.package, self.engine, self.load_error = pkg, engine, ""
+
+    def _unrunnable(self, frame: P.Frame, pkg: Package | None, problem: str) -> P.Nak | None:
+        """The ``NAK`` for an image that is no package or cannot run here (from :meth:`_load`);
+        ``None`` for a runnable one."""
         if pkg is None:
             return P.Nak(frame.type, P.Err.BAD_PACKAGE, 0, 0, f"not a weight package: {problem}")
         if problem:
             code = P.Err.TOO_LARGE_RAM if pkg.ram_bytes > self.config.ram_bytes else \
                 P.Err.BAD_PACKAGE
             return P.Nak(frame.type, code, pkg.ram_bytes, self.config.ram_bytes, problem)
-        self.active = self.store.commit(up.slot, up.size, up.crc32, sha[:ID_BYTES])
-        self.active_sha256 = sha
-        self.package, self.engine, self.load_error = pkg, engine, ""
-        return P.Ack(frame.type, up.slot, up.crc32)
+        return None
 
     def _abort(self, frame: P.Frame) -> P.Payload:
         self._no_payload(frame)
@@ -504,4 +550,5 @@ _HANDLERS: dict[int, Callable[[Device, P.Frame], P.Payload]] = {
     P.Msg.HELLO: Device._hello, P.Msg.BEGIN: Device._begin, P.Msg.DATA: Device._data,
     P.Msg.COMMIT: Device._commit, P.Msg.ABORT: Device._abort, P.Msg.READ: Device._read,
     P.Msg.INFER: Device._infer, P.Msg.STATUS: Device._status, P.Msg.RESET: Device._reset,
+    P.Msg.ROLLBACK: Device._rollback,
 }

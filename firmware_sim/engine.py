@@ -41,32 +41,38 @@ _MIN, _MAX = -(2**31), 2**31 - 1
 
 @dataclass(frozen=True)
 class CortexM4Cost:
-    """Cycle costs of the engine's loops on an Arm Cortex-M4 (DSP extension, FPU unused)."""
+    """Costs of the engine's loops on an Arm Cortex-M4 (DSP extension, FPU unused), in
+    instructions of the C firmware's Cortex-M4 image (``firmware_sim/c``, DSP path), fitted to
+    the counts QEMU measures under ``-icount`` (``benchmarks/bench_firmware.py --fit``: least
+    relative squares over 13 models, MLPs and Mark I packages, all within 1.5 %). A cycle
+    is taken as an instruction: on silicon, loads and taken branches cost a cycle or two more,
+    so real cycles run somewhat higher (not measured here)."""
 
     name: str = "cortex-m4-80mhz"
     """Preset name."""
     clock_hz: float = 80e6
     """CPU clock, in hertz (e.g. an STM32L4 at its top speed)."""
-    inference_cycles: int = 60
-    """Per inference: call, arena pointer set-up, return; in cycles."""
-    layer_cycles: int = 40
-    """Per layer: dispatch on the layer type, loading its parameters and pointers; in cycles."""
-    dense_quad_cycles: int = 8
-    """Dense, per output per 4 inputs, in cycles: two rows share one LDR of 4 inputs and its 2
-    SXTB16 + 2 SADD16 (4 + 2 cycles); each row adds LDR of 4 weights, 2 SXTB16, 2 SMLAD
-    (6 cycles); with loop overhead amortised by unrolling, 16 cycles per 8 MACs."""
-    dense_tail_cycles: int = 5
-    """Dense, per output per leftover input (n_in mod 4): 2 LDRSB, ADD, MLA; in cycles."""
-    dense_row_cycles: int = 28
-    """Dense, per output: load bias, multiplier, shift (6); SMULL (1); 64-bit arithmetic shift
-    by a variable amount (about 8 with the branch on >= 32); round bit ADD/ASR (2); saturate,
-    zero point, clamp (5); STRB (1); loop (3); in cycles."""
-    threshold_cycles: int = 8
-    """Threshold, per element: LDRSB input, LDRSH threshold, CMP, IT/MOV, STRB, loop."""
-    step_row_cycles: int = 10
-    """Step, per output: load the row bounds and threshold, compare, store, loop."""
-    step_connection_cycles: int = 9
-    """Step, per connection: LDRH index, LDRSB input, LDRSB count, SUB offset, MLA, loop."""
+    inference_cycles: int = 241
+    """Per inference: the INFER handler around the engine (input checks, arena set-up, the
+    argmax or codebook head, the reply's CRC), in cycles."""
+    layer_cycles: int = 0
+    """Per layer: dispatch on the layer type and its parameters (the fit finds it inside the
+    per-row costs), in cycles."""
+    dense_quad_cycles: int = 6
+    """Dense, per output per 4 inputs, in cycles: four rows share each word of inputs (one LDR,
+    SXTB16 twice); each row adds an LDR of 4 weights, 2 SXTB16 and 2 SMLAD."""
+    dense_tail_cycles: int = 11
+    """Dense, per output per leftover input (n_in mod 4 and the rows left over from blocks of
+    four), in cycles."""
+    dense_row_cycles: int = 47
+    """Dense, per output: bias, multiplier and shift loads, the requantization (SMULL, a 64-bit
+    shift and rounding), zero point, clamp, store, and the row-block loop, in cycles."""
+    threshold_cycles: int = 12
+    """Threshold, per element: load input and threshold, compare, store, loop."""
+    step_row_cycles: int = 26
+    """Step, per output: the row bounds and threshold, compare, store, loop."""
+    step_connection_cycles: int = 7
+    """Step, per connection: LDRH index, LDRSB input, LDRSB value, subtract offset, MLA, loop."""
 
     def __post_init__(self) -> None:
         if not (self.clock_hz > 0):

@@ -16,6 +16,7 @@ import fcntl
 import os
 import shutil
 import subprocess
+import sys
 from functools import lru_cache
 from pathlib import Path
 
@@ -94,6 +95,30 @@ def host_command(
                         ("--endurance", endurance), ("--cut-after", cut_after),
                         ("--protocol-version", protocol_version), ("--baud", baud or None),
                         ("--turnaround", turnaround_ms or None)):
+        if value is not None:
+            cmd += [flag, str(value)]
+    return cmd
+
+
+def qemu_command(
+    core: str, *, listen: str | None = None, pty: bool = False, flash_bytes: int,
+    page_bytes: int, ram_bytes: int, max_payload: int, name: str,
+    state: str | os.PathLike[str] | None = None, idle_timeout_s: float | None = None,
+    endurance: int | None = None, cut_after: str | None = None,
+    protocol_version: int | None = None, baud: int = 0, erase_ms: int = 0, rx_ring: int = 0,
+) -> list[str]:
+    """The command line of the firmware under QEMU (``firmware_sim.qemu``) with the options of
+    :func:`host_command`, plus a flash erase time and a smaller receive ring."""
+    if pty == (listen is not None):
+        raise ValueError("give one of pty=True and listen='HOST:PORT'")
+    cmd = [sys.executable, "-m", "firmware_sim.qemu", "--core", core]
+    cmd += ["--pty"] if listen is None else ["--listen", listen]
+    cmd += ["--flash", str(flash_bytes), "--page", str(page_bytes), "--ram", str(ram_bytes),
+            "--max-payload", str(max_payload), "--name", name]
+    for flag, value in (("--state", state), ("--idle-timeout", idle_timeout_s),
+                        ("--endurance", endurance), ("--cut-after", cut_after),
+                        ("--protocol-version", protocol_version), ("--baud", baud or None),
+                        ("--erase-ms", erase_ms or None), ("--rx-ring", rx_ring or None)):
         if value is not None:
             cmd += [flag, str(value)]
     return cmd

@@ -480,6 +480,18 @@ class ModelStore:
                     return rec, image
         return None
 
+    def committed_image(self, slot: int) -> tuple[CommitRecord, bytes] | None:
+        """The newest valid record naming ``slot`` whose image the slot still holds (by size,
+        CRC and id), and that image; ``None`` if the slot holds no image a record names (none
+        committed there, or overwritten or damaged since). A record of the earlier layout (no
+        id) does not count: only the newest record is trusted by size and CRC alone."""
+        for rec in self.records():
+            if rec.slot == slot and rec.size <= self.slot_bytes:
+                image = self.read_slot(slot, 0, rec.size)
+                if rec.names(image, newest=False):
+                    return rec, image
+        return None
+
     def commit(self, slot: int, size: int, crc32: int, ident: bytes) -> CommitRecord:
         """Append a record making ``slot`` active, naming its image by ``ident``
         (:func:`image_id`). The image must already be in the slot."""

@@ -15,6 +15,11 @@ from the next one, and on a pty (where nothing tells the device that a host has 
 replies nobody reads are dropped. A ``HELLO`` starts a new conversation: replies to earlier
 requests that have not been sent yet are dropped, so none reaches the next host.
 
+The part behind the port is either the simulator (:class:`~firmware_sim.device.Device`, which
+answers each frame as it is handled) or a :class:`RemotePart`: a real firmware behind a byte
+pipe (the C firmware's UART under QEMU), whose replies arrive in its own time and are passed on
+as they come, with the same rules for sessions, ``HELLO`` and the paced line.
+
 With :class:`LinkTiming` the link behaves like a UART: every byte takes ``10 / baud`` seconds in
 each direction (8N1), both directions at once, and each reply starts ``turnaround_s`` after the
 end of the request that caused it. Receiving, handling and sending run in separate threads so
@@ -23,6 +28,7 @@ that a slow reply never stops reception, as with a DMA receive buffer on a real 
 
 from __future__ import annotations
 
+import argparse
 import errno
 import os
 import queue
@@ -33,6 +39,7 @@ import threading
 import time
 import tty
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from export.contract import protocol as P
@@ -77,6 +84,31 @@ class LinkTiming:
     def byte_time(self) -> float:
         """Seconds per byte on the line (0 when unpaced)."""
         return 10.0 / self.baud if self.baud else 0.0
+
+
+# --------------------------------------------------------------------------- parts
+
+
+class RemotePart(ABC):
+    """A part that answers in its own time: bytes go to it as they arrive, and each reply frame
+    is handed to the session that is attached when it comes back."""
+
+    @abstractmethod
+    def new_session(self) -> None:
+        """A new host: make the part forget a partial frame of the previous one."""
+
+    @abstractmethod
+    def send(self, data: bytes) -> None:
+        """Pass received bytes on to the part; raises :class:`~firmware_sim.flash.PowerLoss`
+        once the part has stopped."""
+
+    @abstractmethod
+    def attach(self, deliver: Callable[[P.Frame], None] | None) -> None:
+        """Hand every later reply frame to ``deliver`` (``None``: drop them)."""
+
+
+Part = Device | RemotePart
+"""What a server serves: the simulator, or a part behind a byte pipe."""
 
 
 # --------------------------------------------------------------------------- channels
@@ -200,7 +232,7 @@ class Session:
     :class:`~firmware_sim.flash.PowerLoss` if the device lost power while handling a frame.
     """
 
-    def __init__(self, device: Device, channel: Channel, timing: LinkTiming,
+    def __init__(self, device: Part, channel: Channel, timing: LinkTiming,
                  stop: threading.Event, idle_timeout_s: float = 0.0) -> None:
         self.device, self.channel, self.timing = device, channel, timing
         self.stop = threading.Event()
@@ -273,6 +305,12 @@ class Session:
         q.put(P.encode_frame(frame))
         self.tx_ready.release()
 
+    def _deliver(self, reply: P.Frame) -> None:
+        """Queue a reply of the part; a ``HELLO``'s answer starts a new conversation."""
+        if reply.type == P.Msg.INFO:
+            self._drop_unsent()
+        self._send(reply)
+
     def _next_reply(self, timeout: float) -> bytes | None:
         if not self.tx_ready.acquire(timeout=timeout):
             return None
@@ -317,6 +355,9 @@ class Session:
 
     def run(self) -> None:
         self.device.new_session()
+        remote = self.device if isinstance(self.device, RemotePart) else None
+        if remote is not None:
+            remote.attach(self._deliver)
         threads = [threading.Thread(target=f, daemon=True, name=f"device-{f.__name__}")
                    for f in (self._receiver, self._transmitter)]
         for t in threads:
@@ -334,14 +375,17 @@ class Session:
                 if item is None or self.host_gone.is_set():
                     break  # the host left: its unread bytes and unsent replies go with it
                 data, arrived = item
+                if isinstance(self.device, RemotePart):  # its replies come through _deliver
+                    self.device.send(data)
+                    continue
                 replies = self.device.receive_frames(data)
                 if replies and self.timing.turnaround_s:
                     _sleep_until(arrived + self.timing.turnaround_s, self.outer_stop)
                 for reply in replies:
-                    if reply.type == P.Msg.INFO:  # the answer to a HELLO: a new conversation
-                        self._drop_unsent()
-                    self._send(reply)
+                    self._deliver(reply)
         finally:
+            if remote is not None:
+                remote.attach(None)
             self.stop.set()
             for t in threads:
                 t.join()
@@ -353,7 +397,7 @@ class Session:
 class _Server(ABC):
     """Common start/stop for the two servers; use as a context manager."""
 
-    def __init__(self, device: Device, timing: LinkTiming,
+    def __init__(self, device: Part, timing: LinkTiming,
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         self.device = device
         self.timing = timing
@@ -418,7 +462,7 @@ class _Server(ABC):
 class PtyServer(_Server):
     """Serve ``device`` on a new pty pair; hosts open :attr:`path` (also :attr:`url`)."""
 
-    def __init__(self, device: Device, timing: LinkTiming = LinkTiming(),
+    def __init__(self, device: Part, timing: LinkTiming = LinkTiming(),
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         super().__init__(device, timing, idle_timeout_s)
         self.master, self.slave = os.openpty()
@@ -445,7 +489,7 @@ class PtyServer(_Server):
 class TcpServer(_Server):
     """Serve ``device`` on a TCP listener (port 0 picks a free one); hosts open :attr:`url`."""
 
-    def __init__(self, device: Device, host: str = "127.0.0.1", port: int = 0,
+    def __init__(self, device: Part, host: str = "127.0.0.1", port: int = 0,
                  timing: LinkTiming = LinkTiming(), busy_timeout_s: float = 2.0,
                  idle_timeout_s: float = IDLE_TIMEOUT_S) -> None:
         super().__init__(device, timing, idle_timeout_s)
@@ -459,6 +503,8 @@ class TcpServer(_Server):
         self.refused = 0
         """Connections turned away because a session was running."""
         self._session: threading.Thread | None = None
+        self._serving = threading.Event()
+        """Set while a session runs (cleared before its connection closes)."""
         self._busy: list[threading.Thread] = []
         self._crash: BaseException | None = None
 
@@ -479,7 +525,7 @@ class TcpServer(_Server):
             except BlockingIOError:
                 continue
             self._busy = [t for t in self._busy if t.is_alive()]
-            if self._session is not None and self._session.is_alive():
+            if self._serving.is_set():
                 self.refused += 1
                 t = threading.Thread(target=self._refuse, args=(conn,), daemon=True,
                                      name="device-busy")
@@ -487,6 +533,7 @@ class TcpServer(_Server):
                 t.start()
                 continue
             self.sessions += 1
+            self._serving.set()
             self._session = threading.Thread(target=self._one_session, args=(conn,),
                                              daemon=True, name="device-session")
             self._session.start()
@@ -502,6 +549,7 @@ class TcpServer(_Server):
             self._crash = exc
             self.stop_event.set()
         finally:
+            self._serving.clear()  # before the client sees the end: it may come back at once
             channel.close()
 
     def _refuse(self, conn: socket.socket) -> None:
@@ -550,3 +598,36 @@ def serve_forever(server: _Server) -> int:
     if server.error is not None:
         return 1
     return 0
+
+
+# --------------------------------------------------------------------------- options
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:5555"`` -> (host, port); port 0 picks a free one."""
+    host, sep, port = str(text).rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+        raise argparse.ArgumentTypeError(f"--listen {text!r}: expected HOST:PORT (port 0-65535)")
+    return host, int(port)
+
+
+def parse_idle(text: str) -> float:
+    """``--idle-timeout``: seconds within :data:`IDLE_TIMEOUT` (0 = never)."""
+    try:
+        return float(IDLE_TIMEOUT.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def parse_cut(text: str) -> tuple[int, int]:
+    """``--cut-after N[+K]`` -> (N, K): power is cut K bytes into flash operation N."""
+    ops, _, keep = str(text).partition("+")
+    if not ops.isdigit() or not (keep.isdigit() or keep == "") or ("+" in text and not keep):
+        raise argparse.ArgumentTypeError(
+            f"--cut-after {text!r}: OPERATIONS[+BYTES], whole numbers (e.g. 7 or 7+100)"
+        )
+    return int(ops), int(keep or 0)
+
+
+POWER_CUT_EXIT = 3
+"""Exit status of ``mark1 device`` when the power was cut (``--cut-after``)."""

@@ -9,7 +9,6 @@ plans its outputs (:class:`mark1.io.OutputPlan`) before any work.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +46,7 @@ def _simulate(args: argparse.Namespace) -> int:
     overrides = dict(parse_override(text) for text in args.set)
     model = MarkI(preset=args.preset, rule=args.rule, n_a=args.n_a, n_r=args.n_r,
                   code=args.code, raw=args.raw, random_state=args.seed, max_iter=args.epochs,
-                  **overrides)
+                  machine=overrides)
     model.check_params()
     make_codebook(len(task_classes(args.task)), args.n_r, args.code)  # too many classes
     n_train, n_test = task_sizes(args.task, args.n_train, args.n_test)
@@ -87,12 +86,13 @@ def _simulate_run(args: argparse.Namespace, model: Any, overrides: dict[str, Any
     names = np.array(task.classes)
     y_train, y_test = names[task.y_train], names[task.y_test]
 
-    from tqdm import tqdm
+    from mark1.progress import progress_bar
 
     started = time.perf_counter()
     curve: list[dict[str, Any]] = []
-    bar = tqdm(total=args.epochs * task.n_train, unit="trial", file=sys.stderr,
-               desc=f"{args.task} on {args.preset}", disable=args.quiet, mininterval=0.2)
+    bar = progress_bar(total=args.epochs * task.n_train, unit="trial",
+                       desc=f"{args.task} on {args.preset}",
+                       enabled=False if args.quiet else None, mininterval=0.2)
     state = {"mistakes": 0}
 
     def progress(new_trials: int, new_mistakes: int, machine_time_s: float) -> None:

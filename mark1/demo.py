@@ -7,7 +7,10 @@
 4. the MLP is quantized to int8 (``mark1 quantize``),
 5. a simulated microcontroller starts on a pty (``mark1 device --pty``),
 6. the package is pushed to it (``mark1 push``) and
-7. it classifies test images (``mark1 infer``).
+7. it classifies test images (``mark1 infer``);
+8. the same package goes to the C firmware on an emulated Cortex-M4 board (``mark1 device
+   --firmware m4``, QEMU): bit-exact outputs and the instructions each inference took. Without
+   QEMU or the ARM compiler the demo says which package to install and goes on.
 
 Every step is a real ``mark1`` command in a subprocess; each command line is printed first.
 """
@@ -101,13 +104,46 @@ def main(argv: list[str] | None = None) -> int:
             "--model", str(out / "int8" / "model.m1w"), "--json", str(out / "infer.json"),
         )
     finally:
-        device.send_signal(signal.SIGTERM)
-        try:
-            device.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            device.kill()
+        _stop(device)
+    _firmware_step(out, times)
     _summary(out, times, time.monotonic() - t_start)
     return 0
+
+
+def _stop(device: subprocess.Popen) -> None:
+    device.send_signal(signal.SIGTERM)
+    try:
+        device.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        device.kill()
+        device.wait()
+
+
+def _firmware_step(out: Path, times: dict[str, float]) -> None:
+    """Step 8: the package on the C firmware under QEMU (Cortex-M4), if the tools are there."""
+    print("\n== 8. The C firmware on an emulated Cortex-M4 board (QEMU mps2-an386)\n"
+          "$ mark1 device --firmware m4 --listen 127.0.0.1:0 &", flush=True)
+    device = subprocess.Popen(_mark1("device", "--firmware", "m4", "--listen", "127.0.0.1:0"),
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        url = (device.stdout.readline() if device.stdout else "").strip()
+        if not url:
+            device.wait(timeout=30)
+            why = (device.stderr.read() if device.stderr else "").strip().splitlines()
+            print(f"skipped: {why[-1] if why else 'the firmware did not start'}\n(the C firmware "
+                  "under QEMU needs: apt-get install qemu-system-arm gcc-arm-none-eabi make)")
+            return
+        times["push-m4"] = _run(
+            f"8a. Push the same package to the firmware ({url})",
+            "push", str(out / "int8" / "model.m1w"), "--port", url,
+        )
+        times["infer-m4"] = _run(
+            "8b. The firmware classifies the same 100 digits, counting its instructions",
+            "infer", "--task", "digits", "--n", "100", "--port", url, "--show", "3",
+            "--model", str(out / "int8" / "model.m1w"), "--json", str(out / "infer-m4.json"),
+        )
+    finally:
+        _stop(device)
 
 
 def _summary(out: Path, times: dict[str, float], total: float) -> None:
@@ -137,10 +173,23 @@ def _summary(out: Path, times: dict[str, float], total: float) -> None:
          f"golden {100 * infer['bit_exact']:.0f} %, "
          f"{sum(infer['cycles']) / len(infer['cycles']):,.0f} cycles each", "infer.json"),
     ]
+    if (out / "infer-m4.json").is_file():
+        m4 = _load(out / "infer-m4.json")
+        rows.append(("C firmware, QEMU Cortex-M4", f"bit-exact with golden "
+                     f"{100 * m4['bit_exact']:.0f} %, same outputs as the simulator "
+                     f"{100 * _same(infer, m4):.0f} %, "
+                     f"{sum(m4['cycles']) / len(m4['cycles']):,.0f} instructions each "
+                     f"(cycle model {m4['cycles_model']:,})", "infer-m4.json"))
     width = max(len(r[0]) for r in rows)
     print(f"\n== Summary ({total:.0f} s)  — everything is under {out}/")
     for name, text, where in rows:
         print(f"  {name:<{width}}  {text}  [{where}]")
+
+
+def _same(a: dict, b: dict) -> float:
+    """The share of inferences whose int8 outputs two runs of ``mark1 infer`` agree on."""
+    pairs = list(zip(a["outputs_device"], b["outputs_device"]))
+    return sum(x == y for x, y in pairs) / max(1, len(pairs))
 
 
 def _parity_text(p: dict) -> str:

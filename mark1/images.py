@@ -3,10 +3,15 @@
 An image is relative illuminance in [0, 1] (0 = dark, 1 = full lamp level). Images of any
 size are projected onto the retina by area: each photocell receives the mean light of the
 part of the image that falls on it, as a lens imaging the picture onto the cell grid would.
+
+Features that are not pictures (a PCA's components, scaled columns) become one: their light
+levels (:data:`SCALINGS`) are laid out row by row on a grid (:func:`grid_shape`, dark where
+the grid has more cells than there are features) and projected like any image.
 """
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -38,6 +43,64 @@ def resample(images: np.ndarray, shape: tuple[int, int] = RETINA_SHAPE) -> np.nd
     if (h, w) == shape:
         return images.astype(np.float64, copy=True)
     return np.einsum("ih,nhw,jw->nij", rows, images, cols, optimize=True)
+
+
+def grid_shape(n_features: int) -> tuple[int, int]:
+    """The grid ``n_features`` are laid out on: ``w = ceil(sqrt(n))`` columns and
+    ``h = ceil(n / w)`` rows (400 -> 20 x 20, 64 -> 8 x 8, 10 -> 3 x 4, 2 -> 1 x 2)."""
+    if n_features < 1:
+        raise ValueError(f"at least one feature is needed to light the retina; got {n_features}")
+    w = math.isqrt(n_features - 1) + 1
+    return -(-n_features // w), w
+
+
+def lay_out(light: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Rows of light levels (n, k) as images (n, h, w): row by row, dark after the k-th cell."""
+    n, k = light.shape
+    h, w = shape
+    if k > h * w:
+        raise ValueError(f"{k} features do not fit a {h}x{w} grid")
+    if k == h * w:
+        return light.reshape(n, h, w)
+    images = np.zeros((n, h * w))
+    images[:, :k] = light
+    return images.reshape(n, h, w)
+
+
+SCALINGS: dict[str, str] = {
+    "none": "the values are light levels already: relative illuminance in [0, 1], others refused",
+    "clip": "values below 0 are dark, above 1 full lamp level, in between as they are "
+            "(MinMaxScaler's output, whose new data may leave [0, 1])",
+    "logistic": "light = 1 / (1 + exp(-x)): 0 is half the lamp level, every real value lights "
+                "(StandardScaler's or a PCA's output)",
+}
+"""How feature values become light levels (``MarkI(scaling=...)``)."""
+
+
+def to_light(values: np.ndarray, scaling: str, name: str = "X") -> np.ndarray:
+    """Finite feature values as light levels in [0, 1] by the rule ``scaling`` of
+    :data:`SCALINGS` (``"none"``: checked, returned as they are)."""
+    if scaling == "none":
+        check_light_range(values, name)
+        return values
+    if scaling == "clip":
+        return np.clip(values, 0.0, 1.0)
+    if scaling == "logistic":
+        return 0.5 + 0.5 * np.tanh(0.5 * values)  # the logistic function, with no overflow
+    raise ValueError(f"unknown scaling {scaling!r}; allowed: {', '.join(SCALINGS)}")
+
+
+def check_light_range(values: np.ndarray, name: str = "X", advice: str = "") -> None:
+    """Refuse values outside [0, 1], naming the range found (``advice`` ends the message)."""
+    if not values.size:
+        return
+    lo, hi = float(values.min()), float(values.max())
+    if lo < 0.0 or hi > 1.0:
+        hint = " (divide 8-bit images by 255)" if lo >= 0.0 and 1.0 < hi <= 255.0 else ""
+        raise ValueError(
+            f"{name} values must be relative illuminance in [0, 1]; got range "
+            f"[{lo:g}, {hi:g}]{hint}{advice}"
+        )
 
 
 def check_images(X: object, name: str = "X") -> np.ndarray:
@@ -78,13 +141,7 @@ def check_images(X: object, name: str = "X") -> np.ndarray:
     if bad.any():
         idx = int(np.argwhere(bad)[0][0])
         raise ValueError(f"{name} contains NaN or infinity (first in image {idx})")
-    lo, hi = float(arr.min()), float(arr.max())
-    if lo < 0.0 or hi > 1.0:
-        hint = " (divide 8-bit images by 255)" if hi > 1.0 and hi <= 255.0 else ""
-        raise ValueError(
-            f"{name} values must be relative illuminance in [0, 1]; got range "
-            f"[{lo:g}, {hi:g}]{hint}"
-        )
+    check_light_range(arr, name)
     return arr
 
 
@@ -147,9 +204,24 @@ def _npy_header(path: object) -> tuple[tuple[int, ...], np.dtype]:
     return tuple(shape), np.dtype(dtype)
 
 
+LUMA_BT601 = (0.299, 0.587, 0.114)
+"""Weights of red, green and blue in the grey level of a colour pixel: the luma of ITU-R
+BT.601, as the Jetson bundle's runner (``export/onnx/templates/run_onnx.py``) computes it."""
+
+
+def grey(pixels: np.ndarray) -> np.ndarray:
+    """Grey levels of an image (h, w, channels): BT.601 luma of RGB or RGBA (alpha ignored),
+    the first channel of grey or grey + alpha."""
+    if pixels.shape[2] < 3:
+        return np.asarray(pixels[..., 0], dtype=np.float64)
+    red, green, blue = (np.asarray(pixels[..., k], dtype=np.float64) for k in range(3))
+    return red * LUMA_BT601[0] + green * LUMA_BT601[1] + blue * LUMA_BT601[2]
+
+
 def read_images(paths: list[str]) -> tuple[list[str], np.ndarray]:
     """Light images from PNG/JPEG (grey or colour, 8-bit or float) or ``.npy`` files, as
-    (names, float64 (n, h, w) in [0, 1]); ``ValueError`` naming a file that is not one.
+    (names, float64 (n, h, w) in [0, 1]); ``ValueError`` naming a file that is not one. Colour
+    becomes grey by :func:`grey` (BT.601 luma).
 
     A ``.npy`` file holds one image (h, w), several (n, h, w), or retina rows (n, 400). Images
     of different sizes are all resampled onto the retina. Each file's size is read from its
@@ -208,7 +280,7 @@ def read_images(paths: list[str]) -> tuple[list[str], np.ndarray]:
         except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
             raise ValueError(f"{path}: not a readable image ({type(exc).__name__})") from exc
         if img.ndim == 3:
-            img = img[..., :3].mean(axis=2)  # grey level; alpha ignored
+            img = grey(img)
         if img.max(initial=0.0) > 1.0:
             img = img / 255.0
         names.append(path.name)

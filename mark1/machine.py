@@ -40,17 +40,29 @@ the classes with maximal agreement the largest ``codebook[k] . r``; remaining ti
 
 from __future__ import annotations
 
+import functools
 import io
 import os
+import warnings
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 
 from mark1.fast import ARows, one_blas_thread
-from mark1.images import N_CELLS, to_retina
+from mark1.images import (
+    N_CELLS,
+    RETINA_SHAPE,
+    SCALINGS,
+    check_light_range,
+    grid_shape,
+    lay_out,
+    resample,
+    to_light,
+    to_retina,
+)
 from mark1.io import atomic_write_bytes
 from mark1.limits import Limit, check_table
 from mark1.motors import MachineClock, check_clock_room
@@ -68,7 +80,12 @@ Progress = Callable[[int, int, float], None]
 """``progress(new_trials, new_mistakes, machine_time_s)``, called as training advances."""
 
 _PARAMS = ("preset", "rule", "n_a", "n_r", "max_iter", "shuffle", "code", "raw",
-           "random_state", "verbose")
+           "random_state", "verbose", "machine", "input_shape", "scaling")
+
+MAX_PRESENTATIONS = 10_000_000
+"""Most presentations in one pass over the training set (``sample_weight`` repeats samples)."""
+
+_Init = TypeVar("_Init", bound=Callable[..., None])
 
 
 def _seed_sequence(random_state: object) -> np.random.SeedSequence:
@@ -97,6 +114,14 @@ ESTIMATOR_LIMITS: dict[str, Limit] = {
 """Allowed range of the estimator's numeric parameters (``mark1 simulate`` shows the same)."""
 
 
+def _whole(name: str, value: object, low: int) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{name} must be a whole number; got {value!r}")
+    if value < low:
+        raise ValueError(f"{name} must be >= {low}; got {value}")
+    return int(value)
+
+
 def run_memory_bytes(n_images: int, n_a: int, n_r: int) -> int:
     """Upper estimate of the memory a machine of ``n_a`` A-units and ``n_r`` R-units needs
     to train and score on ``n_images`` images, in bytes: per image its light, cell and S-unit
@@ -104,6 +129,140 @@ def run_memory_bytes(n_images: int, n_a: int, n_r: int) -> int:
     (``tests/test_limits.py`` measures the peak against it)."""
     return int(n_images) * (16_384 + 8 * (int(n_a) + 1)) + (int(n_a) + 1) * (
         8_192 + 128 * int(n_r))
+
+
+def _machine_parameters(machine: object) -> dict[str, Any]:
+    """The ``machine`` parameter as a dict (names are checked by ``Preset.with_overrides``)."""
+    if machine is None:
+        return {}
+    if not isinstance(machine, Mapping) or not all(isinstance(k, str) for k in machine):
+        raise TypeError(
+            "machine must be a dict of machine parameters by name, e.g. "
+            f"machine={{'read_noise': 0.01}} (see mark1.presets.PARAMETERS); got {machine!r}"
+        )
+    return dict(machine)
+
+
+def _input_shape(value: object) -> tuple[int, int] | None:
+    """The ``input_shape`` parameter checked: None or (rows, columns)."""
+    if value is None:
+        return None
+    if not isinstance(value, (tuple, list, np.ndarray)) or np.shape(value) != (2,):
+        raise TypeError(f"input_shape must be None or (rows, columns); got {value!r}")
+    rows, columns = value
+    return _whole("input_shape rows", rows, 1), _whole("input_shape columns", columns, 1)
+
+
+def _deprecated_machine_keywords(named: dict[str, Any], spelling: str, instead: str) -> None:
+    warnings.warn(
+        f"{spelling} with machine parameters by name ({', '.join(named)}) is deprecated and will "
+        f"be removed: use {instead}", DeprecationWarning, stacklevel=3,
+    )
+
+
+def _machine_keywords(init: _Init) -> _Init:
+    """Let ``MarkI(gamma=0.6)`` (machine parameters by name, as before ``machine=``) still work,
+    with a DeprecationWarning; any other unknown keyword is refused by name. The signature seen
+    by ``inspect`` (and scikit-learn) is the wrapped ``__init__``'s."""
+
+    @functools.wraps(init)
+    def init_taking_machine_keywords(self: Any, *args: Any, **kwargs: Any) -> None:
+        named = {k: kwargs.pop(k) for k in list(kwargs) if k not in _PARAMS}
+        if named:
+            unknown = [k for k in named if k not in PARAMETERS]
+            if unknown:
+                raise TypeError(
+                    f"MarkI got an unknown parameter {unknown[0]!r}; allowed: "
+                    f"{', '.join(_PARAMS)}, and machine parameters inside machine={{...}} "
+                    "(mark1.presets.PARAMETERS)"
+                )
+            _deprecated_machine_keywords(named, "MarkI(...)", f"MarkI(machine={named!r})")
+            kwargs["machine"] = {**_machine_parameters(kwargs.get("machine")), **named}
+        init(self, *args, **kwargs)
+
+    return cast(_Init, init_taking_machine_keywords)
+
+
+def _readable(X: object, name: str = "X") -> int:
+    """Refuse, by name, inputs that cannot be light levels before scikit-learn converts them
+    (sparse, complex, text, objects that are not numbers, ragged, 1-D); return ``X``'s ndim."""
+    from scipy import sparse
+
+    if sparse.issparse(X):
+        raise TypeError(
+            f"{name} is a sparse {type(X).__name__}: sparse input is not supported (every cell "
+            f"of the retina gets a light level); pass a dense array ({name}.toarray())"
+        )
+    try:
+        arr = np.asarray(X)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"{name} must be an array of numbers of one shape; could not read it as "
+                         f"one ({exc})") from exc
+    if np.iscomplexobj(arr):
+        raise ValueError(f"Complex data not supported: {name} has dtype {arr.dtype}; light "
+                         "levels are real numbers")
+    if arr.dtype.kind in "USVMm":
+        raise TypeError(f"{name} must hold numbers; got dtype {arr.dtype}")
+    if arr.dtype == object:
+        try:
+            arr.astype(np.float64)
+        except (TypeError, ValueError) as exc:
+            found = next(((i, v) for i, v in np.ndenumerate(arr) if not _is_number(v)), None)
+            where = "" if found is None else (
+                f" {name}[{', '.join(str(i) for i in found[0])}] is {found[1]!r:.60}")
+            raise type(exc)(f"{name} must hold numbers;{where} ({exc})") from exc
+    if arr.ndim not in (2, 3):
+        raise ValueError(
+            f"{name} has shape {arr.shape}: expected 2-D (n_samples, n_features) or images "
+            f"(n, h, w). Reshape your data: {name}.reshape(-1, 1) if it is one feature, "
+            f"{name}.reshape(1, -1) if it is one sample"
+        )
+    return int(arr.ndim)
+
+
+def _is_number(value: object) -> bool:
+    try:
+        float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def _presentations(sample_weight: object, n: int) -> np.ndarray | None:
+    """The sample shown at each presentation of a pass: sample ``i`` ``sample_weight[i]``
+    times; None when every sample is shown once (no weights, or all weights 1)."""
+    if sample_weight is None:
+        return None
+    w = np.asarray(sample_weight)
+    if w.dtype.kind not in "biuf":
+        raise TypeError(f"sample_weight must hold numbers; got dtype {w.dtype}")
+    w = w.astype(np.float64)
+    if w.shape != (n,):
+        raise ValueError(f"sample_weight has shape {w.shape}; expected ({n},): one weight per "
+                         "sample")
+    bad = ~np.isfinite(w) | (w < 0) | (w != np.floor(w))
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(
+            f"sample_weight[{i}] is {w[i]:g}: a weight is how many times a sample is presented "
+            "in each pass, a whole number >= 0"
+        )
+    total = float(w.sum())
+    if total == 0:
+        raise ValueError("sample_weight is zero for every sample: nothing to present")
+    if total > MAX_PRESENTATIONS:
+        raise ValueError(f"sample_weight asks for {total:,.0f} presentations in each pass; at "
+                         f"most {MAX_PRESENTATIONS:,}")
+    if (w == 1).all():
+        return None
+    return np.repeat(np.arange(n), w.astype(np.int64))
+
+
+def _same(a: object, b: object) -> bool:
+    try:
+        return bool(a == b)
+    except (TypeError, ValueError):  # arrays and the like
+        return False
 
 
 def _not_fitted(name: str) -> Exception:
@@ -141,12 +300,61 @@ class MarkI:
         Seeds the plugboard, the parts' spreads, the noise and the presentation order.
     verbose : bool
         Show a progress bar (trials, mistakes, machine time) on stderr while training.
-    **overrides
-        Any machine parameter of the preset by name (``gamma=0.6``, ``read_noise=0.01``...).
+    machine : dict or None
+        Machine parameters of the preset to change, by name (``machine={"gamma": 0.6,
+        "read_noise": 0.01}``; names in :data:`mark1.presets.PARAMETERS`). One of them alone:
+        ``set_params(machine__read_noise=0.01)``, and ``"machine__read_noise"`` in a grid
+        search. (``MarkI(read_noise=0.01)`` still works, deprecated.)
+    input_shape : (int, int) or None
+        The picture ``n_features`` make, as (rows, columns): a (n, rows * columns) ``X`` is
+        that picture row by row. None: 3-D ``X`` (n, h, w) is h x w pictures, and 2-D ``X``
+        with k columns is laid out row by row on the grid of :func:`mark1.images.grid_shape`
+        (``ceil(sqrt(k))`` columns; 400 -> 20 x 20, 64 -> 8 x 8, 10 -> 3 x 4 with 2 dark
+        cells). The picture is projected onto the 20 x 20 retina by area.
+    scaling : str
+        How values become light levels in [0, 1] (:data:`mark1.images.SCALINGS`): ``"none"``
+        (they are light levels; others refused), ``"clip"`` (to [0, 1]: after a
+        MinMaxScaler), ``"logistic"`` (``1 / (1 + exp(-x))``: after a StandardScaler or PCA).
+
+    Attributes
+    ----------
+    classes_ : ndarray (n_classes,)
+        The class labels.
+    n_features_in_ : int
+        Features per sample seen by ``fit`` (h * w for images).
+    feature_names_in_ : ndarray of str
+        Column names, when ``fit`` was given a DataFrame with string column names.
+    input_shape_ : (int, int)
+        The picture the features were laid out as before the projection onto the retina.
+    coef_, intercept_ : ndarray (n_r, n_a), (n_r,)
+        The A->R weights as read now (noise-free), the R-units' bias.
+    n_iter_ : int
+        Passes made over the training set.
+    mistakes_per_epoch_ : list of int
+        Mistakes in each pass.
+
+    Notes
+    -----
+    There is no ``predict_proba``: a perceptron's R-units are on or off, and their sums are
+    not probabilities. ``decision_function`` gives the sums' class scores.
+
+    ``sample_weight`` in ``fit`` and ``partial_fit`` is a number of presentations: sample
+    ``i`` is shown ``sample_weight[i]`` times in each pass, each time in its own place of the
+    order (0 leaves it out). Weights must be whole numbers >= 0: a perceptron learns from
+    trials, and half a trial is not one. Fitting with integer weights is fitting on the
+    samples repeated; the order of the samples given still matters, as for any on-line rule.
+
+    Examples
+    --------
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> model = make_pipeline(StandardScaler(), MarkI(scaling="logistic", random_state=0))
     """
 
     _estimator_type = "classifier"
+    input_shape_: tuple[int, int]
 
+    @_machine_keywords
     def __init__(
         self,
         preset: str | Preset = "cds-1960",
@@ -159,7 +367,10 @@ class MarkI:
         raw: bool = False,
         random_state: int | np.random.Generator | None = None,
         verbose: bool = False,
-        **overrides: Any,
+        *,
+        machine: Mapping[str, Any] | None = None,
+        input_shape: tuple[int, int] | None = None,
+        scaling: str = "none",
     ) -> None:
         self.preset = preset
         self.rule = rule
@@ -171,36 +382,53 @@ class MarkI:
         self.raw = raw
         self.random_state = random_state
         self.verbose = verbose
-        for key, value in overrides.items():
-            setattr(self, key, value)
+        self.machine = machine
+        self.input_shape = input_shape
+        self.scaling = scaling
 
     # ------------------------------------------------------------------ parameters
-    def _overrides(self) -> dict[str, Any]:
-        """Machine parameters given to ``__init__``/``set_params`` (checked by ``fit``)."""
-        return {k: v for k, v in vars(self).items()
-                if k not in _PARAMS and not k.startswith("_") and not k.endswith("_")}
-
     def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """The estimator's parameters, machine-parameter overrides included."""
+        """The estimator's parameters; with ``deep``, also each machine parameter set in
+        ``machine`` as ``machine__NAME``."""
         params = {name: getattr(self, name) for name in _PARAMS}
-        params.update(self._overrides())
+        if deep and isinstance(self.machine, Mapping):
+            params.update({f"machine__{k}": v for k, v in self.machine.items()})
         return params
 
     def set_params(self, **params: Any) -> MarkI:
-        """Set parameters (estimator parameters or machine parameters by name)."""
+        """Set parameters: the estimator's by name, one machine parameter as
+        ``machine__NAME`` (the other entries of ``machine`` are kept)."""
+        changes: dict[str, Any] = {}
+        named: dict[str, Any] = {}
         for key, value in params.items():
-            if key not in _PARAMS and key not in PARAMETERS:
+            if key in _PARAMS:
+                setattr(self, key, value)
+            elif key.startswith("machine__"):
+                changes[key.removeprefix("machine__")] = value
+            elif key in PARAMETERS:
+                named[key] = value
+            else:
                 raise ValueError(
-                    f"invalid parameter {key!r} for MarkI; allowed: {', '.join(_PARAMS)} or a "
-                    "machine parameter (mark1.presets.PARAMETERS)"
+                    f"invalid parameter {key!r} for MarkI; allowed: {', '.join(_PARAMS)}, or "
+                    "machine__NAME for a machine parameter (mark1.presets.PARAMETERS)"
                 )
-            setattr(self, key, value)
+        if named:
+            _deprecated_machine_keywords(
+                named, "set_params(...)",
+                f"set_params({', '.join(f'machine__{k}={v!r}' for k, v in named.items())})")
+            changes.update(named)
+        if changes:
+            unknown = [k for k in changes if k not in PARAMETERS]
+            if unknown:
+                raise ValueError(f"unknown machine parameter {unknown[0]!r}; allowed: "
+                                 f"{', '.join(sorted(PARAMETERS))}")
+            self.machine = {**_machine_parameters(self.machine), **changes}
         return self
 
     def __repr__(self) -> str:
-        defaults = MarkI().get_params()
-        shown = [f"{k}={v!r}" for k, v in self.get_params().items()
-                 if k not in defaults or defaults[k] is not v and defaults[k] != v]
+        defaults = MarkI().get_params(deep=False)
+        shown = [f"{k}={v!r}" for k, v in self.get_params(deep=False).items()
+                 if defaults[k] is not v and not _same(defaults[k], v)]
         return f"MarkI({', '.join(shown)})"
 
     def __sklearn_tags__(self) -> Any:
@@ -210,14 +438,18 @@ class MarkI:
             estimator_type="classifier",
             target_tags=TargetTags(required=True),
             classifier_tags=ClassifierTags(multi_class=True, poor_score=True),
-            input_tags=InputTags(two_d_array=True, three_d_array=True, positive_only=True),
+            input_tags=InputTags(two_d_array=True, three_d_array=True,
+                                 positive_only=self.scaling == "none"),
             non_deterministic=self.random_state is None,
         )
 
+    def __sklearn_is_fitted__(self) -> bool:
+        return hasattr(self, "classes_")
+
     # ------------------------------------------------------------------ building
     def machine_preset(self) -> Preset:
-        """The preset with this estimator's overrides applied."""
-        return get_preset(self.preset).with_overrides(**self._overrides())
+        """The preset with this estimator's machine parameters (``machine``) applied."""
+        return get_preset(self.preset).with_overrides(**_machine_parameters(self.machine))
 
     def check_params(self) -> None:
         """Raise ``ValueError``/``TypeError`` naming the first bad parameter (as ``fit``
@@ -227,11 +459,13 @@ class MarkI:
         if self.code not in CODES:
             raise ValueError(f"unknown code {self.code!r}; allowed: {', '.join(CODES)}")
         check_table(ESTIMATOR_LIMITS, {k: getattr(self, k) for k in ESTIMATOR_LIMITS})
+        if not isinstance(self.scaling, str) or self.scaling not in SCALINGS:
+            raise ValueError(f"unknown scaling {self.scaling!r}; allowed: {', '.join(SCALINGS)}")
+        _input_shape(self.input_shape)
         self.machine_preset()
 
     def _build(self, classes: np.ndarray) -> None:
         """A fresh machine for ``classes``: wired, with new parts, at machine time zero."""
-        self.check_params()
         preset = self.machine_preset()
         codebook = make_codebook(len(classes), int(self.n_r), self.code)
         seeds = _seed_sequence(self.random_state).spawn(6)
@@ -251,7 +485,6 @@ class MarkI:
         pots = IDEAL_POTS if self.rule == "ideal" else preset.pots
         self.pots_ = PotentiometerBank(pots, (int(self.n_r), n_p), rng_pots)
         self.clock_ = MachineClock(preset.clock, preset.motors)
-        self.n_features_in_ = N_CELLS
         self.n_iter_ = 0
         self.mistakes_per_epoch_: list[int] = []
         self.epoch_logs_: list[EpochLog] = []
@@ -259,25 +492,106 @@ class MarkI:
             "mistakes": [], "trials": [], "machine_time_s": [], "motor_steps": [],
         }
 
-    # ------------------------------------------------------------------ training
-    def _labels(self, y: object, n: int) -> np.ndarray:
-        y = np.asarray(y)
-        if y.ndim != 1:
-            raise ValueError(f"y must be 1-D (one label per image); got shape {y.shape}")
-        if len(y) != n:
-            raise ValueError(f"X has {n} images but y has {len(y)} labels")
-        if y.dtype.kind == "f" and not np.isfinite(y).all():
-            raise ValueError("y contains NaN or infinity")
-        return y
+    # ------------------------------------------------------------------ input
+    def _light(self, X: object, *, reset: bool) -> np.ndarray:
+        """``X`` as the light on the retina, (n, 400), checked against what the machine was
+        fitted on (``reset``: this is the fit, record the features and their picture)."""
+        return self._project(self._values(X, reset=reset))
 
-    def fit(self, X: object, y: object, *, progress: Progress | None = None) -> MarkI:
+    def _values(self, X: object, *, reset: bool) -> np.ndarray:
+        """``X`` checked as finite features, float64 (n_samples, n_features); with ``reset``,
+        record ``n_features_in_`` (and ``feature_names_in_``) and ``input_shape_``."""
+        from sklearn.utils.validation import check_array, validate_data
+
+        if _readable(X) == 3:
+            images = check_array(X, allow_nd=True, dtype=np.float64, ensure_all_finite=False,
+                                 estimator=self)
+            n, h, w = images.shape
+            wanted = _input_shape(self.input_shape) if reset else self.input_shape_
+            if wanted is not None and (h, w) != wanted:
+                fitted = "input_shape is" if reset else "this MarkI was fitted on"
+                raise ValueError(
+                    f"X holds {h}x{w} images, but {fitted} {wanted[0]}x{wanted[1]} "
+                    f"({wanted[0] * wanted[1]} features)"
+                )
+            values = validate_data(self, images.reshape(n, h * w), reset=reset,
+                                   dtype=np.float64, ensure_all_finite=False)
+            shape = (h, w)
+        else:
+            values = validate_data(self, X, reset=reset, dtype=np.float64,
+                                   ensure_all_finite=False)
+            shape = self._layout(values.shape[1]) if reset else self.input_shape_
+        bad = ~np.isfinite(values)
+        if bad.any():
+            i, j = (int(k) for k in np.argwhere(bad)[0])
+            what = "NaN" if np.isnan(values[i, j]) else "infinity"
+            raise ValueError(f"X contains {what} (first in sample {i}, feature {j}); light "
+                             "levels are finite numbers")
+        if reset:
+            self.input_shape_ = shape
+        return np.asarray(values)
+
+    def _project(self, values: np.ndarray) -> np.ndarray:
+        """Checked features as light (``scaling``), laid out as ``input_shape_`` and projected
+        onto the retina: float64 (n, 400)."""
+        if self.scaling == "none":
+            check_light_range(values, "X", advice="; for features of another range set "
+                              "scaling='clip' or 'logistic'")
+        light = to_light(values, self.scaling)
+        return resample(lay_out(light, self.input_shape_), RETINA_SHAPE).reshape(-1, N_CELLS)
+
+    def _layout(self, n_features: int) -> tuple[int, int]:
+        """The picture ``n_features`` make: ``input_shape``, or the grid rule."""
+        shape = _input_shape(self.input_shape)
+        if shape is None:
+            return grid_shape(n_features)
+        if shape[0] * shape[1] != n_features:
+            raise ValueError(
+                f"X has {n_features} features, but input_shape={shape} lays out "
+                f"{shape[0] * shape[1]}"
+            )
+        return shape
+
+    def _targets(self, y: object, n: int) -> np.ndarray:
+        """Class labels, one per sample."""
+        from sklearn.utils import assert_all_finite, column_or_1d
+        from sklearn.utils.multiclass import check_classification_targets
+
+        if y is None:
+            raise ValueError("MarkI requires y to be passed, but the target y is None: fit "
+                             "needs one class label per sample")
+        labels = column_or_1d(y, warn=True)
+        if len(labels) != n:
+            raise ValueError(f"X has {n} samples but y has {len(labels)} labels")
+        if labels.dtype.kind in "fc":
+            assert_all_finite(labels, input_name="y")
+        check_classification_targets(labels)
+        return labels
+
+    def to_retina(self, X: object) -> np.ndarray:
+        """The light each photocell receives for ``X`` as ``predict`` sees it: features
+        scaled (``scaling``), laid out (``input_shape_``) and projected; float64 (n, 20, 20).
+        Feed these to the machine file's decision rule (``machine.npz`` starts at the cells)."""
+        self._check_fitted("to_retina")
+        return self._light(X, reset=False).reshape(-1, *RETINA_SHAPE)
+
+    # ------------------------------------------------------------------ training
+    def fit(self, X: object, y: object, sample_weight: object = None, *,
+            progress: Progress | None = None) -> MarkI:
         """Train a fresh machine for up to ``max_iter`` passes (stops after an error-free one).
 
+        ``sample_weight``: how many times each sample is presented in a pass (whole numbers).
         ``progress(new_trials, new_mistakes, machine_time_s)`` is called as training advances.
         """
-        x = to_retina(X).reshape(-1, N_CELLS)
-        y = self._labels(y, len(x))
-        classes = np.unique(y)
+        self.check_params()
+        values = self._values(X, reset=True)
+        y = self._targets(y, len(values))
+        shown = _presentations(sample_weight, len(values))
+        x = self._project(values)
+        classes = np.unique(y if shown is None else y[shown])
+        if len(classes) < 2:
+            raise ValueError(f"y has 1 class ({classes.tolist()[0]!r}); a Mark I needs samples "
+                             "of at least 2 classes to learn")
         self._build(classes)
         index = np.searchsorted(classes, y)
         with one_blas_thread():
@@ -285,16 +599,25 @@ class MarkI:
             if self.preset_.cells.settles_instantly:  # the same A-unit rows every pass
                 static = self._features(self.retina_.respond_static(x))
             for _ in range(int(self.max_iter)):
-                if self._epoch(x, index, progress, static) == 0:
+                if self._epoch(x, index, progress, static, shown) == 0:
                     break
         return self
 
-    def partial_fit(self, X: object, y: object, classes: object = None, *,
+    def partial_fit(self, X: object, y: object, classes: object = None,
+                    sample_weight: object = None, *,
                     progress: Progress | None = None) -> MarkI:
-        """One pass over ``X`` with the machine as it is (``classes`` needed on the first call)."""
-        x = to_retina(X).reshape(-1, N_CELLS)
-        y = self._labels(y, len(x))
-        if not hasattr(self, "classes_"):
+        """One pass over ``X`` with the machine as it is (``classes`` needed on the first call).
+
+        ``sample_weight``: how many times each sample is presented (whole numbers).
+        """
+        first = not hasattr(self, "classes_")
+        if first:
+            self.check_params()
+        values = self._values(X, reset=first)
+        y = self._targets(y, len(values))
+        shown = _presentations(sample_weight, len(values))
+        x = self._project(values)
+        if first:
             if classes is None:
                 raise ValueError("classes must be given on the first call to partial_fit")
             self._build(np.unique(np.asarray(classes)))
@@ -304,13 +627,14 @@ class MarkI:
                 f"classes {list(np.unique(np.asarray(classes)))} differ from the machine's "
                 f"{list(self.classes_)}"
             )
-        unknown = ~np.isin(y, self.classes_)
+        presented = y if shown is None else y[shown]
+        unknown = ~np.isin(presented, self.classes_)
         if unknown.any():
             raise ValueError(
-                f"label {y[unknown][0]!r} is not among the classes {list(self.classes_)}"
+                f"label {presented[unknown][0]!r} is not among the classes {list(self.classes_)}"
             )
         with one_blas_thread():
-            self._epoch(x, np.searchsorted(self.classes_, y), progress)
+            self._epoch(x, np.searchsorted(self.classes_, y), progress, presented=shown)
         return self
 
     def _features(self, s: np.ndarray) -> ARows:
@@ -321,16 +645,21 @@ class MarkI:
         return ARows(a)
 
     def _epoch(self, x: np.ndarray, index: np.ndarray, progress: Progress | None,
-               static: ARows | None = None) -> int:
+               static: ARows | None = None, presented: np.ndarray | None = None) -> int:
         """Present every image once (in a fresh order when shuffling); return the mistakes.
 
         ``static``: the A-unit rows of ``x`` when the cells settle instantly (then the
         retina's history does not matter and the rows are reused pass after pass).
+        ``presented``: the image of each presentation when not every image is shown once
+        (``sample_weight``); the pass shows them in a fresh order as it would the images.
         """
+        n = len(x) if presented is None else len(presented)
         clock = self.preset_.clock
         n_pots = self.pots_.shape[0] * self.pots_.shape[1]
-        check_clock_room(clock, self.preset_.motors, n_pots, len(x), self.clock_.t_us)
-        order = self._rng_order.permutation(len(x)) if self.shuffle else np.arange(len(x))
+        check_clock_room(clock, self.preset_.motors, n_pots, n, self.clock_.t_us)
+        order = self._rng_order.permutation(n) if self.shuffle else np.arange(n)
+        if presented is not None:
+            order = presented[order]
         rows: np.ndarray | None = None
         if static is not None:
             A, rows = static, order
@@ -346,7 +675,7 @@ class MarkI:
             if self.verbose:
                 from tqdm import tqdm
 
-                bar = tqdm(total=len(x), desc=f"epoch {self.n_iter_ + 1}", unit="trial",
+                bar = tqdm(total=n, desc=f"epoch {self.n_iter_ + 1}", unit="trial",
                            leave=False)
 
             def callback(new_trials: int, new_mistakes: int) -> None:
@@ -366,7 +695,7 @@ class MarkI:
         self.mistakes_per_epoch_.append(log.mistakes)
         self.epoch_logs_.append(log)
         self.history_["mistakes"].append(log.mistakes)
-        self.history_["trials"].append(len(x))
+        self.history_["trials"].append(n)
         self.history_["machine_time_s"].append(self.clock_.t_s)
         self.history_["motor_steps"].append(self.clock_.motor_steps)
         return log.mistakes
@@ -426,7 +755,7 @@ class MarkI:
 
     def _sums(self, X: object) -> np.ndarray:
         self._check_fitted("predict")
-        return static_sums(self.machine_arrays(), X)
+        return retina_sums(self.machine_arrays(), self._light(X, reset=False))
 
     def decision_function(self, X: object) -> np.ndarray:
         """Per-class scores (n, n_classes) whose argmax is ``predict``; (n,) for two classes.
@@ -449,13 +778,17 @@ class MarkI:
         return self.classes_[decode(self.codebook_, r)]
 
     def score(self, X: object, y: object, sample_weight: object = None) -> float:
-        """Accuracy of :meth:`predict` on ``(X, y)``."""
+        """Accuracy of :meth:`predict` on ``(X, y)``; weighted by ``sample_weight`` (any
+        numbers >= 0, not all zero) when given."""
         pred = self.predict(X)
-        y = self._labels(y, len(pred))
+        y = self._targets(y, len(pred))
         right = (pred == y).astype(np.float64)
         if sample_weight is None:
             return float(right.mean())
         w = np.asarray(sample_weight, dtype=np.float64)
+        if w.shape != right.shape or not np.isfinite(w).all() or (w < 0).any() or not w.sum():
+            raise ValueError(f"sample_weight must be {len(right)} finite numbers >= 0, not all "
+                             f"zero; got shape {w.shape}")
         return float((right * w).sum() / w.sum())
 
     def present(self, X: object) -> np.ndarray:
@@ -464,7 +797,7 @@ class MarkI:
         Nothing is learned. The clock advances by one presentation per image.
         """
         self._check_fitted("present")
-        x = to_retina(X).reshape(-1, N_CELLS)
+        x = self._light(X, reset=False)
         clock = self.preset_.clock
         A = self._features(self.retina_.present(x, clock.dwell_s, clock.change_s)).A
         rng = self._rng_noise
@@ -476,7 +809,11 @@ class MarkI:
         return self.classes_[decode(self.codebook_, r)]
 
     def save(self, path: str | os.PathLike[str], task: str = "") -> Path:
-        """Write the machine file (``machine.npz``) atomically; returns its path."""
+        """Write the machine file (``machine.npz``) atomically; returns its path.
+
+        The file holds the machine from the photocells on. A machine fitted on features that
+        are not 20 x 20 light images (another ``input_shape_``, a ``scaling``) needs its
+        inputs as :meth:`to_retina` gives them wherever the file is used."""
         return save_machine(path, self.machine_arrays(task))
 
 
@@ -484,8 +821,14 @@ class MarkI:
 
 
 def static_sums(machine: dict[str, Any], X: object) -> np.ndarray:
-    """R-unit sums ``r`` (n, n_r) of the static path, from the machine file's arrays."""
-    x = to_retina(X).reshape(-1, N_CELLS)
+    """R-unit sums ``r`` (n, n_r) of the static path, from the machine file's arrays, for
+    light images ``X`` (:func:`mark1.images.to_retina` takes them)."""
+    return retina_sums(machine, to_retina(X).reshape(-1, N_CELLS))
+
+
+def retina_sums(machine: dict[str, Any], x: np.ndarray) -> np.ndarray:
+    """R-unit sums ``r`` (n, n_r) of the static path for the light ``x`` (n, 400) on the
+    retina."""
     s = x > machine["cell_threshold"]
     a = (s.astype(np.float32) @ machine["plugboard"].T.astype(np.float32)) >= machine[
         "a_threshold"]

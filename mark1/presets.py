@@ -35,7 +35,8 @@
     drift and contact noise (all chosen, to show what worn parts do to learning).
 
 Overrides: every parameter field has a name unique across the parts, so
-``preset.with_overrides(gamma=0.6, read_noise=0.01)`` (and ``MarkI(..., gamma=0.6)``) works.
+``preset.with_overrides(gamma=0.6, read_noise=0.01)`` (and ``MarkI(machine={"gamma": 0.6})``)
+works.
 """
 
 from __future__ import annotations

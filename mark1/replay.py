@@ -174,12 +174,9 @@ def run_replay(quick: bool = False, seed: int = 0, progress: bool = False,
             )
     bar = None
     if progress:
-        import sys
+        from mark1.progress import progress_bar
 
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(chosen) * len(PRESETS), unit="run", file=sys.stderr,
-                   desc="replay")
+        bar = progress_bar(total=len(chosen) * len(PRESETS), unit="run", desc="replay")
     results = []
     try:
         for exp in chosen:
@@ -248,12 +245,9 @@ def run_position_sweep(quick: bool = False, seed: int = 0,
                                                   else sw.shifts)]
     bar = None
     if progress:
-        import sys
+        from mark1.progress import progress_bar
 
-        from tqdm import tqdm
-
-        bar = tqdm(total=len(jobs) * len(PRESETS), unit="run", file=sys.stderr,
-                   desc="position sweep")
+        bar = progress_bar(total=len(jobs) * len(PRESETS), unit="run", desc="position sweep")
     results: dict[str, dict[str, Any]] = {}
     try:
         for sw, shift in jobs:

@@ -93,7 +93,8 @@ UNPACED = LinkTiming()
 
 @dataclass
 class Served:
-    """A device serving one URL: the simulator in this process, or the firmware's host port."""
+    """A device serving one URL: the simulator in this process, or the firmware in a process
+    (the host port, or QEMU behind its launcher)."""
 
     kind: str
     url: str
@@ -101,7 +102,7 @@ class Served:
     """The simulated part (kind ``sim``), for checks the protocol cannot make."""
     server: TcpServer | PtyServer | None = None
     process: subprocess.Popen | None = None
-    """The firmware's process (kind ``host``)."""
+    """The firmware's process (kinds ``host``, ``m3``, ``m4``)."""
 
     @property
     def address(self) -> tuple[str, int]:
@@ -190,10 +191,11 @@ def mark1_device(*args: str) -> Iterator[tuple[str, subprocess.Popen]]:
 def serve(kind: str, config: DeviceConfig = SMALL, *, pty: bool = False,
           timing: LinkTiming = UNPACED, idle_timeout_s: float = IDLE_TIMEOUT_S,
           state: Path | None = None, protocol_version: int = P.PROTOCOL_VERSION,
-          cut: tuple[int, int] | None = None) -> Iterator[Served]:
-    """A device of ``kind`` serving a pty or a TCP port on 127.0.0.1, with its flash in
-    ``state`` (kept) or in memory; ``cut`` = (operation, bytes): the power goes that many bytes
-    into that flash operation (counted from start-up)."""
+          cut: tuple[int, int] | None = None, **board: int) -> Iterator[Served]:
+    """A device of ``kind`` (``sim``, ``host``, or a core under QEMU: ``m3``, ``m4``) serving a
+    pty or a TCP port on 127.0.0.1, with its flash in ``state`` (kept) or in memory; ``cut`` =
+    (operation, bytes): the power goes that many bytes into that flash operation (counted from
+    start-up). ``board``: options of the firmware under QEMU (``erase_ms``, ``rx_ring``)."""
     if kind == "sim":
         dev = Device(config, state_path=state, protocol_version=protocol_version)
         if cut is not None:
@@ -206,14 +208,15 @@ def serve(kind: str, config: DeviceConfig = SMALL, *, pty: bool = False,
         finally:
             dev.flash.close()
         return
-    cmd = firmware.host_command(
+    options = dict(
         listen=None if pty else "127.0.0.1:0", pty=pty, flash_bytes=config.flash_bytes,
         page_bytes=config.page_bytes, ram_bytes=config.ram_bytes,
         max_payload=config.max_payload, name=config.name, state=state,
         idle_timeout_s=idle_timeout_s, endurance=config.endurance,
         cut_after=None if cut is None else f"{cut[0]}+{cut[1]}",
-        protocol_version=protocol_version, baud=timing.baud,
-        turnaround_ms=1000.0 * timing.turnaround_s)
+        protocol_version=protocol_version, baud=timing.baud)
+    cmd = firmware.host_command(**options, turnaround_ms=1000.0 * timing.turnaround_s) \
+        if kind == "host" else firmware.qemu_command(kind, **options, **board)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         url = proc.stdout.readline().strip()

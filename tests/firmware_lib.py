@@ -11,31 +11,24 @@ from __future__ import annotations
 
 import ctypes
 import os
-import shutil
 from functools import lru_cache
 
 import numpy as np
-import pytest
 
 from export.contract import protocol as P
 from firmware_sim import firmware
 from firmware_sim.device import DeviceConfig
-
-
-def require(*programs: str) -> None:
-    """Skip the calling test when a program is missing and ``CI`` is unset; in CI, fail."""
-    missing = [p for p in programs if shutil.which(p) is None]
-    if not missing:
-        return
-    why = f"needs {', '.join(missing)}, which is not installed"
-    if os.environ.get("CI"):
-        pytest.fail(f"{why}: CI must run this test (.ci/run installs it)")
-    pytest.skip(why)
+from tests.conftest import require
 
 
 def require_host_build() -> None:
     """The host build's tools (make, a C compiler), as :func:`require`."""
     require("make", os.environ.get("CC", "cc"))
+
+
+def require_qemu() -> None:
+    """The firmware under QEMU: its build tools and the emulator, as :func:`require`."""
+    require("make", "arm-none-eabi-gcc", "qemu-system-arm")
 
 
 _u8p = ctypes.POINTER(ctypes.c_uint8)
@@ -55,10 +48,6 @@ def lib() -> ctypes.CDLL:
         "fw_run": (ctypes.c_int, [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_void_p,
                                   ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
                                   ctypes.c_int, ctypes.POINTER(ctypes.c_uint64)]),
-        "fw_py_float": (ctypes.c_uint32, [ctypes.c_double, ctypes.c_int, ctypes.c_char_p,
-                                          ctypes.c_uint32]),
-        "fw_py_repr": (ctypes.c_uint32, [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_int,
-                                         ctypes.c_char_p, ctypes.c_uint32]),
         "fw_text_max": (ctypes.c_uint32, []),
         "fw_max_ahead": (ctypes.c_uint32, []),
         "mk_requantize_single": (ctypes.c_int32, [ctypes.c_int32] * 3),
@@ -69,7 +58,10 @@ def lib() -> ctypes.CDLL:
         "mk_sha256": (None, [ctypes.c_char_p, ctypes.c_size_t, ctypes.c_void_p]),
         "mk_cobs_encode": (ctypes.c_size_t, [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_size_t]),
         "mk_cobs_decode": (ctypes.c_long, [ctypes.c_void_p, ctypes.c_size_t]),
-        "mk_unicode_printable": (ctypes.c_int, [ctypes.c_uint32]),
+        "mk_scales_encoded": (ctypes.c_int,
+                              [ctypes.c_int32, ctypes.c_int32] + [ctypes.c_uint32] * 3),
+        "fw_text_format": (ctypes.c_uint32, [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint64,
+                                             ctypes.c_int64, ctypes.c_uint32]),
         "fw_device_new": (ctypes.c_void_p, [ctypes.c_uint32] * 4 + [
             ctypes.c_char_p, ctypes.c_int64, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint32]),
         "fw_device_free": (None, [ctypes.c_void_p]),
@@ -110,7 +102,12 @@ def peek_package(data: bytes) -> tuple[str, list[int]]:
     return ("", list(info)) if rc == 0 else (why.raw[: n.value].decode("utf-8"), [])
 
 
-def run(data: bytes, x_q: np.ndarray, *, fast: bool, rounding: int = -1
+PATHS = {"reference": 0, "portable": 1, "dsp": 2}
+"""The engine's dense kernels (``MK_PATH_*``): the C99 reference, the portable path of cores
+without the DSP extension, and the DSP path (its instructions emulated in C on the host)."""
+
+
+def run(data: bytes, x_q: np.ndarray, *, path: str, rounding: int = -1
         ) -> tuple[np.ndarray, np.ndarray, int]:
     """The C engine on int8 inputs (n, n_inputs): outputs, classes (``decide``), cycle estimate.
     ``rounding``: -1 the package's own, else every dense layer's mode (0 single, 1 double)."""
@@ -121,9 +118,16 @@ def run(data: bytes, x_q: np.ndarray, *, fast: bool, rounding: int = -1
     classes = np.zeros(len(x), np.uint32)
     cycles = ctypes.c_uint64()
     rc = lib().fw_run(data, len(data), x.ctypes.data, len(x), y.ctypes.data, classes.ctypes.data,
-                      int(fast), rounding, ctypes.byref(cycles))
+                      PATHS[path], rounding, ctypes.byref(cycles))
     assert rc == 0
     return y, classes.astype(np.int64), cycles.value
+
+
+def text_format(big: int, signed_big: int, small: int) -> str:
+    """The firmware's formatting of three values (``fw_text_format`` in ``tests/shim.c``)."""
+    out = ctypes.create_string_buffer(256)
+    n = lib().fw_text_format(out, 256, big, signed_big, small)
+    return out.raw[:n].decode()
 
 
 def sha256(data: bytes) -> bytes:
@@ -149,21 +153,6 @@ def cobs_decode(encoded: bytes) -> bytes | None:
     buf = ctypes.create_string_buffer(encoded, len(encoded))
     n = lib().mk_cobs_decode(ctypes.addressof(buf), len(encoded))
     return None if n < 0 else buf.raw[:n]
-
-
-def py_float(value: float, precision: int = 0) -> str:
-    """The firmware's ``repr(value)`` (precision 0) or ``format(value, f".{precision}g")``."""
-    out = ctypes.create_string_buffer(64)
-    n = lib().fw_py_float(value, precision, out, 64)
-    return out.raw[:n].decode()
-
-
-def py_repr(value: bytes | str) -> str:
-    """The firmware's ``repr`` of bytes or of a str (given as UTF-8)."""
-    raw = value.encode("utf-8") if isinstance(value, str) else value
-    out = ctypes.create_string_buffer(8 * len(raw) + 16)
-    n = lib().fw_py_repr(raw, len(raw), int(isinstance(value, str)), out, len(out))
-    return out.raw[:n].decode("utf-8")
 
 
 # --------------------------------------------------------------------------- a whole device

@@ -326,6 +326,13 @@ CLI_CASES: tuple[Case, ...] = (
     C("a file as the output folder", "replay --quick --out {ws}/picture.png",
       "exists and is not a folder"),
     C("a negative seed", "replay --quick --seed -1", "seed"),
+    # playground (refused before anything listens)
+    C("no tabs at all", "playground --no-browser --max-tabs 0",
+      r"--max-tabs must be in \[1, 10000\]; got 0"),
+    C("a port beyond 65535", "playground --no-browser --port 70000",
+      r"--port must be in \[0, 65535\]"),
+    C("a negative number of workers", "playground --no-browser --port 0 --workers -1",
+      r"--workers must be in \[0, 64\]; got -1"),
     # sweep
     C("a parameter that does not exist", "sweep --task e-f --grid warp=1,2 --out {ws}/run",
       "unknown parameter 'warp'"),
@@ -544,6 +551,29 @@ CLI_CASES: tuple[Case, ...] = (
     C("a device serving another host (TCP)", "infer {ws}/bright.png --port {busy_tcp}", "busy",
       8),
     C("a missing port", "infer {ws}/bright.png --port /dev/ttyUSB9", "cannot open port"),
+    C("a folder as the trace", "infer --port {device} --task digits --trace {ws}/out",
+      "--trace .* is a folder"),
+    C("a folder as the trace", "push {ws}/model.m1w --port {device} --trace {ws}/out",
+      "--trace .* is a folder"),
+    # ports, info, status, rollback
+    C("an unknown option", "ports --colour", "unrecognized arguments: --colour"),
+    C("a folder as the JSON list", "ports --json {ws}/out", "--json .* is a folder"),
+    C("a missing package", "info {ws}/nothing.m1w", "model file not found"),
+    C("a PNG as the package", "info {ws}/picture.png", "picture.png is not a weight package"),
+    C("a truncated package", "info {ws}/truncated.m1w", "package truncated"),
+    C("a package with a flipped bit", "info {ws}/flipped.m1w", "CRC-32 mismatch"),
+    C("an empty file as the package", "info {ws}/empty.bin", "truncated"),
+    C("a missing port", "status --port /dev/ttyUSB9", "cannot open port"),
+    C("a port another host holds (pty)", "status --port {busy_pty}", "busy", 8),
+    C("a device serving another host (TCP)", "status --port {busy_tcp}", "busy", 8),
+    C("a folder as the trace", "status --port {device} --trace {ws}/out",
+      "--trace .* is a folder"),
+    C("a slot that does not exist", "rollback --port {device} --slot C", "invalid choice: 'C'"),
+    C("a rollback to a slot with no committed model", "rollback --port {device}",
+      "slot B holds no committed model", 9),
+    C("a missing port", "rollback --port /dev/ttyUSB9", "cannot open port"),
+    C("a folder as the JSON report", "rollback --port {device} --check --json {ws}/out",
+      "--json .* is a folder"),
     # device
     C("a flash that is not a whole number of pages", "device --pty --flash 1000",
       "multiple of the page size"),
@@ -844,6 +874,22 @@ API_CASES: tuple[ApiCase, ...] = (
     A("a single class", "MarkI(random_state=0).fit(np.zeros((4, 400)), [1, 1, 1, 1])", "class"),
     A("zero A-units", "MarkI(n_a=0, random_state=0).fit(np.zeros((2, 400)), [0, 1])", "n_a"),
     A("predict before fit", "MarkI().predict(np.zeros((1, 400)))", "fit"),
+    A("features outside the light range", "MarkI().fit(np.full((2, 3), 7.0), [0, 1])",
+      "scaling='clip' or 'logistic'"),
+    A("complex features", "MarkI().fit(np.zeros((2, 3)) + 1j, [0, 1])",
+      "Complex data not supported"),
+    A("an object that is not a number", "MarkI().fit(np.array([[0.5, {}]] * 2), [0, 1])",
+      r"X\[0, 1\] is \{\}", TypeError),
+    A("a sparse matrix", "MarkI().fit(sparse.csr_matrix(np.zeros((2, 3))), [0, 1])",
+      "sparse input is not supported", TypeError),
+    A("continuous labels", "MarkI().fit(np.zeros((3, 3)), [0.1, 0.2, 0.3])", "continuous"),
+    A("28x28 images after 8x8 ones",
+      "MarkI(n_a=8, random_state=0).fit(np.zeros((2, 8, 8)), [0, 1]).predict(np.zeros((1, 28, "
+      "28)))", "fitted on 8x8"),
+    A("half a presentation", "MarkI().fit(np.zeros((2, 3)), [0, 1], sample_weight=[0.5, 1])",
+      "a whole number >= 0"),
+    A("an unknown machine parameter", "MarkI(machine={'gama': 0.6}).fit(np.zeros((2, 3)), [0, 1])",
+      "unknown machine parameter 'gama'"),
     A("a PNG as a checkpoint", "load_checkpoint(ws / 'picture.png')", "picture.png"),
     A("a truncated checkpoint", "load_checkpoint(ws / 'truncated.pt')", "truncated.pt"),
     A("a PNG as a machine file", "load_machine(ws / 'picture.png')", "picture.png"),
@@ -900,6 +946,8 @@ API_CASES: tuple[ApiCase, ...] = (
 
 
 def _api_names(ws: Path) -> dict[str, Any]:
+    from scipy import sparse
+
     from export.contract.golden import golden_forward, quantize_input
     from export.contract.package import decode_package, encode_package
     from export.int8.quantize import quantize_file, quantize_mlp
@@ -936,7 +984,8 @@ def _api_names(ws: Path) -> dict[str, Any]:
                  push, DeviceConfig, Engine, Flash, LineFaults, LinkTiming, to_retina, MarkI,
                  load_machine, make_task, quantize_file, check_port, claim_state_file,
                  read_images, CdSCells, plan, load_mlp, feature_rows)
-    return {**{f.__name__: f for f in functions}, "np": np, "ws": ws, "png": png_bytes(),
+    return {**{f.__name__: f for f in functions}, "np": np, "sparse": sparse, "ws": ws,
+            "png": png_bytes(),
             "pkg_bytes": pkg_bytes, "pkg": decode_package(pkg_bytes),
             "ckpt": load_checkpoint(ws / "mlp.pt")}
 

@@ -236,6 +236,36 @@ def _png(rows: np.ndarray, colour: int, depth: int = 8, palette: bytes | None = 
     return data + chunk(b"IDAT", zlib.compress(bytes(out))) + chunk(b"IEND", b"")
 
 
+def test_host_and_jetson_runner_turn_a_colour_png_into_the_same_grey(tmp_path):
+    """One colour-to-grey rule: ``mark1 infer`` (``mark1.images``) and the bundle's runner give
+    the same grey levels on the same colour PNG -- BT.601 luma, not the mean of R, G, B."""
+    from mark1.images import LUMA_BT601, read_images
+
+    run = _runner_module()
+    rng = np.random.default_rng(7)
+    rgb = rng.integers(0, 256, (11, 13, 3)).astype(np.uint8)
+    rgb[0, :3] = [[255, 0, 0], [0, 255, 0], [0, 0, 255]]  # pure red, green, blue
+    alpha = rng.integers(0, 256, (11, 13, 1)).astype(np.uint8)
+    wide = (rgb.astype(np.uint16) * 257).astype(">u2")
+    palette = rng.integers(0, 256, (256, 3)).astype(np.uint8)
+    index = rng.integers(0, 256, (11, 13)).astype(np.uint8)
+    files = {"rgb8": _png(rgb, 2), "rgba8": _png(np.concatenate([rgb, alpha], -1), 6),
+             "rgb16": _png(wide.view(np.uint8).reshape(11, 78), 2, depth=16, width=13),
+             "palette": _png(index, 3, palette=palette.tobytes())}
+    luma = rgb.astype(np.float64) @ np.array(LUMA_BT601) / 255.0
+    for name, data in files.items():
+        path = tmp_path / f"{name}.png"
+        path.write_bytes(data)
+        _, host = read_images([str(path)])
+        jetson = run.read_png(str(path))
+        np.testing.assert_allclose(host[0], jetson, atol=1e-6, err_msg=name)
+        want = (palette[index].astype(np.float64) @ np.array(LUMA_BT601) / 255.0
+                if name == "palette" else luma)
+        np.testing.assert_allclose(host[0], want, atol=1e-6, err_msg=name)
+    _, host = read_images([str(tmp_path / "rgb8.png")])
+    np.testing.assert_allclose(host[0, 0, :3], LUMA_BT601, atol=1e-6)  # red, green, blue
+
+
 def test_runner_reads_every_png_filter_and_layout(tmp_path):
     run = _runner_module()
     rng = np.random.default_rng(0)

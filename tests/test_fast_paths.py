@@ -220,6 +220,16 @@ def test_exact_passes_are_the_references_and_the_textbook_perceptron(n_units):
     np.testing.assert_array_equal(ref["bank"]["base"][1 : n_units + 1], W)
 
 
+@pytest.mark.parametrize("spec", [IDEAL_POTS, WORN_AND_DRIFTING], ids=["exact", "drifting"])
+def test_rows_presented_several_times_in_a_pass_are_the_references_on_every_path(spec):
+    """``sample_weight`` presents a row as many times as its weight: orders with repeats."""
+    A, targets, _ = random_problem(4, n_units=2)
+    rng = np.random.default_rng(4)
+    orders = [rng.integers(0, 100, size=len(A)) for _ in range(3)]  # each row about 6 times
+    ref = every_path(A, targets, orders, spec, noise=spec is not IDEAL_POTS)
+    assert sum(log["mistakes"] for log in ref["logs"]) > 50
+
+
 @pytest.mark.parametrize("r_theta", [0.0, 0.05])
 @pytest.mark.parametrize("rule", ["ideal", "forced-response"])
 def test_exact_pots_with_fractional_steps_are_the_references_on_every_path(rule, r_theta):

@@ -1,7 +1,7 @@
-"""Building the C firmware: the host port and the Cortex-M objects compile without a warning
-(-Wall -Wextra -Werror) and report their sizes; the Cortex-M4 build uses the DSP instructions
-and the Cortex-M3 build does not; `mark1 device --firmware host` names the package to install
-when a tool is missing; `--cut-after` cuts the power of either kind of device."""
+"""Building the C firmware: the host port and the MPS2 images compile without a warning
+(-Wall -Wextra -Werror), without a C library, and report their sizes; the Cortex-M4 image uses
+the DSP instructions and the Cortex-M3 image does not; `mark1 device --firmware host` names the
+package to install when a tool is missing; `--cut-after` cuts the power of either kind of device."""
 
 from __future__ import annotations
 
@@ -37,22 +37,41 @@ def test_the_host_port_builds_without_warnings_and_prints_its_sizes(tmp_path):
     assert 0 < text < 200_000 and bss > 64 * 1024  # the activation arena is static
 
 
-def test_the_portable_code_compiles_for_cortex_m4_with_dsp_and_for_cortex_m3(tmp_path):
-    fw.require("make", "arm-none-eabi-gcc", "arm-none-eabi-objdump")
-    out = make(tmp_path, "cortex-m")
-    sizes = re.findall(r"^\s*(\d+)\s+(\d+)\s+(\d+)\s+\d+\s+\w+\s+\(TOTALS\)", out, re.M)
-    assert len(sizes) == 2 and all(int(text) > 0 for text, _, _ in sizes), out
+TEXT_BUDGET = 25 * 1024
+"""Code and constants of an MPS2 image, in bytes: the size as measured (24.3 KB) with a little
+room, so that growth is noticed. The goal of 16 KB is not met (docs/SPEED.md, "Firmware size")."""
+STATIC_RAM_GOAL = 8 * 1024
+"""Static RAM of an image besides the activation arena and the receive ring, in bytes."""
 
-    def instructions(core: str) -> str:
-        return subprocess.run(["arm-none-eabi-objdump", "-d", str(tmp_path / core /
-                                                                   "engine_dsp.o")],
-                              capture_output=True, text=True, check=True).stdout
+
+def test_the_cortex_m_images_build_without_a_c_library_within_their_sizes(tmp_path):
+    fw.require("make", "arm-none-eabi-gcc", "arm-none-eabi-objdump", "arm-none-eabi-nm")
+    out = make(tmp_path, "cortex-m")
+    sizes = {m.group(1): (int(m.group(2)), int(m.group(3)), int(m.group(4)), int(m.group(5)))
+             for m in re.finditer(r"mark1-fw-(m\d)\.elf: text (\d+) B \(flash\), static RAM "
+                                  r"(\d+) B .*receive ring (\d+) B, arena (\d+) B", out)}
+    assert set(sizes) == {"m3", "m4"}, out
+    for core, (text, static_ram, ring, arena) in sizes.items():
+        assert 4096 < text <= TEXT_BUDGET and static_ram <= STATIC_RAM_GOAL, (core, sizes)
+        assert ring >= 4 * (1024 + 9) and arena == 64 * 1024  # the window's frames; the arena
+    # no C library: no newlib header was read, no newlib or floating-point routine linked
+    for dep in tmp_path.rglob("*.d"):
+        assert "arm-none-eabi/include" not in dep.read_text(), dep
+    for core in ("m3", "m4"):
+        elf = tmp_path / core / f"mark1-fw-{core}.elf"
+        symbols = subprocess.run(["arm-none-eabi-nm", str(elf)],
+                                 capture_output=True, text=True, check=True).stdout
+        assert not re.search(r" (malloc|printf|_sbrk|__aeabi_d\w+|__aeabi_f\w+)$", symbols,
+                             re.M), core
 
     def used(core: str, op: str) -> bool:
-        return re.search(rf"\t{op}\t", instructions(core)) is not None
+        code = subprocess.run(["arm-none-eabi-objdump", "-d",
+                               str(tmp_path / core / f"mark1-fw-{core}.elf")],
+                              capture_output=True, text=True, check=True).stdout
+        return re.search(rf"\t{op}\t", code) is not None
 
     assert all(used("m4", op) for op in ("smlad", "sxtb16", "sxtab16"))
-    assert not used("m3", "smlad")  # the M3 has no DSP extension: the same C, emulated
+    assert not any(used("m3", op) for op in ("smlad", "sxtb16", "sxtab16"))  # no DSP on the M3
 
 
 def test_a_missing_tool_is_named_with_its_package(tmp_path):

@@ -32,7 +32,7 @@ from firmware_sim.flash import PowerLoss
 from tests import firmware_lib as fw
 from tests.device_helpers import SMALL, ask, image, serve, upload, with_model
 from tests.test_fuzz import _requests, mutate_package, one_case, package_corpus
-from tests.test_power_loss import CASES, PROBE, crash_points
+from tests.test_power_loss import CASES, PROBE, ROLLBACKS, crash_points
 
 FAST = LinkSettings(timeout_s=0.2, retries=2, reconnects=0, reconnect_delay_s=0.02)
 DOOMED = LinkSettings(timeout_s=0.05, retries=0, reconnects=0)
@@ -105,6 +105,17 @@ def scripted_session() -> list[P.Payload | P.Frame | P.Msg]:
     junk = bytes(range(256)) * 2
     reqs += [P.Begin(len(junk), zlib.crc32(junk), 0), P.Data(0, junk[:100])]  # not a package
     reqs += [P.Begin(len(a) + 4, zlib.crc32(a + bytes(4)), 0), P.Data(0, a[:100])]  # wrong size
+    # rollbacks: to a slot an upload has written over, to the running one, refused payloads
+    reqs += [P.Rollback(1), P.Rollback(1, P.ROLLBACK_CHECK), P.Rollback(0), P.Rollback(2),
+             P.Rollback(0xFF), P.Rollback(1, 0x80), P.Frame(int(P.Msg.ROLLBACK), 5, b"\0")]
+    reqs += [P.Begin(len(b), crc_b, 0, P.AUTO_SLOT, sha_b)]
+    reqs += [P.Data(off, b[off : off + 500]) for off in range(0, len(b), 500)]
+    reqs += [P.Commit(len(b), crc_b, sha_b), P.Rollback(0, P.ROLLBACK_CHECK), P.Msg.STATUS,
+             P.Begin(len(a), crc_a, 0, P.AUTO_SLOT, sha_a),  # nothing written yet: slot A
+             P.Rollback(0), P.Msg.STATUS, P.Rollback(0),  # back to A, the upload dropped; again
+             P.Infer(PROBE.tobytes()), P.Rollback(1), P.Msg.STATUS,  # and forth to B
+             P.Begin(len(a), crc_a, 0, P.AUTO_SLOT, sha_a), P.Data(0, a[:100]),
+             P.Rollback(0), P.Msg.STATUS, P.Msg.ABORT]  # A's first page is erased: refused
     return reqs
 
 
@@ -258,6 +269,32 @@ def test_a_power_cut_anywhere_leaves_the_same_flash_as_the_simulator(name):
 @pytest.mark.parametrize("name", list(CASES))
 def test_soak_a_power_cut_at_every_byte_leaves_the_same_flash(name):
     assert cut_both(name, inside=None)["new"] == 1
+
+
+@pytest.mark.parametrize("name", list(ROLLBACKS))
+def test_a_power_cut_at_every_byte_of_a_rollback_leaves_the_same_flash(name):
+    """``ROLLBACK`` cut at every byte of its erase and its record: the same flash in both,
+    which boots into the model that ran or the one rolled back to, and rolls back next time."""
+    case = ROLLBACKS[name]
+    base = case.base()
+    contents, erases = base.flash.read(0, base.flash.size), base.flash.erase_counts
+    c = fw.CDevice(case.config)
+    outcomes: Counter = Counter()
+    for op_index, keep in crash_points(case.ops(), inside=None):
+        sim = base.power_cycle()
+        start = sim.flash.ops
+        sim.flash.hook = lambda op, k=op_index + start, b=keep: b if op.index == k else None
+        with pytest.raises(PowerLoss):
+            ask(sim, P.Rollback(0))
+        c.load_flash(contents, erases)
+        c.cut(op_index, keep)
+        with pytest.raises(fw.PowerCut):
+            c.receive(P.encode_frame(P.Rollback(0).frame(1)))
+        same_flash(sim, c)
+        running = running_model(c.power_cycle(), case.running, case.back)
+        outcomes["back" if running == case.back else "kept"] += 1
+        assert ask(c, P.Rollback(0)) == P.Ack(P.Msg.ROLLBACK, 0, zlib.crc32(case.back))
+    assert outcomes["back"] == 1 and outcomes["kept"] > 30
 
 
 # --------------------------------------------------------------------------- the host port

@@ -76,15 +76,15 @@ MODELS = ["mlp", "odd widths", "markI", "saturating", "tiny", "digits mlp", "dig
           "push image"]
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["reference", "dsp"])
+@pytest.mark.parametrize("path", list(fw.PATHS))
 @pytest.mark.parametrize("name", MODELS)
-def test_bit_exact_with_golden_on_random_inputs(packages, name, fast):
+def test_bit_exact_with_golden_on_random_inputs(packages, name, path):
     data = packages[name]
     pkg = decode_package(data)
     rng = np.random.default_rng(7)
     x_q = rng.integers(-128, 128, (300, pkg.n_inputs)).astype(np.int8)
     x_q[0], x_q[1] = -128, 127  # the extremes
-    y, classes, cycles = fw.run(data, x_q, fast=fast)
+    y, classes, cycles = fw.run(data, x_q, path=path)
     want = golden_forward(pkg, x_q)
     np.testing.assert_array_equal(y, want)
     np.testing.assert_array_equal(classes, decide(pkg, want))
@@ -98,8 +98,8 @@ def test_bit_exact_with_golden_on_task_inputs(task):
                 quantize_machine(trained_machine(task), X[:128])):
         x_q = quantize_input(pkg, X_test)
         want = golden_forward(pkg, x_q)
-        for fast in (False, True):
-            y, classes, _ = fw.run(encode_package(pkg), x_q, fast=fast)
+        for path in fw.PATHS:
+            y, classes, _ = fw.run(encode_package(pkg), x_q, path=path)
             np.testing.assert_array_equal(y, want)
             np.testing.assert_array_equal(classes, decide(pkg, want))
 
@@ -177,11 +177,11 @@ def _double_rounding_forward(data: bytes, x_q: np.ndarray) -> np.ndarray:
     return x.astype(np.int8)
 
 
-@pytest.mark.parametrize("fast", [False, True], ids=["reference", "dsp"])
-def test_a_layer_flagged_for_double_rounding_runs_tflites_arithmetic(packages, fast):
+@pytest.mark.parametrize("path", list(fw.PATHS))
+def test_a_layer_flagged_for_double_rounding_runs_tflites_arithmetic(packages, path):
     rng = np.random.default_rng(3)
     for name in ("mlp", "odd widths", "saturating", "tiny"):
         data = packages[name]
         x_q = rng.integers(-128, 128, (60, decode_package(data).n_inputs)).astype(np.int8)
-        y, _, _ = fw.run(data, x_q, fast=fast, rounding=1)
+        y, _, _ = fw.run(data, x_q, path=path, rounding=1)
         np.testing.assert_array_equal(y, _double_rounding_forward(data, x_q))

@@ -67,7 +67,8 @@ def _requests(seed: int = 0) -> list[P.Frame]:
                                                         hashlib.sha256(other).digest()),
         *[P.Data(o, other[o : o + chunk]) for o in range(0, 3 * chunk, chunk)],
         P.Commit(len(other), crc), P.Read(P.ACTIVE_SLOT, 0, 200), P.Read(1, 0, 64),
-        P.Infer(x), P.Msg.STATUS, P.Msg.ABORT, P.Msg.RESET,
+        P.Infer(x), P.Msg.STATUS, P.Msg.ABORT, P.Msg.RESET, P.Rollback(1, P.ROLLBACK_CHECK),
+        P.Rollback(0),
     ]
     return [P.Frame(int(m), 0) if isinstance(m, P.Msg) else m.frame(0) for m in msgs]
 

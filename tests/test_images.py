@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mark1.images import check_images, resample, to_retina
+from mark1.images import check_images, grid_shape, lay_out, resample, to_light, to_retina
 
 
 def test_resampling_keeps_each_images_mean_light_and_leaves_20x20_alone():
@@ -43,3 +43,26 @@ def test_bad_images_are_refused_with_what_is_wrong(bad, message):
     with pytest.raises((ValueError, TypeError), match=None) as info:
         check_images(bad)
     assert message in str(info.value)
+
+
+def test_features_are_laid_out_on_the_smallest_near_square_grid():
+    shapes = {k: grid_shape(k) for k in (1, 2, 3, 10, 64, 400, 401, 784)}
+    assert shapes == {1: (1, 1), 2: (1, 2), 3: (2, 2), 10: (3, 4), 64: (8, 8), 400: (20, 20),
+                      401: (20, 21), 784: (28, 28)}
+    for k, (h, w) in shapes.items():
+        assert h * w >= k > (h - 1) * w  # no empty row
+    light = lay_out(np.arange(1, 11, dtype=float)[None] / 10, (3, 4))
+    np.testing.assert_array_equal(light[0], [[0.1, 0.2, 0.3, 0.4], [0.5, 0.6, 0.7, 0.8],
+                                             [0.9, 1.0, 0.0, 0.0]])
+
+
+def test_scalings_give_light_levels_in_0_to_1_from_any_finite_value():
+    x = np.array([[-1e308, -800.0, -1.0, 0.0, 0.25, 1.0, 3.0, 800.0, 1e308]])
+    with np.errstate(all="raise"):  # no overflow on the way
+        logistic = to_light(x, "logistic")
+    np.testing.assert_allclose(logistic[0, 2:7], 1 / (1 + np.exp(-x[0, 2:7])), rtol=1e-15)
+    assert logistic[0, 0] == 0.0 and logistic[0, -1] == 1.0
+    np.testing.assert_array_equal(to_light(x, "clip"), [[0, 0, 0, 0, 0.25, 1, 1, 1, 1]])
+    np.testing.assert_array_equal(to_light(x[:, 3:6], "none"), x[:, 3:6])  # as they are
+    with pytest.raises(ValueError, match=r"got range \[-1e\+308, 1e\+308\]"):
+        to_light(x, "none")

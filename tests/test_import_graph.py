@@ -19,10 +19,14 @@ PACKAGES = ("mark1", "export", "firmware_sim")
 CONTRACT = "export.contract"
 KNOWN_CYCLES: list[set[str]] = []
 """Cycles that stand today (none)."""
-HOST_DEVICE_JOINS = {("export.int8.cli", "firmware_sim.engine")}
-"""Arrows from ``export/`` into ``firmware_sim/`` allowed: the ``mark1 quantize`` command hands
-the simulated microcontroller's engine to the quantizer for the report's device figures (the
-CLI layer joins host and device; ``export.int8.quantize`` takes any device model)."""
+HOST_DEVICE_JOINS = {("export.int8.cli", "firmware_sim.engine"),
+                     ("export.serial.cli", "firmware_sim.engine"),
+                     ("export.onnx.cli", "firmware_sim.export_c")}
+"""Arrows from ``export/`` into ``firmware_sim/`` allowed, all from the CLI layer, which joins
+host and device: the ``mark1 quantize`` command hands the simulated microcontroller's engine to
+the quantizer for the report's device figures (``export.int8.quantize`` takes any device
+model); ``mark1 infer`` prints the engine's cycle model beside the count the device reports;
+``mark1 export c`` writes the model with the firmware's engine sources."""
 
 
 def module_name(path: Path) -> str:

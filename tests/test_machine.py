@@ -47,12 +47,21 @@ def test_same_seed_same_machine_other_seed_other_machine(ef_task):
     assert not np.array_equal(a.coef_, c.coef_)
 
 
-def test_any_image_size_is_resampled_onto_the_retina(ef_task):
+def test_images_of_any_size_are_projected_and_predict_takes_the_size_fitted_on(ef_task):
     t = ef_task
     m = small(preset="ideal").fit(t.X_train.reshape(60, 400), t.y_train)
-    big = np.kron(t.X_test, np.ones((2, 2)))  # 40 x 40 pictures of the same letters
-    np.testing.assert_array_equal(m.predict(big), m.predict(t.X_test))
     np.testing.assert_array_equal(m.predict(t.X_test.reshape(60, 400)), m.predict(t.X_test))
+    big = small(preset="ideal").fit(np.kron(t.X_train, np.ones((2, 2))), t.y_train)
+    assert big.n_features_in_ == 1600 and big.input_shape_ == (40, 40)
+    # 40 x 40 pictures of 2 x 2 blocks light the cells as the 20 x 20 ones: the same machine
+    np.testing.assert_array_equal(big.coef_, m.coef_)
+    np.testing.assert_array_equal(big.predict(np.kron(t.X_test, np.ones((2, 2)))),
+                                  m.predict(t.X_test))
+    with pytest.raises(ValueError, match="X holds 40x40 images, but this MarkI was fitted on "
+                                         "20x20 \\(400 features\\)"):
+        m.predict(np.kron(t.X_test, np.ones((2, 2))))
+    with pytest.raises(ValueError, match="X has 400 features, but MarkI is expecting 1600"):
+        big.predict(t.X_test.reshape(60, 400))
 
 
 def test_fitted_attributes(ef_task):
@@ -61,15 +70,15 @@ def test_fitted_attributes(ef_task):
     assert m.coef_.shape == (8, 96) and m.intercept_.shape == (8,)
     assert m.n_iter_ == len(m.mistakes_per_epoch_) <= 5
     np.testing.assert_array_equal(m.classes_, [0, 1])
-    assert m.n_features_in_ == 400
+    assert m.n_features_in_ == 400 and m.input_shape_ == (20, 20)
     assert np.all(np.abs(m.coef_) <= 1.1)  # pots between their end stops
 
 
 @pytest.mark.parametrize("X, message", [
-    (np.zeros((4, 64)), "400 columns"),
-    (np.full((4, 20, 20), np.nan), "NaN"),
-    (np.zeros(400), "expected"),
-    (np.full((4, 400), 2.0), "[0, 1]"),
+    (np.full((4, 20, 20), np.nan), "X contains NaN (first in sample 0, feature 0)"),
+    (np.zeros(400), "Reshape your data"),
+    (np.full((4, 400), 2.0), "relative illuminance in [0, 1]; got range [2, 2]"),
+    (np.full((4, 400), 2.0), "set scaling='clip' or 'logistic'"),
 ])
 def test_bad_images_are_refused(X, message):
     with pytest.raises(ValueError) as info:
@@ -80,15 +89,18 @@ def test_bad_images_are_refused(X, message):
 def test_bad_labels_classes_and_parameters():
     X = np.random.default_rng(0).uniform(size=(40, 400))
     with pytest.raises(ValueError, match="26 classes is too many for 4 R-units"):
-        small(n_r=4).fit(np.tile(X, (1, 1))[:26], np.arange(26))
-    with pytest.raises(ValueError, match="at least 2 classes"):
+        small(n_r=4).fit(np.tile(X, (2, 1))[:52], np.arange(52) % 26)
+    with pytest.raises(ValueError, match="y has 1 class \\(0.0\\); a Mark I needs samples of "
+                                         "at least 2 classes"):
         small().fit(X, np.zeros(40))
-    with pytest.raises(ValueError, match="40 images but y has 3"):
+    with pytest.raises(ValueError, match="X has 40 samples but y has 3 labels"):
         small().fit(X, [0, 1, 0])
     with pytest.raises(ValueError, match="unknown preset 'cds-2000'; allowed: ideal"):
         small(preset="cds-2000").fit(X, np.arange(40) % 2)
     with pytest.raises(ValueError, match="unknown machine parameter 'gama'"):
-        small(gama=0.6).fit(X, np.arange(40) % 2)
+        small(machine={"gama": 0.6}).fit(X, np.arange(40) % 2)
+    with pytest.raises(TypeError, match="MarkI got an unknown parameter 'gama'"):
+        small(gama=0.6)
     with pytest.raises(ValueError, match="unknown rule"):
         small(rule="hebbian").fit(X, np.arange(40) % 2)
     with pytest.raises(TypeError, match="n_a = 1.5 is not a whole number"):
@@ -144,17 +156,21 @@ def test_estimator_contract():
         check_set_params,
     )
 
-    m = MarkI(preset="ideal", n_a=64, max_iter=3, random_state=0, read_noise=0.0)
+    m = MarkI(preset="ideal", n_a=64, max_iter=3, random_state=0, machine={"read_noise": 0.0})
     assert is_classifier(m)
     params = m.get_params()
-    assert params["read_noise"] == 0.0 and params["n_a"] == 64
+    assert params["machine"] == {"read_noise": 0.0} and params["n_a"] == 64
+    assert params["machine__read_noise"] == 0.0
     c = clone(m)
     assert c.get_params() == params and c is not m
-    m.set_params(n_a=32, gamma=0.6)
-    assert m.n_a == 32 and m.get_params()["gamma"] == 0.6
+    m.set_params(n_a=32, machine__gamma=0.6)
+    assert m.n_a == 32 and m.machine == {"read_noise": 0.0, "gamma": 0.6}
+    assert c.machine == {"read_noise": 0.0}  # the clone's parameters are its own
     with pytest.raises(ValueError, match="invalid parameter 'bogus'"):
         m.set_params(bogus=1)
-    assert "n_a=32" in repr(m) and "gamma=0.6" in repr(m)
+    with pytest.raises(ValueError, match="unknown machine parameter 'gama'"):
+        m.set_params(machine__gama=1)
+    assert "n_a=32" in repr(m) and "machine={'read_noise': 0.0, 'gamma': 0.6}" in repr(m)
     for check in (check_get_params_invariance, check_set_params,
                   check_parameters_default_constructible, check_no_attributes_set_in_init):
         check("MarkI", MarkI())

@@ -11,6 +11,7 @@ from export.onnx.checkpoint import load_checkpoint
 from export.onnx.cli import parse_hidden
 from export.onnx.mlp import build_module, retina_inputs, train_mlp, train_mlp_to_dir
 from mark1.stimuli import make_task
+from tests.conftest import run_cli_on_terminal
 
 
 def test_parse_hidden():
@@ -112,11 +113,11 @@ def test_run_folder_holds_checkpoint_report_and_figure(tmp_path):
 
 def test_cli_trains_and_refuses_bad_input(cli, tmp_path):
     out = tmp_path / "run"
-    res = cli("train-mlp", "--task", "xor", "--hidden", "8", "--epochs", "30", "--seed", "1",
-              "--out", str(out))
+    res = run_cli_on_terminal("train-mlp", "--task", "xor", "--hidden", "8", "--epochs", "30",
+                              "--seed", "1", "--out", str(out))
     assert res.returncode == 0, res.stderr
     assert "train-mlp xor: layers 400-8-2" in res.stdout
-    assert "epoch" in res.stderr  # the progress bar
+    assert "epoch" in res.stderr and "\r" in res.stderr  # the progress bar, on a terminal
     assert (out / "mlp.pt").is_file()
     for args, message in [
         (("--hidden", "64,x"), "hidden layer sizes must be positive whole numbers"),

@@ -259,7 +259,8 @@ def _markI_edits(pkg: Package) -> list:
         ("threshold below -128", _payload(thr_at, "h", -129), "threshold holds -129"),
         ("threshold layer n_out", _entry(0, "n_out", "I", 399), "as many outputs as inputs"),
         ("threshold with relu", _entry(0, "flags", "B", 1), "flags 0x01"),
-        ("threshold output scale", _entry(0, "output_scale", "f", 0.5), "inconsistent"),
+        ("threshold output scale", _entry(0, "output_scale", "f", 0.5),
+         "output_scale of a threshold"),
         ("row_ptr start", _payload(ptr_at, "I", 1), "row_ptr must start at 0"),
         ("row_ptr decreasing", _payload(ptr_at + 4 * (row + 1), "I", first - 1), "row_ptr"),
         ("row_ptr count", _payload(ptr_at + 4 * a.n_out, "I", nnz + 1000), "data size|too small"),
@@ -386,7 +387,8 @@ def test_single_rounding_is_written_as_version_1_and_double_as_version_2():
     got = decode_package(b)
     assert got.rounding == "double" and got.model_id == double.model_id != single.model_id
     assert decode_package(a).rounding == "single"
-    assert peek_header(b).format_version == 2
+    assert (peek_header(b).format_version, peek_header(b).rounding) == (2, "double")
+    assert (peek_header(a).format_version, peek_header(a).rounding) == (1, "single")
     same = [(0, 4), (6, HEADER_OFFSETS["model_id"]), (HEADER_OFFSETS["source"],
                                                       HEADER_OFFSETS["rounding"])]
     assert all(a[i:j] == b[i:j] for i, j in same)  # only the version, the id and the rounding

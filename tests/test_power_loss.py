@@ -164,6 +164,74 @@ def test_power_cut_at_every_flash_step_leaves_old_or_new_never_mixed(name):
     assert len(points) >= 4 * len(ops) - 2 and outcomes.count(True) == 1
 
 
+@dataclass(frozen=True)
+class Rollback:
+    """A rollback: ``back`` committed in slot A, then ``running`` in slot B; the commit log
+    holds ``log_fill`` more records, alternating between the slots and ending with B's, as
+    pushes and rollbacks write them (each makes the slot that was not active active)."""
+
+    config: DeviceConfig
+    back: bytes
+    running: bytes
+    log_fill: int = 0
+
+    def base(self) -> Device:
+        """The part before the rollback, freshly booted, running ``running`` from slot B."""
+        dev = Device(self.config)
+        for img in (self.back, self.running):
+            assert isinstance(upload(dev, img, chunk=CHUNK), P.Ack)
+        newest = {rec.slot: rec for rec in reversed(dev.store.records())}
+        for k in range(self.log_fill):
+            rec = newest[(self.log_fill - k) % 2]
+            dev.store.commit(rec.slot, rec.size, rec.crc32, rec.image_id)
+        return Device(self.config, dev.flash.power_cycle())
+
+    def ops(self) -> list[FlashOp]:
+        """The erases and writes of ``ROLLBACK`` to slot A, in order (indices from 0)."""
+        dev = self.base()
+        start, seen = dev.flash.ops, []
+        dev.flash.hook = lambda op: seen.append(
+            FlashOp(op.kind, op.page, op.address, op.length, op.index - start))
+        assert ask(dev, P.Rollback(0)) == P.Ack(P.Msg.ROLLBACK, 0, zlib.crc32(self.back))
+        return seen
+
+
+ROLLBACKS = {
+    "log with room": Rollback(SMALL, image(), image(hidden=9, seed=1)),
+    "log full, other page blank": Rollback(SMALL, image(), image(hidden=9, seed=1), 14),
+    "log full, other page holds the oldest records": Rollback(
+        SMALL, image(), image(hidden=9, seed=1), 30),
+}
+
+
+def rollback_cut(case: Rollback, base: Device, op_index: int, keep: int) -> bytes:
+    """``ROLLBACK`` to slot A with the power cut ``keep`` bytes into its operation
+    ``op_index``; the restarted part runs the old model or the one rolled back to, never
+    neither, and rolls back on the next try. Returns what ran after the cut."""
+    dev = base.power_cycle()
+    start = dev.flash.ops
+    dev.flash.hook = lambda op: keep if op.index - start == op_index else None
+    with pytest.raises(PowerLoss):
+        ask(dev, P.Rollback(0))
+    again = Device(case.config, dev.flash.power_cycle())
+    running = check_restarted(again, case.running, case.back)
+    assert ask(again, P.Rollback(0)) == P.Ack(P.Msg.ROLLBACK, 0, zlib.crc32(case.back))
+    assert check_restarted(again, case.running, case.back) == case.back
+    return running
+
+
+@pytest.mark.parametrize("name", list(ROLLBACKS))
+def test_power_cut_at_every_byte_of_a_rollback_leaves_one_model_or_the_other(name):
+    case = ROLLBACKS[name]
+    ops = case.ops()
+    assert [op.kind for op in ops] == ["erase"] * (case.log_fill > 0) + ["write"]
+    assert ops[-1].length == RECORD_BYTES
+    base = case.base()
+    points = crash_points(ops, inside=None)
+    ran = [rollback_cut(case, base, k, keep) for k, keep in points]
+    assert ran.count(case.back) == 1 and ran[-1] == case.back  # only the whole record switches
+
+
 def test_power_cut_with_the_flash_in_a_state_file(tmp_path):
     """The same through the state file of ``mark1 device --state``: what a torn operation wrote
     is what the restarted part reads."""

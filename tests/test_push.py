@@ -62,7 +62,8 @@ def test_push_and_infer_over_a_real_pty(kind):
             x = np.random.default_rng(0).integers(-128, 128, (25, 400)).astype(np.int8)
             y, cycles = run_inference(link, x)
             np.testing.assert_array_equal(y, golden_forward(pkg, x))
-            assert (cycles == cycles[0]).all() and cycles[0] > 400 * 8
+            # the same count every time (a modelled one), or within 1 % (one measured under QEMU)
+            assert cycles.min() > 400 * 8 and cycles.max() - cycles.min() <= cycles.min() // 100
         rep2 = push(srv.url, image(seed=1), settings=FAST)  # the other slot this time
         assert rep2.slot == 1
         assert srv.status().active_slot == 1
@@ -206,7 +207,7 @@ def test_power_cut_mid_upload_keeps_the_old_model(kind, tmp_path):
     with serve(kind, state=state, cut=(6, 100)) as srv:  # inside the 7th erase or write
         with pytest.raises(LinkLost):
             push(srv.url, new, settings=dataclasses.replace(FAST, reconnects=1))
-        assert srv.stopped() == (3 if kind == "host" else 0)  # the part stayed off
+        assert srv.stopped() == (0 if kind == "sim" else 3)  # the part stayed off
     with serve(kind, state=state) as srv:  # power back on: flash from the state file
         assert srv.status().active_crc32 == zlib.crc32(old)
         rep = push(srv.url, new, settings=FAST)

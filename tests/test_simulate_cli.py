@@ -11,15 +11,16 @@ import pytest
 from mark1.machine import load_machine, static_predict
 from mark1.replay import EXPERIMENTS, format_table, run_replay
 from mark1.stimuli import make_task
+from tests.conftest import run_cli_on_terminal
 
 
-def test_simulate_writes_report_machine_table_and_figures(cli, tmp_path):
+def test_simulate_writes_report_machine_table_and_figures(tmp_path):
     out = tmp_path / "run"
-    res = cli("simulate", "--task", "e-f", "--preset", "cds-1960", "--epochs", "2", "--seed",
-              "3", "--n-train", "40", "--n-test", "30", "--n-a", "128", "--out", str(out),
-              "--set", "read_noise=0.01")
+    res = run_cli_on_terminal("simulate", "--task", "e-f", "--preset", "cds-1960", "--epochs",
+                              "2", "--seed", "3", "--n-train", "40", "--n-test", "30", "--n-a",
+                              "128", "--out", str(out), "--set", "read_noise=0.01")
     assert res.returncode == 0, res.stderr
-    assert "trial" in res.stderr  # the live progress bar
+    assert "trial" in res.stderr and "\r" in res.stderr  # the live progress bar, on a terminal
     report = json.loads((out / "report.json").read_text())
     for key in ("task", "preset", "seed", "n_train", "n_test", "train_accuracy",
                 "test_accuracy", "mistakes_per_epoch", "machine_time_s", "motor_steps",

@@ -138,7 +138,8 @@ for r in json.load(sys.stdin):
     names = np.array(task.classes)
     machine = {k: r[k] for k in ("stuck_fraction", "read_noise")}
     model = MarkI(preset=r["preset"], rule=r["rule"], n_a=r["n_a"], n_r=r["n_r"],
-                  code=r["code"], max_iter=r["epochs"], random_state=r["seed"], **machine)
+                  code=r["code"], max_iter=r["epochs"], random_state=r["seed"],
+                  machine=machine)
     model.fit(task.X_train, names[task.y_train])
     out.append([model.score(task.X_train, names[task.y_train]),
                 model.score(task.X_test, names[task.y_test]), model.n_iter_,

@@ -118,8 +118,8 @@ def test_the_c_firmware_runs_imported_packages_as_the_runtimes_do(fx):
     x_q = inputs(fx, double)
     for pkg, runtime in ((double, tflm(model, x_q)),
                          (replace(double, rounding="single"), litert(model, x_q))):
-        for fast in (False, True):
-            y, _, _ = fw.run(encode_package(pkg), x_q, fast=fast)
+        for path in fw.PATHS:
+            y, _, _ = fw.run(encode_package(pkg), x_q, path=path)
             np.testing.assert_array_equal(y, runtime)
 
 

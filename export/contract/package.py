@@ -28,6 +28,7 @@ import math
 import struct
 import zlib
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import cached_property
 
 import numpy as np
@@ -357,10 +358,20 @@ def _fail(msg: str) -> PackageError:
     return PackageError(msg)
 
 
+def float32_bits(value: float) -> str:
+    """A finite float32's bits in hex (``0x3f800000`` for 1.0): how the refusals name a scale,
+    so that the firmware, which prints no floats, words them alike."""
+    return f"0x{struct.unpack('<I', struct.pack('<f', float(value)))[0]:08x}"
+
+
 def _check_scale(value: float, what: str) -> None:
     v = float(value)
-    if not (math.isfinite(v) and v > 0.0) or float(np.float32(v)) != v:
-        raise _fail(f"{what} = {value!r}: must be a positive finite float32")
+    if math.isfinite(v) and float(np.float32(v)) != v:  # only from a Package built in memory
+        raise _fail(f"{what} = {value!r}: not a float32")
+    if not (math.isfinite(v) and v > 0.0):
+        kind = ("NaN" if math.isnan(v) else "infinite" if math.isinf(v) else
+                "zero" if v == 0.0 else "negative")
+        raise _fail(f"{what} is {kind}: must be a positive finite float32")
 
 
 def _check_zp(value: int, what: str) -> None:
@@ -419,17 +430,29 @@ def _check_dense(layer: Dense, where: str) -> None:
     for name in ("input", "output"):
         _check_scale(getattr(layer, f"{name}_scale"), f"{where} {name}_scale")
         _check_zp(getattr(layer, f"{name}_zero_point"), f"{where} {name}_zero_point")
-    real = float(layer.input_scale) * ws.astype(np.float64) / float(layer.output_scale)
-    approx = mult * np.ldexp(1.0, (shift - 31).astype(np.int64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        off = np.where(mult == 0, real >= 2.0**-31, ~(np.abs(approx / real - 1.0) <= 2.0**-28))
-    if off.any():
-        o = int(np.argmax(off))
-        raise _fail(
-            f"{where} multiplier[{o}]/shift[{o}] = {mult[o]}/{shift[o]} encode {approx[o]:.9g} "
-            f"but the scales give {real[o]:.9g}"
-        )
+    for o in range(n_out):
+        if not scales_encoded(int(mult[o]), int(shift[o]), layer.input_scale, ws[o],
+                              layer.output_scale):
+            raise _fail(
+                f"{where} multiplier[{o}]/shift[{o}] = {mult[o]}/{shift[o]} do not encode "
+                "input_scale * weight_scale / output_scale within 2^-28"
+            )
     _check_acc_bound(int((np.abs(bias) + 255 * np.abs(w).sum(axis=1)).max()), where)
+
+
+def scales_encoded(multiplier: int, shift: int, input_scale: float, weight_scale: float,
+                   output_scale: float) -> bool:
+    """Whether ``multiplier * 2**(shift - 31)`` is the real multiplier ``r = input_scale *
+    weight_scale / output_scale`` (float32 values) to within ``2**-28 * r``, or, for a zero
+    multiplier, ``r < 2**-31``: in exact rational arithmetic, so that the firmware's integer
+    version of the check (``firmware_sim/c/src/package.c``) gives the same verdict to the last
+    bit."""
+    real = Fraction(float(input_scale)) * Fraction(float(weight_scale)) / Fraction(
+        float(output_scale))
+    if multiplier == 0:
+        return real < Fraction(1, 2**31)
+    approx = multiplier * Fraction(2) ** (shift - 31)
+    return abs(approx - real) * 2**28 <= real
 
 
 def _check_threshold(layer: Threshold, where: str) -> None:
@@ -452,7 +475,9 @@ def _check_step(layer: Step, where: str) -> None:
     _check_ints(t, (n_out,), INT32_MIN, INT32_MAX, f"{where} threshold")
     ptr = _check_ints(layer.row_ptr, (n_out + 1,), 0, 2**32 - 1, f"{where} row_ptr")
     if ptr[0] != 0 or (np.diff(ptr) < 0).any():
-        raise _fail(f"{where} row_ptr must start at 0 and never decrease; got {ptr[:8]}...")
+        j = 0 if ptr[0] != 0 else 1 + int(np.argmax(np.diff(ptr) < 0))
+        raise _fail(f"{where} row_ptr must start at 0 and never decrease; row_ptr[{j}] = "
+                    f"{ptr[j]}")
     nnz = int(ptr[-1])
     cols = _check_ints(layer.cols, (nnz,), 0, layer.n_inputs - 1, f"{where} cols")
     vals = _check_ints(layer.values, (nnz,), -127, 127, f"{where} values")
@@ -507,8 +532,9 @@ def validate_package(pkg: Package) -> None:
             raise _fail(f"{where} takes {layer.n_in} inputs but receives {width}")
         if float(layer.input_scale) != scale or int(layer.input_zero_point) != zp:
             raise _fail(
-                f"{where} input quantization ({layer.input_scale}, {layer.input_zero_point}) "
-                f"differs from what it receives ({scale}, {zp})"
+                f"{where} input quantization (scale {float32_bits(layer.input_scale)}, zero "
+                f"point {layer.input_zero_point}) differs from what it receives (scale "
+                f"{float32_bits(scale)}, zero point {zp})"
             )
         width, scale, zp = layer.n_out, float(layer.output_scale), int(layer.output_zero_point)
     _check_classes(pkg)
@@ -523,7 +549,11 @@ def _check_classes(pkg: Package) -> None:
         if len(name.encode("utf-8")) > 255:
             raise _fail(f"class {k} name is {len(name.encode('utf-8'))} bytes; at most 255")
     if len(set(names)) != len(names):
-        raise _fail(f"class names repeat: {list(names)}")
+        first: dict[str, int] = {}
+        for k, name in enumerate(names):
+            if name in first:
+                raise _fail(f"class name {k} repeats class name {first[name]}")
+            first[name] = k
     if pkg.codebook is None:
         if len(names) != pkg.n_outputs:
             raise _fail(f"{len(names)} class names for {pkg.n_outputs} outputs (argmax head)")
@@ -605,6 +635,9 @@ class PackageHeader:
     n_inputs: int
     n_outputs: int
     ram_bytes: int
+    rounding: str = "single"
+    """How its dense layers requantize (:data:`ROUNDINGS`); a code this reader does not know
+    is shown as ``"code N"`` (:func:`decode_package` refuses it)."""
 
 
 def peek_header(data: bytes | bytearray | memoryview) -> PackageHeader:
@@ -613,17 +646,21 @@ def peek_header(data: bytes | bytearray | memoryview) -> PackageHeader:
     The rest of the package is not checked: use :func:`decode_package` once all of it is there.
     """
     fields = _unpack_header(bytes(data[: HEADER.size]))
-    return PackageHeader(fields[1], fields[3], fields[4], fields[17], fields[18], fields[19])
+    code = fields[15]
+    rounding = ROUNDINGS[code] if code < len(ROUNDINGS) else f"code {code}"
+    return PackageHeader(fields[1], fields[3], fields[4], fields[17], fields[18], fields[19],
+                         rounding)
 
 
 def _unpack_header(head: bytes) -> tuple:
     if head[:4] != MAGIC[: len(head[:4])]:  # short or not, another kind of file says so first
-        raise _fail(f"not a weight package: magic {head[:4]!r}, expected {MAGIC!r}")
+        raise _fail(f"not a weight package: magic {head[:4].hex()}, expected {MAGIC.hex()} "
+                    f"({MAGIC.decode()})")
     if len(head) < HEADER.size:
         raise _fail(f"package truncated: {len(head)} bytes, the header alone is {HEADER.size}")
     fields = HEADER.unpack(head)
-    if fields[0] != MAGIC:
-        raise _fail(f"not a weight package: magic {fields[0]!r}, expected {MAGIC!r}")
+    if fields[0] != MAGIC:  # not reached: the first check saw the same four bytes
+        raise _fail(f"not a weight package: magic {fields[0].hex()}, expected {MAGIC.hex()}")
     if fields[1] not in FORMAT_VERSIONS:
         raise _fail(
             f"package format version {fields[1]} is not supported (this reads "
@@ -687,12 +724,14 @@ def _decode_layer(entry: tuple, blob: bytes, i: int) -> Layer:
         nnz = int(ptr[-1])
         layer = Step(n_in, ptr, r.take("<u2", nnz), r.take("<i1", nnz), thr, s_in, zp_in)
     r.done()
-    if (s_out, zp_out, act_min, act_max) != (
-        np.float32(layer.output_scale), layer.output_zero_point, layer.act_min, layer.act_max
-    ):
+    if code == LAYER_DENSE and math.isnan(s_out):
+        raise _fail(f"{where}: output_scale is NaN")
+    if code != LAYER_DENSE and s_out != 1.0:
+        raise _fail(f"{where}: output_scale of a threshold or step layer must be 1")
+    if (zp_out, act_min, act_max) != (layer.output_zero_point, layer.act_min, layer.act_max):
         raise _fail(
-            f"{where}: output quantization (scale {s_out}, zero point {zp_out}, range "
-            f"[{act_min}, {act_max}]) is inconsistent with its type and flags"
+            f"{where}: output quantization (zero point {zp_out}, range [{act_min}, {act_max}]) "
+            "is inconsistent with its type and flags"
         )
     return layer
 

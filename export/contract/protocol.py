@@ -31,7 +31,9 @@ given up on within seconds, and a real UART rarely runs slower."""
 MAX_BAUD = 12_000_000
 """Fastest line rate host and device are set to, in bit/s (the fastest USB serial bridges)."""
 """Version spoken by this module; ``HELLO``/``INFO`` exchange it and the host refuses others.
-Version 2 added the image id to ``COMMIT`` and made the image id the image's SHA-256."""
+Version 2 added the image id to ``COMMIT`` and made the image id the image's SHA-256.
+``ROLLBACK`` came later without a new version: a device that predates it answers
+``NAK UNKNOWN_TYPE``, as to any request it does not know (docs/PROTOCOL.md, "Versions")."""
 
 DELIMITER = b"\x00"
 HEADER = struct.Struct("<BHH")
@@ -76,6 +78,7 @@ class Msg(enum.IntEnum):
     INFER = 0x07
     STATUS = 0x08
     RESET = 0x09
+    ROLLBACK = 0x0A
     INFO = 0x81
     ACK = 0x82
     NAK = 0x83
@@ -110,7 +113,8 @@ class Err(enum.IntEnum):
     BAD_PACKAGE = 11
     """The image is not a valid weight package (the text says which field)."""
     NO_MODEL = 12
-    """``INFER`` with no runnable model."""
+    """``INFER`` with no runnable model; ``ROLLBACK`` to a slot without a committed image
+    (``a`` = slot, ``b`` = active slot)."""
     BAD_INPUT = 13
     """``INFER`` input length is wrong; ``a`` = bytes sent, ``b`` = inputs of the model."""
     RANGE = 14
@@ -464,9 +468,26 @@ class Status(Payload):
     """Identifier of the running model (from its package), empty when none."""
 
 
+ROLLBACK_CHECK = 0x01
+"""``ROLLBACK`` flag: check that the slot could become active, and change nothing."""
+
+
+@dataclass(frozen=True)
+class Rollback(Payload):
+    """``ROLLBACK``: make ``slot`` active again, if it still holds an image a commit record
+    names (one that passed every ``COMMIT`` check); with :data:`ROLLBACK_CHECK` in ``flags``,
+    only say whether it could. Naming the slot, rather than "the other one", makes the request
+    idempotent: sent again after a lost ``ACK``, it finds the slot already active."""
+
+    TYPE = Msg.ROLLBACK
+    FIXED = struct.Struct("<BB")
+    slot: int
+    flags: int = 0
+
+
 REQUESTS: dict[int, type[Payload]] = {
     Msg.HELLO: Hello, Msg.BEGIN: Begin, Msg.DATA: Data, Msg.COMMIT: Commit, Msg.READ: Read,
-    Msg.INFER: Infer,
+    Msg.INFER: Infer, Msg.ROLLBACK: Rollback,
 }
 """Requests with a payload class; ``ABORT``, ``STATUS`` and ``RESET`` carry none."""
 REPLIES: dict[int, type[Payload]] = {

@@ -12,6 +12,7 @@ from export.onnx.hyperparameters import DEFAULT_TRAINING as TRAINING
 from export.onnx.hyperparameters import MAX_HIDDEN_LAYERS, MLPTraining
 from export.onnx.profiles import JETSON_TX2, PROFILES
 from export.tflite.cli import register_format
+from firmware_sim.export_c import register_format as register_c
 from mark1.limits import SEED, field_limits
 from mark1.stimuli import TASK_LIMITS
 
@@ -161,7 +162,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train_mlp)
 
-    e = subparsers.add_parser("export", help="export a trained model (onnx, tflite)",
+    e = subparsers.add_parser("export", help="export a trained model (onnx, tflite, c)",
                               description="Export a trained model.")
     formats = e.add_subparsers(dest="format", metavar="FORMAT", parser_class=type(e))
     formats.required = True
@@ -185,4 +186,5 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     o.add_argument("--out", required=True, help="bundle folder")
     o.set_defaults(handler=_export_onnx)
     register_format(formats)
+    register_c(formats)
 

@@ -135,7 +135,7 @@ def train_mlp(
     ``metrics`` of the result holds train/test accuracy, the per-epoch loss and accuracy
     curves and the wall time. Same arguments, same weights (on CPU).
     """
-    from tqdm import tqdm
+    from mark1.progress import progress_bar
 
     hidden = tuple(hidden)
     check_training(task, hidden, epochs, seed, lr, batch_size, n_train, n_test, label_smoothing,
@@ -159,7 +159,8 @@ def train_mlp(
     losses: list[float] = []
     train_curve: list[float] = []
     test_curve: list[float] = []
-    bar = tqdm(range(int(epochs)), desc=f"train-mlp {task}", unit="epoch", disable=not progress)
+    bar = progress_bar(range(int(epochs)), desc=f"train-mlp {task}", unit="epoch",
+                       enabled=None if progress else False)
     t0 = time.perf_counter()
     with _one_cpu_thread():
         for _ in bar:

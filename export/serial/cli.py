@@ -8,7 +8,6 @@ handlers import pyserial, numpy and the package code.
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -45,6 +44,14 @@ def _read_package(path: Path) -> tuple[bytes, Package]:
         raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
 
 
+def _check_output(option: str, path: str | None) -> None:
+    """An output (``--json``, ``--trace``) must name a file: say so before any work."""
+    import os
+
+    if path is not None and os.path.isdir(path):
+        raise ValueError(f"{option} {path!r} is a folder; give a file name")
+
+
 def _settings(args: argparse.Namespace) -> LinkSettings:
     return LinkSettings(baud=args.baud, window=args.window, timeout_s=args.timeout,
                         retries=args.retries, verify=not getattr(args, "no_read_back", False))
@@ -58,6 +65,7 @@ def _push(args: argparse.Namespace) -> int:
     plan = OutputPlan()
     path = plan.read("MODEL", args.model, what="model file")
     json_out = plan.write_file("--json", args.json) if args.json is not None else None
+    _check_output("--trace", args.trace)
     check_port(args.port)
     settings = _settings(args)
     with plan:
@@ -69,23 +77,25 @@ def _push(args: argparse.Namespace) -> int:
 
 def _push_work(args: argparse.Namespace, path: Path, settings: LinkSettings) -> dict[str, Any]:
     """The upload of ``mark1 push`` and its summary; returns the JSON report."""
-    from tqdm import tqdm
-
     from export.serial.push import push
+    from export.serial.trace import trace_file
+    from mark1.progress import progress_bar
 
     image, pkg = _read_package(path)
     slot = SLOTS[args.slot]
-    bars: list[tqdm] = []
+    bars: list[Any] = []
 
     def progress(n: int) -> None:  # the bar appears once the device acknowledges data
         if not bars:
-            bars.append(tqdm(total=len(image), unit="B", unit_scale=True, unit_divisor=1024,
-                             desc=f"push {path.name}", file=sys.stderr, disable=args.quiet,
-                             leave=False))
+            bars.append(progress_bar(total=len(image), unit="B", unit_scale=True,
+                                     unit_divisor=1024, desc=f"push {path.name}",
+                                     enabled=False if args.quiet else None, leave=False))
         bars[0].update(n)
 
     try:
-        report = push(args.port, image, settings=settings, slot=slot, progress=progress)
+        with trace_file(args.trace) as trace:
+            report = push(args.port, image, settings=settings, slot=slot, progress=progress,
+                          trace=trace)
     finally:
         for bar in bars:
             bar.close()
@@ -120,6 +130,7 @@ def _infer(args: argparse.Namespace) -> int:
     images = [plan.read("IMAGES", name, what="image file") for name in args.images]
     model = plan.read("--model", args.model, what="model file") if args.model else None
     json_out = plan.write_file("--json", args.json) if args.json is not None else None
+    _check_output("--trace", args.trace)
     check_port(args.port)
     settings = _settings(args)
     with plan:
@@ -143,6 +154,8 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
     from export.contract.golden import decide, golden_forward, quantize_input
     from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
+    from export.serial.trace import trace_file
+    from firmware_sim.engine import Engine
 
     model, named = (None, None) if model_path is None else _read_package(model_path)
     labels = None
@@ -162,7 +175,7 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
         names = [f"#{i}" for i in range(len(x))]
         source = f"{len(x)} test images of {args.task!r} (seed {args.seed})"
         task_classes = list(task.classes)
-    with connect(args.port, settings) as link:
+    with trace_file(args.trace) as trace, connect(args.port, settings, trace) as link:
         pkg, st = active_package(link, model)
         if labels is not None and not takes_retina(pkg):
             raise ValueError(f"task {args.task!r} gives 20x20 retina images; the device's model "
@@ -180,6 +193,7 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
         assert info is not None  # connect() shook hands
         clock = info.clock_hz
     y_gold = golden_forward(pkg, x_q)
+    model_cycles = Engine(pkg).cycles  # the simulator's cycle model, beside the device's count
     k_dev, k_gold = decide(pkg, y_dev), decide(pkg, y_gold)
     same_out = (y_dev == y_gold).all(axis=1)
     show = len(names) if images else min(args.show, len(names))
@@ -199,9 +213,10 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
           f"({100 * same_out.mean():.1f} %), same class {int((k_dev == k_gold).sum())}/{n}")
     if labels is not None:
         print(f"accuracy {100 * float((k_dev == labels).mean()):.1f} % against the labels")
-    print(f"cycles   {int(cycles.min()):,}..{int(cycles.max()):,} per inference "
-          f"(mean {mean_cycles:,.0f} = {1e6 * mean_cycles / clock:,.0f} us at "
-          f"{clock / 1e6:g} MHz)")
+    print(f"cycles   {int(cycles.min()):,}..{int(cycles.max()):,} per inference as the device "
+          f"counts them (mean {mean_cycles:,.0f} = {1e6 * mean_cycles / clock:,.0f} us at "
+          f"{clock / 1e6:g} MHz); the cycle model gives {model_cycles:,} "
+          f"(device/model {mean_cycles / model_cycles:.3f})")
     print(f"link     {n} inferences in {seconds:.2f} s ({n / seconds:,.1f}/s)")
     report = {
         "port": args.port, "inputs": source, "n": n, "model_id": st.model_id.hex(),
@@ -209,7 +224,7 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
         "outputs_device": y_dev.astype(int).tolist(),
         "output_scale": pkg.output_scale, "output_zero_point": pkg.output_zero_point,
         "rounding": pkg.rounding,
-        "cycles": cycles, "bit_exact": float(same_out.mean()),
+        "cycles": cycles, "cycles_model": model_cycles, "bit_exact": float(same_out.mean()),
         "same_class": float((k_dev == k_gold).mean()),
         "accuracy": None if labels is None else float((k_dev == labels).mean()),
         "seconds": seconds,
@@ -217,7 +232,7 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
     return report, int((~same_out).sum())
 
 
-def _link_options(p: argparse.ArgumentParser) -> None:
+def link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, metavar="URL",
                    help="pyserial port or URL: /dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT")
     p.add_argument("--baud", type=LIMITS["baud"].arg(), default=DEFAULT_SETTINGS.baud,
@@ -234,6 +249,9 @@ def _link_options(p: argparse.ArgumentParser) -> None:
                    f"({LIMITS['retries'].describe()}; default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON (infer: with "
                    "the device's raw int8 outputs beside its classes)")
+    p.add_argument("--trace", metavar="FILE",
+                   help="write every frame sent and received to FILE, one readable line each "
+                   "(time, direction, type, seq, length, decoded fields)")
 
 
 INFER_LIMITS: dict[str, Limit] = {
@@ -253,7 +271,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         epilog=EXIT_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", help="weight package file (.m1w)")
-    _link_options(p)
+    link_options(p)
     p.add_argument("--slot", choices=tuple(SLOTS), default="auto",
                    help="flash slot to write (default: the one not running)")
     p.add_argument("--no-read-back", action="store_true",
@@ -272,7 +290,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("images", nargs="*",
                    help="image files (PNG, JPEG or .npy) or .npy inputs of the model's size")
-    _link_options(p)
+    link_options(p)
     p.add_argument("--task", help="use test images of this retina task (see `mark1 tasks`)")
     p.add_argument("--n", type=INFER_LIMITS["n"].arg(), default=100,
                    help=f"number of task images ({INFER_LIMITS['n'].describe()}; default 100)")

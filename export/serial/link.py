@@ -27,6 +27,7 @@ from export.serial.errors import (
     unless_busy,
 )
 from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
+from export.serial.trace import FrameTrace
 
 URL_SCHEMES = ("socket", "rfc2217", "loop")
 """pyserial URL schemes the kit opens, besides plain device paths."""
@@ -61,8 +62,11 @@ def check_port(url: str) -> str:
 class Link:
     """One open port to a device: framing, sequence numbers, requests and replies."""
 
-    def __init__(self, url: str, settings: LinkSettings = DEFAULT_SETTINGS, seq: int = 0) -> None:
+    def __init__(self, url: str, settings: LinkSettings = DEFAULT_SETTINGS, seq: int = 0,
+                 trace: FrameTrace | None = None) -> None:
         self.url = url
+        self.trace = trace
+        """Where every frame sent and received is logged (``--trace``), or ``None``."""
         self.settings = settings
         self.seq = seq & 0xFFFF
         """Sequence number of the last request (a reopened link continues the count, so a
@@ -74,6 +78,7 @@ class Link:
         self.decoder = P.FrameDecoder()
         self.frames: list[P.Frame] = []
         self.info: P.Info | None = None
+        self._closed = False
         check_port(url)
         try:
             self.port = serial.serial_for_url(
@@ -96,6 +101,8 @@ class Link:
             import socket
 
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if trace is not None:
+            trace.note(f"opened {url} at {settings.baud} baud")
         try:
             self.port.reset_input_buffer()
             self._write(P.DELIMITER)  # ends any partial frame the device holds
@@ -104,10 +111,15 @@ class Link:
             raise ValueError(f"cannot use port {url!r}: {exc}") from exc
 
     def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
         try:
             self.port.close()
         except (serial.SerialException, OSError):
             pass
+        if self.trace is not None:
+            self.trace.note(f"closed {self.url}: {self.bytes_out} bytes out, {self.bytes_in} in")
 
     def __enter__(self) -> Link:
         return self
@@ -129,6 +141,8 @@ class Link:
         self.seq = (self.seq + 1) & 0xFFFF
         frame = P.Frame(int(msg), self.seq) if isinstance(msg, P.Msg) else msg.frame(self.seq)
         self._write(P.encode_frame(frame))
+        if self.trace is not None:
+            self.trace.frame("host", frame)
         return self.seq
 
     def recv(self, timeout: float) -> P.Frame | None:
@@ -149,7 +163,14 @@ class Link:
             except (serial.SerialException, OSError) as exc:
                 raise LinkDown(_failed("read", exc)) from exc
             self.bytes_in += len(data)
-            self.frames += self.decoder.feed(data)
+            errors = self.decoder.errors
+            frames = self.decoder.feed(data)
+            if self.trace is not None:
+                if self.decoder.errors > errors:
+                    self.trace.dropped(self.decoder.errors - errors, self.decoder.last_error)
+                for frame in frames:
+                    self.trace.frame("device", frame)
+            self.frames += frames
         return self.frames.pop(0)
 
     def call(self, msg: P.Payload | P.Msg, timeout: float | None = None) -> P.Payload:
@@ -288,9 +309,10 @@ def _name(msg: P.Payload | P.Msg) -> str:
     return msg.name if isinstance(msg, P.Msg) else msg.TYPE.name
 
 
-def connect(url: str, settings: LinkSettings = DEFAULT_SETTINGS) -> Link:
+def connect(url: str, settings: LinkSettings = DEFAULT_SETTINGS,
+            trace: FrameTrace | None = None) -> Link:
     """Open ``url`` and shake hands (``NoDevice``, ``VersionMismatch``, ``DeviceBusy``)."""
-    link = Link(url, settings)
+    link = Link(url, settings, trace=trace)
     try:
         link.handshake()
     except BaseException:

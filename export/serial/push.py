@@ -30,6 +30,7 @@ from export.serial.errors import (
 from export.serial.link import Link
 from export.serial.report import PushReport
 from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
+from export.serial.trace import FrameTrace
 from export.serial.upload import Upload
 
 
@@ -40,11 +41,13 @@ def push(
     settings: LinkSettings = DEFAULT_SETTINGS,
     slot: int = P.AUTO_SLOT,
     progress: Callable[[int], None] | None = None,
+    trace: FrameTrace | None = None,
 ) -> PushReport:
     """Upload a weight package to the device at ``url``, verify it, make it active.
 
     ``image`` must decode as a package (``PackageError``, a ``ValueError``, if not). ``progress``
-    is called with the number of newly acknowledged bytes. Returns a :class:`PushReport`; raises
+    is called with the number of newly acknowledged bytes; ``trace`` logs every frame of every
+    connection (``--trace``). Returns a :class:`PushReport`; raises
     the ``Mark1Error`` subclasses of :mod:`export.serial.errors` on failure.
     """
     if not isinstance(image, (bytes, bytearray, memoryview)):
@@ -56,7 +59,7 @@ def push(
                         baud=settings.baud)
     up = Upload(image, report, settings, progress)
     t0 = time.monotonic()
-    link = Link(url, settings)
+    link = Link(url, settings, trace=trace)
     try:
         info = link.handshake()
         report.device = info.name
@@ -87,17 +90,18 @@ def push(
                         f"reconnection(s) at byte {up.acked} of {len(image)}"
                     ) from exc
                 report.reconnects += 1
-                _tally(report, link)
                 link.close()
+                _tally(report, link)
                 time.sleep(delay)
                 delay *= 2
-                link = _reopen(url, settings, attempts=settings.retries + 1, seq=link.seq)
+                link = _reopen(url, settings, attempts=settings.retries + 1, seq=link.seq,
+                               trace=trace)
         report.seconds = time.monotonic() - t0
         report.slot = slot_used
         _check_active(st, report, pkg.model_id, slot_used)
     finally:
-        _tally(report, link)
         link.close()
+        _tally(report, link)
     return report
 
 
@@ -107,12 +111,13 @@ def _tally(report: PushReport, link: Link) -> None:
     link.bytes_out = link.bytes_in = 0
 
 
-def _reopen(url: str, settings: LinkSettings, attempts: int, seq: int) -> Link:
+def _reopen(url: str, settings: LinkSettings, attempts: int, seq: int,
+            trace: FrameTrace | None = None) -> Link:
     """Open the port and shake hands again; waits for a device that is restarting."""
     last: BaseException | None = None
     for i in range(attempts):
         try:
-            link = Link(url, settings, seq=seq + 1000 * (i + 1))
+            link = Link(url, settings, seq=seq + 1000 * (i + 1), trace=trace)
         except (ValueError, DeviceBusy) as exc:
             last = exc
             time.sleep(settings.reconnect_delay_s * (i + 1))

@@ -213,7 +213,10 @@ def exact_epoch(job: EpochBook, bank: PotentiometerBank, rows: slice, r_theta: f
         counts = both.T @ job.A.take(stored, axis=0)
     else:
         per_row = np.zeros((len(job.A), 2 * n_units), dtype=np.float32)
-        per_row[stored] = both
+        if job.order is None:
+            per_row[stored] = both
+        else:  # a row may be presented, and corrected, more than once (sample_weight)
+            np.add.at(per_row, stored, both)
         counts = per_row.T @ job.A
     base, travel = bank.base[rows], bank.travel[rows]
     base += step * counts[:n_units].astype(np.float64)

@@ -133,11 +133,10 @@ class _Progress:
     """The progress bar (runs done, runs per second, ETA) and notes printed above it."""
 
     def __init__(self, total: int, initial: int, enabled: bool | None, what: str) -> None:
-        from tqdm import tqdm
+        from mark1.progress import progress_bar
 
-        disable = (not sys.stderr.isatty()) if enabled is None else not enabled
-        self.bar = tqdm(total=total, initial=initial, unit="run", desc=what, file=sys.stderr,
-                        disable=disable, dynamic_ncols=True, smoothing=0.05)
+        self.bar = progress_bar(total=total, initial=initial, unit="run", desc=what,
+                                enabled=enabled, dynamic_ncols=True, smoothing=0.05)
 
     def note(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)

@@ -220,7 +220,7 @@ class RunConfig:
     """One run of a sweep: everything that decides its result, and nothing else.
 
     The result is what ``MarkI(preset, rule, n_a, n_r, code, max_iter=epochs,
-    random_state=seed, **machine).fit(task.X_train, ...)`` gives, with ``task =
+    random_state=seed, machine=dict(machine)).fit(task.X_train, ...)`` gives, with ``task =
     make_task(task, seed=images_seed, n_train, n_test)``.
     """
 

@@ -4,7 +4,8 @@ A run is the public API and nothing more::
 
     task = make_task(config.task, seed=config.images_seed, n_train=..., n_test=...)
     model = MarkI(config.preset, rule=..., n_a=..., n_r=..., code=..., max_iter=config.epochs,
-                  random_state=config.seed, **machine).fit(task.X_train, labels)
+                  random_state=config.seed, machine=dict(config.machine)).fit(task.X_train,
+                                                                             labels)
 
 What a worker shares between runs is exact by construction: a task's images are a function
 of its name, seed and sizes (kept, read-only, for the runs that need them again), and a
@@ -75,7 +76,7 @@ def run_one(config: RunConfig) -> dict[str, Any]:
     y_train, y_test = names[task.y_train], names[task.y_test]
     model = MarkI(preset=config.preset, rule=config.rule, n_a=config.n_a, n_r=config.n_r,
                   code=config.code, max_iter=config.epochs, random_state=config.seed,
-                  **dict(config.machine))
+                  machine=dict(config.machine))
     model.fit(task.X_train, y_train)
     return {
         "train_accuracy": model.score(task.X_train, y_train),

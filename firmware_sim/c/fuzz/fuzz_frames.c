@@ -90,7 +90,7 @@ static void setup(void)
     config.protocol_version = MK_PROTOCOL_VERSION;
     strcpy(config.name, "fuzz part");
     check(host_flash_open(&flash, FLASH_BYTES, PAGE_BYTES, 0, 10000) == 0, "flash");
-    check(mk_device_init(&device, &config, &flash.hal) == 0, "device");
+    check(mk_device_init(&device, &config, &flash.flash.hal) == 0, "device");
     mk_put32(begin, sizeof seed_package);
     mk_put32(begin + 4, crc);
     mk_put32(begin + 8, 0);
@@ -105,9 +105,9 @@ static void setup(void)
     }
     send(MK_COMMIT, 3, begin, 8);
     check(device.runnable, "the seed package is not running");
-    memcpy(snapshot, flash.mem, FLASH_BYTES);
-    memcpy(snapshot_erases, flash.erases, sizeof snapshot_erases);
-    check(mk_device_init(&device, &config, &flash.hal) == 0, "reboot");
+    memcpy(snapshot, flash.flash.mem, FLASH_BYTES);
+    memcpy(snapshot_erases, flash.flash.erases, sizeof snapshot_erases);
+    check(mk_device_init(&device, &config, &flash.flash.hal) == 0, "reboot");
     booted = device; /* its pointers lead into the flash and into itself, both in place */
 }
 
@@ -121,9 +121,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         setup();
         ready = 1;
     }
-    memcpy(flash.mem, snapshot, FLASH_BYTES);
-    memcpy(flash.erases, snapshot_erases, sizeof snapshot_erases);
-    flash.ops = 0;
+    memcpy(flash.flash.mem, snapshot, FLASH_BYTES);
+    memcpy(flash.flash.erases, snapshot_erases, sizeof snapshot_erases);
+    flash.flash.ops = 0;
     device = booted;
     mk_device_receive(&device, data, size, check_reply, 0);
     replies = 0;

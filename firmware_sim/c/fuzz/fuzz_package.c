@@ -85,9 +85,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     for (k = 0; k < m.n_inputs; k++) {
         input[k] = (int8_t)(data[k % size] ^ (uint8_t)k);
     }
-    memcpy(first, mk_engine_run(&m, input, arena.bytes, 0), m.n_outputs);
-    check(memcmp(first, mk_engine_run(&m, input, arena.bytes, 1), m.n_outputs) == 0,
-          "the reference and the fast path differ");
+    memcpy(first, mk_engine_run(&m, input, arena.bytes, MK_PATH_REFERENCE), m.n_outputs);
+    check(memcmp(first, mk_engine_run(&m, input, arena.bytes, MK_PATH_PORTABLE), m.n_outputs) == 0,
+          "the reference and the portable path differ");
+    check(memcmp(first, mk_engine_run(&m, input, arena.bytes, MK_PATH_DSP), m.n_outputs) == 0,
+          "the reference and the DSP path differ");
     check(mk_decide(&m, first) < (m.codebook ? m.n_classes : m.n_outputs), "a class out of range");
     return 0;
 }

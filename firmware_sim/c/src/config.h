@@ -14,6 +14,12 @@
 #define MK_ARENA_BYTES 65536u
 #endif
 
+/* Where the arena goes: a port may give it a section of its own (e.g.
+ * __attribute__((section(".arena")))), so that the image's sizes list it apart. */
+#ifndef MK_ARENA_PLACE
+#define MK_ARENA_PLACE
+#endif
+
 /* Largest frame payload the receive buffer takes (INFO max_payload is at most this). */
 #ifndef MK_MAX_PAYLOAD
 #define MK_MAX_PAYLOAD 1024u

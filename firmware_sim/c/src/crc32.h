@@ -1,5 +1,5 @@
 /* CRC-32/ISO-HDLC, as zlib.crc32: reflected polynomial 0xEDB88320, initial and final XOR
- * 0xFFFFFFFF; cbf43926 for "123456789". Table-driven (one table lookup per byte). */
+ * 0xFFFFFFFF; cbf43926 for "123456789". Table-driven, a nibble at a time. */
 #ifndef MK_CRC32_H
 #define MK_CRC32_H
 

@@ -2,6 +2,7 @@
  * words; the order of the checks is the simulator's. */
 #include "device.h"
 
+#include <stdarg.h>
 #include <string.h>
 
 #include "crc32.h"
@@ -12,7 +13,7 @@
 static union {
     int8_t bytes[MK_ARENA_BYTES];
     uint32_t align;
-} arena;
+} arena MK_ARENA_PLACE;
 int8_t *const mk_arena = arena.bytes;
 
 #define RAW_AT MK_COBS_SHIFT(MK_REPLY_MAX + MK_FRAME_OVERHEAD)
@@ -36,22 +37,22 @@ static void ack(reply *r, uint8_t of, uint32_t a, uint32_t b)
     r->length = 9;
 }
 
-/* A NAK whose text the caller then writes into the returned text. */
-static mk_text *nak(reply *r, uint8_t of, uint8_t code, uint32_t a, uint32_t b, mk_text *t)
+/* A NAK with its text from a format (mk_text_format) and its values. */
+static void nak(reply *r, const mk_frame *f, uint8_t code, uint32_t a, uint32_t b,
+                const char *format, ...)
 {
+    mk_text t;
+    va_list args;
     r->type = MK_NAK;
-    r->payload[0] = of;
+    r->payload[0] = f->type;
     r->payload[1] = code;
     mk_put32(r->payload + 2, a);
     mk_put32(r->payload + 6, b);
-    mk_text_init(t, (char *)r->payload + 10, MK_TEXT_MAX);
-    r->length = 0; /* set by finish_nak */
-    return t;
-}
-
-static void finish_nak(reply *r, mk_text *t)
-{
-    r->length = 10u + mk_text_finish(t);
+    mk_text_init(&t, (char *)r->payload + 10, MK_TEXT_MAX);
+    va_start(args, format);
+    mk_text_vformat(&t, format, args);
+    va_end(args);
+    r->length = 10u + mk_text_finish(&t);
 }
 
 static const char *type_name(uint8_t type)
@@ -65,6 +66,7 @@ static const char *type_name(uint8_t type)
     case MK_READ: return "READ";
     case MK_INFER: return "INFER";
     case MK_STATUS: return "STATUS";
+    case MK_ROLLBACK: return "ROLLBACK";
     default: return "RESET";
     }
 }
@@ -72,62 +74,40 @@ static const char *type_name(uint8_t type)
 /* Payload.unpack: f"{TYPE.name} payload of {n} bytes; expected {size}[ or more]" */
 static int bad_length(reply *r, const mk_frame *f, uint32_t size, int tail)
 {
-    mk_text t;
     if (tail ? f->length >= size : f->length == size) {
         return 0;
     }
-    nak(r, f->type, MK_ERR_BAD_PAYLOAD, f->length, 0, &t);
-    mk_text_str(&t, type_name(f->type));
-    mk_text_str(&t, " payload of ");
-    mk_text_uint(&t, f->length);
-    mk_text_str(&t, " bytes; expected ");
-    mk_text_uint(&t, size);
-    if (tail) {
-        mk_text_str(&t, " or more");
-    }
-    finish_nak(r, &t);
+    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "%s payload of %u bytes; expected %u%s",
+        type_name(f->type), (uint32_t)f->length, size, tail ? " or more" : "");
     return 1;
 }
 
 /* check_image_id */
 static int bad_image_id(reply *r, const mk_frame *f, uint32_t id_len)
 {
-    mk_text t;
     if (id_len == 0 || id_len == 32) {
         return 0;
     }
-    nak(r, f->type, MK_ERR_BAD_PAYLOAD, f->length, 0, &t);
-    mk_text_str(&t, type_name(f->type));
-    mk_text_str(&t, " image id of ");
-    mk_text_uint(&t, id_len);
-    mk_text_str(&t, " bytes; expected none or the image's SHA-256 (32 bytes)");
-    finish_nak(r, &t);
+    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0,
+        "%s image id of %u bytes; expected none or the image's SHA-256 (32 bytes)",
+        type_name(f->type), id_len);
     return 1;
 }
 
 static int bad_empty(reply *r, const mk_frame *f)
 {
-    mk_text t;
     if (f->length == 0) {
         return 0;
     }
-    nak(r, f->type, MK_ERR_BAD_PAYLOAD, f->length, 0, &t);
-    mk_text_str(&t, type_name(f->type));
-    mk_text_str(&t, " takes no payload; got ");
-    mk_text_uint(&t, f->length);
-    mk_text_str(&t, " bytes");
-    finish_nak(r, &t);
+    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "%s takes no payload; got %u bytes",
+        type_name(f->type), (uint32_t)f->length);
     return 1;
 }
 
 static void flash_failed(reply *r, const mk_frame *f, const char *why)
 {
-    mk_text t;
     r->d->upload.active = 0;
-    nak(r, f->type, MK_ERR_FLASH, 0, 0, &t);
-    mk_text_str(&t, "flash: ");
-    mk_text_str(&t, why);
-    finish_nak(r, &t);
+    nak(r, f, MK_ERR_FLASH, 0, 0, "flash: %s", why);
 }
 
 static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESULT carries */
@@ -135,25 +115,8 @@ static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESUL
     return d->config.max_payload - 4u;
 }
 
-/* "model needs {ram} bytes of RAM; the arena has {arena}" */
-static void ram_words(mk_text *t, uint32_t need, uint32_t have)
-{
-    mk_text_str(t, "model needs ");
-    mk_text_uint(t, need);
-    mk_text_str(t, " bytes of RAM; the arena has ");
-    mk_text_uint(t, have);
-}
-
-/* "model has {n_in} inputs and {n_out} outputs; one frame carries at most {room}" */
-static void frame_words(mk_text *t, uint32_t n_in, uint32_t n_out, uint32_t room)
-{
-    mk_text_str(t, "model has ");
-    mk_text_uint(t, n_in);
-    mk_text_str(t, " inputs and ");
-    mk_text_uint(t, n_out);
-    mk_text_str(t, " outputs; one frame carries at most ");
-    mk_text_uint(t, room);
-}
+#define RAM_WORDS "model needs %u bytes of RAM; the arena has %u"
+#define FRAME_WORDS "model has %u inputs and %u outputs; one frame carries at most %u"
 
 /* ------------------------------------------------------------------ loading a model */
 
@@ -164,11 +127,11 @@ static int load(mk_device *d, mk_model *m, const uint8_t *image, uint32_t size, 
         return -1;
     }
     if (m->ram_bytes > d->config.ram_bytes) {
-        ram_words(t, m->ram_bytes, d->config.ram_bytes);
+        mk_text_format(t, RAM_WORDS, m->ram_bytes, d->config.ram_bytes);
         return 1;
     }
     if (m->n_inputs > frame_room(d) || m->n_outputs > frame_room(d)) {
-        frame_words(t, m->n_inputs, m->n_outputs, frame_room(d));
+        mk_text_format(t, FRAME_WORDS, m->n_inputs, m->n_outputs, frame_room(d));
         return 1;
     }
     return 0;
@@ -181,8 +144,11 @@ static void set_model(mk_device *d, const mk_model *m, int outcome, const mk_tex
     }
     d->has_package = outcome >= 0;
     d->runnable = outcome == 0;
-    d->load_error_len = outcome == 0 ? 0 : t->len;
-    memcpy(d->load_error, t->buf, d->load_error_len);
+    {
+        const uint32_t len = outcome == 0 ? 0 : t->len;
+        memcpy(d->load_error, t->buf, len);
+        d->load_error[len] = 0;
+    }
     if (d->runnable) {
         uint64_t cycles = mk_cycle_estimate(m);
         d->cycles = cycles > MAX_CYCLES ? MAX_CYCLES : (uint32_t)cycles;
@@ -194,7 +160,7 @@ void mk_device_boot(mk_device *d)
     d->upload.active = 0;
     d->has_active = mk_store_active(&d->store, &d->active, d->active_sha256);
     d->has_package = d->runnable = 0;
-    d->load_error_len = 0;
+    d->load_error[0] = 0;
     if (d->has_active) {
         const uint8_t *image = mk_store_slot(&d->store, d->active.slot);
         char why[MK_TEXT_MAX];
@@ -230,6 +196,11 @@ const char *mk_device_init(mk_device *d, const mk_device_config *config, mk_flas
 void mk_device_new_session(mk_device *d)
 {
     mk_rx_reset(&d->rx);
+}
+
+void mk_device_rx_overrun(mk_device *d)
+{
+    mk_rx_overrun(&d->rx);
 }
 
 /* ------------------------------------------------------------------ the upload's ranges */
@@ -340,7 +311,6 @@ static void begin(reply *r, const mk_frame *f)
     mk_upload *u = &d->upload;
     uint32_t size, crc, ram, id_len, slot, active;
     const uint8_t *id;
-    mk_text t;
     if (bad_length(r, f, 13, 1)) {
         return;
     }
@@ -352,40 +322,28 @@ static void begin(reply *r, const mk_frame *f)
     id_len = f->length - 13u;
     active = d->has_active ? d->active.slot : 0xFFu;
     if (size == 0) {
-        nak(r, f->type, MK_ERR_BAD_PAYLOAD, f->length, 0, &t);
-        mk_text_str(&t, "BEGIN size 0: an image has at least one byte");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "BEGIN size 0: an image has at least one byte");
         return;
     }
     if (bad_image_id(r, f, id_len)) {
         return;
     }
     if (size > d->store.slot_bytes) {
-        nak(r, f->type, MK_ERR_TOO_LARGE_FLASH, size, d->store.slot_bytes, &t);
-        mk_text_str(&t, "model of ");
-        mk_text_uint(&t, size);
-        mk_text_str(&t, " bytes does not fit a ");
-        mk_text_uint(&t, d->store.slot_bytes);
-        mk_text_str(&t, "-byte flash slot");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_TOO_LARGE_FLASH, size, d->store.slot_bytes,
+            "model of %u bytes does not fit a %u-byte flash slot", size, d->store.slot_bytes);
         return;
     }
     if (ram > d->config.ram_bytes) {
-        nak(r, f->type, MK_ERR_TOO_LARGE_RAM, ram, d->config.ram_bytes, &t);
-        ram_words(&t, ram, d->config.ram_bytes);
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_TOO_LARGE_RAM, ram, d->config.ram_bytes, RAM_WORDS, ram,
+            d->config.ram_bytes);
         return;
     }
     if (slot == 0xFFu) {
         slot = active != 0 ? 0 : 1;
     }
     if (slot > 1u || slot == active) {
-        nak(r, f->type, MK_ERR_BAD_SLOT, slot, active, &t);
-        mk_text_str(&t, "slot ");
-        mk_text_uint(&t, slot);
-        mk_text_str(&t, slot == active ? " holds the running model"
-                                       : " does not exist (0 = A, 1 = B)");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_BAD_SLOT, slot, active, "slot %u %s", slot,
+            slot == active ? "holds the running model" : "does not exist (0 = A, 1 = B)");
         return;
     }
     if (!u->active || u->slot != slot || u->size != size || u->crc32 != crc ||
@@ -408,8 +366,8 @@ static int header_problem(reply *r, const mk_frame *f)
     mk_device *d = r->d;
     mk_upload *u = &d->upload;
     mk_header h;
-    mk_text t, why;
-    char words[MK_TEXT_MAX];
+    mk_text why;
+    char words[MK_TEXT_MAX + 1];
     uint32_t room = frame_room(d), widest;
     if (u->received < MK_HEADER_BYTES || u->header_checked) {
         return 0;
@@ -417,25 +375,19 @@ static int header_problem(reply *r, const mk_frame *f)
     u->header_checked = 1;
     mk_text_init(&why, words, MK_TEXT_MAX);
     if (mk_package_peek(u->head, MK_HEADER_BYTES, &h, &why)) {
-        nak(r, f->type, MK_ERR_BAD_PACKAGE, 0, 0, &t);
-        mk_text_str(&t, "not a weight package: ");
-        mk_text_mem(&t, why.buf, mk_text_finish(&why));
+        words[mk_text_finish(&why)] = 0;
+        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, "not a weight package: %s", words);
     } else if (h.total_size != u->size) {
-        nak(r, f->type, MK_ERR_BAD_PACKAGE, h.total_size, u->size, &t);
-        mk_text_str(&t, "package header says ");
-        mk_text_uint(&t, h.total_size);
-        mk_text_str(&t, " bytes; BEGIN said ");
-        mk_text_uint(&t, u->size);
+        nak(r, f, MK_ERR_BAD_PACKAGE, h.total_size, u->size,
+            "package header says %u bytes; BEGIN said %u", h.total_size, u->size);
     } else if (h.ram_bytes > d->config.ram_bytes) {
-        nak(r, f->type, MK_ERR_TOO_LARGE_RAM, h.ram_bytes, d->config.ram_bytes, &t);
-        ram_words(&t, h.ram_bytes, d->config.ram_bytes);
+        nak(r, f, MK_ERR_TOO_LARGE_RAM, h.ram_bytes, d->config.ram_bytes, RAM_WORDS, h.ram_bytes,
+            d->config.ram_bytes);
     } else if ((widest = h.n_inputs > h.n_outputs ? h.n_inputs : h.n_outputs) > room) {
-        nak(r, f->type, MK_ERR_BAD_PACKAGE, widest, room, &t);
-        frame_words(&t, h.n_inputs, h.n_outputs, room);
+        nak(r, f, MK_ERR_BAD_PACKAGE, widest, room, FRAME_WORDS, h.n_inputs, h.n_outputs, room);
     } else {
         return 0;
     }
-    finish_nak(r, &t);
     u->active = 0;
     return 1;
 }
@@ -447,42 +399,28 @@ static void data(reply *r, const mk_frame *f)
     const uint32_t page = d->flash->page_bytes;
     uint32_t offset, n, tmp[MK_MAX_AHEAD + 1u][2], received;
     uint64_t end, pos, gap_end;
-    mk_text t;
     if (bad_length(r, f, 4, 1)) {
         return;
     }
     offset = mk_le32(f->payload);
     n = f->length - 4u;
     if (!u->active) {
-        nak(r, f->type, MK_ERR_NO_UPLOAD, 0, 0, &t);
-        mk_text_str(&t, "no upload in progress (send BEGIN)");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, "no upload in progress (send BEGIN)");
         return;
     }
     end = (uint64_t)offset + n;
     if (n == 0 || end > u->size) {
-        nak(r, f->type, MK_ERR_BAD_PAYLOAD, f->length, 0, &t);
-        mk_text_str(&t, "DATA of ");
-        mk_text_uint(&t, n);
-        mk_text_str(&t, " bytes at ");
-        mk_text_uint(&t, offset);
-        mk_text_str(&t, ": must be non-empty and end by the image size ");
-        mk_text_uint(&t, u->size);
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0,
+            "DATA of %u bytes at %u: must be non-empty and end by the image size %u", n, offset,
+            u->size);
         return;
     }
     pos = offset;
     if (next_gap(u, &pos, end, &gap_end) &&
         with_range(u, offset, (uint32_t)end, &received, tmp) > MK_MAX_AHEAD) {
-        nak(r, f->type, MK_ERR_OFFSET, u->received, offset, &t);
-        mk_text_str(&t, "expected offset ");
-        mk_text_uint(&t, u->received);
-        mk_text_str(&t, ", got ");
-        mk_text_uint(&t, offset);
-        mk_text_str(&t, " (already ");
-        mk_text_uint(&t, u->n_ahead);
-        mk_text_str(&t, " ranges received out of order)");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_OFFSET, u->received, offset,
+            "expected offset %u, got %u (already %u ranges received out of order)", u->received,
+            offset, u->n_ahead);
         return;
     }
     pos = offset;
@@ -523,9 +461,41 @@ static void data(reply *r, const mk_frame *f)
     ack(r, f->type, u->received, durable(u));
 }
 
-static void hex16(mk_text *t, const uint8_t *digest) /* digest.hex()[:16] */
+/* Device._unrunnable: 1 (NAK written) if load() found no package or one that cannot run here;
+ * `words` is why, in load()'s words. */
+static int unrunnable(reply *r, const mk_frame *f, int outcome, const char *words)
 {
-    mk_text_hexbytes(t, digest, 8);
+    mk_device *d = r->d;
+    if (outcome < 0) {
+        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, "not a weight package: %s", words);
+        return 1;
+    }
+    if (outcome > 0) {
+        const uint32_t need = d->candidate.ram_bytes;
+        nak(r, f, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
+            need, d->config.ram_bytes, "%s", words);
+        return 1;
+    }
+    return 0;
+}
+
+/* Append the commit record that makes `slot` (its image checked and loaded into d->candidate)
+ * active, and run the candidate: 0, or 1 with a FLASH NAK written. */
+static int activate(reply *r, const mk_frame *f, unsigned slot, uint32_t size, uint32_t crc,
+                    const uint8_t sha[32], const mk_text *why_text)
+{
+    mk_device *d = r->d;
+    mk_record rec;
+    const char *why;
+    if ((why = mk_store_commit(&d->store, slot, size, crc, sha, &rec)) != 0) {
+        flash_failed(r, f, why);
+        return 1;
+    }
+    d->has_active = 1;
+    d->active = rec;
+    memcpy(d->active_sha256, sha, 32);
+    set_model(d, &d->candidate, 0, why_text);
+    return 0;
 }
 
 static void commit(reply *r, const mk_frame *f)
@@ -535,9 +505,6 @@ static void commit(reply *r, const mk_frame *f)
     uint32_t size, crc, id_len, calc;
     const uint8_t *id, *image;
     uint8_t sha[32];
-    mk_record rec;
-    mk_text t;
-    const char *why;
     int outcome;
     if (bad_length(r, f, 8, 1)) {
         return;
@@ -555,95 +522,101 @@ static void commit(reply *r, const mk_frame *f)
             ack(r, f->type, d->active.slot, d->active.crc32); /* a repeat: its ACK was lost */
             return;
         }
-        nak(r, f->type, MK_ERR_NO_UPLOAD, 0, 0, &t);
-        mk_text_str(&t, "no upload of ");
-        if (id_len) {
-            mk_text_str(&t, "image ");
-            hex16(&t, id);
-        } else {
-            mk_text_str(&t, "the image (unnamed)");
-        }
-        mk_text_str(&t, " in progress to commit, and it is not the active model");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, /* "image " + digest.hex()[:16], or unnamed */
+            "no upload of %s%h in progress to commit, and it is not the active model",
+            id_len ? "image " : "the image (unnamed)", id, id_len ? 8u : 0u);
         return;
     }
     if (size != u->size || crc != u->crc32) {
-        nak(r, f->type, MK_ERR_CRC_MISMATCH, crc, u->crc32, &t);
-        mk_text_str(&t, "COMMIT names ");
-        mk_text_uint(&t, size);
-        mk_text_str(&t, " bytes CRC 0x");
-        mk_text_hex(&t, crc, 8);
-        mk_text_str(&t, "; the upload is ");
-        mk_text_uint(&t, u->size);
-        mk_text_str(&t, " bytes CRC 0x");
-        mk_text_hex(&t, u->crc32, 8);
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_CRC_MISMATCH, crc, u->crc32,
+            "COMMIT names %u bytes CRC 0x%8x; the upload is %u bytes CRC 0x%8x", size, crc,
+            u->size, u->crc32);
         return;
     }
     if (u->received < u->size) {
-        nak(r, f->type, MK_ERR_INCOMPLETE, u->received, u->size, &t);
-        mk_text_str(&t, "only ");
-        mk_text_uint(&t, u->received);
-        mk_text_str(&t, " of ");
-        mk_text_uint(&t, u->size);
-        mk_text_str(&t, " bytes received");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_INCOMPLETE, u->received, u->size, "only %u of %u bytes received",
+            u->received, u->size);
         return;
     }
     u->active = 0;
     image = mk_store_slot(&d->store, u->slot);
     calc = mk_crc32(0, image, u->size);
     if (calc != u->crc32) {
-        nak(r, f->type, MK_ERR_CRC_MISMATCH, calc, u->crc32, &t);
-        mk_text_str(&t, "image in flash has CRC 0x");
-        mk_text_hex(&t, calc, 8);
-        mk_text_str(&t, ", expected 0x");
-        mk_text_hex(&t, u->crc32, 8);
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_CRC_MISMATCH, calc, u->crc32, "image in flash has CRC 0x%8x, expected "
+            "0x%8x", calc, u->crc32);
         return;
     }
     mk_sha256(image, u->size, sha);
     if (u->id_len && memcmp(sha, u->image_id, 32) != 0) {
-        nak(r, f->type, MK_ERR_CRC_MISMATCH, mk_le32(sha), mk_le32(u->image_id), &t);
-        mk_text_str(&t, "image in flash has SHA-256 ");
-        hex16(&t, sha);
-        mk_text_str(&t, "..., BEGIN named ");
-        hex16(&t, u->image_id);
-        mk_text_str(&t, "...");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_CRC_MISMATCH, mk_le32(sha), mk_le32(u->image_id),
+            "image in flash has SHA-256 %h..., BEGIN named %h...", sha, (uint32_t)8, u->image_id,
+            (uint32_t)8);
         return;
     }
     {
-        char words[MK_TEXT_MAX];
+        char words[MK_TEXT_MAX + 1];
         mk_text why_text;
         mk_text_init(&why_text, words, MK_TEXT_MAX);
         outcome = load(d, &d->candidate, image, u->size, &why_text);
-        mk_text_finish(&why_text);
-        if (outcome < 0) {
-            nak(r, f->type, MK_ERR_BAD_PACKAGE, 0, 0, &t);
-            mk_text_str(&t, "not a weight package: ");
-            mk_text_mem(&t, why_text.buf, why_text.len);
-            finish_nak(r, &t);
+        words[mk_text_finish(&why_text)] = 0;
+        if (unrunnable(r, f, outcome, words)) {
             return;
         }
-        if (outcome > 0) {
-            const uint32_t need = d->candidate.ram_bytes;
-            nak(r, f->type, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
-                need, d->config.ram_bytes, &t);
-            mk_text_mem(&t, why_text.buf, why_text.len);
-            finish_nak(r, &t);
+        if (activate(r, f, u->slot, u->size, u->crc32, sha, &why_text)) {
             return;
         }
-        if ((why = mk_store_commit(&d->store, u->slot, u->size, u->crc32, sha, &rec)) != 0) {
-            flash_failed(r, f, why);
-            return;
-        }
-        d->has_active = 1;
-        d->active = rec;
-        memcpy(d->active_sha256, sha, 32);
-        set_model(d, &d->candidate, 0, &why_text);
     }
     ack(r, f->type, u->slot, u->crc32);
+}
+
+static void rollback(reply *r, const mk_frame *f)
+{
+    mk_device *d = r->d;
+    uint32_t slot, flags, active;
+    uint8_t sha[32];
+    mk_record found;
+    if (bad_length(r, f, 2, 0)) {
+        return;
+    }
+    slot = f->payload[0];
+    flags = f->payload[1];
+    active = d->has_active ? d->active.slot : 0xFFu;
+    if (flags & ~MK_ROLLBACK_CHECK) {
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0,
+            "ROLLBACK flags 0x%2x: only 0x01 (check only) is defined", flags);
+        return;
+    }
+    if (slot > 1u) {
+        nak(r, f, MK_ERR_BAD_SLOT, slot, active, "slot %u does not exist (0 = A, 1 = B)", slot);
+        return;
+    }
+    if (slot == active) { /* running already (or a repeat) */
+        ack(r, f->type, d->active.slot, d->active.crc32);
+        return;
+    }
+    if (!mk_store_committed(&d->store, slot, &found, sha)) {
+        nak(r, f, MK_ERR_NO_MODEL, slot, active, "%s holds no committed model (none was, or an "
+            "upload has written there since)", slot ? "slot B" : "slot A");
+        return;
+    }
+    {
+        char words[MK_TEXT_MAX + 1];
+        mk_text why_text;
+        int outcome;
+        mk_text_init(&why_text, words, MK_TEXT_MAX);
+        outcome = load(d, &d->candidate, mk_store_slot(&d->store, slot), found.size, &why_text);
+        words[mk_text_finish(&why_text)] = 0;
+        if (unrunnable(r, f, outcome, words)) {
+            return;
+        }
+        if (!(flags & MK_ROLLBACK_CHECK)) {
+            d->upload.active = 0; /* it was writing this slot */
+            if (activate(r, f, slot, found.size, found.crc32, sha, &why_text)) {
+                return;
+            }
+        }
+    }
+    ack(r, f->type, slot, found.crc32);
 }
 
 static void abort_upload(reply *r, const mk_frame *f)
@@ -660,7 +633,6 @@ static void read_slot(reply *r, const mk_frame *f)
     mk_device *d = r->d;
     uint32_t slot, offset, length, limit, room = d->config.max_payload - 4u;
     uint64_t end;
-    mk_text t;
     if (bad_length(r, f, 7, 0)) {
         return;
     }
@@ -669,19 +641,13 @@ static void read_slot(reply *r, const mk_frame *f)
     length = mk_le16(f->payload + 5);
     if (slot == 0xFFu) {
         if (!d->has_active) {
-            nak(r, f->type, MK_ERR_NO_MODEL, 0, 0, &t);
-            mk_text_str(&t, "no active model to read");
-            finish_nak(r, &t);
+            nak(r, f, MK_ERR_NO_MODEL, 0, 0, "no active model to read");
             return;
         }
         slot = d->active.slot;
         limit = d->active.size;
     } else if (slot > 1u) {
-        nak(r, f->type, MK_ERR_BAD_SLOT, slot, 0, &t);
-        mk_text_str(&t, "slot ");
-        mk_text_uint(&t, slot);
-        mk_text_str(&t, " does not exist");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_BAD_SLOT, slot, 0, "slot %u does not exist", slot);
         return;
     } else if (d->upload.active && d->upload.slot == slot) {
         limit = d->upload.received; /* only what this upload has written */
@@ -689,25 +655,14 @@ static void read_slot(reply *r, const mk_frame *f)
         limit = d->store.slot_bytes;
     }
     if (length > room) {
-        nak(r, f->type, MK_ERR_BAD_PAYLOAD, f->length, 0, &t);
-        mk_text_str(&t, "READ of ");
-        mk_text_uint(&t, length);
-        mk_text_str(&t, " bytes; one reply carries at most ");
-        mk_text_uint(&t, room);
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "READ of %u bytes; one reply carries at most %u",
+            length, room);
         return;
     }
     end = (uint64_t)offset + length;
     if (end > limit) {
-        nak(r, f->type, MK_ERR_RANGE, end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit, &t);
-        mk_text_str(&t, "READ ");
-        mk_text_uint(&t, offset);
-        mk_text_str(&t, "+");
-        mk_text_uint(&t, length);
-        mk_text_str(&t, " is past the ");
-        mk_text_uint(&t, limit);
-        mk_text_str(&t, " readable bytes");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_RANGE, end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit,
+            "READ %u+%u is past the %u readable bytes", offset, length, limit);
         return;
     }
     r->type = MK_READ_DATA;
@@ -719,32 +674,29 @@ static void read_slot(reply *r, const mk_frame *f)
 static void infer(reply *r, const mk_frame *f)
 {
     mk_device *d = r->d;
-    mk_text t;
     const int8_t *y;
     if (!d->runnable) {
-        nak(r, f->type, MK_ERR_NO_MODEL, 0, 0, &t);
-        mk_text_str(&t, "no runnable model: ");
-        if (d->load_error_len) {
-            mk_text_mem(&t, d->load_error, d->load_error_len);
-        } else {
-            mk_text_str(&t, "no model has been committed");
-        }
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_NO_MODEL, 0, 0, "no runnable model: %s",
+            d->load_error[0] ? d->load_error : "no model has been committed");
         return;
     }
     if (f->length != d->model.n_inputs) {
-        nak(r, f->type, MK_ERR_BAD_INPUT, f->length, d->model.n_inputs, &t);
-        mk_text_str(&t, "input of ");
-        mk_text_uint(&t, f->length);
-        mk_text_str(&t, " bytes; the model takes ");
-        mk_text_uint(&t, d->model.n_inputs);
-        mk_text_str(&t, " int8 values");
-        finish_nak(r, &t);
+        nak(r, f, MK_ERR_BAD_INPUT, f->length, d->model.n_inputs,
+            "input of %u bytes; the model takes %u int8 values", (uint32_t)f->length,
+            d->model.n_inputs);
         return;
     }
-    y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_FAST);
+    if (d->config.measure) {
+        uint32_t spent;
+        d->config.measure(1);
+        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_PATH);
+        spent = d->config.measure(0);
+        mk_put32(r->payload, spent);
+    } else {
+        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_PATH);
+        mk_put32(r->payload, d->cycles);
+    }
     r->type = MK_RESULT;
-    mk_put32(r->payload, d->cycles);
     memcpy(r->payload + 4, y, d->model.n_outputs);
     r->length = 4u + d->model.n_outputs;
 }
@@ -824,14 +776,10 @@ size_t mk_device_handle(mk_device *d, const mk_frame *f, uint8_t *reply_type)
     case MK_INFER: infer(&r, f); break;
     case MK_STATUS: status(&r, f); break;
     case MK_RESET: reset(&r, f); break;
-    default: {
-        mk_text t;
-        nak(&r, f->type, MK_ERR_UNKNOWN_TYPE, f->type, 0, &t);
-        mk_text_str(&t, "frame type 0x");
-        mk_text_hex(&t, f->type, 2);
-        mk_text_str(&t, " is not a request");
-        finish_nak(&r, &t);
-    }
+    case MK_ROLLBACK: rollback(&r, f); break;
+    default:
+        nak(&r, f, MK_ERR_UNKNOWN_TYPE, f->type, 0, "frame type 0x%2x is not a request",
+            (uint32_t)f->type);
     }
     *reply_type = r.type;
     return encode(d->tx, raw, r.type, f->seq, r.length);

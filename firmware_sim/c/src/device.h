@@ -22,10 +22,12 @@
 
 enum {
     MK_HELLO = 0x01, MK_BEGIN = 0x02, MK_DATA = 0x03, MK_COMMIT = 0x04, MK_ABORT = 0x05,
-    MK_READ = 0x06, MK_INFER = 0x07, MK_STATUS = 0x08, MK_RESET = 0x09,
+    MK_READ = 0x06, MK_INFER = 0x07, MK_STATUS = 0x08, MK_RESET = 0x09, MK_ROLLBACK = 0x0A,
     MK_INFO = 0x81, MK_ACK = 0x82, MK_NAK = 0x83, MK_READ_DATA = 0x86, MK_RESULT = 0x87,
     MK_STATUS_REPLY = 0x88
 };
+
+#define MK_ROLLBACK_CHECK 0x01u /* ROLLBACK flag: check only, change nothing */
 
 enum {
     MK_ERR_UNKNOWN_TYPE = 1, MK_ERR_BAD_PAYLOAD, MK_ERR_BUSY, MK_ERR_NO_UPLOAD, MK_ERR_OFFSET,
@@ -43,6 +45,10 @@ typedef struct {
     uint32_t ram_bytes;     /* the arena reported in INFO, at most MK_ARENA_BYTES */
     uint32_t protocol_version;
     char name[MK_NAME_MAX + 1];
+    /* A port that can count what an inference costs sets this (else 0: RESULT carries the
+     * cycle model's estimate): called with 1 just before the inference and with 0 just after,
+     * it returns the count between the two calls (cycles or instructions, as the port says). */
+    uint32_t (*measure)(int start);
 } mk_device_config;
 
 typedef struct {
@@ -76,8 +82,7 @@ typedef struct {
     int runnable;
     mk_model model;
     uint32_t cycles;
-    char load_error[MK_TEXT_MAX];
-    uint32_t load_error_len;
+    char load_error[MK_TEXT_MAX + 1]; /* why the active image does not run ("" if it does) */
     mk_upload upload;
     mk_model candidate;           /* an image being checked at COMMIT */
     uint8_t rx_buf[MK_COBS_MAX(MK_MAX_PAYLOAD + MK_FRAME_OVERHEAD)];
@@ -94,6 +99,9 @@ const char *mk_device_init(mk_device *d, const mk_device_config *config, mk_flas
 void mk_device_boot(mk_device *d);
 /* Forget a partial frame (a new host connected). */
 void mk_device_new_session(mk_device *d);
+/* Bytes were lost before the next received byte (a receive overrun): the frame they belonged
+ * to is dropped at its delimiter and counted as a receive error. */
+void mk_device_rx_overrun(mk_device *d);
 /* Received bytes: each frame they complete is handled and its reply passed to `emit`. */
 void mk_device_receive(mk_device *d, const uint8_t *data, size_t n, mk_emit emit, void *ctx);
 /* Handle one frame and encode its reply into d->tx; returns the reply's wire length. */

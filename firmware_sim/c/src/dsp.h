@@ -4,6 +4,8 @@
  *   SXTAB16 a, x    -> halfwords a.lo + (int8)x[0], a.hi + (int8)x[2] (each mod 2^16)
  *   SMLAD a, b, acc -> acc + a.lo * b.lo + a.hi * b.hi (mod 2^32)
  *   ROR x, 8
+ * and the forms of SXTB16 / SXTAB16 that rotate their operand by 8 first (bytes 1 and 3), one
+ * instruction each (ACLE has no intrinsic for them, hence the inline assembly).
  */
 #ifndef MK_DSP_H
 #define MK_DSP_H
@@ -35,6 +37,18 @@ static inline int32_t mk_smlad(uint32_t a, uint32_t b, int32_t acc)
 {
     return __smlad((int32_t)a, (int32_t)b, acc);
 }
+static inline uint32_t mk_sxtb16_ror8(uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(x));
+    return r;
+}
+static inline uint32_t mk_sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    uint32_t r;
+    __asm__("sxtab16 %0, %1, %2, ror #8" : "=r"(r) : "r"(a), "r"(x));
+    return r;
+}
 #else
 #define MK_DSP_NATIVE 0
 static inline int32_t mk_lane(uint32_t v, unsigned half) /* a signed halfword */
@@ -64,5 +78,13 @@ static inline int32_t mk_smlad(uint32_t a, uint32_t b, int32_t acc)
 
 /* ROR #8 (compilers emit the one instruction for this form) */
 static inline uint32_t mk_ror8(uint32_t x) { return x >> 8 | x << 24; }
+
+#if !MK_DSP_NATIVE
+static inline uint32_t mk_sxtb16_ror8(uint32_t x) { return mk_sxtb16(mk_ror8(x)); }
+static inline uint32_t mk_sxtab16_ror8(uint32_t a, uint32_t x)
+{
+    return mk_sxtab16(a, mk_ror8(x));
+}
+#endif
 
 #endif

@@ -1,13 +1,9 @@
 #include "engine.h"
 
-#include <string.h>
-
 #include "frame.h"
 #include "requantize.h"
 
 static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
-
-int32_t mk_requantize_layer(const mk_layer *L, int32_t acc, uint32_t o);
 
 /* The reference requantization of output channel o (the layer's rounding mode). */
 int32_t mk_requantize_layer(const mk_layer *L, int32_t acc, uint32_t o)
@@ -53,23 +49,30 @@ void mk_step(const mk_layer *L, const int8_t *x, int8_t *y)
     }
 }
 
-const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, int fast)
+const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, int path)
 {
     uint32_t even = m->n_inputs, i;
     int8_t *buf[2];
-    /* buffer 0 holds the input and the outputs of layers 1, 3, ... */
+    void (*dense)(const mk_layer *, const int8_t *, int8_t *);
+#if MK_ENGINE_ONE_PATH /* a firmware image links only the path it runs */
+    (void)path;
+    path = MK_ENGINE_PATH;
+#endif
+    dense = path == MK_PATH_DSP ? mk_dense_dsp
+            : path == MK_PATH_PORTABLE ? mk_dense_portable : mk_dense_reference;
+    /* buffer 0 holds the input and the outputs of layers 1, 3, ...; the first layer reads the
+     * input where it is (it is not copied in) */
     for (i = 1; i < m->n_layers; i += 2) {
         even = m->layers[i].n_out > even ? m->layers[i].n_out : even;
     }
     buf[0] = arena;
     buf[1] = arena + align4(even);
-    memcpy(buf[0], x, m->n_inputs);
     for (i = 0; i < m->n_layers; i++) {
         const mk_layer *L = &m->layers[i];
-        const int8_t *src = buf[i % 2u];
+        const int8_t *src = i == 0 ? x : buf[i % 2u];
         int8_t *dst = buf[(i + 1u) % 2u];
         if (L->type == MK_LAYER_DENSE) {
-            (fast ? mk_dense_fast : mk_dense_reference)(L, src, dst);
+            dense(L, src, dst);
         } else if (L->type == MK_LAYER_THRESHOLD) {
             mk_threshold(L, src, dst);
         } else {
@@ -114,8 +117,8 @@ uint32_t mk_decide(const mk_model *m, const int8_t *y)
 uint64_t mk_cycle_estimate(const mk_model *m)
 {
     /* firmware_sim/engine.py, CortexM4Cost() */
-    enum { INFERENCE = 60, LAYER = 40, DENSE_QUAD = 8, DENSE_TAIL = 5, DENSE_ROW = 28,
-           THRESHOLD = 8, STEP_ROW = 10, STEP_CONNECTION = 9 };
+    enum { INFERENCE = 241, LAYER = 0, DENSE_QUAD = 6, DENSE_TAIL = 11, DENSE_ROW = 47,
+           THRESHOLD = 12, STEP_ROW = 26, STEP_CONNECTION = 7 };
     uint64_t cycles = INFERENCE;
     unsigned i;
     for (i = 0; i < m->n_layers; i++) {

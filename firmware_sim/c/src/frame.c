@@ -20,6 +20,12 @@ void mk_rx_reset(mk_rx *rx)
     rx->overflow = 0;
 }
 
+void mk_rx_overrun(mk_rx *rx)
+{
+    rx->overflow = 1;
+    rx->len = 0;
+}
+
 long mk_cobs_decode(uint8_t *data, size_t n)
 {
     size_t i = 0, out = 0;

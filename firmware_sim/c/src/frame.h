@@ -35,6 +35,8 @@ typedef struct {
 void mk_rx_init(mk_rx *rx, uint8_t *buf, uint32_t max_payload);
 /* Forget a partial frame (the counters are kept). */
 void mk_rx_reset(mk_rx *rx);
+/* Bytes were lost before the next one: drop the chunk at its delimiter, counted as an error. */
+void mk_rx_overrun(mk_rx *rx);
 /* One received byte; 1 when it completes an intact frame (in *frame, valid until the next
  * call), else 0. */
 int mk_rx_byte(mk_rx *rx, uint8_t byte, mk_frame *frame);

@@ -1,9 +1,11 @@
 /* The package loader: the checks and the words of export/contract/package.py, in its
  * order.
  *
- * Each refusal below quotes the Python f-string it reproduces, so that the two can be read
- * side by side; tests/test_firmware_package.py feeds both the same mutated packages and
- * compares the texts.
+ * Each refusal below is written as the Python f-string it reproduces (a format of
+ * mk_text_format), so that the two can be read side by side; tests/test_firmware_package.py
+ * feeds both the same mutated packages and compares the texts. Scales are float32 values: the
+ * loader keeps their bits and does no floating-point arithmetic (the firmware needs no
+ * floating-point unit or library).
  */
 #include "package.h"
 #include "requantize.h"
@@ -18,101 +20,72 @@
 #define HASHED_FROM 0x2Cu
 #define CRC_BYTES 4u
 #define DIM_MAX 65535u
+#define ONE 0x3F800000u /* 1.0f */
 
 static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
 static uint64_t align4_64(uint64_t n) { return (n + 3u) & ~(uint64_t)3u; }
 static int32_t le_i32(const uint8_t *p) { return (int32_t)mk_le32(p); }
-static float le_f32(const uint8_t *p)
+
+/* "layer 3 " before what a check names, or nothing for a field of the package itself */
+static void where(mk_text *t, int layer, const char *after)
 {
-    uint32_t bits = mk_le32(p);
-    float f;
-    memcpy(&f, &bits, sizeof f);
-    return f;
+    if (layer >= 0) {
+        mk_text_format(t, "layer %u%s", (uint32_t)layer, after);
+    }
 }
 
-static int fail(mk_text *t, const char *s)
-{
-    mk_text_str(t, s);
-    return -1;
-}
-
-static int is_finite_positive(double v) { return v > 0.0 && v - v == 0.0; }
-
-/* "layer 3" */
-static void where(mk_text *t, unsigned i)
-{
-    mk_text_str(t, "layer ");
-    mk_text_uint(t, i);
-}
-
-/* _check_dim(value, what): f"{what} = {value!r}: must be a whole number in [1, 65535]" */
+/* _check_dim: f"{what} = {value}: must be a whole number in [1, 65535]" (`what` written) */
 static int check_dim(mk_text *t, uint64_t value)
 {
-    if (value >= 1 && value <= DIM_MAX) {
-        return 0;
-    }
-    mk_text_str(t, " = ");
-    mk_text_uint(t, value);
-    return fail(t, ": must be a whole number in [1, 65535]");
+    return value >= 1 && value <= DIM_MAX
+               ? 0
+               : mk_text_refuse(t, " = %U: must be a whole number in [1, 65535]", value);
 }
 
-static int layer_dim(mk_text *t, unsigned i, const char *name, uint64_t value)
+static int layer_dim(mk_text *t, uint32_t i, const char *name, uint32_t value)
 {
     if (value >= 1 && value <= DIM_MAX) {
         return 0;
     }
-    where(t, i);
-    mk_text_str(t, name);
+    mk_text_format(t, "layer %u %s", i, name);
     return check_dim(t, value);
 }
 
-/* _check_scale: f"{what} = {value!r}: must be a positive finite float32" */
-static int check_scale(mk_text *t, float value, int layer, const char *what)
+/* _check_scale: f"{what} is {kind}: must be a positive finite float32" */
+static int check_scale(mk_text *t, uint32_t bits, int layer, const char *what)
 {
-    if (is_finite_positive(value)) {
+    const uint32_t magnitude = bits & 0x7FFFFFFFu;
+    if (bits >= 1u && bits < 0x7F800000u) {
         return 0;
     }
-    if (layer >= 0) {
-        where(t, (unsigned)layer);
-        mk_text_str(t, " ");
-    }
-    mk_text_str(t, what);
-    mk_text_str(t, " = ");
-    mk_text_py_float(t, value);
-    return fail(t, ": must be a positive finite float32");
+    where(t, layer, " ");
+    return mk_text_refuse(t, "%s is %s: must be a positive finite float32", what,
+                          magnitude > 0x7F800000u    ? "NaN"
+                          : magnitude == 0x7F800000u ? "infinite"
+                          : magnitude == 0           ? "zero"
+                                                     : "negative");
 }
 
 /* _check_ints: f"{what} holds {bad}; allowed range [{lo}, {hi}]" (bad: the least value if
  * it is below lo, else the greatest) */
-static int check_range(mk_text *t, int layer, const char *what, int64_t min, int64_t max,
-                       int64_t lo, int64_t hi)
+static int check_range(mk_text *t, int layer, const char *what, int32_t min, int32_t max,
+                       int32_t lo, int32_t hi)
 {
     if (min >= lo && max <= hi) {
         return 0;
     }
-    if (layer >= 0) {
-        where(t, (unsigned)layer);
-        mk_text_str(t, " ");
-    }
-    mk_text_str(t, what);
-    mk_text_str(t, " holds ");
-    mk_text_int(t, min < lo ? min : max);
-    mk_text_str(t, "; allowed range [");
-    mk_text_int(t, lo);
-    mk_text_str(t, ", ");
-    mk_text_int(t, hi);
-    return fail(t, "]");
+    where(t, layer, " ");
+    return mk_text_refuse(t, "%s holds %d; allowed range [%d, %d]", what, min < lo ? min : max,
+                          lo, hi);
 }
 
-static int check_acc_bound(mk_text *t, unsigned i, uint64_t max_abs)
+static int check_acc_bound(mk_text *t, uint32_t i, uint64_t max_abs)
 {
-    if (max_abs <= (uint64_t)INT32_MAX_) {
-        return 0;
-    }
-    where(t, i);
-    mk_text_str(t, ": worst-case accumulator ");
-    mk_text_uint(t, max_abs);
-    return fail(t, " exceeds int32 (2147483647); the device accumulates in int32");
+    return max_abs <= (uint64_t)INT32_MAX_
+               ? 0
+               : mk_text_refuse(t, "layer %u: worst-case accumulator %U exceeds int32 "
+                                   "(2147483647); the device accumulates in int32",
+                                i, max_abs);
 }
 
 /* ------------------------------------------------------------------ header */
@@ -122,36 +95,26 @@ static int unpack_header(const uint8_t *data, uint32_t n, mk_text *t)
     static const uint8_t magic[4] = {'M', '1', 'W', 'P'};
     uint32_t head = n < 4u ? n : 4u;
     if (memcmp(data, magic, head) != 0) { /* short or not, another kind of file says so first */
-        mk_text_str(t, "not a weight package: magic ");
-        mk_text_py_bytes(t, data, head);
-        return fail(t, ", expected b'M1WP'");
+        return mk_text_refuse(t, "not a weight package: magic %h, expected 4d315750 (M1WP)",
+                              data, head);
     }
     if (n < MK_HEADER_BYTES) {
-        mk_text_str(t, "package truncated: ");
-        mk_text_uint(t, n);
-        return fail(t, " bytes, the header alone is 80");
+        return mk_text_refuse(t, "package truncated: %u bytes, the header alone is 80", n);
     }
     if (mk_le16(data + 4) != 1u && mk_le16(data + 4) != 2u) {
-        mk_text_str(t, "package format version ");
-        mk_text_uint(t, mk_le16(data + 4));
-        return fail(t, " is not supported (this reads 1 and 2)");
+        return mk_text_refuse(t, "package format version %u is not supported (this reads 1 and 2)",
+                              (uint32_t)mk_le16(data + 4));
     }
     if (mk_le16(data + 6) != MK_HEADER_BYTES) {
-        mk_text_str(t, "header size ");
-        mk_text_uint(t, mk_le16(data + 6));
-        mk_text_str(t, ": format version ");
-        mk_text_uint(t, mk_le16(data + 4));
-        return fail(t, " has 80");
+        return mk_text_refuse(t, "header size %u: format version %u has 80",
+                              (uint32_t)mk_le16(data + 6), (uint32_t)mk_le16(data + 4));
     }
     return 0;
 }
 
 int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why)
 {
-    if (n > MK_HEADER_BYTES) {
-        n = MK_HEADER_BYTES;
-    }
-    if (unpack_header(data, n, why)) {
+    if (unpack_header(data, n > MK_HEADER_BYTES ? MK_HEADER_BYTES : n, why)) {
         return -1;
     }
     h->total_size = mk_le32(data + 8);
@@ -206,32 +169,22 @@ static int decode_names(const uint8_t *data, uint32_t limit, uint32_t start, uin
         uint32_t len;
         const char *problem;
         if (pos >= limit) {
-            mk_text_str(t, "class name ");
-            mk_text_uint(t, k);
-            return fail(t, " runs past the end of the package");
+            return mk_text_refuse(t, "class name %u runs past the end of the package", k);
         }
         len = data[pos];
         if (pos + 1u + len > limit) {
-            mk_text_str(t, "class name ");
-            mk_text_uint(t, k);
-            mk_text_str(t, " (");
-            mk_text_uint(t, len);
-            return fail(t, " bytes) runs past the end of the package");
+            return mk_text_refuse(t, "class name %u (%u bytes) runs past the end of the package",
+                                  k, len);
         }
-        problem = utf8_problem(data + pos + 1, len);
-        if (problem) {
-            mk_text_str(t, "class name ");
-            mk_text_uint(t, k);
-            mk_text_str(t, " is not valid UTF-8 (");
-            mk_text_str(t, problem);
-            return fail(t, ")");
+        if ((problem = utf8_problem(data + pos + 1, len)) != 0) {
+            return mk_text_refuse(t, "class name %u is not valid UTF-8 (%s)", k, problem);
         }
         pos += 1u + len;
     }
     *end = start + align4(pos - start);
     for (stop = *end < limit ? *end : limit; pos < stop; pos++) {
         if (data[pos]) {
-            return fail(t, "padding after the class names is not zero");
+            return mk_text_refuse(t, "padding after the class names is not zero");
         }
     }
     return 0;
@@ -250,7 +203,7 @@ static void reader_where(mk_text *t, const reader *r)
     if (r->layer < 0) {
         mk_text_str(t, "codebook");
     } else {
-        where(t, (unsigned)r->layer);
+        where(t, r->layer, "");
     }
 }
 
@@ -261,15 +214,13 @@ static const uint8_t *take(reader *r, unsigned itemsize, uint64_t count, mk_text
     const uint8_t *p = r->blob + r->pos;
     if (end > r->size) {
         reader_where(t, r);
-        mk_text_str(t, ": data size ");
-        mk_text_uint(t, r->size);
-        fail(t, " is too small for its arrays");
+        mk_text_format(t, ": data size %u is too small for its arrays", r->size);
         return 0;
     }
     for (i = r->pos + n; i < end; i++) {
         if (r->blob[i]) {
             reader_where(t, r);
-            fail(t, ": padding bytes after an array are not zero");
+            mk_text_str(t, ": padding bytes after an array are not zero");
             return 0;
         }
     }
@@ -283,20 +234,15 @@ static int reader_done(reader *r, mk_text *t)
         return 0;
     }
     reader_where(t, r);
-    mk_text_str(t, ": data size ");
-    mk_text_uint(t, r->size);
-    mk_text_str(t, ", its arrays use ");
-    mk_text_uint(t, r->pos);
-    return -1;
+    return mk_text_refuse(t, ": data size %u, its arrays use %u", r->size, r->pos);
 }
 
 /* _decode_layer: the table entry and the arrays of layer i */
 static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, uint32_t size,
-                        unsigned i, float *s_in, float *s_out, mk_text *t)
+                        uint32_t i, uint32_t *s_in, uint32_t *s_out, mk_text *t)
 {
-    unsigned code = entry[0], flags = entry[1], reserved = mk_le16(entry + 22);
+    const uint32_t code = entry[0], flags = entry[1], reserved = mk_le16(entry + 22);
     int8_t want_min, want_max, want_zp;
-    int scale_ok;
     reader r;
     r.blob = blob;
     r.size = size;
@@ -308,31 +254,22 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
     L->zp_out = (int8_t)entry[3];
     L->n_in = mk_le32(entry + 4);
     L->n_out = mk_le32(entry + 8);
-    *s_in = le_f32(entry + 12);
-    *s_out = le_f32(entry + 16);
+    *s_in = mk_le32(entry + 12);
+    *s_out = mk_le32(entry + 16);
     L->act_min = (int8_t)entry[20];
     L->act_max = (int8_t)entry[21];
     if (reserved) {
-        where(t, i);
-        mk_text_str(t, ": reserved field is ");
-        mk_text_uint(t, reserved);
-        return fail(t, ", must be 0");
+        return mk_text_refuse(t, "layer %u: reserved field is %u, must be 0", i, reserved);
     }
     if (code < MK_LAYER_DENSE || code > MK_LAYER_STEP) {
-        where(t, i);
-        mk_text_str(t, ": layer type ");
-        mk_text_uint(t, code);
-        return fail(t, " unknown (1 dense, 2 threshold, 3 step)");
+        return mk_text_refuse(t, "layer %u: layer type %u unknown (1 dense, 2 threshold, 3 step)",
+                              i, code);
     }
     if ((flags & ~1u) || (flags && code != MK_LAYER_DENSE)) {
-        where(t, i);
-        mk_text_str(t, ": flags 0x");
-        mk_text_hex(t, flags, 2);
-        mk_text_str(t, " not allowed for layer type ");
-        mk_text_uint(t, code);
-        return -1;
+        return mk_text_refuse(t, "layer %u: flags 0x%2x not allowed for layer type %u", i, flags,
+                              code);
     }
-    if (layer_dim(t, i, " n_in", L->n_in) || layer_dim(t, i, " n_out", L->n_out)) {
+    if (layer_dim(t, i, "n_in", L->n_in) || layer_dim(t, i, "n_out", L->n_out)) {
         return -1;
     }
     if (code == MK_LAYER_DENSE) {
@@ -344,12 +281,8 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
         }
     } else if (code == MK_LAYER_THRESHOLD) {
         if (L->n_out != L->n_in) {
-            where(t, i);
-            mk_text_str(t, ": a threshold layer has as many outputs as inputs; got ");
-            mk_text_uint(t, L->n_in);
-            mk_text_str(t, " -> ");
-            mk_text_uint(t, L->n_out);
-            return -1;
+            return mk_text_refuse(t, "layer %u: a threshold layer has as many outputs as inputs; "
+                                     "got %u -> %u", i, L->n_in, L->n_out);
         }
         if (!(L->threshold = take(&r, 2, L->n_in, t))) {
             return -1;
@@ -369,47 +302,95 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
         return -1;
     }
     if (code == MK_LAYER_DENSE) {
-        scale_ok = *s_out == *s_out; /* the scale is checked later; only NaN differs here */
+        if ((*s_out & 0x7FFFFFFFu) > 0x7F800000u) { /* scales are checked later; here NaN */
+            return mk_text_refuse(t, "layer %u: output_scale is NaN", i);
+        }
         want_zp = L->zp_out;
         want_min = L->relu ? L->zp_out : -128;
         want_max = 127;
     } else {
-        scale_ok = *s_out == 1.0f;
+        if (*s_out != ONE) {
+            return mk_text_refuse(t, "layer %u: output_scale of a threshold or step layer must "
+                                     "be 1", i);
+        }
         want_zp = 0;
         want_min = 0;
         want_max = 1;
     }
-    if (!scale_ok || L->zp_out != want_zp || L->act_min != want_min || L->act_max != want_max) {
-        where(t, i);
-        mk_text_str(t, ": output quantization (scale ");
-        mk_text_py_float(t, *s_out);
-        mk_text_str(t, ", zero point ");
-        mk_text_int(t, L->zp_out);
-        mk_text_str(t, ", range [");
-        mk_text_int(t, L->act_min);
-        mk_text_str(t, ", ");
-        mk_text_int(t, L->act_max);
-        return fail(t, "]) is inconsistent with its type and flags");
+    if (L->zp_out != want_zp || L->act_min != want_min || L->act_max != want_max) {
+        return mk_text_refuse(t, "layer %u: output quantization (zero point %d, range [%d, %d]) "
+                                 "is inconsistent with its type and flags",
+                              i, (int32_t)L->zp_out, (int32_t)L->act_min, (int32_t)L->act_max);
     }
     return 0;
 }
 
 /* ------------------------------------------------------------------ value checks */
 
-/* the power of two 2^k for -1022 <= k <= 1023, exactly */
-static double pow2(int k)
+/* A positive finite float32 as m * 2^e (m < 2^24). */
+static void decompose(uint32_t bits, uint64_t *m, int *e)
 {
-    uint64_t bits = (uint64_t)(k + 1023) << 52;
-    double v;
-    memcpy(&v, &bits, sizeof v);
-    return v;
+    const uint32_t exponent = bits >> 23 & 0xFFu, fraction = bits & 0x7FFFFFu;
+    *m = exponent ? fraction | 0x800000u : fraction;
+    *e = exponent ? (int)exponent - 150 : -149;
 }
 
-static int check_dense(const mk_layer *L, unsigned i, float s_in, float s_out, mk_text *t)
+static int bit_length(uint64_t v)
+{
+    int n = 0;
+    for (; v; v >>= 1) {
+        n++;
+    }
+    return n;
+}
+
+/* export.contract.package.scales_encoded, in integers: with r = s_in * w / s_out = (Y / c) *
+ * 2^er (Y = a * b from the float32 mantissas), multiplier * 2^(shift - 31) is r within
+ * 2^-28 * r iff |X * 2^E - Y| <= 2^-28 * Y with X = multiplier * c and E = shift - 31 - er.
+ * Where the bit lengths of the two sides differ by more than one the answer is no; elsewhere
+ * both fit 64 bits and the bound compares exactly (|D| <= Y * 2^-28 iff |D| <= floor of it,
+ * D being whole). A zero multiplier needs r < 2^-31, i.e. Y * 2^(er + 31) < c. */
+int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t w,
+                      uint32_t s_out)
+{
+    uint64_t a, b, c, x, y, d;
+    int ea, eb, ec, er, e;
+    decompose(s_in, &a, &ea);
+    decompose(w, &b, &eb);
+    decompose(s_out, &c, &ec);
+    y = a * b;
+    er = ea + eb - ec;
+    if (multiplier == 0) {
+        e = er + 31;
+        if (e >= 0) {
+            return bit_length(y) + e <= 24 && (y << e) < c; /* c < 2^24 */
+        }
+        return -e >= 64 || (y >> -e) < c;
+    }
+    x = (uint64_t)multiplier * c;
+    e = shift - 31 - er;
+    if (e >= 0) {
+        if (bit_length(x) + e > bit_length(y) + 1) {
+            return 0;
+        }
+        x <<= e;
+        d = x > y ? x - y : y - x;
+        return d <= y >> 28;
+    }
+    if (bit_length(y) - e > bit_length(x) + 1) {
+        return 0;
+    }
+    y <<= -e;
+    d = x > y ? x - y : y - x;
+    return d <= y >> 28;
+}
+
+static int check_dense(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_out,
+                       mk_text *t)
 {
     const uint32_t m = L->n_out, n = L->n_in;
     const uint8_t *ws = L->shift + 4u * m;
-    int64_t wmin = 0, wmax = 0, mmin = INT32_MAX_, mmax = 0, smin = 0, smax = 0;
+    int32_t wmin = 0, wmax = 0, mmin = INT32_MAX_, mmax = 0, smin = 0, smax = 0;
     uint64_t worst = 0;
     uint32_t o, k;
     for (k = 0; k < m * n; k++) {
@@ -431,29 +412,22 @@ static int check_dense(const mk_layer *L, unsigned i, float s_in, float s_out, m
     for (o = 0; o < m; o++) {
         int32_t mult = le_i32(L->multiplier + 4u * o);
         if (mult != 0 && mult < (1 << 30)) {
-            where(t, i);
-            mk_text_str(t, " multiplier[");
-            mk_text_uint(t, o);
-            mk_text_str(t, "] = ");
-            mk_text_int(t, mult);
-            return fail(t, ": must be 0 or in [2^30, 2^31-1]");
+            return mk_text_refuse(t, "layer %u multiplier[%u] = %d: must be 0 or in "
+                                     "[2^30, 2^31-1]", i, o, mult);
         }
     }
     for (o = 0; o < m; o++) {
         int32_t sh = le_i32(L->shift + 4u * o);
         if (le_i32(L->multiplier + 4u * o) == 0 && sh != 0) {
-            where(t, i);
-            mk_text_str(t, " shift[");
-            mk_text_uint(t, o);
-            mk_text_str(t, "] = ");
-            mk_text_int(t, sh);
-            return fail(t, ": must be 0 where the multiplier is 0");
+            return mk_text_refuse(t, "layer %u shift[%u] = %d: must be 0 where the multiplier is 0",
+                                  i, o, sh);
         }
     }
     for (o = 0; o < m; o++) {
-        if (!is_finite_positive(le_f32(ws + 4u * o))) {
-            where(t, i);
-            return fail(t, " weight_scale holds a value that is not positive and finite");
+        const uint32_t bits = mk_le32(ws + 4u * o);
+        if (bits < 1u || bits >= 0x7F800000u) { /* not positive and finite */
+            return mk_text_refuse(t, "layer %u weight_scale holds a value that is not positive "
+                                     "and finite", i);
         }
     }
     if (check_scale(t, s_in, (int)i, "input_scale") ||
@@ -462,30 +436,10 @@ static int check_dense(const mk_layer *L, unsigned i, float s_in, float s_out, m
     }
     for (o = 0; o < m; o++) { /* the multiplier and shift encode the scales within 2^-28 */
         int32_t mult = le_i32(L->multiplier + 4u * o), sh = le_i32(L->shift + 4u * o);
-        double real = (double)s_in * (double)le_f32(ws + 4u * o);
-        double approx = (double)mult * pow2(sh - 31), off;
-        int bad;
-        real = real / (double)s_out;
-        off = approx / real - 1.0;
-        if (off < 0) {
-            off = -off;
-        }
-        bad = mult == 0 ? real >= pow2(-31) : !(off <= pow2(-28));
-        if (bad) {
-            where(t, i);
-            mk_text_str(t, " multiplier[");
-            mk_text_uint(t, o);
-            mk_text_str(t, "]/shift[");
-            mk_text_uint(t, o);
-            mk_text_str(t, "] = ");
-            mk_text_int(t, mult);
-            mk_text_str(t, "/");
-            mk_text_int(t, sh);
-            mk_text_str(t, " encode ");
-            mk_text_py_g(t, approx, 9);
-            mk_text_str(t, " but the scales give ");
-            mk_text_py_g(t, real, 9);
-            return -1;
+        if (!mk_scales_encoded(mult, sh, s_in, mk_le32(ws + 4u * o), s_out)) {
+            return mk_text_refuse(t, "layer %u multiplier[%u]/shift[%u] = %d/%d do not encode "
+                                     "input_scale * weight_scale / output_scale within 2^-28",
+                                  i, o, o, mult, sh);
         }
     }
     for (o = 0; o < m; o++) {
@@ -503,9 +457,9 @@ static int check_dense(const mk_layer *L, unsigned i, float s_in, float s_out, m
     return check_acc_bound(t, i, worst);
 }
 
-static int check_threshold(const mk_layer *L, unsigned i, float s_in, mk_text *t)
+static int check_threshold(const mk_layer *L, uint32_t i, uint32_t s_in, mk_text *t)
 {
-    int64_t lo = 0, hi = 0;
+    int32_t lo = 0, hi = 0;
     uint32_t k;
     for (k = 0; k < L->n_in; k++) {
         int16_t v = (int16_t)mk_le16(L->threshold + 2u * k);
@@ -518,62 +472,26 @@ static int check_threshold(const mk_layer *L, unsigned i, float s_in, mk_text *t
     return check_scale(t, s_in, (int)i, "input_scale");
 }
 
-/* f"{ptr[:8]}": numpy's str of an int64 array: right-aligned to the widest, wrapped at 75 */
-static void numpy_row(mk_text *t, const uint8_t *ptr, uint32_t count)
-{
-    char words[8][11];
-    unsigned lens[8], width = 0, k, line = 1; /* "[" stands for the hanging indent */
-    if (count > 8) {
-        count = 8;
-    }
-    for (k = 0; k < count; k++) {
-        mk_text w;
-        mk_text_init(&w, words[k], sizeof words[k]);
-        mk_text_uint(&w, mk_le32(ptr + 4u * k));
-        lens[k] = w.len;
-        width = w.len > width ? w.len : width;
-    }
-    mk_text_str(t, "[");
-    for (k = 0; k < count; k++) {
-        unsigned pad;
-        line += k ? 1u : 0u; /* the separator */
-        if (line + width > 74u && line > 1u) {
-            mk_text_str(t, "\n "); /* the separator is stripped from the end of a line */
-            line = 1;
-        } else if (k) {
-            mk_text_str(t, " ");
-        }
-        for (pad = lens[k]; pad < width; pad++) {
-            mk_text_str(t, " ");
-        }
-        mk_text_mem(t, words[k], lens[k]);
-        line += width;
-    }
-    mk_text_str(t, "]");
-}
-
-static int check_step(const mk_layer *L, unsigned i, float s_in, mk_text *t)
+static int check_step(const mk_layer *L, uint32_t i, uint32_t s_in, mk_text *t)
 {
     const uint32_t m = L->n_out;
     uint32_t j, k;
-    int64_t lo = 0, hi = 0;
+    int32_t lo = 0, hi = 0;
     uint64_t worst = 0;
-    int bad = mk_le32(L->row_ptr) != 0;
-    for (j = 0; j < m && !bad; j++) {
-        bad = mk_le32(L->row_ptr + 4u * (j + 1u)) < mk_le32(L->row_ptr + 4u * j);
+    uint32_t bad = mk_le32(L->row_ptr) != 0 ? 0 : m + 1u; /* the first bad entry, if any */
+    for (j = 0; j < m && bad > m; j++) {
+        bad = mk_le32(L->row_ptr + 4u * (j + 1u)) < mk_le32(L->row_ptr + 4u * j) ? j + 1u : bad;
     }
-    if (bad) {
-        where(t, i);
-        mk_text_str(t, " row_ptr must start at 0 and never decrease; got ");
-        numpy_row(t, L->row_ptr, m + 1u);
-        return fail(t, "...");
+    if (bad <= m) {
+        return mk_text_refuse(t, "layer %u row_ptr must start at 0 and never decrease; "
+                                 "row_ptr[%u] = %u", i, bad, mk_le32(L->row_ptr + 4u * bad));
     }
     for (k = 0; k < L->nnz; k++) {
-        int64_t c = mk_le16(L->cols + 2u * k);
+        int32_t c = mk_le16(L->cols + 2u * k);
         if (k == 0 || c < lo) lo = c;
         if (k == 0 || c > hi) hi = c;
     }
-    if (check_range(t, (int)i, "cols", lo, hi, 0, (int64_t)L->n_in - 1)) {
+    if (check_range(t, (int)i, "cols", lo, hi, 0, (int32_t)L->n_in - 1)) {
         return -1;
     }
     lo = hi = 0;
@@ -586,10 +504,7 @@ static int check_step(const mk_layer *L, unsigned i, float s_in, mk_text *t)
     }
     for (k = 0; k < L->nnz; k++) {
         if (L->values[k] == 0) {
-            where(t, i);
-            mk_text_str(t, " values[");
-            mk_text_uint(t, k);
-            return fail(t, "] is 0: store only connections");
+            return mk_text_refuse(t, "layer %u values[%u] is 0: store only connections", i, k);
         }
     }
     for (j = 0; j < m; j++) {
@@ -597,10 +512,8 @@ static int check_step(const mk_layer *L, unsigned i, float s_in, mk_text *t)
         uint64_t sum = 0;
         for (k = a; k < b; k++) {
             if (k > a && mk_le16(L->cols + 2u * k) <= mk_le16(L->cols + 2u * (k - 1u))) {
-                where(t, i);
-                mk_text_str(t, " row ");
-                mk_text_uint(t, j);
-                return fail(t, ": input indices must be strictly increasing");
+                return mk_text_refuse(t, "layer %u row %u: input indices must be strictly "
+                                         "increasing", i, j);
             }
             sum += (uint64_t)(L->values[k] < 0 ? -L->values[k] : L->values[k]);
         }
@@ -625,8 +538,10 @@ static uint32_t fnv1a(const uint8_t *p, uint32_t n)
     return h;
 }
 
-/* 1 if two class names are the same; a bit per hash in `scratch` keeps this near linear */
-static int names_repeat(const uint8_t *names, uint32_t count, uint8_t *scratch, uint32_t bytes)
+/* The first class name that repeats an earlier one (and which: *earlier), or 0 if none; a bit
+ * per hash in `scratch` keeps this near linear */
+static uint32_t names_repeat(const uint8_t *names, uint32_t count, uint8_t *scratch,
+                             uint32_t bytes, uint32_t *earlier)
 {
     uint32_t k, pos = 0, bits = scratch ? bytes * 8u : 0u;
     if (bits) {
@@ -639,7 +554,8 @@ static int names_repeat(const uint8_t *names, uint32_t count, uint8_t *scratch, 
             uint32_t j, q = 0;
             for (j = 0; j < k; j++) { /* a hash seen before: compare with the earlier names */
                 if (names[q] == len && memcmp(names + q + 1, name, len) == 0) {
-                    return 1;
+                    *earlier = j;
+                    return k;
                 }
                 q += 1u + names[q];
             }
@@ -662,35 +578,22 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
     }
     for (k = 0; k < m->n_classes; k++) {
         if (names[pos] == 0) {
-            mk_text_str(t, "class ");
-            mk_text_uint(t, k);
-            return fail(t, " name '': must be a non-empty string");
+            return mk_text_refuse(t, "class %u name '': must be a non-empty string", k);
         }
         pos += 1u + names[pos];
     }
-    if (names_repeat(names, m->n_classes, scratch, scratch_bytes)) {
-        mk_text_str(t, "class names repeat: [");
-        for (k = 0, pos = 0; k < m->n_classes && !t->full; k++) {
-            if (k) {
-                mk_text_str(t, ", ");
-            }
-            mk_text_py_str(t, names + pos + 1, names[pos]);
-            pos += 1u + names[pos];
-        }
-        return fail(t, "]");
+    if ((k = names_repeat(names, m->n_classes, scratch, scratch_bytes, &pos)) != 0) {
+        return mk_text_refuse(t, "class name %u repeats class name %u", k, pos);
     }
     if (m->head == MK_HEAD_ARGMAX) {
-        if (m->n_classes != m->n_outputs) {
-            mk_text_uint(t, m->n_classes);
-            mk_text_str(t, " class names for ");
-            mk_text_uint(t, m->n_outputs);
-            return fail(t, " outputs (argmax head)");
-        }
-        return 0;
+        return m->n_classes == m->n_outputs
+                   ? 0
+                   : mk_text_refuse(t, "%u class names for %u outputs (argmax head)",
+                                    (uint32_t)m->n_classes, m->n_outputs);
     }
     {
         uint32_t n = (uint32_t)m->n_classes * m->n_outputs;
-        int64_t lo = 0, hi = 0;
+        int32_t lo = 0, hi = 0;
         for (k = 0; k < n; k++) {
             if (k == 0 || m->codebook[k] < lo) lo = m->codebook[k];
             if (k == 0 || m->codebook[k] > hi) hi = m->codebook[k];
@@ -700,7 +603,7 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
         }
         for (k = 0; k < n; k++) {
             if (m->codebook[k] == 0) {
-                return fail(t, "codebook entries must be -1 or +1; found 0");
+                return mk_text_refuse(t, "codebook entries must be -1 or +1; found 0");
             }
         }
     }
@@ -724,16 +627,12 @@ uint64_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_la
 
 /* ------------------------------------------------------------------ decode_package */
 
-/* "input_shape (20, 20)" as Python prints the tuple */
-static void shape_tuple(mk_text *t, const uint32_t *dims, unsigned rank)
+/* "(20, 20)", "(400,)": a tuple of ints as Python prints it */
+static void shape_tuple(mk_text *t, const uint32_t *dims, uint32_t rank)
 {
-    unsigned k;
-    mk_text_str(t, "(");
+    uint32_t k;
     for (k = 0; k < rank; k++) {
-        if (k) {
-            mk_text_str(t, ", ");
-        }
-        mk_text_uint(t, dims[k]);
+        mk_text_format(t, k ? ", %u" : "(%u", dims[k]);
     }
     mk_text_str(t, rank == 1 ? ",)" : ")");
 }
@@ -741,84 +640,62 @@ static void shape_tuple(mk_text *t, const uint32_t *dims, unsigned rank)
 int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, uint8_t *scratch,
                     uint32_t scratch_bytes)
 {
-    float s_in[MK_MAX_LAYERS], s_out[MK_MAX_LAYERS], in_scale;
+    uint32_t s_in[MK_MAX_LAYERS], s_out[MK_MAX_LAYERS], scale; /* float32 bits */
     uint8_t digest[32];
     uint32_t total, crc, calc, payload_start = 0, payload_size, payload_len, table_end, offset;
-    uint32_t dims[3], rank, source, k;
+    uint32_t dims[3], rank, source, k, i;
     uint64_t n_inputs, width;
     const uint8_t *payload;
-    unsigned i;
     int8_t zp;
-    float scale;
 
     if (unpack_header(data, n, t)) {
         return -1;
     }
     total = mk_le32(data + 8);
     if (n < total) {
-        mk_text_str(t, "package truncated: header says ");
-        mk_text_uint(t, total);
-        mk_text_str(t, " bytes, got ");
-        mk_text_uint(t, n);
-        return -1;
+        return mk_text_refuse(t, "package truncated: header says %u bytes, got %u", total, n);
     }
     if (n > total) {
-        mk_text_uint(t, n - total);
-        mk_text_str(t, " trailing bytes after the ");
-        mk_text_uint(t, total);
-        return fail(t, "-byte package");
+        return mk_text_refuse(t, "%u trailing bytes after the %u-byte package", n - total, total);
     }
     if (total < MK_HEADER_BYTES + CRC_BYTES) {
-        mk_text_str(t, "total size ");
-        mk_text_uint(t, total);
-        return fail(t, " is smaller than header and CRC");
+        return mk_text_refuse(t, "total size %u is smaller than header and CRC", total);
     }
     crc = mk_le32(data + total - CRC_BYTES);
     calc = mk_crc32(0, data, total - CRC_BYTES);
     if (calc != crc) {
-        mk_text_str(t, "CRC-32 mismatch: stored 0x");
-        mk_text_hex(t, crc, 8);
-        mk_text_str(t, ", computed 0x");
-        mk_text_hex(t, calc, 8);
-        return -1;
+        return mk_text_refuse(t, "CRC-32 mismatch: stored 0x%8x, computed 0x%8x", crc, calc);
     }
     mk_sha256(data + HASHED_FROM, total - CRC_BYTES - HASHED_FROM, digest);
     if (memcmp(digest, data + 0x0C, 32) != 0) {
-        return fail(t, "model id does not match the SHA-256 of the package content");
+        return mk_text_refuse(t, "model id does not match the SHA-256 of the package content");
     }
     /* version 2's rounding byte (0x3D) was reserved in version 1 */
     if (mk_le16(data + 4) == 1u && (data[0x3D] | data[0x3E] | data[0x3F])) {
-        mk_text_str(t, "header reserved bytes are ");
-        mk_text_hexbytes(t, data + 0x3D, 3);
-        return fail(t, ", must be zero");
+        return mk_text_refuse(t, "header reserved bytes are %h, must be zero", data + 0x3D,
+                              (uint32_t)3);
     }
     if (data[0x3D] > MK_ROUND_DOUBLE) {
-        mk_text_str(t, "rounding code ");
-        mk_text_uint(t, data[0x3D]);
-        return fail(t, " unknown (0 single, 1 double)");
+        return mk_text_refuse(t, "rounding code %u unknown (0 single, 1 double)",
+                              (uint32_t)data[0x3D]);
     }
     if (data[0x3E] | data[0x3F]) {
-        mk_text_str(t, "header reserved bytes are ");
-        mk_text_hexbytes(t, data + 0x3E, 2);
-        return fail(t, ", must be zero");
+        return mk_text_refuse(t, "header reserved bytes are %h, must be zero", data + 0x3E,
+                              (uint32_t)2);
     }
     source = data[0x2C];
     m->head = data[0x2D];
     m->n_layers = data[0x2E];
     rank = data[0x2F];
     if (source >= 2u) {
-        mk_text_str(t, "source code ");
-        mk_text_uint(t, source);
-        return fail(t, " unknown (0 mlp, 1 markI)");
+        return mk_text_refuse(t, "source code %u unknown (0 mlp, 1 markI)", source);
     }
     if (m->head > MK_HEAD_CODEBOOK) {
-        mk_text_str(t, "head code ");
-        mk_text_uint(t, m->head);
-        return fail(t, " unknown (0 argmax, 1 codebook)");
+        return mk_text_refuse(t, "head code %u unknown (0 argmax, 1 codebook)",
+                              (uint32_t)m->head);
     }
     if (m->n_layers < 1u || m->n_layers > MK_MAX_LAYERS) {
-        mk_text_uint(t, m->n_layers);
-        return fail(t, " layers: allowed 1 to 16");
+        return mk_text_refuse(t, "%u layers: allowed 1 to 16", (uint32_t)m->n_layers);
     }
     for (k = 0; k < 3; k++) {
         dims[k] = mk_le16(data + 0x30 + 2u * k);
@@ -829,18 +706,15 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
             bad = k < rank ? dims[k] == 0 : dims[k] != 0;
         }
         if (bad) {
-            mk_text_str(t, "input rank ");
-            mk_text_uint(t, rank);
-            mk_text_str(t, " with dimensions ");
+            mk_text_format(t, "input rank %u with dimensions ", rank);
             shape_tuple(t, dims, 3);
-            return fail(t, ": rank 1-3, unused dims 0");
+            return mk_text_refuse(t, ": rank 1-3, unused dims 0");
         }
     }
     table_end = MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * m->n_layers;
     if (table_end > total - CRC_BYTES) {
-        mk_text_str(t, "layer table of ");
-        mk_text_uint(t, m->n_layers);
-        return fail(t, " entries runs past the end of the package");
+        return mk_text_refuse(t, "layer table of %u entries runs past the end of the package",
+                              (uint32_t)m->n_layers);
     }
     m->n_classes = mk_le16(data + 0x36);
     if (decode_names(data, total - CRC_BYTES, table_end, m->n_classes, &payload_start, t)) {
@@ -848,13 +722,8 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     }
     payload_size = mk_le32(data + 0x4C);
     if ((uint64_t)payload_start + payload_size != total - CRC_BYTES) {
-        mk_text_str(t, "payload size ");
-        mk_text_uint(t, payload_size);
-        mk_text_str(t, " does not fill the package: payload starts at ");
-        mk_text_uint(t, payload_start);
-        mk_text_str(t, ", CRC at ");
-        mk_text_uint(t, total - CRC_BYTES);
-        return -1;
+        return mk_text_refuse(t, "payload size %u does not fill the package: payload starts at "
+                                 "%u, CRC at %u", payload_size, payload_start, total - CRC_BYTES);
     }
     payload = data + payload_start;
     payload_len = payload_size;
@@ -863,16 +732,9 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         const uint8_t *entry = data + MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * i;
         uint32_t start = mk_le32(entry + 24), size = mk_le32(entry + 28);
         if (start != offset || size % 4u || (uint64_t)start + size > payload_len) {
-            where(t, i);
-            mk_text_str(t, ": data at offset ");
-            mk_text_uint(t, start);
-            mk_text_str(t, ", size ");
-            mk_text_uint(t, size);
-            mk_text_str(t, "; expected offset ");
-            mk_text_uint(t, offset);
-            mk_text_str(t, ", a multiple of 4, within the ");
-            mk_text_uint(t, payload_len);
-            return fail(t, "-byte payload");
+            return mk_text_refuse(t, "layer %u: data at offset %u, size %u; expected offset %u, "
+                                     "a multiple of 4, within the %u-byte payload",
+                                  i, start, size, offset, payload_len);
         }
         memset(&m->layers[i], 0, sizeof m->layers[i]);
         m->layers[i].rounding = data[0x3D]; /* the package's, for every dense layer */
@@ -894,8 +756,8 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
             return -1;
         }
     } else if (offset != payload_len) {
-        mk_text_uint(t, payload_len - offset);
-        return fail(t, " unused bytes at the end of the payload");
+        return mk_text_refuse(t, "%u unused bytes at the end of the payload",
+                              payload_len - offset);
     }
 
     /* validate_package */
@@ -904,20 +766,17 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         n_inputs *= dims[k];
     }
     if (n_inputs > DIM_MAX) {
-        mk_text_str(t, "input size ");
-        mk_text_uint(t, n_inputs);
-        mk_text_str(t, " (product of input_shape ");
+        mk_text_format(t, "input size %U (product of input_shape ", n_inputs);
         shape_tuple(t, dims, rank);
         mk_text_str(t, ")");
         return check_dim(t, n_inputs);
     }
-    in_scale = le_f32(data + 0x38);
-    if (check_scale(t, in_scale, -1, "input_scale")) {
+    scale = mk_le32(data + 0x38);
+    if (check_scale(t, scale, -1, "input_scale")) {
         return -1;
     }
     m->input_zero_point = (int8_t)data[0x3C];
     width = n_inputs;
-    scale = in_scale;
     zp = m->input_zero_point;
     for (i = 0; i < m->n_layers; i++) {
         const mk_layer *L = &m->layers[i];
@@ -928,27 +787,16 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
             return -1;
         }
         if (L->n_in != width) {
-            where(t, i);
-            mk_text_str(t, " takes ");
-            mk_text_uint(t, L->n_in);
-            mk_text_str(t, " inputs but receives ");
-            mk_text_uint(t, width);
-            return -1;
+            return mk_text_refuse(t, "layer %u takes %u inputs but receives %U", i, L->n_in,
+                                  width);
         }
         if (s_in[i] != scale || L->zp_in != zp) {
-            where(t, i);
-            mk_text_str(t, " input quantization (");
-            mk_text_py_float(t, s_in[i]);
-            mk_text_str(t, ", ");
-            mk_text_int(t, L->zp_in);
-            mk_text_str(t, ") differs from what it receives (");
-            mk_text_py_float(t, scale);
-            mk_text_str(t, ", ");
-            mk_text_int(t, zp);
-            return fail(t, ")");
+            return mk_text_refuse(t, "layer %u input quantization (scale 0x%8x, zero point %d) "
+                                     "differs from what it receives (scale 0x%8x, zero point %d)",
+                                  i, s_in[i], (int32_t)L->zp_in, scale, (int32_t)zp);
         }
         width = L->n_out;
-        scale = L->type == MK_LAYER_DENSE ? s_out[i] : 1.0f;
+        scale = L->type == MK_LAYER_DENSE ? s_out[i] : ONE;
         zp = L->type == MK_LAYER_DENSE ? L->zp_out : 0;
     }
     if (check_classes(m, data + table_end, t, scratch, scratch_bytes)) {
@@ -966,13 +814,8 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         stored[2] = mk_le32(data + 0x48);
         for (k = 0; k < 3; k++) {
             if (stored[k] != derived[k]) {
-                mk_text_str(t, "header ");
-                mk_text_str(t, names[k]);
-                mk_text_str(t, " = ");
-                mk_text_uint(t, stored[k]);
-                mk_text_str(t, ", but the layer table gives ");
-                mk_text_uint(t, derived[k]);
-                return -1;
+                return mk_text_refuse(t, "header %s = %u, but the layer table gives %U", names[k],
+                                      stored[k], derived[k]);
             }
         }
     }

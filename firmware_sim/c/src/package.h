@@ -61,6 +61,11 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *why,
 /* The first 80 bytes of a package (magic, version, header size checked): peek_header. */
 int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why);
 
+/* Whether multiplier * 2^(shift - 31) encodes s_in * w / s_out (float32 bits) within 2^-28:
+ * export.contract.package.scales_encoded, exactly. */
+int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t w,
+                      uint32_t s_out);
+
 /* RAM of the two ping-pong activation buffers for these widths
  * (export.contract.package.arena_bytes). */
 uint64_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers);

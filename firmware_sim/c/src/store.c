@@ -88,7 +88,9 @@ static int names_image(const mk_store *s, const mk_record *r, int newest, uint8_
     return memcmp(r->id, legacy, MK_ID_BYTES) == 0 || memcmp(digest, r->id, MK_ID_BYTES) == 0;
 }
 
-int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32])
+/* The newest valid record (of `slot`, or of either if `slot` < 0) whose image still matches
+ * it: ModelStore.active_image and ModelStore.committed_image. */
+static int find_record(const mk_store *s, int slot, mk_record *out, uint8_t sha256[32])
 {
     static uint8_t valid[MK_MAX_RECORDS / 8u];
     const uint32_t n = 2u * s->per_page;
@@ -124,13 +126,24 @@ int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32])
             return 0;
         }
         unpack(entry(s, best_e), &r);
-        if (r.size <= s->slot_bytes && names_image(s, &r, k == 0, sha256)) {
+        if ((slot < 0 || r.slot == (unsigned)slot) && r.size <= s->slot_bytes &&
+            names_image(s, &r, slot < 0 && k == 0, sha256)) {
             *out = r;
             return 1;
         }
         prev_seq = best_seq;
         prev_e = best_e;
     }
+}
+
+int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32])
+{
+    return find_record(s, -1, out, sha256);
+}
+
+int mk_store_committed(const mk_store *s, unsigned slot, mk_record *out, uint8_t sha256[32])
+{
+    return find_record(s, (int)slot, out, sha256);
 }
 
 const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t crc32,

@@ -43,6 +43,9 @@ const char *mk_store_write(mk_store *s, unsigned slot, uint32_t offset, const ui
                            uint32_t n);
 /* The record of the active image (boot) and the image's SHA-256, 1 if there is one. */
 int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32]);
+/* The newest record naming `slot` whose image the slot still holds, and the image's SHA-256;
+ * 1 if there is one (records of the earlier layout do not count): what ROLLBACK may return to. */
+int mk_store_committed(const mk_store *s, unsigned slot, mk_record *out, uint8_t sha256[32]);
 /* Append a record making `slot` active (its image is already there); 0 or the flash's reason. */
 const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t crc32,
                             const uint8_t id[MK_ID_BYTES], mk_record *out);

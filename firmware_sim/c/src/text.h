@@ -1,8 +1,6 @@
 /* Bounded text in the simulator's words: the NAK messages of the firmware are the Python
- * simulator's, character for character, so the values in them are formatted as Python
- * formats them (str of an int, repr of bytes, str and float, format(x, '.9g'), a numpy
- * array's str). No printf: the formatting is exact integer arithmetic, also on a part
- * without a floating-point unit.
+ * simulator's, character for character. They hold integers, hex and fixed words only
+ * (docs/PACKAGE.md, "Refusals"), so no printf and no floating point is needed.
  *
  * A text holds at most its capacity; what does not fit is cut at a character boundary
  * (mk_text_finish), as docs/PROTOCOL.md cuts NAK messages.
@@ -10,6 +8,7 @@
 #ifndef MK_TEXT_H
 #define MK_TEXT_H
 
+#include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,18 +28,16 @@ void mk_text_uint(mk_text *t, uint64_t v);
 void mk_text_hex(mk_text *t, uint32_t v, unsigned digits);
 /* bytes.hex() */
 void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n);
-/* repr(bytes) */
-void mk_text_py_bytes(mk_text *t, const uint8_t *p, size_t n);
-/* repr(str) of valid UTF-8 */
-void mk_text_py_str(mk_text *t, const uint8_t *utf8, size_t n);
-/* repr(float) == str(float): the shortest digits that read back as `v` */
-void mk_text_py_float(mk_text *t, double v);
-/* format(v, f".{precision}g"), 1 <= precision <= 17 */
-void mk_text_py_g(mk_text *t, double v, int precision);
+/* Append text from a format and its values, as printf would but with only these conversions
+ * (the values must have exactly these types):
+ *   %u uint32_t   %d int32_t   %U uint64_t   %D int64_t   %s const char *
+ *   %x uint32_t in hex (%8x: at least 8 digits)   %h const uint8_t *, uint32_t n: bytes in hex
+ *   %% a percent sign */
+void mk_text_format(mk_text *t, const char *format, ...);
+void mk_text_vformat(mk_text *t, const char *format, va_list args);
+/* mk_text_format, then -1: the value of a refusal. */
+int mk_text_refuse(mk_text *t, const char *format, ...);
 /* Cut an incomplete UTF-8 character off the end of a text that did not fit; its length. */
 uint32_t mk_text_finish(mk_text *t);
-
-/* Python's str.isprintable() of one code point (Unicode tables of Python 3.11). */
-int mk_unicode_printable(uint32_t cp);
 
 #endif

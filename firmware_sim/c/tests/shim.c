@@ -74,11 +74,11 @@ int fw_package_peek(const uint8_t *data, uint32_t n, char *why, uint32_t cap, ui
 }
 
 /* Run `count` inputs through a package: outputs to y (count x n_outputs), classes to classes.
- * `fast` picks the DSP path; `rounding` sets every dense layer's requantization mode (-1: the
- * package's own).
+ * `path` picks the dense kernels (MK_PATH_*); `rounding` sets every dense layer's
+ * requantization mode (-1: the package's own).
  * 0, or -1 if the package does not load. */
 int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int8_t *y,
-           uint32_t *classes, int fast, int rounding, uint64_t *cycles)
+           uint32_t *classes, int path, int rounding, uint64_t *cycles)
 {
     static mk_model m;
     static union { int8_t b[1u << 20]; uint32_t align; } arena;
@@ -95,7 +95,7 @@ int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int
         m.layers[i].rounding = (uint8_t)rounding;
     }
     for (k = 0; k < count; k++) {
-        const int8_t *out = mk_engine_run(&m, x + (size_t)k * m.n_inputs, arena.b, fast);
+        const int8_t *out = mk_engine_run(&m, x + (size_t)k * m.n_inputs, arena.b, path);
         memcpy(y + (size_t)k * m.n_outputs, out, m.n_outputs);
         classes[k] = mk_decide(&m, out);
     }
@@ -104,30 +104,17 @@ int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int
     return 0;
 }
 
-/* Python-formatting helpers: mode 0 repr(float), mode p > 0 format(v, f".{p}g"). */
-uint32_t fw_py_float(double v, int mode, char *out, uint32_t cap)
+/* mk_text_format's conversions on some values: "%u %d %U %D %x %8x %h %s%%" of
+ * (small, (int32_t)small, big, signed_big, small, small, the 8 bytes of big, "end"). */
+uint32_t fw_text_format(char *out, uint32_t cap, uint64_t big, int64_t signed_big, uint32_t small)
 {
-    mk_text t;
+    uint8_t bytes[8];
     uint32_t len;
-    mk_text_init(&t, out, cap);
-    if (mode == 0) {
-        mk_text_py_float(&t, v);
-    } else {
-        mk_text_py_g(&t, v, mode);
-    }
-    return finish(&t, &len);
-}
-
-uint32_t fw_py_repr(const uint8_t *p, uint32_t n, int is_str, char *out, uint32_t cap)
-{
     mk_text t;
-    uint32_t len;
+    memcpy(bytes, &big, sizeof bytes);
     mk_text_init(&t, out, cap);
-    if (is_str) {
-        mk_text_py_str(&t, p, n);
-    } else {
-        mk_text_py_bytes(&t, p, n);
-    }
+    mk_text_format(&t, "%u %d %U %D %x %8x %h %s%%", small, (int32_t)small, big, signed_big,
+                   small, small, bytes, (uint32_t)8, "end");
     return finish(&t, &len);
 }
 
@@ -169,15 +156,14 @@ fw_device *fw_device_new(uint32_t flash_bytes, uint32_t page_bytes, uint32_t ram
     strncpy(config.name, name, MK_NAME_MAX);
     problem = host_flash_open(&d->flash, flash_bytes, page_bytes, 0, endurance);
     if (!problem) {
-        problem = mk_device_init(&d->device, &config, &d->flash.hal);
+        problem = mk_device_init(&d->device, &config, &d->flash.flash.hal);
     }
-    d->flash.power_cut = power_cut;
+    d->flash.flash.power_cut = power_cut;
     d->powered = 1;
     if (problem) {
         strncpy(why, problem, cap - 1u);
         why[cap - 1u] = 0;
-        free(d->flash.mem);
-        free(d->flash.erases);
+        host_flash_close(&d->flash);
         free(d);
         return 0;
     }
@@ -186,8 +172,7 @@ fw_device *fw_device_new(uint32_t flash_bytes, uint32_t page_bytes, uint32_t ram
 
 void fw_device_free(fw_device *d)
 {
-    free(d->flash.mem);
-    free(d->flash.erases);
+    host_flash_close(&d->flash);
     free(d->out);
     free(d);
 }
@@ -226,18 +211,18 @@ int64_t fw_device_receive(fw_device *d, const uint8_t *data, uint32_t n, const u
 /* Cut the power `keep` bytes into flash operation `op` (counted from power-on; -1: never). */
 void fw_device_cut(fw_device *d, int64_t op, uint32_t keep)
 {
-    d->flash.cut_op = op;
-    d->flash.cut_keep = keep;
+    d->flash.flash.cut_op = op;
+    d->flash.flash.cut_keep = keep;
 }
 
 /* Power off and on: RAM forgotten, flash kept (the operation count restarts, no cut set). */
 void fw_device_power_cycle(fw_device *d)
 {
     mk_device_config config = d->device.config;
-    d->flash.ops = 0;
-    d->flash.cut_op = -1;
+    d->flash.flash.ops = 0;
+    d->flash.flash.cut_op = -1;
     d->powered = 1;
-    mk_device_init(&d->device, &config, &d->flash.hal);
+    mk_device_init(&d->device, &config, &d->flash.flash.hal);
 }
 
 void fw_device_new_session(fw_device *d) { mk_device_new_session(&d->device); }
@@ -245,20 +230,20 @@ void fw_device_new_session(fw_device *d) { mk_device_new_session(&d->device); }
 /* The flash: contents and erase counts (for comparing with the simulator's). */
 const uint8_t *fw_device_flash(fw_device *d, uint32_t *size)
 {
-    *size = d->flash.hal.size;
-    return d->flash.mem;
+    *size = d->flash.flash.hal.size;
+    return d->flash.flash.mem;
 }
 
 const uint32_t *fw_device_erases(fw_device *d, uint32_t *pages)
 {
-    *pages = d->flash.n_pages;
-    return d->flash.erases;
+    *pages = d->flash.flash.n_pages;
+    return d->flash.flash.erases;
 }
-uint64_t fw_device_flash_ops(fw_device *d) { return d->flash.ops; }
+uint64_t fw_device_flash_ops(fw_device *d) { return d->flash.flash.ops; }
 /* Overwrite the flash (contents and erase counts) and boot from it. */
 void fw_device_load_flash(fw_device *d, const uint8_t *mem, const uint32_t *erases)
 {
-    memcpy(d->flash.mem, mem, d->flash.hal.size);
-    memcpy(d->flash.erases, erases, 4u * d->flash.n_pages);
+    memcpy(d->flash.flash.mem, mem, d->flash.flash.hal.size);
+    memcpy(d->flash.flash.erases, erases, 4u * d->flash.flash.n_pages);
     fw_device_power_cycle(d);
 }

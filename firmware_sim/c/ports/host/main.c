@@ -539,23 +539,17 @@ int main(int argc, char **argv)
     struct sigaction sa;
 
     why = host_flash_open(&flash, o.flash, o.page, o.state, o.endurance);
-    if (!why && (o.page < 32u || (o.page & (o.page - 1u)))) {
-        why = "the page size must be a power of two of at least 32 bytes";
-    }
-    if (!why && (o.flash % o.page || o.flash / o.page < 4u)) {
-        why = "the flash size must be a multiple of the page size and hold at least 4 pages";
-    }
     if (why) {
         die(why, 0);
     }
-    flash.cut_op = o.cut_op;
-    flash.cut_keep = o.cut_keep;
+    flash.flash.cut_op = o.cut_op;
+    flash.flash.cut_keep = o.cut_keep;
     memset(&config, 0, sizeof config);
     config.max_payload = o.max_payload;
     config.ram_bytes = o.ram;
     config.protocol_version = o.protocol_version;
     strcpy(config.name, o.name);
-    if ((why = mk_device_init(&device, &config, &flash.hal)) != 0) {
+    if ((why = mk_device_init(&device, &config, &flash.flash.hal)) != 0) {
         die(why, 0);
     }
 

@@ -1,0 +1,423 @@
+/* The MPS2 port (AN385 Cortex-M3, AN386 Cortex-M4) under QEMU: the portable firmware on UART0,
+ * its model flash in a host file through semihosting, SysTick counting what each inference
+ * costs.
+ *
+ * QEMU passes the options on its command line (-append, read with SYS_GET_CMDLINE):
+ *   --flash BYTES --page BYTES --ram BYTES --max-payload BYTES --protocol-version V
+ *   --endurance N --name-hex HEX --state-hex HEX   the part, as the host port takes them
+ *   --cut-after N+K     cut the power K bytes into flash operation N: exit status 3
+ *   --erase-ms MS       a page erase keeps the processor waiting MS milliseconds (NOR flash
+ *                       takes tens of ms; bytes keep arriving meanwhile)
+ *   --rx-ring BYTES     a smaller receive ring than the one sized for the window
+ * (hex: the name and the file path may hold spaces, which the command line splits on).
+ *
+ * Measured counts: under `-icount shift=0` QEMU executes one instruction per nanosecond of
+ * virtual time, and SysTick counts down at 25 MHz: 40 instructions a tick. Each inference
+ * runs with interrupts held off (QEMU's UART holds the bytes that arrive meanwhile; a real
+ * part would take them by DMA, which costs no instructions) and RESULT reports the
+ * instructions it took: whole ticks from the counter, the part of a tick from spinning on the
+ * counter's current value until it moves (measure_raw). Repeated, a count varies by about
+ * 0.1 % (tens of instructions in tens of thousands).
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include "cmsdk.h"
+#include "device.h"
+#include "flash_file.h"
+#include "semihost.h"
+#include "text.h"
+#include "uart.h"
+
+#ifndef MK_MPS2_FLASH_MAX
+#define MK_MPS2_FLASH_MAX (4u << 20)
+#endif
+#define INSTRUCTIONS_PER_TICK (1000000000u / MK_CLOCK_MPS2_HZ)
+
+static uint8_t flash_mem[MK_MPS2_FLASH_MAX] __attribute__((section(".flash_copy")));
+static uint32_t flash_erases[MK_MPS2_FLASH_MAX / 32u] __attribute__((section(".flash_copy")));
+static mk_flash_file flash;
+static mk_device device;
+
+/* ------------------------------------------------------------------ messages, exit */
+
+/* A line on QEMU's standard error, then the end with `status`. */
+static void say_and_exit(uint32_t status, const char *format, ...)
+{
+    char line[400];
+    mk_text t;
+    va_list args;
+    mk_text_init(&t, line, sizeof line - 1u);
+    va_start(args, format);
+    mk_text_vformat(&t, format, args);
+    va_end(args);
+    line[mk_text_finish(&t)] = 0;
+    mk_semihost_print(line);
+    mk_semihost_exit(status);
+}
+
+static void fail(uint32_t status, const char *what, const char *why)
+{
+    say_and_exit(status, "mark1 device: error: %s%s%s\n", what, why ? ": " : "", why ? why : "");
+}
+
+static void power_cut(void *ctx, const char *kind, uint32_t done)
+{
+    (void)ctx;
+    say_and_exit(3, "mark1 device: power cut after %u bytes of flash operation %U (%s)\n", done,
+                 flash.ops - 1u, kind);
+}
+
+static void io_failed(void *ctx, const char *why)
+{
+    (void)ctx;
+    fail(1, "cannot write the state file", why);
+}
+
+/* ------------------------------------------------------------------ time */
+
+static volatile uint32_t systick_wraps;
+static volatile int timer_fired;
+
+void mk_systick_irq(void);
+void mk_timer0_irq(void);
+
+void mk_systick_irq(void) { systick_wraps = systick_wraps + 1u; }
+
+void mk_timer0_irq(void)
+{
+    TIMER0_INTCLEAR = 1;
+    TIMER0_CTRL = 0;
+    timer_fired = 1;
+}
+
+/* SysTick ticks since start-up (25 MHz). Safe with interrupts held off: a wrap whose interrupt
+ * is still pending is counted from the pending bit. */
+static uint64_t ticks(void)
+{
+    for (;;) {
+        const uint32_t wraps = systick_wraps, before = SYST_CVR;
+        const int pending = (SCB_ICSR & SCB_ICSR_PENDSTSET) != 0;
+        const uint32_t after = SYST_CVR;
+        if (wraps != systick_wraps) {
+            continue; /* the interrupt ran in between */
+        }
+        return ((uint64_t)wraps + (pending ? 1u : 0u)) * (SYST_RELOAD + 1u) +
+               (SYST_RELOAD - (pending ? after : before));
+    }
+}
+
+uint32_t mk_hal_millis(void)
+{
+    return (uint32_t)(ticks() / (MK_CLOCK_MPS2_HZ / 1000u));
+}
+
+/* Wait `ms` milliseconds with interrupts on (receiving goes on): timer 0 wakes the core. */
+static void wait_ms(uint32_t ms)
+{
+    if (!ms) {
+        return;
+    }
+    timer_fired = 0;
+    TIMER0_CTRL = 0;
+    TIMER0_RELOAD = ms * (MK_CLOCK_MPS2_HZ / 1000u); /* a zero reload would stop the timer */
+    TIMER0_VALUE = ms * (MK_CLOCK_MPS2_HZ / 1000u);
+    TIMER0_CTRL = TIMER_CTRL_EN | TIMER_CTRL_INTEN;
+    while (!timer_fired) {
+        mk_wait_for_interrupt();
+    }
+}
+
+/* Spin until the SysTick counter moves on: the spins, 4 instructions each (LDR, ADDS, CMP,
+ * BEQ). Called right after a tick it takes 10 spins; the spins tell where in a tick it began. */
+static uint32_t to_next_tick(void)
+{
+    uint32_t spins = 0, seen;
+    const uint32_t now = SYST_CVR;
+    __asm__ volatile("1: ldr %0, [%2]\n"
+                     "   adds %1, %1, #1\n"
+                     "   cmp %0, %3\n"
+                     "   beq 1b\n"
+                     : "=&r"(seen), "+r"(spins)
+                     : "r"(&SYST_CVR), "r"(now)
+                     : "cc", "memory");
+    return spins;
+}
+#define SPIN_INSTRUCTIONS 4u
+
+static uint64_t began;
+static uint32_t measure_overhead;
+
+/* Instructions between a start and an end: 40 per SysTick tick between the tick the start
+ * waited for and the tick the end waits for, less the spins of the end's wait (the start and
+ * the end each find their tick within one spin). */
+static uint32_t measure_raw(int start)
+{
+    uint64_t spent;
+    uint32_t spins;
+    if (start) {
+        mk_irq_disable();
+        to_next_tick();
+        began = ticks();
+        return 0;
+    }
+    spins = to_next_tick();
+    spent = (ticks() - began) * INSTRUCTIONS_PER_TICK - (uint64_t)spins * SPIN_INSTRUCTIONS;
+    mk_irq_enable();
+    return spent > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)spent;
+}
+
+/* What an inference costs (device.h, mk_device_config.measure): its instructions, the
+ * measurement's own cost (found at start-up by measuring nothing) taken off. */
+static uint32_t measure(int start)
+{
+    uint32_t raw = measure_raw(start);
+    return start ? 0 : raw > measure_overhead ? raw - measure_overhead : 0;
+}
+
+static void calibrate(void)
+{
+    uint32_t k, total = 0;
+    for (k = 0; k < 16; k++) {
+        measure_raw(1);
+        total += measure_raw(0);
+    }
+    measure_overhead = (total + 8u) / 16u;
+}
+
+/* ------------------------------------------------------------------ the flash */
+
+static uint32_t erase_ms;
+static int32_t state_handle = -1;
+static const char *(*erase_page)(void *ctx, uint32_t page);
+
+static const char *slow_erase(void *ctx, uint32_t page)
+{
+    const char *why = erase_page(ctx, page);
+    wait_ms(erase_ms);
+    return why;
+}
+
+static const char *file_seek(uint32_t offset)
+{
+    uint32_t block[2] = {(uint32_t)state_handle, offset};
+    return mk_semihost(SYS_SEEK, block) == 0 ? 0 : "seek failed";
+}
+
+static const char *file_read(void *ctx, uint32_t offset, uint8_t *data, uint32_t n)
+{
+    uint32_t block[3] = {(uint32_t)state_handle, (uint32_t)(uintptr_t)data, n};
+    const char *why = file_seek(offset);
+    (void)ctx;
+    return why ? why : mk_semihost(SYS_READ, block) == 0 ? 0 : "short read";
+}
+
+static const char *file_write(void *ctx, uint32_t offset, const uint8_t *data, uint32_t n)
+{
+    uint32_t block[3] = {(uint32_t)state_handle, (uint32_t)(uintptr_t)data, n};
+    const char *why = file_seek(offset);
+    (void)ctx;
+    return why ? why : mk_semihost(SYS_WRITE, block) == 0 ? 0 : "short write";
+}
+
+static uint64_t file_length(void *ctx)
+{
+    uint32_t block[1] = {(uint32_t)state_handle};
+    int32_t n = mk_semihost(SYS_FLEN, block);
+    (void)ctx;
+    return n < 0 ? 0u : (uint64_t)n;
+}
+
+static const mk_file_io state_io = {file_read, file_write, file_length, 0};
+
+/* ------------------------------------------------------------------ options */
+
+typedef struct {
+    uint32_t flash, page, ram, max_payload, protocol_version, endurance, erase_ms, rx_ring;
+    uint32_t cut_op, cut_keep; /* cut_op 0xFFFFFFFF: no power cut */
+    char name[MK_NAME_MAX + 1];
+    char state[256];
+} options;
+
+static options o;
+
+/* The options that take a whole number, and where it goes. */
+static const struct {
+    const char *name;
+    uint32_t *value;
+} numbers[] = {
+    {"--flash", &o.flash}, {"--page", &o.page}, {"--ram", &o.ram},
+    {"--max-payload", &o.max_payload}, {"--protocol-version", &o.protocol_version},
+    {"--endurance", &o.endurance}, {"--erase-ms", &o.erase_ms}, {"--rx-ring", &o.rx_ring},
+    {"--cut-after", &o.cut_op},
+};
+
+/* A whole number at *p, ended by a space, the end or `also`; *p moves past it. */
+static uint32_t number(const char *opt, const char **p, char also)
+{
+    uint64_t v = 0;
+    const char *s = *p;
+    do {
+        if (*s < '0' || *s > '9' || (v = v * 10u + (uint64_t)(*s - '0')) > 0xFFFFFFFFu) {
+            fail(2, opt, "expected a whole number");
+        }
+        s++;
+    } while (*s && *s != ' ' && *s != also);
+    *p = s;
+    return (uint32_t)v;
+}
+
+/* Bytes from lowercase hex digits (two a byte) at *p, into `out` (NUL-terminated). */
+static void hex_text(const char *opt, const char **p, char *out, uint32_t cap)
+{
+    const char *s = *p;
+    uint32_t n = 0;
+    for (; *s && *s != ' '; s += 2) {
+        unsigned byte = 0, k;
+        for (k = 0; k < 2; k++) {
+            const char c = s[k];
+            const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
+            if (digit < 0 || n + 1u >= cap) {
+                fail(2, opt, "expected lowercase hex digits, two a byte");
+            }
+            byte = byte << 4 | (unsigned)digit;
+        }
+        out[n++] = (char)byte;
+    }
+    out[n] = 0;
+    *p = s;
+}
+
+/* The command line: the program's name, then options (see the top of this file). */
+static void parse(const char *s)
+{
+    o.flash = 256u * 1024u;
+    o.page = 2048u;
+    o.ram = MK_ARENA_BYTES;
+    o.max_payload = MK_MAX_PAYLOAD;
+    o.protocol_version = MK_PROTOCOL_VERSION;
+    o.endurance = 10000u;
+    o.cut_op = 0xFFFFFFFFu;
+    memcpy(o.name, "mark1-fw mps2", 14);
+    while (*s && *s != ' ') {
+        s++;
+    }
+    while (*s) {
+        const char *word = ++s;
+        size_t len, k;
+        while (*s && *s != ' ') {
+            s++;
+        }
+        len = (size_t)(s - word);
+        if (!len) {
+            continue;
+        }
+        if (!*s) {
+            fail(2, "an option without its value", word);
+        }
+        s++;
+        for (k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
+            if (strlen(numbers[k].name) == len && memcmp(word, numbers[k].name, len) == 0) {
+                *numbers[k].value = number(numbers[k].name, &s, '+');
+                if (numbers[k].value == &o.cut_op) { /* N+K */
+                    s += *s == '+';
+                    o.cut_keep = number("--cut-after", &s, ' ');
+                }
+                break;
+            }
+        }
+        if (k < sizeof numbers / sizeof numbers[0]) {
+            continue;
+        }
+        if (len == 10 && memcmp(word, "--name-hex", len) == 0) {
+            hex_text("--name-hex", &s, o.name, sizeof o.name);
+        } else if (len == 11 && memcmp(word, "--state-hex", len) == 0) {
+            hex_text("--state-hex", &s, o.state, sizeof o.state);
+        } else {
+            fail(2, "unknown option", word);
+        }
+    }
+}
+
+/* ------------------------------------------------------------------ main loop */
+
+static void emit(void *ctx, uint8_t type, const uint8_t *wire, size_t n)
+{
+    (void)ctx;
+    (void)type;
+    mk_uart_send(wire, (uint32_t)n);
+}
+
+int main(void)
+{
+    mk_device_config config;
+    const char *why;
+    { /* the command line, read into the arena (free until a model runs) */
+        char *cmdline = (char *)mk_arena;
+        uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, 1024u};
+        if (mk_semihost(SYS_GET_CMDLINE, block) != 0) {
+            fail(2, "the command line does not fit", 0);
+        }
+        parse(cmdline);
+    }
+    if (o.flash > MK_MPS2_FLASH_MAX) {
+        fail(2, "--flash", "more than this build's flash copy holds");
+    }
+    if ((why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page,
+                                  (int64_t)o.endurance)) != 0) {
+        fail(2, why, 0);
+    }
+    flash.power_cut = power_cut;
+    flash.io_failed = io_failed;
+    if (o.state[0]) {
+        uint32_t open_block[3] = {(uint32_t)(uintptr_t)o.state, SH_MODE_RPLUSB, 0};
+        open_block[2] = (uint32_t)strlen(o.state);
+        state_handle = mk_semihost(SYS_OPEN, open_block);
+        if (state_handle < 0) {
+            fail(2, "cannot open the state file", o.state);
+        }
+        if ((why = mk_flash_file_attach(&flash, &state_io, o.state, 0)) != 0) {
+            fail(2, why, 0);
+        }
+    }
+    flash.cut_op = o.cut_op == 0xFFFFFFFFu ? -1 : (int64_t)o.cut_op;
+    flash.cut_keep = o.cut_keep;
+    erase_ms = o.erase_ms;
+    if (erase_ms) {
+        erase_page = flash.hal.erase;
+        flash.hal.erase = slow_erase;
+    }
+
+    SYST_RVR = SYST_RELOAD;
+    SYST_CVR = 0;
+    SYST_CSR = SYST_CSR_ENABLE | SYST_CSR_TICKINT | SYST_CSR_CLKSOURCE;
+    NVIC_ISER0 = 1u << IRQ_TIMER0;
+    calibrate();
+
+    memset(&config, 0, sizeof config);
+    config.max_payload = o.max_payload;
+    config.ram_bytes = o.ram;
+    config.protocol_version = o.protocol_version;
+    config.measure = measure;
+    memcpy(config.name, o.name, sizeof config.name);
+    if ((why = mk_device_init(&device, &config, &flash.hal)) != 0) {
+        fail(2, why, 0);
+    }
+    mk_uart_init(o.rx_ring);
+    mk_irq_enable();
+    for (;;) {
+        const uint8_t *bytes;
+        int overrun;
+        uint32_t n = mk_uart_received(&bytes, &overrun);
+        if (overrun) {
+            mk_device_rx_overrun(&device);
+        } else if (n) {
+            mk_device_receive(&device, bytes, n, emit, 0);
+            mk_uart_consumed(n);
+        } else {
+            mk_uart_idle();
+        }
+    }
+}

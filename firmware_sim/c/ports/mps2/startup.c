@@ -1,0 +1,45 @@
+/* Reset and the vector table of the MPS2 port: copy the initial data, zero the rest, run
+ * main; a fault ends QEMU with exit status 70 and a word on standard error (an undefined
+ * instruction, e.g. SMLAD on the Cortex-M3, is one). */
+#include <stdint.h>
+#include <string.h>
+
+#include "semihost.h"
+
+extern uint32_t _data_start[], _data_end[], _data_load[], _bss_start[], _bss_end[], _stack_top[];
+int main(void);
+void mk_reset(void);
+void mk_uart_rx_irq(void);
+void mk_systick_irq(void);
+void mk_timer0_irq(void);
+
+static void fault(void)
+{
+    mk_semihost_print("mark1 firmware: processor fault (hard fault, bus, memory or usage)\n");
+    mk_semihost_exit(70);
+}
+
+static void unexpected(void)
+{
+    mk_semihost_print("mark1 firmware: unexpected interrupt\n");
+    mk_semihost_exit(70);
+}
+
+void mk_reset(void)
+{
+    memcpy(_data_start, _data_load, (size_t)((char *)_data_end - (char *)_data_start));
+    memset(_bss_start, 0, (size_t)((char *)_bss_end - (char *)_bss_start));
+    mk_semihost_exit((uint32_t)main());
+}
+
+typedef void (*vector)(void);
+
+__attribute__((section(".vectors"), used)) static const vector vectors[16 + 32] = {
+    (vector)(uintptr_t)_stack_top, mk_reset, unexpected /* NMI */, fault, fault, fault, fault,
+    0, 0, 0, 0, unexpected /* SVCall */, unexpected, 0, unexpected /* PendSV */, mk_systick_irq,
+    /* external interrupts 0..31 */
+    mk_uart_rx_irq, unexpected, unexpected, unexpected, unexpected, unexpected, unexpected,
+    unexpected, mk_timer0_irq, unexpected, unexpected, unexpected, mk_uart_rx_irq /* overrun */,
+    unexpected, unexpected, unexpected, unexpected, unexpected, unexpected, unexpected,
+    unexpected, unexpected, unexpected, unexpected, unexpected, unexpected, unexpected,
+    unexpected, unexpected, unexpected, unexpected, unexpected};
