@@ -27,6 +27,7 @@ from mark1.limits import field_limits
 
 if TYPE_CHECKING:
     from firmware_sim.device import Device
+    from firmware_sim.flash import StateFile
 
 LINE = LinkTiming()
 TIMING = field_limits(LinkTiming)
@@ -80,11 +81,22 @@ def _check_listen(args: argparse.Namespace) -> None:
         raise _cannot_listen(host, port, exc) from None
 
 
+def _release(state: StateFile | None, path: str | None) -> None:
+    """Give up a claimed state file (a device that will not run): unlocked, and removed if it
+    was made by this claim."""
+    import os
+
+    if state is not None and path is not None:
+        os.close(state.fd)
+        if state.created:
+            os.unlink(path)
+
+
 def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) -> int:
     """Build the C firmware's host port and run it in place of this process. Its state file is
     checked and locked first (:func:`~firmware_sim.flash.claim_state_file`, the same rule as the
-    simulator's); the locked descriptor stays open across ``exec``, so the port holds the lock
-    as long as it runs."""
+    simulator's), so that a bad or busy one is refused before the build; the port locks it
+    again itself as it starts (``flock``, as the simulator does) and holds it while it runs."""
     import os
     import sys
 
@@ -105,13 +117,10 @@ def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) 
             turnaround_ms=args.turnaround,
         )
     except BaseException:
-        if state is not None:
-            os.close(state.fd)
-            if state.created:
-                os.unlink(args.state)
+        _release(state, args.state)
         raise
     if state is not None:
-        os.set_inheritable(state.fd, True)  # the lock goes with the exec
+        os.close(state.fd)  # the port takes the file's lock again as it starts (host_flash.c)
     sys.stdout.flush()
     sys.stderr.flush()
     os.execv(cmd[0], cmd)
@@ -119,19 +128,34 @@ def _firmware_host(args: argparse.Namespace, config: DeviceConfig, idle: float) 
 
 
 def _firmware_qemu(args: argparse.Namespace, config: DeviceConfig, timing: LinkTiming) -> int:
-    """Build the C firmware for an MPS2 board and serve it from QEMU (until stopped)."""
+    """Build the C firmware for an MPS2 board and serve it from QEMU (until stopped). Its state
+    file is checked and locked first, by the simulator's rule (as for ``--firmware host``);
+    a state file made now is removed again if the firmware cannot run."""
     import os
 
-    from firmware_sim.qemu import CORES, Board, serve
+    from firmware_sim.flash import claim_state_file
+    from firmware_sim.qemu import CORES, Board, missing_tool, serve
 
     core = args.firmware
-    board = Board(flash_bytes=config.flash_bytes, page_bytes=config.page_bytes,
-                  ram_bytes=config.ram_bytes, max_payload=config.max_payload,
-                  name=f"mark1-fw {core} qemu {CORES[core].machine}", endurance=config.endurance,
-                  state=os.path.abspath(args.state) if args.state else None,
-                  cut_after=args.cut_after)
+    state = None
+    if args.state is not None:  # checked whole and locked before the tools and the build
+        state = claim_state_file(args.state, config.flash_bytes, config.page_bytes)
+    try:
+        problem = missing_tool()
+        if problem:
+            raise ValueError(problem)
+        board = Board(flash_bytes=config.flash_bytes, page_bytes=config.page_bytes,
+                      ram_bytes=config.ram_bytes, max_payload=config.max_payload,
+                      name=f"mark1-fw {core} qemu {CORES[core].machine}",
+                      endurance=config.endurance,
+                      state=os.path.abspath(args.state) if args.state else None,
+                      cut_after=args.cut_after)
+    except BaseException:
+        _release(state, args.state)
+        raise
     return serve(core, board, pty=args.pty, listen=args.listen or ("127.0.0.1", 0),
-                 timing=timing, idle_timeout_s=args.idle_timeout)
+                 timing=timing, idle_timeout_s=args.idle_timeout,
+                 lock=None if state is None else state.fd)
 
 
 def _device(args: argparse.Namespace) -> int:

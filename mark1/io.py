@@ -285,6 +285,8 @@ class _Output:
     real: str = ""
     targets: dict[str, str] = field(default_factory=dict)
     """Resolved path of each file this output writes -> what to call it in a message."""
+    keep_on_error: bool = False
+    """Moved into place also when the run fails (a log of what happened, e.g. a trace)."""
 
 
 def _shown(path: str | os.PathLike[str]) -> str:
@@ -338,9 +340,14 @@ class OutputPlan:
         self.inputs.append(_Input(label, p, os.path.realpath(p), (st.st_dev, st.st_ino)))
         return p
 
-    def write_file(self, label: str, path: str | os.PathLike[str]) -> Path:
-        """Declare an output file (written whole at the end, replacing any file there)."""
-        return self._declare(label, path, folder=False, files=())
+    def write_file(self, label: str, path: str | os.PathLike[str],
+                   keep_on_error: bool = False) -> Path:
+        """Declare an output file (written whole at the end, replacing any file there).
+        ``keep_on_error``: the file is moved into place also when the run fails -- for a log
+        of the run, which is what a failed run's user reads."""
+        out = self._declare(label, path, folder=False, files=())
+        self.outputs[-1].keep_on_error = keep_on_error
+        return out
 
     def write_folder(self, label: str, path: str | os.PathLike[str],
                      files: Iterable[str]) -> Path:
@@ -511,6 +518,17 @@ class OutputPlan:
                 out.staging = None
         self._made_dirs.clear()
 
+    def _keep_logs(self) -> None:
+        """Move the outputs declared ``keep_on_error`` into place (best effort: the run has
+        failed already, and its own error is the one to report)."""
+        for out in self.outputs:
+            if out.keep_on_error and out.staging is not None:
+                try:
+                    out.staging.commit()
+                except OSError:
+                    continue
+                out.staging = None
+
     def _discard(self) -> None:
         for out in self.outputs:
             if out.staging is not None:
@@ -552,6 +570,7 @@ class OutputPlan:
                 raise
         else:
             renamed = self._renamed(exc) if isinstance(exc, OSError) else None
+            self._keep_logs()
             self._discard()
             if renamed is not None and renamed is not exc:
                 raise renamed from exc

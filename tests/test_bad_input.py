@@ -328,11 +328,11 @@ CLI_CASES: tuple[Case, ...] = (
     C("a negative seed", "replay --quick --seed -1", "seed"),
     # playground (refused before anything listens)
     C("no tabs at all", "playground --no-browser --max-tabs 0",
-      r"--max-tabs must be in \[1, 10000\]; got 0"),
+      r"--max-tabs: 0 is out of range \(allowed: whole numbers 1 to 10000 tabs\)"),
     C("a port beyond 65535", "playground --no-browser --port 70000",
-      r"--port must be in \[0, 65535\]"),
+      r"--port: 70000 is out of range \(allowed: whole numbers 1 to 65535, or 0"),
     C("a negative number of workers", "playground --no-browser --port 0 --workers -1",
-      r"--workers must be in \[0, 64\]; got -1"),
+      r"--workers: -1 is out of range \(allowed: whole numbers 0 to 64 processes\)"),
     # sweep
     C("a parameter that does not exist", "sweep --task e-f --grid warp=1,2 --out {ws}/run",
       "unknown parameter 'warp'"),

@@ -40,9 +40,10 @@ from mark1.limits import SEED, Limit, _num
 from tests.test_bad_input import Answer, run_in_process, snapshot, workspace
 
 BOUNDED = {"tasks": 10, "simulate": 40, "replay": 6, "train-mlp": 20, "export onnx": 12,
-           "export tflite": 12, "quantize": 20, "push": 40, "infer": 40, "device": 30,
-           "sweep": 25}
-"""Examples per command in the fast suite (about a minute in all on two cores)."""
+           "export tflite": 12, "export c": 12, "quantize": 20, "push": 40, "infer": 40,
+           "device": 30, "device --firmware m3": 15, "sweep": 25, "ports": 6, "info": 15,
+           "status": 20, "rollback": 20, "playground": 10}
+"""Examples per command in the fast suite (about a minute and a half in all on two cores)."""
 LONG = 300
 """Examples per command in the slow suite."""
 
@@ -60,8 +61,12 @@ def documented_exit_codes() -> dict[str, set[int]]:
             "train-mlp": bad_input, "quantize": bad_input, "device": bad_input,
             "sweep": bad_input,
             "export onnx": set(EXPORT_EXIT_CODES), "export tflite": bad_input,
-            "push": set(EXIT_CODES),
-            "infer": set(EXIT_CODES)}
+            "export c": bad_input, "ports": bad_input, "info": bad_input,
+            "push": set(EXIT_CODES), "infer": set(EXIT_CODES), "status": set(EXIT_CODES),
+            "rollback": set(EXIT_CODES),
+            # driven only where they refuse: QEMU is kept off the PATH, and every port given
+            # to the playground is out of range, so neither a board nor a server starts
+            "device --firmware m3": {2}, "playground": {2}}
 
 
 # --------------------------------------------------------------------------- values
@@ -117,6 +122,9 @@ class Command:
     journal: str = ""
     """A file in the output folder that a failed run keeps on purpose (whole lines: the runs it
     finished, for the next run to resume from)."""
+    logs: tuple[str, ...] = ()
+    """Options naming a file that a failed run keeps on purpose, whole (``--trace``: the frames
+    up to the failure, then an ``end`` line)."""
 
     @property
     def key(self) -> str:
@@ -176,6 +184,10 @@ def _file_output(flag: str) -> Callable[[dict[str, list[str]]], list[tuple[str, 
 _json_output = _file_output("--json")
 
 
+def _link_outputs(args: dict[str, list[str]]) -> list[tuple[str, bool]]:
+    return _json_output(args) + _file_output("--trace")(args)
+
+
 def _state_output(args: dict[str, list[str]]) -> list[tuple[str, bool]]:
     value = _given(args, "--state")
     return [] if value is None else [(value, False)]
@@ -189,6 +201,7 @@ def commands(bounded: bool) -> dict[str, Command]:
     from firmware_sim.cli import TIMING, TURNAROUND_MS
     from firmware_sim.serve import IDLE_TIMEOUT
     from mark1.machine import ESTIMATOR_LIMITS as EST
+    from mark1.playground.cli import PLAYGROUND_LIMITS as PLAY
     from mark1.presets import LIMITS as PARAMS
     from mark1.stimuli import TASK_LIMITS as TASK
     from mark1.sweep_cli import SWEEP_LIMITS
@@ -210,9 +223,25 @@ def commands(bounded: bool) -> dict[str, Command]:
                                           "alt:///dev/null?class=PosixPollSerial", "",
                                           "/dev/null", "carrier://pigeon"])),
         Option("--json", _paths(*OUTPUT_FILES)),
+        Option("--trace", _paths(*OUTPUT_FILES)),
     ]
+    packages = _paths(*INPUT_FILES, "other.m1w", "flipped.m1w")
     sizes = st.sampled_from(["2048", "2K", "256KiB", "1M", "64M", "65M", "1G", "0", "-1",
                              "lots", "", "99999999999999", "1000", "32", "16"])
+    device = [
+        Option("--listen", st.sampled_from(["127.0.0.1:0", "127.0.0.1:99999", "127.0.0.1:-1",
+                                            "127.0.0.1", ":0", "", "{busy_listen}",
+                                            "127.0.0.1:x"])),
+        Option("--preset", st.sampled_from(["cortex-m4", "cortex-m4-small", "z80"])),
+        Option("--flash", sizes), Option("--page", sizes), Option("--ram", sizes),
+        Option("--max-payload", sizes),
+        Option("--baud", numbers(TIMING["baud"])),
+        Option("--turnaround", numbers(TURNAROUND_MS)),
+        Option("--idle-timeout", numbers(IDLE_TIMEOUT)),
+        Option("--state", _paths("state.bin", "new/state.bin", "flash.bin", "damaged.bin",
+                                 "locked.bin", "/dev/zero", "/dev/null", "out", "",
+                                 "notes.txt/x", "/proc/x.bin")),
+    ]
     return {
         "tasks": Command("tasks", {}, [Option("--colour", st.sampled_from(["x"]))],
                          lambda a: [], flags=("-v",)),
@@ -284,9 +313,9 @@ def commands(bounded: bool) -> dict[str, Command]:
             _quantize_outputs),
         "push": Command(
             "push", {"": "other.m1w", "--port": "{device}", "-q": None},
-            [Option("", _paths(*INPUT_FILES, "other.m1w", "flipped.m1w")), *link,
+            [Option("", packages), *link,
              Option("--slot", st.sampled_from(["auto", "A", "B", "C", ""]))],
-            _json_output, flags=("--no-read-back",)),
+            _link_outputs, flags=("--no-read-back",), logs=("--trace",)),
         "infer": Command(
             "infer", {"": "bright.png", "--port": "{device}"},
             [Option("", _paths(*INPUT_FILES, "bright.png", "nan.npy", "complex.npy",
@@ -296,7 +325,7 @@ def commands(bounded: bool) -> dict[str, Command]:
              Option("--seed", numbers(SEED)),
              Option("--show", numbers(INFER_LIMITS["show"])),
              Option("--model", _paths(*INPUT_FILES, "other.m1w"))],
-            _json_output),
+            _link_outputs, logs=("--trace",)),
         "sweep": Command(
             "sweep",
             {"--task": "xor", "--epochs": "1", "--n-train": "8", "--n-test": "4", "--n-a": "16",
@@ -322,26 +351,39 @@ def commands(bounded: bool) -> dict[str, Command]:
              Option("--spec", _paths(*INPUT_FILES, "sweep.toml")),
              Option("--out", _paths(*OUTPUT_FOLDERS))],
             _folder("--out"), journal="runs.jsonl"),
-        "device": Command(
+        "device": Command("device", {"--pty": None}, device, _state_output),
+        "device --firmware m3": Command(
             "device", {"--pty": None},
-            [Option("--listen", st.sampled_from(["127.0.0.1:0", "127.0.0.1:99999",
-                                                 "127.0.0.1:-1", "127.0.0.1", ":0", "",
-                                                 "{busy_listen}", "127.0.0.1:x"])),
-             Option("--preset", st.sampled_from(["cortex-m4", "cortex-m4-small", "z80"])),
-             Option("--flash", sizes), Option("--page", sizes), Option("--ram", sizes),
-             Option("--max-payload", sizes),
-             Option("--baud", numbers(TIMING["baud"])),
-             Option("--turnaround", numbers(TURNAROUND_MS)),
-             Option("--idle-timeout", numbers(IDLE_TIMEOUT)),
-             Option("--state", _paths("state.bin", "new/state.bin", "flash.bin", "damaged.bin",
-                                      "locked.bin", "/dev/zero", "/dev/null", "out", "",
-                                      "notes.txt/x", "/proc/x.bin"))],
-            _state_output),
+            [*device, Option("--firmware", st.sampled_from(["m3", "m4"]))], _state_output,
+            head=("--firmware", "m3")),
+        "export c": Command(
+            "export", {"": "model.m1w", "--out": "csrc"},
+            [Option("", packages), Option("--out", _paths(*OUTPUT_FOLDERS, "csrc"))],
+            _folder("--out"), head=("c",)),
+        "ports": Command("ports", {}, [Option("--json", _paths(*OUTPUT_FILES))], _json_output,
+                         flags=("-v", "--links")),
+        "info": Command(
+            "info", {"": "model.m1w"},
+            [Option("", packages), Option("--json", _paths(*OUTPUT_FILES))], _json_output),
+        "status": Command("status", {"--port": "{device}"}, link, _link_outputs,
+                          logs=("--trace",)),
+        "rollback": Command(
+            "rollback", {"--port": "{device}"},
+            [*link, Option("--slot", st.sampled_from(["A", "B", "C", ""]))], _link_outputs,
+            flags=("--check",), logs=("--trace",)),
+        "playground": Command(
+            "playground", {"--no-browser": None, "--port": "65536"},
+            [Option("--port", st.sampled_from(["65536", "-1", "x", "", "nan", "inf", "1e308",
+                                               "99999999999999", "0x50"])),
+             Option("--max-tabs", numbers(PLAY["max_tabs"])),
+             Option("--workers", numbers(PLAY["workers"])),
+             Option("--host", st.sampled_from(["127.0.0.1", "", "::1", "no.such.host"]))],
+            lambda a: []),
     }
 
 
-PATH_FLAGS = ("", "--out", "--onnx", "--report", "--json", "--model", "--state", "--calib-data",
-              "--eval-data", "--spec")
+PATH_FLAGS = ("", "--out", "--onnx", "--report", "--json", "--trace", "--model", "--state",
+              "--calib-data", "--eval-data", "--spec")
 """Options that name files or folders."""
 
 
@@ -477,6 +519,8 @@ def check_example(cmd: Command, argv: list[str], ws, keep: Pristine) -> Answer:
         out = _given(given_options(filled), "--out") or ""
         journal = os.path.join(out, cmd.journal) if cmd.journal else ""
         kept = (ws.path / journal).read_bytes() if journal and journal in after else b""
+        kept_logs = {k: (ws.path / k).read_bytes() for k in set(after) - set(before)
+                     if (ws.path / k).is_file()}
     finally:
         keep.restore()
     SUMMARY[cmd.key][answer.code] += 1
@@ -488,6 +532,12 @@ def check_example(cmd: Command, argv: list[str], ws, keep: Pristine) -> Answer:
     assert not staging, (filled, staging)
     if answer.code != 0:
         assert len(answer.stderr.strip().splitlines()) == 1, (filled, answer)
+        logs = allowed_changes(ws.path, [(p, False) for flag in cmd.logs
+                                         for p in given_options(filled).get(flag, [])[-1:]])
+        for k in [k for k in changed if logs(k)]:  # a log kept on purpose, whole
+            if k in after and not os.path.isdir(ws.path / k):
+                assert kept_logs.get(k, b"").endswith(b"end\n"), (filled, answer, k)
+            changed.remove(k)
         if journal and changed:  # only its journal, of whole lines, in its output folder
             assert set(changed) <= {out, journal}, (filled, answer, changed)
             assert kept.endswith(b"\n"), (filled, answer, changed)
@@ -518,6 +568,10 @@ def ws(tmp_path_factory):
 def _run(name: str, bounded: bool, ws, monkeypatch, examples: int) -> None:
     cmd = commands(bounded)[name]
     monkeypatch.chdir(ws.path)
+    if "--firmware" in cmd.head:  # no QEMU, compiler or make to be found: it must refuse
+        empty = ws.path.parent / "no-tools"
+        empty.mkdir(exist_ok=True)
+        monkeypatch.setenv("PATH", str(empty))
     keep = Pristine.take(ws.path)
 
     @settings(max_examples=examples, deadline=None, derandomize=bounded, database=None,

@@ -68,10 +68,11 @@ def _tables() -> list[tuple[str, str, Any, dict[str, str]]]:
     from firmware_sim.device import DeviceConfig
     from firmware_sim.serve import IDLE_TIMEOUT, LinkTiming
     from mark1.machine import ESTIMATOR_LIMITS
+    from mark1.playground.cli import PLAYGROUND_LIMITS
     from mark1.presets import PARTS
     from mark1.stimuli import TASK_LIMITS
 
-    tables = [(f"Mark I: {part}", "`--set NAME=VALUE`, `MarkI(NAME=...)`", cls, {})
+    tables = [(f"Mark I: {part}", "`--set NAME=VALUE`, `MarkI(machine={NAME: ...})`", cls, {})
               for part, cls in PARTS.items()]
     tables += [
         ("Mark I estimator", "`mark1 simulate`, `MarkI(...)`", ESTIMATOR_LIMITS,
@@ -94,6 +95,8 @@ def _tables() -> list[tuple[str, str, Any, dict[str, str]]]:
          {**field_limits(LinkTiming), "idle_timeout_s": IDLE_TIMEOUT},
          {"baud": "--baud", "turnaround_s": "--turnaround (in ms)",
           "idle_timeout_s": "--idle-timeout"}),
+        ("Playground", "`mark1 playground`", PLAYGROUND_LIMITS,
+         {"port": "--port", "max_tabs": "--max-tabs", "workers": "--workers"}),
     ]
     return tables
 
@@ -215,7 +218,7 @@ def test_a_machine_trains_at_either_end_of_every_range_without_a_warning(name, v
     names = np.array(task.classes)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        model = MarkI(n_a=16, n_r=2, random_state=0, max_iter=2, **{name: value})
+        model = MarkI(n_a=16, n_r=2, random_state=0, max_iter=2, machine={name: value})
         try:
             model.fit(task.X_train, names[task.y_train])
         except ValueError as exc:  # a rule between parameters: said in one line

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -837,3 +838,18 @@ def decode_package(data: bytes | bytearray | memoryview) -> Package:
             raise _fail(f"header {name} = {stored}, but the layer table gives {derived}")
     pkg.__dict__["model_id"] = model_id
     return pkg
+
+
+def read_package(path: str | os.PathLike[str]) -> tuple[bytes, Package]:
+    """The bytes and the decoded package of the file ``path``: refused unread (``ValueError``)
+    if larger than any package, and with a message naming the file if it is not a valid one."""
+    size = os.stat(path).st_size
+    if size > MAX_PACKAGE_BYTES:
+        raise ValueError(f"{os.fspath(path)} is {size:,} bytes; a weight package is at most "
+                         f"{MAX_PACKAGE_BYTES:,} bytes")
+    with open(path, "rb") as fh:
+        image = fh.read()
+    try:
+        return image, decode_package(image)
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)} is not a valid weight package: {exc}") from exc

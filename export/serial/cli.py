@@ -11,14 +11,13 @@ import argparse
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from export.contract.package import MAX_PACKAGE_BYTES
 from export.contract.protocol import AUTO_SLOT, SLOT_NAMES
 from export.serial.errors import EXIT_CODES
 from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
 from mark1.limits import SEED, Limit, field_limits
 
 if TYPE_CHECKING:
-    from export.contract.package import Package
+    from mark1.io import OutputPlan
 
 LIMITS = field_limits(LinkSettings)
 
@@ -28,60 +27,54 @@ SLOTS: dict[str, int] = {"auto": AUTO_SLOT, **{SLOT_NAMES[n]: n for n in (0, 1)}
 """``--slot`` choices: the slot number each names (``auto``: the one not running)."""
 
 
-def _read_package(path: Path) -> tuple[bytes, Package]:
-    """The bytes and the decoded package of the file ``path`` (refused unread if larger than
-    any package)."""
-    from export.contract.package import decode_package
+def link_plan(args: argparse.Namespace, plan: OutputPlan | None = None) -> OutputPlan:
+    """The plan of a command that talks to a device (``plan``, or a new one, with its inputs
+    declared): its ``--json`` and ``--trace`` files declared and its ``--port`` checked, so
+    that entering the plan makes every check before a byte goes to the device."""
+    from export.serial.link import check_port
+    from mark1.io import OutputPlan
 
-    size = path.stat().st_size
-    if size > MAX_PACKAGE_BYTES:
-        raise ValueError(f"{path} is {size:,} bytes; a weight package is at most "
-                         f"{MAX_PACKAGE_BYTES:,} bytes")
-    image = path.read_bytes()
-    try:
-        return image, decode_package(image)
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
-
-
-def _check_output(option: str, path: str | None) -> None:
-    """An output (``--json``, ``--trace``) must name a file: say so before any work."""
-    import os
-
-    if path is not None and os.path.isdir(path):
-        raise ValueError(f"{option} {path!r} is a folder; give a file name")
+    plan = OutputPlan() if plan is None else plan
+    if getattr(args, "json", None) is not None:
+        plan.write_file("--json", args.json)
+    if getattr(args, "trace", None) is not None:
+        plan.write_file("--trace", args.trace, keep_on_error=True)
+    if getattr(args, "port", None) is not None:
+        check_port(args.port)
+    return plan
 
 
-def _settings(args: argparse.Namespace) -> LinkSettings:
+def link_settings(args: argparse.Namespace) -> LinkSettings:
+    """The link settings of ``--baud``, ``--window``, ``--timeout``, ``--retries`` (and
+    ``--no-read-back`` where a command has it)."""
     return LinkSettings(baud=args.baud, window=args.window, timeout_s=args.timeout,
                         retries=args.retries, verify=not getattr(args, "no_read_back", False))
 
 
 def _push(args: argparse.Namespace) -> int:
-    from export.serial.link import check_port
     from mark1.io import OutputPlan
 
-    # every check before a byte goes to the device: the file, the report's place, the port
+    # every check before a byte goes to the device: the file, the outputs' places, the port
     plan = OutputPlan()
     path = plan.read("MODEL", args.model, what="model file")
-    json_out = plan.write_file("--json", args.json) if args.json is not None else None
-    _check_output("--trace", args.trace)
-    check_port(args.port)
-    settings = _settings(args)
+    link_plan(args, plan)
+    settings = link_settings(args)
     with plan:
-        report = _push_work(args, path, settings)
-        if json_out is not None:
-            plan.write_json(json_out, report)
+        report = _push_work(args, plan, path, settings)
+        if args.json is not None:
+            plan.write_json(args.json, report)
     return 0
 
 
-def _push_work(args: argparse.Namespace, path: Path, settings: LinkSettings) -> dict[str, Any]:
+def _push_work(args: argparse.Namespace, plan: OutputPlan, path: Path,
+               settings: LinkSettings) -> dict[str, Any]:
     """The upload of ``mark1 push`` and its summary; returns the JSON report."""
+    from export.contract.package import read_package
     from export.serial.push import push
     from export.serial.trace import trace_file
     from mark1.progress import progress_bar
 
-    image, pkg = _read_package(path)
+    image, pkg = read_package(path)
     slot = SLOTS[args.slot]
     bars: list[Any] = []
 
@@ -93,7 +86,7 @@ def _push_work(args: argparse.Namespace, path: Path, settings: LinkSettings) -> 
         bars[0].update(n)
 
     try:
-        with trace_file(args.trace) as trace:
+        with trace_file(plan, args.trace) as trace:
             report = push(args.port, image, settings=settings, slot=slot, progress=progress,
                           trace=trace)
     finally:
@@ -117,7 +110,6 @@ def _push_work(args: argparse.Namespace, path: Path, settings: LinkSettings) -> 
 
 
 def _infer(args: argparse.Namespace) -> int:
-    from export.serial.link import check_port
     from mark1.io import OutputPlan
     from mark1.stimuli import TASKS
 
@@ -129,14 +121,12 @@ def _infer(args: argparse.Namespace) -> int:
     plan = OutputPlan()
     images = [plan.read("IMAGES", name, what="image file") for name in args.images]
     model = plan.read("--model", args.model, what="model file") if args.model else None
-    json_out = plan.write_file("--json", args.json) if args.json is not None else None
-    _check_output("--trace", args.trace)
-    check_port(args.port)
-    settings = _settings(args)
+    link_plan(args, plan)
+    settings = link_settings(args)
     with plan:
-        report, differ = _infer_work(args, images, model, settings)
-        if json_out is not None:
-            plan.write_json(json_out, report)
+        report, differ = _infer_work(args, plan, images, model, settings)
+        if args.json is not None:
+            plan.write_json(args.json, report)
     if differ:
         from export.serial.errors import VerifyFailed
 
@@ -145,19 +135,20 @@ def _infer(args: argparse.Namespace) -> int:
     return 0
 
 
-def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path | None,
-                settings: LinkSettings) -> tuple[dict[str, Any], int]:
+def _infer_work(args: argparse.Namespace, plan: OutputPlan, images: list[Path],
+                model_path: Path | None, settings: LinkSettings) -> tuple[dict[str, Any], int]:
     """The inferences of ``mark1 infer`` and their summary; returns the JSON report and how
     many outputs differ from the golden reference."""
     import time
 
     from export.contract.golden import decide, golden_forward, quantize_input
+    from export.contract.package import read_package
     from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
     from export.serial.trace import trace_file
     from firmware_sim.engine import Engine
 
-    model, named = (None, None) if model_path is None else _read_package(model_path)
+    model, named = (None, None) if model_path is None else read_package(model_path)
     labels = None
     names: list[str] = []
     x = None
@@ -175,7 +166,7 @@ def _infer_work(args: argparse.Namespace, images: list[Path], model_path: Path |
         names = [f"#{i}" for i in range(len(x))]
         source = f"{len(x)} test images of {args.task!r} (seed {args.seed})"
         task_classes = list(task.classes)
-    with trace_file(args.trace) as trace, connect(args.port, settings, trace) as link:
+    with trace_file(plan, args.trace) as trace, connect(args.port, settings, trace) as link:
         pkg, st = active_package(link, model)
         if labels is not None and not takes_retina(pkg):
             raise ValueError(f"task {args.task!r} gives 20x20 retina images; the device's model "
