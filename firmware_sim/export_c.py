@@ -300,9 +300,8 @@ def _export_c(args: argparse.Namespace) -> int:
     data, pkg = read_package(path)
     files = c_files(data, pkg)
     plan.write_folder("--out", args.out, folder_names(files))
-    if args.out:
-        _check_new_folder(Path(args.out))
     with plan:
+        _check_new_folder(Path(args.out))  # after the plan's own checks of the place
         write_c_files(files, plan.staged(args.out))
     written = folder_names(files)
     sizes = "-".join(str(n) for n in [pkg.n_inputs] + [lay.n_out for lay in pkg.layers])

@@ -351,7 +351,7 @@ CLI_CASES: tuple[Case, ...] = (
     C("ten million grid values", "sweep --task xor --grid read_noise=0:1:10000000 --out "
       "{ws}/run", "the count of values: 10,000,000 is more than a sweep holds"),
     C("a setting that fails the first run", "sweep --task xor --n-train 1 --n-a 16 --epochs 1 "
-      "--workers 0 --out {ws}/run", "need samples of at least 2 classes"),
+      "--workers 0 --out {ws}/run", "needs? samples of at least 2 classes"),
     C("a device as the spec", "sweep --spec /dev/zero --out {ws}/run",
       "--spec '/dev/zero' is not a regular file"),
     C("an output folder where none can be made", "sweep --task xor --out /proc/x",
@@ -574,6 +574,31 @@ CLI_CASES: tuple[Case, ...] = (
     C("a missing port", "rollback --port /dev/ttyUSB9", "cannot open port"),
     C("a folder as the JSON report", "rollback --port {device} --check --json {ws}/out",
       "--json .* is a folder"),
+    # their outputs, checked before any byte goes to a device
+    C("the package as its JSON report", "info {ws}/model.m1w --json {ws}/model.m1w",
+      "would overwrite MODEL"),
+    C("a JSON list where none can be written", "ports --json /proc/x.json", "cannot write there"),
+    C("a trace where none can be written", "status --port {device} --trace /proc/x.log",
+      "cannot write there"),
+    C("one file for the JSON report and the trace", "rollback --port {device} --check --json "
+      "{ws}/r.json --trace {ws}/r.json", "name the same file"),
+    C("the package as the trace", "push {ws}/model.m1w --port {device} --trace {ws}/model.m1w",
+      "would overwrite MODEL"),
+    C("the image as the trace", "infer {ws}/bright.png --port {device} --trace {ws}/bright.png",
+      "would overwrite IMAGES"),
+    C("a trace where none can be written", "push {ws}/other.m1w --port {device} --trace "
+      "/proc/x.log", "cannot write there"),
+    # export c
+    C("a missing package", "export c {ws}/nothing.m1w --out {ws}/csrc", "model file not found"),
+    C("a PNG as the package", "export c {ws}/picture.png --out {ws}/csrc",
+      "picture.png is not a valid weight package"),
+    C("a folder as the package", "export c {ws}/out --out {ws}/csrc", "is a folder"),
+    C("the package as the output folder", "export c {ws}/model.m1w --out {ws}/model.m1w",
+      "exists and is not a folder"),
+    C("a folder that is not empty as the output", "export c {ws}/model.m1w --out {ws}/blocked",
+      "exists and is not an empty folder"),
+    C("an output folder where none can be made", "export c {ws}/model.m1w --out /proc/x",
+      "cannot write there"),
     # device
     C("a flash that is not a whole number of pages", "device --pty --flash 1000",
       "multiple of the page size"),
@@ -640,6 +665,10 @@ CLI_CASES: tuple[Case, ...] = (
       "{ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
     C("a device as the state file", "device --pty --state /dev/zero",
       "flash state '/dev/zero' is not a regular file"),
+    C("a state file another device holds, for the firmware under QEMU", "device --firmware m3 "
+      "--pty --state {ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
+    C("a device as the state file, for the firmware under QEMU",
+      "device --firmware m4 --pty --state /dev/zero", "is not a regular file"),
     C("a state file another device holds, for the C firmware", "device --firmware host --pty "
       "--state {ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
     C("a damaged state file, for the C firmware", "device --firmware host --pty --state "
@@ -799,16 +828,18 @@ BAD_STATE_FILES: tuple[tuple[str, ...], ...] = (
 the user's file, a folder, under a file, where none can be made, no name, another geometry."""
 
 
+@pytest.mark.parametrize("firmware", ["host", "m3"])
 @pytest.mark.parametrize("state", BAD_STATE_FILES, ids=lambda a: " ".join(a).replace("{ws}/", ""))
-def test_the_c_firmware_refuses_a_state_file_with_the_simulators_words(state, ws):
-    """``device --firmware host`` checks and locks its state file as the simulator does, before
-    the firmware is built: the same one line, exit 2, the file left as it was."""
+def test_the_c_firmware_refuses_a_state_file_with_the_simulators_words(state, firmware, ws):
+    """``device --firmware host`` (and ``m3``, under QEMU) checks and locks its state file as
+    the simulator does, before the firmware is built or QEMU looked for: the same one line,
+    exit 2, the file left as it was."""
     from tests.conftest import run_cli
 
     argv = _fill(Case("", ("device", "--pty", *state), ""), ws)
     before = snapshot(ws.path)
     sim = run_in_process(argv)
-    host = run_cli(*argv[:1], "--firmware", "host", *argv[1:], cwd=ws.path, timeout=120)
+    host = run_cli(*argv[:1], "--firmware", firmware, *argv[1:], cwd=ws.path, timeout=120)
     assert sim.code == 2 and len(sim.stderr.strip().splitlines()) == 1, sim
     assert (host.returncode, host.stderr) == (sim.code, sim.stderr)
     assert "Traceback" not in host.stderr and host.stdout == ""
