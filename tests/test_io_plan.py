@@ -144,6 +144,35 @@ def test_outputs_are_written_whole_at_the_end_and_not_at_all_on_failure(ws):
                            "out/report.json"]
 
 
+def test_a_log_of_the_run_is_kept_whole_when_the_run_fails_and_the_rest_is_not(ws):
+    """``keep_on_error`` (a ``--trace``): a failed run's log is moved into place, for the user
+    to read why it failed; its other outputs are not."""
+    plan = OutputPlan()
+    report = plan.write_file("--json", ws / "report.json")
+    log = plan.write_file("--trace", ws / "logs" / "run.trace", keep_on_error=True)
+    for interrupt in (RuntimeError("link lost"), KeyboardInterrupt()):
+        with pytest.raises(type(interrupt)):
+            with plan:
+                plan.write_text(log, "-> HELLO\n-- end\n")
+                plan.write_text(report, "{}")
+                raise interrupt
+        assert files(ws) == {"logs/run.trace": b"-> HELLO\n-- end\n",
+                             "model.pt": b"the user's checkpoint",
+                             "out/keep.txt": b"the user's file"}
+        (ws / "logs" / "run.trace").unlink()
+        plan = OutputPlan()
+        report = plan.write_file("--json", ws / "report.json")
+        log = plan.write_file("--trace", ws / "logs" / "run.trace", keep_on_error=True)
+
+
+def test_a_log_is_checked_like_any_output_before_the_work(ws):
+    plan = OutputPlan()
+    plan.read("MODEL", ws / "model.pt")
+    plan.write_file("--trace", ws / "model.pt", keep_on_error=True)
+    refused(plan, "--trace .*model.pt' would overwrite MODEL")
+    assert files(ws) == {"model.pt": b"the user's checkpoint", "out/keep.txt": b"the user's file"}
+
+
 def test_ctrl_c_in_the_work_leaves_nothing(ws):
     plan = OutputPlan()
     plan.write_folder("--out", ws / "run", files=("a",))
