@@ -46,7 +46,7 @@ def test_trial_by_trial_the_machine_learns_exactly_as_in_one_pass(ef, preset):
 
 def test_a_trial_shows_the_rosenblatt_rule(ef):
     # no contact noise: the sums the trial shows are the ones the machine answered with
-    machine = MarkI(preset="cds-1960", random_state=2, read_noise=0.0, drift_sd=0.0)
+    machine = MarkI(preset="cds-1960", random_state=2, machine={"read_noise": 0.0, "drift_sd": 0.0})
     seen = {True: 0, False: 0}
     for i in range(40):
         before = machine.pots_.travel.copy() if i else None
@@ -91,7 +91,8 @@ def test_a_card_shown_too_briefly_carries_the_last_cards_ghost():
     lit, dark = np.ones(400), np.zeros(400)
     ghosts, rising = {}, {}
     for dwell in (0.005, 0.15):
-        machine = MarkI(preset="cds-1960", random_state=0, dwell_s=dwell, change_s=0.0)
+        machine = MarkI(preset="cds-1960", random_state=0,
+                        machine={"dwell_s": dwell, "change_s": 0.0})
         rising[dwell] = int(one_trial(machine, lit, 1, classes=np.arange(2)).s.sum())
         for _ in range(60):  # the cells settle on the lit card
             one_trial(machine, lit, 1)
@@ -102,7 +103,7 @@ def test_a_card_shown_too_briefly_carries_the_last_cards_ghost():
 
 
 def test_a_look_learns_nothing_and_the_clock_runs(ef):
-    machine = MarkI(preset="cds-1960", random_state=1, drift_sd=0.0)
+    machine = MarkI(preset="cds-1960", random_state=1, machine={"drift_sd": 0.0})
     one_trial(machine, ef.X_train[0], int(ef.y_train[0]), classes=np.arange(2))
     weights, t, travel = machine.coef_.copy(), machine.machine_time_s, machine.pots_.travel.copy()
     seen = look(machine, ef.X_train[1])

@@ -10,6 +10,7 @@ static path (:class:`HeldOut`, equal to :meth:`MarkI.score`).
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 import os
 from dataclasses import dataclass
@@ -83,6 +84,11 @@ class Curve:
                 "test_accuracy": pts[:, 3]}
 
 
+CONSTRUCTOR = frozenset(inspect.signature(MarkI).parameters)
+""":class:`MarkI`'s constructor parameters: a slider of one of them (``n_a``) is passed by name,
+every other slider is a physical parameter of the preset, passed in ``machine=``."""
+
+
 @dataclass
 class Settings:
     """What the tab's machine is: task, preset, rule, parameter overrides and seed."""
@@ -97,8 +103,15 @@ class Settings:
         """Keyword arguments of :class:`MarkI` for this machine."""
         kwargs: dict[str, Any] = {"preset": self.preset, "rule": self.rule,
                                   "random_state": self.seed}
+        machine: dict[str, Any] = {}
         for name, value in (self.overrides or {}).items():
-            kwargs[name] = int(value) if protocol.SLIDERS[name].whole else value
+            value = int(value) if protocol.SLIDERS[name].whole else value
+            if name in CONSTRUCTOR:
+                kwargs[name] = value
+            else:  # a physical parameter of the preset
+                machine[name] = value
+        if machine:
+            kwargs["machine"] = machine
         return kwargs
 
 
