@@ -343,8 +343,8 @@ class OutputPlan:
     def write_file(self, label: str, path: str | os.PathLike[str],
                    keep_on_error: bool = False) -> Path:
         """Declare an output file (written whole at the end, replacing any file there).
-        ``keep_on_error``: the file is moved into place also when the run fails -- for a log
-        of the run, which is what a failed run's user reads."""
+        ``keep_on_error``: the file is moved into place also when the run fails, if the run
+        began to write it -- for a log of the run, which is what a failed run's user reads."""
         out = self._declare(label, path, folder=False, files=())
         self.outputs[-1].keep_on_error = keep_on_error
         return out
@@ -519,10 +519,12 @@ class OutputPlan:
         self._made_dirs.clear()
 
     def _keep_logs(self) -> None:
-        """Move the outputs declared ``keep_on_error`` into place (best effort: the run has
-        failed already, and its own error is the one to report)."""
+        """Move the outputs declared ``keep_on_error`` that the run began to write into place
+        (best effort: the run has failed already, and its own error is the one to report). A
+        log the run never began -- it failed before -- is removed like any other output."""
         for out in self.outputs:
-            if out.keep_on_error and out.staging is not None:
+            if (out.keep_on_error and out.staging is not None and not out.folder
+                    and os.fstat(out.staging.fd).st_size > 0):
                 try:
                     out.staging.commit()
                 except OSError:

@@ -588,6 +588,10 @@ CLI_CASES: tuple[Case, ...] = (
       "would overwrite IMAGES"),
     C("a trace where none can be written", "push {ws}/other.m1w --port {device} --trace "
       "/proc/x.log", "cannot write there"),
+    C("a text file as an image, traced (refused before the device is asked anything)",
+      "infer {ws}/notes.txt --port {device} --trace {ws}/t.log", "not a readable image"),
+    C("a PNG as the package, traced (refused before the device is asked anything)",
+      "push {ws}/picture.png --port {device} --trace {ws}/t.log", "not a valid weight package"),
     # export c
     C("a missing package", "export c {ws}/nothing.m1w --out {ws}/csrc", "model file not found"),
     C("a PNG as the package", "export c {ws}/picture.png --out {ws}/csrc",

@@ -165,6 +165,15 @@ def test_a_log_of_the_run_is_kept_whole_when_the_run_fails_and_the_rest_is_not(w
         log = plan.write_file("--trace", ws / "logs" / "run.trace", keep_on_error=True)
 
 
+def test_a_log_the_failed_run_never_began_is_not_left_behind(ws):
+    plan = OutputPlan()
+    plan.write_file("--trace", ws / "run.trace", keep_on_error=True)
+    with pytest.raises(ValueError, match="not a weight package"):
+        with plan:
+            raise ValueError("not a weight package")  # refused before the trace began
+    assert files(ws) == {"model.pt": b"the user's checkpoint", "out/keep.txt": b"the user's file"}
+
+
 def test_a_log_is_checked_like_any_output_before_the_work(ws):
     plan = OutputPlan()
     plan.read("MODEL", ws / "model.pt")

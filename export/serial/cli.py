@@ -17,6 +17,7 @@ from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
 from mark1.limits import SEED, Limit, field_limits
 
 if TYPE_CHECKING:
+    from export.contract.package import Package
     from mark1.io import OutputPlan
 
 LIMITS = field_limits(LinkSettings)
@@ -52,6 +53,7 @@ def link_settings(args: argparse.Namespace) -> LinkSettings:
 
 
 def _push(args: argparse.Namespace) -> int:
+    from export.contract.package import read_package
     from mark1.io import OutputPlan
 
     # every check before a byte goes to the device: the file, the outputs' places, the port
@@ -59,22 +61,21 @@ def _push(args: argparse.Namespace) -> int:
     path = plan.read("MODEL", args.model, what="model file")
     link_plan(args, plan)
     settings = link_settings(args)
+    image, pkg = read_package(path)
     with plan:
-        report = _push_work(args, plan, path, settings)
+        report = _push_work(args, plan, path, image, pkg, settings)
         if args.json is not None:
             plan.write_json(args.json, report)
     return 0
 
 
-def _push_work(args: argparse.Namespace, plan: OutputPlan, path: Path,
-               settings: LinkSettings) -> dict[str, Any]:
+def _push_work(args: argparse.Namespace, plan: OutputPlan, path: Path, image: bytes,
+               pkg: Package, settings: LinkSettings) -> dict[str, Any]:
     """The upload of ``mark1 push`` and its summary; returns the JSON report."""
-    from export.contract.package import read_package
     from export.serial.push import push
     from export.serial.trace import trace_file
     from mark1.progress import progress_bar
 
-    image, pkg = read_package(path)
     slot = SLOTS[args.slot]
     bars: list[Any] = []
 
@@ -110,6 +111,7 @@ def _push_work(args: argparse.Namespace, plan: OutputPlan, path: Path,
 
 
 def _infer(args: argparse.Namespace) -> int:
+    from export.contract.package import read_package
     from mark1.io import OutputPlan
     from mark1.stimuli import TASKS
 
@@ -123,8 +125,9 @@ def _infer(args: argparse.Namespace) -> int:
     model = plan.read("--model", args.model, what="model file") if args.model else None
     link_plan(args, plan)
     settings = link_settings(args)
+    named = None if model is None else read_package(model)
     with plan:
-        report, differ = _infer_work(args, plan, images, model, settings)
+        report, differ = _infer_work(args, plan, images, named, settings)
         if args.json is not None:
             plan.write_json(args.json, report)
     if differ:
@@ -136,25 +139,31 @@ def _infer(args: argparse.Namespace) -> int:
 
 
 def _infer_work(args: argparse.Namespace, plan: OutputPlan, images: list[Path],
-                model_path: Path | None, settings: LinkSettings) -> tuple[dict[str, Any], int]:
+                given: tuple[bytes, Package] | None,
+                settings: LinkSettings) -> tuple[dict[str, Any], int]:
     """The inferences of ``mark1 infer`` and their summary; returns the JSON report and how
     many outputs differ from the golden reference."""
     import time
 
     from export.contract.golden import decide, golden_forward, quantize_input
-    from export.contract.package import read_package
     from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
     from export.serial.trace import trace_file
     from firmware_sim.engine import Engine
 
-    model, named = (None, None) if model_path is None else read_package(model_path)
+    model, named = (None, None) if given is None else given
     labels = None
     names: list[str] = []
     x = None
     paths = [str(p) for p in images]
     if images and named is not None:  # a bad input file is bad input: before connecting
         names, x = inputs_for(named, paths)
+    elif images:  # the device's model decides how files are read; a picture must be one
+        from mark1.images import read_images
+
+        pictures = [p for p in paths if not p.lower().endswith(".npy")]
+        if pictures:
+            read_images(pictures)
     if images:
         source = f"{len(images)} input file(s)"
     else:
