@@ -41,9 +41,24 @@ from export.contract.package import HEADER as PACKAGE_HEADER
 from export.contract.package import Package, PackageError, decode_package, peek_header
 from export.contract.ranges import ByteRanges
 from firmware_sim.engine import CORTEX_M4_80MHZ, CortexM4Cost, Engine
-from firmware_sim.flash import ID_BYTES, Flash, FlashError, ModelStore, check_geometry
+from firmware_sim.flash import (
+    ID_BYTES,
+    MAX_ERASES,
+    Flash,
+    FlashError,
+    ModelStore,
+    check_geometry,
+)
+from mark1.limits import check_fields, limit
 
 MAX_CYCLES = 2**32 - 1
+_U32 = 2**32 - 1
+"""Largest value of a u32 field of a reply."""
+MAX_FLASH_BYTES = 64 * 2**20
+"""Most model flash a simulated part may have (the largest microcontroller flashes hold a few
+MiB; the simulator keeps it all in memory, and the state file as large)."""
+MAX_RAM_BYTES = 64 * 2**20
+"""Most activation RAM a simulated part may have."""
 
 _HEADER_BYTES = PACKAGE_HEADER.size
 """Bytes of the package header, checked as soon as they have arrived."""
@@ -56,15 +71,18 @@ a ``DATA`` frame that would need more is refused (``NAK OFFSET``) and sent again
 class DeviceConfig:
     """Limits of the simulated part."""
 
-    flash_bytes: int = 256 * 1024
+    flash_bytes: int = field(default=256 * 1024, metadata=limit(
+        128, MAX_FLASH_BYTES, "bytes", integer=True))
     """Flash set aside for models (commit-record pages and both slots), in bytes."""
-    page_bytes: int = 2048
-    """Flash erase page, in bytes."""
-    ram_bytes: int = 64 * 1024
+    page_bytes: int = field(default=2048, metadata=limit(32, 65536, "bytes", integer=True))
+    """Flash erase page, in bytes (a power of two)."""
+    ram_bytes: int = field(default=64 * 1024, metadata=limit(
+        1, MAX_RAM_BYTES, "bytes", integer=True))
     """RAM arena for activations, in bytes."""
-    max_payload: int = 1024
+    max_payload: int = field(default=1024, metadata=limit(64, 65535, "bytes", integer=True))
     """Largest frame payload the firmware's receive buffer takes, in bytes."""
-    endurance: int = 10_000
+    endurance: int = field(default=10_000, metadata=limit(0, MAX_ERASES, "erases",
+                                                          integer=True))
     """Erase cycles a flash page is rated for; past it, programming fails (bit 7 stays 1)."""
     cost: CortexM4Cost = CORTEX_M4_80MHZ
     """Cycle cost model of the inference engine (its clock is reported in ``INFO``)."""
@@ -72,17 +90,8 @@ class DeviceConfig:
     """Name the device reports in ``INFO``."""
 
     def __post_init__(self) -> None:
-        for name in ("flash_bytes", "page_bytes", "ram_bytes", "max_payload", "endurance"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0 or (
-                value == 0 and name != "endurance"
-            ):
-                raise ValueError(f"{name} = {value!r}: must be a positive whole number")
+        check_fields(self)
         check_geometry(self.flash_bytes, self.page_bytes)
-        if not 64 <= self.max_payload <= 0xFFFF:
-            raise ValueError(f"max_payload = {self.max_payload}: allowed 64 to 65535 bytes")
-        if self.flash_bytes > 0xFFFFFFFF or self.ram_bytes > 0xFFFFFFFF:
-            raise ValueError("flash and RAM sizes must fit 32 bits")
 
 
 DEFAULT_PRESET = "cortex-m4"
@@ -504,8 +513,8 @@ class Device:
             upload_crc32=up.crc32 if up else 0,
             upload_received=up.received if up else 0,
             upload_durable=up.durable if up else 0,
-            max_erase_count=max(counts),
-            total_erases=sum(counts),
+            max_erase_count=min(max(counts), _U32),
+            total_erases=min(sum(counts), _U32),  # the fields are u32: saturate
             frames_ok=self.decoder.frames,
             frames_bad=self.decoder.errors,
             model_id=bytes(pkg.model_id) if pkg is not None else b"",

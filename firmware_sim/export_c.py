@@ -19,6 +19,7 @@ with the host compiler in tests/test_export_c.py). Registered under ``mark1 expo
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -229,6 +230,38 @@ port; firmware_sim/c/README.md in mark1-kit).
 """
 
 
+def c_files(data: bytes, pkg: Package) -> dict[str, str]:
+    """The text files of an ``export c`` folder for package bytes ``data`` (decoded: ``pkg``),
+    by name; the engine's sources go beside them into ``mark1/`` (:data:`ENGINE_SOURCES`)."""
+    files = model_sources(data, pkg)
+    files["main.c"], files["Makefile"], files["README.md"] = MAIN_C, MAKEFILE, readme(pkg, data)
+    return files
+
+
+def folder_names(files: dict[str, str]) -> list[str]:
+    """Every file an ``export c`` folder holds, for the text ``files`` of :func:`c_files`."""
+    return sorted(files) + [f"mark1/{name}" for name in ENGINE_SOURCES]
+
+
+def write_c_files(files: dict[str, str], folder: Path) -> None:
+    """Write the text ``files`` and the engine's sources into the existing ``folder``."""
+    import shutil
+
+    from firmware_sim.firmware import C_DIR
+
+    for name, text in files.items():
+        (folder / name).write_text(text, encoding="utf-8")
+    (folder / "mark1").mkdir()
+    for name in ENGINE_SOURCES:
+        shutil.copyfile(C_DIR / "src" / name, folder / "mark1" / name)
+
+
+def _check_new_folder(target: Path) -> None:
+    if target.exists() and (not target.is_dir() or any(target.iterdir())):
+        raise ValueError(f"--out {str(target)!r} exists and is not an empty folder; give a new "
+                         "folder")
+
+
 def export_c(data: bytes, out: str) -> list[str]:
     """Write the folder ``out`` (new, or empty) for package bytes ``data``: the files written.
 
@@ -237,26 +270,17 @@ def export_c(data: bytes, out: str) -> list[str]:
     import os
     import shutil
     import tempfile
-    from pathlib import Path
 
     from export.contract.package import decode_package
-    from firmware_sim.firmware import C_DIR
 
     target = Path(out)
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ValueError(f"--out {str(target)!r} exists and is not an empty folder; give a new "
-                         "folder")
+    _check_new_folder(target)
     pkg = decode_package(data)
-    files = model_sources(data, pkg)
-    files["main.c"], files["Makefile"], files["README.md"] = MAIN_C, MAKEFILE, readme(pkg, data)
+    files = c_files(data, pkg)
     target.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
-        for name, text in files.items():
-            (work / name).write_text(text, encoding="utf-8")
-        (work / "mark1").mkdir()
-        for name in ENGINE_SOURCES:
-            shutil.copyfile(C_DIR / "src" / name, work / "mark1" / name)
+        write_c_files(files, work)
         os.chmod(work, 0o755)
         if target.exists():
             target.rmdir()  # empty, checked above
@@ -264,23 +288,22 @@ def export_c(data: bytes, out: str) -> list[str]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return sorted(files) + [f"mark1/{name}" for name in ENGINE_SOURCES]
+    return folder_names(files)
 
 
 def _export_c(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from export.contract.package import read_package
+    from mark1.io import OutputPlan
 
-    from export.contract.package import decode_package
-
-    path = Path(args.model)
-    if not path.is_file():
-        raise FileNotFoundError(2, "model file not found", str(path))
-    data = path.read_bytes()
-    try:
-        pkg = decode_package(data)
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
-    written = export_c(data, args.out)
+    plan = OutputPlan()  # the model and the folder checked before anything is written
+    path = plan.read("MODEL", args.model, what="model file")
+    data, pkg = read_package(path)
+    files = c_files(data, pkg)
+    plan.write_folder("--out", args.out, folder_names(files))
+    with plan:
+        _check_new_folder(Path(args.out))  # after the plan's own checks of the place
+        write_c_files(files, plan.staged(args.out))
+    written = folder_names(files)
     sizes = "-".join(str(n) for n in [pkg.n_inputs] + [lay.n_out for lay in pkg.layers])
     print(f"export c: {path} ({pkg.source}, {sizes}) -> {args.out}/ ({len(written)} files: "
           f"model.h, model.c, main.c, Makefile, README.md, mark1/)")

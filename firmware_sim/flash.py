@@ -23,8 +23,10 @@ that an upload left in the other slot.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import os
+import stat
 import struct
 import zlib
 from collections.abc import Callable
@@ -100,24 +102,14 @@ class Flash:
         """False once power was cut; every later operation raises :class:`PowerLoss`."""
         self.path = Path(path) if path is not None else None
         self._fd: int | None = None
-        if self.path is not None and self.path.exists():
-            self._mem, self._erases = _load(self.path, self.size, self.page_bytes)
+        if path is not None:
+            state = claim_state_file(path, self.size, self.page_bytes)
+            self._fd, self._mem, self._erases = state.fd, state.memory, state.erase_counts
         else:
             self._mem = bytearray([ERASED]) * self.size
             self._erases = [0] * self.n_pages
-        if self.path is not None:
-            new = not self.path.exists()
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            if new:
-                os.pwrite(self._fd, self._header() + self._counts_bytes() + bytes(self._mem), 0)
 
     # ------------------------------------------------------------------ state file
-
-    def _header(self) -> bytes:
-        return FILE_HEADER.pack(FILE_MAGIC, self.size, self.page_bytes)
-
-    def _counts_bytes(self) -> bytes:
-        return struct.pack(f"<{self.n_pages}I", *self._erases)
 
     def _persist(self, address: int, length: int, page: int) -> None:
         if self._fd is None:
@@ -226,21 +218,138 @@ def check_geometry(size_bytes: int, page_bytes: int) -> None:
         )
 
 
-def _load(path: Path, size: int, page_bytes: int) -> tuple[bytearray, list[int]]:
-    raw = path.read_bytes()
-    if len(raw) < FILE_HEADER.size or raw[:8] != FILE_MAGIC:
+MAX_ERASES = 100_000_000
+"""Most erases a page's counter may record: a hundred million cycles, far beyond any flash's
+endurance (NOR flash is rated for 10^4-10^6); a state file with more is damaged."""
+
+
+@dataclass
+class StateFile:
+    """A flash state file opened and locked for one device (see :func:`claim_state_file`)."""
+
+    fd: int
+    """Open read-write; holds the exclusive lock until closed."""
+    memory: bytearray
+    """The flash contents."""
+    erase_counts: list[int]
+    """Erases of each page."""
+    created: bool
+    """True if the file was made now (an erased flash)."""
+
+
+def state_file_bytes(size: int, page_bytes: int) -> int:
+    """Length of the state file of a flash of ``size`` bytes in ``page_bytes`` pages."""
+    return FILE_HEADER.size + 4 * (size // page_bytes) + size
+
+
+def claim_state_file(path: str | os.PathLike[str], size: int, page_bytes: int) -> StateFile:
+    """Open the flash state file at ``path`` for one device, checked whole before it is used.
+
+    The file is opened and locked by :func:`open_locked` (created, as an erased flash, if it
+    does not exist). An existing file must then begin with the state file's header for this
+    geometry, have exactly :func:`state_file_bytes` bytes (checked before any is read) and
+    record at most :data:`MAX_ERASES` erases a page. Any other file raises ``ValueError`` with
+    one line naming the path and what is wrong, and is left as it was: the device refuses to
+    start rather than run on a damaged flash.
+    """
+    check_geometry(size, page_bytes)
+    fd, created = open_locked(path)
+    text = os.fspath(path)
+    try:
+        n_pages = size // page_bytes
+        if created:
+            memory = bytearray([ERASED]) * size
+            header = FILE_HEADER.pack(FILE_MAGIC, size, page_bytes)
+            os.pwrite(fd, header + bytes(4 * n_pages) + bytes(memory), 0)
+            return StateFile(fd, memory, [0] * n_pages, True)
+        memory, counts = _read_state(fd, text, size, page_bytes,
+                                     state_file_bytes(size, page_bytes))
+        return StateFile(fd, memory, counts, False)
+    except BaseException:
+        os.close(fd)
+        if created:
+            os.unlink(text)
+        raise
+
+
+def open_locked(path: str | os.PathLike[str]) -> tuple[int, bool]:
+    """Open (or create, empty) the state file at ``path`` read-write and take its exclusive
+    ``fcntl.flock``: ``(descriptor, created)``. The lock is held until the descriptor is closed
+    (by the process or by its end), so one device at a time owns the file.
+
+    Refused with one line (``ValueError``): an empty path, a place where the file cannot be
+    created, a folder, a device (``/dev/zero``), a pipe or socket, and a file another device
+    has locked. Every device that keeps its flash in a file opens it through here.
+    """
+    text = os.fspath(path)
+    if not text:
+        raise ValueError("flash state path is empty; give a file name")
+    try:
+        fd = os.open(text, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        created = True
+    except FileExistsError:
+        fd, created = _open_existing(text), False
+    except OSError as exc:
+        raise ValueError(f"flash state {text!r}: cannot create it ({exc.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        if created:
+            os.unlink(text)
+        raise ValueError(
+            f"flash state {text!r} is in use by another device (it holds the file's lock); "
+            "stop that device or give another --state"
+        ) from None
+    return fd, created
+
+
+def _open_existing(path: str) -> int:
+    try:
+        st = os.stat(path)
+    except OSError as exc:
+        raise ValueError(f"flash state {path!r}: cannot open it ({exc.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise ValueError(f"flash state {path!r} is a folder; give a file name")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"flash state {path!r} is not a regular file (a device, pipe or "
+                         "socket); give a file name")
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CLOEXEC)
+    except OSError as exc:
+        raise ValueError(f"flash state {path!r}: cannot open it ({exc.strerror})") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # replaced since the stat
+        os.close(fd)
+        raise ValueError(f"flash state {path!r} is not a regular file")
+    return fd
+
+
+def _read_state(fd: int, path: str, size: int, page_bytes: int,
+                want: int) -> tuple[bytearray, list[int]]:
+    """The flash contents and erase counts of an open state file, every field checked."""
+    have = os.fstat(fd).st_size
+    head = os.pread(fd, FILE_HEADER.size, 0)
+    if len(head) < FILE_HEADER.size or head[:8] != FILE_MAGIC:
         raise ValueError(f"{path} is not a mark1-kit flash state file")
-    _, f_size, f_page = FILE_HEADER.unpack_from(raw)
+    _, f_size, f_page = FILE_HEADER.unpack(head)
     if (f_size, f_page) != (size, page_bytes):
         raise ValueError(
             f"{path} holds a flash of {f_size} bytes in {f_page}-byte pages, not {size} bytes in "
             f"{page_bytes}-byte pages; use the same sizes or another state file"
         )
-    n_pages = size // page_bytes
-    want = FILE_HEADER.size + 4 * n_pages + size
+    if have != want:
+        raise ValueError(f"{path} is {have:,} bytes, expected {want:,}: truncated or damaged")
+    raw = os.pread(fd, want, 0)
     if len(raw) != want:
-        raise ValueError(f"{path} is {len(raw)} bytes, expected {want}: truncated or damaged")
+        raise ValueError(f"{path}: read {len(raw):,} of {want:,} bytes: truncated or damaged")
+    n_pages = size // page_bytes
     counts = list(struct.unpack_from(f"<{n_pages}I", raw, FILE_HEADER.size))
+    for page, count in enumerate(counts):
+        if count > MAX_ERASES:
+            raise ValueError(
+                f"{path} is damaged: the erase counter of page {page} reads {count:,} "
+                f"(at most {MAX_ERASES:,}); restore the file or start on a new one"
+            )
     return bytearray(raw[FILE_HEADER.size + 4 * n_pages :]), counts
 
 

@@ -23,7 +23,6 @@ firmware on a pty or a TCP port, printing the URL to open first, as the simulato
 from __future__ import annotations
 
 import argparse
-import fcntl
 import os
 import shutil
 import signal
@@ -114,26 +113,13 @@ def image(core: str) -> Path:
 
 def claim_state(path: str | os.PathLike[str], flash_bytes: int, page_bytes: int) -> int:
     """Check the flash state file at ``path`` whole as the simulator reads it (made, as an
-    erased flash, if it does not exist) and take its lock: the open descriptor, which holds
-    the lock until it is closed. ``ValueError`` with one line if the file is refused."""
-    from firmware_sim.flash import Flash
+    erased flash, if it does not exist) and take its lock
+    (:func:`~firmware_sim.flash.claim_state_file`, the simulator's own rule): the open
+    descriptor, which holds the lock until it is closed. ``ValueError`` with one line if the
+    file is refused."""
+    from firmware_sim.flash import claim_state_file
 
-    text = os.fspath(path)
-    if not text:
-        raise ValueError("flash state path is empty; give a file name")
-    if os.path.isdir(text):
-        raise ValueError(f"flash state {text!r} is a folder; give a file name")
-    Flash(flash_bytes, page_bytes, path=text).close()  # made, or read and checked
-    fd = os.open(text, os.O_RDWR | os.O_CLOEXEC)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        os.close(fd)
-        raise ValueError(
-            f"flash state {text!r} is in use by another device (it holds the file's lock); "
-            "stop that device or give another --state"
-        ) from None
-    return fd
+    return claim_state_file(path, flash_bytes, page_bytes).fd
 
 
 # --------------------------------------------------------------------------- QEMU
@@ -340,13 +326,20 @@ def serving(core: str, board: Board, timing: LinkTiming = UNPACED,
 
 
 def serve(core: str, board: Board, *, pty: bool, listen: tuple[str, int] = ("127.0.0.1", 0),
-          timing: LinkTiming = UNPACED, idle_timeout_s: float = IDLE_TIMEOUT_S) -> int:
+          timing: LinkTiming = UNPACED, idle_timeout_s: float = IDLE_TIMEOUT_S,
+          lock: int | None = None) -> int:
     """Run the firmware under QEMU behind a pty or a TCP port until SIGINT/SIGTERM (exit status
-    0) or until the firmware stops by itself (its exit status: 3 after a power cut)."""
+    0) or until the firmware stops by itself (its exit status: 3 after a power cut).
+
+    ``lock``: the descriptor of the state file, claimed already by :func:`claim_state` (it is
+    closed at the end); otherwise the state file is claimed here."""
     problem = missing_tool()
     if problem:
+        if lock is not None:
+            os.close(lock)
         raise ValueError(problem)
-    lock = claim_state(board.state, board.flash_bytes, board.page_bytes) if board.state else None
+    if lock is None and board.state:
+        lock = claim_state(board.state, board.flash_bytes, board.page_bytes)
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:

@@ -6,7 +6,10 @@ device keeps its own handle on the slave open, so hosts may close and reopen the
 sessions. A TCP listener serves ``socket://HOST:PORT`` clients, one session at a time; a second
 client gets a ``NAK BUSY`` to its first frame and is disconnected.
 
-A session ends when no byte has moved either way for ``idle_timeout_s`` (30 s by default; 0 =
+A TCP session ends as soon as its host closes the connection: what the host sent and the device
+has not read yet is dropped with it (``POLLRDHUP`` tells of the close before those bytes are
+read), so a host that sent a megabyte and left does not keep a paced device busy. A session
+also ends when no byte has come from the host for ``idle_timeout_s`` (30 s by default; 0 =
 never): a host that vanished without closing its TCP connection no longer keeps the device
 from the next one, and on a pty (where nothing tells the device that a host has gone) the
 replies nobody reads are dropped. A ``HELLO`` starts a new conversation: replies to earlier
@@ -37,45 +40,46 @@ import time
 import tty
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from export.contract import protocol as P
+from export.contract.protocol import MAX_BAUD, MIN_BAUD
 from firmware_sim.device import Device
 from firmware_sim.flash import PowerLoss
+from mark1.limits import Limit, check_fields, limit
 
 POLL_S = 0.05
 """How often blocked threads look at their stop flag, in seconds."""
+LINE_BUFFER = 16 * 2**20
+"""Bytes a session takes from its host ahead of the modelled line: more than a connection
+holds in flight, so that a host's close is seen however much it sent just before."""
 IDLE_TIMEOUT_S = 30.0
 """Default time without a byte in either direction after which a session ends, in seconds."""
 
 
+IDLE_TIMEOUT = Limit(0.001, 86400, "s", special=(0,), meaning="never")
+"""Allowed idle timeout: up to a day, or 0 for none."""
+
+
 def check_idle_timeout(seconds: float) -> float:
-    """``seconds`` as a float; ``ValueError`` unless it is a finite number >= 0 (0 = never)."""
-    if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not (
-        0.0 <= float(seconds) < float("inf")
-    ):
-        raise ValueError(f"idle timeout = {seconds!r} s: a number of seconds >= 0 (0 = never)")
-    return float(seconds)
+    """``seconds`` as a float; ``ValueError`` unless within :data:`IDLE_TIMEOUT`."""
+    return float(IDLE_TIMEOUT.check("idle timeout", seconds))
 
 
 @dataclass(frozen=True)
 class LinkTiming:
     """Pacing of the simulated serial line."""
 
-    baud: int = 0
+    baud: int = field(default=0, metadata=limit(MIN_BAUD, MAX_BAUD, "bit/s", integer=True,
+                                                special=(0,), meaning="unpaced"))
     """Line rate in bit/s; each byte takes 10 / baud seconds (8N1). 0 = as fast as possible."""
-    turnaround_s: float = 0.0
+    turnaround_s: float = field(default=0.0, metadata=limit(0, 10, "s", open_hi=True))
     """Time from the last byte of a request to the first byte of its reply, in seconds."""
-    quantum: int = 32
+    quantum: int = field(default=32, metadata=limit(1, 4096, "bytes", integer=True))
     """Bytes moved at a time when paced (smaller is smoother and costs more wake-ups)."""
 
     def __post_init__(self) -> None:
-        if isinstance(self.baud, bool) or not isinstance(self.baud, int) or self.baud < 0:
-            raise ValueError(f"baud = {self.baud!r}: must be a whole number >= 0 (0 = unpaced)")
-        if not (0.0 <= float(self.turnaround_s) < 10.0):
-            raise ValueError(f"turnaround = {self.turnaround_s!r} s: allowed 0 to 10 s")
-        if not 1 <= self.quantum <= 4096:
-            raise ValueError(f"quantum = {self.quantum}: allowed 1 to 4096 bytes")
+        check_fields(self)
 
     def byte_time(self) -> float:
         """Seconds per byte on the line (0 when unpaced)."""
@@ -162,6 +166,11 @@ class Channel(ABC):
         nothing to release."""
         return None
 
+    def hung_up(self) -> bool:
+        """True once the host has closed its end, even with bytes of it still unread. A pty
+        never tells (its hosts come and go unseen), so by default False."""
+        return False
+
 
 class FdChannel(Channel):
     """The master side of a pty (the server owns and closes it)."""
@@ -184,6 +193,9 @@ class SocketChannel(Channel):
         self.handle = self.sock = sock
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._poll = select.poll()
+        self._poll.register(sock, getattr(select, "POLLRDHUP", 0) | select.POLLHUP
+                            | select.POLLERR)
 
     def _read(self, n: int) -> bytes:
         return self.sock.recv(n)
@@ -196,6 +208,10 @@ class SocketChannel(Channel):
             self.sock.close()
         except OSError:
             pass
+
+    def hung_up(self) -> bool:
+        """The peer closed the connection (``POLLRDHUP``), seen before its unread bytes are."""
+        return bool(self._poll.poll(0))
 
 
 # --------------------------------------------------------------------------- one session
@@ -210,8 +226,9 @@ def _sleep_until(t: float, stop: threading.Event) -> None:
 class Session:
     """One host connection: a receiver, the handler (the caller's thread) and a transmitter.
 
-    :meth:`run` returns when the host disconnects, ``stop`` is set, or no byte has moved either
-    way for ``idle_timeout_s`` (0 = never; :attr:`idle` is then True); it raises
+    :meth:`run` returns when the host disconnects (at once, its unread bytes dropped), ``stop``
+    is set, or no byte has come from the host for ``idle_timeout_s`` (0 = never; :attr:`idle`
+    is then True); it raises
     :class:`~firmware_sim.flash.PowerLoss` if the device lost power while handling a frame.
     """
 
@@ -222,9 +239,12 @@ class Session:
         self.outer_stop = stop
         self.idle_timeout_s = check_idle_timeout(idle_timeout_s)
         self.idle = False
-        """True if the session ended because nothing moved for ``idle_timeout_s``."""
+        """True if the session ended because no byte came for ``idle_timeout_s``."""
         self.last_active = time.monotonic()
-        """When a byte last arrived or left (``time.monotonic()``)."""
+        """When the device last received a byte of this session (``time.monotonic()``)."""
+        self.host_gone = threading.Event()
+        """Set when the host closed its end: what it sent and the device has not read yet is
+        dropped, and the session ends at once."""
         self.rx: queue.Queue[tuple[bytes, float] | None] = queue.Queue()
         self.tx_control: queue.Queue[bytes] = queue.Queue()
         self.tx_bulk: queue.Queue[bytes] = queue.Queue()
@@ -233,31 +253,50 @@ class Session:
     def _receiver(self) -> None:
         """Move bytes from the channel to the handler, at line rate when paced.
 
-        The line clock runs on without gaps while bytes are waiting (the host's bytes were on
-        the wire back to back) and restarts from now when the line was idle, so scheduling
-        delays of this thread do not slow the modelled line down.
+        What the host has sent is taken off the channel at once (up to :data:`LINE_BUFFER`
+        bytes ahead of the line), so that a close behind it is seen at once: the session then
+        ends and those bytes, never received by the device, go with it. The line clock runs on
+        without gaps while bytes are waiting (the host's bytes were on the wire back to back)
+        and restarts from now when the line was idle, so scheduling delays of this thread do not
+        slow the modelled line down.
         """
         t_byte = self.timing.byte_time()
         quantum = self.timing.quantum if t_byte else 4096
         clock = 0.0
+        pending = bytearray()
+        pos = 0  # pending[pos:] is still to go down the line
         while not self.stop.is_set():
             try:
-                data = self.channel.recv(quantum, 0.0)
-                if not data:
-                    data = self.channel.recv(quantum, POLL_S)
+                while len(pending) - pos < LINE_BUFFER:
+                    data = self.channel.recv(65536, 0.0)
+                    if not data:
+                        break
+                    pending += data
+                if self.channel.hung_up():
+                    raise EOFError("closed by the host")
+                if pos == len(pending):
+                    pending, pos = bytearray(), 0
+                    data = self.channel.recv(65536, POLL_S)
                     if not data:
                         continue
+                    pending += data
                     clock = max(clock, time.monotonic())
             except (EOFError, OSError):
+                self.host_gone.set()
                 self.rx.put(None)
                 return
+            piece = bytes(pending[pos : pos + quantum])
+            pos += len(piece)
+            if pos > 65536 and pos * 2 > len(pending):
+                del pending[:pos]
+                pos = 0
             self.last_active = time.monotonic()
             if t_byte:
-                clock += len(data) * t_byte
+                clock += len(piece) * t_byte
                 _sleep_until(clock, self.stop)
             else:
                 clock = time.monotonic()
-            self.rx.put((data, clock))
+            self.rx.put((piece, clock))
 
     def _send(self, frame: P.Frame) -> None:
         """Queue a reply. Bulk replies (``READ_DATA``) yield to the short ones at frame
@@ -311,7 +350,6 @@ class Session:
                         clock += len(piece) * t_byte
                         _sleep_until(clock, self.stop)
                     self.channel.send(piece, self.stop)
-                    self.last_active = time.monotonic()
             except (EOFError, OSError):
                 return
 
@@ -334,8 +372,8 @@ class Session:
                         self.idle = True
                         break
                     continue
-                if item is None:
-                    break
+                if item is None or self.host_gone.is_set():
+                    break  # the host left: its unread bytes and unsent replies go with it
                 data, arrived = item
                 if isinstance(self.device, RemotePart):  # its replies come through _deliver
                     self.device.send(data)
@@ -470,6 +508,11 @@ class TcpServer(_Server):
         self._busy: list[threading.Thread] = []
         self._crash: BaseException | None = None
 
+    @property
+    def serving(self) -> bool:
+        """True while a host's session runs."""
+        return self._session is not None and self._session.is_alive()
+
     def _serve(self) -> None:
         while not self.stop_event.is_set():
             if self._crash is not None:
@@ -569,16 +612,11 @@ def parse_listen(text: str) -> tuple[str, int]:
 
 
 def parse_idle(text: str) -> float:
-    """``--idle-timeout``: seconds >= 0, finite (0 = never)."""
+    """``--idle-timeout``: seconds within :data:`IDLE_TIMEOUT` (0 = never)."""
     try:
-        value = float(text)
-    except ValueError:
-        value = -1.0
-    if not 0.0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(
-            f"--idle-timeout {text!r}: a number of seconds >= 0 (0 = never)"
-        )
-    return value
+        return float(IDLE_TIMEOUT.parse(text))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def parse_cut(text: str) -> tuple[int, int]:

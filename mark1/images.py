@@ -150,6 +150,60 @@ def to_retina(X: object, name: str = "X") -> np.ndarray:
     return resample(check_images(X, name), RETINA_SHAPE)
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096
+"""Most pixels one image file may have; its size is read from the file's header and checked
+before anything is decoded (the retina has 400 cells: a larger picture adds nothing)."""
+MAX_TOTAL_PIXELS = 2**26
+"""Most pixels all the images of one call may have together (512 MiB as float64)."""
+
+
+def _png_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, or ``None`` if ``head`` is not a PNG's."""
+    import struct
+
+    if head[:8] != b"\x89PNG\r\n\x1a\n" or head[12:16] != b"IHDR" or len(head) < 24:
+        return None
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def _image_size(path: object) -> tuple[int, int]:
+    """(width, height) of an image file, from its header only."""
+    import warnings
+
+    from PIL import Image
+
+    with open(path, "rb") as fh:  # type: ignore[call-overload]
+        size = _png_size(fh.read(24))
+    if size is not None:
+        return size
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # Pillow's own decompression-bomb warning
+            with Image.open(path) as im:  # type: ignore[arg-type]
+                return im.size
+    except Image.DecompressionBombError:
+        return (MAX_IMAGE_PIXELS + 1, 1)  # larger than Pillow allows: larger than ours
+    except Exception as exc:  # noqa: BLE001 - Pillow raises many kinds
+        raise ValueError(f"{path}: not a readable image ({type(exc).__name__})") from exc
+
+
+def _npy_header(path: object) -> tuple[tuple[int, ...], np.dtype]:
+    """(shape, dtype) of a ``.npy`` file, from its header only."""
+    from numpy.lib import format as npy
+
+    with open(path, "rb") as fh:  # type: ignore[call-overload]
+        try:
+            version = npy.read_magic(fh)
+            if version == (1, 0):
+                shape, _, dtype = npy.read_array_header_1_0(fh)
+            else:
+                shape, _, dtype = npy.read_array_header_2_0(fh)
+        except ValueError as exc:
+            raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
+    return tuple(shape), np.dtype(dtype)
+
+
 LUMA_BT601 = (0.299, 0.587, 0.114)
 """Weights of red, green and blue in the grey level of a colour pixel: the luma of ITU-R
 BT.601, as the Jetson bundle's runner (``export/onnx/templates/run_onnx.py``) computes it."""
@@ -170,23 +224,36 @@ def read_images(paths: list[str]) -> tuple[list[str], np.ndarray]:
     becomes grey by :func:`grey` (BT.601 luma).
 
     A ``.npy`` file holds one image (h, w), several (n, h, w), or retina rows (n, 400). Images
-    of different sizes are all resampled onto the retina.
+    of different sizes are all resampled onto the retina. Each file's size is read from its
+    header and checked (:data:`MAX_IMAGE_PIXELS` an image, :data:`MAX_TOTAL_PIXELS` in all)
+    before it is decoded.
     """
     from pathlib import Path
 
     names: list[str] = []
     images: list[np.ndarray] = []
+    total = 0
     for p in paths:
         path = Path(p)
         if not path.is_file():
             raise FileNotFoundError(2, "image file not found", str(path))
         if path.suffix.lower() == ".npy":
+            shape, dtype = _npy_header(path)
+            if dtype.hasobject or not (np.issubdtype(dtype, np.number) or dtype == np.bool_):
+                raise ValueError(f"{path}: an array of {dtype}; images are numbers")
+            if np.issubdtype(dtype, np.complexfloating):
+                raise ValueError(f"{path}: an array of {dtype}; images are real numbers")
+            count = int(np.prod(shape, dtype=object))
+            per_image = int(np.prod(shape[-2:], dtype=object)) if len(shape) >= 2 else count
+            if per_image > MAX_IMAGE_PIXELS or total + count > MAX_TOTAL_PIXELS:
+                raise ValueError(f"{path}: an array of shape {shape}; allowed at most "
+                                 f"{MAX_IMAGE_PIXELS:,} pixels an image and "
+                                 f"{MAX_TOTAL_PIXELS:,} in all")
+            total += count
             try:
                 arr = np.load(path, allow_pickle=False)
             except ValueError as exc:
                 raise ValueError(f"{path}: not a readable .npy array ({exc})") from exc
-            if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == np.bool_):
-                raise ValueError(f"{path}: an array of {arr.dtype}; images are numbers")
             if arr.size == 0:
                 raise ValueError(f"{path}: array of shape {arr.shape} holds no image")
             arr = np.asarray(arr, dtype=np.float64)
@@ -200,6 +267,12 @@ def read_images(paths: list[str]) -> tuple[list[str], np.ndarray]:
                       for i in range(len(arr))]
             images += list(arr)
             continue
+        width, height = _image_size(path)
+        if width * height > MAX_IMAGE_PIXELS or total + width * height > MAX_TOTAL_PIXELS:
+            raise ValueError(f"{path}: an image of {width} x {height} pixels; allowed at most "
+                             f"{MAX_IMAGE_PIXELS:,} pixels an image (e.g. 4096 x 4096) and "
+                             f"{MAX_TOTAL_PIXELS:,} in all")
+        total += width * height
         from matplotlib import image as mpimg
 
         try:

@@ -64,7 +64,8 @@ from mark1.images import (
     to_retina,
 )
 from mark1.io import atomic_write_bytes
-from mark1.motors import MachineClock
+from mark1.limits import Limit, check_table
+from mark1.motors import MachineClock, check_clock_room
 from mark1.plugboard import Plugboard
 from mark1.potentiometers import IDEAL_POTS, PotentiometerBank
 from mark1.presets import PARAMETERS, Preset, get_preset
@@ -105,12 +106,29 @@ def _seed_sequence(random_state: object) -> np.random.SeedSequence:
     )
 
 
+ESTIMATOR_LIMITS: dict[str, Limit] = {
+    "n_a": Limit(1, 65536, "A-units", integer=True),
+    "n_r": Limit(1, 64, "R-units", integer=True),
+    "max_iter": Limit(1, 1_000_000, "passes", integer=True),
+}
+"""Allowed range of the estimator's numeric parameters (``mark1 simulate`` shows the same)."""
+
+
 def _whole(name: str, value: object, low: int) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise TypeError(f"{name} must be a whole number; got {value!r}")
     if value < low:
         raise ValueError(f"{name} must be >= {low}; got {value}")
     return int(value)
+
+
+def run_memory_bytes(n_images: int, n_a: int, n_r: int) -> int:
+    """Upper estimate of the memory a machine of ``n_a`` A-units and ``n_r`` R-units needs
+    to train and score on ``n_images`` images, in bytes: per image its light, cell and S-unit
+    arrays and an A-unit row; per A-unit its wiring and a pot per R-unit with its state
+    (``tests/test_limits.py`` measures the peak against it)."""
+    return int(n_images) * (16_384 + 8 * (int(n_a) + 1)) + (int(n_a) + 1) * (
+        8_192 + 128 * int(n_r))
 
 
 def _machine_parameters(machine: object) -> dict[str, Any]:
@@ -440,9 +458,7 @@ class MarkI:
             raise ValueError(f"unknown rule {self.rule!r}; allowed: {', '.join(RULES)}")
         if self.code not in CODES:
             raise ValueError(f"unknown code {self.code!r}; allowed: {', '.join(CODES)}")
-        _whole("n_a", self.n_a, 1)
-        _whole("n_r", self.n_r, 1)
-        _whole("max_iter", self.max_iter, 1)
+        check_table(ESTIMATOR_LIMITS, {k: getattr(self, k) for k in ESTIMATOR_LIMITS})
         if not isinstance(self.scaling, str) or self.scaling not in SCALINGS:
             raise ValueError(f"unknown scaling {self.scaling!r}; allowed: {', '.join(SCALINGS)}")
         _input_shape(self.input_shape)
@@ -638,10 +654,12 @@ class MarkI:
         (``sample_weight``); the pass shows them in a fresh order as it would the images.
         """
         n = len(x) if presented is None else len(presented)
+        clock = self.preset_.clock
+        n_pots = self.pots_.shape[0] * self.pots_.shape[1]
+        check_clock_room(clock, self.preset_.motors, n_pots, n, self.clock_.t_us)
         order = self._rng_order.permutation(n) if self.shuffle else np.arange(n)
         if presented is not None:
             order = presented[order]
-        clock = self.preset_.clock
         rows: np.ndarray | None = None
         if static is not None:
             A, rows = static, order

@@ -13,10 +13,12 @@ in whole microseconds, so machine time adds up exactly whatever the order of the
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import numpy as np
+
+from mark1.limits import check_fields, limit
 
 _Pots = TypeVar("_Pots", int, np.ndarray)
 
@@ -25,27 +27,15 @@ _Pots = TypeVar("_Pots", int, np.ndarray)
 class MotorSpec:
     """The pot motors and their supply."""
 
-    steps_per_correction: int = 1
+    steps_per_correction: int = field(default=1, metadata=limit(1, 1000, "steps", integer=True))
     """Motor steps each selected pot turns per correction, steps."""
-    step_s: float = 0.1
+    step_s: float = field(default=0.1, metadata=limit(0, 3600, "s"))
     """Time for one motor step (the inverse of the motor speed), s."""
-    max_running: int = 64
+    max_running: int = field(default=64, metadata=limit(1, 1_000_000, "motors", integer=True))
     """Most motors the supply runs at once, motors."""
 
     def __post_init__(self) -> None:
-        if not isinstance(self.steps_per_correction, (int, np.integer)) or (
-            self.steps_per_correction < 1
-        ):
-            raise ValueError(
-                "motors: steps_per_correction must be a whole number >= 1; "
-                f"got {self.steps_per_correction!r}"
-            )
-        if not (self.step_s >= 0 and np.isfinite(self.step_s)):
-            raise ValueError(f"motors: step_s must be a finite number >= 0; got {self.step_s!r}")
-        if not isinstance(self.max_running, (int, np.integer)) or self.max_running < 1:
-            raise ValueError(
-                f"motors: max_running must be a whole number >= 1; got {self.max_running!r}"
-            )
+        check_fields(self, "motors: ")
 
     def motor_us(self, n_pots: _Pots) -> _Pots:
         """Machine time to turn ``n_pots`` pots by one correction each, whole microseconds:
@@ -59,16 +49,13 @@ class MotorSpec:
 class ClockSpec:
     """How long each trial keeps the machine busy besides the motors."""
 
-    dwell_s: float = 0.15
+    dwell_s: float = field(default=0.15, metadata=limit(0, 3600, "s"))
     """Time each stimulus is in view before the response is read (the cells settle), s."""
-    change_s: float = 0.0
+    change_s: float = field(default=0.0, metadata=limit(0, 3600, "s"))
     """Dark interval while the next stimulus is brought in, s."""
 
     def __post_init__(self) -> None:
-        for name in ("dwell_s", "change_s"):
-            value = getattr(self, name)
-            if not (value >= 0 and np.isfinite(value)):
-                raise ValueError(f"clock: {name} must be a finite number >= 0; got {value!r}")
+        check_fields(self, "clock: ")
 
 
 def to_us(seconds: float) -> int:
@@ -114,3 +101,28 @@ class MachineClock:
         steps = n_pots * self.motors.steps_per_correction
         self.motor_steps += steps
         return steps
+
+
+CLOCK_LIMIT_US = 2**63 - 1
+"""Largest machine time the clock holds: microseconds in a 64-bit integer (about 292,000
+years), as the training paths keep it."""
+
+
+def worst_trial_us(clock: ClockSpec, motors: MotorSpec, n_pots: int) -> int:
+    """Longest machine time one trial can take: the presentation, then every pot turned."""
+    return to_us(clock.change_s) + to_us(clock.dwell_s) + motors.motor_us(int(n_pots))
+
+
+def check_clock_room(clock: ClockSpec, motors: MotorSpec, n_pots: int, trials: int,
+                     start_us: int = 0) -> None:
+    """``ValueError`` unless ``trials`` more trials, each as long as it can be, keep the
+    machine clock (now at ``start_us``) within :data:`CLOCK_LIMIT_US`."""
+    worst = worst_trial_us(clock, motors, n_pots)
+    if start_us + int(trials) * worst > CLOCK_LIMIT_US:
+        years = CLOCK_LIMIT_US / 1e6 / 3600 / 24 / 365.25
+        raise ValueError(
+            f"{int(trials):,} trials of up to {worst / 1e6:,.6g} s of machine time each (dwell_s "
+            f"+ change_s + {n_pots:,} pots turned {motors.max_running:,} at a time, "
+            f"{motors.steps_per_correction} steps of step_s) could run past the machine clock's "
+            f"{years:,.0f} years; use fewer trials, shorter times or more motors at once"
+        )

@@ -16,40 +16,36 @@ import json
 from collections import OrderedDict
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from mark1.images import RETINA_SHAPE
+from mark1.images import N_CELLS, RETINA_SHAPE
+from mark1.limits import check_fields, limit
 
 
 @dataclass(frozen=True)
 class PlugboardSpec:
     """How the plugboard wires S-units to A-units, and the A-units' threshold."""
 
-    n_excitatory: int = 10
+    n_excitatory: int = field(default=10, metadata=limit(0, N_CELLS, "wires", integer=True))
     """Excitatory (+1) S-unit connections per A-unit, wires."""
-    n_inhibitory: int = 10
+    n_inhibitory: int = field(default=10, metadata=limit(0, N_CELLS, "wires", integer=True))
     """Inhibitory (-1) S-unit connections per A-unit, wires."""
-    a_theta: float = 1.0
+    a_theta: float = field(default=1.0, metadata=limit(-N_CELLS, N_CELLS, "inputs"))
     """A-unit threshold: fires when excitatory minus inhibitory active inputs reach it, inputs."""
-    a_theta_spread: float = 0.0
+    a_theta_spread: float = field(default=0.0, metadata=limit(0, N_CELLS, "inputs"))
     """Unit-to-unit spread of the threshold: half-width of a uniform offset, inputs."""
 
     def __post_init__(self) -> None:
-        for name in ("n_excitatory", "n_inhibitory"):
-            value = getattr(self, name)
-            if not isinstance(value, (int, np.integer)) or value < 0:
-                raise ValueError(f"plugboard: {name} must be a whole number >= 0; got {value!r}")
+        check_fields(self, "plugboard: ")
         if self.n_excitatory + self.n_inhibitory == 0:
             raise ValueError("plugboard: an A-unit needs at least one input wire")
-        if not np.isfinite(self.a_theta):
-            raise ValueError(f"plugboard: a_theta must be finite; got {self.a_theta!r}")
-        if not (self.a_theta_spread >= 0 and np.isfinite(self.a_theta_spread)):
+        if self.n_excitatory + self.n_inhibitory > N_CELLS:
             raise ValueError(
-                "plugboard: a_theta_spread must be a finite number >= 0; "
-                f"got {self.a_theta_spread!r}"
+                f"plugboard: {self.n_excitatory} + {self.n_inhibitory} wires per A-unit; the "
+                f"retina has {N_CELLS} S-units and each is wired at most once"
             )
 
 

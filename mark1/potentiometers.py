@@ -29,9 +29,11 @@ motion and are written back unchanged), whatever the number of pots turned.
 from __future__ import annotations
 
 import statistics
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+
+from mark1.limits import INF, check_fields, limit
 
 _HOUR = 3600.0
 
@@ -88,55 +90,42 @@ class PotSpec:
     model rounded to float32 (:attr:`PotentiometerBank.lin`, 7 significant digits).
     """
 
-    w_min: float = -1.0
+    w_min: float = field(default=-1.0, metadata=limit(-1e6, 1e6, "R-unit sum units",
+                                                       special=(-INF,), meaning="no end stop"))
     """Weight at the low end stop, R-unit sum units."""
-    w_max: float = 1.0
+    w_max: float = field(default=1.0, metadata=limit(-1e6, 1e6, "R-unit sum units",
+                                                      special=(INF,), meaning="no end stop"))
     """Weight at the high end stop, R-unit sum units."""
-    w_init: float = 0.0
+    w_init: float = field(default=0.0, metadata=limit(-1e6, 1e6, "R-unit sum units"))
     """Wiper setting at the start of a run, R-unit sum units."""
-    init_sd: float = 0.0
+    init_sd: float = field(default=0.0, metadata=limit(0, 1e6, "R-unit sum units"))
     """Setting error of the initial wiper position (sd), R-unit sum units."""
-    bound_sd: float = 0.0
+    bound_sd: float = field(default=0.0, metadata=limit(0, 1))
     """Device-to-device spread of each end stop (sd), fraction of the span."""
-    step: float = 0.02
+    step: float = field(default=0.02, metadata=limit(1e-9, 1e6, "R-unit sum units"))
     """Nominal wiper movement per motor step, R-unit sum units."""
-    step_d2d: float = 0.0
+    step_d2d: float = field(default=0.0, metadata=limit(0, 10))
     """Device-to-device spread of the step size (sd), fraction of the step."""
-    step_c2c: float = 0.0
+    step_c2c: float = field(default=0.0, metadata=limit(0, 10))
     """Step-to-step spread of the step size (sd), fraction of the step."""
-    up_down: float = 1.0
+    up_down: float = field(default=1.0, metadata=limit(0.01, 100))
     """Ratio of a step up to a step down, ratio."""
-    backlash_steps: float = 0.0
+    backlash_steps: float = field(default=0.0, metadata=limit(0, 1e6, "steps"))
     """Gear play lost on each reversal, nominal steps."""
-    wear_sweeps: float = float("inf")
+    wear_sweeps: float = field(default=INF, metadata=limit(1e-6, 1e12, "sweeps", special=(INF,),
+                                                           meaning="no wear"))
     """Wiper travel after which the step has halved and the contact noise doubled, full sweeps."""
-    drift_sd: float = 0.0
+    drift_sd: float = field(default=0.0, metadata=limit(0, 1e6, "R-unit sum units per hour"))
     """Device-to-device spread of the wiper creep rate (sd), R-unit sum units per hour."""
-    stuck_fraction: float = 0.0
+    stuck_fraction: float = field(default=0.0, metadata=limit(0, 1, open_hi=True))
     """Share of wipers stuck in place, fraction."""
-    read_noise: float = 0.0
+    read_noise: float = field(default=0.0, metadata=limit(0, 1e6, "R-unit sum units"))
     """Wiper contact noise on each read (sd), R-unit sum units."""
 
     def __post_init__(self) -> None:
+        check_fields(self, "pots: ")
         if not self.w_min < self.w_max:
             raise ValueError(f"pots: w_min ({self.w_min!r}) must be below w_max ({self.w_max!r})")
-        if not (self.step > 0 and np.isfinite(self.step)):
-            raise ValueError(f"pots: step must be a finite number > 0; got {self.step!r}")
-        if not (self.up_down > 0 and np.isfinite(self.up_down)):
-            raise ValueError(f"pots: up_down must be a finite number > 0; got {self.up_down!r}")
-        if not self.wear_sweeps > 0:
-            raise ValueError(
-                f"pots: wear_sweeps must be > 0 (inf: no wear); got {self.wear_sweeps!r}"
-            )
-        for name in ("init_sd", "bound_sd", "step_d2d", "step_c2c", "backlash_steps", "drift_sd",
-                     "read_noise"):
-            value = getattr(self, name)
-            if not (value >= 0 and np.isfinite(value)):
-                raise ValueError(f"pots: {name} must be a finite number >= 0; got {value!r}")
-        if not 0 <= self.stuck_fraction < 1:
-            raise ValueError(f"pots: stuck_fraction must be in [0, 1); got {self.stuck_fraction!r}")
-        if not np.isfinite(self.w_init):
-            raise ValueError(f"pots: w_init must be finite; got {self.w_init!r}")
         bounded = np.isfinite(self.w_min) and np.isfinite(self.w_max)
         if not bounded and (self.bound_sd or np.isfinite(self.wear_sweeps)):
             raise ValueError("pots: bound_sd and wear_sweeps need finite w_min and w_max")

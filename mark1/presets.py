@@ -45,6 +45,7 @@ import dataclasses
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from mark1.limits import Limit, field_limits
 from mark1.motors import ClockSpec, MotorSpec
 from mark1.plugboard import PlugboardSpec
 from mark1.potentiometers import IDEAL_POTS, PotSpec
@@ -65,6 +66,10 @@ PARAMETERS: dict[str, str] = {f.name: part for part, cls in PARTS.items() for f 
 """Every parameter name and the part it belongs to."""
 
 assert len(PARAMETERS) == sum(len(fields(c)) for c in PARTS.values()), "parameter names clash"
+
+LIMITS: dict[str, Limit] = {name: lim for cls in PARTS.values()
+                            for name, lim in field_limits(cls).items()}
+"""The allowed range of every numeric parameter, from its field (flags have none)."""
 
 
 @dataclass(frozen=True)
@@ -165,7 +170,8 @@ def get_preset(preset: str | Preset) -> Preset:
 
 
 def parse_override(text: str) -> tuple[str, Any]:
-    """``"NAME=VALUE"`` (command-line form) to ``(name, value)`` typed like the field."""
+    """``"NAME=VALUE"`` (command-line form) to ``(name, value)`` typed like the field and
+    checked against its range (:data:`LIMITS`)."""
     name, sep, raw = text.partition("=")
     name = name.strip()
     if not sep or not name:
@@ -176,14 +182,11 @@ def parse_override(text: str) -> tuple[str, Any]:
         )
     default = getattr(getattr(CDS_1960, PARAMETERS[name]), name)
     raw = raw.strip()
+    if isinstance(default, bool):
+        if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
+            raise ValueError(f"machine parameter {name} is a flag (true or false); got {raw!r}")
+        return name, raw.lower() in ("true", "1", "yes")
     try:
-        if isinstance(default, bool):
-            if raw.lower() not in ("true", "false", "1", "0", "yes", "no"):
-                raise ValueError
-            return name, raw.lower() in ("true", "1", "yes")
-        if isinstance(default, int):
-            return name, int(raw)
-        return name, float(raw)
-    except ValueError:
-        kind = type(default).__name__
-        raise ValueError(f"machine parameter {name} takes a {kind}; got {raw!r}") from None
+        return name, LIMITS[name].parse(raw)
+    except ValueError as exc:
+        raise ValueError(f"machine parameter {name}: {exc}") from None

@@ -18,11 +18,12 @@ R-units whose column is the same in every codeword carry nothing and are not tra
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from export.contract.codebook import decode, responses
+from mark1.limits import check_fields, limit
 
 __all__ = ["CODES", "RUnitSpec", "class_scores", "decode", "make_codebook", "responses",
            "trained_units"]
@@ -35,14 +36,13 @@ CODES = ("auto", "dichotomy", "one-vs-rest", "code")
 class RUnitSpec:
     """The response units."""
 
-    r_theta: float = 0.0
+    r_theta: float = field(default=0.0, metadata=limit(-1e6, 1e6, "R-unit sum units"))
     """Fixed threshold the weighted sum must exceed for the R-unit to turn on, R-unit sum units."""
     bias_unit: bool = True
     """An always-active line with its own pot into every R-unit (a learned threshold), flag."""
 
     def __post_init__(self) -> None:
-        if not np.isfinite(self.r_theta):
-            raise ValueError(f"r_units: r_theta must be finite; got {self.r_theta!r}")
+        check_fields(self, "r_units: ")
 
 
 def unit_sums(model: np.ndarray, units: np.ndarray, active: np.ndarray, t: float,

@@ -24,66 +24,58 @@ illuminance (``+inf`` for a dead cell, ``-inf`` for one that always fires).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from mark1.images import N_CELLS
+from mark1.limits import INF, check_fields, limit
+
+_LAG = limit(1e-6, 3600, "s", special=(0.0,), meaning="no lag")
+"""Range of the cells' time constants."""
 
 
 @dataclass(frozen=True)
 class CdSCells:
     """Photocells and S-unit dividers of the retina."""
 
-    lamp_lux: float = 100.0
+    lamp_lux: float = field(default=100.0, metadata=limit(0, 1e6, "lux", open_lo=True))
     """Illuminance on a cell at relative light 1.0, lux."""
-    ambient_lux: float = 0.0
+    ambient_lux: float = field(default=0.0, metadata=limit(0, 1e6, "lux"))
     """Stray light reaching every cell whatever the image, lux."""
-    r10_ohm: float = 20e3
+    r10_ohm: float = field(default=20e3, metadata=limit(1, 1e9, "ohm"))
     """Nominal light resistance at 10 lux, ohm."""
-    r10_spread: float = 0.0
+    r10_spread: float = field(default=0.0, metadata=limit(0, 1, open_hi=True))
     """Cell-to-cell spread of R10: half-width of a uniform factor around 1, fraction."""
-    gamma: float = 0.7
+    gamma: float = field(default=0.7, metadata=limit(0, 5, open_lo=True))
     """Nominal power-law slope of resistance against illuminance, dimensionless."""
-    gamma_spread: float = 0.0
+    gamma_spread: float = field(default=0.0, metadata=limit(0, 5, open_hi=True))
     """Cell-to-cell spread of gamma: half-width of a uniform offset, dimensionless."""
-    dark_ohm: float = float("inf")
+    dark_ohm: float = field(default=INF, metadata=limit(1, 1e12, "ohm", special=(INF,),
+                                                          meaning="no dark path"))
     """Dark resistance (in parallel with the light path), ohm."""
-    rise_s: float = 0.0
+    rise_s: float = field(default=0.0, metadata=_LAG)
     """Time constant of the conductance while the light increases, s."""
-    decay_s: float = 0.0
+    decay_s: float = field(default=0.0, metadata=_LAG)
     """Time constant of the conductance while the light decreases, s."""
-    memory_gain: float = 0.0
+    memory_gain: float = field(default=0.0, metadata=limit(0, 100))
     """Light-history effect: conductance gain after long exposure at full lamp level, fraction."""
-    memory_s: float = 60.0
+    memory_s: float = field(default=60.0, metadata=limit(1e-3, 1e7, "s"))
     """Time constant of the light-history memory, s."""
-    temperature_factor: float = 1.0
+    temperature_factor: float = field(default=1.0, metadata=limit(0.1, 10))
     """Resistance multiplier from ambient temperature (0.8-1.2 over the rated range), ratio."""
-    dead_fraction: float = 0.0
+    dead_fraction: float = field(default=0.0, metadata=limit(0, 1, open_hi=True))
     """Share of cells that are open circuits and never fire, fraction."""
-    supply_v: float = 10.0
+    supply_v: float = field(default=10.0, metadata=limit(0, 1000, "V", open_lo=True))
     """Divider supply voltage, V."""
-    load_ohm: float = 6.8e3
+    load_ohm: float = field(default=6.8e3, metadata=limit(1, 1e9, "ohm"))
     """Divider load resistor between the cell and ground, ohm."""
-    s_threshold_v: float = 5.0
+    s_threshold_v: float = field(default=5.0, metadata=limit(0, 1000, "V", open_lo=True))
     """Divider voltage above which the S-unit fires, V."""
 
     def __post_init__(self) -> None:
-        positive = ("lamp_lux", "r10_ohm", "gamma", "dark_ohm", "memory_s", "temperature_factor",
-                    "supply_v", "load_ohm", "s_threshold_v")
-        for name in positive:
-            value = getattr(self, name)
-            if not value > 0:
-                raise ValueError(f"cells: {name} must be > 0; got {value!r}")
-        for name in ("ambient_lux", "rise_s", "decay_s", "memory_gain"):
-            value = getattr(self, name)
-            if not (value >= 0 and np.isfinite(value)):
-                raise ValueError(f"cells: {name} must be a finite number >= 0; got {value!r}")
-        for name in ("r10_spread", "dead_fraction"):
-            value = getattr(self, name)
-            if not 0 <= value < 1:
-                raise ValueError(f"cells: {name} must be in [0, 1); got {value!r}")
-        if not 0 <= self.gamma_spread < self.gamma:
+        check_fields(self, "cells: ")
+        if not self.gamma_spread < self.gamma:
             raise ValueError(
                 f"cells: gamma_spread must be in [0, gamma={self.gamma}); got {self.gamma_spread!r}"
             )

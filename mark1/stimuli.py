@@ -18,7 +18,8 @@ from functools import lru_cache
 
 import numpy as np
 
-from mark1.images import RETINA_SHAPE, to_retina
+from mark1.images import N_CELLS, RETINA_SHAPE, to_retina
+from mark1.limits import SEED, Limit, check_memory, check_table
 
 _SUB = 4  # sub-samples per cell along each axis
 _ROWS, _COLS = RETINA_SHAPE
@@ -233,6 +234,10 @@ def _xor(
     return np.clip(X, 0.0, 1.0), y
 
 
+DIGITS_IMAGES = 1797
+"""Images in scikit-learn's digits set (8 x 8, ten classes)."""
+
+
 def _digits(seed: int, n_train: int | None, n_test: int | None) -> Task:
     from sklearn.datasets import load_digits
 
@@ -287,6 +292,42 @@ TASKS: dict[str, str] = {
 """Task names and one-line descriptions."""
 
 
+TASK_LIMITS: dict[str, Limit] = {
+    "n_train": Limit(1, 10_000_000, "images", integer=True),
+    "n_test": Limit(1, 10_000_000, "images", integer=True),
+    "seed": SEED,
+}
+"""Allowed range of :func:`make_task`'s numbers (the commands' ``--n-train``, ``--n-test``)."""
+IMAGE_BYTES = 3 * N_CELLS * 8
+"""Memory one generated image takes while a task is made: its float64 pixels, twice in the
+making, once kept."""
+
+
+def task_classes(name: str) -> tuple[str, ...]:
+    """The class names of task ``name`` (without making its images)."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
+    return tuple(str(d) for d in range(10)) if name == "digits" else _GENERATORS[name][1]
+
+
+def task_sizes(name: str, n_train: int | None = None,
+               n_test: int | None = None) -> tuple[int, int]:
+    """The training and test images :func:`make_task` makes (task defaults where ``None``),
+    found without making them."""
+    if name not in TASKS:
+        raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
+    if name == "digits":
+        n_te = n_test if n_test is not None else DIGITS_IMAGES // 4
+        n_tr = n_train if n_train is not None else DIGITS_IMAGES - n_te
+        if n_tr + n_te > DIGITS_IMAGES:
+            raise ValueError(f"digits has {DIGITS_IMAGES} images; n_train + n_test = "
+                             f"{n_tr + n_te} is too many")
+        return n_tr, n_te
+    _, _, default_train, default_test = _GENERATORS[name]
+    return (default_train if n_train is None else int(n_train),
+            default_test if n_test is None else int(n_test))
+
+
 def make_task(
     name: str,
     *,
@@ -304,11 +345,10 @@ def make_task(
     """
     if name not in TASKS:
         raise ValueError(f"unknown task {name!r}; allowed: {', '.join(TASKS)}")
-    for label, value in (("n_train", n_train), ("n_test", n_test)):
-        if value is not None and (not isinstance(value, (int, np.integer)) or value < 1):
-            raise ValueError(f"{label} must be a positive whole number; got {value!r}")
-    if not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative whole number; got {seed!r}")
+    check_table(TASK_LIMITS, {"n_train": n_train, "n_test": n_test, "seed": seed})
+    n_tr, n_te = task_sizes(name, n_train, n_test)
+    check_memory(f"task {name} with {n_tr:,} training and {n_te:,} test images",
+                 (n_tr + n_te) * IMAGE_BYTES)
     if name == "digits":
         return _digits(int(seed), n_train, n_test)
     generate, classes, default_train, default_test = _GENERATORS[name]

@@ -1,5 +1,5 @@
-"""The ``mark1 sweep`` subcommand. Only argparse is imported here; the handler imports the
-rest (Dask and pyarrow only when it needs them)."""
+"""The ``mark1 sweep`` subcommand. Only argparse and the ranges' helper are imported here; the
+handler imports the rest (Dask and pyarrow only when it needs them)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 from typing import Any
+
+from mark1.limits import Limit
 
 _SETTING_FLAGS = ("task", "preset", "rule", "epochs", "n_train", "n_test", "n_a", "n_r", "code",
                   "task_seed")
@@ -27,8 +29,11 @@ def _pairs(items: list[str], flag: str) -> dict[str, str]:
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     """The spec mapping of the command line, on top of ``--spec FILE`` when given."""
+    from mark1.io import OutputPlan
     from mark1.sweeps.spec import parse_values, read_spec_file
 
+    if args.spec is not None:  # missing, a folder, a device: said before anything is read
+        OutputPlan().read("--spec", args.spec, what="spec file")
     raw: dict[str, Any] = read_spec_file(args.spec) if args.spec else {}
     for name in _SETTING_FLAGS:
         value = getattr(args, name)
@@ -109,8 +114,19 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
+SWEEP_LIMITS: dict[str, Limit] = {
+    "samples": Limit(1, 1_000_000, "points", integer=True),
+    "workers": Limit(0, 1024, "processes", integer=True),
+    "connect_timeout": Limit(0, 3600, "s", open_lo=True),
+}
+"""Ranges of ``mark1 sweep``'s own numbers (the design's are the estimator's and the tasks')."""
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     """Add ``mark1 sweep``."""
+    from mark1.limits import SEED
+    from mark1.machine import ESTIMATOR_LIMITS as EST
+    from mark1.stimuli import TASK_LIMITS as TASK
     p = subparsers.add_parser(
         "sweep", help="train many machines: a grid of parameters times seeds",
         description="Train a grid (and random or Latin-hypercube samples) of simulated Mark I "
@@ -129,12 +145,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     design.add_argument("--task", default=None, help="retina task (see `mark1 tasks`)")
     design.add_argument("--preset", default=None, help="machine preset (default cds-1960)")
     design.add_argument("--rule", default=None, help="learning rule (default error-correction)")
-    design.add_argument("--epochs", type=int, default=None,
+    design.add_argument("--epochs", type=EST["max_iter"].arg(), default=None,
                         help="most passes over the training set (default 20)")
-    design.add_argument("--n-train", type=int, default=None, help="training images")
-    design.add_argument("--n-test", type=int, default=None, help="test images")
-    design.add_argument("--n-a", type=int, default=None, help="association units (512)")
-    design.add_argument("--n-r", type=int, default=None, help="response units (8)")
+    design.add_argument("--n-train", type=TASK["n_train"].arg(), default=None,
+                        help="training images")
+    design.add_argument("--n-test", type=TASK["n_test"].arg(), default=None, help="test images")
+    design.add_argument("--n-a", type=EST["n_a"].arg(), default=None,
+                        help="association units (512)")
+    design.add_argument("--n-r", type=EST["n_r"].arg(), default=None,
+                        help="response units (8)")
     design.add_argument("--code", default=None, help="class code (auto)")
     design.add_argument("--task-seed", default=None, metavar="N|seed",
                         help="seed of the task's images: the same for every run (default 0), "
@@ -148,20 +167,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                         "parameter or run setting (preset, rule, task, n_a...); repeatable")
     design.add_argument("--sample", action="append", default=[], metavar="NAME=LOW:HIGH[:log]",
                         help="a sampled range (repeatable), crossed with the grid")
-    design.add_argument("--samples", type=int, default=None, help="sample points to draw")
+    design.add_argument("--samples", type=SWEEP_LIMITS["samples"].arg(), default=None,
+                        help=f"sample points to draw ({SWEEP_LIMITS['samples'].describe()})")
     design.add_argument("--sampler", default=None, choices=("lhs", "random"),
                         help="Latin hypercube (default) or independent uniforms")
-    design.add_argument("--sample-seed", type=int, default=None,
+    design.add_argument("--sample-seed", type=SEED.arg(), default=None,
                         help="seed of the sample points (0)")
     where = p.add_argument_group("where the runs go")
-    where.add_argument("--workers", type=int, default=None,
+    where.add_argument("--workers", type=SWEEP_LIMITS["workers"].arg(), default=None,
                        help="local worker processes (default: the cores; 0: in this process), "
                        "or the workers of --cluster dask")
     where.add_argument("--scheduler", default=None, metavar="tcp://HOST:8786",
                        help="run on a running Dask scheduler")
     where.add_argument("--cluster", default=None, choices=("dask",),
                        help="start a Dask LocalCluster of --workers workers")
-    where.add_argument("--connect-timeout", type=float, default=10.0, metavar="S",
+    where.add_argument("--connect-timeout", type=SWEEP_LIMITS["connect_timeout"].arg(),
+                       default=10.0, metavar="S",
                        help="seconds to wait for the scheduler (10)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_sweep)

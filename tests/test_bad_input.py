@@ -130,7 +130,46 @@ def _files(ws: Path) -> dict[str, bytes]:
         "out/keep.txt": b"the user's file in an output folder\n",
         "existing.m1w": b"the user's earlier package\n",
         "flash.bin": b"the user's file, not a flash state\n",
+        "blocked/report.json/keep.txt": b"the user's file in a folder named like an output\n",
+        "huge.png": huge_png(60000, 60000),
+        "complex.npy": _npy(np.zeros((20, 20), dtype=complex)),
+        "damaged.bin": damaged_state(),
     }
+
+
+def huge_png(w: int, h: int) -> bytes:
+    """A PNG whose header says ``w`` x ``h`` grey pixels, with its first rows of data (a
+    decoder would need w*h bytes before it found the rest missing)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(
+            ">I", zlib.crc32(kind + data))
+
+    rows = zlib.compress(b"\x00" * (w + 1) * 16)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+
+
+def damaged_state() -> bytes:
+    """The state file of ``mark1 device``'s default part, holding a model, with page 127's
+    erase counter damaged (0xFFFFFFFF)."""
+    import tempfile
+
+    from firmware_sim.device import PRESETS, Device
+    from firmware_sim.flash import FILE_HEADER
+    from tests.device_helpers import image, upload
+
+    with tempfile.TemporaryDirectory() as tmp:
+        dev = Device(PRESETS["cortex-m4"], state_path=Path(tmp) / "flash.bin")
+        upload(dev, image())
+        dev.flash.close()
+        raw = bytearray((Path(tmp) / "flash.bin").read_bytes())
+    raw[FILE_HEADER.size + 4 * 127 : FILE_HEADER.size + 4 * 128] = b"\xff" * 4
+    return bytes(raw)
+
+
+SPARSE_BYTES = 30 * 2**30
+"""Size of the sparse state file of the workspace (30 GiB, a few KiB on disk)."""
 
 
 TENSORFLOW_MADE = ("float.tflite", "conv2d.tflite", "uint8_io.tflite")
@@ -169,9 +208,20 @@ def _npy(arr: np.ndarray) -> bytes:
 
 
 def snapshot(ws: Path) -> dict[str, str]:
-    """Every file under ``ws`` with a hash of its content."""
-    return {str(p.relative_to(ws)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(ws.rglob("*")) if p.is_file()}
+    """Every file and folder under ``ws`` (symlinks as such) with a hash of a file's content
+    (of a sparse giant, its size and time)."""
+    out = {}
+    for p in sorted(ws.rglob("*")):
+        key = str(p.relative_to(ws))
+        if p.is_symlink():
+            out[key] = "-> " + os.readlink(p)
+        elif p.is_dir():
+            out[key] = "folder"
+        elif p.stat().st_size > 2**26:
+            out[key] = f"{p.stat().st_size} bytes, modified {p.stat().st_mtime_ns}"
+        else:
+            out[key] = hashlib.sha256(p.read_bytes()).hexdigest()
+    return out
 
 
 @dataclass
@@ -199,13 +249,21 @@ def workspace(root: Path) -> Iterator[Workspace]:
 
     from export.serial.link import connect
     from export.serial.settings import LinkSettings
-    from firmware_sim.device import Device
+    from firmware_sim.device import PRESETS, Device
+    from firmware_sim.flash import FILE_HEADER, Flash
     from firmware_sim.serve import PtyServer, TcpServer
     from tests.device_helpers import SMALL, upload
 
     for name, data in _files(root).items():
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         (root / name).write_bytes(data)
+    with open(root / "sparse.bin", "wb") as fh:  # a state file's header, then 30 GiB of hole
+        fh.write(FILE_HEADER.pack(b"M1FLASH1", 256 * 1024, 2048))
+        fh.truncate(SPARSE_BYTES)
+    (root / "link.pt").symlink_to("mlp.pt")
+    (root / "link.m1w").symlink_to("model.m1w")
+    part = PRESETS["cortex-m4"]
+    locked = Flash(part.flash_bytes, part.page_bytes, path=root / "locked.bin")  # a device's
     devices = []
     for _ in range(3):
         dev = Device(SMALL)
@@ -215,9 +273,12 @@ def workspace(root: Path) -> Iterator[Workspace]:
     closed = f"socket://127.0.0.1:{probe.getsockname()[1]}"
     probe.close()
     quick = LinkSettings(timeout_s=0.2)
-    with PtyServer(devices[0]) as free, PtyServer(devices[1]) as pty, \
-            TcpServer(devices[2]) as tcp, connect(pty.url, quick), connect(tcp.url, quick):
-        yield Workspace(root, free.url, pty.url, tcp.url, closed)
+    try:
+        with PtyServer(devices[0]) as free, PtyServer(devices[1]) as pty, \
+                TcpServer(devices[2]) as tcp, connect(pty.url, quick), connect(tcp.url, quick):
+            yield Workspace(root, free.url, pty.url, tcp.url, closed)
+    finally:
+        locked.close()
 
 
 # --------------------------------------------------------------------------- the cases
@@ -237,7 +298,7 @@ class Case:
 
     @property
     def command(self) -> str:
-        return self.args[0] if self.args[0] != "export" else "export onnx"
+        return " ".join(self.args[:2]) if self.args[0] == "export" else self.args[0]
 
 
 def C(what: str, args: str, says: str, code: int = 2) -> Case:
@@ -249,11 +310,13 @@ CLI_CASES: tuple[Case, ...] = (
     C("an unknown option", "tasks --colour", "unrecognized arguments: --colour"),
     C("an unknown task", "simulate --task chess --out {ws}/run", "unknown task 'chess'"),
     C("zero epochs", "simulate --task digits --epochs 0 --out {ws}/run",
-      "--epochs must be at least 1"),
-    C("a negative seed", "simulate --task digits --seed -3 --out {ws}/run", "--seed must be >= 0"),
+      "argument --epochs: 0 is out of range"),
+    C("a negative seed", "simulate --task digits --seed -3 --out {ws}/run",
+      r"argument --seed: -3 is out of range \(allowed: whole numbers 0 to 4294967295\)"),
     C("an unknown preset", "simulate --task digits --preset steam --out {ws}/run", "steam"),
     C("an unknown learning rule", "simulate --task digits --rule magic --out {ws}/run", "magic"),
-    C("zero A-units", "simulate --task digits --n-a 0 --out {ws}/run", "--n-a must be at least 1"),
+    C("zero A-units", "simulate --task digits --n-a 0 --out {ws}/run",
+      "argument --n-a: 0 is out of range"),
     C("a parameter set to NaN", "simulate --task digits --set read_noise=nan --out {ws}/run",
       "read_noise"),
     C("a parameter that does not exist", "simulate --task digits --set warp=9 --out {ws}/run",
@@ -265,11 +328,11 @@ CLI_CASES: tuple[Case, ...] = (
     C("a negative seed", "replay --quick --seed -1", "seed"),
     # playground (refused before anything listens)
     C("no tabs at all", "playground --no-browser --max-tabs 0",
-      r"--max-tabs must be in \[1, 10000\]; got 0"),
+      r"--max-tabs: 0 is out of range \(allowed: whole numbers 1 to 10000 tabs\)"),
     C("a port beyond 65535", "playground --no-browser --port 70000",
-      r"--port must be in \[0, 65535\]"),
+      r"--port: 70000 is out of range \(allowed: whole numbers 1 to 65535, or 0"),
     C("a negative number of workers", "playground --no-browser --port 0 --workers -1",
-      r"--workers must be in \[0, 64\]; got -1"),
+      r"--workers: -1 is out of range \(allowed: whole numbers 0 to 64 processes\)"),
     # sweep
     C("a parameter that does not exist", "sweep --task e-f --grid warp=1,2 --out {ws}/run",
       "unknown parameter 'warp'"),
@@ -277,12 +340,24 @@ CLI_CASES: tuple[Case, ...] = (
       "the grid of read_noise is empty"),
     C("a grid value out of its part's range",
       "sweep --task e-f --grid stuck_fraction=0,1.5 --out {ws}/run",
-      r"stuck_fraction must be in \[0, 1\); got 1.5"),
+      r"stuck_fraction = 1.5 is out of range \(allowed: \[0, 1\)\)"),
     C("zero seeds", "sweep --task e-f --seeds 0 --out {ws}/run", "at least 1"),
     C("a text file as the spec", "sweep --spec {ws}/notes.txt --out {ws}/run",
       "notes.txt: not a valid TOML spec"),
     C("a file as the output folder", "sweep --task e-f --out {ws}/picture.png",
       "exists and is not a folder"),
+    C("a hundred trillion seeds", "sweep --task xor --seeds 99999999999999 --out {ws}/run",
+      "seeds: 99,999,999,999,999 is more than a sweep holds"),
+    C("ten million grid values", "sweep --task xor --grid read_noise=0:1:10000000 --out "
+      "{ws}/run", "the count of values: 10,000,000 is more than a sweep holds"),
+    C("a setting that fails the first run", "sweep --task xor --n-train 1 --n-a 16 --epochs 1 "
+      "--workers 0 --out {ws}/run", "needs? samples of at least 2 classes"),
+    C("a device as the spec", "sweep --spec /dev/zero --out {ws}/run",
+      "--spec '/dev/zero' is not a regular file"),
+    C("an output folder where none can be made", "sweep --task xor --out /proc/x",
+      "--out '/proc/x': cannot write there"),
+    C("a negative number of workers", "sweep --task xor --workers -1 --out {ws}/run",
+      "argument --workers: -1 is out of range"),
     # train-mlp
     C("hidden sizes that are not numbers", "train-mlp --hidden 64,x --out {ws}/run",
       "hidden layer sizes must be positive whole numbers"),
@@ -334,6 +409,23 @@ CLI_CASES: tuple[Case, ...] = (
       "is a folder"),
     C("evaluation data of the wrong shape", "export tflite {ws}/model.m1w --eval-data "
       "{ws}/short.npy --out {ws}/m.tflite", r"shape \(5, 30\)"),
+    C("the package as the .tflite", "export tflite {ws}/model.m1w --out {ws}/model.m1w",
+      "--out '.*model.m1w' would overwrite MODEL '.*model.m1w', which this command reads"),
+    C("the evaluation data as the .tflite", "export tflite {ws}/model.m1w --eval-data "
+      "{ws}/calib64.npy --out {ws}/calib64.npy", "--out '.*calib64.npy' would overwrite "
+      "--eval-data"),
+    C("a symlink to the package as the .tflite", "export tflite {ws}/model.m1w --out "
+      "{ws}/link.m1w", "--out '.*link.m1w' would overwrite MODEL"),
+    C("a .tflite where none can be written", "export tflite {ws}/model.m1w --out "
+      "/proc/x.tflite", "--out '/proc/x.tflite': cannot write there"),
+    C("an empty output path", "export tflite {ws}/model.m1w --out {empty}",
+      "--out '': an empty path"),
+    C("a folder as the package", "export tflite {ws}/out --out {ws}/m.tflite",
+      "MODEL '.*out' is a folder"),
+    C("a device as the package", "export tflite /dev/zero --out {ws}/m.tflite",
+      "MODEL '/dev/zero' is not a regular file"),
+    C("a negative seed", "export tflite {ws}/model.m1w --seed -1 --out {ws}/m.tflite",
+      "argument --seed: -1 is out of range"),
     # quantize
     C("a PNG as the checkpoint", "quantize {ws}/picture.png --out {ws}/existing.m1w",
       "PNG image"),
@@ -380,6 +472,19 @@ CLI_CASES: tuple[Case, ...] = (
       "not a TensorFlow Lite flatbuffer"),
     C("calibration data for a .tflite", "quantize {ws}/mlp.tflite --calib-data "
       "{ws}/calib64.npy --out {ws}/q.m1w", "quantized already: .* --calib-data"),
+    C("the .tflite as the package", "quantize {ws}/mlp.tflite --out {ws}/mlp.tflite",
+      "--out '.*mlp.tflite' would overwrite MODEL '.*mlp.tflite', which this command reads"),
+    C("one file for a .tflite's package and its ONNX", "quantize {ws}/mlp.tflite --out "
+      "{ws}/q.m1w --onnx {ws}/q.m1w", "--onnx '.*q.m1w' and --out '.*q.m1w' name the same file"),
+    C("the evaluation data as a .tflite's report", "quantize {ws}/mlp.tflite --eval-data "
+      "{ws}/calib64.npy --out {ws}/q.m1w --report {ws}/calib64.npy",
+      "--report '.*calib64.npy' would overwrite --eval-data"),
+    C("a .tflite's package where none can be written", "quantize {ws}/mlp.tflite --out "
+      "/proc/x.m1w", "--out '/proc/x.m1w': cannot write there"),
+    C("a .tflite's report under a file", "quantize {ws}/mlp.tflite --out {ws}/q.m1w --report "
+      "{ws}/picture.png/r.json", "--report '.*r.json': a part of the path is a file"),
+    C("a negative seed for a .tflite", "quantize {ws}/mlp.tflite --seed -1 --out {ws}/q.m1w",
+      "argument --seed: -1 is out of range"),
     C("an unknown rounding", "quantize {ws}/mlp.pt --rounding even --out {ws}/q.m1w",
       "invalid choice: 'even'"),
     # push
@@ -395,24 +500,27 @@ CLI_CASES: tuple[Case, ...] = (
     C("a missing port", "push {ws}/model.m1w --port /dev/ttyUSB9", "cannot open port"),
     C("a closed TCP port", "push {ws}/model.m1w --port {closed_tcp}", "cannot open port"),
     C("a port that is not a URL pyserial knows", "push {ws}/model.m1w --port carrier://pigeon",
-      "cannot open port"),
+      "the scheme carrier:// is not one the kit opens"),
     C("a port another host holds (pty)", "push {ws}/model.m1w --port {busy_pty}",
       "busy: the port is in use by another program", 8),
     C("a device serving another host (TCP)", "push {ws}/model.m1w --port {busy_tcp}",
       "busy.*serving another host", 8),
     C("zero frames in flight", "push {ws}/model.m1w --port {device} --window 0",
-      "window = 0: must be a whole number >= 1"),
-    C("a zero baud rate", "push {ws}/model.m1w --port {device} --baud 0", "baud = 0"),
-    C("a NaN timeout", "push {ws}/model.m1w --port {device} --timeout nan", "timeout = nan"),
+      "argument --window: 0 is out of range"),
+    C("a zero baud rate", "push {ws}/model.m1w --port {device} --baud 0",
+      "argument --baud: 0 is out of range"),
+    C("a NaN timeout", "push {ws}/model.m1w --port {device} --timeout nan",
+      "argument --timeout: nan is not a number"),
     C("a negative number of retries", "push {ws}/model.m1w --port {device} --retries -1",
-      "retries = -1"),
+      "argument --retries: -1 is out of range"),
     C("a slot that does not exist", "push {ws}/model.m1w --port {device} --slot C",
       "invalid choice: 'C'"),
     C("a folder as the JSON report", "push {ws}/model.m1w --port {device} --json {ws}/out",
       "--json '.*out' is a folder"),
     # infer
     C("neither images nor a task", "infer --port {device}", "give image files or --task"),
-    C("zero images", "infer --port {device} --task digits --n 0", "--n 0: must be at least 1"),
+    C("zero images", "infer --port {device} --task digits --n 0",
+      "argument --n: 0 is out of range"),
     C("an unknown task", "infer --port {device} --task chess", "chess"),
     C("a task the device's model does not know", "infer --port {device} --task xor",
       "the device's model knows classes"),
@@ -428,6 +536,14 @@ CLI_CASES: tuple[Case, ...] = (
       "not a weight package"),
     C("a damaged package as the model file",
       "infer {ws}/bright.png --port {device} --model {ws}/flipped.m1w", "CRC-32 mismatch"),
+    C("the model file as the JSON report", "infer {ws}/bright.png --port {device} --model "
+      "{ws}/model.m1w --json {ws}/model.m1w", "--json '.*model.m1w' would overwrite --model"),
+    C("a JSON report where none can be written", "infer --port {device} --task digits --json "
+      "/proc/x.json", "--json '/proc/x.json': cannot write there"),
+    C("a folder as the JSON report", "infer {ws}/bright.png --port {device} --json {ws}/out",
+      "--json '.*out' is a folder"),
+    C("an empty JSON report path", "infer {ws}/bright.png --port {device} --json {empty}",
+      "--json '': an empty path"),
     C("another model than the device runs as the model file",
       "infer {ws}/bright.png --port {device} --model {ws}/other.m1w",
       "is not the device's active model"),
@@ -458,15 +574,45 @@ CLI_CASES: tuple[Case, ...] = (
     C("a missing port", "rollback --port /dev/ttyUSB9", "cannot open port"),
     C("a folder as the JSON report", "rollback --port {device} --check --json {ws}/out",
       "--json .* is a folder"),
+    # their outputs, checked before any byte goes to a device
+    C("the package as its JSON report", "info {ws}/model.m1w --json {ws}/model.m1w",
+      "would overwrite MODEL"),
+    C("a JSON list where none can be written", "ports --json /proc/x.json", "cannot write there"),
+    C("a trace where none can be written", "status --port {device} --trace /proc/x.log",
+      "cannot write there"),
+    C("one file for the JSON report and the trace", "rollback --port {device} --check --json "
+      "{ws}/r.json --trace {ws}/r.json", "name the same file"),
+    C("the package as the trace", "push {ws}/model.m1w --port {device} --trace {ws}/model.m1w",
+      "would overwrite MODEL"),
+    C("the image as the trace", "infer {ws}/bright.png --port {device} --trace {ws}/bright.png",
+      "would overwrite IMAGES"),
+    C("a trace where none can be written", "push {ws}/other.m1w --port {device} --trace "
+      "/proc/x.log", "cannot write there"),
+    C("a text file as an image, traced (refused before the device is asked anything)",
+      "infer {ws}/notes.txt --port {device} --trace {ws}/t.log", "not a readable image"),
+    C("a PNG as the package, traced (refused before the device is asked anything)",
+      "push {ws}/picture.png --port {device} --trace {ws}/t.log", "not a valid weight package"),
+    # export c
+    C("a missing package", "export c {ws}/nothing.m1w --out {ws}/csrc", "model file not found"),
+    C("a PNG as the package", "export c {ws}/picture.png --out {ws}/csrc",
+      "picture.png is not a valid weight package"),
+    C("a folder as the package", "export c {ws}/out --out {ws}/csrc", "is a folder"),
+    C("the package as the output folder", "export c {ws}/model.m1w --out {ws}/model.m1w",
+      "exists and is not a folder"),
+    C("a folder that is not empty as the output", "export c {ws}/model.m1w --out {ws}/blocked",
+      "exists and is not an empty folder"),
+    C("an output folder where none can be made", "export c {ws}/model.m1w --out /proc/x",
+      "cannot write there"),
     # device
     C("a flash that is not a whole number of pages", "device --pty --flash 1000",
       "multiple of the page size"),
     C("a page size that is not a power of two", "device --pty --page 1000", "power of two"),
     C("frames too small for any request", "device --pty --max-payload 10",
-      "max_payload = 10: allowed 64 to 65535"),
+      "argument --max-payload: 10 is out of range .*64 to 65535"),
     C("a size that is not a size", "device --pty --ram lots", "size 'lots' is not a number"),
-    C("a zero RAM arena", "device --pty --ram 0", "ram_bytes = 0"),
-    C("a negative baud rate", "device --pty --baud -9600", "baud = -9600"),
+    C("a zero RAM arena", "device --pty --ram 0", "argument --ram: 0 is out of range"),
+    C("a negative baud rate", "device --pty --baud -9600",
+      "argument --baud: -9600 is out of range .*or 0 \\(unpaced\\)"),
     C("a negative turnaround", "device --pty --turnaround -5", "turnaround"),
     C("a NaN turnaround", "device --pty --turnaround nan", "turnaround"),
     C("the user's file as the flash state", "device --pty --state {ws}/flash.bin",
@@ -475,7 +621,118 @@ CLI_CASES: tuple[Case, ...] = (
     C("a TCP port another program listens on", "device --listen {busy_listen}",
       "cannot listen on 127.0.0.1"),
     C("a folder as the flash state", "device --pty --state {ws}/out", "out"),
+    C("a TCP port another program listens on, with a new state file", "device --listen "
+      "{busy_listen} --state {ws}/new.bin", "cannot listen on 127.0.0.1"),
+    C("a TCP port another program listens on, for the C firmware", "device --firmware host "
+      "--listen {busy_listen} --state {ws}/new.bin", "cannot listen on 127.0.0.1"),
     C("neither --pty nor --listen", "device", "one of the arguments --pty --listen"),
+    # outputs that are inputs or each other (resolved through symlinks), refused before any work
+    C("the checkpoint as the package", "quantize {ws}/mlp.pt --out {ws}/mlp.pt",
+      "--out '.*mlp.pt' would overwrite MODEL '.*mlp.pt', which this command reads"),
+    C("one file for the package and its ONNX",
+      "quantize {ws}/mlp.pt --out {ws}/q.m1w --onnx {ws}/q.m1w",
+      "--onnx '.*q.m1w' and --out '.*q.m1w' name the same file"),
+    C("one file for the package and its report",
+      "quantize {ws}/mlp.pt --out {ws}/q.m1w --report {ws}/q.m1w",
+      "--report '.*q.m1w' and --out '.*q.m1w' name the same file"),
+    C("a symlink to the checkpoint as the package", "quantize {ws}/mlp.pt --out {ws}/link.pt",
+      "--out '.*link.pt' would overwrite MODEL"),
+    C("the package as its JSON report", "push {ws}/model.m1w --port {device} --json "
+      "{ws}/model.m1w", "--json '.*model.m1w' would overwrite MODEL"),
+    C("the image as the JSON report", "infer {ws}/bright.png --port {device} --json "
+      "{ws}/bright.png", "--json '.*bright.png' would overwrite IMAGES"),
+    C("a JSON report where none can be written", "push {ws}/other.m1w --port {device} --json "
+      "/proc/x.json", "--json '/proc/x.json': cannot write there"),
+    # outputs where nothing can be written: found before the work, named as the user gave them
+    C("an output folder where none can be made", "train-mlp --epochs 60 --out /proc/x",
+      "--out '/proc/x': cannot write there"),
+    C("an output folder where none can be made", "export onnx {ws}/mlp.pt --out /proc/x",
+      "--out '/proc/x': cannot write there"),
+    C("an output file where none can be made", "quantize {ws}/mlp.pt --out /proc/x.m1w",
+      "--out '/proc/x.m1w': cannot write there"),
+    C("an output folder where none can be made", "simulate --task digits --out /proc/x",
+      "--out '/proc/x': cannot write there"),
+    C("an output folder where none can be made", "replay --quick --out /proc/x",
+      "--out '/proc/x': cannot write there"),
+    C("an empty output path", "simulate --task digits --out {empty}",
+      "--out '': an empty path"),
+    C("an output folder under a file", "train-mlp --out {ws}/picture.png/run",
+      "a part of the path is a file"),
+    C("a folder where the run writes its report", "simulate --task xor --n-a 16 --out "
+      "{ws}/blocked", "report.json in --out '.*blocked' is a folder, link or device"),
+    C("a folder as the checkpoint", "export onnx {ws}/out --out {ws}/bundle",
+      "MODEL '.*out' is a folder"),
+    C("a folder as the checkpoint", "quantize {ws}/out --out {ws}/q.m1w",
+      "MODEL '.*out' is a folder"),
+    # the device owns its state file
+    C("a state file another device holds", "device --listen 127.0.0.1:0 --state "
+      "{ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
+    C("a device as the state file", "device --pty --state /dev/zero",
+      "flash state '/dev/zero' is not a regular file"),
+    C("a state file another device holds, for the firmware under QEMU", "device --firmware m3 "
+      "--pty --state {ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
+    C("a device as the state file, for the firmware under QEMU",
+      "device --firmware m4 --pty --state /dev/zero", "is not a regular file"),
+    C("a state file another device holds, for the C firmware", "device --firmware host --pty "
+      "--state {ws}/locked.bin", "flash state '.*locked.bin' is in use by another device"),
+    C("a damaged state file, for the C firmware", "device --firmware host --pty --state "
+      "{ws}/damaged.bin", "damaged: the erase counter of page 127"),
+    C("a 30 GiB sparse state file", "device --pty --state {ws}/sparse.bin",
+      "sparse.bin is 32,212,254,720 bytes, expected 262,672: truncated or damaged"),
+    C("a damaged erase counter in the state file", "device --pty --state {ws}/damaged.bin",
+      "damaged: the erase counter of page 127 reads 4,294,967,295"),
+    # sizes and ranges from what the machine can hold
+    C("a 60000 x 60000 PNG", "infer {ws}/huge.png --port {device}",
+      "an image of 60000 x 60000 pixels; allowed at most 16,777,216"),
+    C("a hundred million A-units", "simulate --task digits --n-a 100000000 --out {ws}/run",
+      "argument --n-a: 100000000 is out of range"),
+    C("ten billion training images", "simulate --task digits --n-train 10000000000 "
+      "--out {ws}/run", "argument --n-train: 10000000000 is out of range"),
+    C("more memory than the computer has", "simulate --task square-circle --n-a 65536 "
+      "--n-train 10000000 --out {ws}/run", "would need about .* GiB of memory"),
+    C("a run past the machine clock", "simulate --task digits --n-a 65536 --n-r 64 --set "
+      "step_s=3600 --set max_running=1 --set steps_per_correction=1000 --out {ws}/run",
+      "could run past the machine clock's 292,271 years"),
+    C("a dwell time of three million years", "simulate --task digits --set dwell_s=1e14 "
+      "--out {ws}/run", r"dwell_s: 1e14 is out of range \(allowed: \[0, 3600\] s\)"),
+    C("a change time of three million years", "simulate --task digits --set change_s=1e14 "
+      "--out {ws}/run", "change_s: 1e14 is out of range"),
+    C("a motor step of three million years", "simulate --task digits --set step_s=1e14 "
+      "--out {ws}/run", "step_s: 1e14 is out of range"),
+    C("contact noise of 1e308", "simulate --task digits --set read_noise=1e308 --out {ws}/run",
+      "read_noise: 1e308 is out of range"),
+    C("a threshold spread of 1e308", "simulate --task digits --set a_theta_spread=1e308 "
+      "--out {ws}/run", "a_theta_spread: 1e308 is out of range"),
+    C("an infinite gamma", "simulate --task digits --set gamma=inf --out {ws}/run",
+      r"gamma: inf is out of range \(allowed: \(0, 5\]\)"),
+    C("an infinite lamp", "simulate --task digits --set lamp_lux=inf --out {ws}/run",
+      "lamp_lux: inf is out of range"),
+    C("a gamma of a billion", "simulate --task digits --set gamma=1e9 --out {ws}/run",
+      "gamma: 1e9 is out of range"),
+    C("an end stop at 1e308", "simulate --task digits --set w_max=1e308 --out {ws}/run",
+      r"w_max: 1e308 is out of range .*or inf \(no end stop\)"),
+    C("a hidden layer of a hundred million units", "train-mlp --hidden 100000000 --out "
+      "{ws}/run", "hidden layer size 100000000 .* is out of range"),
+    C("a hidden layer of zero units", "train-mlp --hidden 0 --out {ws}/run",
+      "hidden layer size 0 .* is out of range .*none for no hidden layer"),
+    C("layers too wide for the memory", "train-mlp --hidden 65536,65536,65536 --out {ws}/run",
+      "would need about .* GiB of memory"),
+    C("a baud rate of 1e14", "push {ws}/model.m1w --port {device} --baud 99999999999999",
+      "argument --baud: 99999999999999 is out of range"),
+    C("a baud rate of 1e14", "infer {ws}/bright.png --port {device} --baud 99999999999999",
+      "argument --baud: 99999999999999 is out of range"),
+    C("a baud rate of 9", "push {ws}/model.m1w --port {closed_tcp} --baud 9",
+      r"argument --baud: 9 is out of range \(allowed: whole numbers 1200 to"),
+    C("a complex array of images", "infer {ws}/complex.npy --port {device}",
+      "complex.npy: an array of complex128; images are real numbers"),
+    # ports: one line saying what a port must look like
+    C("a pyserial URL the kit does not open", "push {ws}/model.m1w --port "
+      "alt:///dev/ttyS9?class=PosixPollSerial", "the scheme alt:// is not one the kit opens"),
+    C("a socket URL without a port", "push {ws}/model.m1w --port socket://127.0.0.1",
+      "expected socket://HOST:PORT with a port number"),
+    C("an RFC 2217 URL without a port", "push {ws}/model.m1w --port rfc2217://garbage",
+      "expected rfc2217://HOST:PORT with a port number"),
+    C("an empty port", "push {ws}/model.m1w --port {empty}", "port '' is empty"),
 )
 """What ``mark1`` is given, and what its one-line answer must say."""
 
@@ -483,7 +740,7 @@ CLI_CASES: tuple[Case, ...] = (
 def _fill(case: Case, ws: Workspace) -> list[str]:
     values = {"ws": str(ws.path), "device": ws.device, "busy_pty": ws.busy_pty,
               "busy_tcp": ws.busy_tcp, "closed_tcp": ws.closed_tcp,
-              "busy_listen": ws.busy_listen}
+              "busy_listen": ws.busy_listen, "empty": ""}
     return [a.format(**values) for a in case.args]
 
 
@@ -561,6 +818,35 @@ def test_the_same_answers_from_a_real_process(case, ws):
     before = snapshot(ws.path)
     res = run_cli(*_fill(case, ws), cwd=ws.path, timeout=120)
     check(case, Answer(res.returncode, res.stderr, res.stdout))
+    assert snapshot(ws.path) == before
+
+
+BAD_STATE_FILES: tuple[tuple[str, ...], ...] = (
+    ("--state", "{ws}/locked.bin"), ("--state", "{ws}/damaged.bin"),
+    ("--state", "{ws}/sparse.bin"), ("--state", "/dev/zero"), ("--state", "{ws}/flash.bin"),
+    ("--state", "{ws}/out"), ("--state", "{ws}/notes.txt/flash.bin"),
+    ("--state", "/proc/x.bin"), ("--state", "{empty}"),
+    ("--flash", "128K", "--state", "{ws}/damaged.bin"),
+)
+"""State files a device must refuse: held by another device, damaged, 30 GiB, a device file,
+the user's file, a folder, under a file, where none can be made, no name, another geometry."""
+
+
+@pytest.mark.parametrize("firmware", ["host", "m3"])
+@pytest.mark.parametrize("state", BAD_STATE_FILES, ids=lambda a: " ".join(a).replace("{ws}/", ""))
+def test_the_c_firmware_refuses_a_state_file_with_the_simulators_words(state, firmware, ws):
+    """``device --firmware host`` (and ``m3``, under QEMU) checks and locks its state file as
+    the simulator does, before the firmware is built or QEMU looked for: the same one line,
+    exit 2, the file left as it was."""
+    from tests.conftest import run_cli
+
+    argv = _fill(Case("", ("device", "--pty", *state), ""), ws)
+    before = snapshot(ws.path)
+    sim = run_in_process(argv)
+    host = run_cli(*argv[:1], "--firmware", firmware, *argv[1:], cwd=ws.path, timeout=120)
+    assert sim.code == 2 and len(sim.stderr.strip().splitlines()) == 1, sim
+    assert (host.returncode, host.stderr) == (sim.code, sim.stderr)
+    assert "Traceback" not in host.stderr and host.stdout == ""
     assert snapshot(ws.path) == before
 
 
@@ -659,14 +945,37 @@ API_CASES: tuple[ApiCase, ...] = (
     A("an empty package to push", "push('loop://', b'')", "package truncated"),
     A("a string to push", "push('loop://', 'model.m1w')", "bytes", TypeError),
     A("zero frames in flight", "LinkSettings(window=0)", "window = 0"),
-    A("a NaN timeout", "LinkSettings(timeout_s=float('nan'))", "timeout = nan"),
-    A("a baud rate as text", "LinkSettings(baud='fast')", "baud = 'fast'"),
+    A("a NaN timeout", "LinkSettings(timeout_s=float('nan'))", "timeout_s = nan is not a number"),
+    A("a baud rate as text", "LinkSettings(baud='fast')", "baud = 'fast' is not a whole number",
+      TypeError),
     A("a flash page that is not a power of two", "DeviceConfig(page_bytes=1000)",
       "power of two"),
     A("frames too small", "DeviceConfig(max_payload=10)", "max_payload = 10"),
     A("a flash size as text", "Flash('16K', 512)", "flash size must be an int", TypeError),
     A("a negative baud rate for the line", "LinkTiming(baud=-1)", "baud = -1"),
     A("a bit error rate above 1", "LineFaults(ber=2.0)", "ber = 2.0"),
+    A("a hundred million A-units", "MarkI(n_a=100_000_000).fit(np.zeros((2, 400)), [0, 1])",
+      "n_a = 100000000 is out of range"),
+    A("a machine parameter of 1e308", "CdSCells(gamma=1e308)", r"gamma = 1e\+308 is out of range"),
+    A("a baud rate past the fastest UART", "LinkSettings(baud=99_999_999)",
+      "baud = 99999999 is out of range"),
+    A("a flash larger than the simulator holds", "DeviceConfig(flash_bytes=2**31)",
+      "flash_bytes = 2147483648 is out of range"),
+    A("zero calibration images", "quantize_file(ws / 'mlp.pt', ws / 'q.m1w', calib=0)",
+      "calib = 0 is out of range"),
+    A("an output that is the input", "plan(ws / 'mlp.pt', ws / 'mlp.pt')",
+      "would overwrite CHECKPOINT"),
+    A("an output where none can be made", "plan(ws / 'mlp.pt', '/proc/x')",
+      "--out '/proc/x': cannot write there"),
+    A("a port URL without a port", "check_port('socket://127.0.0.1')",
+      "expected socket://HOST:PORT"),
+    A("a 60000 x 60000 PNG", "read_images([str(ws / 'huge.png')])", "60000 x 60000 pixels"),
+    A("a device as the flash state", "claim_state_file('/dev/zero', 2048, 256)",
+      "not a regular file"),
+    A("a sparse 30 GiB flash state", "claim_state_file(ws / 'sparse.bin', 256 * 1024, 2048)",
+      "is 32,212,254,720 bytes"),
+    A("a flash state another device holds",
+      "claim_state_file(ws / 'locked.bin', 256 * 1024, 2048)", "in use by another device"),
 )
 """Public functions and what their error must say."""
 
@@ -676,28 +985,40 @@ def _api_names(ws: Path) -> dict[str, Any]:
 
     from export.contract.golden import golden_forward, quantize_input
     from export.contract.package import decode_package, encode_package
-    from export.int8.quantize import quantize_mlp
+    from export.int8.quantize import quantize_file, quantize_mlp
     from export.onnx.bundle import export_bundle
     from export.onnx.checkpoint import load_checkpoint
     from export.onnx.mlp import train_mlp_to_dir
+    from export.serial.link import check_port
     from export.serial.push import push
     from export.serial.settings import LinkSettings
     from export.sources.dispatch import load_mlp
     from export.sources.user_data import feature_rows
     from firmware_sim.device import DeviceConfig
     from firmware_sim.engine import Engine
-    from firmware_sim.flash import Flash
+    from firmware_sim.flash import Flash, claim_state_file
     from firmware_sim.lossy_link import LineFaults
     from firmware_sim.serve import LinkTiming
-    from mark1.images import to_retina
+    from mark1.images import read_images, to_retina
+    from mark1.io import OutputPlan
     from mark1.machine import MarkI, load_machine
+    from mark1.retina import CdSCells
     from mark1.stimuli import make_task
+
+    def plan(source: Path, out: str | Path) -> None:
+        """A command's plan reading ``source`` and writing ``out``, checked."""
+        p = OutputPlan()
+        p.read("CHECKPOINT", source)
+        p.write_file("--out", out)
+        with p:
+            pass
 
     pkg_bytes = (ws / "model.m1w").read_bytes()
     functions = (export_bundle, load_checkpoint, golden_forward, quantize_input,
                  train_mlp_to_dir, decode_package, encode_package, quantize_mlp, LinkSettings,
                  push, DeviceConfig, Engine, Flash, LineFaults, LinkTiming, to_retina, MarkI,
-                 load_machine, make_task, load_mlp, feature_rows)
+                 load_machine, make_task, quantize_file, check_port, claim_state_file,
+                 read_images, CdSCells, plan, load_mlp, feature_rows)
     return {**{f.__name__: f for f in functions}, "np": np, "sparse": sparse, "ws": ws,
             "png": png_bytes(),
             "pkg_bytes": pkg_bytes, "pkg": decode_package(pkg_bytes),
@@ -738,6 +1059,8 @@ def _short(text: str, ws: Workspace) -> str:
                       (ws.busy_listen, "127.0.0.1:PORT"),
                       (ws.closed_tcp, "socket://127.0.0.1:CLOSED")):
         text = text.replace(url, name)
+    text = text.replace(f"('127.0.0.1', {ws.busy_listen.rpartition(':')[2]})",
+                        "('127.0.0.1', PORT)")
     text = re.sub(r"^mark1( [\w-]+)*: error: ", "", text)
     return text.replace("|", "\\|")
 
@@ -755,7 +1078,7 @@ def markdown(root: Path) -> str:
                 ans = run_in_process(_fill(case, ws))
                 same = snapshot(ws.path) == before
                 line = _short(ans.line, ws) + ("" if same else " **(files changed!)**")
-                args = " ".join(_short(a, ws) for a in _fill(case, ws))
+                args = " ".join(_short(a, ws) or "''" for a in _fill(case, ws))
                 rows.append(f"| `mark1 {args}` | {case.what} | {ans.code} | {line} |")
         finally:
             os.chdir(cwd)
@@ -778,7 +1101,7 @@ def shown_args(case: Case) -> str:
     """The command line of ``case`` as the table shows it."""
     fake = Workspace(Path("WS"), "/dev/pts/N", "/dev/pts/M", "socket://127.0.0.1:PORT",
                      "socket://127.0.0.1:CLOSED")
-    return " ".join(a.replace("WS/", "") for a in _fill(case, fake))
+    return " ".join(a.replace("WS/", "") or "''" for a in _fill(case, fake))
 
 
 def test_the_table_in_the_doc_has_every_case():
@@ -796,7 +1119,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Run the bad-input table.")
     ap.add_argument("--markdown", action="store_true", help="print the table as markdown")
     ap.add_argument("--update", action="store_true",
-                    help=f"write it into {DOC.relative_to(ROOT)} between its markers")
+                    help=f"write it, and the ranges table, into {DOC.relative_to(ROOT)} "
+                    "between their markers")
     args = ap.parse_args(argv)
     with tempfile.TemporaryDirectory() as tmp:
         table = markdown(Path(tmp))
@@ -804,10 +1128,14 @@ def main(argv: list[str] | None = None) -> int:
         print(table, end="")
     if args.update:
         from mark1.io import atomic_write_text
+        from tests import test_limits
 
         doc = DOC.read_text()
-        start, end = doc.index(BEGIN) + len(BEGIN), doc.index(END)
-        atomic_write_text(DOC, doc[:start] + table + doc[end:])
+        for begin, end, text in ((BEGIN, END, table),
+                                 (test_limits.BEGIN, test_limits.END, test_limits.markdown())):
+            start, stop = doc.index(begin) + len(begin), doc.index(end)
+            doc = doc[:start] + text + doc[stop:]
+        atomic_write_text(DOC, doc)
     return 0
 
 

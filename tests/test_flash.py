@@ -9,14 +9,18 @@ import zlib
 import pytest
 
 from firmware_sim.flash import (
+    FILE_HEADER,
     LEGACY_ID,
+    MAX_ERASES,
     RECORD,
     CommitRecord,
     Flash,
     FlashError,
     ModelStore,
     PowerLoss,
+    claim_state_file,
     image_id,
+    state_file_bytes,
 )
 
 
@@ -229,3 +233,61 @@ def _damage(store: ModelStore, slot: int) -> None:
     raw[5] ^= 1
     store.flash.erase(page)
     store.flash.write(page * size, bytes(raw))
+
+
+def test_one_device_owns_its_state_file(tmp_path):
+    path = tmp_path / "flash.bin"
+    first = Flash(2048, 256, path=path)
+    first.erase(2)
+    with pytest.raises(ValueError, match="flash.bin' is in use by another device"):
+        Flash(2048, 256, path=path)
+    again = first.power_cycle()  # the same device restarting takes it back
+    with pytest.raises(ValueError, match="in use by another device"):
+        claim_state_file(path, 2048, 256)
+    again.close()
+    second = Flash(2048, 256, path=path)  # free once the first has gone
+    assert second.erase_counts[2] == 1
+    second.close()
+
+
+def test_a_state_file_of_the_wrong_kind_or_size_is_refused_before_it_is_read(tmp_path):
+    import os
+
+    os.mkfifo(tmp_path / "pipe")
+    (tmp_path / "folder").mkdir()
+    sparse = tmp_path / "sparse.bin"
+    with open(sparse, "wb") as fh:
+        fh.write(FILE_HEADER.pack(b"M1FLASH1", 2048, 256))
+        fh.truncate(30 * 2**30)  # 30 GiB, a few bytes on disk
+    cases = [("/dev/zero", "is not a regular file"), (tmp_path / "pipe", "is not a regular file"),
+             (tmp_path / "folder", "is a folder"),
+             (sparse, "is 32,212,254,720 bytes, expected 2,096: truncated or damaged"),
+             ("", "path is empty")]
+    for path, says in cases:
+        with pytest.raises(ValueError, match=says):
+            Flash(2048, 256, path=path)
+    assert sparse.stat().st_size == 30 * 2**30 and sparse.stat().st_blocks < 64
+    assert state_file_bytes(2048, 256) == 2096
+
+
+def test_a_damaged_erase_counter_is_reported_and_the_file_left_as_it_was(tmp_path):
+    path = tmp_path / "flash.bin"
+    Flash(2048, 256, path=path).close()
+    raw = bytearray(path.read_bytes())
+    raw[FILE_HEADER.size + 4 * 5 : FILE_HEADER.size + 4 * 6] = struct.pack("<I", 0xFFFFFFFF)
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ValueError, match=r"flash.bin is damaged: the erase counter of page 5 "
+                                         r"reads 4,294,967,295 \(at most 100,000,000\)"):
+        Flash(2048, 256, path=path)
+    assert path.read_bytes() == bytes(raw)
+    raw[FILE_HEADER.size + 4 * 5 : FILE_HEADER.size + 4 * 6] = struct.pack("<I", MAX_ERASES)
+    path.write_bytes(bytes(raw))
+    worn = Flash(2048, 256, path=path)  # the most a counter may say: accepted
+    assert worn.erase_counts[5] == MAX_ERASES
+    worn.close()
+
+
+def test_a_state_file_made_now_is_removed_again_when_its_device_cannot_start(tmp_path):
+    with pytest.raises(ValueError):
+        Flash(2048, 256, path=tmp_path / "no" / "flash.bin")
+    assert list(tmp_path.iterdir()) == []

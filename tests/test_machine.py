@@ -103,7 +103,7 @@ def test_bad_labels_classes_and_parameters():
         small(gama=0.6)
     with pytest.raises(ValueError, match="unknown rule"):
         small(rule="hebbian").fit(X, np.arange(40) % 2)
-    with pytest.raises(TypeError, match="n_a must be a whole number"):
+    with pytest.raises(TypeError, match="n_a = 1.5 is not a whole number"):
         small(n_a=1.5).fit(X, np.arange(40) % 2)
     with pytest.raises(ValueError, match="classes must be given"):
         small().partial_fit(X, np.arange(40) % 2)

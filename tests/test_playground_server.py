@@ -378,9 +378,12 @@ def test_the_command_refuses_a_port_in_use():
 
 
 @pytest.mark.parametrize("args,says", [
-    (["--port", "70000"], "--port must be in [0, 65535]; got 70000"),
-    (["--max-tabs", "0"], "--max-tabs must be in [1, 10000]; got 0"),
-    (["--workers", "-1"], "--workers must be in [0, 64]; got -1"),
+    (["--port", "70000"], "argument --port: 70000 is out of range (allowed: whole numbers 1 to "
+                          "65535, or 0 (any free port)) (see --help)"),
+    (["--max-tabs", "0"], "argument --max-tabs: 0 is out of range (allowed: whole numbers 1 to "
+                          "10000 tabs) (see --help)"),
+    (["--workers", "-1"], "argument --workers: -1 is out of range (allowed: whole numbers 0 to "
+                          "64 processes) (see --help)"),
 ])
 def test_the_command_refuses_bad_options(args, says):
     done = run_cli("playground", "--no-browser", *args, timeout=120)

@@ -272,3 +272,52 @@ def test_cli_errors_are_one_line_with_documented_codes(tmp_path):
     assert res.returncode == 3 and "no device answering on loop://" in res.stderr
     res = run_cli("push", "--help")
     assert res.returncode == 0 and "exit status" in res.stdout
+
+
+def test_a_push_refused_for_its_report_sends_nothing_to_the_device(tmp_path):
+    """A report that cannot be written is found before the first byte goes out: the device
+    runs its old model and has seen no frame (it used to run the new model, then "bad input")."""
+    from firmware_sim.device import Device
+    from firmware_sim.serve import TcpServer
+    from tests.test_bad_input import run_in_process
+
+    dev = Device(SMALL)
+    old, new = image(), image(seed=1)
+    (tmp_path / "new.m1w").write_bytes(new)
+    with TcpServer(dev) as srv:
+        push(srv.url, old, settings=FAST)
+        frames = dev.status().frames_ok
+        for report in ("/proc/x.json", str(tmp_path / "new.m1w"), str(tmp_path),
+                       str(tmp_path / "new.m1w" / "r.json"), ""):
+            answer = run_in_process(["push", str(tmp_path / "new.m1w"), "--port", srv.url,
+                                     "--json", report, "-q"])
+            assert answer.code == 2 and answer.line.count("\n") == 0, answer
+            assert "--json" in answer.line and ".part" not in answer.line, answer
+        assert srv.sessions == 1  # none of the refused pushes even connected
+    st = dev.status()
+    assert st.frames_ok == frames and st.model_id == decode_package(old).model_id
+    assert st.upload_slot == 0xFF and (tmp_path / "new.m1w").read_bytes() == new
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["new.m1w"]
+
+
+def test_status_erase_totals_saturate_instead_of_faulting_the_device(tmp_path):
+    """Counters that sum past what STATUS's u32 fields hold (a worn-out part) are reported as
+    0xFFFFFFFF: the device keeps answering."""
+    import struct
+
+    from firmware_sim.device import Device, DeviceConfig
+    from firmware_sim.flash import FILE_HEADER, MAX_ERASES
+    from firmware_sim.serve import TcpServer
+
+    part = DeviceConfig(flash_bytes=64 * 1024, page_bytes=1024, ram_bytes=4096, max_payload=512)
+    path = tmp_path / "flash.bin"
+    Device(part, state_path=path).flash.close()
+    raw = bytearray(path.read_bytes())
+    raw[FILE_HEADER.size : FILE_HEADER.size + 4 * 64] = struct.pack("<64I", *[MAX_ERASES] * 64)
+    path.write_bytes(bytes(raw))
+    worn = Device(part, state_path=path)
+    with TcpServer(worn) as srv, connect(srv.url, FAST) as link:
+        st = link.status()
+    worn.flash.close()
+    assert (st.max_erase_count, st.total_erases) == (MAX_ERASES, 0xFFFFFFFF)
+    assert worn.faults == 0

@@ -221,6 +221,18 @@ def test_quantize_file_writes_package_onnx_and_report(small_sources, tmp_path):
     with pytest.raises(ValueError, match="more than the 100 training images"):
         quantize_file(machine, tmp_path / "big.m1w", calib=101)
     assert not (tmp_path / "big.m1w").exists()
+    every = quantize_file(machine, tmp_path / "all.m1w", calib="all")
+    assert every["calibration"]["images"] == 100  # the whole training split
+
+
+def test_cli_calibrates_on_all_training_images_when_told_so(small_sources, tmp_path):
+    """``--calib all``, which the help offers, was refused as not a number."""
+    _, machine = small_sources
+    done = run_cli("quantize", str(machine), "--calib", "all", "--out", str(tmp_path / "a.m1w"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "a.m1w.json").read_text())
+    assert report["calibration"]["images"] == 100
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.int8.onnx", "a.m1w", "a.m1w.json"]
 
 
 def test_cli_quantize_writes_the_three_files(small_sources, tmp_path):

@@ -54,12 +54,13 @@ def test_simulate_raw_mode_and_ideal_preset(cli, tmp_path):
 @pytest.mark.parametrize("args, message", [
     (["--task", "nope"], "unknown task 'nope'"),
     (["--task", "e-f", "--preset", "cds-2000"], "unknown preset 'cds-2000'"),
-    (["--task", "e-f", "--epochs", "0"], "--epochs must be at least 1"),
-    (["--task", "e-f", "--set", "gamma=high"], "gamma takes a float"),
+    (["--task", "e-f", "--epochs", "0"], "argument --epochs: 0 is out of range (allowed: "
+     "whole numbers 1 to"),
+    (["--task", "e-f", "--set", "gamma=high"], "gamma: 'high' is not a number"),
     (["--task", "e-f", "--set", "colour=red"], "unknown machine parameter 'colour'"),
     (["--task", "e-f", "--rule", "hebb"], "unknown rule 'hebb'"),
     (["--task", "letters", "--n-r", "4"], "26 classes is too many for 4 R-units"),
-    (["--task", "e-f", "--n-train", "0"], "--n-train must be at least 1"),
+    (["--task", "e-f", "--n-train", "0"], "argument --n-train: 0 is out of range"),
 ])
 def test_bad_simulate_input_is_one_line_and_writes_nothing(cli, tmp_path, args, message):
     out = tmp_path / "out"

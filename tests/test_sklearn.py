@@ -105,7 +105,8 @@ def test_cross_val_score_and_a_grid_search_over_a_machine_parameter():
     assert best.preset_.pots.stuck_fraction == best.machine["stuck_fraction"] < 0.99
     assert model[-1].machine is None  # the searched estimator itself is untouched
     # a value the part does not allow fails its fits with the part's message
-    with pytest.raises(ValueError, match=r"pots: stuck_fraction must be in \[0, 1\); got 1.0"):
+    with pytest.raises(ValueError,
+                       match=r"pots: stuck_fraction = 1.0 is out of range \(allowed: \[0, 1\)\)"):
         GridSearchCV(model, {"marki__machine__stuck_fraction": [1.0]}, cv=3,
                      error_score="raise").fit(X, y)
 

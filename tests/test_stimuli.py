@@ -56,5 +56,5 @@ def test_xor_is_the_four_points_without_noise():
 def test_an_unknown_task_and_bad_sizes_are_named():
     with pytest.raises(ValueError, match="unknown task 'nope'; allowed: left-right"):
         make_task("nope")
-    with pytest.raises(ValueError, match="n_train must be a positive"):
+    with pytest.raises(ValueError, match=r"n_train = 0 is out of range \(allowed: whole numbers"):
         make_task("xor", n_train=0)

@@ -466,7 +466,7 @@ BAD = [
     (["--task", "e-f", "--grid", "read_noise="], "the grid of read_noise is empty"),
     (["--task", "e-f", "--grid", "read_noise=0:0.1:0"], "the grid of read_noise is empty"),
     (["--task", "e-f", "--grid", "stuck_fraction=0,1.5"],
-     "stuck_fraction must be in [0, 1); got 1.5"),
+     "stuck_fraction = 1.5 is out of range (allowed: [0, 1))"),
     (["--task", "e-f", "--grid", "n_a=0,8"], "n_a must be >= 1; got 0"),
     (["--task", "e-f", "--grid", "preset=ideal,cds-2000"], "unknown preset 'cds-2000'"),
     (["--task", "e-f", "--set", "n_excitatory=2.5"], "n_excitatory takes whole numbers"),
@@ -497,7 +497,7 @@ def test_the_command_line_answers_a_bad_spec_in_one_line(tmp_path):
                     str(tmp_path / "out"), timeout=60)
     assert res.returncode == 2 and res.stdout == ""
     assert res.stderr == ("mark1 sweep: error: grid.stuck_fraction = 1.5: pots: stuck_fraction "
-                          "must be in [0, 1); got 1.5\n")
+                          "= 1.5 is out of range (allowed: [0, 1))\n")
     assert list(tmp_path.iterdir()) == []
 
 

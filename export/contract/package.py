@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import os
 import struct
 import zlib
 from dataclasses import dataclass
@@ -81,6 +82,9 @@ LAYER_ENTRY = struct.Struct("<" + "".join(code for _, code in LAYER_LAYOUT))
 LAYER_OFFSETS = _offsets(LAYER_LAYOUT)
 """Byte offset of each field within a layer table entry."""
 CRC = struct.Struct("<I")
+MAX_PACKAGE_BYTES = 64 * 2**20
+"""Largest package file the host reads: more than the flash of any part the kit serves (a file
+larger than this is refused before it is read)."""
 ID_OFFSET = HEADER_OFFSETS["model_id"]
 """Byte offset of the 32-byte model id in the header."""
 HASHED_FROM = HEADER_OFFSETS["source"]
@@ -834,3 +838,18 @@ def decode_package(data: bytes | bytearray | memoryview) -> Package:
             raise _fail(f"header {name} = {stored}, but the layer table gives {derived}")
     pkg.__dict__["model_id"] = model_id
     return pkg
+
+
+def read_package(path: str | os.PathLike[str]) -> tuple[bytes, Package]:
+    """The bytes and the decoded package of the file ``path``: refused unread (``ValueError``)
+    if larger than any package, and with a message naming the file if it is not a valid one."""
+    size = os.stat(path).st_size
+    if size > MAX_PACKAGE_BYTES:
+        raise ValueError(f"{os.fspath(path)} is {size:,} bytes; a weight package is at most "
+                         f"{MAX_PACKAGE_BYTES:,} bytes")
+    with open(path, "rb") as fh:
+        image = fh.read()
+    try:
+        return image, decode_package(image)
+    except ValueError as exc:
+        raise ValueError(f"{os.fspath(path)} is not a valid weight package: {exc}") from exc

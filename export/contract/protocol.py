@@ -25,6 +25,11 @@ from typing import ClassVar, TypeVar
 from export.contract.cobs import CobsError, cobs_decode, cobs_encode, cobs_max_len
 
 PROTOCOL_VERSION = 2
+MIN_BAUD = 1200
+"""Slowest line rate host and device are set to, in bit/s: at 1200 baud a stopped device is
+given up on within seconds, and a real UART rarely runs slower."""
+MAX_BAUD = 12_000_000
+"""Fastest line rate host and device are set to, in bit/s (the fastest USB serial bridges)."""
 """Version spoken by this module; ``HELLO``/``INFO`` exchange it and the host refuses others.
 Version 2 added the image id to ``COMMIT`` and made the image id the image's SHA-256.
 ``ROLLBACK`` came later without a new version: a device that predates it answers

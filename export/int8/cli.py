@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import argparse
 
-from export.int8.quantize import DEFAULT_CALIB
+from export.int8.quantize import CALIB_LIMIT, DEFAULT_CALIB
+from mark1.limits import SEED
 
 QUANTIZE_EPILOG = """\
 MODEL is an MLP checkpoint (mlp.pt from `mark1 train-mlp`), a Mark I machine file (machine.npz
@@ -30,7 +31,8 @@ the exact product once, as LiteRT does on x86; tflite (the default for a .tflite
 TensorFlow Lite's kernels do, giving the bits TensorFlow Lite Micro computes (package format
 version 2; docs/PACKAGE.md).
 
-Writes three files, each atomically and only once everything has succeeded:
+Writes three files, each whole and only once everything has succeeded (no output may be an
+input or another output; each place is checked before any work):
   OUT                  the weight package (docs/PACKAGE.md)
   OUT minus suffix + .int8.onnx   the same model as QDQ ONNX, opset 13 (or --onnx)
   OUT + .json          the report: float vs int8 accuracy, bytes, RAM, onnxruntime agreement,
@@ -40,12 +42,16 @@ exit status: 0 written; 2 bad input (missing or unreadable file, wrong kind, bad
 """
 
 
-def _calib(text: str) -> int:
-    if not text.strip().isdigit() or int(text) < 1:
+def _calib(text: str) -> int | str:
+    if text.strip().lower() == "all":
+        return "all"
+    try:
+        return int(CALIB_LIMIT.parse(text))
+    except ValueError:
         raise argparse.ArgumentTypeError(
-            f"--calib must be a positive whole number of images; got {text!r}"
-        )
-    return int(text)
+            f"--calib must be a positive whole number of images "
+            f"({CALIB_LIMIT.describe()}) or all; got {text!r}"
+        ) from None
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -69,10 +75,12 @@ def _quantize(args: argparse.Namespace) -> int:
     from export.int8.quantize import quantize_file
     from export.sources.dispatch import sniff
     from firmware_sim.engine import Engine
+    from mark1.io import OutputPlan
 
     if args.eval_data is not None and not 1 <= len(args.eval_data) <= 2:
         raise ValueError(f"--eval-data takes X.npy and optionally y.npy; got "
                          f"{len(args.eval_data)} files")
+    OutputPlan().read("MODEL", args.checkpoint, what="checkpoint")  # a file, before sniffing
     if sniff(args.checkpoint).load_package is not None:
         return _import(args)
     r = quantize_file(
@@ -165,7 +173,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--eval-data", metavar="FILE", nargs="+", default=None,
                    help="X.npy [y.npy]: measure on these inputs (and labels, for accuracy)")
     p.add_argument("--out", required=True, help="weight package to write (e.g. model.m1w)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the calibration draw")
+    p.add_argument("--seed", type=SEED.arg(), default=0,
+                   help=f"seed of the calibration draw ({SEED.describe()})")
     p.add_argument("--task", default=None,
                    help="task to calibrate and test on (default: the one the source names)")
     p.add_argument("--onnx", default=None, help="quantized ONNX path (default OUT.int8.onnx)")

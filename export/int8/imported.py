@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from export.int8.quantize import DeviceModel, default_paths, finish_run
+from export.int8.quantize import DeviceModel, PlannedRun, finish_run, plan_run
+from mark1.limits import SEED
 
 PROBE_INPUTS = 256
 """Random int8 inputs the report measures on when no ``--eval-data`` is given."""
@@ -57,26 +57,32 @@ def import_file(
 
     ``rounding``: ``"double"`` (TFLite's, what TFLite Micro computes) or ``"single"`` (what
     LiteRT computes on x86). Measures on ``eval_data`` (inputs, optionally labels) or on
-    :data:`PROBE_INPUTS` random int8 inputs drawn with ``seed``. Nothing is written unless all
-    of it succeeds; each file is written atomically. Returns the report.
+    :data:`PROBE_INPUTS` random int8 inputs drawn with ``seed``. The files are planned before
+    any work (:func:`export.int8.quantize.plan_run`); nothing is written unless all of it
+    succeeds, and then every file whole. Returns the report.
     """
+    from export.contract.package import ROUNDINGS
+
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
+    SEED.check("seed", seed)
+    files = plan_run(path, out, eval_data=eval_data, onnx_path=onnx_path,
+                     report_path=report_path)
+    with files.plan:
+        return _import(files, rounding, seed, device)
+
+
+def _import(files: PlannedRun, rounding: str, seed: int,
+            device: DeviceModel | None) -> dict[str, Any]:
+    """The work of :func:`import_file`, written into the plan's staging files."""
     from export.contract.golden import decide, dequantize_output, golden_forward
-    from export.contract.package import ROUNDINGS, encode_package
+    from export.contract.package import encode_package
     from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
     from export.int8.rounding import compare_roundings
     from export.sources.dispatch import load_package
 
-    if rounding not in ROUNDINGS:
-        raise ValueError(f"rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"output {str(out)!r} is a folder; give a file name such as model.m1w")
-    for given in eval_data or ():
-        if not Path(given).is_file():
-            raise FileNotFoundError(2, "data file not found", str(given))
-    default_onnx, default_report = default_paths(out)
-    onnx_path = Path(onnx_path) if onnx_path else default_onnx
-    report_path = Path(report_path) if report_path else default_report
+    path, out, eval_data = files.model, files.out, files.eval_data
+    onnx_path, report_path = files.onnx, files.report
     model = load_package(path)
     pkg = replace(model.package, rounding=rounding)
     blob = encode_package(pkg)
@@ -103,5 +109,5 @@ def import_file(
                  "ir_version": IR_VERSION, "goal": AGREEMENT_GOAL,
                  **agreement(pkg, onnx_model, x_real)},
     }
-    return finish_run(report, pkg, x_q, y_q, device,
+    return finish_run(report, pkg, x_q, y_q, device, files.plan,
                       {out: blob, onnx_path: onnx_model, report_path: report})

@@ -47,6 +47,8 @@ from export.contract.package import (
     quantize_multiplier,
 )
 from export.onnx.checkpoint import LINEAR, MLPCheckpoint
+from mark1.io import OutputPlan
+from mark1.limits import SEED, Limit
 
 if TYPE_CHECKING:  # the model readers are imported when a file is read
     from export.sources.dispatch import ImportedMLP
@@ -297,6 +299,9 @@ DeviceModel = Callable[[Package], DeviceEngine]
 
 DEFAULT_CALIB = 256
 """Calibration images used when none are asked for (or all, for smaller training sets)."""
+CALIB_LIMIT = Limit(1, 10_000_000, "images", integer=True)
+"""Allowed number of calibration images (``"all"``: the whole training split); never more
+than the training split holds."""
 ACCURACY_GOAL_POINTS = 1.0
 """Largest acceptable drop from float to int8 accuracy on the test split, percentage points."""
 
@@ -342,7 +347,7 @@ def _task_misfit(task: str, source: Source, classes: tuple[str, ...]) -> str:
 
 
 def plan_data(
-    path: str | os.PathLike[str], source: Source, *, calib: int | None, seed: int,
+    path: str | os.PathLike[str], source: Source, *, calib: int | str | None, seed: int,
     task: str | None, calib_data: str | os.PathLike[str] | None,
     eval_data: tuple[str | os.PathLike[str], ...] | None,
 ) -> RunData:
@@ -380,7 +385,8 @@ def plan_data(
         assert data is not None
         pool = model_rows(source, data.X_train, "training images")
         calib_from = f"the training split of task {data.name!r}"
-    n_calib = min(DEFAULT_CALIB, len(pool)) if calib is None else calib
+    n_calib = (min(DEFAULT_CALIB, len(pool)) if calib is None
+               else len(pool) if calib == "all" else int(calib))
     if n_calib > len(pool):
         have = f"the {len(pool)} inputs of {calib_data}" if calib_data is not None else \
             f"the {len(pool)} training images of {data.name!r}" if data is not None else ""
@@ -436,7 +442,7 @@ def quantize_file(
     path: str | os.PathLike[str],
     out: str | os.PathLike[str],
     *,
-    calib: int | None = None,
+    calib: int | str | None = None,
     seed: int = 0,
     task: str | None = None,
     calib_data: str | os.PathLike[str] | None = None,
@@ -450,40 +456,90 @@ def quantize_file(
 
     ``path``: any MLP the kit reads (``mlp.pt``, an ONNX graph, a torch module, TorchScript
     archive or state_dict: :mod:`export.sources`) or a Mark I machine file. Calibrates on
-    ``calib`` inputs (drawn with ``seed``) of ``calib_data`` (a ``.npy`` of the model's inputs)
-    or of the training split of a built-in task (``task``, or the one the file names) that fits
-    the model; measures float and int8 accuracy on ``eval_data`` (inputs, labels) or the task's
-    test split, and onnxruntime's agreement with the golden reference; with a ``device`` model
-    (``mark1 quantize`` passes the simulated microcontroller's engine), also the device's
-    cycles and its bit-exactness (the report's ``device`` section). A model made elsewhere is
-    first run by its own runtime beside the MLP as read (``import_check``). Nothing is written
-    unless all of it succeeds; each file is written atomically. Returns the report.
+    ``calib`` inputs (drawn with ``seed``; ``"all"``: every one) of ``calib_data`` (a ``.npy``
+    of the model's inputs) or of the training split of a built-in task (``task``, or the one
+    the file names) that fits the model; measures float and int8 accuracy on ``eval_data``
+    (inputs, labels) or the task's test split, and onnxruntime's agreement with the golden
+    reference; with a ``device`` model (``mark1 quantize`` passes the simulated
+    microcontroller's engine), also the device's cycles and its bit-exactness (the report's
+    ``device`` section). A model made elsewhere is first run by its own runtime beside the MLP
+    as read (``import_check``). The files are planned before any work
+    (:func:`plan_run`); nothing is written unless all of it succeeds, and then every file
+    whole. Returns the report.
 
     ``rounding``: how the package requantizes, ``"single"`` (the default) or ``"double"``
     (TFLite's, for TFLite Micro). A model quantized already (an int8 ``.tflite``) is imported
     by :func:`export.int8.imported.import_file` instead.
     """
-    from export.contract.golden import decide, golden_forward, quantize_input
-    from export.contract.package import ROUNDINGS, encode_package
-    from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
-    from export.int8.rounding import compare_roundings
+    from export.contract.package import ROUNDINGS
+    from mark1.stimuli import TASKS
 
     if rounding is not None and rounding not in ROUNDINGS:
         raise ValueError(f"rounding {rounding!r} is not one of {', '.join(ROUNDINGS)}")
-    if calib is not None and (isinstance(calib, bool) or not isinstance(calib, int) or calib < 1):
-        raise ValueError(f"--calib must be a positive whole number of images; got {calib!r}")
+    if calib is not None and calib != "all":
+        CALIB_LIMIT.check("calib", calib)
+    SEED.check("seed", seed)
+    if task is not None and task not in TASKS:
+        raise ValueError(f"{path}: task {task!r} is not a mark1-kit task, so there are no images "
+                         f"to calibrate on; pass --task (allowed: {', '.join(TASKS)})")
+    run = plan_run(path, out, calib_data=calib_data, eval_data=eval_data, onnx_path=onnx_path,
+                   report_path=report_path)
+    with run.plan:
+        return _quantize(run, calib=calib, seed=seed, task=task, device=device,
+                         rounding=rounding)
+
+
+@dataclass
+class PlannedRun:
+    """The files of a quantization run, checked (:func:`plan_run`); write through ``plan``."""
+
+    plan: OutputPlan
+    model: Path
+    calib_data: Path | None
+    eval_data: tuple[Path, ...] | None
+    out: Path
+    onnx: Path
+    report: Path
+
+
+def plan_run(path: str | os.PathLike[str], out: str | os.PathLike[str], *,
+             calib_data: str | os.PathLike[str] | None = None,
+             eval_data: tuple[str | os.PathLike[str], ...] | None = None,
+             onnx_path: str | os.PathLike[str] | None = None,
+             report_path: str | os.PathLike[str] | None = None) -> PlannedRun:
+    """The plan (:class:`mark1.io.OutputPlan`) of a run that reads a model (and data files) and
+    writes a package, its ONNX and a report: no output may be an input or another output, and
+    each must be creatable; checked when the plan is entered, before any work."""
     if eval_data is not None and not 1 <= len(eval_data) <= 2:
         raise ValueError(f"--eval-data takes the inputs and optionally their labels (1 or 2 "
                          f".npy files); got {len(eval_data)}")
-    out = Path(out)
-    if out.is_dir():
-        raise ValueError(f"output {str(out)!r} is a folder; give a file name such as model.m1w")
-    for given in (calib_data, *(eval_data or ())):
-        if given is not None and not Path(given).is_file():
-            raise FileNotFoundError(2, "data file not found", str(given))
-    default_onnx, default_report = default_paths(out)
-    onnx_path = Path(onnx_path) if onnx_path else default_onnx
-    report_path = Path(report_path) if report_path else default_report
+    plan = OutputPlan()
+    model = plan.read("MODEL", path, what="checkpoint")
+    calib = None if calib_data is None else plan.read("--calib-data", calib_data,
+                                                      what="data file")
+    given = None if eval_data is None else tuple(
+        plan.read("--eval-data", each, what="data file") for each in eval_data)
+    package = plan.write_file("--out", out)
+    default_onnx, default_report = default_paths(package)
+    onnx = plan.write_file("--onnx", onnx_path if onnx_path is not None else default_onnx)
+    report = plan.write_file("--report", report_path if report_path is not None
+                             else default_report)
+    return PlannedRun(plan, model, calib, given, package, onnx, report)
+
+
+def _quantize(run_files: PlannedRun, *, calib: int | str | None, seed: int, task: str | None,
+              device: DeviceModel | None, rounding: str | None) -> dict[str, Any]:
+    """The work of :func:`quantize_file`: the package, its ONNX and the report, written into
+    the plan's staging files."""
+    from export.contract.golden import decide, golden_forward, quantize_input
+    from export.contract.package import encode_package
+    from export.int8.qonnx import AGREEMENT_GOAL, IR_VERSION, OPSET, agreement, onnx_bytes
+    from export.int8.rounding import compare_roundings
+
+    path, out = run_files.model, run_files.out
+    onnx_path, report_path = run_files.onnx, run_files.report
+    calib_data, eval_data = run_files.calib_data, run_files.eval_data
+
     model = load_model(path)
     source: Source = model if isinstance(model, dict) else model.mlp
     if not isinstance(source, dict) and source.layer_sizes[0] > MAX_DIM:
@@ -534,17 +590,17 @@ def quantize_file(
                  "ir_version": IR_VERSION, "goal": AGREEMENT_GOAL,
                  **agreement(pkg, onnx_model, x_test)},
     }
-    return finish_run(report, pkg, x_q, y_q, device,
+    return finish_run(report, pkg, x_q, y_q, device, run_files.plan,
                       {out: blob, onnx_path: onnx_model, report_path: report})
 
 
 def finish_run(report: dict[str, Any], pkg: Package, x_q: np.ndarray, y_q: np.ndarray,
-               device: DeviceModel | None, outputs: dict[Path, bytes | dict[str, Any]]
-               ) -> dict[str, Any]:
+               device: DeviceModel | None, plan: OutputPlan,
+               outputs: dict[Path, bytes | dict[str, Any]]) -> dict[str, Any]:
     """The end of a run: the device's figures on the int8 inputs ``x_q`` (bit-exact with the
-    golden outputs ``y_q``?) into the report, then every output written (bytes, or the report
-    as JSON), each atomically. Returns the report with its path."""
-    from mark1.io import atomic_write_bytes, write_json
+    golden outputs ``y_q``?) into the report, then every output written into its staging file
+    of ``plan`` (bytes, or the report as JSON): in place, whole, when the plan ends. Returns the
+    report with its path."""
 
     if device is not None:
         engine = device(pkg)
@@ -553,8 +609,8 @@ def finish_run(report: dict[str, Any], pkg: Package, x_q: np.ndarray, y_q: np.nd
                             "bit_exact_with_golden": bool(np.array_equal(engine_y, y_q))}
     for path, content in outputs.items():
         if isinstance(content, dict):
-            write_json(path, content)
+            plan.write_json(path, content)
             report["report_path"] = str(path)
         else:
-            atomic_write_bytes(path, content)
+            plan.write_bytes(path, content)
     return report

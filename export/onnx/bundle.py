@@ -51,6 +51,9 @@ BUNDLE_FORMAT = "mark1-kit/onnx-bundle"
 BUNDLE_FORMAT_VERSION = 1
 """``format_version`` of ``model.json``."""
 ENGINE_FILE = "model_fp16.engine"
+BUNDLE_FILES = ("model.onnx", "model.json", "run_onnx.py", "build_engine.sh", "README.md",
+                "parity.png", "report.json")
+"""What :func:`export_bundle` writes into the bundle folder."""
 """Engine file ``build_engine.sh`` writes."""
 
 RUNNER_MODULES = frozenset(
@@ -318,11 +321,30 @@ def export_bundle(
     model.json.
 
     ``eval_data``: ``(X.npy,)`` or ``(X.npy, y.npy)``, the inputs (and labels) parity is measured
-    on (default: see :func:`parity_data`). Raises ``ValueError``/``FileNotFoundError`` for bad
+    on (default: see :func:`parity_data`). Every path is planned before any work
+    (:class:`mark1.io.OutputPlan`). Raises ``ValueError``/``FileNotFoundError`` for bad
     input (before anything is written), :class:`export.onnx.onnx_export.ProfileError` when the
     written model breaks the profile and :class:`export.onnx.parity.ParityError` when it does
     not compute what its source computes.
     """
+    from mark1.io import OutputPlan
+
+    profile = get_profile(target)
+    if eval_data is not None and not 1 <= len(eval_data) <= 2:
+        raise ValueError(f"--eval-data takes X.npy and optionally y.npy; got {len(eval_data)} "
+                         "files")
+    plan = OutputPlan()
+    source = plan.read("MODEL", checkpoint, what="checkpoint")
+    given = None if eval_data is None else tuple(
+        str(plan.read("--eval-data", path, what="data file")) for path in eval_data)
+    folder = plan.write_folder("--out", out, files=BUNDLE_FILES)
+    with plan:
+        return _export(source, profile, folder, plan.staged(folder), fp16, given)
+
+
+def _export(checkpoint: Path, profile: TargetProfile, out: Path, stage: Path, fp16: bool,
+            eval_data: tuple[str, ...] | None) -> dict[str, Any]:
+    """The work of :func:`export_bundle`: write every file of the bundle into ``stage``."""
     import numpy as np
 
     from export.onnx.figures import parity_figure
@@ -330,19 +352,8 @@ def export_bundle(
     from export.onnx.onnx_export import MLP_OUTPUT, check_model
     from export.onnx.parity import markI_parity, mlp_parity
     from mark1 import __version__
-    from mark1.io import staged_output_dir, write_json
+    from mark1.io import write_json
 
-    profile = get_profile(target)
-    checkpoint = Path(checkpoint)
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {str(out)!r} exists and is not a folder")
-    if eval_data is not None and not 1 <= len(eval_data) <= 2:
-        raise ValueError(f"--eval-data takes X.npy and optionally y.npy; got {len(eval_data)} "
-                         "files")
-    for given in eval_data or ():
-        if not Path(given).is_file():
-            raise FileNotFoundError(2, "data file not found", str(given))
     source = _load_source(checkpoint)
     kind = _kind(source)
     if kind == "onnx" and fp16:
@@ -358,90 +369,89 @@ def export_bundle(
     imported = None if isinstance(source, MachineFile) else source
     graph = imported.onnx if imported is not None else None
 
-    with staged_output_dir(out) as stage:
-        model_path = stage / "model.onnx"
-        t0 = time.perf_counter()
-        notes = _write_model(source, model_path, profile, fp16)
-        export_s = time.perf_counter() - t0
-        facts = check_model(model_path, profile)
-        t1 = time.perf_counter()
-        if imported is not None and graph is not None:
-            parity, ref, got = _graph_parity(imported, model_path, X, data)
-        elif imported is not None:
-            parity, ref, got = mlp_parity(imported.mlp, model_path, X, fp16, data)
-        else:
-            assert machine is not None
-            parity, ref, got = markI_parity(machine, model_path, X, fp16, data)
-        parity_s = time.perf_counter() - t1
-        parity.require()
-        parity_figure(ref, got, f"{precision} parity: {parity.compared_output}, "
-                      f"{parity.n_samples} inputs", stage / "parity.png")
-        trained = machine if machine is not None else imported.mlp if imported else None
-        assert trained is not None
-        meta = {
-            "format": BUNDLE_FORMAT,
-            "format_version": BUNDLE_FORMAT_VERSION,
-            "model_file": model_path.name,
-            "sha256": facts.sha256,
-            "n_bytes": facts.n_bytes,
-            "kind": kind,
-            "description": _description(source),
-            "target": profile.name,
-            "target_description": profile.description,
-            "precision": precision,
-            "opset": facts.opset,
-            "ir_version": facts.ir_version,
-            "operators": facts.operators,
-            "inputs": facts.inputs,
-            "outputs": facts.outputs,
-            "class_output": graph.scores if graph is not None else
-            "scores" if machine is not None else MLP_OUTPUT,
-            "decision": _decision(got, graph.threshold if graph is not None else 0.0),
-            "classes": list(trained.classes),
-            "preprocessing": dict(PREPROCESSING if imported is None else
-                                  imported.mlp.preprocessing),
-            "task": trained.task,
-            "seed": trained.seed,
-            "providers": list(profile.providers),
-            "parity": parity.to_dict(),
-            "source": {"file": checkpoint.name, "sha256": _file_sha256(checkpoint),
-                       **({} if imported is None else {"kind": imported.kind,
-                                                       "producer": imported.producer,
-                                                       "notes": imported.notes})},
-            "conversion": notes,
-            "created_by": f"mark1-kit {__version__}",
-        }
-        if labels is not None:
-            if machine is not None:  # the Mark I decides by its codebook rule, not an argmax
-                from export.onnx.parity import run_onnx
+    model_path = stage / "model.onnx"
+    t0 = time.perf_counter()
+    notes = _write_model(source, model_path, profile, fp16)
+    export_s = time.perf_counter() - t0
+    facts = check_model(model_path, profile)
+    t1 = time.perf_counter()
+    if imported is not None and graph is not None:
+        parity, ref, got = _graph_parity(imported, model_path, X, data)
+    elif imported is not None:
+        parity, ref, got = mlp_parity(imported.mlp, model_path, X, fp16, data)
+    else:
+        assert machine is not None
+        parity, ref, got = markI_parity(machine, model_path, X, fp16, data)
+    parity_s = time.perf_counter() - t1
+    parity.require()
+    parity_figure(ref, got, f"{precision} parity: {parity.compared_output}, "
+                  f"{parity.n_samples} inputs", stage / "parity.png")
+    trained = machine if machine is not None else imported.mlp if imported else None
+    assert trained is not None
+    meta = {
+        "format": BUNDLE_FORMAT,
+        "format_version": BUNDLE_FORMAT_VERSION,
+        "model_file": model_path.name,
+        "sha256": facts.sha256,
+        "n_bytes": facts.n_bytes,
+        "kind": kind,
+        "description": _description(source),
+        "target": profile.name,
+        "target_description": profile.description,
+        "precision": precision,
+        "opset": facts.opset,
+        "ir_version": facts.ir_version,
+        "operators": facts.operators,
+        "inputs": facts.inputs,
+        "outputs": facts.outputs,
+        "class_output": graph.scores if graph is not None else
+        "scores" if machine is not None else MLP_OUTPUT,
+        "decision": _decision(got, graph.threshold if graph is not None else 0.0),
+        "classes": list(trained.classes),
+        "preprocessing": dict(PREPROCESSING if imported is None else
+                              imported.mlp.preprocessing),
+        "task": trained.task,
+        "seed": trained.seed,
+        "providers": list(profile.providers),
+        "parity": parity.to_dict(),
+        "source": {"file": checkpoint.name, "sha256": _file_sha256(checkpoint),
+                   **({} if imported is None else {"kind": imported.kind,
+                                                   "producer": imported.producer,
+                                                   "notes": imported.notes})},
+        "conversion": notes,
+        "created_by": f"mark1-kit {__version__}",
+    }
+    if labels is not None:
+        if machine is not None:  # the Mark I decides by its codebook rule, not an argmax
+            from export.onnx.parity import run_onnx
 
-                ref_class = machine.decide(X)[0]
-                got_class = run_onnx(model_path, X)["class_index"]
-            else:
-                ref_class, got_class = _classes(ref, meta), _classes(got, meta)
-            meta["accuracy"] = {"inputs": data,
-                                "reference": float(np.mean(ref_class == labels)),
-                                "exported": float(np.mean(got_class == labels))}
-        write_json(stage / "model.json", meta)
-        _write_device_files(stage, meta, profile, out.absolute().name)
-        write_json(stage / "report.json", {
-            "checkpoint": str(checkpoint),
-            "kind": kind,
-            "target": profile.name,
-            "precision": precision,
-            "export_time_s": export_s,
-            "parity_time_s": parity_s,
-            "checks": {
-                "onnx_checker_full": True, "opset": [facts.opset, profile.max_opset],
-                "ir_version": [facts.ir_version, profile.max_ir_version],
-                "operators": facts.operators,
-                "int64_initializers_forbidden": profile.forbid_int64_initializers,
-                "dynamic_batch": True,
-            },
-            "conversion": notes,
-            "parity": parity.to_dict(),
-            "model": facts.to_dict(),
-        })
+            ref_class = machine.decide(X)[0]
+            got_class = run_onnx(model_path, X)["class_index"]
+        else:
+            ref_class, got_class = _classes(ref, meta), _classes(got, meta)
+        meta["accuracy"] = {"inputs": data,
+                            "reference": float(np.mean(ref_class == labels)),
+                            "exported": float(np.mean(got_class == labels))}
+    write_json(stage / "model.json", meta)
+    _write_device_files(stage, meta, profile, out.absolute().name)
+    write_json(stage / "report.json", {
+        "checkpoint": str(checkpoint),
+        "kind": kind,
+        "target": profile.name,
+        "precision": precision,
+        "export_time_s": export_s,
+        "parity_time_s": parity_s,
+        "checks": {
+            "onnx_checker_full": True, "opset": [facts.opset, profile.max_opset],
+            "ir_version": [facts.ir_version, profile.max_ir_version],
+            "operators": facts.operators,
+            "int64_initializers_forbidden": profile.forbid_int64_initializers,
+            "dynamic_batch": True,
+        },
+        "conversion": notes,
+        "parity": parity.to_dict(),
+        "model": facts.to_dict(),
+    })
     return meta
 
 

@@ -9,9 +9,21 @@ from __future__ import annotations
 import argparse
 
 from export.onnx.hyperparameters import DEFAULT_TRAINING as TRAINING
+from export.onnx.hyperparameters import MAX_HIDDEN_LAYERS, MLPTraining
 from export.onnx.profiles import JETSON_TX2, PROFILES
 from export.tflite.cli import register_format
 from firmware_sim.export_c import register_format as register_c
+from mark1.limits import SEED, field_limits
+from mark1.stimuli import TASK_LIMITS
+
+LIMITS = field_limits(MLPTraining)
+
+EXPORT_EXIT_CODES: dict[int, str] = {
+    0: "bundle written",
+    2: "bad input, or the model breaks the target profile",
+    3: "parity with the source failed",
+}
+"""Exit status of ``mark1 export onnx`` for each outcome."""
 
 EXPORT_EPILOG = """\
 MODEL is an MLP checkpoint (mlp.pt from `mark1 train-mlp`), a trained Mark I machine
@@ -23,49 +35,60 @@ checked against the target profile (onnx.checker, opset, IR version, operators, 
 initializers) and run in onnxruntime against its source on --eval-data, else on the test set of
 the task the model was trained on, else on seeded probe inputs.
 
-exit status: 0 bundle written; 2 bad input, or the model breaks the target profile;
-3 parity with the source failed. In every failure no bundle is written.
+exit status:
+""" + "".join(f"  {k}  {v}\n" for k, v in EXPORT_EXIT_CODES.items()) + """\
+In every failure no bundle is written.
 """
 
 
 def parse_hidden(text: str) -> tuple[int, ...]:
-    """``"64,32"`` -> ``(64, 32)``; ``""``, ``"0"`` or ``"none"`` -> ``()`` (no hidden layer)."""
+    """``"64,32"`` -> ``(64, 32)``; ``""`` or ``"none"`` -> ``()`` (no hidden layer). Each size
+    within :class:`MLPTraining`'s range, at most :data:`MAX_HIDDEN_LAYERS` of them."""
     cleaned = str(text).strip().lower()
-    if cleaned in ("", "0", "none"):
+    if cleaned in ("", "none"):
         return ()
+    width = LIMITS["hidden"]
     sizes = []
     for part in cleaned.split(","):
         part = part.strip()
-        if not part.isdigit() or int(part) < 1:
+        if not part.isdigit():
             raise ValueError(
                 f"hidden layer sizes must be positive whole numbers separated by commas "
-                f"(e.g. 64,32, or none); got {text!r}"
+                f"(e.g. 64,32, or none for no hidden layer); got {text!r}"
             )
+        try:
+            width.check("size", int(part))
+        except ValueError:
+            raise ValueError(f"hidden layer size {part} in {text!r} is out of range (allowed: "
+                             f"{width.describe()}; none for no hidden layer)") from None
         sizes.append(int(part))
+    if len(sizes) > MAX_HIDDEN_LAYERS:
+        raise ValueError(f"{len(sizes)} hidden layers in {text!r}; allowed at most "
+                         f"{MAX_HIDDEN_LAYERS}")
     return tuple(sizes)
 
 
+def _hidden_arg(text: str) -> tuple[int, ...]:
+    try:
+        return parse_hidden(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _train_mlp(args: argparse.Namespace) -> int:
-    from mark1.stimuli import TASKS
+    from export.onnx.hyperparameters import TRAINING_FILES, check_training
+    from mark1.io import OutputPlan
 
-    hidden = parse_hidden(args.hidden)  # cheap checks first, before torch is imported
-    if args.task not in TASKS:
-        raise ValueError(f"unknown task {args.task!r}; allowed: {', '.join(TASKS)}")
-    from export.onnx.mlp import train_mlp_to_dir
+    options = dict(task=args.task, hidden=args.hidden, epochs=args.epochs, seed=args.seed,
+                   lr=args.lr, label_smoothing=args.label_smoothing,
+                   batch_size=args.batch_size, n_train=args.n_train, n_test=args.n_test)
+    check_training(**options)  # every check, and the plan, before torch is even imported
+    plan = OutputPlan()
+    out = plan.write_folder("--out", args.out, files=TRAINING_FILES)
+    with plan:
+        from export.onnx.mlp import train_into
 
-    report = train_mlp_to_dir(
-        args.out,
-        task=args.task,
-        hidden=hidden,
-        epochs=args.epochs,
-        seed=args.seed,
-        lr=args.lr,
-        label_smoothing=args.label_smoothing,
-        batch_size=args.batch_size,
-        n_train=args.n_train,
-        n_test=args.n_test,
-        progress=not args.quiet,
-    )
+        report = train_into(plan.staged(out), out, progress=not args.quiet, **options)
     print(
         f"train-mlp {report['task']}: layers {'-'.join(map(str, report['layer_sizes']))}, "
         f"train accuracy {report['train_accuracy']:.4f}, test accuracy "
@@ -113,20 +136,28 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--task", default=TRAINING.task,
                    help="retina task (see `mark1 tasks`; default %(default)s)")
-    p.add_argument("--hidden", default=",".join(map(str, TRAINING.hidden)) or "none",
-                   help="hidden layer sizes, comma separated, or none (default %(default)s)")
-    p.add_argument("--epochs", type=int, default=TRAINING.epochs,
-                   help="training epochs (default %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data, weights, batches")
-    p.add_argument("--lr", type=float, default=TRAINING.lr,
-                   help="Adam learning rate (default %(default)g)")
-    p.add_argument("--label-smoothing", type=float, default=TRAINING.label_smoothing,
-                   metavar="EPS", help="label smoothing of the cross-entropy, in [0, 1) (default "
-                   "%(default)g: keeps the logits small enough for an fp16 export)")
-    p.add_argument("--batch-size", type=int, default=TRAINING.batch_size,
-                   help="minibatch size (default %(default)s)")
-    p.add_argument("--n-train", type=int, default=None, help="training images (task default)")
-    p.add_argument("--n-test", type=int, default=None, help="test images (task default)")
+    p.add_argument("--hidden", type=_hidden_arg,
+                   default=",".join(map(str, TRAINING.hidden)) or "none",
+                   help="hidden layer sizes, comma separated, or none (each "
+                   f"{LIMITS['hidden'].describe()}, at most {MAX_HIDDEN_LAYERS} layers; "
+                   "default %(default)s)")
+    p.add_argument("--epochs", type=LIMITS["epochs"].arg(), default=TRAINING.epochs,
+                   help=f"training epochs ({LIMITS['epochs'].describe()}; default %(default)s)")
+    p.add_argument("--seed", type=SEED.arg(), default=0,
+                   help=f"seed of data, weights, batches ({SEED.describe()})")
+    p.add_argument("--lr", type=LIMITS["lr"].arg(), default=TRAINING.lr,
+                   help=f"Adam learning rate ({LIMITS['lr'].describe()}; default %(default)g)")
+    p.add_argument("--label-smoothing", type=LIMITS["label_smoothing"].arg(),
+                   default=TRAINING.label_smoothing, metavar="EPS",
+                   help="label smoothing of the cross-entropy, in [0, 1) (default %(default)g: "
+                   "keeps the logits small enough for an fp16 export)")
+    p.add_argument("--batch-size", type=LIMITS["batch_size"].arg(), default=TRAINING.batch_size,
+                   help=f"minibatch size ({LIMITS['batch_size'].describe()}; default "
+                   "%(default)s)")
+    p.add_argument("--n-train", type=TASK_LIMITS["n_train"].arg(), default=None,
+                   help=f"training images ({TASK_LIMITS['n_train'].describe()}; task default)")
+    p.add_argument("--n-test", type=TASK_LIMITS["n_test"].arg(), default=None,
+                   help=f"test images ({TASK_LIMITS['n_test'].describe()}; task default)")
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(handler=_train_mlp)

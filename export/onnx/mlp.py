@@ -32,12 +32,14 @@ from export.onnx.checkpoint import (
     MLPCheckpoint,
     save_checkpoint,
 )
-from export.onnx.hyperparameters import DEFAULT_TRAINING
+from export.onnx.hyperparameters import (
+    DEFAULT_TRAINING,
+    TASK_DEFAULTS,
+    TRAINING_FILES,
+    check_training,
+)
 from mark1.images import N_CELLS, to_retina
 from mark1.stimuli import Task, make_task
-
-TASK_DEFAULTS: dict[str, dict[str, Any]] = {"xor": {"n_train": 4, "noise": 0.0}}
-"""``make_task`` arguments a task trains with unless the caller overrides them."""
 
 
 def retina_inputs(images: object, name: str = "images") -> np.ndarray:
@@ -89,17 +91,6 @@ def _initial_parameters(
     return weights, biases
 
 
-def _check_positive(name: str, value: object, kind: type) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float, np.integer, np.floating))
-        or (kind is int and not isinstance(value, (int, np.integer)))
-        or not (value > 0 and math.isfinite(float(value)))
-    ):
-        what = "whole number" if kind is int else "number"
-        raise ValueError(f"{name} must be a positive {what}; got {value!r}")
-
-
 def load_task(name: str, seed: int, **options: Any) -> Task:
     """The task's data as the MLP trains on it (task defaults, then ``options``)."""
     merged = {**TASK_DEFAULTS.get(name, {}), **{k: v for k, v in options.items() if v is not None}}
@@ -147,15 +138,8 @@ def train_mlp(
     from mark1.progress import progress_bar
 
     hidden = tuple(hidden)
-    for h in hidden:
-        _check_positive("hidden layer size", h, int)
-    _check_positive("epochs", epochs, int)
-    _check_positive("batch_size", batch_size, int)
-    _check_positive("lr", lr, float)
-    if isinstance(label_smoothing, bool) or not isinstance(label_smoothing, (int, float)) or not (
-        0.0 <= float(label_smoothing) < 1.0
-    ):
-        raise ValueError(f"label_smoothing must be a number in [0, 1); got {label_smoothing!r}")
+    check_training(task, hidden, epochs, seed, lr, batch_size, n_train, n_test, label_smoothing,
+                   **task_options)
     options = {"n_train": n_train, "n_test": n_test, **task_options}
     data = load_task(task, seed, **options)
     used_options = {**TASK_DEFAULTS.get(task, {}),
@@ -245,19 +229,35 @@ def training_report(ckpt: MLPCheckpoint) -> dict[str, Any]:
 def train_mlp_to_dir(out: str | os.PathLike[str], **kwargs: Any) -> dict[str, Any]:
     """Train (see :func:`train_mlp`) and write ``mlp.pt``, ``report.json``, ``training.png``.
 
-    Everything is written together or not at all. Returns the report.
+    Every argument and the folder are checked before training (:class:`mark1.io.OutputPlan`);
+    the files are written together or not at all. Returns the report.
     """
-    from export.onnx.figures import training_figure
-    from mark1.io import staged_output_dir, write_json
+    import inspect
 
-    out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"output path {str(out)!r} exists and is not a folder")
+    from mark1.io import OutputPlan
+
+    bound = inspect.signature(train_mlp).bind(**kwargs)
+    bound.apply_defaults()
+    args = dict(bound.arguments)
+    task_options = args.pop("task_options", {})
+    args.pop("progress", None)
+    check_training(**args, **task_options)
+    plan = OutputPlan()
+    folder = plan.write_folder("--out", out, files=TRAINING_FILES)
+    with plan:
+        return train_into(plan.staged(folder), folder, **kwargs)
+
+
+def train_into(stage: Path, out: Path, **kwargs: Any) -> dict[str, Any]:
+    """Train (see :func:`train_mlp`) and write the run's files into the staging folder
+    ``stage`` of the output folder ``out``; returns the report."""
+    from export.onnx.figures import training_figure
+    from mark1.io import write_json
+
     ckpt = train_mlp(**kwargs)
     report = training_report(ckpt)
-    with staged_output_dir(out) as stage:
-        save_checkpoint(ckpt, stage / "mlp.pt")
-        write_json(stage / "report.json", report)
-        training_figure(report, stage / "training.png")
-    report["files"] = {name: str(out / name) for name in ("mlp.pt", "report.json", "training.png")}
+    save_checkpoint(ckpt, stage / "mlp.pt")
+    write_json(stage / "report.json", report)
+    training_figure(report, stage / "training.png")
+    report["files"] = {name: str(out / name) for name in TRAINING_FILES}
     return report

@@ -8,11 +8,19 @@ handlers import pyserial, numpy and the package code.
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from export.contract.protocol import AUTO_SLOT, SLOT_NAMES
 from export.serial.errors import EXIT_CODES
 from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
+from mark1.limits import SEED, Limit, field_limits
+
+if TYPE_CHECKING:
+    from export.contract.package import Package
+    from mark1.io import OutputPlan
+
+LIMITS = field_limits(LinkSettings)
 
 EXIT_EPILOG = "exit status:\n" + "".join(f"  {k}  {v}\n" for k, v in EXIT_CODES.items())
 
@@ -20,37 +28,54 @@ SLOTS: dict[str, int] = {"auto": AUTO_SLOT, **{SLOT_NAMES[n]: n for n in (0, 1)}
 """``--slot`` choices: the slot number each names (``auto``: the one not running)."""
 
 
-def _check_output(option: str, path: str | None) -> None:
-    """An output (``--json``, ``--trace``) must name a file: say so before any work."""
-    import os
+def link_plan(args: argparse.Namespace, plan: OutputPlan | None = None) -> OutputPlan:
+    """The plan of a command that talks to a device (``plan``, or a new one, with its inputs
+    declared): its ``--json`` and ``--trace`` files declared and its ``--port`` checked, so
+    that entering the plan makes every check before a byte goes to the device."""
+    from export.serial.link import check_port
+    from mark1.io import OutputPlan
 
-    if path is not None and os.path.isdir(path):
-        raise ValueError(f"{option} {path!r} is a folder; give a file name")
+    plan = OutputPlan() if plan is None else plan
+    if getattr(args, "json", None) is not None:
+        plan.write_file("--json", args.json)
+    if getattr(args, "trace", None) is not None:
+        plan.write_file("--trace", args.trace, keep_on_error=True)
+    if getattr(args, "port", None) is not None:
+        check_port(args.port)
+    return plan
 
 
-def _settings(args: argparse.Namespace) -> LinkSettings:
+def link_settings(args: argparse.Namespace) -> LinkSettings:
+    """The link settings of ``--baud``, ``--window``, ``--timeout``, ``--retries`` (and
+    ``--no-read-back`` where a command has it)."""
     return LinkSettings(baud=args.baud, window=args.window, timeout_s=args.timeout,
                         retries=args.retries, verify=not getattr(args, "no_read_back", False))
 
 
 def _push(args: argparse.Namespace) -> int:
-    from pathlib import Path
+    from export.contract.package import read_package
+    from mark1.io import OutputPlan
 
-    from export.contract.package import decode_package
+    # every check before a byte goes to the device: the file, the outputs' places, the port
+    plan = OutputPlan()
+    path = plan.read("MODEL", args.model, what="model file")
+    link_plan(args, plan)
+    settings = link_settings(args)
+    image, pkg = read_package(path)
+    with plan:
+        report = _push_work(args, plan, path, image, pkg, settings)
+        if args.json is not None:
+            plan.write_json(args.json, report)
+    return 0
+
+
+def _push_work(args: argparse.Namespace, plan: OutputPlan, path: Path, image: bytes,
+               pkg: Package, settings: LinkSettings) -> dict[str, Any]:
+    """The upload of ``mark1 push`` and its summary; returns the JSON report."""
     from export.serial.push import push
     from export.serial.trace import trace_file
     from mark1.progress import progress_bar
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise FileNotFoundError(2, "model file not found", str(path))
-    _check_output("--json", args.json)
-    _check_output("--trace", args.trace)
-    image = path.read_bytes()
-    try:
-        pkg = decode_package(image)
-    except ValueError as exc:
-        raise ValueError(f"{path} is not a valid weight package: {exc}") from exc
     slot = SLOTS[args.slot]
     bars: list[Any] = []
 
@@ -62,9 +87,9 @@ def _push(args: argparse.Namespace) -> int:
         bars[0].update(n)
 
     try:
-        with trace_file(args.trace) as trace:
-            report = push(args.port, image, settings=_settings(args), slot=slot,
-                          progress=progress, trace=trace)
+        with trace_file(plan, args.trace) as trace:
+            report = push(args.port, image, settings=settings, slot=slot, progress=progress,
+                          trace=trace)
     finally:
         for bar in bars:
             bar.close()
@@ -82,52 +107,65 @@ def _push(args: argparse.Namespace) -> int:
     print(f"  link     {report.wire_bytes_out} bytes out, {report.wire_bytes_in} in; "
           f"{report.timeouts} timeouts, {report.go_backs} go-backs, {report.reconnects} "
           f"reconnections{', resumed at ' + str(resumed) if resumed else ''}")
-    if args.json:
-        from mark1.io import write_json
-
-        write_json(args.json, report.as_dict())
-    return 0
+    return report.as_dict()
 
 
 def _infer(args: argparse.Namespace) -> int:
+    from export.contract.package import read_package
+    from mark1.io import OutputPlan
+    from mark1.stimuli import TASKS
+
+    # every check before a byte goes to the device: the files, the report's place, the port
+    if not args.images and not args.task:
+        raise ValueError("give image files or --task NAME (see --help)")
+    if args.task is not None and args.task not in TASKS:
+        raise ValueError(f"unknown task {args.task!r}; allowed: {', '.join(TASKS)}")
+    plan = OutputPlan()
+    images = [plan.read("IMAGES", name, what="image file") for name in args.images]
+    model = plan.read("--model", args.model, what="model file") if args.model else None
+    link_plan(args, plan)
+    settings = link_settings(args)
+    named = None if model is None else read_package(model)
+    with plan:
+        report, differ = _infer_work(args, plan, images, named, settings)
+        if args.json is not None:
+            plan.write_json(args.json, report)
+    if differ:
+        from export.serial.errors import VerifyFailed
+
+        raise VerifyFailed(f"{differ} of {report['n']} device outputs differ from the golden "
+                           "reference")
+    return 0
+
+
+def _infer_work(args: argparse.Namespace, plan: OutputPlan, images: list[Path],
+                given: tuple[bytes, Package] | None,
+                settings: LinkSettings) -> tuple[dict[str, Any], int]:
+    """The inferences of ``mark1 infer`` and their summary; returns the JSON report and how
+    many outputs differ from the golden reference."""
     import time
-    from pathlib import Path
 
     from export.contract.golden import decide, golden_forward, quantize_input
-    from export.serial.errors import VerifyFailed
     from export.serial.infer import active_package, inputs_for, run_inference, takes_retina
     from export.serial.link import connect
     from export.serial.trace import trace_file
     from firmware_sim.engine import Engine
 
-    if not args.images and not args.task:
-        raise ValueError("give image files or --task NAME (see --help)")
-    if args.n < 1:
-        raise ValueError(f"--n {args.n}: must be at least 1")
-    _check_output("--json", args.json)
-    _check_output("--trace", args.trace)
-    model = None
-    named = None
-    if args.model:
-        from export.contract.package import decode_package
-
-        if not Path(args.model).is_file():
-            raise FileNotFoundError(2, "model file not found", args.model)
-        model = Path(args.model).read_bytes()
-        try:
-            named = decode_package(model)  # a bad file is bad input: say so before connecting
-        except ValueError as exc:
-            raise ValueError(f"{args.model} is not a valid weight package: {exc}") from exc
+    model, named = (None, None) if given is None else given
     labels = None
     names: list[str] = []
     x = None
-    for path in args.images:  # missing files are bad input before any connection
-        if not Path(path).is_file():
-            raise FileNotFoundError(2, "image file not found", path)
-    if args.images and named is not None:
-        names, x = inputs_for(named, args.images)
-    if args.images:
-        source = f"{len(args.images)} input file(s)"
+    paths = [str(p) for p in images]
+    if images and named is not None:  # a bad input file is bad input: before connecting
+        names, x = inputs_for(named, paths)
+    elif images:  # the device's model decides how files are read; a picture must be one
+        from mark1.images import read_images
+
+        pictures = [p for p in paths if not p.lower().endswith(".npy")]
+        if pictures:
+            read_images(pictures)
+    if images:
+        source = f"{len(images)} input file(s)"
     else:
         from mark1.stimuli import make_task
 
@@ -137,8 +175,7 @@ def _infer(args: argparse.Namespace) -> int:
         names = [f"#{i}" for i in range(len(x))]
         source = f"{len(x)} test images of {args.task!r} (seed {args.seed})"
         task_classes = list(task.classes)
-    settings = _settings(args)
-    with trace_file(args.trace) as trace, connect(args.port, settings, trace) as link:
+    with trace_file(plan, args.trace) as trace, connect(args.port, settings, trace) as link:
         pkg, st = active_package(link, model)
         if labels is not None and not takes_retina(pkg):
             raise ValueError(f"task {args.task!r} gives 20x20 retina images; the device's model "
@@ -147,7 +184,7 @@ def _infer(args: argparse.Namespace) -> int:
             raise ValueError(f"the device's model knows classes {list(pkg.classes)[:6]}..., "
                              f"task {args.task!r} has {task_classes[:6]}...")
         if x is None:
-            names, x = inputs_for(pkg, args.images)
+            names, x = inputs_for(pkg, paths)
         x_q = quantize_input(pkg, x)
         t0 = time.monotonic()
         y_dev, cycles = run_inference(link, x_q)
@@ -159,7 +196,7 @@ def _infer(args: argparse.Namespace) -> int:
     model_cycles = Engine(pkg).cycles  # the simulator's cycle model, beside the device's count
     k_dev, k_gold = decide(pkg, y_dev), decide(pkg, y_gold)
     same_out = (y_dev == y_gold).all(axis=1)
-    show = len(names) if args.images else min(args.show, len(names))
+    show = len(names) if images else min(args.show, len(names))
     for i in range(show):
         line = f"{names[i]:>12s}  {pkg.classes[k_dev[i]]:>10s}  {cycles[i]:>9,d} cycles"
         if labels is not None:
@@ -181,43 +218,47 @@ def _infer(args: argparse.Namespace) -> int:
           f"{clock / 1e6:g} MHz); the cycle model gives {model_cycles:,} "
           f"(device/model {mean_cycles / model_cycles:.3f})")
     print(f"link     {n} inferences in {seconds:.2f} s ({n / seconds:,.1f}/s)")
-    if args.json:
-        from mark1.io import write_json
-
-        write_json(args.json, {
-            "port": args.port, "inputs": source, "n": n, "model_id": st.model_id.hex(),
-            "classes_device": [pkg.classes[k] for k in k_dev],
-            "outputs_device": y_dev.astype(int).tolist(),
-            "output_scale": pkg.output_scale, "output_zero_point": pkg.output_zero_point,
-            "rounding": pkg.rounding,
-            "cycles": cycles, "cycles_model": model_cycles, "bit_exact": float(same_out.mean()),
-            "same_class": float((k_dev == k_gold).mean()),
-            "accuracy": None if labels is None else float((k_dev == labels).mean()),
-            "seconds": seconds,
-        })
-    if not same_out.all():
-        raise VerifyFailed(f"{int((~same_out).sum())} of {n} device outputs differ from the "
-                           "golden reference")
-    return 0
+    report = {
+        "port": args.port, "inputs": source, "n": n, "model_id": st.model_id.hex(),
+        "classes_device": [pkg.classes[k] for k in k_dev],
+        "outputs_device": y_dev.astype(int).tolist(),
+        "output_scale": pkg.output_scale, "output_zero_point": pkg.output_zero_point,
+        "rounding": pkg.rounding,
+        "cycles": cycles, "cycles_model": model_cycles, "bit_exact": float(same_out.mean()),
+        "same_class": float((k_dev == k_gold).mean()),
+        "accuracy": None if labels is None else float((k_dev == labels).mean()),
+        "seconds": seconds,
+    }
+    return report, int((~same_out).sum())
 
 
 def link_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", required=True, metavar="URL",
                    help="pyserial port or URL: /dev/ttyUSB0, /dev/pts/N, socket://HOST:PORT")
-    p.add_argument("--baud", type=int, default=DEFAULT_SETTINGS.baud,
-                   help="line rate in bit/s (default %(default)s)")
-    p.add_argument("--window", type=int, default=DEFAULT_SETTINGS.window,
-                   help="frames in flight (default %(default)s; 1 = stop-and-wait)")
-    p.add_argument("--timeout", type=float, default=DEFAULT_SETTINGS.timeout_s, metavar="S",
-                   help="silence beyond the line time before resending (default %(default)s s)")
-    p.add_argument("--retries", type=int, default=DEFAULT_SETTINGS.retries,
+    p.add_argument("--baud", type=LIMITS["baud"].arg(), default=DEFAULT_SETTINGS.baud,
+                   help=f"line rate ({LIMITS['baud'].describe()}; default %(default)s)")
+    p.add_argument("--window", type=LIMITS["window"].arg(), default=DEFAULT_SETTINGS.window,
+                   help=f"frames in flight ({LIMITS['window'].describe()}; default %(default)s; "
+                   "1 = stop-and-wait)")
+    p.add_argument("--timeout", type=LIMITS["timeout_s"].arg(),
+                   default=DEFAULT_SETTINGS.timeout_s, metavar="S",
+                   help="silence beyond the line time before resending "
+                   f"({LIMITS['timeout_s'].describe()}; default %(default)s s)")
+    p.add_argument("--retries", type=LIMITS["retries"].arg(), default=DEFAULT_SETTINGS.retries,
                    help="resends without reply before the link counts as lost "
-                   "(default %(default)s)")
+                   f"({LIMITS['retries'].describe()}; default %(default)s)")
     p.add_argument("--json", metavar="FILE", help="also write the figures as JSON (infer: with "
                    "the device's raw int8 outputs beside its classes)")
     p.add_argument("--trace", metavar="FILE",
                    help="write every frame sent and received to FILE, one readable line each "
                    "(time, direction, type, seq, length, decoded fields)")
+
+
+INFER_LIMITS: dict[str, Limit] = {
+    "n": Limit(1, 1_000_000, "images", integer=True),
+    "show": Limit(0, 1_000_000, "lines", integer=True),
+}
+"""Ranges of ``mark1 infer``'s own numbers."""
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -251,9 +292,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help="image files (PNG, JPEG or .npy) or .npy inputs of the model's size")
     link_options(p)
     p.add_argument("--task", help="use test images of this retina task (see `mark1 tasks`)")
-    p.add_argument("--n", type=int, default=100, help="number of task images (default 100)")
-    p.add_argument("--seed", type=int, default=0, help="task seed (default 0)")
-    p.add_argument("--show", type=int, default=10,
+    p.add_argument("--n", type=INFER_LIMITS["n"].arg(), default=100,
+                   help=f"number of task images ({INFER_LIMITS['n'].describe()}; default 100)")
+    p.add_argument("--seed", type=SEED.arg(), default=0,
+                   help=f"task seed ({SEED.describe()}; default 0)")
+    p.add_argument("--show", type=INFER_LIMITS["show"].arg(), default=10,
                    help="task images to list one per line (default 10)")
     p.add_argument("--model", metavar="FILE",
                    help="the package the device runs (else it is read back from the device)")

@@ -29,6 +29,35 @@ from export.serial.errors import (
 from export.serial.settings import DEFAULT_SETTINGS, LinkSettings
 from export.serial.trace import FrameTrace
 
+URL_SCHEMES = ("socket", "rfc2217", "loop")
+"""pyserial URL schemes the kit opens, besides plain device paths."""
+
+
+def check_port(url: str) -> str:
+    """``url`` if it names a port the kit can open: a device path (``/dev/ttyUSB0``,
+    ``/dev/pts/N``), ``socket://HOST:PORT``, ``rfc2217://HOST:PORT`` or ``loop://``;
+    otherwise ``ValueError`` saying what is wrong (before any port is opened)."""
+    text = str(url).strip()
+    allowed = ("a device path (/dev/ttyUSB0, /dev/pts/N), socket://HOST:PORT, "
+               "rfc2217://HOST:PORT or loop://")
+    if not text:
+        raise ValueError(f"port {url!r} is empty; give {allowed}")
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    scheme = scheme.lower()
+    if scheme == "loop":
+        return text
+    if scheme not in URL_SCHEMES:
+        raise ValueError(f"port {text!r}: the scheme {scheme}:// is not one the kit opens; "
+                         f"give {allowed}")
+    host_port = rest.split("?", 1)[0].split("/", 1)[0]
+    host, colon, port = host_port.rpartition(":")
+    if not colon or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+        raise ValueError(f"port {text!r}: expected {scheme}://HOST:PORT with a port number "
+                         "from 1 to 65535")
+    return text
+
 
 class Link:
     """One open port to a device: framing, sequence numbers, requests and replies."""
@@ -50,6 +79,7 @@ class Link:
         self.frames: list[P.Frame] = []
         self.info: P.Info | None = None
         self._closed = False
+        check_port(url)
         try:
             self.port = serial.serial_for_url(
                 url, baudrate=settings.baud, timeout=0, write_timeout=5.0,

@@ -7,34 +7,11 @@ the handlers import pyserial, numpy and the package code.
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from typing import Any
 
 from export.contract.protocol import SLOT_NAMES
-from export.serial.cli import EXIT_EPILOG, link_options
-
-
-def _check_outputs(**paths: str | None) -> None:
-    """Every output (``json=``, ``trace=``) must name a file: say so before any work."""
-    for option, path in paths.items():
-        if path is not None and os.path.isdir(path):
-            raise ValueError(f"--{option} {path!r} is a folder; give a file name")
-
-
-def _write_json(path: str | None, obj: Any) -> None:
-    if path is not None:
-        from mark1.io import write_json
-
-        write_json(path, obj)
-
-
-def _settings(args: argparse.Namespace) -> Any:
-    from export.serial.settings import LinkSettings
-
-    return LinkSettings(baud=args.baud, window=args.window, timeout_s=args.timeout,
-                        retries=args.retries)
-
+from export.serial.cli import EXIT_EPILOG, link_options, link_plan, link_settings
 
 # --------------------------------------------------------------------------- ports
 
@@ -42,7 +19,13 @@ def _settings(args: argparse.Namespace) -> Any:
 def _ports(args: argparse.Namespace) -> int:
     from serial.tools.list_ports import comports
 
-    _check_outputs(json=args.json)
+    plan = link_plan(args)
+    with plan:  # the --json place checked before the ports are listed
+        _list_ports(args, plan, comports)
+    return 0
+
+
+def _list_ports(args: argparse.Namespace, plan: Any, comports: Any) -> None:
     ports = sorted(comports(include_links=args.links), key=lambda p: p.device)
     rows = [{"device": p.device, "description": p.description, "hwid": p.hwid,
              "vid": p.vid, "pid": p.pid, "serial_number": p.serial_number,
@@ -57,8 +40,8 @@ def _ports(args: argparse.Namespace) -> int:
     if not rows:
         print("no serial ports found (a pty of `mark1 device --pty` is not listed: use the "
               "name it prints)", file=sys.stderr)
-    _write_json(args.json, {"ports": rows})
-    return 0
+    if args.json is not None:
+        plan.write_json(args.json, {"ports": rows})
 
 
 # --------------------------------------------------------------------------- status
@@ -90,9 +73,18 @@ def _status(args: argparse.Namespace) -> int:
     from export.serial.device_ops import device_status
     from export.serial.trace import trace_file
 
-    _check_outputs(json=args.json, trace=args.trace)
-    with trace_file(args.trace) as trace:
-        st = device_status(args.port, _settings(args), trace)
+    plan = link_plan(args)  # every check before a byte goes to the device
+    settings = link_settings(args)
+    with plan:
+        with trace_file(plan, args.trace) as trace:
+            st = device_status(args.port, settings, trace)
+        _status_lines(args, st)
+        if args.json is not None:
+            plan.write_json(args.json, st.as_dict())
+    return 0
+
+
+def _status_lines(args: argparse.Namespace, st: Any) -> None:
     dev = st.device
     print(f"device   {dev['name']} on {args.port}, protocol version {dev['version']}")
     print(f"limits   flash {_kib(dev['flash_bytes'])} in {_kib(dev['page_bytes'])} pages, two "
@@ -109,33 +101,35 @@ def _status(args: argparse.Namespace) -> int:
           "in all")
     print(f"frames   {st.frames_ok:,} received intact, {st.frames_bad:,} dropped since "
           "power-on")
-    _write_json(args.json, st.as_dict())
-    return 0
 
 
 # --------------------------------------------------------------------------- info
 
 
 def _info(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from export.contract.package import MAGIC
+    from export.contract.package import MAGIC, MAX_PACKAGE_BYTES
     from export.int8.info import package_info, render
+    from mark1.io import OutputPlan
 
-    path = Path(args.model)
-    if not path.is_file():
-        raise FileNotFoundError(2, "model file not found", str(path))
-    _check_outputs(json=args.json)
-    data = path.read_bytes()
-    try:
-        info = package_info(data)
-    except ValueError as exc:
-        said = str(exc)
-        if data[:4] != MAGIC and said.startswith("not a weight package"):
-            raise ValueError(f"{path} is {said}") from exc
-        raise ValueError(f"{path} is not a valid weight package: {said}") from exc
-    sys.stdout.write(render(info, path.name))
-    _write_json(args.json, {"file": str(path), **info})
+    plan = OutputPlan()
+    path = plan.read("MODEL", args.model, what="model file")
+    link_plan(args, plan)
+    size = path.stat().st_size
+    if size > MAX_PACKAGE_BYTES:
+        raise ValueError(f"{path} is {size:,} bytes; a weight package is at most "
+                         f"{MAX_PACKAGE_BYTES:,} bytes")
+    with plan:  # the outputs' places checked before the package is read
+        data = path.read_bytes()
+        try:
+            info = package_info(data)
+        except ValueError as exc:
+            said = str(exc)
+            if data[:4] != MAGIC and said.startswith("not a weight package"):
+                raise ValueError(f"{path} is {said}") from exc
+            raise ValueError(f"{path} is not a valid weight package: {said}") from exc
+        sys.stdout.write(render(info, path.name))
+        if args.json is not None:
+            plan.write_json(args.json, {"file": str(path), **info})
     return 0
 
 
@@ -146,10 +140,19 @@ def _rollback(args: argparse.Namespace) -> int:
     from export.serial.device_ops import rollback
     from export.serial.trace import trace_file
 
-    _check_outputs(json=args.json, trace=args.trace)
+    plan = link_plan(args)  # every check before a byte goes to the device
+    settings = link_settings(args)
     slot = None if args.slot is None else "AB".index(args.slot)
-    with trace_file(args.trace) as trace:
-        rep = rollback(args.port, slot, check=args.check, settings=_settings(args), trace=trace)
+    with plan:
+        with trace_file(plan, args.trace) as trace:
+            rep = rollback(args.port, slot, check=args.check, settings=settings, trace=trace)
+        _rollback_lines(args, rep)
+        if args.json is not None:
+            plan.write_json(args.json, rep.as_dict())
+    return 0
+
+
+def _rollback_lines(args: argparse.Namespace, rep: Any) -> None:
     model = f"model {rep.model_id[:16]}, {rep.size:,} B, CRC-32 {rep.crc32:#010x}"
     if rep.checked_only:
         print(f"slot {rep.to_slot} on {rep.device} ({args.port}) holds a committed model that "
@@ -162,8 +165,6 @@ def _rollback(args: argparse.Namespace) -> int:
         print(f"  running  {model}")
         print(f"  kept     slot {rep.from_slot}'s model (`mark1 rollback` returns to it until "
               "the next push writes there)")
-    _write_json(args.json, rep.as_dict())
-    return 0
 
 
 # --------------------------------------------------------------------------- registration

@@ -1,12 +1,15 @@
 """How the host drives the serial link: one dataclass whose defaults the CLI shows and uses.
 
-Only the standard library is imported here, so ``mark1 push --help`` reads the defaults without
-importing pyserial.
+Only the standard library, the protocol's constants and the ranges' helper are imported here, so
+``mark1 push --help`` reads the defaults and checks the options without importing pyserial.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from export.contract.protocol import MAX_BAUD, MIN_BAUD
+from mark1.limits import check_fields, limit
 
 MIN_CHUNK = 32
 """Smallest ``DATA``/``READ`` size the host adapts down to, in bytes."""
@@ -16,19 +19,20 @@ MIN_CHUNK = 32
 class LinkSettings:
     """How the host drives the link."""
 
-    baud: int = 115200
+    baud: int = field(default=115200, metadata=limit(MIN_BAUD, MAX_BAUD, "bit/s", integer=True))
     """Line rate in bit/s: set on real ports, and used for timeouts and efficiency figures."""
-    window: int = 4
+    window: int = field(default=4, metadata=limit(1, 256, "frames", integer=True))
     """``DATA`` frames in flight (1 = stop-and-wait)."""
-    chunk: int = 0
+    chunk: int = field(default=0, metadata=limit(MIN_CHUNK, 0xFFFF, "bytes", integer=True,
+                                                 special=(0,), meaning="as the device takes"))
     """Image bytes per ``DATA`` frame; 0 = as many as the device's frame takes."""
-    timeout_s: float = 0.5
+    timeout_s: float = field(default=0.5, metadata=limit(0, 60, "s", open_lo=True))
     """Silence tolerated beyond the line time of what is in flight before resending, in s."""
-    retries: int = 5
+    retries: int = field(default=5, metadata=limit(0, 100, "resends", integer=True))
     """Resends in a row without any reply before the link counts as lost."""
-    reconnects: int = 3
+    reconnects: int = field(default=3, metadata=limit(0, 100, "reopenings", integer=True))
     """Reopenings of the port after a lost link, each resuming the upload."""
-    reconnect_delay_s: float = 0.2
+    reconnect_delay_s: float = field(default=0.2, metadata=limit(0, 10, "s"))
     """Pause before reopening the port, in seconds (doubles each time)."""
     verify: bool = True
     """Read the image back from flash during the upload and compare it with the file."""
@@ -40,13 +44,7 @@ class LinkSettings:
     """Lock a local port so that a second host cannot open it at the same time."""
 
     def __post_init__(self) -> None:
-        for name, lo in (("baud", 1), ("window", 1), ("chunk", 0), ("retries", 0),
-                         ("reconnects", 0)):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"{name} = {v!r}: must be a whole number >= {lo}")
-        if not 0.0 < self.timeout_s <= 60.0:
-            raise ValueError(f"timeout = {self.timeout_s!r} s: allowed (0, 60]")
+        check_fields(self)
 
     def line_time(self, n_bytes: int) -> float:
         """Seconds ``n_bytes`` take on the line at :attr:`baud` (8N1)."""

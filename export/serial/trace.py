@@ -20,15 +20,16 @@ as hex with the reason.
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields
-from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from export.contract import protocol as P
+
+if TYPE_CHECKING:
+    from mark1.io import OutputPlan
 
 ARROWS = {"host": "->", "device": "<-"}
 """Direction marks: frames the host wrote, frames it received."""
@@ -132,28 +133,18 @@ class FrameTrace:
 
 
 @contextmanager
-def trace_file(path: str | os.PathLike[str] | None) -> Iterator[FrameTrace | None]:
-    """A :class:`FrameTrace` into the file ``path`` (``None``: no trace), written under a
-    temporary name beside it and renamed into place when the block ends -- also when it ends
-    by an error or Ctrl-C, whose trace is what the file is for. A trace is never half-written
-    under its own name."""
+def trace_file(plan: OutputPlan, path: str | os.PathLike[str] | None
+               ) -> Iterator[FrameTrace | None]:
+    """A :class:`FrameTrace` into the output file ``path`` of ``plan`` (``None``: no trace),
+    declared there with ``keep_on_error`` and written into its staging: the plan moves it into
+    place when the run ends -- also when it ends by an error or Ctrl-C, whose trace is what the
+    file is for. A trace is never half-written under its own name."""
     if path is None:
         yield None
         return
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".part", dir=dest.parent)
-    try:
-        os.fchmod(fd, 0o644)
-        with os.fdopen(fd, "w", encoding="utf-8") as out:
-            trace = FrameTrace(out)
-            try:
-                yield trace
-            finally:
-                trace.note("end")
-                out.flush()
-                os.fsync(out.fileno())
-                os.replace(tmp, dest)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with open(plan.staged(path), "w", encoding="utf-8") as out:
+        trace = FrameTrace(out)
+        try:
+            yield trace
+        finally:
+            trace.note("end")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 
+from mark1.limits import Limit
 from mark1.playground import MAX_TABS
 
 EXTRA = "pip install 'mark1-kit[playground]'"
@@ -13,16 +14,19 @@ EXTRA = "pip install 'mark1-kit[playground]'"
 SERVER_MODULES = ("starlette", "uvicorn", "websockets")
 """The modules the server needs (the ``playground`` extra)."""
 
+PLAYGROUND_LIMITS: dict[str, Limit] = {
+    "port": Limit(1, 65535, integer=True, special=(0,), meaning="any free port"),
+    "max_tabs": Limit(1, 10_000, "tabs", integer=True),
+    "workers": Limit(0, 64, "processes", integer=True),
+}
+"""Ranges of ``mark1 playground``'s numbers, checked while the command line is read."""
+
 
 def _playground(args: argparse.Namespace) -> int:
     import importlib
 
     from mark1.errors import Mark1Error
 
-    if not 1 <= args.max_tabs <= 10_000:
-        raise ValueError(f"--max-tabs must be in [1, 10000]; got {args.max_tabs}")
-    if not 0 <= args.port <= 65535:
-        raise ValueError(f"--port must be in [0, 65535]; got {args.port}")
     missing = []
     for name in SERVER_MODULES:
         try:
@@ -32,8 +36,6 @@ def _playground(args: argparse.Namespace) -> int:
     if missing:
         raise Mark1Error(f"the playground's web server needs {', '.join(missing)}, not "
                          f"installed: {EXTRA}", exit_code=2)
-    if args.workers is not None and not 0 <= args.workers <= 64:
-        raise ValueError(f"--workers must be in [0, 64]; got {args.workers}")
     from mark1.playground.server import serve
 
     return serve(args.host, args.port, open_browser=not args.no_browser,
@@ -54,11 +56,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--host", default="127.0.0.1",
                    help="address to listen on (default 127.0.0.1: this machine only; 0.0.0.0 "
                    "serves every network this machine is on)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (default 8000; 0: any free)")
+    p.add_argument("--port", type=PLAYGROUND_LIMITS["port"].arg(), default=8000,
+                   help=f"TCP port ({PLAYGROUND_LIMITS['port'].describe()}; default 8000)")
     p.add_argument("--no-browser", action="store_true", help="do not open the page")
-    p.add_argument("--max-tabs", type=int, default=MAX_TABS,
-                   help=f"most tabs (machines) served at once (default {MAX_TABS})")
-    p.add_argument("--workers", type=int, default=None,
-                   help="processes that run the machines (default: one per core, at most 8; "
-                   "0: the server's own)")
+    p.add_argument("--max-tabs", type=PLAYGROUND_LIMITS["max_tabs"].arg(), default=MAX_TABS,
+                   help="most tabs (machines) served at once "
+                   f"({PLAYGROUND_LIMITS['max_tabs'].describe()}; default {MAX_TABS})")
+    p.add_argument("--workers", type=PLAYGROUND_LIMITS["workers"].arg(), default=None,
+                   help="processes that run the machines "
+                   f"({PLAYGROUND_LIMITS['workers'].describe()}; default: one per core, at "
+                   "most 8; 0: the server's own)")
     p.set_defaults(handler=_playground)

@@ -3,7 +3,9 @@
 The sweep appends a line as each run comes back, so a sweep killed at any point keeps every
 run it finished; the same spec run again reads the journal and runs only what is missing. A
 line cut short by a kill mid-write is dropped (and cut off the file) when the journal is next
-opened. The journal is locked while a sweep writes it: two sweeps never share a folder.
+opened. The journal is locked while a sweep writes it: two sweeps never share a folder. A
+sweep that ends before any run finished (a bad setting found by the first run, Ctrl-C) leaves no
+journal, nor the folder if it made it.
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ class Journal:
         self._fd = -1
 
     def __enter__(self) -> Journal:
+        self._made_folder = not self.path.parent.exists()
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._made_file = not self.path.exists()
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o666)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -41,6 +45,14 @@ class Journal:
     def __exit__(self, *exc: object) -> None:
         if self._fd >= 0:
             os.fsync(self._fd)
+            empty = os.fstat(self._fd).st_size == 0
+            if empty and self._made_file:  # no run finished: nothing to resume from, and
+                os.unlink(self.path)  # nothing of this sweep is left behind
+                if self._made_folder:
+                    try:
+                        self.path.parent.rmdir()
+                    except OSError:
+                        pass
             os.close(self._fd)  # closing releases the lock
             self._fd = -1
 

@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from mark1.errors import Mark1Error
+from mark1.io import OutputPlan
 from mark1.sweeps import table
 from mark1.sweeps.executors import (
     DaskWorkers,
@@ -182,36 +183,39 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
     checked = load_spec(_merge(spec, settings), codes=False)  # the codes after the workers start
     runs = checked.runs()
     out_path = None if out is None else Path(out)
-    if out_path is not None and out_path.exists() and not out_path.is_dir():
-        raise ValueError(f"output {str(out_path)!r} exists and is not a folder")
+    plan = OutputPlan()  # the folder's place checked, and its staging made, before any run
+    if out_path is not None:
+        plan.write_folder("--out", out_path, files=(*RESULT_FILES, JOURNAL))
     workers = _check_where(workers, scheduler, cluster, connect_timeout)
-    keys = [run.key() for run in runs]
-    have = _peek(out_path)
-    work = any(k not in have for k in keys)
-    if work and scheduler is None and cluster is None and workers > 0:
-        start_local_workers_early()  # warms up while the rest is checked
-    check_codes(checked)
-    if out_path is not None:
-        table.require_parquet()
-    executor = _executor(workers, scheduler, cluster, connect_timeout) if work else None
-    counts = {"runs": len(runs), "from_journal": 0, "run_now": 0, "rerun_after_lost_worker": 0}
-    try:
-        if out_path is None:
-            results: dict[str, dict[str, Any]] = {}
-            _execute(executor, runs, keys, results, None, counts, progress)
+    with plan:
+        keys = [run.key() for run in runs]
+        have = _peek(out_path)
+        work = any(k not in have for k in keys)
+        if work and scheduler is None and cluster is None and workers > 0:
+            start_local_workers_early()  # warms up while the rest is checked
+        check_codes(checked)
+        if out_path is not None:
+            table.require_parquet()
+        executor = _executor(workers, scheduler, cluster, connect_timeout) if work else None
+        counts = {"runs": len(runs), "from_journal": 0, "run_now": 0,
+                  "rerun_after_lost_worker": 0}
+        try:
+            if out_path is None:
+                results: dict[str, dict[str, Any]] = {}
+                _execute(executor, runs, keys, results, None, counts, progress)
+            else:  # the journal lives in the folder itself, so a killed sweep can resume
+                with Journal(out_path) as journal:
+                    _execute(executor, runs, keys, journal.results, journal, counts, progress)
+                    results = journal.results
+        finally:
+            if executor is not None:
+                executor.close()
+        rows = [table.make_row(k, run, results[k]) for k, run in zip(keys, runs)]
+        report = _report(checked, rows, counts, executor)
+        if out_path is not None:
+            _write(plan.staged(out_path), checked, rows, report, started)
         else:
-            with Journal(out_path) as journal:
-                _execute(executor, runs, keys, journal.results, journal, counts, progress)
-                results = journal.results
-    finally:
-        if executor is not None:
-            executor.close()
-    rows = [table.make_row(k, run, results[k]) for k, run in zip(keys, runs)]
-    report = _report(checked, rows, counts, executor)
-    if out_path is not None:
-        _write(out_path, checked, rows, report, started)
-    else:
-        _timed(report, started)
+            _timed(report, started)
     return SweepResult(rows, report, out_path, checked)
 
 
@@ -367,14 +371,17 @@ def _figures(stage: Path, spec: SweepSpec, rows: list[dict[str, Any]]) -> list[s
     return names
 
 
-def _write(out: Path, spec: SweepSpec, rows: list[dict[str, Any]], report: dict[str, Any],
-           started: float) -> None:
-    from mark1.io import atomic_write_bytes, atomic_write_text, staged_output_dir, write_json
+RESULT_FILES = ("results.parquet", "results.csv", "report.json")
+"""The files a sweep writes into its folder at the end (besides its journal and figures)."""
 
-    with staged_output_dir(out) as stage:
-        atomic_write_bytes(stage / "results.parquet", table.parquet_bytes(rows))
-        atomic_write_text(stage / "results.csv", table.csv_text(rows))
-        report["files"] = ["results.parquet", "results.csv", "report.json", JOURNAL,
-                           *_figures(stage, spec, rows)]
-        _timed(report, started)
-        write_json(stage / "report.json", report)
+
+def _write(stage: Path, spec: SweepSpec, rows: list[dict[str, Any]], report: dict[str, Any],
+           started: float) -> None:
+    """The table, figures and report, written into the plan's staging of the sweep's folder."""
+    from mark1.io import atomic_write_bytes, atomic_write_text, write_json
+
+    atomic_write_bytes(stage / "results.parquet", table.parquet_bytes(rows))
+    atomic_write_text(stage / "results.csv", table.csv_text(rows))
+    report["files"] = [*RESULT_FILES, JOURNAL, *_figures(stage, spec, rows)]
+    _timed(report, started)
+    write_json(stage / "report.json", report)

@@ -41,6 +41,7 @@ from typing import Any
 
 import numpy as np
 
+from mark1.limits import SEED
 from mark1.presets import CDS_1960, PARAMETERS, PRESETS, get_preset
 
 SETTINGS: dict[str, str] = {
@@ -187,6 +188,7 @@ def _range(name: str, table: Mapping[str, Any], where: str) -> list[Any]:
     if num < 1:
         raise ValueError(f"{where}: the grid of {name} is empty (count {num:g}); "
                          "give at least one value")
+    _at_most(f"{where}: the count of values", int(num))
     if not (math.isfinite(start) and math.isfinite(stop)):
         raise ValueError(f"{where}: a range of {name} needs finite ends; got {start}:{stop}")
     values = [_tidy(v) for v in np.linspace(start, stop, int(num))]
@@ -388,6 +390,17 @@ def _sample_range(name: str, raw: Any, where: str) -> SampleRange:
     return SampleRange(float(low), float(high), log)
 
 
+MAX_RUNS = 1_000_000
+"""Most runs a sweep may hold (grid points x sample points x seeds), and so most grid values,
+sample points or seeds: a million runs of the smallest machine already take days."""
+
+
+def _at_most(what: str, count: int) -> None:
+    if count > MAX_RUNS:
+        raise ValueError(f"{what}: {count:,} is more than a sweep holds (at most "
+                         f"{MAX_RUNS:,} runs)")
+
+
 def _seeds(raw: Any) -> tuple[int, ...]:
     if isinstance(raw, str):
         try:
@@ -400,13 +413,14 @@ def _seeds(raw: Any) -> tuple[int, ...]:
     if isinstance(raw, (int, np.integer)):
         if raw < 1:
             raise ValueError(f"seeds: the number of seeds must be at least 1; got {raw}")
+        _at_most("seeds", int(raw))
         return tuple(range(int(raw)))
     if not isinstance(raw, (list, tuple)) or not raw:
         raise ValueError(f"seeds: a count or a non-empty list of seeds; got {raw!r}")
     seeds = []
     for s in raw:
-        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 0:
-            raise ValueError(f"seeds: each seed must be a whole number >= 0; got {s!r}")
+        if isinstance(s, bool) or not isinstance(s, (int, np.integer)) or not SEED.allows(s):
+            raise ValueError(f"seeds: each seed must be one of {SEED.describe()}; got {s!r}")
         seeds.append(int(s))
     if len(set(seeds)) != len(seeds):
         raise ValueError(f"seeds: a seed is listed twice in {seeds}")
@@ -477,8 +491,10 @@ def build_spec(raw: Mapping[str, Any], codes: bool = True) -> SweepSpec:
     for name in SETTINGS:
         if name not in grid and name not in fixed and name not in samples:
             fixed[name] = defaults.get(name)
-    spec = SweepSpec(fixed, grid, samples, n_samples, sampler, sample_seed,
-                     _seeds(raw.get("seeds", 1)))
+    seeds = _seeds(raw.get("seeds", 1))
+    _at_most("the sweep's runs (grid points x sample points x seeds)",
+             math.prod(len(v) for v in grid.values()) * max(n_samples, 1) * len(seeds))
+    spec = SweepSpec(fixed, grid, samples, n_samples, sampler, sample_seed, seeds)
     _check_machines(spec, where_of)
     if codes:
         check_codes(spec)
@@ -504,6 +520,7 @@ def _sample_section(section: Any, claim: Any) -> tuple[dict[str, SampleRange], i
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
             raise ValueError(f"sample.{key} must be a whole number >= {low}; got {value!r}")
         whole[key] = value
+    _at_most("sample.n", whole["n"])
     ranges = section.get("ranges", {})
     if not isinstance(ranges, Mapping) or not ranges:
         raise ValueError("sample.ranges: give at least one NAME = [LOW, HIGH] to sample")

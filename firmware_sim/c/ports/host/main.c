@@ -6,6 +6,9 @@
  *     closed; a pty is locked by the host that opens it;
  *   - a session ends after --idle-timeout seconds with no byte either way (TCP: the
  *     connection is closed; pty: replies not sent are dropped);
+ *   - a TCP session ends when its host closes the connection, at once: what the host sent and
+ *     the device has not received yet is dropped with it (POLLRDHUP tells of the close before
+ *     those bytes are read);
  *   - a HELLO starts a new conversation: replies not sent yet are dropped before its INFO;
  *   - short replies go ahead of queued READ_DATA replies (at frame boundaries);
  *   - the flash lives in --state FILE (the simulator's state-file format); --cut-after N[+K]
@@ -15,6 +18,7 @@
  * SIGINT or SIGTERM stop it cleanly (exit status 0). Bad options: one line, exit status 2.
  */
 #define _DEFAULT_SOURCE
+#define _GNU_SOURCE /* POLLRDHUP */
 #define _XOPEN_SOURCE 700
 
 #include <errno.h>
@@ -35,9 +39,16 @@
 #include "device.h"
 #include "host_flash.h"
 
+#ifndef POLLRDHUP /* not Linux: the close is seen once the host's bytes are read */
+#define POLLRDHUP 0
+#endif
+
 #define WIRE_MAX (MK_COBS_MAX(MK_REPLY_MAX + MK_FRAME_OVERHEAD) + 1u)
 #define QUEUE_BYTES (1u << 20)
 #define MAX_BUSY 8
+#define LINE_BUFFER (16u << 20) /* bytes taken from the host ahead of the line: more than a \
+                                   connection holds in flight, so that a close behind them is \
+                                   seen at once (the simulator's LINE_BUFFER) */
 #define BUSY_MS 2000u
 #define POLL_MS 50
 
@@ -132,8 +143,8 @@ typedef struct {
     uint64_t send_ready;        /* the reply being sent may not start before this */
     int send_clocked;           /* its line time has started */
     uint64_t tx_clock;          /* end of the line time of the bytes sent so far */
-    uint8_t stage[4096];        /* bytes received and not yet through the (paced) line */
-    uint32_t staged;
+    uint32_t stage_at, staged;  /* line_buffer[stage_at:][:staged]: bytes taken from the host
+                                   and not yet through the (paced) line */
     uint64_t rx_clock;          /* end of the line time of the bytes passed on so far */
     uint64_t arrival;           /* when the bytes being handled finished arriving */
     uint32_t last_active;
@@ -142,6 +153,7 @@ typedef struct {
 static mk_device device;
 static host_flash flash;
 static session sess;
+static uint8_t line_buffer[LINE_BUFFER];
 
 static void drop_unsent(session *s)
 {
@@ -164,49 +176,61 @@ static void session_start(session *s, int fd)
     s->fd = fd;
     drop_unsent(s);
     s->send_len = s->send_pos = 0;
-    s->staged = 0;
+    s->stage_at = s->staged = 0;
     s->last_active = mk_hal_millis();
     mk_device_new_session(&device);
 }
 
-/* Room for the replies to more received bytes (each frame takes 11 bytes at least). */
-static uint32_t readable_bytes(const session *s)
+/* Bytes the device may take now: room for the replies to them (each frame takes 11 bytes at
+ * least) in the queues. */
+static uint32_t feedable_bytes(const session *s)
 {
     uint32_t used = queue_used(&s->control) + queue_used(&s->bulk);
     uint32_t free_bytes = QUEUE_BYTES - (used > QUEUE_BYTES ? QUEUE_BYTES : used);
-    uint32_t frames = free_bytes / (WIRE_MAX + 12u);
-    uint32_t room = (uint32_t)sizeof s->stage - s->staged;
-    return frames * 11u < room ? frames * 11u : room;
+    return free_bytes / (WIRE_MAX + 12u) * 11u;
 }
 
-/* Pass staged bytes through the line to the device: all of them when unpaced, else a
+/* Pass staged bytes through the line to the device: all it may take when unpaced, else a
  * quantum whenever its line time has passed. Returns when the next quantum is due (0: none). */
 static uint64_t session_feed(session *s, uint64_t now)
 {
     while (s->staged) {
-        uint32_t n = byte_us > 0 ? (s->staged < QUANTUM ? s->staged : QUANTUM) : s->staged;
-        uint64_t due = s->rx_clock + (uint64_t)(n * byte_us);
+        uint32_t room = feedable_bytes(s);
+        uint32_t n = byte_us > 0 && s->staged > QUANTUM ? QUANTUM : s->staged;
+        uint64_t due;
+        n = n < room ? n : room;
+        if (n == 0) { /* the host does not read its replies: wait for it */
+            return 0;
+        }
+        due = s->rx_clock + (uint64_t)(n * byte_us);
         if (byte_us > 0 && due > now) {
             return due;
         }
         s->rx_clock = byte_us > 0 ? due : now;
         s->arrival = s->rx_clock;
-        mk_device_receive(&device, s->stage, n, emit, s);
-        memmove(s->stage, s->stage + n, s->staged - n);
+        mk_device_receive(&device, line_buffer + s->stage_at, n, emit, s);
+        s->stage_at += n;
         s->staged -= n;
+        s->last_active = mk_hal_millis();
     }
+    s->stage_at = 0;
     return 0;
 }
 
-/* Receive what is there; -1 when the host has gone. */
+/* Take what the host sent, up to LINE_BUFFER ahead of the line; -1 when the host has gone. */
 static int session_read(session *s, uint64_t now)
 {
-    uint32_t room = readable_bytes(s);
+    uint32_t room;
     ssize_t n;
+    if (s->stage_at > LINE_BUFFER / 2) { /* make room at the end */
+        memmove(line_buffer, line_buffer + s->stage_at, s->staged);
+        s->stage_at = 0;
+    }
+    room = LINE_BUFFER - s->stage_at - s->staged;
     if (room == 0) {
         return 0;
     }
-    n = read(s->fd, s->stage + s->staged, room);
+    n = read(s->fd, line_buffer + s->stage_at + s->staged, room < 65536u ? room : 65536u);
     if (n < 0) {
         return errno == EAGAIN || errno == EINTR || errno == EIO ? 0 : -1;
     }
@@ -585,8 +609,9 @@ int main(int argc, char **argv)
         if (sess.fd >= 0) {
             s_at = n;
             fds[n].fd = sess.fd;
-            fds[n++].events = (short)((readable_bytes(&sess) ? POLLIN : 0) |
-                                      (session_wants_write(&sess) && !write_due ? POLLOUT : 0));
+            fds[n++].events = (short)((sess.stage_at + sess.staged < LINE_BUFFER ? POLLIN : 0) |
+                                      (session_wants_write(&sess) && !write_due ? POLLOUT : 0) |
+                                      (o.pty ? 0 : POLLRDHUP));
         }
         for (k = 0; k < MAX_BUSY; k++) {
             b_at[k] = -1;
@@ -612,8 +637,8 @@ int main(int argc, char **argv)
         now = now_us();
         if (s_at >= 0 && sess.fd >= 0) {
             short ev = fds[s_at].revents;
-            int gone = 0;
-            if (ev & (POLLIN | POLLHUP | POLLERR)) {
+            int gone = !o.pty && (ev & POLLRDHUP); /* the host closed: its unread bytes go too */
+            if (!gone && (ev & (POLLIN | POLLHUP | POLLERR))) {
                 gone = session_read(&sess, now) < 0;
             }
             if (!gone) {
