@@ -36,6 +36,20 @@ def _save(fig: Any, path: str | os.PathLike[str]) -> Path:
     return atomic_write_bytes(path, buf.getvalue())
 
 
+def warm_up() -> None:
+    """Draw and encode a small figure, and discard it: matplotlib loads its backend and
+    fonts on a process's first figure (a sweep has this done while its workers start,
+    rather than after its last run)."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0.0, 1.0], [0.0, 1.0], marker="o", label="warm")
+    ax.fill_between([0.0, 1.0], [0.0, 0.5], [0.5, 1.0], alpha=0.2)
+    ax.set_title("warm")
+    ax.legend()
+    fig.savefig(io.BytesIO(), format="png", dpi=110, bbox_inches="tight")
+    plt.close(fig)
+
+
 def stimuli(path: str | os.PathLike[str], model: MarkI, X: np.ndarray, y: np.ndarray,
             classes: tuple[str, ...] | list[str], per_class: int = 2, max_images: int = 8) -> Path:
     """Sample stimuli: the light on the retina, and which S-units fire (dead cells in red)."""

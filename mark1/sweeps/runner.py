@@ -193,10 +193,12 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         work = any(k not in have for k in keys)
         if work and scheduler is None and cluster is None and workers > 0:
             start_local_workers_early()  # warms up while the rest is checked
-        if work:
-            import threading
+        warm = None
+        if work and (workers > 0 or scheduler is not None or cluster is not None):
+            import threading  # (in this process the runs would share its one thread with it)
 
-            threading.Thread(target=_import_writers, daemon=True).start()
+            warm = threading.Thread(target=_warm_writers, daemon=True)
+            warm.start()
         check_codes(checked)
         if out_path is not None:
             table.require_parquet()
@@ -214,6 +216,8 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         finally:
             if executor is not None:
                 executor.close()
+            if warm is not None:
+                warm.join()  # matplotlib's pyplot is this process's to use from one thread
         rows = [table.make_row(k, run, results[k]) for k, run in zip(keys, runs)]
         report = _report(checked, rows, counts, executor)
         if out_path is not None:
@@ -271,15 +275,20 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
         bar.close()
 
 
-def _import_writers() -> None:
-    """Import what the table, figures and report need while the workers warm up (this
-    process only waits then), not after the last run, nor while the runs take every core."""
+def _warm_writers() -> None:
+    """Import, and run once on nothing, what the table, figures and report need (pyarrow
+    imports pandas on its first table, matplotlib loads its fonts on its first figure: ~0.4 s
+    in all) while the workers warm up and this process would only wait, not after the last
+    run, nor while the runs take every core."""
     import contextlib
 
-    with contextlib.suppress(ImportError):
-        import matplotlib.pyplot  # noqa: F401
-        import pyarrow.parquet  # noqa: F401
+    with contextlib.suppress(Exception):  # only a head start: the writers report real errors
         import scipy.special  # noqa: F401
+
+        from mark1 import figures
+
+        table.parquet_bytes([])
+        figures.warm_up()
 
 
 def _environment(executor: Any) -> dict[str, Any]:
