@@ -72,6 +72,17 @@ def test_the_cortex_m_images_build_without_a_c_library_within_their_sizes(tmp_pa
 
     assert all(used("m4", op) for op in ("smlad", "sxtb16", "sxtab16"))
     assert not any(used("m3", op) for op in ("smlad", "sxtb16", "sxtab16"))  # no DSP on the M3
+    # the test images: the same firmware with the test machinery, which the product images lack
+    tests = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"mark1-fw-(m\d)-test\.elf: text (\d+) B", out)}
+    assert set(tests) == {"m3", "m4"}, out
+    for core in ("m3", "m4"):
+        assert tests[core] > sizes[core][0], (core, tests, sizes)
+        for target, hooks in ((core, False), (f"{core}-test", True)):
+            symbols = subprocess.run(["arm-none-eabi-nm", str(tmp_path / target /
+                                                              f"mark1-fw-{target}.elf")],
+                                     capture_output=True, text=True, check=True).stdout
+            assert bool(re.search(r" (power_cut|slow_erase|cut_point)", symbols)) == hooks, target
 
 
 def test_a_missing_tool_is_named_with_its_package(tmp_path):

@@ -45,6 +45,7 @@ static void persist(mk_flash_file *f, uint32_t address, uint32_t length, uint32_
     }
 }
 
+#if MK_TEST_HOOKS
 /* Bytes of this operation to do before the power goes, or -1 (all of them, power stays). */
 static int64_t cut_point(mk_flash_file *f, uint32_t length)
 {
@@ -105,6 +106,26 @@ static const char *write_(void *ctx, uint32_t address, const uint8_t *data, uint
     }
     return 0;
 }
+#else
+/* The operations as a NOR flash does them (the portable code keeps to the HAL's rules). */
+static const char *erase(void *ctx, uint32_t page)
+{
+    mk_flash_file *f = ctx;
+    const uint32_t bytes = f->hal.page_bytes, address = page * bytes;
+    f->erases[page]++;
+    memset(f->mem + address, 0xFF, bytes);
+    persist(f, address, bytes, page);
+    return 0;
+}
+
+static const char *write_(void *ctx, uint32_t address, const uint8_t *data, uint32_t n)
+{
+    mk_flash_file *f = ctx;
+    memcpy(f->mem + address, data, n);
+    persist(f, address, n, address / f->hal.page_bytes);
+    return 0;
+}
+#endif
 
 static uint32_t erase_count(void *ctx, uint32_t page)
 {
@@ -115,8 +136,12 @@ const char *mk_flash_file_init(mk_flash_file *f, uint8_t *mem, uint32_t *erases,
                                uint32_t page_bytes, int64_t endurance)
 {
     memset(f, 0, sizeof *f);
+#if MK_TEST_HOOKS
     f->cut_op = -1;
     f->endurance = endurance;
+#else
+    (void)endurance;
+#endif
     if (page_bytes < 32u || (page_bytes & (page_bytes - 1u))) {
         return "the page size must be a power of two of at least 32 bytes";
     }

@@ -3,13 +3,17 @@
  * costs.
  *
  * QEMU passes the options on its command line (-append, read with SYS_GET_CMDLINE):
- *   --flash BYTES --page BYTES --ram BYTES --max-payload BYTES --protocol-version V
- *   --endurance N --name-hex HEX --state-hex HEX   the part, as the host port takes them
+ *   --flash BYTES --page BYTES --ram BYTES --max-payload BYTES --name-hex HEX --state-hex HEX
+ *                       the part, as the host port takes them (hex: the name and the file
+ *                       path may hold spaces, which the command line splits on)
+ * and in the test images (MK_TEST_HOOKS=1: mark1-fw-m3-test.elf, mark1-fw-m4-test.elf) the
+ * test machinery:
+ *   --endurance N       pages wear out past N erases (the product images' flash never wears)
+ *   --protocol-version V   speak another version of the protocol
  *   --cut-after N+K     cut the power K bytes into flash operation N: exit status 3
  *   --erase-ms MS       a page erase keeps the processor waiting MS milliseconds (NOR flash
  *                       takes tens of ms; bytes keep arriving meanwhile)
  *   --rx-ring BYTES     a smaller receive ring than the one sized for the window
- * (hex: the name and the file path may hold spaces, which the command line splits on).
  *
  * Measured counts: under `-icount shift=0` QEMU executes one instruction per nanosecond of
  * virtual time, and SysTick counts down at 25 MHz: 40 instructions a tick. Each inference
@@ -63,12 +67,14 @@ static void fail(uint32_t status, const char *what, const char *why)
     say_and_exit(status, "mark1 device: error: %s%s%s\n", what, why ? ": " : "", why ? why : "");
 }
 
+#if MK_TEST_HOOKS
 static void power_cut(void *ctx, const char *kind, uint32_t done)
 {
     (void)ctx;
     say_and_exit(3, "mark1 device: power cut after %u bytes of flash operation %U (%s)\n", done,
                  flash.ops - 1u, kind);
 }
+#endif
 
 static void io_failed(void *ctx, const char *why)
 {
@@ -114,6 +120,7 @@ uint32_t mk_hal_millis(void)
     return (uint32_t)(ticks() / (MK_CLOCK_MPS2_HZ / 1000u));
 }
 
+#if MK_TEST_HOOKS
 /* Wait `ms` milliseconds with interrupts on (receiving goes on): timer 0 wakes the core. */
 static void wait_ms(uint32_t ms)
 {
@@ -129,6 +136,7 @@ static void wait_ms(uint32_t ms)
         mk_wait_for_interrupt();
     }
 }
+#endif
 
 /* Spin until the SysTick counter moves on: the spins, 4 instructions each (LDR, ADDS, CMP,
  * BEQ). Called right after a tick it takes 10 spins; the spins tell where in a tick it began. */
@@ -189,8 +197,10 @@ static void calibrate(void)
 
 /* ------------------------------------------------------------------ the flash */
 
-static uint32_t erase_ms;
 static int32_t state_handle = -1;
+
+#if MK_TEST_HOOKS
+static uint32_t erase_ms;
 static const char *(*erase_page)(void *ctx, uint32_t page);
 
 static const char *slow_erase(void *ctx, uint32_t page)
@@ -199,6 +209,7 @@ static const char *slow_erase(void *ctx, uint32_t page)
     wait_ms(erase_ms);
     return why;
 }
+#endif
 
 static const char *file_seek(uint32_t offset)
 {
@@ -249,9 +260,11 @@ static const struct {
     uint32_t *value;
 } numbers[] = {
     {"--flash", &o.flash}, {"--page", &o.page}, {"--ram", &o.ram},
-    {"--max-payload", &o.max_payload}, {"--protocol-version", &o.protocol_version},
-    {"--endurance", &o.endurance}, {"--erase-ms", &o.erase_ms}, {"--rx-ring", &o.rx_ring},
-    {"--cut-after", &o.cut_op},
+    {"--max-payload", &o.max_payload},
+#if MK_TEST_HOOKS
+    {"--protocol-version", &o.protocol_version}, {"--endurance", &o.endurance},
+    {"--erase-ms", &o.erase_ms}, {"--rx-ring", &o.rx_ring}, {"--cut-after", &o.cut_op},
+#endif
 };
 
 /* A whole number at *p, ended by a space, the end or `also`; *p moves past it. */
@@ -321,10 +334,12 @@ static void parse(const char *s)
         for (k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
             if (strlen(numbers[k].name) == len && memcmp(word, numbers[k].name, len) == 0) {
                 *numbers[k].value = number(numbers[k].name, &s, '+');
+#if MK_TEST_HOOKS
                 if (numbers[k].value == &o.cut_op) { /* N+K */
                     s += *s == '+';
                     o.cut_keep = number("--cut-after", &s, ' ');
                 }
+#endif
                 break;
             }
         }
@@ -369,7 +384,9 @@ int main(void)
                                   (int64_t)o.endurance)) != 0) {
         fail(2, why, 0);
     }
+#if MK_TEST_HOOKS
     flash.power_cut = power_cut;
+#endif
     flash.io_failed = io_failed;
     if (o.state[0]) {
         uint32_t open_block[3] = {(uint32_t)(uintptr_t)o.state, SH_MODE_RPLUSB, 0};
@@ -382,6 +399,7 @@ int main(void)
             fail(2, why, 0);
         }
     }
+#if MK_TEST_HOOKS
     flash.cut_op = o.cut_op == 0xFFFFFFFFu ? -1 : (int64_t)o.cut_op;
     flash.cut_keep = o.cut_keep;
     erase_ms = o.erase_ms;
@@ -389,6 +407,7 @@ int main(void)
         erase_page = flash.hal.erase;
         flash.hal.erase = slow_erase;
     }
+#endif
 
     SYST_RVR = SYST_RELOAD;
     SYST_CVR = 0;
