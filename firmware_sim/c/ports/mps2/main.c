@@ -48,14 +48,14 @@ static mk_device device;
 /* ------------------------------------------------------------------ messages, exit */
 
 /* A line on QEMU's standard error, then the end with `status`. */
-static void say_and_exit(uint32_t status, const char *format, ...)
+static void say_and_exit(uint32_t status, mk_text_id text, ...)
 {
     char line[400];
     mk_text t;
     va_list args;
     mk_text_init(&t, line, sizeof line - 1u);
-    va_start(args, format);
-    mk_text_vformat(&t, format, args);
+    va_start(args, text);
+    mk_text_vformat(&t, text, args);
     va_end(args);
     line[mk_text_finish(&t)] = 0;
     mk_semihost_print(line);
@@ -64,15 +64,14 @@ static void say_and_exit(uint32_t status, const char *format, ...)
 
 static void fail(uint32_t status, const char *what, const char *why)
 {
-    say_and_exit(status, "mark1 device: error: %s%s%s\n", what, why ? ": " : "", why ? why : "");
+    say_and_exit(status, T_DEVICE_ERROR, what, why ? ": " : "", why ? why : "");
 }
 
 #if MK_TEST_HOOKS
 static void power_cut(void *ctx, const char *kind, uint32_t done)
 {
     (void)ctx;
-    say_and_exit(3, "mark1 device: power cut after %u bytes of flash operation %U (%s)\n", done,
-                 flash.ops - 1u, kind);
+    say_and_exit(3, T_DEVICE_POWER_CUT, done, flash.ops - 1u, kind);
 }
 #endif
 
