@@ -13,7 +13,10 @@ firmware on a pty or a TCP port, printing the URL to open first, as the simulato
   process checks the file whole and holds its lock for as long as QEMU runs;
 * the firmware's options (sizes, name, a power-cut point, a flash erase time, a smaller
   receive ring) go on QEMU's command line (``-append``, read with ``SYS_GET_CMDLINE``); a
-  power cut ends QEMU with exit status 3 (``SYS_EXIT``), and this process with it;
+  power cut ends QEMU with exit status 3 (``SYS_EXIT``), and this process with it. The product
+  image (what a user flashes) runs unless the board asks for test machinery (a power cut,
+  wear, an erase time, a smaller ring, another protocol version: :attr:`Board.test_hooks`),
+  which only the test image carries;
 * sessions are the simulator's (:mod:`firmware_sim.serve`): one host at a time, ``NAK BUSY``
   to a second one on TCP, the idle timeout, ``HELLO`` dropping replies not sent yet, the paced
   line; each new session begins with a ``00`` byte, so that the firmware forgets a partial

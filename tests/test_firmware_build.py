@@ -1,6 +1,7 @@
 """Building the C firmware: the host port and the MPS2 images compile without a warning
 (-Wall -Wextra -Werror), without a C library, and report their sizes; the Cortex-M4 image uses
-the DSP instructions and the Cortex-M3 image does not; `mark1 device --firmware host` names the
+the DSP instructions and the Cortex-M3 image does not; the product images lack the test
+machinery that the test images carry; `mark1 device --firmware host` names the
 package to install when a tool is missing; `--cut-after` cuts the power of either kind of device."""
 
 from __future__ import annotations
@@ -37,9 +38,10 @@ def test_the_host_port_builds_without_warnings_and_prints_its_sizes(tmp_path):
     assert 0 < text < 200_000 and bss > 64 * 1024  # the activation arena is static
 
 
-TEXT_BUDGET = 25 * 1024
-"""Code and constants of an MPS2 image, in bytes: the size as measured (24.3 KB) with a little
-room, so that growth is noticed. The goal of 16 KB is not met (docs/SPEED.md, "Firmware size")."""
+TEXT_BUDGET = 21_000
+"""Code and constants of an MPS2 product image, in bytes: the size as measured (20,804 B on the
+M4, 20,696 B on the M3) with a little room, so that growth is noticed. The goal of 16 KB is not
+met (docs/SPEED.md, "Firmware size")."""
 STATIC_RAM_GOAL = 8 * 1024
 """Static RAM of an image besides the activation arena and the receive ring, in bytes."""
 

@@ -173,10 +173,10 @@ const char *mk_device_init(mk_device *d, const mk_device_config *config, mk_flas
 {
     const char *why;
     if (config->max_payload < 64u || config->max_payload > MK_MAX_PAYLOAD) {
-        return "max_payload is outside 64 .. MK_MAX_PAYLOAD of this build";
+        return mk_text_reason(T_MAX_PAYLOAD_OUTSIDE_BUILD);
     }
     if (config->ram_bytes == 0 || config->ram_bytes > MK_ARENA_BYTES) {
-        return "the arena is larger than MK_ARENA_BYTES of this build";
+        return mk_text_reason(T_ARENA_LARGER_THAN_BUILD);
     }
     memset(d, 0, sizeof *d);
     d->config = *config;
@@ -338,8 +338,8 @@ static void begin(reply *r, const mk_frame *f)
         slot = active != 0 ? 0 : 1;
     }
     if (slot > 1u || slot == active) {
-        nak(r, f, MK_ERR_BAD_SLOT, slot, active, T_SLOT_WHAT, slot,
-            slot == active ? "holds the running model" : "does not exist (0 = A, 1 = B)");
+        nak(r, f, MK_ERR_BAD_SLOT, slot, active,
+            slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST, slot);
         return;
     }
     if (!u->active || u->slot != slot || u->size != size || u->crc32 != crc ||
@@ -790,13 +790,13 @@ void mk_device_receive(mk_device *d, const uint8_t *bytes, size_t n, mk_emit emi
 
 size_t mk_busy_reply(const mk_frame *f, uint8_t *out)
 {
-    static const char text[] = "the device is serving another host; try again later";
-    uint8_t *raw = out + MK_COBS_SHIFT(9u + 10u + sizeof text - 1u);
+    uint8_t *raw = out + MK_COBS_SHIFT(9u + 10u + 100u); /* the text is under 100 bytes */
     uint8_t *p = raw + 5;
+    /* the text and a NUL, which the CRC then covers */
+    const uint32_t n = mk_text_expand(T_DEVICE_SERVING_ANOTHER_HOST, (char *)p + 10);
     p[0] = f->type;
     p[1] = MK_ERR_BUSY;
     mk_put32(p + 2, 0);
     mk_put32(p + 6, 0);
-    memcpy(p + 10, text, sizeof text - 1u);
-    return encode(out, raw, MK_NAK, f->seq, 10u + sizeof text - 1u);
+    return encode(out, raw, MK_NAK, f->seq, 10u + n);
 }

@@ -137,7 +137,7 @@ static const char *utf8_problem(const uint8_t *s, uint32_t n)
             continue;
         }
         if (c < 0xC2u || c > 0xF4u) {
-            return "invalid start byte";
+            return mk_text_reason(T_INVALID_START_BYTE);
         }
         need = c < 0xE0u ? 2u : c < 0xF0u ? 3u : 4u;
         if (c == 0xE0u) lo = 0xA0u;
@@ -147,11 +147,11 @@ static const char *utf8_problem(const uint8_t *s, uint32_t n)
         for (k = 1; k < need; k++) {
             unsigned b;
             if (i + k >= n) {
-                return "unexpected end of data";
+                return mk_text_reason(T_UNEXPECTED_END_OF_DATA);
             }
             b = s[i + k];
             if (k == 1 ? (b < lo || b > hi) : (b & 0xC0u) != 0x80u) {
-                return "invalid continuation byte";
+                return mk_text_reason(T_INVALID_CONTINUATION_BYTE);
             }
         }
         i += need;

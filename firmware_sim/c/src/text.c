@@ -156,6 +156,13 @@ uint32_t mk_text_expand(mk_text_id id, char *out)
     return (uint32_t)(end - out);
 }
 
+const char *mk_text_reason(mk_text_id id)
+{
+    static char reason[MK_TEXT_LONGEST + 1];
+    mk_text_expand(id, reason);
+    return reason;
+}
+
 void mk_text_vformat(mk_text *t, mk_text_id id, va_list args)
 {
     char format[MK_TEXT_LONGEST + 1];

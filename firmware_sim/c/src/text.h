@@ -54,6 +54,9 @@ void mk_text_vformat(mk_text *t, mk_text_id id, va_list args);
 int mk_text_refuse(mk_text *t, mk_text_id id, ...);
 /* The catalog's text `id` into `out` (MK_TEXT_LONGEST + 1 bytes, NUL-terminated); its length. */
 uint32_t mk_text_expand(mk_text_id id, char *out);
+/* The catalog's text `id` as a string, in a buffer of its own that the next call overwrites:
+ * the reason a function that refuses returns as `const char *` (one at a time). */
+const char *mk_text_reason(mk_text_id id);
 /* Cut an incomplete UTF-8 character off the end of a text that did not fit; its length. */
 uint32_t mk_text_finish(mk_text *t);
 

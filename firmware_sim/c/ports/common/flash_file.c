@@ -143,10 +143,10 @@ const char *mk_flash_file_init(mk_flash_file *f, uint8_t *mem, uint32_t *erases,
     (void)endurance;
 #endif
     if (page_bytes < 32u || (page_bytes & (page_bytes - 1u))) {
-        return "the page size must be a power of two of at least 32 bytes";
+        return mk_text_reason(T_PAGE_SIZE_POWER_OF_TWO);
     }
     if (size % page_bytes || size / page_bytes < 4u) {
-        return "the flash size must be a multiple of the page size and hold at least 4 pages";
+        return mk_text_reason(T_FLASH_SIZE_MULTIPLE_PAGES);
     }
     f->n_pages = size / page_bytes;
     f->mem = mem;

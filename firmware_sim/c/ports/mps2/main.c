@@ -78,7 +78,7 @@ static void power_cut(void *ctx, const char *kind, uint32_t done)
 static void io_failed(void *ctx, const char *why)
 {
     (void)ctx;
-    fail(1, "cannot write the state file", why);
+    fail(1, mk_text_reason(T_CANNOT_WRITE_STATE_FILE), why);
 }
 
 /* ------------------------------------------------------------------ time */
@@ -273,7 +273,7 @@ static uint32_t number(const char *opt, const char **p, char also)
     const char *s = *p;
     do {
         if (*s < '0' || *s > '9' || (v = v * 10u + (uint64_t)(*s - '0')) > 0xFFFFFFFFu) {
-            fail(2, opt, "expected a whole number");
+            fail(2, opt, mk_text_reason(T_EXPECTED_WHOLE_NUMBER));
         }
         s++;
     } while (*s && *s != ' ' && *s != also);
@@ -292,7 +292,7 @@ static void hex_text(const char *opt, const char **p, char *out, uint32_t cap)
             const char c = s[k];
             const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
             if (digit < 0 || n + 1u >= cap) {
-                fail(2, opt, "expected lowercase hex digits, two a byte");
+                fail(2, opt, mk_text_reason(T_EXPECTED_HEX_DIGITS));
             }
             byte = byte << 4 | (unsigned)digit;
         }
@@ -327,7 +327,7 @@ static void parse(const char *s)
             continue;
         }
         if (!*s) {
-            fail(2, "an option without its value", word);
+            fail(2, mk_text_reason(T_OPTION_WITHOUT_VALUE), word);
         }
         s++;
         for (k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
@@ -350,7 +350,7 @@ static void parse(const char *s)
         } else if (len == 11 && memcmp(word, "--state-hex", len) == 0) {
             hex_text("--state-hex", &s, o.state, sizeof o.state);
         } else {
-            fail(2, "unknown option", word);
+            fail(2, mk_text_reason(T_UNKNOWN_OPTION), word);
         }
     }
 }
@@ -372,12 +372,12 @@ int main(void)
         char *cmdline = (char *)mk_arena;
         uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, 1024u};
         if (mk_semihost(SYS_GET_CMDLINE, block) != 0) {
-            fail(2, "the command line does not fit", 0);
+            fail(2, mk_text_reason(T_COMMAND_LINE_DOES_NOT_FIT), 0);
         }
         parse(cmdline);
     }
     if (o.flash > MK_MPS2_FLASH_MAX) {
-        fail(2, "--flash", "more than this build's flash copy holds");
+        fail(2, "--flash", mk_text_reason(T_MORE_THAN_FLASH_COPY));
     }
     if ((why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page,
                                   (int64_t)o.endurance)) != 0) {
@@ -392,7 +392,7 @@ int main(void)
         open_block[2] = (uint32_t)strlen(o.state);
         state_handle = mk_semihost(SYS_OPEN, open_block);
         if (state_handle < 0) {
-            fail(2, "cannot open the state file", o.state);
+            fail(2, mk_text_reason(T_CANNOT_OPEN_STATE_FILE), o.state);
         }
         if ((why = mk_flash_file_attach(&flash, &state_io, o.state, 0)) != 0) {
             fail(2, why, 0);
