@@ -507,16 +507,9 @@ class MarkI:
             images = check_array(X, allow_nd=True, dtype=np.float64, ensure_all_finite=False,
                                  estimator=self)
             n, h, w = images.shape
-            wanted = _input_shape(self.input_shape) if reset else self.input_shape_
-            if wanted is not None and (h, w) != wanted:
-                fitted = "input_shape is" if reset else "this MarkI was fitted on"
-                raise ValueError(
-                    f"X holds {h}x{w} images, but {fitted} {wanted[0]}x{wanted[1]} "
-                    f"({wanted[0] * wanted[1]} features)"
-                )
+            shape = self._image_shape(h, w, reset=reset)
             values = validate_data(self, images.reshape(n, h * w), reset=reset,
                                    dtype=np.float64, ensure_all_finite=False)
-            shape = (h, w)
         else:
             values = validate_data(self, X, reset=reset, dtype=np.float64,
                                    ensure_all_finite=False)
@@ -530,6 +523,18 @@ class MarkI:
         if reset:
             self.input_shape_ = shape
         return np.asarray(values)
+
+    def _image_shape(self, h: int, w: int, *, reset: bool) -> tuple[int, int]:
+        """``(h, w)``, the size of the images ``X`` holds, checked against ``input_shape``
+        (``reset``) or what the machine was fitted on."""
+        wanted = _input_shape(self.input_shape) if reset else self.input_shape_
+        if wanted is not None and (h, w) != wanted:
+            fitted = "input_shape is" if reset else "this MarkI was fitted on"
+            raise ValueError(
+                f"X holds {h}x{w} images, but {fitted} {wanted[0]}x{wanted[1]} "
+                f"({wanted[0] * wanted[1]} features)"
+            )
+        return h, w
 
     def _project(self, values: np.ndarray) -> np.ndarray:
         """Checked features as light (``scaling``), laid out as ``input_shape_`` and projected
@@ -586,7 +591,24 @@ class MarkI:
         self.check_params()
         values = self._values(X, reset=True)
         y = self._targets(y, len(values))
-        shown = _presentations(sample_weight, len(values))
+        return self._fit_values(values, y, _presentations(sample_weight, len(values)), progress)
+
+    def _fit_images(self, images: np.ndarray, y: np.ndarray) -> MarkI:
+        """``fit(images, y)`` for images this kit made (float64 ``(n, h, w)``, finite; ``y``
+        one label each): the same machine, without scikit-learn's checks of the input. A
+        sweep's worker process trains on ``make_task``'s images and would import
+        scikit-learn (~0.8 s of every sweep's start) only to check arrays it made itself;
+        tests/test_sweep.py checks its rows against ``fit`` and ``score``."""
+        self.check_params()
+        n, h, w = images.shape
+        self.input_shape_ = self._image_shape(h, w, reset=True)
+        self.n_features_in_ = h * w  # as validate_data records it (no feature names)
+        return self._fit_values(images.reshape(n, h * w), np.asarray(y), None, None)
+
+    def _fit_values(self, values: np.ndarray, y: np.ndarray, shown: np.ndarray | None,
+                    progress: Progress | None) -> MarkI:
+        """``fit`` after its checks: ``values`` float64 (n, n_features), laid out as
+        ``input_shape_``; ``y`` a label each; ``shown`` the presentations of a pass."""
         x = self._project(values)
         classes = np.unique(y if shown is None else y[shown])
         if len(classes) < 2:
@@ -756,6 +778,15 @@ class MarkI:
     def _sums(self, X: object) -> np.ndarray:
         self._check_fitted("predict")
         return retina_sums(self.machine_arrays(), self._light(X, reset=False))
+
+    def _score_images(self, images: np.ndarray, y: np.ndarray) -> float:
+        """``score(images, y)`` for images this kit made, as :meth:`_fit_images` trains."""
+        self._check_fitted("score")
+        n, h, w = images.shape
+        self._image_shape(h, w, reset=False)
+        light = self._project(images.reshape(n, h * w))
+        pred = self.classes_[decode(self.codebook_, retina_sums(self.machine_arrays(), light))]
+        return float((pred == np.asarray(y)).mean())
 
     def decision_function(self, X: object) -> np.ndarray:
         """Per-class scores (n, n_classes) whose argmax is ``predict``; (n,) for two classes.

@@ -26,6 +26,7 @@ from export.serial.errors import DeviceBusy
 from export.serial.infer import active_package, run_inference
 from export.serial.link import connect
 from export.serial.push import push
+from export.serial.report import PushReport
 from export.serial.settings import LinkSettings
 from firmware_sim.device import Device
 from firmware_sim.serve import LinkTiming, PtyServer
@@ -100,25 +101,37 @@ def test_a_push_during_an_inference_is_told_busy_and_changes_nothing(kind, pty, 
 
 
 def test_two_pushes_at_once_one_wins_the_other_is_told(kind, tmp_path):
+    """The second host arrives while the first is uploading (it is let in from the first's
+    progress, and the first waits for its answer, so a loaded machine cannot reorder them):
+    the first finishes, the second is told the device is busy."""
     a, b = image(seed=1), image(hidden=9, seed=2)
     results: dict = {}
+    second_answered = threading.Event()
     state = with_model(SMALL, tmp_path / "flash.bin", image())
     with serve(kind, timing=PACED, state=state) as srv:
-        def go(name: str, img: bytes) -> None:
+        def go(name: str, img: bytes, progress=None) -> None:
             try:
-                results[name] = push(srv.url, img, settings=FAST)
+                results[name] = push(srv.url, img, settings=FAST, progress=progress)
             except DeviceBusy as exc:
                 results[name] = exc
+            finally:
+                if name == "b":
+                    second_answered.set()
 
-        threads = [threading.Thread(target=go, args=(n, i)) for n, i in (("a", a), ("b", b))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        kinds = sorted(type(r).__name__ for r in results.values())
-        assert kinds == ["DeviceBusy", "PushReport"], results
-        winner = a if not isinstance(results["a"], DeviceBusy) else b
-        assert _until_free(srv.status).model_id == decode_package(winner).model_id
+        second = threading.Thread(target=go, args=("b", b))
+
+        def first_bytes_acknowledged(_: int) -> None:
+            if not second.is_alive() and not second_answered.is_set():
+                second.start()
+                second_answered.wait(10)
+
+        first = threading.Thread(target=go, args=("a", a, first_bytes_acknowledged))
+        first.start()
+        first.join(60)
+        second.join(60)
+        assert isinstance(results["a"], PushReport), results
+        assert isinstance(results["b"], DeviceBusy), results
+        assert _until_free(srv.status).model_id == decode_package(a).model_id
 
 
 @pytest.mark.parametrize("pty", [False, True], ids=["tcp", "pty"])

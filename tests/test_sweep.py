@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 
 import mark1
+from mark1.sweeps.executors import make_chunks
 from mark1.sweeps.journal import Journal
 from mark1.sweeps.spec import SampleRange, draw_samples, load_spec, parse_values
 from mark1.sweeps.worker import run_chunk
@@ -545,6 +546,33 @@ def test_the_sweep_command_imports_no_heavy_module_to_register():
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
                          text=True, check=True)
     assert res.stdout.strip() == ""
+
+
+def test_a_worker_runs_and_warms_up_without_importing_scikit_learn():
+    """scikit-learn's import (~0.8 s) would come before every sweep's first run: a worker
+    trains on images it made itself and has nothing for it to check."""
+    code = ("import sys, json\n"
+            "from mark1.sweeps.spec import load_spec\n"
+            "from mark1.sweeps.worker import run_chunk, warm_up\n"
+            "warm_up()\n"
+            f"rows = run_chunk(load_spec({SMALL!r}).runs()[:2])\n"
+            "assert all(isinstance(r, dict) for _, r in rows), rows\n"
+            "print(json.dumps([m for m in ('sklearn', 'pandas') if m in sys.modules]))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(res.stdout) == []
+
+
+def test_chunks_hold_every_run_once_one_task_each_and_shrink_toward_the_end():
+    runs = load_spec({**SMALL, "seeds": 60}).runs() + load_spec(
+        {**SMALL, "seeds": 4, "task_seed": "seed"}).runs()
+    for workers in (1, 2, 8):
+        chunks = make_chunks(runs, workers)
+        assert sorted(r.key() for c in chunks for r in c.runs) == sorted(r.key() for r in runs)
+        assert all({r.task_key() for r in c.runs} == {c.task} for c in chunks)
+        sizes = [len(c.runs) for c in chunks]
+        assert max(sizes) <= 16
+        assert sizes[-1] == 1 and max(sizes[len(sizes) // 2:]) < max(sizes)  # a short tail
 
 
 def test_a_reused_wiring_is_the_one_drawn_and_leaves_the_generator_as_drawing_would():

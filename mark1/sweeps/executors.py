@@ -44,19 +44,24 @@ class Chunk:
 
 
 def make_chunks(runs: Sequence[RunConfig], n_workers: int) -> list[Chunk]:
-    """Runs grouped by their task's images, in groups of at most
-    ``ceil(len(runs) / (8 * n_workers))`` (1 to 16) runs, same seeds together."""
-    size = max(1, min(16, math.ceil(len(runs) / (8 * max(1, n_workers)))))
+    """Runs grouped by their task's images, same seeds together, in chunks that shrink as the
+    sweep nears its end: each takes ``1 / (4 * n_workers)`` of the runs still to hand out (1 to
+    16 runs, never two tasks' images), so the workers finish together rather than one waiting
+    on the other's last long chunk (guided self-scheduling)."""
     groups: OrderedDict[TaskKey, list[RunConfig]] = OrderedDict()
     for run in runs:
         groups.setdefault(run.task_key(), []).append(run)
+    left = len(runs)
     chunks = []
     for key, group in groups.items():
         group.sort(key=lambda r: r.seed)  # stable: design order within a seed
-        parts = math.ceil(len(group) / size)
-        for i in range(parts):
-            part = group[i * len(group) // parts: (i + 1) * len(group) // parts]
+        start = 0
+        while start < len(group):
+            size = max(1, min(16, math.ceil(left / (4 * max(1, n_workers)))))
+            part = group[start:start + size]
             chunks.append(Chunk(key, tuple(part)))
+            start += len(part)
+            left -= len(part)
     return chunks
 
 

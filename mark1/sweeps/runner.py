@@ -193,6 +193,10 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         work = any(k not in have for k in keys)
         if work and scheduler is None and cluster is None and workers > 0:
             start_local_workers_early()  # warms up while the rest is checked
+        if work:
+            import threading
+
+            threading.Thread(target=_import_writers, daemon=True).start()
         check_codes(checked)
         if out_path is not None:
             table.require_parquet()
@@ -261,9 +265,6 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
         counts["rerun_after_lost_worker"] += n
         bar.note(f"a worker died; its {n} run{'s' if n > 1 else ''} in flight run again")
 
-    import threading
-
-    threading.Thread(target=_import_writers, daemon=True).start()
     try:
         executor.run(make_chunks(todo, executor.workers), done, lost)
     finally:
@@ -271,8 +272,8 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
 
 
 def _import_writers() -> None:
-    """Import what the table, figures and report need while the workers run (this process
-    only waits then), not after the last run."""
+    """Import what the table, figures and report need while the workers warm up (this
+    process only waits then), not after the last run, nor while the runs take every core."""
     import contextlib
 
     with contextlib.suppress(ImportError):

@@ -1,11 +1,16 @@
 """One run of a sweep, as a worker process (local or Dask) does it.
 
-A run is the public API and nothing more::
+A run is the public API::
 
     task = make_task(config.task, seed=config.images_seed, n_train=..., n_test=...)
     model = MarkI(config.preset, rule=..., n_a=..., n_r=..., code=..., max_iter=config.epochs,
                   random_state=config.seed, machine=dict(config.machine)).fit(task.X_train,
                                                                              labels)
+
+and ``score`` on the training and test images -- through ``MarkI._fit_images`` and
+``_score_images``, which are ``fit`` and ``score`` without scikit-learn's checks of the input:
+the images are ``make_task``'s own, and importing scikit-learn would add ~0.8 s to the start
+of every sweep (tests/test_sweep.py checks the rows against ``fit`` and ``score``).
 
 What a worker shares between runs is exact by construction: a task's images are a function
 of its name, seed and sizes (kept, read-only, for the runs that need them again), and a
@@ -77,10 +82,10 @@ def run_one(config: RunConfig) -> dict[str, Any]:
     model = MarkI(preset=config.preset, rule=config.rule, n_a=config.n_a, n_r=config.n_r,
                   code=config.code, max_iter=config.epochs, random_state=config.seed,
                   machine=dict(config.machine))
-    model.fit(task.X_train, y_train)
+    model._fit_images(task.X_train, y_train)  # fit, without re-checking make_task's images
     return {
-        "train_accuracy": model.score(task.X_train, y_train),
-        "test_accuracy": model.score(task.X_test, y_test),
+        "train_accuracy": model._score_images(task.X_train, y_train),
+        "test_accuracy": model._score_images(task.X_test, y_test),
         "passes": int(model.n_iter_),
         "mistakes": int(sum(model.mistakes_per_epoch_)),
         "last_mistakes": int(model.mistakes_per_epoch_[-1]),
@@ -123,8 +128,9 @@ def warm_up() -> None:
         task = make_task("e-f", seed=0, n_train=4, n_test=1)
         with one_blas_thread():
             for preset in ("ideal", "cds-1960"):
-                MarkI(preset=preset, n_a=8, max_iter=1, random_state=0).fit(
-                    task.X_train, task.y_train)
+                model = MarkI(preset=preset, n_a=8, max_iter=1, random_state=0)
+                model._fit_images(task.X_train, task.y_train)
+                model._score_images(task.X_test, task.y_test)
     except Exception:  # noqa: BLE001 - only a head start; the runs report real errors
         pass
 
