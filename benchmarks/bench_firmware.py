@@ -130,10 +130,11 @@ def fit(rows: list[tuple[Package, int]]) -> CortexM4Cost:
 
 
 def sizes(core: str) -> dict[str, int]:
-    """Text of the image (code, and constants: strings, tables, padding), static RAM, ring,
-    arena, in bytes. The images are linked with link-time optimization, which inlines functions
-    of the board support and of the portable firmware into one another: the code is counted
-    whole, by its function symbols."""
+    """Text of the image ``core`` (``m4``, ``m3``, ``m4-test``, ``m3-test``: code, and
+    constants: strings, tables, padding), static RAM, ring, arena, in bytes. The images are
+    linked with link-time optimization, which inlines functions of the board support and of
+    the portable firmware into one another: the code is counted whole, by its function
+    symbols."""
     elf = firmware.build("cortex-m") / core / f"mark1-fw-{core}.elf"
     symbols = subprocess.run(["arm-none-eabi-objdump", "-t", str(elf)],
                              capture_output=True, text=True, check=True).stdout
@@ -219,8 +220,9 @@ def main() -> int:
         print(f"  fitted model/measured {min(share):.3f} .. {max(share):.3f}")
 
     print(f"\nSize (goals: text <= {TEXT_GOAL // 1024} KB, static RAM <= "
-          f"{STATIC_RAM_GOAL // 1024} KB besides the arena and the receive ring)")
-    for core in ("m4", "m3"):
+          f"{STATIC_RAM_GOAL // 1024} KB besides the arena and the receive ring; the product "
+          "images, then the test images: the same with the test machinery)")
+    for core in ("m4", "m3", "m4-test", "m3-test"):
         s = sizes(core)
         print(f"  {core}: text {s['total']:,} B = code {s['code']:,} + constants (strings, "
               f"tables, padding) {s['constants']:,}; "

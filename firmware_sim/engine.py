@@ -44,7 +44,7 @@ class CortexM4Cost:
     """Costs of the engine's loops on an Arm Cortex-M4 (DSP extension, FPU unused), in
     instructions of the C firmware's Cortex-M4 image (``firmware_sim/c``, DSP path), fitted to
     the counts QEMU measures under ``-icount`` (``benchmarks/bench_firmware.py --fit``: least
-    relative squares over 13 models, MLPs and Mark I packages, all within 1.5 %). A cycle
+    relative squares over 13 models, MLPs and Mark I packages, all within 2.2 %). A cycle
     is taken as an instruction: on silicon, loads and taken branches cost a cycle or two more,
     so real cycles run somewhat higher (not measured here)."""
 
@@ -52,7 +52,7 @@ class CortexM4Cost:
     """Preset name."""
     clock_hz: float = 80e6
     """CPU clock, in hertz (e.g. an STM32L4 at its top speed)."""
-    inference_cycles: int = 241
+    inference_cycles: int = 229
     """Per inference: the INFER handler around the engine (input checks, arena set-up, the
     argmax or codebook head, the reply's CRC), in cycles."""
     layer_cycles: int = 0
@@ -64,7 +64,7 @@ class CortexM4Cost:
     dense_tail_cycles: int = 11
     """Dense, per output per leftover input (n_in mod 4 and the rows left over from blocks of
     four), in cycles."""
-    dense_row_cycles: int = 47
+    dense_row_cycles: int = 60
     """Dense, per output: bias, multiplier and shift loads, the requantization (SMULL, a 64-bit
     shift and rounding), zero point, clamp, store, and the row-block loop, in cycles."""
     threshold_cycles: int = 12

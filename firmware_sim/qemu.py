@@ -13,7 +13,10 @@ firmware on a pty or a TCP port, printing the URL to open first, as the simulato
   process checks the file whole and holds its lock for as long as QEMU runs;
 * the firmware's options (sizes, name, a power-cut point, a flash erase time, a smaller
   receive ring) go on QEMU's command line (``-append``, read with ``SYS_GET_CMDLINE``); a
-  power cut ends QEMU with exit status 3 (``SYS_EXIT``), and this process with it;
+  power cut ends QEMU with exit status 3 (``SYS_EXIT``), and this process with it. The product
+  image (what a user flashes) runs unless the board asks for test machinery (a power cut,
+  wear, an erase time, a smaller ring, another protocol version: :attr:`Board.test_hooks`),
+  which only the test image carries;
 * sessions are the simulator's (:mod:`firmware_sim.serve`): one host at a time, ``NAK BUSY``
   to a second one on TCP, the idle timeout, ``HELLO`` dropping replies not sent yet, the paced
   line; each new session begins with a ``00`` byte, so that the firmware forgets a partial
@@ -73,10 +76,14 @@ class Core:
     engine: str
     """Which dense kernel the image runs."""
 
-    @property
-    def image(self) -> str:
+    def target(self, test: bool = False) -> str:
+        """The image's make target: the product image (what a user flashes), or with ``test``
+        the test image, the same firmware with the test machinery (``MK_TEST_HOOKS``)."""
+        return f"{self.name}-test" if test else self.name
+
+    def image(self, test: bool = False) -> str:
         """The ELF image, relative to the build folder."""
-        return f"{self.name}/mark1-fw-{self.name}.elf"
+        return f"{self.target(test)}/mark1-fw-{self.target(test)}.elf"
 
 
 CORES: dict[str, Core] = {
@@ -100,12 +107,12 @@ def missing_tool() -> str:
     return ""
 
 
-def image(core: str) -> Path:
-    """The firmware image for ``core``, built if needed."""
+def image(core: str, test: bool = False) -> Path:
+    """The firmware image for ``core`` (the test image with ``test``), built if needed."""
     problem = missing_tool()
     if problem:
         raise ValueError(problem)
-    return firmware.build(core) / CORES[core].image
+    return firmware.build(CORES[core].target(test)) / CORES[core].image(test)
 
 
 # --------------------------------------------------------------------------- the state file
@@ -125,6 +132,14 @@ def claim_state(path: str | os.PathLike[str], flash_bytes: int, page_bytes: int)
 # --------------------------------------------------------------------------- QEMU
 
 
+PRODUCT_ENDURANCE = 10_000
+"""The endurance a board is given unless told otherwise (the simulator's default). The product
+images (what a user flashes) do not simulate wear: their flash behaves as the simulator's of
+this rating until a page passes 10,000 erases. Another endurance, a power cut, an erase time,
+a smaller receive ring or another protocol version is test machinery, which only the test
+images carry: a board that asks for any of them runs the test image."""
+
+
 @dataclass(frozen=True)
 class Board:
     """What the firmware is told on its command line (``ports/mps2/main.c``)."""
@@ -134,7 +149,7 @@ class Board:
     ram_bytes: int = 64 * 1024
     max_payload: int = 1024
     name: str = "mark1-fw m4"
-    endurance: int = 10_000
+    endurance: int = PRODUCT_ENDURANCE
     protocol_version: int = P.PROTOCOL_VERSION
     state: str | None = None
     """Absolute path of the flash state file (``None``: the flash lives in RAM only)."""
@@ -161,14 +176,23 @@ class Board:
             if not 0 <= getattr(self, field) <= 2**31:
                 raise ValueError(f"{field} = {getattr(self, field)}: a whole number >= 0")
 
+    @property
+    def test_hooks(self) -> bool:
+        """Whether this board needs the test image (see :data:`PRODUCT_ENDURANCE`)."""
+        return (self.cut_after is not None or bool(self.erase_ms) or bool(self.rx_ring)
+                or self.endurance != PRODUCT_ENDURANCE
+                or self.protocol_version != P.PROTOCOL_VERSION)
+
     def append(self) -> str:
         """The firmware's command line (QEMU's ``-append``): words without spaces."""
         words = [f"--flash {self.flash_bytes}", f"--page {self.page_bytes}",
                  f"--ram {self.ram_bytes}", f"--max-payload {self.max_payload}",
-                 f"--endurance {self.endurance}", f"--protocol-version {self.protocol_version}",
                  f"--name-hex {self.name.encode().hex()}"]
         if self.state:
             words.append(f"--state-hex {os.fsencode(self.state).hex()}")
+        if self.test_hooks:
+            words += [f"--endurance {self.endurance}",
+                      f"--protocol-version {self.protocol_version}"]
         if self.cut_after is not None:
             words.append(f"--cut-after {self.cut_after[0]}+{self.cut_after[1]}")
         if self.erase_ms:
@@ -198,7 +222,7 @@ class QemuPart(RemotePart):
         if core not in CORES:
             raise ValueError(f"core {core!r}: one of {', '.join(CORES)}")
         self.core, self.board = core, board
-        self.elf = image(core)
+        self.elf = image(core, test=board.test_hooks)
         self._dir = tempfile.TemporaryDirectory(prefix="mark1-qemu-")
         self._uart_path = os.path.join(self._dir.name, "uart0")
         self.process: subprocess.Popen | None = None

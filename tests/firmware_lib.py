@@ -49,6 +49,8 @@ def lib() -> ctypes.CDLL:
                                   ctypes.c_uint32, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int,
                                   ctypes.c_int, ctypes.POINTER(ctypes.c_uint64)]),
         "fw_text_max": (ctypes.c_uint32, []),
+        "fw_text_catalog": (ctypes.c_uint32, [ctypes.c_uint32, ctypes.c_char_p]),
+        "fw_text_count": (ctypes.c_uint32, []),
         "fw_max_ahead": (ctypes.c_uint32, []),
         "mk_requantize_single": (ctypes.c_int32, [ctypes.c_int32] * 3),
         "mk_requantize_double": (ctypes.c_int32, [ctypes.c_int32] * 3),
@@ -128,6 +130,17 @@ def text_format(big: int, signed_big: int, small: int) -> str:
     out = ctypes.create_string_buffer(256)
     n = lib().fw_text_format(out, 256, big, signed_big, small)
     return out.raw[:n].decode()
+
+
+def catalog_texts() -> list[str]:
+    """Every text of the firmware's catalog (``src/texts.def``) as the firmware expands it from
+    its packed form, in the catalog's order."""
+    texts = []
+    for k in range(lib().fw_text_count()):
+        out = ctypes.create_string_buffer(4096)
+        n = lib().fw_text_catalog(k, out)
+        texts.append(out.raw[:n].decode("ascii"))
+    return texts
 
 
 def sha256(data: bytes) -> bytes:

@@ -6,7 +6,10 @@ against their Python definitions: every package the loader refuses is refused wi
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import struct
+import subprocess
+import sys
 import zlib
 from collections import Counter
 from dataclasses import replace
@@ -24,10 +27,13 @@ from export.contract.package import (
     peek_header,
     scales_encoded,
 )
+from firmware_sim import firmware
 from firmware_sim.device import NAK_TEXT_MAX, clip_text
 from tests import firmware_lib as fw
 from tests.int8_models import tiny_package
 from tests.test_fuzz import mutate_package, package_corpus, seal
+
+PACK_TEXTS = firmware.C_DIR / "tools" / "pack_texts.py"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -238,6 +244,38 @@ def test_numbers_are_printed_as_python_prints_them():
         want = (f"{small} {signed_small} {big} {signed_big} {small:x} {small:08x} "
                 f"{big.to_bytes(8, 'little').hex()} end%")
         assert fw.text_format(big, signed_big, small) == want
+
+
+def _pack_texts():
+    """The text packer, firmware_sim/c/tools/pack_texts.py (a script of the C build)."""
+    spec = importlib.util.spec_from_file_location("pack_texts", PACK_TEXTS)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_catalog_text_comes_back_unchanged_from_the_packing():
+    """The firmware expands each text of its catalog (src/texts.def) from the packed bytes to
+    exactly the catalog's text, and so does the packer's own definition of the decoding."""
+    packer = _pack_texts()
+    entries = packer.read_catalog(packer.CATALOG.read_text())
+    texts = [text for _, text in entries]
+    assert len(texts) > 90 and len(set(texts)) == len(texts)  # each text once
+    assert fw.catalog_texts() == texts
+    pairs, packed = packer.pack(texts)
+    assert [packer.unpack(pairs, codes) for codes in packed] == texts
+    assert sum(map(len, packed)) + 2 * len(pairs) < 0.6 * sum(map(len, texts))
+
+
+def test_the_packed_texts_are_what_the_catalog_gives():
+    """src/texts_packed.h is generated: running the packer again gives it byte for byte (a
+    text changed in texts.def without running the packer, or an edit by hand, fails here)."""
+    res = subprocess.run([sys.executable, str(PACK_TEXTS), "--check"], capture_output=True,
+                         text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    packer = _pack_texts()
+    want = packer.render(packer.read_catalog(packer.CATALOG.read_text()))
+    assert packer.PACKED.read_text() == want
 
 
 def _f32(value: float) -> int:

@@ -82,6 +82,25 @@ def test_every_int8_model_runs_bit_exact_under_qemu(packages, core):  # noqa: F8
                 assert abs(np.median(counts) / model - 1) <= 0.05, (name, counts, model)
 
 
+def test_a_board_runs_the_product_image_unless_it_asks_for_test_machinery():
+    """What a user flashes is what runs and is measured: a board with the usual options gets
+    the product image (no test machinery); a power cut, another endurance, an erase time, a
+    smaller receive ring or another protocol version needs the test image."""
+    def elf(core: str, board: Board) -> str:
+        part = QemuPart(core, board)  # not started: the image is chosen (and built)
+        part.close()
+        return part.elf.name
+
+    for core in CORES:
+        assert elf(core, Board()) == f"mark1-fw-{core}.elf"
+        for option in ({"cut_after": (1, 0)}, {"endurance": 0}, {"erase_ms": 5},
+                       {"rx_ring": 512}, {"protocol_version": 1}):
+            board = Board(**option)  # type: ignore[arg-type]
+            assert elf(core, board) == f"mark1-fw-{core}-test.elf", option
+            assert "--endurance" in board.append()
+    assert "--endurance" not in Board().append()
+
+
 def test_the_dsp_image_faults_on_the_cortex_m3_board(tmp_path):
     """The M4 image's dense kernel is SMLAD/SXTB16 code: on the AN385's Cortex-M3 (no DSP
     extension) the first inference is an undefined instruction, a fault that ends QEMU (exit

@@ -37,9 +37,9 @@ static void ack(reply *r, uint8_t of, uint32_t a, uint32_t b)
     r->length = 9;
 }
 
-/* A NAK with its text from a format (mk_text_format) and its values. */
+/* A NAK with its text from the catalog (mk_text_format) and its values. */
 static void nak(reply *r, const mk_frame *f, uint8_t code, uint32_t a, uint32_t b,
-                const char *format, ...)
+                mk_text_id text, ...)
 {
     mk_text t;
     va_list args;
@@ -49,8 +49,8 @@ static void nak(reply *r, const mk_frame *f, uint8_t code, uint32_t a, uint32_t 
     mk_put32(r->payload + 2, a);
     mk_put32(r->payload + 6, b);
     mk_text_init(&t, (char *)r->payload + 10, MK_TEXT_MAX);
-    va_start(args, format);
-    mk_text_vformat(&t, format, args);
+    va_start(args, text);
+    mk_text_vformat(&t, text, args);
     va_end(args);
     r->length = 10u + mk_text_finish(&t);
 }
@@ -77,7 +77,7 @@ static int bad_length(reply *r, const mk_frame *f, uint32_t size, int tail)
     if (tail ? f->length >= size : f->length == size) {
         return 0;
     }
-    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "%s payload of %u bytes; expected %u%s",
+    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_PAYLOAD_BYTES_EXPECTED,
         type_name(f->type), (uint32_t)f->length, size, tail ? " or more" : "");
     return 1;
 }
@@ -88,8 +88,7 @@ static int bad_image_id(reply *r, const mk_frame *f, uint32_t id_len)
     if (id_len == 0 || id_len == 32) {
         return 0;
     }
-    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0,
-        "%s image id of %u bytes; expected none or the image's SHA-256 (32 bytes)",
+    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_IMAGE_ID_BYTES_EXPECTED,
         type_name(f->type), id_len);
     return 1;
 }
@@ -99,7 +98,7 @@ static int bad_empty(reply *r, const mk_frame *f)
     if (f->length == 0) {
         return 0;
     }
-    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "%s takes no payload; got %u bytes",
+    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_TAKES_NO_PAYLOAD_GOT,
         type_name(f->type), (uint32_t)f->length);
     return 1;
 }
@@ -107,16 +106,13 @@ static int bad_empty(reply *r, const mk_frame *f)
 static void flash_failed(reply *r, const mk_frame *f, const char *why)
 {
     r->d->upload.active = 0;
-    nak(r, f, MK_ERR_FLASH, 0, 0, "flash: %s", why);
+    nak(r, f, MK_ERR_FLASH, 0, 0, T_FLASH, why);
 }
 
 static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESULT carries */
 {
     return d->config.max_payload - 4u;
 }
-
-#define RAM_WORDS "model needs %u bytes of RAM; the arena has %u"
-#define FRAME_WORDS "model has %u inputs and %u outputs; one frame carries at most %u"
 
 /* ------------------------------------------------------------------ loading a model */
 
@@ -127,11 +123,11 @@ static int load(mk_device *d, mk_model *m, const uint8_t *image, uint32_t size, 
         return -1;
     }
     if (m->ram_bytes > d->config.ram_bytes) {
-        mk_text_format(t, RAM_WORDS, m->ram_bytes, d->config.ram_bytes);
+        mk_text_format(t, T_MODEL_NEEDS_RAM, m->ram_bytes, d->config.ram_bytes);
         return 1;
     }
     if (m->n_inputs > frame_room(d) || m->n_outputs > frame_room(d)) {
-        mk_text_format(t, FRAME_WORDS, m->n_inputs, m->n_outputs, frame_room(d));
+        mk_text_format(t, T_MODEL_INPUTS_OUTPUTS_FRAME, m->n_inputs, m->n_outputs, frame_room(d));
         return 1;
     }
     return 0;
@@ -177,10 +173,10 @@ const char *mk_device_init(mk_device *d, const mk_device_config *config, mk_flas
 {
     const char *why;
     if (config->max_payload < 64u || config->max_payload > MK_MAX_PAYLOAD) {
-        return "max_payload is outside 64 .. MK_MAX_PAYLOAD of this build";
+        return mk_text_reason(T_MAX_PAYLOAD_OUTSIDE_BUILD);
     }
     if (config->ram_bytes == 0 || config->ram_bytes > MK_ARENA_BYTES) {
-        return "the arena is larger than MK_ARENA_BYTES of this build";
+        return mk_text_reason(T_ARENA_LARGER_THAN_BUILD);
     }
     memset(d, 0, sizeof *d);
     d->config = *config;
@@ -322,19 +318,19 @@ static void begin(reply *r, const mk_frame *f)
     id_len = f->length - 13u;
     active = d->has_active ? d->active.slot : 0xFFu;
     if (size == 0) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "BEGIN size 0: an image has at least one byte");
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_BEGIN_SIZE_0_IMAGE);
         return;
     }
     if (bad_image_id(r, f, id_len)) {
         return;
     }
     if (size > d->store.slot_bytes) {
-        nak(r, f, MK_ERR_TOO_LARGE_FLASH, size, d->store.slot_bytes,
-            "model of %u bytes does not fit a %u-byte flash slot", size, d->store.slot_bytes);
+        nak(r, f, MK_ERR_TOO_LARGE_FLASH, size, d->store.slot_bytes, T_MODEL_BYTES_DOES_NOT, size,
+            d->store.slot_bytes);
         return;
     }
     if (ram > d->config.ram_bytes) {
-        nak(r, f, MK_ERR_TOO_LARGE_RAM, ram, d->config.ram_bytes, RAM_WORDS, ram,
+        nak(r, f, MK_ERR_TOO_LARGE_RAM, ram, d->config.ram_bytes, T_MODEL_NEEDS_RAM, ram,
             d->config.ram_bytes);
         return;
     }
@@ -342,8 +338,8 @@ static void begin(reply *r, const mk_frame *f)
         slot = active != 0 ? 0 : 1;
     }
     if (slot > 1u || slot == active) {
-        nak(r, f, MK_ERR_BAD_SLOT, slot, active, "slot %u %s", slot,
-            slot == active ? "holds the running model" : "does not exist (0 = A, 1 = B)");
+        nak(r, f, MK_ERR_BAD_SLOT, slot, active,
+            slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST, slot);
         return;
     }
     if (!u->active || u->slot != slot || u->size != size || u->crc32 != crc ||
@@ -376,15 +372,16 @@ static int header_problem(reply *r, const mk_frame *f)
     mk_text_init(&why, words, MK_TEXT_MAX);
     if (mk_package_peek(u->head, MK_HEADER_BYTES, &h, &why)) {
         words[mk_text_finish(&why)] = 0;
-        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, "not a weight package: %s", words);
+        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, T_NOT_WEIGHT_PACKAGE, words);
     } else if (h.total_size != u->size) {
-        nak(r, f, MK_ERR_BAD_PACKAGE, h.total_size, u->size,
-            "package header says %u bytes; BEGIN said %u", h.total_size, u->size);
+        nak(r, f, MK_ERR_BAD_PACKAGE, h.total_size, u->size, T_PACKAGE_HEADER_SAYS_BYTES,
+            h.total_size, u->size);
     } else if (h.ram_bytes > d->config.ram_bytes) {
-        nak(r, f, MK_ERR_TOO_LARGE_RAM, h.ram_bytes, d->config.ram_bytes, RAM_WORDS, h.ram_bytes,
-            d->config.ram_bytes);
+        nak(r, f, MK_ERR_TOO_LARGE_RAM, h.ram_bytes, d->config.ram_bytes, T_MODEL_NEEDS_RAM,
+            h.ram_bytes, d->config.ram_bytes);
     } else if ((widest = h.n_inputs > h.n_outputs ? h.n_inputs : h.n_outputs) > room) {
-        nak(r, f, MK_ERR_BAD_PACKAGE, widest, room, FRAME_WORDS, h.n_inputs, h.n_outputs, room);
+        nak(r, f, MK_ERR_BAD_PACKAGE, widest, room, T_MODEL_INPUTS_OUTPUTS_FRAME, h.n_inputs,
+            h.n_outputs, room);
     } else {
         return 0;
     }
@@ -405,21 +402,19 @@ static void data(reply *r, const mk_frame *f)
     offset = mk_le32(f->payload);
     n = f->length - 4u;
     if (!u->active) {
-        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, "no upload in progress (send BEGIN)");
+        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, T_NO_UPLOAD_PROGRESS_SEND);
         return;
     }
     end = (uint64_t)offset + n;
     if (n == 0 || end > u->size) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0,
-            "DATA of %u bytes at %u: must be non-empty and end by the image size %u", n, offset,
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_DATA_BYTES_NON_EMPTY, n, offset,
             u->size);
         return;
     }
     pos = offset;
     if (next_gap(u, &pos, end, &gap_end) &&
         with_range(u, offset, (uint32_t)end, &received, tmp) > MK_MAX_AHEAD) {
-        nak(r, f, MK_ERR_OFFSET, u->received, offset,
-            "expected offset %u, got %u (already %u ranges received out of order)", u->received,
+        nak(r, f, MK_ERR_OFFSET, u->received, offset, T_EXPECTED_OFFSET_GOT_ALREADY, u->received,
             offset, u->n_ahead);
         return;
     }
@@ -467,13 +462,13 @@ static int unrunnable(reply *r, const mk_frame *f, int outcome, const char *word
 {
     mk_device *d = r->d;
     if (outcome < 0) {
-        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, "not a weight package: %s", words);
+        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, T_NOT_WEIGHT_PACKAGE, words);
         return 1;
     }
     if (outcome > 0) {
         const uint32_t need = d->candidate.ram_bytes;
         nak(r, f, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
-            need, d->config.ram_bytes, "%s", words);
+            need, d->config.ram_bytes, T_STR, words);
         return 1;
     }
     return 0;
@@ -522,19 +517,18 @@ static void commit(reply *r, const mk_frame *f)
             ack(r, f->type, d->active.slot, d->active.crc32); /* a repeat: its ACK was lost */
             return;
         }
-        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, /* "image " + digest.hex()[:16], or unnamed */
-            "no upload of %s%h in progress to commit, and it is not the active model",
+        /* "image " + digest.hex()[:16], or unnamed */
+        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, T_NO_UPLOAD_PROGRESS_COMMIT,
             id_len ? "image " : "the image (unnamed)", id, id_len ? 8u : 0u);
         return;
     }
     if (size != u->size || crc != u->crc32) {
-        nak(r, f, MK_ERR_CRC_MISMATCH, crc, u->crc32,
-            "COMMIT names %u bytes CRC 0x%8x; the upload is %u bytes CRC 0x%8x", size, crc,
+        nak(r, f, MK_ERR_CRC_MISMATCH, crc, u->crc32, T_COMMIT_NAMES_BYTES_CRC, size, crc,
             u->size, u->crc32);
         return;
     }
     if (u->received < u->size) {
-        nak(r, f, MK_ERR_INCOMPLETE, u->received, u->size, "only %u of %u bytes received",
+        nak(r, f, MK_ERR_INCOMPLETE, u->received, u->size, T_ONLY_BYTES_RECEIVED,
             u->received, u->size);
         return;
     }
@@ -542,15 +536,13 @@ static void commit(reply *r, const mk_frame *f)
     image = mk_store_slot(&d->store, u->slot);
     calc = mk_crc32(0, image, u->size);
     if (calc != u->crc32) {
-        nak(r, f, MK_ERR_CRC_MISMATCH, calc, u->crc32, "image in flash has CRC 0x%8x, expected "
-            "0x%8x", calc, u->crc32);
+        nak(r, f, MK_ERR_CRC_MISMATCH, calc, u->crc32, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32);
         return;
     }
     mk_sha256(image, u->size, sha);
     if (u->id_len && memcmp(sha, u->image_id, 32) != 0) {
-        nak(r, f, MK_ERR_CRC_MISMATCH, mk_le32(sha), mk_le32(u->image_id),
-            "image in flash has SHA-256 %h..., BEGIN named %h...", sha, (uint32_t)8, u->image_id,
-            (uint32_t)8);
+        nak(r, f, MK_ERR_CRC_MISMATCH, mk_le32(sha), mk_le32(u->image_id), T_IMAGE_FLASH_HAS_SHA,
+            sha, (uint32_t)8, u->image_id, (uint32_t)8);
         return;
     }
     {
@@ -582,12 +574,11 @@ static void rollback(reply *r, const mk_frame *f)
     flags = f->payload[1];
     active = d->has_active ? d->active.slot : 0xFFu;
     if (flags & ~MK_ROLLBACK_CHECK) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0,
-            "ROLLBACK flags 0x%2x: only 0x01 (check only) is defined", flags);
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_ROLLBACK_FLAGS_0X_ONLY, flags);
         return;
     }
     if (slot > 1u) {
-        nak(r, f, MK_ERR_BAD_SLOT, slot, active, "slot %u does not exist (0 = A, 1 = B)", slot);
+        nak(r, f, MK_ERR_BAD_SLOT, slot, active, T_SLOT_DOES_NOT_EXIST, slot);
         return;
     }
     if (slot == active) { /* running already (or a repeat) */
@@ -595,8 +586,8 @@ static void rollback(reply *r, const mk_frame *f)
         return;
     }
     if (!mk_store_committed(&d->store, slot, &found, sha)) {
-        nak(r, f, MK_ERR_NO_MODEL, slot, active, "%s holds no committed model (none was, or an "
-            "upload has written there since)", slot ? "slot B" : "slot A");
+        nak(r, f, MK_ERR_NO_MODEL, slot, active, T_HOLDS_NO_COMMITTED_MODEL,
+            slot ? "slot B" : "slot A");
         return;
     }
     {
@@ -641,13 +632,13 @@ static void read_slot(reply *r, const mk_frame *f)
     length = mk_le16(f->payload + 5);
     if (slot == 0xFFu) {
         if (!d->has_active) {
-            nak(r, f, MK_ERR_NO_MODEL, 0, 0, "no active model to read");
+            nak(r, f, MK_ERR_NO_MODEL, 0, 0, T_NO_ACTIVE_MODEL_READ);
             return;
         }
         slot = d->active.slot;
         limit = d->active.size;
     } else if (slot > 1u) {
-        nak(r, f, MK_ERR_BAD_SLOT, slot, 0, "slot %u does not exist", slot);
+        nak(r, f, MK_ERR_BAD_SLOT, slot, 0, T_SLOT_DOES_NOT_EXIST_READ, slot);
         return;
     } else if (d->upload.active && d->upload.slot == slot) {
         limit = d->upload.received; /* only what this upload has written */
@@ -655,14 +646,14 @@ static void read_slot(reply *r, const mk_frame *f)
         limit = d->store.slot_bytes;
     }
     if (length > room) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, "READ of %u bytes; one reply carries at most %u",
+        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_READ_BYTES_ONE_REPLY,
             length, room);
         return;
     }
     end = (uint64_t)offset + length;
     if (end > limit) {
         nak(r, f, MK_ERR_RANGE, end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit,
-            "READ %u+%u is past the %u readable bytes", offset, length, limit);
+            T_READ_PAST_READABLE_BYTES, offset, length, limit);
         return;
     }
     r->type = MK_READ_DATA;
@@ -676,14 +667,13 @@ static void infer(reply *r, const mk_frame *f)
     mk_device *d = r->d;
     const int8_t *y;
     if (!d->runnable) {
-        nak(r, f, MK_ERR_NO_MODEL, 0, 0, "no runnable model: %s",
+        nak(r, f, MK_ERR_NO_MODEL, 0, 0, T_NO_RUNNABLE_MODEL,
             d->load_error[0] ? d->load_error : "no model has been committed");
         return;
     }
     if (f->length != d->model.n_inputs) {
-        nak(r, f, MK_ERR_BAD_INPUT, f->length, d->model.n_inputs,
-            "input of %u bytes; the model takes %u int8 values", (uint32_t)f->length,
-            d->model.n_inputs);
+        nak(r, f, MK_ERR_BAD_INPUT, f->length, d->model.n_inputs, T_INPUT_BYTES_MODEL_TAKES,
+            (uint32_t)f->length, d->model.n_inputs);
         return;
     }
     if (d->config.measure) {
@@ -778,7 +768,7 @@ size_t mk_device_handle(mk_device *d, const mk_frame *f, uint8_t *reply_type)
     case MK_RESET: reset(&r, f); break;
     case MK_ROLLBACK: rollback(&r, f); break;
     default:
-        nak(&r, f, MK_ERR_UNKNOWN_TYPE, f->type, 0, "frame type 0x%2x is not a request",
+        nak(&r, f, MK_ERR_UNKNOWN_TYPE, f->type, 0, T_FRAME_TYPE_0X_NOT,
             (uint32_t)f->type);
     }
     *reply_type = r.type;
@@ -800,13 +790,13 @@ void mk_device_receive(mk_device *d, const uint8_t *bytes, size_t n, mk_emit emi
 
 size_t mk_busy_reply(const mk_frame *f, uint8_t *out)
 {
-    static const char text[] = "the device is serving another host; try again later";
-    uint8_t *raw = out + MK_COBS_SHIFT(9u + 10u + sizeof text - 1u);
+    uint8_t *raw = out + MK_COBS_SHIFT(9u + 10u + 100u); /* the text is under 100 bytes */
     uint8_t *p = raw + 5;
+    /* the text and a NUL, which the CRC then covers */
+    const uint32_t n = mk_text_expand(T_DEVICE_SERVING_ANOTHER_HOST, (char *)p + 10);
     p[0] = f->type;
     p[1] = MK_ERR_BUSY;
     mk_put32(p + 2, 0);
     mk_put32(p + 6, 0);
-    memcpy(p + 10, text, sizeof text - 1u);
-    return encode(out, raw, MK_NAK, f->seq, 10u + sizeof text - 1u);
+    return encode(out, raw, MK_NAK, f->seq, 10u + n);
 }

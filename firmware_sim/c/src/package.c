@@ -30,7 +30,7 @@ static int32_t le_i32(const uint8_t *p) { return (int32_t)mk_le32(p); }
 static void where(mk_text *t, int layer, const char *after)
 {
     if (layer >= 0) {
-        mk_text_format(t, "layer %u%s", (uint32_t)layer, after);
+        mk_text_format(t, T_LAYER_AFTER, (uint32_t)layer, after);
     }
 }
 
@@ -39,7 +39,7 @@ static int check_dim(mk_text *t, uint64_t value)
 {
     return value >= 1 && value <= DIM_MAX
                ? 0
-               : mk_text_refuse(t, " = %U: must be a whole number in [1, 65535]", value);
+               : mk_text_refuse(t, T_WHOLE_NUMBER_1_65535, value);
 }
 
 static int layer_dim(mk_text *t, uint32_t i, const char *name, uint32_t value)
@@ -47,7 +47,7 @@ static int layer_dim(mk_text *t, uint32_t i, const char *name, uint32_t value)
     if (value >= 1 && value <= DIM_MAX) {
         return 0;
     }
-    mk_text_format(t, "layer %u %s", i, name);
+    mk_text_format(t, T_LAYER_NAME, i, name);
     return check_dim(t, value);
 }
 
@@ -59,7 +59,7 @@ static int check_scale(mk_text *t, uint32_t bits, int layer, const char *what)
         return 0;
     }
     where(t, layer, " ");
-    return mk_text_refuse(t, "%s is %s: must be a positive finite float32", what,
+    return mk_text_refuse(t, T_POSITIVE_FINITE_FLOAT32, what,
                           magnitude > 0x7F800000u    ? "NaN"
                           : magnitude == 0x7F800000u ? "infinite"
                           : magnitude == 0           ? "zero"
@@ -75,7 +75,7 @@ static int check_range(mk_text *t, int layer, const char *what, int32_t min, int
         return 0;
     }
     where(t, layer, " ");
-    return mk_text_refuse(t, "%s holds %d; allowed range [%d, %d]", what, min < lo ? min : max,
+    return mk_text_refuse(t, T_HOLDS_ALLOWED_RANGE, what, min < lo ? min : max,
                           lo, hi);
 }
 
@@ -83,8 +83,7 @@ static int check_acc_bound(mk_text *t, uint32_t i, uint64_t max_abs)
 {
     return max_abs <= (uint64_t)INT32_MAX_
                ? 0
-               : mk_text_refuse(t, "layer %u: worst-case accumulator %U exceeds int32 "
-                                   "(2147483647); the device accumulates in int32",
+               : mk_text_refuse(t, T_LAYER_WORST_CASE_ACCUMULATOR,
                                 i, max_abs);
 }
 
@@ -95,18 +94,18 @@ static int unpack_header(const uint8_t *data, uint32_t n, mk_text *t)
     static const uint8_t magic[4] = {'M', '1', 'W', 'P'};
     uint32_t head = n < 4u ? n : 4u;
     if (memcmp(data, magic, head) != 0) { /* short or not, another kind of file says so first */
-        return mk_text_refuse(t, "not a weight package: magic %h, expected 4d315750 (M1WP)",
+        return mk_text_refuse(t, T_NOT_WEIGHT_PACKAGE_MAGIC,
                               data, head);
     }
     if (n < MK_HEADER_BYTES) {
-        return mk_text_refuse(t, "package truncated: %u bytes, the header alone is 80", n);
+        return mk_text_refuse(t, T_PACKAGE_TRUNCATED_BYTES_HEADER, n);
     }
     if (mk_le16(data + 4) != 1u && mk_le16(data + 4) != 2u) {
-        return mk_text_refuse(t, "package format version %u is not supported (this reads 1 and 2)",
+        return mk_text_refuse(t, T_PACKAGE_FORMAT_VERSION_NOT,
                               (uint32_t)mk_le16(data + 4));
     }
     if (mk_le16(data + 6) != MK_HEADER_BYTES) {
-        return mk_text_refuse(t, "header size %u: format version %u has 80",
+        return mk_text_refuse(t, T_HEADER_SIZE_FORMAT_VERSION,
                               (uint32_t)mk_le16(data + 6), (uint32_t)mk_le16(data + 4));
     }
     return 0;
@@ -138,7 +137,7 @@ static const char *utf8_problem(const uint8_t *s, uint32_t n)
             continue;
         }
         if (c < 0xC2u || c > 0xF4u) {
-            return "invalid start byte";
+            return mk_text_reason(T_INVALID_START_BYTE);
         }
         need = c < 0xE0u ? 2u : c < 0xF0u ? 3u : 4u;
         if (c == 0xE0u) lo = 0xA0u;
@@ -148,11 +147,11 @@ static const char *utf8_problem(const uint8_t *s, uint32_t n)
         for (k = 1; k < need; k++) {
             unsigned b;
             if (i + k >= n) {
-                return "unexpected end of data";
+                return mk_text_reason(T_UNEXPECTED_END_OF_DATA);
             }
             b = s[i + k];
             if (k == 1 ? (b < lo || b > hi) : (b & 0xC0u) != 0x80u) {
-                return "invalid continuation byte";
+                return mk_text_reason(T_INVALID_CONTINUATION_BYTE);
             }
         }
         i += need;
@@ -169,22 +168,22 @@ static int decode_names(const uint8_t *data, uint32_t limit, uint32_t start, uin
         uint32_t len;
         const char *problem;
         if (pos >= limit) {
-            return mk_text_refuse(t, "class name %u runs past the end of the package", k);
+            return mk_text_refuse(t, T_CLASS_NAME_RUNS_PAST, k);
         }
         len = data[pos];
         if (pos + 1u + len > limit) {
-            return mk_text_refuse(t, "class name %u (%u bytes) runs past the end of the package",
+            return mk_text_refuse(t, T_CLASS_NAME_BYTES_RUNS,
                                   k, len);
         }
         if ((problem = utf8_problem(data + pos + 1, len)) != 0) {
-            return mk_text_refuse(t, "class name %u is not valid UTF-8 (%s)", k, problem);
+            return mk_text_refuse(t, T_CLASS_NAME_NOT_VALID, k, problem);
         }
         pos += 1u + len;
     }
     *end = start + align4(pos - start);
     for (stop = *end < limit ? *end : limit; pos < stop; pos++) {
         if (data[pos]) {
-            return mk_text_refuse(t, "padding after the class names is not zero");
+            return mk_text_refuse(t, T_PADDING_AFTER_CLASS_NAMES);
         }
     }
     return 0;
@@ -201,7 +200,7 @@ typedef struct {
 static void reader_where(mk_text *t, const reader *r)
 {
     if (r->layer < 0) {
-        mk_text_str(t, "codebook");
+        mk_text_format(t, T_CODEBOOK);
     } else {
         where(t, r->layer, "");
     }
@@ -214,13 +213,13 @@ static const uint8_t *take(reader *r, unsigned itemsize, uint64_t count, mk_text
     const uint8_t *p = r->blob + r->pos;
     if (end > r->size) {
         reader_where(t, r);
-        mk_text_format(t, ": data size %u is too small for its arrays", r->size);
+        mk_text_format(t, T_DATA_SIZE_TOO_SMALL, r->size);
         return 0;
     }
     for (i = r->pos + n; i < end; i++) {
         if (r->blob[i]) {
             reader_where(t, r);
-            mk_text_str(t, ": padding bytes after an array are not zero");
+            mk_text_format(t, T_PADDING_BYTES_AFTER_ARRAY);
             return 0;
         }
     }
@@ -234,7 +233,7 @@ static int reader_done(reader *r, mk_text *t)
         return 0;
     }
     reader_where(t, r);
-    return mk_text_refuse(t, ": data size %u, its arrays use %u", r->size, r->pos);
+    return mk_text_refuse(t, T_DATA_SIZE_ITS_ARRAYS, r->size, r->pos);
 }
 
 /* _decode_layer: the table entry and the arrays of layer i */
@@ -259,14 +258,14 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
     L->act_min = (int8_t)entry[20];
     L->act_max = (int8_t)entry[21];
     if (reserved) {
-        return mk_text_refuse(t, "layer %u: reserved field is %u, must be 0", i, reserved);
+        return mk_text_refuse(t, T_LAYER_RESERVED_FIELD_0, i, reserved);
     }
     if (code < MK_LAYER_DENSE || code > MK_LAYER_STEP) {
-        return mk_text_refuse(t, "layer %u: layer type %u unknown (1 dense, 2 threshold, 3 step)",
+        return mk_text_refuse(t, T_LAYER_LAYER_TYPE_UNKNOWN,
                               i, code);
     }
     if ((flags & ~1u) || (flags && code != MK_LAYER_DENSE)) {
-        return mk_text_refuse(t, "layer %u: flags 0x%2x not allowed for layer type %u", i, flags,
+        return mk_text_refuse(t, T_LAYER_FLAGS_0X_NOT, i, flags,
                               code);
     }
     if (layer_dim(t, i, "n_in", L->n_in) || layer_dim(t, i, "n_out", L->n_out)) {
@@ -281,8 +280,7 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
         }
     } else if (code == MK_LAYER_THRESHOLD) {
         if (L->n_out != L->n_in) {
-            return mk_text_refuse(t, "layer %u: a threshold layer has as many outputs as inputs; "
-                                     "got %u -> %u", i, L->n_in, L->n_out);
+            return mk_text_refuse(t, T_LAYER_THRESHOLD_LAYER_HAS, i, L->n_in, L->n_out);
         }
         if (!(L->threshold = take(&r, 2, L->n_in, t))) {
             return -1;
@@ -303,23 +301,21 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
     }
     if (code == MK_LAYER_DENSE) {
         if ((*s_out & 0x7FFFFFFFu) > 0x7F800000u) { /* scales are checked later; here NaN */
-            return mk_text_refuse(t, "layer %u: output_scale is NaN", i);
+            return mk_text_refuse(t, T_LAYER_OUTPUT_SCALE_NAN, i);
         }
         want_zp = L->zp_out;
         want_min = L->relu ? L->zp_out : -128;
         want_max = 127;
     } else {
         if (*s_out != ONE) {
-            return mk_text_refuse(t, "layer %u: output_scale of a threshold or step layer must "
-                                     "be 1", i);
+            return mk_text_refuse(t, T_LAYER_OUTPUT_SCALE_THRESHOLD, i);
         }
         want_zp = 0;
         want_min = 0;
         want_max = 1;
     }
     if (L->zp_out != want_zp || L->act_min != want_min || L->act_max != want_max) {
-        return mk_text_refuse(t, "layer %u: output quantization (zero point %d, range [%d, %d]) "
-                                 "is inconsistent with its type and flags",
+        return mk_text_refuse(t, T_LAYER_OUTPUT_QUANTIZATION_ZERO,
                               i, (int32_t)L->zp_out, (int32_t)L->act_min, (int32_t)L->act_max);
     }
     return 0;
@@ -412,22 +408,20 @@ static int check_dense(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
     for (o = 0; o < m; o++) {
         int32_t mult = le_i32(L->multiplier + 4u * o);
         if (mult != 0 && mult < (1 << 30)) {
-            return mk_text_refuse(t, "layer %u multiplier[%u] = %d: must be 0 or in "
-                                     "[2^30, 2^31-1]", i, o, mult);
+            return mk_text_refuse(t, T_LAYER_MULTIPLIER_0_OR, i, o, mult);
         }
     }
     for (o = 0; o < m; o++) {
         int32_t sh = le_i32(L->shift + 4u * o);
         if (le_i32(L->multiplier + 4u * o) == 0 && sh != 0) {
-            return mk_text_refuse(t, "layer %u shift[%u] = %d: must be 0 where the multiplier is 0",
+            return mk_text_refuse(t, T_LAYER_SHIFT_0_WHERE,
                                   i, o, sh);
         }
     }
     for (o = 0; o < m; o++) {
         const uint32_t bits = mk_le32(ws + 4u * o);
         if (bits < 1u || bits >= 0x7F800000u) { /* not positive and finite */
-            return mk_text_refuse(t, "layer %u weight_scale holds a value that is not positive "
-                                     "and finite", i);
+            return mk_text_refuse(t, T_LAYER_WEIGHT_SCALE_HOLDS, i);
         }
     }
     if (check_scale(t, s_in, (int)i, "input_scale") ||
@@ -437,8 +431,7 @@ static int check_dense(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
     for (o = 0; o < m; o++) { /* the multiplier and shift encode the scales within 2^-28 */
         int32_t mult = le_i32(L->multiplier + 4u * o), sh = le_i32(L->shift + 4u * o);
         if (!mk_scales_encoded(mult, sh, s_in, mk_le32(ws + 4u * o), s_out)) {
-            return mk_text_refuse(t, "layer %u multiplier[%u]/shift[%u] = %d/%d do not encode "
-                                     "input_scale * weight_scale / output_scale within 2^-28",
+            return mk_text_refuse(t, T_LAYER_MULTIPLIER_SHIFT_DO,
                                   i, o, o, mult, sh);
         }
     }
@@ -483,8 +476,7 @@ static int check_step(const mk_layer *L, uint32_t i, uint32_t s_in, mk_text *t)
         bad = mk_le32(L->row_ptr + 4u * (j + 1u)) < mk_le32(L->row_ptr + 4u * j) ? j + 1u : bad;
     }
     if (bad <= m) {
-        return mk_text_refuse(t, "layer %u row_ptr must start at 0 and never decrease; "
-                                 "row_ptr[%u] = %u", i, bad, mk_le32(L->row_ptr + 4u * bad));
+        return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, bad, mk_le32(L->row_ptr + 4u * bad));
     }
     for (k = 0; k < L->nnz; k++) {
         int32_t c = mk_le16(L->cols + 2u * k);
@@ -504,7 +496,7 @@ static int check_step(const mk_layer *L, uint32_t i, uint32_t s_in, mk_text *t)
     }
     for (k = 0; k < L->nnz; k++) {
         if (L->values[k] == 0) {
-            return mk_text_refuse(t, "layer %u values[%u] is 0: store only connections", i, k);
+            return mk_text_refuse(t, T_LAYER_VALUES_0_STORE, i, k);
         }
     }
     for (j = 0; j < m; j++) {
@@ -512,8 +504,7 @@ static int check_step(const mk_layer *L, uint32_t i, uint32_t s_in, mk_text *t)
         uint64_t sum = 0;
         for (k = a; k < b; k++) {
             if (k > a && mk_le16(L->cols + 2u * k) <= mk_le16(L->cols + 2u * (k - 1u))) {
-                return mk_text_refuse(t, "layer %u row %u: input indices must be strictly "
-                                         "increasing", i, j);
+                return mk_text_refuse(t, T_LAYER_ROW_INPUT_INDICES, i, j);
             }
             sum += (uint64_t)(L->values[k] < 0 ? -L->values[k] : L->values[k]);
         }
@@ -573,22 +564,22 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
 {
     uint32_t k, pos = 0;
     if (m->n_classes == 0) {
-        mk_text_str(t, "number of classes 0");
+        mk_text_format(t, T_NUMBER_CLASSES_0);
         return check_dim(t, 0);
     }
     for (k = 0; k < m->n_classes; k++) {
         if (names[pos] == 0) {
-            return mk_text_refuse(t, "class %u name '': must be a non-empty string", k);
+            return mk_text_refuse(t, T_CLASS_NAME_NON_EMPTY, k);
         }
         pos += 1u + names[pos];
     }
     if ((k = names_repeat(names, m->n_classes, scratch, scratch_bytes, &pos)) != 0) {
-        return mk_text_refuse(t, "class name %u repeats class name %u", k, pos);
+        return mk_text_refuse(t, T_CLASS_NAME_REPEATS_CLASS, k, pos);
     }
     if (m->head == MK_HEAD_ARGMAX) {
         return m->n_classes == m->n_outputs
                    ? 0
-                   : mk_text_refuse(t, "%u class names for %u outputs (argmax head)",
+                   : mk_text_refuse(t, T_CLASS_NAMES_OUTPUTS_ARGMAX,
                                     (uint32_t)m->n_classes, m->n_outputs);
     }
     {
@@ -603,7 +594,7 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
         }
         for (k = 0; k < n; k++) {
             if (m->codebook[k] == 0) {
-                return mk_text_refuse(t, "codebook entries must be -1 or +1; found 0");
+                return mk_text_refuse(t, T_CODEBOOK_ENTRIES_1_OR);
             }
         }
     }
@@ -632,7 +623,7 @@ static void shape_tuple(mk_text *t, const uint32_t *dims, uint32_t rank)
 {
     uint32_t k;
     for (k = 0; k < rank; k++) {
-        mk_text_format(t, k ? ", %u" : "(%u", dims[k]);
+        mk_text_printf(t, k ? ", %u" : "(%u", dims[k]);
     }
     mk_text_str(t, rank == 1 ? ",)" : ")");
 }
@@ -653,34 +644,34 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     }
     total = mk_le32(data + 8);
     if (n < total) {
-        return mk_text_refuse(t, "package truncated: header says %u bytes, got %u", total, n);
+        return mk_text_refuse(t, T_PACKAGE_TRUNCATED_HEADER_SAYS, total, n);
     }
     if (n > total) {
-        return mk_text_refuse(t, "%u trailing bytes after the %u-byte package", n - total, total);
+        return mk_text_refuse(t, T_TRAILING_BYTES_AFTER_BYTE, n - total, total);
     }
     if (total < MK_HEADER_BYTES + CRC_BYTES) {
-        return mk_text_refuse(t, "total size %u is smaller than header and CRC", total);
+        return mk_text_refuse(t, T_TOTAL_SIZE_SMALLER_THAN, total);
     }
     crc = mk_le32(data + total - CRC_BYTES);
     calc = mk_crc32(0, data, total - CRC_BYTES);
     if (calc != crc) {
-        return mk_text_refuse(t, "CRC-32 mismatch: stored 0x%8x, computed 0x%8x", crc, calc);
+        return mk_text_refuse(t, T_CRC_32_MISMATCH_STORED, crc, calc);
     }
     mk_sha256(data + HASHED_FROM, total - CRC_BYTES - HASHED_FROM, digest);
     if (memcmp(digest, data + 0x0C, 32) != 0) {
-        return mk_text_refuse(t, "model id does not match the SHA-256 of the package content");
+        return mk_text_refuse(t, T_MODEL_ID_DOES_NOT);
     }
     /* version 2's rounding byte (0x3D) was reserved in version 1 */
     if (mk_le16(data + 4) == 1u && (data[0x3D] | data[0x3E] | data[0x3F])) {
-        return mk_text_refuse(t, "header reserved bytes are %h, must be zero", data + 0x3D,
+        return mk_text_refuse(t, T_HEADER_RESERVED_BYTES_ZERO, data + 0x3D,
                               (uint32_t)3);
     }
     if (data[0x3D] > MK_ROUND_DOUBLE) {
-        return mk_text_refuse(t, "rounding code %u unknown (0 single, 1 double)",
+        return mk_text_refuse(t, T_ROUNDING_CODE_UNKNOWN_0,
                               (uint32_t)data[0x3D]);
     }
     if (data[0x3E] | data[0x3F]) {
-        return mk_text_refuse(t, "header reserved bytes are %h, must be zero", data + 0x3E,
+        return mk_text_refuse(t, T_HEADER_RESERVED_BYTES_ZERO, data + 0x3E,
                               (uint32_t)2);
     }
     source = data[0x2C];
@@ -688,14 +679,14 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     m->n_layers = data[0x2E];
     rank = data[0x2F];
     if (source >= 2u) {
-        return mk_text_refuse(t, "source code %u unknown (0 mlp, 1 markI)", source);
+        return mk_text_refuse(t, T_SOURCE_CODE_UNKNOWN_0, source);
     }
     if (m->head > MK_HEAD_CODEBOOK) {
-        return mk_text_refuse(t, "head code %u unknown (0 argmax, 1 codebook)",
+        return mk_text_refuse(t, T_HEAD_CODE_UNKNOWN_0,
                               (uint32_t)m->head);
     }
     if (m->n_layers < 1u || m->n_layers > MK_MAX_LAYERS) {
-        return mk_text_refuse(t, "%u layers: allowed 1 to 16", (uint32_t)m->n_layers);
+        return mk_text_refuse(t, T_LAYERS_ALLOWED_1_16, (uint32_t)m->n_layers);
     }
     for (k = 0; k < 3; k++) {
         dims[k] = mk_le16(data + 0x30 + 2u * k);
@@ -706,14 +697,14 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
             bad = k < rank ? dims[k] == 0 : dims[k] != 0;
         }
         if (bad) {
-            mk_text_format(t, "input rank %u with dimensions ", rank);
+            mk_text_format(t, T_INPUT_RANK_WITH_DIMENSIONS, rank);
             shape_tuple(t, dims, 3);
-            return mk_text_refuse(t, ": rank 1-3, unused dims 0");
+            return mk_text_refuse(t, T_RANK_1_3_UNUSED);
         }
     }
     table_end = MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * m->n_layers;
     if (table_end > total - CRC_BYTES) {
-        return mk_text_refuse(t, "layer table of %u entries runs past the end of the package",
+        return mk_text_refuse(t, T_LAYER_TABLE_ENTRIES_RUNS,
                               (uint32_t)m->n_layers);
     }
     m->n_classes = mk_le16(data + 0x36);
@@ -722,8 +713,8 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     }
     payload_size = mk_le32(data + 0x4C);
     if ((uint64_t)payload_start + payload_size != total - CRC_BYTES) {
-        return mk_text_refuse(t, "payload size %u does not fill the package: payload starts at "
-                                 "%u, CRC at %u", payload_size, payload_start, total - CRC_BYTES);
+        return mk_text_refuse(t, T_PAYLOAD_SIZE_DOES_NOT, payload_size, payload_start,
+                              total - CRC_BYTES);
     }
     payload = data + payload_start;
     payload_len = payload_size;
@@ -732,8 +723,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         const uint8_t *entry = data + MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * i;
         uint32_t start = mk_le32(entry + 24), size = mk_le32(entry + 28);
         if (start != offset || size % 4u || (uint64_t)start + size > payload_len) {
-            return mk_text_refuse(t, "layer %u: data at offset %u, size %u; expected offset %u, "
-                                     "a multiple of 4, within the %u-byte payload",
+            return mk_text_refuse(t, T_LAYER_DATA_OFFSET_SIZE,
                                   i, start, size, offset, payload_len);
         }
         memset(&m->layers[i], 0, sizeof m->layers[i]);
@@ -756,7 +746,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
             return -1;
         }
     } else if (offset != payload_len) {
-        return mk_text_refuse(t, "%u unused bytes at the end of the payload",
+        return mk_text_refuse(t, T_UNUSED_BYTES_END_PAYLOAD,
                               payload_len - offset);
     }
 
@@ -766,9 +756,9 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         n_inputs *= dims[k];
     }
     if (n_inputs > DIM_MAX) {
-        mk_text_format(t, "input size %U (product of input_shape ", n_inputs);
+        mk_text_format(t, T_INPUT_SIZE_PRODUCT_INPUT, n_inputs);
         shape_tuple(t, dims, rank);
-        mk_text_str(t, ")");
+        mk_text_format(t, T_CLOSE);
         return check_dim(t, n_inputs);
     }
     scale = mk_le32(data + 0x38);
@@ -787,12 +777,11 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
             return -1;
         }
         if (L->n_in != width) {
-            return mk_text_refuse(t, "layer %u takes %u inputs but receives %U", i, L->n_in,
+            return mk_text_refuse(t, T_LAYER_TAKES_INPUTS_BUT, i, L->n_in,
                                   width);
         }
         if (s_in[i] != scale || L->zp_in != zp) {
-            return mk_text_refuse(t, "layer %u input quantization (scale 0x%8x, zero point %d) "
-                                     "differs from what it receives (scale 0x%8x, zero point %d)",
+            return mk_text_refuse(t, T_LAYER_INPUT_QUANTIZATION_SCALE,
                                   i, s_in[i], (int32_t)L->zp_in, scale, (int32_t)zp);
         }
         width = L->n_out;
@@ -814,7 +803,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         stored[2] = mk_le32(data + 0x48);
         for (k = 0; k < 3; k++) {
             if (stored[k] != derived[k]) {
-                return mk_text_refuse(t, "header %s = %u, but the layer table gives %U", names[k],
+                return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, names[k],
                                       stored[k], derived[k]);
             }
         }

@@ -6,6 +6,7 @@
 #include "crc32.h"
 #include "frame.h"
 #include "sha256.h"
+#include "text.h"
 
 #define RECORD_MAGIC 0x5243314Du /* "M1CR" */
 #define RECORD_PAGES 2u
@@ -14,10 +15,10 @@ const char *mk_store_init(mk_store *s, mk_flash *flash)
 {
     const uint32_t page = flash->page_bytes;
     if (page < MK_RECORD_BYTES || (page & (page - 1u))) {
-        return "the page size must be a power of two of at least 32 bytes";
+        return mk_text_reason(T_PAGE_SIZE_POWER_OF_TWO);
     }
     if (flash->size % page || flash->size / page < 4u) {
-        return "the flash size must be a multiple of the page size and hold at least 4 pages";
+        return mk_text_reason(T_FLASH_SIZE_MULTIPLE_PAGES);
     }
     s->flash = flash;
     s->n_pages = flash->size / page;
@@ -25,10 +26,10 @@ const char *mk_store_init(mk_store *s, mk_flash *flash)
     s->slot_bytes = s->slot_pages * page;
     s->per_page = page / MK_RECORD_BYTES;
     if (s->slot_pages > MK_MAX_SLOT_PAGES) {
-        return "a slot has more pages than this build tracks (MK_MAX_SLOT_PAGES)";
+        return mk_text_reason(T_SLOT_MORE_PAGES_THAN_BUILD);
     }
     if (2u * s->per_page > MK_MAX_RECORDS) {
-        return "the record pages hold more records than this build tracks (MK_MAX_RECORDS)";
+        return mk_text_reason(T_RECORDS_MORE_THAN_BUILD);
     }
     return 0;
 }

@@ -3,6 +3,8 @@
 #include <stdarg.h>
 #include <string.h>
 
+#include "texts_packed.h"
+
 static const char hexdigits[] = "0123456789abcdef";
 
 void mk_text_init(mk_text *t, char *buf, uint32_t cap)
@@ -85,7 +87,7 @@ void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n)
     }
 }
 
-void mk_text_vformat(mk_text *t, const char *format, va_list args)
+void mk_text_vprintf(mk_text *t, const char *format, va_list args)
 {
     const char *f = format;
     while (*f) {
@@ -119,19 +121,68 @@ void mk_text_vformat(mk_text *t, const char *format, va_list args)
     }
 }
 
-void mk_text_format(mk_text *t, const char *format, ...)
+void mk_text_printf(mk_text *t, const char *format, ...)
 {
     va_list args;
     va_start(args, format);
-    mk_text_vformat(t, format, args);
+    mk_text_vprintf(t, format, args);
     va_end(args);
 }
 
-int mk_text_refuse(mk_text *t, const char *format, ...)
+/* The characters a code of the packed texts stands for (texts_packed.h), at out; the end. */
+static char *expand(unsigned code, char *out)
+{
+    while (code >= 0x80u) { /* a pair: its first code in depth, its second in place */
+        out = expand(mk_text_pairs[code - 0x80u][0], out);
+        code = mk_text_pairs[code - 0x80u][1];
+    }
+    *out = (char)code;
+    return out + 1;
+}
+
+uint32_t mk_text_expand(mk_text_id id, char *out)
+{
+    const uint8_t *p = mk_text_packed;
+    char *end = out;
+    unsigned k;
+    for (k = 0; k < id; k++) { /* past the texts before it */
+        while (*p++) {
+        }
+    }
+    for (; *p; p++) {
+        end = expand(*p, end);
+    }
+    *end = 0;
+    return (uint32_t)(end - out);
+}
+
+const char *mk_text_reason(mk_text_id id)
+{
+    static char reason[MK_TEXT_LONGEST + 1];
+    mk_text_expand(id, reason);
+    return reason;
+}
+
+void mk_text_vformat(mk_text *t, mk_text_id id, va_list args)
+{
+    char format[MK_TEXT_LONGEST + 1];
+    mk_text_expand(id, format);
+    mk_text_vprintf(t, format, args);
+}
+
+void mk_text_format(mk_text *t, mk_text_id id, ...)
 {
     va_list args;
-    va_start(args, format);
-    mk_text_vformat(t, format, args);
+    va_start(args, id);
+    mk_text_vformat(t, id, args);
+    va_end(args);
+}
+
+int mk_text_refuse(mk_text *t, mk_text_id id, ...)
+{
+    va_list args;
+    va_start(args, id);
+    mk_text_vformat(t, id, args);
     va_end(args);
     return -1;
 }

@@ -33,10 +33,30 @@ void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n);
  *   %u uint32_t   %d int32_t   %U uint64_t   %D int64_t   %s const char *
  *   %x uint32_t in hex (%8x: at least 8 digits)   %h const uint8_t *, uint32_t n: bytes in hex
  *   %% a percent sign */
-void mk_text_format(mk_text *t, const char *format, ...);
-void mk_text_vformat(mk_text *t, const char *format, va_list args);
+void mk_text_printf(mk_text *t, const char *format, ...);
+void mk_text_vprintf(mk_text *t, const char *format, va_list args);
+
+/* The catalog (texts.def): every text the firmware sends, by id (an unsigned, not the enum:
+ * it is the last named parameter of the variadic functions below, and an enum may be
+ * narrower than an int). */
+enum {
+#define MK_TEXT(id, text) id,
+#include "texts.def"
+#undef MK_TEXT
+    MK_TEXT_COUNT
+};
+typedef unsigned mk_text_id;
+
+/* mk_text_printf with the catalog's text `id` as the format. */
+void mk_text_format(mk_text *t, mk_text_id id, ...);
+void mk_text_vformat(mk_text *t, mk_text_id id, va_list args);
 /* mk_text_format, then -1: the value of a refusal. */
-int mk_text_refuse(mk_text *t, const char *format, ...);
+int mk_text_refuse(mk_text *t, mk_text_id id, ...);
+/* The catalog's text `id` into `out` (MK_TEXT_LONGEST + 1 bytes, NUL-terminated); its length. */
+uint32_t mk_text_expand(mk_text_id id, char *out);
+/* The catalog's text `id` as a string, in a buffer of its own that the next call overwrites:
+ * the reason a function that refuses returns as `const char *` (one at a time). */
+const char *mk_text_reason(mk_text_id id);
 /* Cut an incomplete UTF-8 character off the end of a text that did not fit; its length. */
 uint32_t mk_text_finish(mk_text *t);
 

@@ -104,7 +104,7 @@ int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int
     return 0;
 }
 
-/* mk_text_format's conversions on some values: "%u %d %U %D %x %8x %h %s%%" of
+/* mk_text_printf's conversions on some values: "%u %d %U %D %x %8x %h %s%%" of
  * (small, (int32_t)small, big, signed_big, small, small, the 8 bytes of big, "end"). */
 uint32_t fw_text_format(char *out, uint32_t cap, uint64_t big, int64_t signed_big, uint32_t small)
 {
@@ -113,10 +113,15 @@ uint32_t fw_text_format(char *out, uint32_t cap, uint64_t big, int64_t signed_bi
     mk_text t;
     memcpy(bytes, &big, sizeof bytes);
     mk_text_init(&t, out, cap);
-    mk_text_format(&t, "%u %d %U %D %x %8x %h %s%%", small, (int32_t)small, big, signed_big,
+    mk_text_printf(&t, "%u %d %U %D %x %8x %h %s%%", small, (int32_t)small, big, signed_big,
                    small, small, bytes, (uint32_t)8, "end");
     return finish(&t, &len);
 }
+
+/* The catalog's text `id` as the firmware expands it from the packed texts (out: at least
+ * MK_TEXT_LONGEST + 1 bytes); its length. fw_text_count: how many texts there are. */
+uint32_t fw_text_catalog(uint32_t id, char *out) { return mk_text_expand(id, out); }
+uint32_t fw_text_count(void) { return MK_TEXT_COUNT; }
 
 uint32_t fw_text_max(void) { return MK_TEXT_MAX; }
 uint32_t fw_max_ahead(void) { return MK_MAX_AHEAD; }

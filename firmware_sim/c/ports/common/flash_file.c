@@ -13,14 +13,14 @@ uint64_t mk_flash_file_bytes(uint32_t size, uint32_t page_bytes)
     return MK_FLASH_FILE_HEADER + 4ull * (size / page_bytes) + size;
 }
 
-/* A refusal from a format (mk_text_format), in f->error. */
-static const char *refuse(mk_flash_file *f, const char *format, ...)
+/* A refusal from the catalog (mk_text_format), in f->error. */
+static const char *refuse(mk_flash_file *f, mk_text_id text, ...)
 {
     mk_text t;
     va_list args;
     mk_text_init(&t, f->error, sizeof f->error - 1u);
-    va_start(args, format);
-    mk_text_vformat(&t, format, args);
+    va_start(args, text);
+    mk_text_vformat(&t, text, args);
     va_end(args);
     f->error[mk_text_finish(&t)] = 0;
     return f->error;
@@ -45,6 +45,7 @@ static void persist(mk_flash_file *f, uint32_t address, uint32_t length, uint32_
     }
 }
 
+#if MK_TEST_HOOKS
 /* Bytes of this operation to do before the power goes, or -1 (all of them, power stays). */
 static int64_t cut_point(mk_flash_file *f, uint32_t length)
 {
@@ -63,7 +64,7 @@ static const char *erase(void *ctx, uint32_t page)
     int64_t keep;
     uint32_t done;
     if (page >= f->n_pages) {
-        return refuse(f, "page %u does not exist (0..%u)", page, f->n_pages - 1u);
+        return refuse(f, T_PAGE_DOES_NOT_EXIST, page, f->n_pages - 1u);
     }
     keep = cut_point(f, bytes);
     done = keep < 0 ? bytes : (uint32_t)keep;
@@ -83,14 +84,14 @@ static const char *write_(void *ctx, uint32_t address, const uint8_t *data, uint
     uint32_t i, done;
     int64_t keep;
     if ((uint64_t)address + n > f->hal.size) {
-        return refuse(f, "range 0x%x+%u is outside the flash (0..0x%x)", address, n, f->hal.size);
+        return refuse(f, T_RANGE_0X_OUTSIDE_FLASH, address, n, f->hal.size);
     }
     if (n && (address + n - 1u) / f->hal.page_bytes != page) {
-        return refuse(f, "write of %u bytes at 0x%x crosses the end of page %u", n, address, page);
+        return refuse(f, T_WRITE_BYTES_0X_CROSSES, n, address, page);
     }
     for (i = 0; i < n; i++) {
         if (f->mem[address + i] != 0xFF) {
-            return refuse(f, "write at 0x%x: byte not erased (erase page %u)", address + i, page);
+            return refuse(f, T_WRITE_0X_BYTE_NOT, address + i, page);
         }
     }
     keep = cut_point(f, n);
@@ -105,6 +106,26 @@ static const char *write_(void *ctx, uint32_t address, const uint8_t *data, uint
     }
     return 0;
 }
+#else
+/* The operations as a NOR flash does them (the portable code keeps to the HAL's rules). */
+static const char *erase(void *ctx, uint32_t page)
+{
+    mk_flash_file *f = ctx;
+    const uint32_t bytes = f->hal.page_bytes, address = page * bytes;
+    f->erases[page]++;
+    memset(f->mem + address, 0xFF, bytes);
+    persist(f, address, bytes, page);
+    return 0;
+}
+
+static const char *write_(void *ctx, uint32_t address, const uint8_t *data, uint32_t n)
+{
+    mk_flash_file *f = ctx;
+    memcpy(f->mem + address, data, n);
+    persist(f, address, n, address / f->hal.page_bytes);
+    return 0;
+}
+#endif
 
 static uint32_t erase_count(void *ctx, uint32_t page)
 {
@@ -115,13 +136,17 @@ const char *mk_flash_file_init(mk_flash_file *f, uint8_t *mem, uint32_t *erases,
                                uint32_t page_bytes, int64_t endurance)
 {
     memset(f, 0, sizeof *f);
+#if MK_TEST_HOOKS
     f->cut_op = -1;
     f->endurance = endurance;
+#else
+    (void)endurance;
+#endif
     if (page_bytes < 32u || (page_bytes & (page_bytes - 1u))) {
-        return "the page size must be a power of two of at least 32 bytes";
+        return mk_text_reason(T_PAGE_SIZE_POWER_OF_TWO);
     }
     if (size % page_bytes || size / page_bytes < 4u) {
-        return "the flash size must be a multiple of the page size and hold at least 4 pages";
+        return mk_text_reason(T_FLASH_SIZE_MULTIPLE_PAGES);
     }
     f->n_pages = size / page_bytes;
     f->mem = mem;
@@ -172,22 +197,21 @@ const char *mk_flash_file_attach(mk_flash_file *f, const mk_file_io *file, const
     have = file->length(file->ctx);
     if (have < MK_FLASH_FILE_HEADER || file->read(file->ctx, 0, head, MK_FLASH_FILE_HEADER) ||
         memcmp(head, FILE_MAGIC, 8) != 0) {
-        return refuse(f, "%s is not a mark1-kit flash state file", path);
+        return refuse(f, T_NOT_MARK1_KIT_FLASH, path);
     }
     if (mk_le32(head + 8) != f->hal.size || mk_le32(head + 12) != f->hal.page_bytes) {
-        return refuse(f, "%s holds a flash of %u bytes in %u-byte pages, not %u bytes in "
-                         "%u-byte pages; use the same sizes or another state file",
+        return refuse(f, T_HOLDS_FLASH_BYTES_BYTE,
                       path, mk_le32(head + 8), mk_le32(head + 12), f->hal.size,
                       f->hal.page_bytes);
     }
     if (have != want) {
-        return refuse(f, "%s is %U bytes, expected %U: truncated or damaged", path, have, want);
+        return refuse(f, T_BYTES_EXPECTED_TRUNCATED_OR, path, have, want);
     }
     if ((why = file->read(file->ctx, MK_FLASH_FILE_HEADER, (uint8_t *)f->erases,
                           4u * f->n_pages)) != 0 ||
         (why = file->read(file->ctx, MK_FLASH_FILE_HEADER + 4u * f->n_pages, f->mem,
                           f->hal.size)) != 0) {
-        return refuse(f, "%s cannot be read: %s", path, why);
+        return refuse(f, T_CANNOT_READ, path, why);
     }
     for (k = 0; k < f->n_pages; k++) { /* the counts are little-endian in the file */
         f->erases[k] = mk_le32((const uint8_t *)&f->erases[k]);

@@ -7,6 +7,12 @@
  * The ports differ only in how they reach the file (mk_file_io): POSIX pread/pwrite on the host,
  * semihosting under QEMU. Without a file the flash lives in RAM only. Not part of a firmware
  * image for a real part, whose flash is the part's own (hal.h).
+ *
+ * MK_TEST_HOOKS (0 unless the build sets it): 1 adds the test machinery, power cuts and wear,
+ * and checks every operation against the HAL's rules (within the flash, one page, over erased
+ * bytes), refusing what breaks them. The host port, the test library and the MPS2 test images
+ * set it; the MPS2 product images leave it out (a flash that never wears, operations trusted:
+ * the portable code is tested against the checks in the other builds).
  */
 #ifndef MK_FLASH_FILE_H
 #define MK_FLASH_FILE_H
@@ -14,6 +20,10 @@
 #include <stdint.h>
 
 #include "hal.h"
+
+#ifndef MK_TEST_HOOKS
+#define MK_TEST_HOOKS 0
+#endif
 
 #define MK_FLASH_FILE_HEADER 16u
 
@@ -31,6 +41,7 @@ typedef struct {
     uint32_t *erases;       /* erases of each page */
     uint32_t n_pages;
     const mk_file_io *file; /* the state file, or 0 */
+#if MK_TEST_HOOKS
     int64_t endurance;      /* erases a page is rated for (-1: unlimited); past it bit 7 stays 1 */
     uint64_t ops;           /* erases and writes since power-on */
     int64_t cut_op;         /* the operation the power is cut in (-1: never) */
@@ -38,14 +49,16 @@ typedef struct {
     /* What a power cut does once the cut operation's bytes are in (must not return): the host
      * port and the QEMU firmware stop with exit status 3; the test library jumps back. */
     void (*power_cut)(void *ctx, const char *kind, uint32_t done);
-    void *power_cut_ctx;
+#endif
+    void *power_cut_ctx;    /* the context of power_cut and io_failed */
     /* A state file that cannot be written (must not return). */
     void (*io_failed)(void *ctx, const char *why);
     char error[200];
 } mk_flash_file;
 
 /* An erased flash of `size` bytes in `page_bytes` pages on `mem` (size bytes) and `erases`
- * (size / page_bytes counts), in RAM only. 0, or why the geometry is refused. */
+ * (size / page_bytes counts), in RAM only. 0, or why the geometry is refused. `endurance`:
+ * with MK_TEST_HOOKS only (without, the flash never wears). */
 const char *mk_flash_file_init(mk_flash_file *f, uint8_t *mem, uint32_t *erases, uint32_t size,
                                uint32_t page_bytes, int64_t endurance);
 

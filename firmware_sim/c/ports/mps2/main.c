@@ -3,13 +3,17 @@
  * costs.
  *
  * QEMU passes the options on its command line (-append, read with SYS_GET_CMDLINE):
- *   --flash BYTES --page BYTES --ram BYTES --max-payload BYTES --protocol-version V
- *   --endurance N --name-hex HEX --state-hex HEX   the part, as the host port takes them
+ *   --flash BYTES --page BYTES --ram BYTES --max-payload BYTES --name-hex HEX --state-hex HEX
+ *                       the part, as the host port takes them (hex: the name and the file
+ *                       path may hold spaces, which the command line splits on)
+ * and in the test images (MK_TEST_HOOKS=1: mark1-fw-m3-test.elf, mark1-fw-m4-test.elf) the
+ * test machinery:
+ *   --endurance N       pages wear out past N erases (the product images' flash never wears)
+ *   --protocol-version V   speak another version of the protocol
  *   --cut-after N+K     cut the power K bytes into flash operation N: exit status 3
  *   --erase-ms MS       a page erase keeps the processor waiting MS milliseconds (NOR flash
  *                       takes tens of ms; bytes keep arriving meanwhile)
  *   --rx-ring BYTES     a smaller receive ring than the one sized for the window
- * (hex: the name and the file path may hold spaces, which the command line splits on).
  *
  * Measured counts: under `-icount shift=0` QEMU executes one instruction per nanosecond of
  * virtual time, and SysTick counts down at 25 MHz: 40 instructions a tick. Each inference
@@ -44,14 +48,14 @@ static mk_device device;
 /* ------------------------------------------------------------------ messages, exit */
 
 /* A line on QEMU's standard error, then the end with `status`. */
-static void say_and_exit(uint32_t status, const char *format, ...)
+static void say_and_exit(uint32_t status, mk_text_id text, ...)
 {
     char line[400];
     mk_text t;
     va_list args;
     mk_text_init(&t, line, sizeof line - 1u);
-    va_start(args, format);
-    mk_text_vformat(&t, format, args);
+    va_start(args, text);
+    mk_text_vformat(&t, text, args);
     va_end(args);
     line[mk_text_finish(&t)] = 0;
     mk_semihost_print(line);
@@ -60,20 +64,21 @@ static void say_and_exit(uint32_t status, const char *format, ...)
 
 static void fail(uint32_t status, const char *what, const char *why)
 {
-    say_and_exit(status, "mark1 device: error: %s%s%s\n", what, why ? ": " : "", why ? why : "");
+    say_and_exit(status, T_DEVICE_ERROR, what, why ? ": " : "", why ? why : "");
 }
 
+#if MK_TEST_HOOKS
 static void power_cut(void *ctx, const char *kind, uint32_t done)
 {
     (void)ctx;
-    say_and_exit(3, "mark1 device: power cut after %u bytes of flash operation %U (%s)\n", done,
-                 flash.ops - 1u, kind);
+    say_and_exit(3, T_DEVICE_POWER_CUT, done, flash.ops - 1u, kind);
 }
+#endif
 
 static void io_failed(void *ctx, const char *why)
 {
     (void)ctx;
-    fail(1, "cannot write the state file", why);
+    fail(1, mk_text_reason(T_CANNOT_WRITE_STATE_FILE), why);
 }
 
 /* ------------------------------------------------------------------ time */
@@ -114,6 +119,7 @@ uint32_t mk_hal_millis(void)
     return (uint32_t)(ticks() / (MK_CLOCK_MPS2_HZ / 1000u));
 }
 
+#if MK_TEST_HOOKS
 /* Wait `ms` milliseconds with interrupts on (receiving goes on): timer 0 wakes the core. */
 static void wait_ms(uint32_t ms)
 {
@@ -129,6 +135,7 @@ static void wait_ms(uint32_t ms)
         mk_wait_for_interrupt();
     }
 }
+#endif
 
 /* Spin until the SysTick counter moves on: the spins, 4 instructions each (LDR, ADDS, CMP,
  * BEQ). Called right after a tick it takes 10 spins; the spins tell where in a tick it began. */
@@ -189,8 +196,10 @@ static void calibrate(void)
 
 /* ------------------------------------------------------------------ the flash */
 
-static uint32_t erase_ms;
 static int32_t state_handle = -1;
+
+#if MK_TEST_HOOKS
+static uint32_t erase_ms;
 static const char *(*erase_page)(void *ctx, uint32_t page);
 
 static const char *slow_erase(void *ctx, uint32_t page)
@@ -199,6 +208,7 @@ static const char *slow_erase(void *ctx, uint32_t page)
     wait_ms(erase_ms);
     return why;
 }
+#endif
 
 static const char *file_seek(uint32_t offset)
 {
@@ -249,9 +259,11 @@ static const struct {
     uint32_t *value;
 } numbers[] = {
     {"--flash", &o.flash}, {"--page", &o.page}, {"--ram", &o.ram},
-    {"--max-payload", &o.max_payload}, {"--protocol-version", &o.protocol_version},
-    {"--endurance", &o.endurance}, {"--erase-ms", &o.erase_ms}, {"--rx-ring", &o.rx_ring},
-    {"--cut-after", &o.cut_op},
+    {"--max-payload", &o.max_payload},
+#if MK_TEST_HOOKS
+    {"--protocol-version", &o.protocol_version}, {"--endurance", &o.endurance},
+    {"--erase-ms", &o.erase_ms}, {"--rx-ring", &o.rx_ring}, {"--cut-after", &o.cut_op},
+#endif
 };
 
 /* A whole number at *p, ended by a space, the end or `also`; *p moves past it. */
@@ -261,7 +273,7 @@ static uint32_t number(const char *opt, const char **p, char also)
     const char *s = *p;
     do {
         if (*s < '0' || *s > '9' || (v = v * 10u + (uint64_t)(*s - '0')) > 0xFFFFFFFFu) {
-            fail(2, opt, "expected a whole number");
+            fail(2, opt, mk_text_reason(T_EXPECTED_WHOLE_NUMBER));
         }
         s++;
     } while (*s && *s != ' ' && *s != also);
@@ -280,7 +292,7 @@ static void hex_text(const char *opt, const char **p, char *out, uint32_t cap)
             const char c = s[k];
             const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
             if (digit < 0 || n + 1u >= cap) {
-                fail(2, opt, "expected lowercase hex digits, two a byte");
+                fail(2, opt, mk_text_reason(T_EXPECTED_HEX_DIGITS));
             }
             byte = byte << 4 | (unsigned)digit;
         }
@@ -315,16 +327,18 @@ static void parse(const char *s)
             continue;
         }
         if (!*s) {
-            fail(2, "an option without its value", word);
+            fail(2, mk_text_reason(T_OPTION_WITHOUT_VALUE), word);
         }
         s++;
         for (k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
             if (strlen(numbers[k].name) == len && memcmp(word, numbers[k].name, len) == 0) {
                 *numbers[k].value = number(numbers[k].name, &s, '+');
+#if MK_TEST_HOOKS
                 if (numbers[k].value == &o.cut_op) { /* N+K */
                     s += *s == '+';
                     o.cut_keep = number("--cut-after", &s, ' ');
                 }
+#endif
                 break;
             }
         }
@@ -336,7 +350,7 @@ static void parse(const char *s)
         } else if (len == 11 && memcmp(word, "--state-hex", len) == 0) {
             hex_text("--state-hex", &s, o.state, sizeof o.state);
         } else {
-            fail(2, "unknown option", word);
+            fail(2, mk_text_reason(T_UNKNOWN_OPTION), word);
         }
     }
 }
@@ -358,30 +372,33 @@ int main(void)
         char *cmdline = (char *)mk_arena;
         uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, 1024u};
         if (mk_semihost(SYS_GET_CMDLINE, block) != 0) {
-            fail(2, "the command line does not fit", 0);
+            fail(2, mk_text_reason(T_COMMAND_LINE_DOES_NOT_FIT), 0);
         }
         parse(cmdline);
     }
     if (o.flash > MK_MPS2_FLASH_MAX) {
-        fail(2, "--flash", "more than this build's flash copy holds");
+        fail(2, "--flash", mk_text_reason(T_MORE_THAN_FLASH_COPY));
     }
     if ((why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page,
                                   (int64_t)o.endurance)) != 0) {
         fail(2, why, 0);
     }
+#if MK_TEST_HOOKS
     flash.power_cut = power_cut;
+#endif
     flash.io_failed = io_failed;
     if (o.state[0]) {
         uint32_t open_block[3] = {(uint32_t)(uintptr_t)o.state, SH_MODE_RPLUSB, 0};
         open_block[2] = (uint32_t)strlen(o.state);
         state_handle = mk_semihost(SYS_OPEN, open_block);
         if (state_handle < 0) {
-            fail(2, "cannot open the state file", o.state);
+            fail(2, mk_text_reason(T_CANNOT_OPEN_STATE_FILE), o.state);
         }
         if ((why = mk_flash_file_attach(&flash, &state_io, o.state, 0)) != 0) {
             fail(2, why, 0);
         }
     }
+#if MK_TEST_HOOKS
     flash.cut_op = o.cut_op == 0xFFFFFFFFu ? -1 : (int64_t)o.cut_op;
     flash.cut_keep = o.cut_keep;
     erase_ms = o.erase_ms;
@@ -389,6 +406,7 @@ int main(void)
         erase_page = flash.hal.erase;
         flash.hal.erase = slow_erase;
     }
+#endif
 
     SYST_RVR = SYST_RELOAD;
     SYST_CVR = 0;

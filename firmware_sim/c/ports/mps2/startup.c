@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "semihost.h"
+#include "text.h"
 
 extern uint32_t _data_start[], _data_end[], _data_load[], _bss_start[], _bss_end[], _stack_top[];
 int main(void);
@@ -15,13 +16,13 @@ void mk_timer0_irq(void);
 
 static void fault(void)
 {
-    mk_semihost_print("mark1 firmware: processor fault (hard fault, bus, memory or usage)\n");
+    mk_semihost_print(mk_text_reason(T_PROCESSOR_FAULT));
     mk_semihost_exit(70);
 }
 
 static void unexpected(void)
 {
-    mk_semihost_print("mark1 firmware: unexpected interrupt\n");
+    mk_semihost_print(mk_text_reason(T_UNEXPECTED_INTERRUPT));
     mk_semihost_exit(70);
 }
 
