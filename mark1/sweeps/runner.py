@@ -13,11 +13,11 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -34,6 +34,9 @@ from mark1.sweeps.executors import (
 from mark1.sweeps.journal import NAME as JOURNAL
 from mark1.sweeps.journal import Journal
 from mark1.sweeps.spec import SweepSpec, check_codes, load_spec, read_spec_file
+
+if TYPE_CHECKING:
+    from concurrent.futures import Future
 
 MEASURES = ("test_accuracy", "train_accuracy")
 """The measures the figures and the report's summary show."""
@@ -111,6 +114,32 @@ def _executor(workers: int, scheduler: str | None, cluster: str | None,
     if cluster == "dask":
         return DaskWorkers(n=workers)
     return InProcess() if workers == 0 else LocalWorkers(workers)
+
+
+def _in_background(make: Callable[..., Any], *args: Any) -> Future[Any]:
+    """``make(*args)`` in a thread of its own; its result (or exception) as a future."""
+    import threading
+    from concurrent.futures import Future
+
+    future: Future[Any] = Future()
+
+    def run() -> None:
+        try:
+            future.set_result(make(*args))
+        except BaseException as exc:  # noqa: BLE001 - raised again by future.result()
+            future.set_exception(exc)
+
+    threading.Thread(target=run, daemon=True).start()
+    return future
+
+
+def _close_when_made(future: Future[Any]) -> None:
+    """Close the executor ``future`` makes, once made (the sweep stopped before using it)."""
+    try:
+        executor = future.result()
+    except BaseException:  # noqa: BLE001 - the sweep's own error is the one to report
+        return
+    executor.close()
 
 
 def _peek(out: Path | None) -> set[str]:
@@ -193,16 +222,27 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         work = any(k not in have for k in keys)
         if work and scheduler is None and cluster is None and workers > 0:
             start_local_workers_early()  # warms up while the rest is checked
+        connecting = None
+        if work and scheduler is not None:  # importing dask.distributed and connecting: ~0.5 s
+            connecting = _in_background(_executor, workers, scheduler, cluster, connect_timeout)
         warm = None
         if work and (workers > 0 or scheduler is not None or cluster is not None):
             import threading  # (in this process the runs would share its one thread with it)
 
             warm = threading.Thread(target=_warm_writers, daemon=True)
             warm.start()
-        check_codes(checked)
-        if out_path is not None:
-            table.require_parquet()
-        executor = _executor(workers, scheduler, cluster, connect_timeout) if work else None
+        try:
+            check_codes(checked)
+            if out_path is not None:
+                table.require_parquet()
+        except BaseException:
+            if connecting is not None:
+                _close_when_made(connecting)
+            raise
+        if connecting is not None:
+            executor = connecting.result()
+        else:
+            executor = _executor(workers, scheduler, cluster, connect_timeout) if work else None
         counts = {"runs": len(runs), "from_journal": 0, "run_now": 0,
                   "rerun_after_lost_worker": 0}
         try:
