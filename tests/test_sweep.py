@@ -563,6 +563,20 @@ def test_a_worker_runs_and_warms_up_without_importing_scikit_learn():
     assert json.loads(res.stdout) == []
 
 
+def test_a_sweep_leaves_the_callers_matplotlib_as_it_was(tmp_path):
+    """A notebook's plotting backend stays its own: the figures are drawn without pyplot,
+    and a sweep without a folder draws none."""
+    code = ("import json, sys, matplotlib, mark1\n"
+            "matplotlib.use('svg')\n"
+            f"mark1.sweep({SMALL!r}, workers=1, progress=False)\n"
+            f"mark1.sweep({SMALL!r}, workers=1, progress=False, out={str(tmp_path / 'o')!r})\n"
+            "print(json.dumps([matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules]))\n")
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
+                         text=True, check=True)
+    assert json.loads(res.stdout) == ["svg", False]
+    assert (tmp_path / "o" / "accuracy_stuck_fraction.png").stat().st_size > 1000
+
+
 def test_chunks_hold_every_run_once_one_task_each_and_shrink_toward_the_end():
     runs = load_spec({**SMALL, "seeds": 60}).runs() + load_spec(
         {**SMALL, "seeds": 4, "task_seed": "seed"}).runs()

@@ -226,7 +226,8 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         if work and scheduler is not None:  # importing dask.distributed and connecting: ~0.5 s
             connecting = _in_background(_executor, workers, scheduler, cluster, connect_timeout)
         warm = None
-        if work and (workers > 0 or scheduler is not None or cluster is not None):
+        if work and out_path is not None and (
+                workers > 0 or scheduler is not None or cluster is not None):
             import threading  # (in this process the runs would share its one thread with it)
 
             warm = threading.Thread(target=_warm_writers, daemon=True)
@@ -257,7 +258,7 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
             if executor is not None:
                 executor.close()
             if warm is not None:
-                warm.join()  # matplotlib's pyplot is this process's to use from one thread
+                warm.join()  # its first figure and table done before ours
         rows = [table.make_row(k, run, results[k]) for k, run in zip(keys, runs)]
         report = _report(checked, rows, counts, executor)
         if out_path is not None:
