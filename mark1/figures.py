@@ -1,7 +1,8 @@
 """Figures of a Mark I run: what the cells see, the pot panel, learning, motor activity.
 
-Each function writes one PNG (matplotlib, Agg backend) through an atomic rename and returns
-its path. matplotlib is imported inside the functions, so importing this module is cheap.
+Each function writes one PNG (matplotlib's object interface: no pyplot, no global backend, so
+the caller's own plotting is left as it was) through an atomic rename and returns its path.
+matplotlib is imported inside the functions, so importing this module is cheap.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ if TYPE_CHECKING:  # (annotations only: figures are drawn from a trained machine
     from mark1.machine import MarkI
 
 
-def _subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
+def subplots(*grid: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
     """A new figure and its axes, by matplotlib's object interface: no pyplot and no global
     backend, so drawing here leaves the caller's own plotting (a notebook's, say) as it was,
     and any thread may draw."""
@@ -39,7 +40,7 @@ def warm_up() -> None:
     """Draw and encode a small figure, and discard it: matplotlib loads its backend and
     fonts on a process's first figure (a sweep has this done while its workers start,
     rather than after its last run)."""
-    fig, ax = _subplots(figsize=(2, 2))
+    fig, ax = subplots(figsize=(2, 2))
     ax.plot([0.0, 1.0], [0.0, 1.0], marker="o", label="warm")
     ax.fill_between([0.0, 1.0], [0.0, 0.5], [0.5, 1.0], alpha=0.2)
     ax.set_title("warm")
@@ -59,7 +60,7 @@ def stimuli(path: str | os.PathLike[str], model: MarkI, X: np.ndarray, y: np.nda
     x = np.asarray(X, dtype=np.float64).reshape(len(X), -1)[picks]
     s = model.retina_.respond_static(x)
     dead = model.retina_.dead.reshape(20, 20)
-    fig, axes = _subplots(2, len(picks), figsize=(1.6 * len(picks), 3.6), squeeze=False)
+    fig, axes = subplots(2, len(picks), figsize=(1.6 * len(picks), 3.6), squeeze=False)
     for col, idx in enumerate(picks):
         axes[0, col].imshow(x[col].reshape(20, 20), cmap="gray", vmin=0, vmax=1)
         axes[0, col].set_title(str(classes[int(y[idx])]), fontsize=9)
@@ -79,7 +80,7 @@ def pots(path: str | os.PathLike[str], model: MarkI) -> Path:
     """The potentiometer panel: weight of every A->R pot (R-units x A-units)."""
     w = model.coef_
     lim = float(np.max(np.abs(w))) or 1.0
-    fig, ax = _subplots(figsize=(10, 0.45 * w.shape[0] + 1.4))
+    fig, ax = subplots(figsize=(10, 0.45 * w.shape[0] + 1.4))
     im = ax.imshow(w, aspect="auto", cmap="RdBu_r", vmin=-lim, vmax=lim, interpolation="nearest")
     ax.set_xlabel("A-unit")
     ax.set_ylabel("R-unit")
@@ -95,7 +96,7 @@ def pots(path: str | os.PathLike[str], model: MarkI) -> Path:
 def learning(path: str | os.PathLike[str], curve: list[dict[str, float]], n_train: int) -> Path:
     """Learning curve against machine time: mistakes per pass, train and test accuracy."""
     hours = np.array([c["machine_time_s"] for c in curve]) / 3600
-    fig, ax = _subplots(figsize=(6.5, 3.8))
+    fig, ax = subplots(figsize=(6.5, 3.8))
     ax.plot(hours, [c["train_accuracy"] for c in curve], "o-", label="train accuracy")
     ax.plot(hours, [c["test_accuracy"] for c in curve], "s-", label="test accuracy")
     ax.plot(hours, [1 - c["mistakes"] / n_train for c in curve], "^:",
@@ -111,7 +112,7 @@ def learning(path: str | os.PathLike[str], curve: list[dict[str, float]], n_trai
 
 def motors(path: str | os.PathLike[str], model: MarkI) -> Path:
     """Motor activity: steps against machine time, and how far each pot has travelled."""
-    fig, (ax1, ax2) = _subplots(1, 2, figsize=(10, 3.6))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(10, 3.6))
     if model.epoch_logs_:
         t = np.concatenate([log.time_us for log in model.epoch_logs_]) / 3.6e9
         steps = np.concatenate([log.motor_steps for log in model.epoch_logs_])
@@ -130,7 +131,7 @@ def motors(path: str | os.PathLike[str], model: MarkI) -> Path:
 
 def position_sweep(path: str | os.PathLike[str], results: list[dict[str, Any]]) -> Path:
     """Test accuracy against how far the figure may move, one panel per experiment."""
-    fig, axes = _subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
+    fig, axes = subplots(1, len(results), figsize=(4.2 * len(results), 3.4), squeeze=False)
     for ax, r in zip(axes[0], results):
         shifts = r["shifts"]
         finite = [s for s in shifts if s is not None]
@@ -158,7 +159,7 @@ def sweep_accuracy(path: str | os.PathLike[str], factor: str,
     """A measure against one swept factor: a line per group (its summary from
     :func:`mark1.sweeps.table.summary`: ``value``, ``label``, ``mean``, ``ci95``) with its 95 %
     confidence band; text factors as points with error bars."""
-    fig, ax = _subplots(figsize=(6.0, 4.0))
+    fig, ax = subplots(figsize=(6.0, 4.0))
     first = next(iter(lines.values()))
     text = not all(isinstance(p["value"], (int, float)) and not isinstance(p["value"], bool)
                    for p in first)
@@ -191,7 +192,7 @@ def sweep_heatmap(path: str | os.PathLike[str], x_factor: str, y_factor: str,
                   x_labels: list[str], y_labels: list[str], mean: np.ndarray, measure: str,
                   runs_note: str, context: str = "") -> Path:
     """Mean of a measure over two swept factors (``mean`` is (len(y), len(x)); NaN: no run)."""
-    fig, ax = _subplots(figsize=(1.0 + 0.55 * max(len(x_labels), 4),
+    fig, ax = subplots(figsize=(1.0 + 0.55 * max(len(x_labels), 4),
                                     1.6 + 0.4 * max(len(y_labels), 4)))
     image = ax.imshow(100 * mean, origin="lower", aspect="auto", cmap="viridis")
     ax.set_xticks(range(len(x_labels)), x_labels, rotation=45, ha="right", fontsize=8)

@@ -1,4 +1,5 @@
-"""Figures of training and export runs (matplotlib, Agg backend), written atomically as PNG."""
+"""Figures of training and export runs (matplotlib's object interface, no pyplot), written
+atomically as PNG."""
 
 from __future__ import annotations
 
@@ -14,25 +15,19 @@ if TYPE_CHECKING:  # matplotlib is imported when a figure is drawn
 
 
 def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
-    import matplotlib.pyplot as plt
-
     from mark1.io import atomic_write_bytes
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
+    fig.savefig(buf, format="png", dpi=110)  # Agg, for a PNG
     return atomic_write_bytes(path, buf.getvalue())
 
 
 def training_figure(report: dict[str, Any], path: str | os.PathLike[str]) -> Path:
     """Loss and train/test accuracy per epoch of an MLP training run."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mark1.figures import subplots
 
     epochs = np.arange(1, len(report["loss_curve"]) + 1)
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (ax_loss, ax_acc) = subplots(1, 2, figsize=(9, 3.5))
     ax_loss.plot(epochs, report["loss_curve"], color="tab:red")
     ax_loss.set_xlabel("epoch")
     ax_loss.set_ylabel("cross-entropy loss (training)")
@@ -53,17 +48,14 @@ def parity_figure(
     reference: np.ndarray, onnx_out: np.ndarray, title: str, path: str | os.PathLike[str]
 ) -> Path:
     """ONNX outputs against the reference outputs, and the histogram of their differences."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from mark1.figures import subplots
 
     ref = np.asarray(reference, np.float64).ravel()
     got = np.asarray(onnx_out, np.float64).ravel()
     keep = np.isfinite(ref) & np.isfinite(got)
     ref, got = ref[keep], got[keep]
     diff = np.abs(got - ref)
-    fig, (ax_sc, ax_hist) = plt.subplots(1, 2, figsize=(9, 3.5))
+    fig, (ax_sc, ax_hist) = subplots(1, 2, figsize=(9, 3.5))
     ax_sc.plot(ref, got, ".", markersize=2)
     ax_sc.set_xlabel("reference output")
     ax_sc.set_ylabel("onnxruntime output")
