@@ -100,6 +100,20 @@ def test_a_push_during_an_inference_is_told_busy_and_changes_nothing(kind, pty, 
             image(seed=1)).model_id == bytes.fromhex(rep.model_id)
 
 
+def _send_what_it_takes(sock: socket.socket, data: bytes) -> int:
+    """Send as much of ``data`` as the connection takes without blocking (at most 2,000
+    tries of 5 ms); the bytes sent. The socket is left non-blocking."""
+    sock.setblocking(False)
+    sent, tries = 0, 0
+    while sent < len(data) and tries < 2000:
+        tries += 1
+        try:
+            sent += sock.send(data[sent : sent + 65536])
+        except BlockingIOError:
+            time.sleep(0.005)
+    return sent
+
+
 def test_two_pushes_at_once_one_wins_the_other_is_told(kind, tmp_path):
     """The second host arrives while the first is uploading (it is let in from the first's
     progress, and the first waits for its answer, so a loaded machine cannot reorder them):
@@ -279,14 +293,7 @@ def test_every_device_drops_the_unread_megabyte_of_a_host_that_left(kind, what, 
     with serve(kind, timing=LinkTiming(baud=57600), state=state) as srv:
         host, _, port = srv.url.removeprefix("socket://").rpartition(":")
         client = socket.create_connection((host, int(port)))
-        client.setblocking(False)
-        sent, tries = 0, 0
-        while sent < len(flood) and tries < 2000:  # as much as the connection takes
-            tries += 1
-            try:
-                sent += client.send(flood[sent : sent + 65536])
-            except BlockingIOError:
-                time.sleep(0.005)
+        sent = _send_what_it_takes(client, flood)
         time.sleep(0.5)  # the device is at work on the flood
         with_replies = b""
         with contextlib.suppress(BlockingIOError):
@@ -314,14 +321,7 @@ def test_a_host_that_sends_a_megabyte_and_leaves_frees_the_device_at_once(what):
     flood *= 1_000_000 // len(flood)
     with TcpServer(dev, timing=LinkTiming(baud=57600)) as srv:
         host = socket.create_connection((srv.host, srv.port))
-        host.setblocking(False)
-        sent, tries = 0, 0
-        while sent < len(flood) and tries < 2000:  # as much as the connection takes
-            tries += 1
-            try:
-                sent += host.send(flood[sent : sent + 65536])
-            except BlockingIOError:
-                time.sleep(0.005)
+        sent = _send_what_it_takes(host, flood)
         for _ in range(1000):  # the device has taken the connection (at most 10 s)
             if srv.sessions:
                 break

@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -116,23 +116,6 @@ def _executor(workers: int, scheduler: str | None, cluster: str | None,
     return InProcess() if workers == 0 else LocalWorkers(workers)
 
 
-def _in_background(make: Callable[..., Any], *args: Any) -> Future[Any]:
-    """``make(*args)`` in a thread of its own; its result (or exception) as a future."""
-    import threading
-    from concurrent.futures import Future
-
-    future: Future[Any] = Future()
-
-    def run() -> None:
-        try:
-            future.set_result(make(*args))
-        except BaseException as exc:  # noqa: BLE001 - raised again by future.result()
-            future.set_exception(exc)
-
-    threading.Thread(target=run, daemon=True).start()
-    return future
-
-
 def _close_when_made(future: Future[Any]) -> None:
     """Close the executor ``future`` makes, once made (the sweep stopped before using it)."""
     try:
@@ -224,7 +207,11 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
             start_local_workers_early()  # warms up while the rest is checked
         connecting = None
         if work and scheduler is not None:  # importing dask.distributed and connecting: ~0.5 s
-            connecting = _in_background(_executor, workers, scheduler, cluster, connect_timeout)
+            from concurrent.futures import ThreadPoolExecutor
+
+            pool = ThreadPoolExecutor(1, thread_name_prefix="mark1-connect")
+            connecting = pool.submit(_executor, workers, scheduler, cluster, connect_timeout)
+            pool.shutdown(wait=False)  # its one thread ends with the connection made
         warm = None
         if work and out_path is not None and (
                 workers > 0 or scheduler is not None or cluster is not None):
