@@ -1,11 +1,14 @@
 /* The package loader: the checks and the words of export/contract/package.py, in its
  * order.
  *
- * Each refusal below is written as the Python f-string it reproduces (a format of
- * mk_text_format), so that the two can be read side by side; tests/test_firmware_package.py
- * feeds both the same mutated packages and compares the texts. Scales are float32 values: the
- * loader keeps their bits and does no floating-point arithmetic (the firmware needs no
- * floating-point unit or library).
+ * Each refusal is a text of the catalog (texts.def) with the values its Python f-string
+ * names; tests/test_firmware_package.py feeds both the same mutated packages and compares the
+ * texts. A refusal about one layer starts with "layer N" (where), written once by the shared
+ * checks. The fixed fields of the header and of a layer entry are checked from two tables, one
+ * row per rule of docs/PACKAGE.md; the arrays of a layer are read by one reader and their
+ * value ranges checked by one function. Scales are float32 values: the loader keeps their bits
+ * and does no floating-point arithmetic (the firmware needs no floating-point unit or
+ * library).
  */
 #include "package.h"
 #include "requantize.h"
@@ -22,33 +25,83 @@
 #define DIM_MAX 65535u
 #define ONE 0x3F800000u /* 1.0f */
 
-static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
-static uint64_t align4_64(uint64_t n) { return (n + 3u) & ~(uint64_t)3u; }
-static int32_t le_i32(const uint8_t *p) { return (int32_t)mk_le32(p); }
+/* a text id is kept in a byte in the tables below */
+typedef char mk_text_ids_fit_a_byte[MK_TEXT_COUNT <= 256 ? 1 : -1];
 
-/* "layer 3 " before what a check names, or nothing for a field of the package itself */
-static void where(mk_text *t, int layer, const char *after)
+static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
+
+/* the little-endian unsigned integer of `width` bytes (1 .. 4) at p */
+static uint32_t field(const uint8_t *p, unsigned width)
+{
+    uint32_t v = 0;
+    while (width--) {
+        v = v << 8 | p[width];
+    }
+    return v;
+}
+
+/* "layer 3" before what a check names, or nothing for a field of the package itself (-1) */
+static void where(mk_text *t, int layer)
 {
     if (layer >= 0) {
-        mk_text_format(t, T_LAYER_AFTER, (uint32_t)layer, after);
+        mk_text_format(t, T_LAYER, (uint32_t)layer);
     }
 }
 
-/* _check_dim: f"{what} = {value}: must be a whole number in [1, 65535]" (`what` written) */
-static int check_dim(mk_text *t, uint64_t value)
-{
-    return value >= 1 && value <= DIM_MAX
-               ? 0
-               : mk_text_refuse(t, T_WHOLE_NUMBER_1_65535, value);
-}
+/* ------------------------------------------------------------------ fixed fields */
 
-static int layer_dim(mk_text *t, uint32_t i, const char *name, uint32_t value)
+/* One rule of docs/PACKAGE.md on a fixed field: the field (offset, bytes) must lie in
+ * [lo, hi], or the refusal `text` names its value and `extra` (the format version for the
+ * header, the layer type for a layer entry), or its bytes in hex (HEX) */
+typedef struct {
+    uint8_t at, width, text, how;
+    uint16_t lo, hi;
+} rule;
+
+enum {
+    PLAIN,
+    HEX,          /* the text names the field's bytes in hex */
+    VERSION_1,    /* HEX, checked in format version 1 only */
+    DENSE_FLAGS   /* hi is 1 for a dense layer, else 0 */
+};
+
+static const rule header_rules[] = {
+    /* _unpack_header (peek_header too) */
+    {0x04, 2, T_PACKAGE_FORMAT_VERSION_NOT, PLAIN, 1, 2},      /* format_version: 1 or 2 */
+    {0x06, 2, T_HEADER_SIZE_FORMAT_VERSION, PLAIN, 80, 80},    /* header_size: 80 */
+#define HEADER_PEEKED 2u
+    /* decode_package, after the size, the CRC and the model id */
+    {0x3D, 3, T_HEADER_RESERVED_BYTES_ZERO, VERSION_1, 0, 0},  /* version 1: 0x3D .. 0x3F zero */
+    {0x3D, 1, T_ROUNDING_CODE_UNKNOWN_0, PLAIN, 0, 1},         /* rounding: 0 single, 1 double */
+    {0x3E, 2, T_HEADER_RESERVED_BYTES_ZERO, HEX, 0, 0},        /* reserved: zero */
+    {0x2C, 1, T_SOURCE_CODE_UNKNOWN_0, PLAIN, 0, 1},           /* source: 0 mlp, 1 Mark I */
+    {0x2D, 1, T_HEAD_CODE_UNKNOWN_0, PLAIN, 0, 1},             /* head: 0 argmax, 1 codebook */
+    {0x2E, 1, T_LAYERS_ALLOWED_1_16, PLAIN, 1, MK_MAX_LAYERS}, /* n_layers: 1 .. 16 */
+};
+
+static const rule entry_rules[] = { /* _decode_layer: a layer table entry */
+    {22, 2, T_RESERVED_FIELD_0, PLAIN, 0, 0},           /* reserved: 0 */
+    {0, 1, T_LAYER_TYPE_UNKNOWN, PLAIN, 1, 3},          /* type: 1 dense, 2 threshold, 3 step */
+    {1, 1, T_FLAGS_0X_NOT, DENSE_FLAGS, 0, 1},          /* flags: bit 0 (ReLU), dense only */
+    {4, 4, T_N_IN_WHOLE_NUMBER, PLAIN, 1, DIM_MAX},     /* n_in: 1 .. 65535 */
+    {8, 4, T_N_OUT_WHOLE_NUMBER, PLAIN, 1, DIM_MAX},    /* n_out: 1 .. 65535 */
+};
+
+static int check_fields(mk_text *t, const uint8_t *base, const rule *r, const rule *end,
+                        int layer, uint32_t extra)
 {
-    if (value >= 1 && value <= DIM_MAX) {
-        return 0;
+    for (; r < end; r++) {
+        const uint32_t value = field(base + r->at, r->width);
+        const uint32_t hi = r->how == DENSE_FLAGS ? extra == MK_LAYER_DENSE : r->hi;
+        if ((r->how == VERSION_1 && extra != 1u) || (value >= r->lo && value <= hi)) {
+            continue;
+        }
+        where(t, layer);
+        return r->how == HEX || r->how == VERSION_1
+                   ? mk_text_refuse(t, r->text, base + r->at, (uint32_t)r->width)
+                   : mk_text_refuse(t, r->text, value, extra);
     }
-    mk_text_format(t, T_LAYER_NAME, i, name);
-    return check_dim(t, value);
+    return 0;
 }
 
 /* _check_scale: f"{what} is {kind}: must be a positive finite float32" */
@@ -58,33 +111,12 @@ static int check_scale(mk_text *t, uint32_t bits, int layer, const char *what)
     if (bits >= 1u && bits < 0x7F800000u) {
         return 0;
     }
-    where(t, layer, " ");
+    where(t, layer);
     return mk_text_refuse(t, T_POSITIVE_FINITE_FLOAT32, what,
                           magnitude > 0x7F800000u    ? "NaN"
                           : magnitude == 0x7F800000u ? "infinite"
                           : magnitude == 0           ? "zero"
                                                      : "negative");
-}
-
-/* _check_ints: f"{what} holds {bad}; allowed range [{lo}, {hi}]" (bad: the least value if
- * it is below lo, else the greatest) */
-static int check_range(mk_text *t, int layer, const char *what, int32_t min, int32_t max,
-                       int32_t lo, int32_t hi)
-{
-    if (min >= lo && max <= hi) {
-        return 0;
-    }
-    where(t, layer, " ");
-    return mk_text_refuse(t, T_HOLDS_ALLOWED_RANGE, what, min < lo ? min : max,
-                          lo, hi);
-}
-
-static int check_acc_bound(mk_text *t, uint32_t i, uint64_t max_abs)
-{
-    return max_abs <= (uint64_t)INT32_MAX_
-               ? 0
-               : mk_text_refuse(t, T_LAYER_WORST_CASE_ACCUMULATOR,
-                                i, max_abs);
 }
 
 /* ------------------------------------------------------------------ header */
@@ -94,21 +126,13 @@ static int unpack_header(const uint8_t *data, uint32_t n, mk_text *t)
     static const uint8_t magic[4] = {'M', '1', 'W', 'P'};
     uint32_t head = n < 4u ? n : 4u;
     if (memcmp(data, magic, head) != 0) { /* short or not, another kind of file says so first */
-        return mk_text_refuse(t, T_NOT_WEIGHT_PACKAGE_MAGIC,
-                              data, head);
+        return mk_text_refuse(t, T_NOT_WEIGHT_PACKAGE_MAGIC, data, head);
     }
     if (n < MK_HEADER_BYTES) {
         return mk_text_refuse(t, T_PACKAGE_TRUNCATED_BYTES_HEADER, n);
     }
-    if (mk_le16(data + 4) != 1u && mk_le16(data + 4) != 2u) {
-        return mk_text_refuse(t, T_PACKAGE_FORMAT_VERSION_NOT,
-                              (uint32_t)mk_le16(data + 4));
-    }
-    if (mk_le16(data + 6) != MK_HEADER_BYTES) {
-        return mk_text_refuse(t, T_HEADER_SIZE_FORMAT_VERSION,
-                              (uint32_t)mk_le16(data + 6), (uint32_t)mk_le16(data + 4));
-    }
-    return 0;
+    return check_fields(t, data, header_rules, header_rules + HEADER_PEEKED, -1,
+                        mk_le16(data + 4));
 }
 
 int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why)
@@ -172,8 +196,7 @@ static int decode_names(const uint8_t *data, uint32_t limit, uint32_t start, uin
         }
         len = data[pos];
         if (pos + 1u + len > limit) {
-            return mk_text_refuse(t, T_CLASS_NAME_BYTES_RUNS,
-                                  k, len);
+            return mk_text_refuse(t, T_CLASS_NAME_BYTES_RUNS, k, len);
         }
         if ((problem = utf8_problem(data + pos + 1, len)) != 0) {
             return mk_text_refuse(t, T_CLASS_NAME_NOT_VALID, k, problem);
@@ -191,25 +214,25 @@ static int decode_names(const uint8_t *data, uint32_t limit, uint32_t start, uin
 
 /* ------------------------------------------------------------------ layers */
 
+/* _Reader: one layer's data (layer -1: the codebook), its arrays taken in turn */
 typedef struct {
     const uint8_t *blob;
     uint32_t size, pos;
-    int layer; /* -1: the codebook */
+    int layer;
 } reader;
 
 static void reader_where(mk_text *t, const reader *r)
 {
     if (r->layer < 0) {
         mk_text_format(t, T_CODEBOOK);
-    } else {
-        where(t, r->layer, "");
     }
+    where(t, r->layer);
 }
 
 /* _Reader.take: the next array of `count` items of `itemsize` bytes and its zero padding */
 static const uint8_t *take(reader *r, unsigned itemsize, uint64_t count, mk_text *t)
 {
-    uint64_t n = count * itemsize, end = r->pos + align4_64(n), i;
+    uint64_t n = count * itemsize, end = r->pos + ((n + 3u) & ~(uint64_t)3u), i;
     const uint8_t *p = r->blob + r->pos;
     if (end > r->size) {
         reader_where(t, r);
@@ -227,6 +250,7 @@ static const uint8_t *take(reader *r, unsigned itemsize, uint64_t count, mk_text
     return p;
 }
 
+/* _Reader.done */
 static int reader_done(reader *r, mk_text *t)
 {
     if (r->pos == r->size) {
@@ -240,57 +264,47 @@ static int reader_done(reader *r, mk_text *t)
 static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, uint32_t size,
                         uint32_t i, uint32_t *s_in, uint32_t *s_out, mk_text *t)
 {
-    const uint32_t code = entry[0], flags = entry[1], reserved = mk_le16(entry + 22);
-    int8_t want_min, want_max, want_zp;
+    const uint32_t code = entry[0];
+    const uint32_t m = mk_le32(entry + 8);
+    int8_t want_min = 0, want_max = 1, want_zp = 0; /* threshold and step */
     reader r;
     r.blob = blob;
     r.size = size;
     r.pos = 0;
     r.layer = (int)i;
+    if (check_fields(t, entry, entry_rules, entry_rules + sizeof entry_rules / sizeof *entry_rules,
+                     (int)i, code)) {
+        return -1;
+    }
     L->type = (uint8_t)code;
-    L->relu = (uint8_t)(flags & 1u);
+    L->relu = entry[1];
     L->zp_in = (int8_t)entry[2];
     L->zp_out = (int8_t)entry[3];
     L->n_in = mk_le32(entry + 4);
-    L->n_out = mk_le32(entry + 8);
+    L->n_out = m;
     *s_in = mk_le32(entry + 12);
     *s_out = mk_le32(entry + 16);
     L->act_min = (int8_t)entry[20];
     L->act_max = (int8_t)entry[21];
-    if (reserved) {
-        return mk_text_refuse(t, T_LAYER_RESERVED_FIELD_0, i, reserved);
-    }
-    if (code < MK_LAYER_DENSE || code > MK_LAYER_STEP) {
-        return mk_text_refuse(t, T_LAYER_LAYER_TYPE_UNKNOWN,
-                              i, code);
-    }
-    if ((flags & ~1u) || (flags && code != MK_LAYER_DENSE)) {
-        return mk_text_refuse(t, T_LAYER_FLAGS_0X_NOT, i, flags,
-                              code);
-    }
-    if (layer_dim(t, i, "n_in", L->n_in) || layer_dim(t, i, "n_out", L->n_out)) {
-        return -1;
-    }
     if (code == MK_LAYER_DENSE) {
-        uint32_t m = L->n_out;
         if (!(L->weights = (const int8_t *)take(&r, 1, (uint64_t)m * L->n_in, t)) ||
             !(L->bias = take(&r, 4, m, t)) || !(L->multiplier = take(&r, 4, m, t)) ||
-            !(L->shift = take(&r, 4, m, t)) || !take(&r, 4, m, t)) {
+            !(L->shift = take(&r, 4, m, t)) || !take(&r, 4, m, t)) { /* and weight_scale */
             return -1;
         }
     } else if (code == MK_LAYER_THRESHOLD) {
-        if (L->n_out != L->n_in) {
-            return mk_text_refuse(t, T_LAYER_THRESHOLD_LAYER_HAS, i, L->n_in, L->n_out);
+        if (m != L->n_in) {
+            return mk_text_refuse(t, T_LAYER_THRESHOLD_LAYER_HAS, i, L->n_in, m);
         }
-        if (!(L->threshold = take(&r, 2, L->n_in, t))) {
+        if (!(L->threshold = take(&r, 2, m, t))) {
             return -1;
         }
     } else {
-        if (!(L->row_ptr = take(&r, 4, (uint64_t)L->n_out + 1u, t)) ||
-            !(L->threshold = take(&r, 4, L->n_out, t))) {
+        if (!(L->row_ptr = take(&r, 4, (uint64_t)m + 1u, t)) ||
+            !(L->threshold = take(&r, 4, m, t))) {
             return -1;
         }
-        L->nnz = mk_le32(L->row_ptr + 4u * L->n_out);
+        L->nnz = mk_le32(L->row_ptr + 4u * m);
         if (!(L->cols = take(&r, 2, L->nnz, t)) ||
             !(L->values = (const int8_t *)take(&r, 1, L->nnz, t))) {
             return -1;
@@ -306,13 +320,8 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
         want_zp = L->zp_out;
         want_min = L->relu ? L->zp_out : -128;
         want_max = 127;
-    } else {
-        if (*s_out != ONE) {
-            return mk_text_refuse(t, T_LAYER_OUTPUT_SCALE_THRESHOLD, i);
-        }
-        want_zp = 0;
-        want_min = 0;
-        want_max = 1;
+    } else if (*s_out != ONE) {
+        return mk_text_refuse(t, T_LAYER_OUTPUT_SCALE_THRESHOLD, i);
     }
     if (L->zp_out != want_zp || L->act_min != want_min || L->act_max != want_max) {
         return mk_text_refuse(t, T_LAYER_OUTPUT_QUANTIZATION_ZERO,
@@ -343,14 +352,15 @@ static int bit_length(uint64_t v)
 /* export.contract.package.scales_encoded, in integers: with r = s_in * w / s_out = (Y / c) *
  * 2^er (Y = a * b from the float32 mantissas), multiplier * 2^(shift - 31) is r within
  * 2^-28 * r iff |X * 2^E - Y| <= 2^-28 * Y with X = multiplier * c and E = shift - 31 - er.
- * Where the bit lengths of the two sides differ by more than one the answer is no; elsewhere
- * both fit 64 bits and the bound compares exactly (|D| <= Y * 2^-28 iff |D| <= floor of it,
- * D being whole). A zero multiplier needs r < 2^-31, i.e. Y * 2^(er + 31) < c. */
+ * Where the bit lengths of the two sides differ by more than one the answer is no (the
+ * smaller is below half the larger); elsewhere both fit 64 bits and the bound compares
+ * exactly (|D| <= Y * 2^-28 iff |D| <= floor of it, D being whole). A zero multiplier needs
+ * r < 2^-31, i.e. Y * 2^(er + 31) < c. */
 int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t w,
                       uint32_t s_out)
 {
     uint64_t a, b, c, x, y, d;
-    int ea, eb, ec, er, e;
+    int ea, eb, ec, er, e, bits;
     decompose(s_in, &a, &ea);
     decompose(w, &b, &eb);
     decompose(s_out, &c, &ec);
@@ -365,157 +375,145 @@ int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t
     }
     x = (uint64_t)multiplier * c;
     e = shift - 31 - er;
-    if (e >= 0) {
-        if (bit_length(x) + e > bit_length(y) + 1) {
-            return 0;
-        }
-        x <<= e;
-        d = x > y ? x - y : y - x;
-        return d <= y >> 28;
-    }
-    if (bit_length(y) - e > bit_length(x) + 1) {
+    bits = bit_length(x) - bit_length(y) + e;
+    if (bits > 1 || bits < -1) {
         return 0;
     }
-    y <<= -e;
+    if (e >= 0) {
+        x <<= e;
+    } else {
+        y <<= -e;
+    }
     d = x > y ? x - y : y - x;
     return d <= y >> 28;
 }
 
-static int check_dense(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_out,
-                       mk_text *t)
+enum { I8 = 1, I16 = 2, I32 = 4, U16 = 2 | 8 }; /* an item: its bytes, and 8 if unsigned */
+
+static int32_t item(const uint8_t *p, uint32_t k, unsigned kind)
 {
-    const uint32_t m = L->n_out, n = L->n_in;
-    const uint8_t *ws = L->shift + 4u * m;
-    int32_t wmin = 0, wmax = 0, mmin = INT32_MAX_, mmax = 0, smin = 0, smax = 0;
-    uint64_t worst = 0;
-    uint32_t o, k;
-    for (k = 0; k < m * n; k++) {
-        if (L->weights[k] < wmin) wmin = L->weights[k];
-        if (L->weights[k] > wmax) wmax = L->weights[k];
-    }
-    for (o = 0; o < m; o++) {
-        int32_t mult = le_i32(L->multiplier + 4u * o), sh = le_i32(L->shift + 4u * o);
-        if (mult < mmin) mmin = mult;
-        if (mult > mmax) mmax = mult;
-        if (o == 0 || sh < smin) smin = sh;
-        if (o == 0 || sh > smax) smax = sh;
-    }
-    if (check_range(t, (int)i, "weights", wmin, wmax, -127, 127) ||
-        check_range(t, (int)i, "multiplier", mmin, mmax, 0, INT32_MAX_) ||
-        check_range(t, (int)i, "shift", smin, smax, -31, 30)) {
-        return -1;
-    }
-    for (o = 0; o < m; o++) {
-        int32_t mult = le_i32(L->multiplier + 4u * o);
-        if (mult != 0 && mult < (1 << 30)) {
-            return mk_text_refuse(t, T_LAYER_MULTIPLIER_0_OR, i, o, mult);
-        }
-    }
-    for (o = 0; o < m; o++) {
-        int32_t sh = le_i32(L->shift + 4u * o);
-        if (le_i32(L->multiplier + 4u * o) == 0 && sh != 0) {
-            return mk_text_refuse(t, T_LAYER_SHIFT_0_WHERE,
-                                  i, o, sh);
-        }
-    }
-    for (o = 0; o < m; o++) {
-        const uint32_t bits = mk_le32(ws + 4u * o);
-        if (bits < 1u || bits >= 0x7F800000u) { /* not positive and finite */
-            return mk_text_refuse(t, T_LAYER_WEIGHT_SCALE_HOLDS, i);
-        }
-    }
-    if (check_scale(t, s_in, (int)i, "input_scale") ||
-        check_scale(t, s_out, (int)i, "output_scale")) {
-        return -1;
-    }
-    for (o = 0; o < m; o++) { /* the multiplier and shift encode the scales within 2^-28 */
-        int32_t mult = le_i32(L->multiplier + 4u * o), sh = le_i32(L->shift + 4u * o);
-        if (!mk_scales_encoded(mult, sh, s_in, mk_le32(ws + 4u * o), s_out)) {
-            return mk_text_refuse(t, T_LAYER_MULTIPLIER_SHIFT_DO,
-                                  i, o, o, mult, sh);
-        }
-    }
-    for (o = 0; o < m; o++) {
-        int64_t bias = le_i32(L->bias + 4u * o);
-        uint64_t sum = 0;
-        const int8_t *row = L->weights + (uint64_t)o * n;
-        for (k = 0; k < n; k++) {
-            sum += (uint64_t)(row[k] < 0 ? -row[k] : row[k]);
-        }
-        sum = (uint64_t)(bias < 0 ? -bias : bias) + 255u * sum;
-        if (sum > worst) {
-            worst = sum;
-        }
-    }
-    return check_acc_bound(t, i, worst);
+    const unsigned bytes = kind & 7u;
+    const uint32_t v = field(p + k * bytes, bytes), sign = kind & 8u ? 0 : 1u << (8u * bytes - 1u);
+    return (int32_t)((v ^ sign) - sign);
 }
 
-static int check_threshold(const mk_layer *L, uint32_t i, uint32_t s_in, mk_text *t)
+/* _check_ints: f"{what} holds {bad}; allowed range [{lo}, {hi}]" (bad: the least value if it
+ * is below lo, else the greatest; every range holds 0, where the search starts) */
+static int check_items(mk_text *t, int layer, const char *what, const void *array,
+                       uint32_t count, unsigned kind, int32_t lo, int32_t hi)
 {
-    int32_t lo = 0, hi = 0;
+    int32_t least = 0, most = 0;
     uint32_t k;
-    for (k = 0; k < L->n_in; k++) {
-        int16_t v = (int16_t)mk_le16(L->threshold + 2u * k);
-        if (k == 0 || v < lo) lo = v;
-        if (k == 0 || v > hi) hi = v;
+    for (k = 0; k < count; k++) {
+        const int32_t v = item((const uint8_t *)array, k, kind);
+        least = v < least ? v : least;
+        most = v > most ? v : most;
     }
-    if (check_range(t, (int)i, "threshold", lo, hi, -128, 128)) {
-        return -1;
+    if (least >= lo && most <= hi) {
+        return 0;
     }
-    return check_scale(t, s_in, (int)i, "input_scale");
+    where(t, layer);
+    return mk_text_refuse(t, T_HOLDS_ALLOWED_RANGE, what, least < lo ? least : most, lo, hi);
 }
 
-static int check_step(const mk_layer *L, uint32_t i, uint32_t s_in, mk_text *t)
+/* the first zero of `count` int8 values, or count */
+static uint32_t first_zero(const int8_t *v, uint32_t count)
 {
-    const uint32_t m = L->n_out;
-    uint32_t j, k;
-    int32_t lo = 0, hi = 0;
+    uint32_t k = 0;
+    while (k < count && v[k]) {
+        k++;
+    }
+    return k;
+}
+
+/* What the per-channel pass `pass` of a dense layer refuses (_check_dense), in its order */
+static const uint8_t dense_refusals[4] = {
+    T_MULTIPLIER_0_OR,        /* multiplier: 0 or in [2^30, 2^31 - 1] */
+    T_SHIFT_0_WHERE,          /* shift: 0 where the multiplier is 0 */
+    T_WEIGHT_SCALE_HOLDS,     /* weight_scale: positive, finite */
+    T_MULTIPLIER_SHIFT_DO,    /* multiplier and shift encode the scales within 2^-28 */
+};
+
+/* _check_dense, _check_threshold or _check_step: the value ranges and consistency rules of
+ * layer i's arrays, in the simulator's order */
+static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_out, mk_text *t)
+{
+    static const char input_scale[] = " input_scale";
+    const int layer = (int)i, dense = L->type == MK_LAYER_DENSE;
+    const uint32_t m = L->n_out, n = L->n_in;
+    uint32_t j, k, pass;
     uint64_t worst = 0;
-    uint32_t bad = mk_le32(L->row_ptr) != 0 ? 0 : m + 1u; /* the first bad entry, if any */
-    for (j = 0; j < m && bad > m; j++) {
-        bad = mk_le32(L->row_ptr + 4u * (j + 1u)) < mk_le32(L->row_ptr + 4u * j) ? j + 1u : bad;
-    }
-    if (bad <= m) {
-        return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, bad, mk_le32(L->row_ptr + 4u * bad));
-    }
-    for (k = 0; k < L->nnz; k++) {
-        int32_t c = mk_le16(L->cols + 2u * k);
-        if (k == 0 || c < lo) lo = c;
-        if (k == 0 || c > hi) hi = c;
-    }
-    if (check_range(t, (int)i, "cols", lo, hi, 0, (int32_t)L->n_in - 1)) {
-        return -1;
-    }
-    lo = hi = 0;
-    for (k = 0; k < L->nnz; k++) {
-        if (k == 0 || L->values[k] < lo) lo = L->values[k];
-        if (k == 0 || L->values[k] > hi) hi = L->values[k];
-    }
-    if (check_range(t, (int)i, "values", lo, hi, -127, 127)) {
-        return -1;
-    }
-    for (k = 0; k < L->nnz; k++) {
-        if (L->values[k] == 0) {
+    if (dense) {
+        const uint8_t *weight_scale = L->shift + 4u * m;
+        if (check_items(t, layer, " weights", L->weights, m * n, I8, -127, 127) ||
+            check_items(t, layer, " multiplier", L->multiplier, m, I32, 0, INT32_MAX_) ||
+            check_items(t, layer, " shift", L->shift, m, I32, -31, 30)) {
+            return -1;
+        }
+        for (pass = 0; pass < 4; pass++) {
+            if (pass == 3 && (check_scale(t, s_in, layer, input_scale) ||
+                              check_scale(t, s_out, layer, " output_scale"))) {
+                return -1;
+            }
+            for (j = 0; j < m; j++) {
+                const int32_t mult = item(L->multiplier, j, I32), sh = item(L->shift, j, I32);
+                const uint32_t ws = mk_le32(weight_scale + 4u * j);
+                if (pass == 0   ? mult != 0 && mult < (1 << 30)
+                    : pass == 1 ? mult == 0 && sh != 0
+                    : pass == 2 ? ws < 1u || ws >= 0x7F800000u /* not positive and finite */
+                                : !mk_scales_encoded(mult, sh, s_in, ws, s_out)) {
+                    where(t, layer);
+                    return mk_text_refuse(t, dense_refusals[pass], j,
+                                          pass == 1 ? sh : pass == 3 ? (int32_t)j : mult, mult,
+                                          sh);
+                }
+            }
+        }
+    } else if (L->type == MK_LAYER_THRESHOLD) {
+        if (check_items(t, layer, " threshold", L->threshold, n, I16, -128, 128)) {
+            return -1;
+        }
+    } else {
+        for (j = 0; j <= m; j++) { /* row_ptr: from 0, never decreasing */
+            const uint32_t v = mk_le32(L->row_ptr + 4u * j);
+            if (j == 0 ? v != 0 : v < mk_le32(L->row_ptr + 4u * j - 4u)) {
+                return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, j, v);
+            }
+        }
+        if (check_items(t, layer, " cols", L->cols, L->nnz, U16, 0, (int32_t)n - 1) ||
+            check_items(t, layer, " values", L->values, L->nnz, I8, -127, 127)) {
+            return -1;
+        }
+        if ((k = first_zero(L->values, L->nnz)) < L->nnz) {
             return mk_text_refuse(t, T_LAYER_VALUES_0_STORE, i, k);
         }
     }
-    for (j = 0; j < m; j++) {
-        uint32_t a = mk_le32(L->row_ptr + 4u * j), b = mk_le32(L->row_ptr + 4u * (j + 1u));
+    /* the worst-case accumulator of each output: |bias| + 255 * sum |w| (dense), 255 * sum |v|
+     * over the row's connections, whose inputs strictly increase (step) */
+    for (j = 0; j < m && L->type != MK_LAYER_THRESHOLD; j++) {
+        const uint32_t start = dense ? j * n : mk_le32(L->row_ptr + 4u * j);
+        const uint32_t stop = dense ? start + n : mk_le32(L->row_ptr + 4u * j + 4u);
+        const int8_t *v = dense ? L->weights : L->values;
         uint64_t sum = 0;
-        for (k = a; k < b; k++) {
-            if (k > a && mk_le16(L->cols + 2u * k) <= mk_le16(L->cols + 2u * (k - 1u))) {
+        for (k = start; k < stop; k++) {
+            if (!dense && k > start && mk_le16(L->cols + 2u * k) <= mk_le16(L->cols + 2u * k - 2u)) {
                 return mk_text_refuse(t, T_LAYER_ROW_INPUT_INDICES, i, j);
             }
-            sum += (uint64_t)(L->values[k] < 0 ? -L->values[k] : L->values[k]);
+            sum += (uint64_t)(v[k] < 0 ? -v[k] : v[k]);
         }
-        if (sum > worst) {
-            worst = sum;
+        sum *= 255u;
+        if (dense) {
+            const int64_t bias = item(L->bias, j, I32);
+            sum += (uint64_t)(bias < 0 ? -bias : bias);
         }
+        worst = sum > worst ? sum : worst;
     }
-    if (check_scale(t, s_in, (int)i, "input_scale")) {
+    if (check_scale(t, s_in, layer, input_scale)) { /* (dense: passed above) */
         return -1;
     }
-    return check_acc_bound(t, i, 255u * worst);
+    return worst <= (uint64_t)INT32_MAX_
+               ? 0
+               : mk_text_refuse(t, T_LAYER_WORST_CASE_ACCUMULATOR, i, worst);
 }
 
 /* ------------------------------------------------------------------ class names again */
@@ -559,13 +557,14 @@ static uint32_t names_repeat(const uint8_t *names, uint32_t count, uint8_t *scra
     return 0;
 }
 
+/* _check_classes */
 static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, uint8_t *scratch,
                          uint32_t scratch_bytes)
 {
+    const uint32_t n = (uint32_t)m->n_classes * m->n_outputs;
     uint32_t k, pos = 0;
     if (m->n_classes == 0) {
-        mk_text_format(t, T_NUMBER_CLASSES_0);
-        return check_dim(t, 0);
+        return mk_text_refuse(t, T_NUMBER_CLASSES_0);
     }
     for (k = 0; k < m->n_classes; k++) {
         if (names[pos] == 0) {
@@ -579,63 +578,36 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
     if (m->head == MK_HEAD_ARGMAX) {
         return m->n_classes == m->n_outputs
                    ? 0
-                   : mk_text_refuse(t, T_CLASS_NAMES_OUTPUTS_ARGMAX,
-                                    (uint32_t)m->n_classes, m->n_outputs);
+                   : mk_text_refuse(t, T_CLASS_NAMES_OUTPUTS_ARGMAX, (uint32_t)m->n_classes,
+                                    m->n_outputs);
     }
-    {
-        uint32_t n = (uint32_t)m->n_classes * m->n_outputs;
-        int32_t lo = 0, hi = 0;
-        for (k = 0; k < n; k++) {
-            if (k == 0 || m->codebook[k] < lo) lo = m->codebook[k];
-            if (k == 0 || m->codebook[k] > hi) hi = m->codebook[k];
-        }
-        if (check_range(t, -1, "codebook", lo, hi, -1, 1)) {
-            return -1;
-        }
-        for (k = 0; k < n; k++) {
-            if (m->codebook[k] == 0) {
-                return mk_text_refuse(t, T_CODEBOOK_ENTRIES_1_OR);
-            }
-        }
+    if (check_items(t, -1, "codebook", m->codebook, n, I8, -1, 1)) {
+        return -1;
     }
-    return 0;
+    return first_zero(m->codebook, n) < n ? mk_text_refuse(t, T_CODEBOOK_ENTRIES_1_OR) : 0;
 }
 
 uint64_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers)
 {
-    uint64_t even = n_inputs, odd = 0;
+    uint32_t widths[2] = {n_inputs, 0}; /* the largest vector each buffer holds */
     unsigned i;
     for (i = 0; i < n_layers; i++) {
-        uint64_t w = layers[i].n_out;
-        if (i % 2u == 0) {
-            odd = w > odd ? w : odd;
-        } else {
-            even = w > even ? w : even;
-        }
+        uint32_t *w = &widths[(i + 1u) % 2u];
+        *w = layers[i].n_out > *w ? layers[i].n_out : *w;
     }
-    return align4_64(even) + align4_64(odd);
+    return ((uint64_t)widths[0] + 3u) / 4u * 4u + ((uint64_t)widths[1] + 3u) / 4u * 4u;
 }
 
 /* ------------------------------------------------------------------ decode_package */
-
-/* "(20, 20)", "(400,)": a tuple of ints as Python prints it */
-static void shape_tuple(mk_text *t, const uint32_t *dims, uint32_t rank)
-{
-    uint32_t k;
-    for (k = 0; k < rank; k++) {
-        mk_text_printf(t, k ? ", %u" : "(%u", dims[k]);
-    }
-    mk_text_str(t, rank == 1 ? ",)" : ")");
-}
 
 int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, uint8_t *scratch,
                     uint32_t scratch_bytes)
 {
     uint32_t s_in[MK_MAX_LAYERS], s_out[MK_MAX_LAYERS], scale; /* float32 bits */
     uint8_t digest[32];
-    uint32_t total, crc, calc, payload_start = 0, payload_size, payload_len, table_end, offset;
-    uint32_t dims[3], rank, source, k, i;
-    uint64_t n_inputs, width;
+    uint32_t total, crc, calc, payload_start = 0, payload_size, table_end, offset = 0;
+    uint32_t dims[3], rank, k, i, stored;
+    uint64_t n_inputs = 1, width, derived[3];
     const uint8_t *payload;
     int8_t zp;
 
@@ -652,79 +624,52 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (total < MK_HEADER_BYTES + CRC_BYTES) {
         return mk_text_refuse(t, T_TOTAL_SIZE_SMALLER_THAN, total);
     }
-    crc = mk_le32(data + total - CRC_BYTES);
-    calc = mk_crc32(0, data, total - CRC_BYTES);
+    total -= CRC_BYTES; /* from here: where the CRC starts */
+    crc = mk_le32(data + total);
+    calc = mk_crc32(0, data, total);
     if (calc != crc) {
         return mk_text_refuse(t, T_CRC_32_MISMATCH_STORED, crc, calc);
     }
-    mk_sha256(data + HASHED_FROM, total - CRC_BYTES - HASHED_FROM, digest);
+    mk_sha256(data + HASHED_FROM, total - HASHED_FROM, digest);
     if (memcmp(digest, data + 0x0C, 32) != 0) {
         return mk_text_refuse(t, T_MODEL_ID_DOES_NOT);
     }
-    /* version 2's rounding byte (0x3D) was reserved in version 1 */
-    if (mk_le16(data + 4) == 1u && (data[0x3D] | data[0x3E] | data[0x3F])) {
-        return mk_text_refuse(t, T_HEADER_RESERVED_BYTES_ZERO, data + 0x3D,
-                              (uint32_t)3);
+    if (check_fields(t, data, header_rules + HEADER_PEEKED,
+                     header_rules + sizeof header_rules / sizeof *header_rules, -1,
+                     mk_le16(data + 4))) {
+        return -1;
     }
-    if (data[0x3D] > MK_ROUND_DOUBLE) {
-        return mk_text_refuse(t, T_ROUNDING_CODE_UNKNOWN_0,
-                              (uint32_t)data[0x3D]);
-    }
-    if (data[0x3E] | data[0x3F]) {
-        return mk_text_refuse(t, T_HEADER_RESERVED_BYTES_ZERO, data + 0x3E,
-                              (uint32_t)2);
-    }
-    source = data[0x2C];
     m->head = data[0x2D];
     m->n_layers = data[0x2E];
     rank = data[0x2F];
-    if (source >= 2u) {
-        return mk_text_refuse(t, T_SOURCE_CODE_UNKNOWN_0, source);
-    }
-    if (m->head > MK_HEAD_CODEBOOK) {
-        return mk_text_refuse(t, T_HEAD_CODE_UNKNOWN_0,
-                              (uint32_t)m->head);
-    }
-    if (m->n_layers < 1u || m->n_layers > MK_MAX_LAYERS) {
-        return mk_text_refuse(t, T_LAYERS_ALLOWED_1_16, (uint32_t)m->n_layers);
-    }
-    for (k = 0; k < 3; k++) {
+    for (k = 0; k < 3; k++) { /* rank 1 .. 3, its dimensions nonzero, the others 0 */
         dims[k] = mk_le16(data + 0x30 + 2u * k);
-    }
-    {
-        int bad = rank < 1u || rank > 3u;
-        for (k = 0; k < 3 && !bad; k++) {
-            bad = k < rank ? dims[k] == 0 : dims[k] != 0;
+        if (rank < 1u || rank > 3u || (k < rank) != (dims[k] != 0)) {
+            return mk_text_refuse(t, T_INPUT_RANK_WITH_DIMENSIONS, rank,
+                                  (uint32_t)mk_le16(data + 0x30), (uint32_t)mk_le16(data + 0x32),
+                                  (uint32_t)mk_le16(data + 0x34));
         }
-        if (bad) {
-            mk_text_format(t, T_INPUT_RANK_WITH_DIMENSIONS, rank);
-            shape_tuple(t, dims, 3);
-            return mk_text_refuse(t, T_RANK_1_3_UNUSED);
-        }
+        n_inputs *= k < rank ? dims[k] : 1u;
     }
     table_end = MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * m->n_layers;
-    if (table_end > total - CRC_BYTES) {
-        return mk_text_refuse(t, T_LAYER_TABLE_ENTRIES_RUNS,
-                              (uint32_t)m->n_layers);
+    if (table_end > total) {
+        return mk_text_refuse(t, T_LAYER_TABLE_ENTRIES_RUNS, (uint32_t)m->n_layers);
     }
     m->n_classes = mk_le16(data + 0x36);
-    if (decode_names(data, total - CRC_BYTES, table_end, m->n_classes, &payload_start, t)) {
+    if (decode_names(data, total, table_end, m->n_classes, &payload_start, t)) {
         return -1;
     }
     payload_size = mk_le32(data + 0x4C);
-    if ((uint64_t)payload_start + payload_size != total - CRC_BYTES) {
-        return mk_text_refuse(t, T_PAYLOAD_SIZE_DOES_NOT, payload_size, payload_start,
-                              total - CRC_BYTES);
+    if ((uint64_t)payload_start + payload_size != total) {
+        return mk_text_refuse(t, T_PAYLOAD_SIZE_DOES_NOT, payload_size, payload_start, total);
     }
     payload = data + payload_start;
-    payload_len = payload_size;
-    offset = 0;
     for (i = 0; i < m->n_layers; i++) {
         const uint8_t *entry = data + MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * i;
         uint32_t start = mk_le32(entry + 24), size = mk_le32(entry + 28);
-        if (start != offset || size % 4u || (uint64_t)start + size > payload_len) {
-            return mk_text_refuse(t, T_LAYER_DATA_OFFSET_SIZE,
-                                  i, start, size, offset, payload_len);
+        if (start != offset || size % 4u || (uint64_t)start + size > payload_size) {
+            return mk_text_refuse(t, T_LAYER_DATA_OFFSET_SIZE, i, start, size, offset,
+                                  payload_size);
         }
         memset(&m->layers[i], 0, sizeof m->layers[i]);
         m->layers[i].rounding = data[0x3D]; /* the package's, for every dense layer */
@@ -738,28 +683,24 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (m->head == MK_HEAD_CODEBOOK) {
         reader r;
         r.blob = payload + offset;
-        r.size = payload_len - offset;
+        r.size = payload_size - offset;
         r.pos = 0;
         r.layer = -1;
         m->codebook = (const int8_t *)take(&r, 1, (uint64_t)m->n_classes * m->n_outputs, t);
         if (!m->codebook || reader_done(&r, t)) {
             return -1;
         }
-    } else if (offset != payload_len) {
-        return mk_text_refuse(t, T_UNUSED_BYTES_END_PAYLOAD,
-                              payload_len - offset);
+    } else if (offset != payload_size) {
+        return mk_text_refuse(t, T_UNUSED_BYTES_END_PAYLOAD, payload_size - offset);
     }
 
     /* validate_package */
-    n_inputs = 1;
-    for (k = 0; k < rank; k++) {
-        n_inputs *= dims[k];
-    }
     if (n_inputs > DIM_MAX) {
         mk_text_format(t, T_INPUT_SIZE_PRODUCT_INPUT, n_inputs);
-        shape_tuple(t, dims, rank);
-        mk_text_format(t, T_CLOSE);
-        return check_dim(t, n_inputs);
+        for (k = 0; k < rank; k++) { /* input_shape as Python prints a tuple: "(400,)" */
+            mk_text_printf(t, k ? ", %u" : "(%u", dims[k]);
+        }
+        return mk_text_refuse(t, T_WHOLE_NUMBER_1_65535, rank == 1 ? ",)" : ")", n_inputs);
     }
     scale = mk_le32(data + 0x38);
     if (check_scale(t, scale, -1, "input_scale")) {
@@ -770,15 +711,11 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     zp = m->input_zero_point;
     for (i = 0; i < m->n_layers; i++) {
         const mk_layer *L = &m->layers[i];
-        int bad = L->type == MK_LAYER_DENSE ? check_dense(L, i, s_in[i], s_out[i], t)
-                  : L->type == MK_LAYER_THRESHOLD ? check_threshold(L, i, s_in[i], t)
-                                                  : check_step(L, i, s_in[i], t);
-        if (bad) {
+        if (check_layer(L, i, s_in[i], s_out[i], t)) {
             return -1;
         }
         if (L->n_in != width) {
-            return mk_text_refuse(t, T_LAYER_TAKES_INPUTS_BUT, i, L->n_in,
-                                  width);
+            return mk_text_refuse(t, T_LAYER_TAKES_INPUTS_BUT, i, L->n_in, width);
         }
         if (s_in[i] != scale || L->zp_in != zp) {
             return mk_text_refuse(t, T_LAYER_INPUT_QUANTIZATION_SCALE,
@@ -791,27 +728,20 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (check_classes(m, data + table_end, t, scratch, scratch_bytes)) {
         return -1;
     }
-    {
-        static const char *const names[3] = {"n_inputs", "n_outputs", "ram_bytes"};
-        uint64_t derived[3];
-        uint32_t stored[3];
-        derived[0] = n_inputs;
-        derived[1] = m->n_outputs;
-        derived[2] = mk_arena_bytes((uint32_t)n_inputs, m->layers, m->n_layers);
-        stored[0] = mk_le32(data + 0x40);
-        stored[1] = mk_le32(data + 0x44);
-        stored[2] = mk_le32(data + 0x48);
-        for (k = 0; k < 3; k++) {
-            if (stored[k] != derived[k]) {
-                return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, names[k],
-                                      stored[k], derived[k]);
-            }
+    derived[0] = n_inputs;
+    derived[1] = m->n_outputs;
+    derived[2] = mk_arena_bytes((uint32_t)n_inputs, m->layers, m->n_layers);
+    for (k = 0; k < 3; k++) { /* n_inputs, n_outputs, ram_bytes: as the table gives them */
+        stored = mk_le32(data + 0x40 + 4u * k);
+        if (stored != derived[k]) {
+            static const char *const names[3] = {"n_inputs", "n_outputs", "ram_bytes"};
+            return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, names[k], stored, derived[k]);
         }
     }
     m->image = data;
-    m->size = total;
+    m->size = total + CRC_BYTES;
     m->model_id = data + 0x0C;
     m->n_inputs = (uint32_t)n_inputs;
-    m->ram_bytes = (uint32_t)mk_arena_bytes(m->n_inputs, m->layers, m->n_layers);
+    m->ram_bytes = (uint32_t)derived[2];
     return 0;
 }
