@@ -132,9 +132,11 @@ void mk_text_printf(mk_text *t, const char *format, ...)
 /* The characters a code of the packed texts stands for (texts_packed.h), at out; the end. */
 static char *expand(unsigned code, char *out)
 {
-    while (code >= 0x80u) { /* a pair: its first code in depth, its second in place */
-        out = expand(mk_text_pairs[code - 0x80u][0], out);
-        code = mk_text_pairs[code - 0x80u][1];
+    /* a pair (tools/pack_texts.py: is_pair, slot): its first code in depth, its second in place */
+    while (code >= 0x80u || (code < 0x20u && code != '\n' && code != '\t')) {
+        const uint8_t *pair = mk_text_pairs[(code + 0x80u) & 0xFFu];
+        out = expand(pair[0], out);
+        code = pair[1];
     }
     *out = (char)code;
     return out + 1;
