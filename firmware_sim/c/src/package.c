@@ -30,6 +30,19 @@ typedef char mk_text_ids_fit_a_byte[MK_TEXT_COUNT <= 256 ? 1 : -1];
 
 static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
 
+/* a little-endian u32 (where the processor is little-endian, one load: the Cortex-M3 and M4
+ * load a word from any address) */
+static uint32_t le32(const uint8_t *p)
+{
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    uint32_t v;
+    memcpy(&v, p, sizeof v);
+    return v;
+#else
+    return mk_le32(p);
+#endif
+}
+
 /* the little-endian unsigned integer of `width` bytes (1 .. 4) at p */
 static uint32_t field(const uint8_t *p, unsigned width)
 {
@@ -140,10 +153,10 @@ int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why)
     if (unpack_header(data, n > MK_HEADER_BYTES ? MK_HEADER_BYTES : n, why)) {
         return -1;
     }
-    h->total_size = mk_le32(data + 8);
-    h->n_inputs = mk_le32(data + 0x40);
-    h->n_outputs = mk_le32(data + 0x44);
-    h->ram_bytes = mk_le32(data + 0x48);
+    h->total_size = le32(data + 8);
+    h->n_inputs = le32(data + 0x40);
+    h->n_outputs = le32(data + 0x44);
+    h->ram_bytes = le32(data + 0x48);
     return 0;
 }
 
@@ -265,7 +278,7 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
                         uint32_t i, uint32_t *s_in, uint32_t *s_out, mk_text *t)
 {
     const uint32_t code = entry[0];
-    const uint32_t m = mk_le32(entry + 8);
+    const uint32_t m = le32(entry + 8);
     int8_t want_min = 0, want_max = 1, want_zp = 0; /* threshold and step */
     reader r;
     r.blob = blob;
@@ -280,10 +293,10 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
     L->relu = entry[1];
     L->zp_in = (int8_t)entry[2];
     L->zp_out = (int8_t)entry[3];
-    L->n_in = mk_le32(entry + 4);
+    L->n_in = le32(entry + 4);
     L->n_out = m;
-    *s_in = mk_le32(entry + 12);
-    *s_out = mk_le32(entry + 16);
+    *s_in = le32(entry + 12);
+    *s_out = le32(entry + 16);
     L->act_min = (int8_t)entry[20];
     L->act_max = (int8_t)entry[21];
     if (code == MK_LAYER_DENSE) {
@@ -304,7 +317,7 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
             !(L->threshold = take(&r, 4, m, t))) {
             return -1;
         }
-        L->nnz = mk_le32(L->row_ptr + 4u * m);
+        L->nnz = le32(L->row_ptr + 4u * m);
         if (!(L->cols = take(&r, 2, L->nnz, t)) ||
             !(L->values = (const int8_t *)take(&r, 1, L->nnz, t))) {
             return -1;
@@ -349,40 +362,47 @@ static int bit_length(uint64_t v)
     return n;
 }
 
+/* x * 2^e and y on one scale, if their bit lengths differ by at most one (then neither
+ * exceeds 64 bits here): 0; else the difference, x * 2^e's minus y's */
+static int same_scale(uint64_t *x, uint64_t *y, int e)
+{
+    const int diff = bit_length(*x) + e - bit_length(*y);
+    if (diff > 1 || diff < -1) {
+        return diff;
+    }
+    if (e >= 0) {
+        *x <<= e;
+    } else {
+        *y <<= -e;
+    }
+    return 0;
+}
+
 /* export.contract.package.scales_encoded, in integers: with r = s_in * w / s_out = (Y / c) *
  * 2^er (Y = a * b from the float32 mantissas), multiplier * 2^(shift - 31) is r within
  * 2^-28 * r iff |X * 2^E - Y| <= 2^-28 * Y with X = multiplier * c and E = shift - 31 - er.
  * Where the bit lengths of the two sides differ by more than one the answer is no (the
  * smaller is below half the larger); elsewhere both fit 64 bits and the bound compares
  * exactly (|D| <= Y * 2^-28 iff |D| <= floor of it, D being whole). A zero multiplier needs
- * r < 2^-31, i.e. Y * 2^(er + 31) < c. */
+ * r < 2^-31, i.e. Y * 2^(er + 31) < c: sure where Y * 2^(er + 31) has fewer bits than c by
+ * more than one, impossible where it has more by more than one, else compared exactly. */
 int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t w,
                       uint32_t s_out)
 {
     uint64_t a, b, c, x, y, d;
-    int ea, eb, ec, er, e, bits;
+    int ea, eb, ec, er, diff;
     decompose(s_in, &a, &ea);
     decompose(w, &b, &eb);
     decompose(s_out, &c, &ec);
     y = a * b;
     er = ea + eb - ec;
     if (multiplier == 0) {
-        e = er + 31;
-        if (e >= 0) {
-            return bit_length(y) + e <= 24 && (y << e) < c; /* c < 2^24 */
-        }
-        return -e >= 64 || (y >> -e) < c;
+        diff = same_scale(&y, &c, er + 31);
+        return diff ? diff < 0 : y < c;
     }
     x = (uint64_t)multiplier * c;
-    e = shift - 31 - er;
-    bits = bit_length(x) - bit_length(y) + e;
-    if (bits > 1 || bits < -1) {
+    if (same_scale(&x, &y, shift - 31 - er)) {
         return 0;
-    }
-    if (e >= 0) {
-        x <<= e;
-    } else {
-        y <<= -e;
     }
     d = x > y ? x - y : y - x;
     return d <= y >> 28;
@@ -457,7 +477,7 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
             }
             for (j = 0; j < m; j++) {
                 const int32_t mult = item(L->multiplier, j, I32), sh = item(L->shift, j, I32);
-                const uint32_t ws = mk_le32(weight_scale + 4u * j);
+                const uint32_t ws = le32(weight_scale + 4u * j);
                 if (pass == 0   ? mult != 0 && mult < (1 << 30)
                     : pass == 1 ? mult == 0 && sh != 0
                     : pass == 2 ? ws < 1u || ws >= 0x7F800000u /* not positive and finite */
@@ -475,8 +495,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
         }
     } else {
         for (j = 0; j <= m; j++) { /* row_ptr: from 0, never decreasing */
-            const uint32_t v = mk_le32(L->row_ptr + 4u * j);
-            if (j == 0 ? v != 0 : v < mk_le32(L->row_ptr + 4u * j - 4u)) {
+            const uint32_t v = le32(L->row_ptr + 4u * j);
+            if (j == 0 ? v != 0 : v < le32(L->row_ptr + 4u * j - 4u)) {
                 return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, j, v);
             }
         }
@@ -491,8 +511,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
     /* the worst-case accumulator of each output: |bias| + 255 * sum |w| (dense), 255 * sum |v|
      * over the row's connections, whose inputs strictly increase (step) */
     for (j = 0; j < m && L->type != MK_LAYER_THRESHOLD; j++) {
-        const uint32_t start = dense ? j * n : mk_le32(L->row_ptr + 4u * j);
-        const uint32_t stop = dense ? start + n : mk_le32(L->row_ptr + 4u * j + 4u);
+        const uint32_t start = dense ? j * n : le32(L->row_ptr + 4u * j);
+        const uint32_t stop = dense ? start + n : le32(L->row_ptr + 4u * j + 4u);
         const int8_t *v = dense ? L->weights : L->values;
         uint64_t sum = 0;
         for (k = start; k < stop; k++) {
@@ -614,7 +634,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (unpack_header(data, n, t)) {
         return -1;
     }
-    total = mk_le32(data + 8);
+    total = le32(data + 8);
     if (n < total) {
         return mk_text_refuse(t, T_PACKAGE_TRUNCATED_HEADER_SAYS, total, n);
     }
@@ -625,7 +645,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         return mk_text_refuse(t, T_TOTAL_SIZE_SMALLER_THAN, total);
     }
     total -= CRC_BYTES; /* from here: where the CRC starts */
-    crc = mk_le32(data + total);
+    crc = le32(data + total);
     calc = mk_crc32(0, data, total);
     if (calc != crc) {
         return mk_text_refuse(t, T_CRC_32_MISMATCH_STORED, crc, calc);
@@ -659,14 +679,14 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (decode_names(data, total, table_end, m->n_classes, &payload_start, t)) {
         return -1;
     }
-    payload_size = mk_le32(data + 0x4C);
+    payload_size = le32(data + 0x4C);
     if ((uint64_t)payload_start + payload_size != total) {
         return mk_text_refuse(t, T_PAYLOAD_SIZE_DOES_NOT, payload_size, payload_start, total);
     }
     payload = data + payload_start;
     for (i = 0; i < m->n_layers; i++) {
         const uint8_t *entry = data + MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * i;
-        uint32_t start = mk_le32(entry + 24), size = mk_le32(entry + 28);
+        uint32_t start = le32(entry + 24), size = le32(entry + 28);
         if (start != offset || size % 4u || (uint64_t)start + size > payload_size) {
             return mk_text_refuse(t, T_LAYER_DATA_OFFSET_SIZE, i, start, size, offset,
                                   payload_size);
@@ -702,7 +722,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         }
         return mk_text_refuse(t, T_WHOLE_NUMBER_1_65535, rank == 1 ? ",)" : ")", n_inputs);
     }
-    scale = mk_le32(data + 0x38);
+    scale = le32(data + 0x38);
     if (check_scale(t, scale, -1, "input_scale")) {
         return -1;
     }
@@ -732,7 +752,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     derived[1] = m->n_outputs;
     derived[2] = mk_arena_bytes((uint32_t)n_inputs, m->layers, m->n_layers);
     for (k = 0; k < 3; k++) { /* n_inputs, n_outputs, ram_bytes: as the table gives them */
-        stored = mk_le32(data + 0x40 + 4u * k);
+        stored = le32(data + 0x40 + 4u * k);
         if (stored != derived[k]) {
             static const char *const names[3] = {"n_inputs", "n_outputs", "ram_bytes"};
             return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, names[k], stored, derived[k]);
