@@ -243,9 +243,9 @@ static void reader_where(mk_text *t, const reader *r)
 }
 
 /* _Reader.take: the next array of `count` items of `itemsize` bytes and its zero padding */
-static const uint8_t *take(reader *r, unsigned itemsize, uint64_t count, mk_text *t)
+static const uint8_t *take(reader *r, unsigned itemsize, uint32_t count, mk_text *t)
 {
-    uint64_t n = count * itemsize, end = r->pos + ((n + 3u) & ~(uint64_t)3u), i;
+    uint64_t n = (uint64_t)count * itemsize, end = r->pos + ((n + 3u) & ~(uint64_t)3u), i;
     const uint8_t *p = r->blob + r->pos;
     if (end > r->size) {
         reader_where(t, r);
@@ -273,13 +273,23 @@ static int reader_done(reader *r, mk_text *t)
     return mk_text_refuse(t, T_DATA_SIZE_ITS_ARRAYS, r->size, r->pos);
 }
 
+/* The arrays of each layer type, in their order (_decode_layer's takes): item bytes, count */
+enum { M, N, M_N, M_1, NNZ }; /* n_out, n_in, n_out * n_in, n_out + 1, row_ptr[n_out] */
+static const uint8_t layer_arrays[3][5][2] = {
+    {{1, M_N}, {4, M}, {4, M}, {4, M}, {4, M}}, /* dense: weights, bias, multiplier, shift,
+                                                 * weight_scale */
+    {{2, N}},                                   /* threshold: threshold */
+    {{4, M_1}, {4, M}, {2, NNZ}, {1, NNZ}},     /* step: row_ptr, threshold, cols, values */
+};
+
 /* _decode_layer: the table entry and the arrays of layer i */
 static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, uint32_t size,
                         uint32_t i, uint32_t *s_in, uint32_t *s_out, mk_text *t)
 {
-    const uint32_t code = entry[0];
-    const uint32_t m = le32(entry + 8);
+    const uint32_t code = entry[0], n = le32(entry + 4), m = le32(entry + 8);
     int8_t want_min = 0, want_max = 1, want_zp = 0; /* threshold and step */
+    const uint8_t *a[5];
+    unsigned k;
     reader r;
     r.blob = blob;
     r.size = size;
@@ -289,39 +299,43 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
                      (int)i, code)) {
         return -1;
     }
+    if (code == MK_LAYER_THRESHOLD && m != n) {
+        return mk_text_refuse(t, T_LAYER_THRESHOLD_LAYER_HAS, i, n, m);
+    }
+    for (k = 0; k < 5 && layer_arrays[code - 1u][k][0]; k++) {
+        const uint8_t *array = layer_arrays[code - 1u][k];
+        const uint32_t count = array[1] == M     ? m
+                               : array[1] == N   ? n
+                               : array[1] == M_N ? m * n
+                               : array[1] == M_1 ? m + 1u
+                                                 : le32(a[0] + 4u * m);
+        if (!(a[k] = take(&r, array[0], count, t))) {
+            return -1;
+        }
+    }
     L->type = (uint8_t)code;
     L->relu = entry[1];
     L->zp_in = (int8_t)entry[2];
     L->zp_out = (int8_t)entry[3];
-    L->n_in = le32(entry + 4);
+    L->n_in = n;
     L->n_out = m;
     *s_in = le32(entry + 12);
     *s_out = le32(entry + 16);
     L->act_min = (int8_t)entry[20];
     L->act_max = (int8_t)entry[21];
     if (code == MK_LAYER_DENSE) {
-        if (!(L->weights = (const int8_t *)take(&r, 1, (uint64_t)m * L->n_in, t)) ||
-            !(L->bias = take(&r, 4, m, t)) || !(L->multiplier = take(&r, 4, m, t)) ||
-            !(L->shift = take(&r, 4, m, t)) || !take(&r, 4, m, t)) { /* and weight_scale */
-            return -1;
-        }
+        L->weights = (const int8_t *)a[0];
+        L->bias = a[1];
+        L->multiplier = a[2];
+        L->shift = a[3];
     } else if (code == MK_LAYER_THRESHOLD) {
-        if (m != L->n_in) {
-            return mk_text_refuse(t, T_LAYER_THRESHOLD_LAYER_HAS, i, L->n_in, m);
-        }
-        if (!(L->threshold = take(&r, 2, m, t))) {
-            return -1;
-        }
+        L->threshold = a[0];
     } else {
-        if (!(L->row_ptr = take(&r, 4, (uint64_t)m + 1u, t)) ||
-            !(L->threshold = take(&r, 4, m, t))) {
-            return -1;
-        }
-        L->nnz = le32(L->row_ptr + 4u * m);
-        if (!(L->cols = take(&r, 2, L->nnz, t)) ||
-            !(L->values = (const int8_t *)take(&r, 1, L->nnz, t))) {
-            return -1;
-        }
+        L->row_ptr = a[0];
+        L->threshold = a[1];
+        L->cols = a[2];
+        L->values = (const int8_t *)a[3];
+        L->nnz = le32(a[0] + 4u * m);
     }
     if (reader_done(&r, t)) {
         return -1;
@@ -607,15 +621,17 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
     return first_zero(m->codebook, n) < n ? mk_text_refuse(t, T_CODEBOOK_ENTRIES_1_OR) : 0;
 }
 
-uint64_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers)
+uint32_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers)
 {
     uint32_t widths[2] = {n_inputs, 0}; /* the largest vector each buffer holds */
     unsigned i;
     for (i = 0; i < n_layers; i++) {
         uint32_t *w = &widths[(i + 1u) % 2u];
-        *w = layers[i].n_out > *w ? layers[i].n_out : *w;
+        if (layers[i].n_out > *w) {
+            *w = layers[i].n_out;
+        }
     }
-    return ((uint64_t)widths[0] + 3u) / 4u * 4u + ((uint64_t)widths[1] + 3u) / 4u * 4u;
+    return align4(widths[0]) + align4(widths[1]);
 }
 
 /* ------------------------------------------------------------------ decode_package */
@@ -626,8 +642,8 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     uint32_t s_in[MK_MAX_LAYERS], s_out[MK_MAX_LAYERS], scale; /* float32 bits */
     uint8_t digest[32];
     uint32_t total, crc, calc, payload_start = 0, payload_size, table_end, offset = 0;
-    uint32_t dims[3], rank, k, i, stored;
-    uint64_t n_inputs = 1, width, derived[3];
+    uint32_t dims[3], rank, k, i, bad, width, derived[3];
+    uint64_t n_inputs;
     const uint8_t *payload;
     int8_t zp;
 
@@ -662,15 +678,15 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     m->head = data[0x2D];
     m->n_layers = data[0x2E];
     rank = data[0x2F];
+    bad = rank < 1u || rank > 3u;
     for (k = 0; k < 3; k++) { /* rank 1 .. 3, its dimensions nonzero, the others 0 */
         dims[k] = mk_le16(data + 0x30 + 2u * k);
-        if (rank < 1u || rank > 3u || (k < rank) != (dims[k] != 0)) {
-            return mk_text_refuse(t, T_INPUT_RANK_WITH_DIMENSIONS, rank,
-                                  (uint32_t)mk_le16(data + 0x30), (uint32_t)mk_le16(data + 0x32),
-                                  (uint32_t)mk_le16(data + 0x34));
-        }
-        n_inputs *= k < rank ? dims[k] : 1u;
+        bad |= (k < rank) != (dims[k] != 0);
     }
+    if (bad) {
+        return mk_text_refuse(t, T_INPUT_RANK_WITH_DIMENSIONS, rank, dims[0], dims[1], dims[2]);
+    }
+    n_inputs = (uint64_t)dims[0] * (dims[1] ? dims[1] : 1u) * (dims[2] ? dims[2] : 1u);
     table_end = MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * m->n_layers;
     if (table_end > total) {
         return mk_text_refuse(t, T_LAYER_TABLE_ENTRIES_RUNS, (uint32_t)m->n_layers);
@@ -706,7 +722,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         r.size = payload_size - offset;
         r.pos = 0;
         r.layer = -1;
-        m->codebook = (const int8_t *)take(&r, 1, (uint64_t)m->n_classes * m->n_outputs, t);
+        m->codebook = (const int8_t *)take(&r, 1, (uint32_t)m->n_classes * m->n_outputs, t);
         if (!m->codebook || reader_done(&r, t)) {
             return -1;
         }
@@ -727,7 +743,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         return -1;
     }
     m->input_zero_point = (int8_t)data[0x3C];
-    width = n_inputs;
+    width = (uint32_t)n_inputs;
     zp = m->input_zero_point;
     for (i = 0; i < m->n_layers; i++) {
         const mk_layer *L = &m->layers[i];
@@ -748,20 +764,20 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (check_classes(m, data + table_end, t, scratch, scratch_bytes)) {
         return -1;
     }
-    derived[0] = n_inputs;
+    derived[0] = (uint32_t)n_inputs;
     derived[1] = m->n_outputs;
-    derived[2] = mk_arena_bytes((uint32_t)n_inputs, m->layers, m->n_layers);
+    derived[2] = mk_arena_bytes(derived[0], m->layers, m->n_layers);
     for (k = 0; k < 3; k++) { /* n_inputs, n_outputs, ram_bytes: as the table gives them */
-        stored = le32(data + 0x40 + 4u * k);
-        if (stored != derived[k]) {
+        if (le32(data + 0x40 + 4u * k) != derived[k]) {
             static const char *const names[3] = {"n_inputs", "n_outputs", "ram_bytes"};
-            return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, names[k], stored, derived[k]);
+            return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, names[k], le32(data + 0x40 + 4u * k),
+                                  derived[k]);
         }
     }
     m->image = data;
     m->size = total + CRC_BYTES;
     m->model_id = data + 0x0C;
-    m->n_inputs = (uint32_t)n_inputs;
-    m->ram_bytes = (uint32_t)derived[2];
+    m->n_inputs = derived[0];
+    m->ram_bytes = derived[2];
     return 0;
 }

@@ -67,7 +67,7 @@ int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t
                       uint32_t s_out);
 
 /* RAM of the two ping-pong activation buffers for these widths
- * (export.contract.package.arena_bytes). */
-uint64_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers);
+ * (export.contract.package.arena_bytes; widths up to 65535, as a package's). */
+uint32_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers);
 
 #endif
