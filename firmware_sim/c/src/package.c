@@ -245,9 +245,11 @@ static void reader_where(mk_text *t, const reader *r)
 /* _Reader.take: the next array of `count` items of `itemsize` bytes and its zero padding */
 static const uint8_t *take(reader *r, unsigned itemsize, uint32_t count, mk_text *t)
 {
-    uint64_t n = (uint64_t)count * itemsize, end = r->pos + ((n + 3u) & ~(uint64_t)3u), i;
+    const uint32_t room = r->size - r->pos; /* (a layer's data is below 2^32 - 80 bytes) */
+    const uint32_t n = count * itemsize, end = r->pos + align4(n);
     const uint8_t *p = r->blob + r->pos;
-    if (end > r->size) {
+    uint32_t i;
+    if (count > room / itemsize || align4(n) > room) { /* pos + align4(n) > size */
         reader_where(t, r);
         mk_text_format(t, T_DATA_SIZE_TOO_SMALL, r->size);
         return 0;
@@ -259,7 +261,7 @@ static const uint8_t *take(reader *r, unsigned itemsize, uint32_t count, mk_text
             return 0;
         }
     }
-    r->pos = (uint32_t)end;
+    r->pos = end;
     return p;
 }
 
@@ -476,7 +478,7 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
     const int layer = (int)i, dense = L->type == MK_LAYER_DENSE;
     const uint32_t m = L->n_out, n = L->n_in;
     uint32_t j, k, pass;
-    uint64_t worst = 0;
+    uint32_t worst = 0;
     if (dense) {
         const uint8_t *weight_scale = L->shift + 4u * m;
         if (check_items(t, layer, " weights", L->weights, m * n, I8, -127, 127) ||
@@ -523,29 +525,31 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
         }
     }
     /* the worst-case accumulator of each output: |bias| + 255 * sum |w| (dense), 255 * sum |v|
-     * over the row's connections, whose inputs strictly increase (step) */
+     * over the row's connections, whose inputs strictly increase (step). A row has at most
+     * 65535 values of at most 127 (a step row too, while its inputs increase), so the sums
+     * stay below 2^23, 255 times one below 2^31, and |bias| (at most 2^31) more below 2^32 */
     for (j = 0; j < m && L->type != MK_LAYER_THRESHOLD; j++) {
         const uint32_t start = dense ? j * n : le32(L->row_ptr + 4u * j);
         const uint32_t stop = dense ? start + n : le32(L->row_ptr + 4u * j + 4u);
         const int8_t *v = dense ? L->weights : L->values;
-        uint64_t sum = 0;
+        uint32_t sum = 0;
         for (k = start; k < stop; k++) {
             if (!dense && k > start && mk_le16(L->cols + 2u * k) <= mk_le16(L->cols + 2u * k - 2u)) {
                 return mk_text_refuse(t, T_LAYER_ROW_INPUT_INDICES, i, j);
             }
-            sum += (uint64_t)(v[k] < 0 ? -v[k] : v[k]);
+            sum += (uint32_t)(v[k] < 0 ? -v[k] : v[k]);
         }
         sum *= 255u;
         if (dense) {
-            const int64_t bias = item(L->bias, j, I32);
-            sum += (uint64_t)(bias < 0 ? -bias : bias);
+            const uint32_t bias = le32(L->bias + 4u * j);
+            sum += bias >> 31 ? 0u - bias : bias;
         }
         worst = sum > worst ? sum : worst;
     }
     if (check_scale(t, s_in, layer, input_scale)) { /* (dense: passed above) */
         return -1;
     }
-    return worst <= (uint64_t)INT32_MAX_
+    return worst <= (uint32_t)INT32_MAX_
                ? 0
                : mk_text_refuse(t, T_LAYER_WORST_CASE_ACCUMULATOR, i, worst);
 }
@@ -696,14 +700,14 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         return -1;
     }
     payload_size = le32(data + 0x4C);
-    if ((uint64_t)payload_start + payload_size != total) {
+    if (payload_start > total || payload_size != total - payload_start) {
         return mk_text_refuse(t, T_PAYLOAD_SIZE_DOES_NOT, payload_size, payload_start, total);
     }
     payload = data + payload_start;
     for (i = 0; i < m->n_layers; i++) {
         const uint8_t *entry = data + MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * i;
         uint32_t start = le32(entry + 24), size = le32(entry + 28);
-        if (start != offset || size % 4u || (uint64_t)start + size > payload_size) {
+        if (start != offset || size % 4u || size > payload_size - start) { /* start <= payload */
             return mk_text_refuse(t, T_LAYER_DATA_OFFSET_SIZE, i, start, size, offset,
                                   payload_size);
         }

@@ -82,8 +82,7 @@ void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n)
 {
     size_t i;
     for (i = 0; i < n && !t->full; i++) {
-        char pair[2] = {hexdigits[p[i] >> 4], hexdigits[p[i] & 0xFu]};
-        mk_text_mem(t, pair, 2);
+        mk_text_hex(t, p[i], 2);
     }
 }
 
