@@ -167,31 +167,25 @@ static const char *utf8_problem(const uint8_t *s, uint32_t n)
 {
     uint32_t i = 0;
     while (i < n) {
-        unsigned c = s[i], need, k;
-        unsigned lo = 0x80u, hi = 0xBFu; /* allowed range of the second byte */
+        const unsigned c = s[i++];
+        unsigned more, lo, hi; /* continuation bytes, and the range of the first of them */
         if (c < 0x80u) {
-            i++;
             continue;
         }
         if (c < 0xC2u || c > 0xF4u) {
             return mk_text_reason(T_INVALID_START_BYTE);
         }
-        need = c < 0xE0u ? 2u : c < 0xF0u ? 3u : 4u;
-        if (c == 0xE0u) lo = 0xA0u;
-        if (c == 0xEDu) hi = 0x9Fu;
-        if (c == 0xF0u) lo = 0x90u;
-        if (c == 0xF4u) hi = 0x8Fu;
-        for (k = 1; k < need; k++) {
-            unsigned b;
-            if (i + k >= n) {
+        more = c < 0xE0u ? 1u : c < 0xF0u ? 2u : 3u;
+        lo = c == 0xE0u ? 0xA0u : c == 0xF0u ? 0x90u : 0x80u;
+        hi = c == 0xEDu ? 0x9Fu : c == 0xF4u ? 0x8Fu : 0xBFu;
+        for (; more; more--, i++, lo = 0x80u, hi = 0xBFu) {
+            if (i >= n) {
                 return mk_text_reason(T_UNEXPECTED_END_OF_DATA);
             }
-            b = s[i + k];
-            if (k == 1 ? (b < lo || b > hi) : (b & 0xC0u) != 0x80u) {
+            if (s[i] < lo || s[i] > hi) {
                 return mk_text_reason(T_INVALID_CONTINUATION_BYTE);
             }
         }
-        i += need;
     }
     return 0;
 }
