@@ -262,9 +262,9 @@ def test_every_catalog_text_comes_back_unchanged_from_the_packing():
     texts = [text for _, text in entries]
     assert len(texts) > 90 and len(set(texts)) == len(texts)  # each text once
     assert fw.catalog_texts() == texts
-    pairs, packed = packer.pack(texts)
-    assert [packer.unpack(pairs, codes) for codes in packed] == texts
-    assert sum(map(len, packed)) + 2 * len(pairs) < 0.6 * sum(map(len, texts))
+    packing = packer.pack(texts)
+    assert [packer.unpack(packing, codes) for codes in packing.texts] == texts
+    assert packing.size < 0.55 * sum(len(text) + 1 for text in texts)
 
 
 def test_the_packed_texts_are_what_the_catalog_gives():

@@ -131,11 +131,21 @@ void mk_text_printf(mk_text *t, const char *format, ...)
 /* The characters a code of the packed texts stands for (texts_packed.h), at out; the end. */
 static char *expand(unsigned code, char *out)
 {
-    /* a pair (tools/pack_texts.py: is_pair, slot): its first code in depth, its second in place */
+    /* a code that stands for others (tools/pack_texts.py: is_code, slot) */
     while (code >= 0x80u || (code < 0x20u && code != '\n' && code != '\t')) {
-        const uint8_t *pair = mk_text_pairs[(code + 0x80u) & 0xFFu];
-        out = expand(pair[0], out);
-        code = pair[1];
+        const unsigned slot = (code + 0x80u) & 0xFFu;
+        const uint8_t *entry = mk_text_codes[slot];
+        if (slot < MK_TEXT_PAIRS) { /* a pair: its first code in depth, its second in place */
+            out = expand(entry[0], out);
+            code = entry[1];
+        } else { /* a phrase of the packed texts: all but its last code in depth */
+            const uint8_t *p = mk_text_packed + (entry[0] | (entry[1] & 0x0Fu) << 8);
+            unsigned more = entry[1] >> 4;
+            for (; more; more--) {
+                out = expand(*p++, out);
+            }
+            code = *p;
+        }
     }
     *out = (char)code;
     return out + 1;
