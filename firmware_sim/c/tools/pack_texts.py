@@ -9,7 +9,7 @@ in one array (text.c expands them). A code is a character, or, if it is a byte n
 (0x80 .. 0xFF, then the control bytes 0x01 .. 0x1F but a tab and a newline: 157 codes), it
 stands for codes of its entry in a table of two bytes a code, at (code + 0x80) % 256:
 
-- a pair (the first 64 codes): a byte-pair encoding; the most frequent pair of adjacent codes
+- a pair (the first 112 codes): a byte-pair encoding; the most frequent pair of adjacent codes
   over all texts (the smallest on a tie) becomes a code wherever it occurs (left to right),
   as long as it occurs at least three times (each code costs two bytes of table);
 - a phrase (the others): 3 to 16 codes that the packed texts themselves hold, by their offset
@@ -34,7 +34,7 @@ CATALOG = C_DIR / "src" / "texts.def"
 PACKED = C_DIR / "src" / "texts_packed.h"
 # the codes that stand for others, in the order they are given out
 CODES = [*range(0x80, 0x100), *(c for c in range(0x01, 0x20) if c not in (0x09, 0x0A))]
-MAX_PAIRS = 64
+MAX_PAIRS = 112
 PHRASE_MIN, PHRASE_MAX = 3, 16
 OFFSET_LIMIT = 1 << 12
 
