@@ -118,7 +118,7 @@ static int check_fields(mk_text *t, const uint8_t *base, const rule *r, const ru
 }
 
 /* _check_scale: f"{what} is {kind}: must be a positive finite float32" */
-static int check_scale(mk_text *t, uint32_t bits, int layer, const char *what)
+static int check_scale(mk_text *t, uint32_t bits, int layer, mk_text_id what)
 {
     const uint32_t magnitude = bits & 0x7FFFFFFFu;
     if (bits >= 1u && bits < 0x7F800000u) {
@@ -126,10 +126,10 @@ static int check_scale(mk_text *t, uint32_t bits, int layer, const char *what)
     }
     where(t, layer);
     return mk_text_refuse(t, T_POSITIVE_FINITE_FLOAT32, what,
-                          magnitude > 0x7F800000u    ? "NaN"
-                          : magnitude == 0x7F800000u ? "infinite"
-                          : magnitude == 0           ? "zero"
-                                                     : "negative");
+                          magnitude > 0x7F800000u    ? T_NAN
+                          : magnitude == 0x7F800000u ? T_INFINITE
+                          : magnitude == 0           ? T_ZERO
+                                                     : T_NEGATIVE);
 }
 
 /* ------------------------------------------------------------------ header */
@@ -429,7 +429,7 @@ static int32_t item(const uint8_t *p, uint32_t k, unsigned kind)
 
 /* _check_ints: f"{what} holds {bad}; allowed range [{lo}, {hi}]" (bad: the least value if it
  * is below lo, else the greatest; every range holds 0, where the search starts) */
-static int check_items(mk_text *t, int layer, const char *what, const void *array,
+static int check_items(mk_text *t, int layer, mk_text_id what, const void *array,
                        uint32_t count, unsigned kind, int32_t lo, int32_t hi)
 {
     int32_t least = 0, most = 0;
@@ -468,21 +468,20 @@ static const uint8_t dense_refusals[4] = {
  * layer i's arrays, in the simulator's order */
 static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_out, mk_text *t)
 {
-    static const char input_scale[] = " input_scale";
     const int layer = (int)i, dense = L->type == MK_LAYER_DENSE;
     const uint32_t m = L->n_out, n = L->n_in;
     uint32_t j, k, pass;
     uint32_t worst = 0;
     if (dense) {
         const uint8_t *weight_scale = L->shift + 4u * m;
-        if (check_items(t, layer, " weights", L->weights, m * n, I8, -127, 127) ||
-            check_items(t, layer, " multiplier", L->multiplier, m, I32, 0, INT32_MAX_) ||
-            check_items(t, layer, " shift", L->shift, m, I32, -31, 30)) {
+        if (check_items(t, layer, T_LAYER_WEIGHTS, L->weights, m * n, I8, -127, 127) ||
+            check_items(t, layer, T_LAYER_MULTIPLIER, L->multiplier, m, I32, 0, INT32_MAX_) ||
+            check_items(t, layer, T_LAYER_SHIFT, L->shift, m, I32, -31, 30)) {
             return -1;
         }
         for (pass = 0; pass < 4; pass++) {
-            if (pass == 3 && (check_scale(t, s_in, layer, input_scale) ||
-                              check_scale(t, s_out, layer, " output_scale"))) {
+            if (pass == 3 && (check_scale(t, s_in, layer, T_LAYER_INPUT_SCALE) ||
+                              check_scale(t, s_out, layer, T_LAYER_OUTPUT_SCALE))) {
                 return -1;
             }
             for (j = 0; j < m; j++) {
@@ -500,7 +499,7 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
             }
         }
     } else if (L->type == MK_LAYER_THRESHOLD) {
-        if (check_items(t, layer, " threshold", L->threshold, n, I16, -128, 128)) {
+        if (check_items(t, layer, T_LAYER_THRESHOLD, L->threshold, n, I16, -128, 128)) {
             return -1;
         }
     } else {
@@ -510,8 +509,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
                 return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, j, v);
             }
         }
-        if (check_items(t, layer, " cols", L->cols, L->nnz, U16, 0, (int32_t)n - 1) ||
-            check_items(t, layer, " values", L->values, L->nnz, I8, -127, 127)) {
+        if (check_items(t, layer, T_LAYER_COLS, L->cols, L->nnz, U16, 0, (int32_t)n - 1) ||
+            check_items(t, layer, T_LAYER_VALUES, L->values, L->nnz, I8, -127, 127)) {
             return -1;
         }
         if ((k = first_zero(L->values, L->nnz)) < L->nnz) {
@@ -540,7 +539,7 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
         }
         worst = sum > worst ? sum : worst;
     }
-    if (check_scale(t, s_in, layer, input_scale)) { /* (dense: passed above) */
+    if (check_scale(t, s_in, layer, T_LAYER_INPUT_SCALE)) { /* (dense: passed above) */
         return -1;
     }
     return worst <= (uint32_t)INT32_MAX_
@@ -613,7 +612,7 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
                    : mk_text_refuse(t, T_CLASS_NAMES_OUTPUTS_ARGMAX, (uint32_t)m->n_classes,
                                     m->n_outputs);
     }
-    if (check_items(t, -1, "codebook", m->codebook, n, I8, -1, 1)) {
+    if (check_items(t, -1, T_CODEBOOK, m->codebook, n, I8, -1, 1)) {
         return -1;
     }
     return first_zero(m->codebook, n) < n ? mk_text_refuse(t, T_CODEBOOK_ENTRIES_1_OR) : 0;
@@ -729,15 +728,13 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     }
 
     /* validate_package */
-    if (n_inputs > DIM_MAX) {
-        mk_text_format(t, T_INPUT_SIZE_PRODUCT_INPUT, n_inputs);
-        for (k = 0; k < rank; k++) { /* input_shape as Python prints a tuple: "(400,)" */
-            mk_text_printf(t, k ? ", %u" : "(%u", dims[k]);
-        }
-        return mk_text_refuse(t, T_WHOLE_NUMBER_1_65535, rank == 1 ? ",)" : ")", n_inputs);
+    if (n_inputs > DIM_MAX) { /* of rank 2 or 3 (one u16 dimension is no more) */
+        return mk_text_refuse(t, rank == 2 ? T_INPUT_SIZE_PRODUCT_2 : T_INPUT_SIZE_PRODUCT_3,
+                              n_inputs, (uint64_t)dims[0], (uint64_t)dims[1],
+                              rank == 2 ? n_inputs : (uint64_t)dims[2], n_inputs);
     }
     scale = le32(data + 0x38);
-    if (check_scale(t, scale, -1, "input_scale")) {
+    if (check_scale(t, scale, -1, T_INPUT_SCALE)) {
         return -1;
     }
     m->input_zero_point = (int8_t)data[0x3C];
@@ -767,9 +764,8 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     derived[2] = mk_arena_bytes(derived[0], m->layers, m->n_layers);
     for (k = 0; k < 3; k++) { /* n_inputs, n_outputs, ram_bytes: as the table gives them */
         if (le32(data + 0x40 + 4u * k) != derived[k]) {
-            static const char *const names[3] = {"n_inputs", "n_outputs", "ram_bytes"};
-            return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, names[k], le32(data + 0x40 + 4u * k),
-                                  derived[k]);
+            return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, T_N_INPUTS + k,
+                                  le32(data + 0x40 + 4u * k), derived[k]);
         }
     }
     m->image = data;

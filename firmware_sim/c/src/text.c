@@ -109,6 +109,11 @@ void mk_text_vprintf(mk_text *t, const char *format, va_list args)
         case 'D': mk_text_int(t, va_arg(args, int64_t)); break;
         case 'x': mk_text_hex(t, va_arg(args, uint32_t), width); break;
         case 's': mk_text_str(t, va_arg(args, const char *)); break;
+        case 't': {
+            char text[MK_TEXT_LONGEST + 1];
+            mk_text_mem(t, text, mk_text_expand(va_arg(args, mk_text_id), text));
+            break;
+        }
         case 'h': {
             const uint8_t *p = va_arg(args, const uint8_t *);
             mk_text_hexbytes(t, p, va_arg(args, uint32_t));

@@ -32,7 +32,7 @@ void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n);
  * (the values must have exactly these types):
  *   %u uint32_t   %d int32_t   %U uint64_t   %D int64_t   %s const char *
  *   %x uint32_t in hex (%8x: at least 8 digits)   %h const uint8_t *, uint32_t n: bytes in hex
- *   %% a percent sign */
+ *   %t mk_text_id: a text of the catalog (one without conversions)   %% a percent sign */
 void mk_text_printf(mk_text *t, const char *format, ...);
 void mk_text_vprintf(mk_text *t, const char *format, va_list args);
 
