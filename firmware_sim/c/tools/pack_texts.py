@@ -38,7 +38,7 @@ MAX_PAIRS = 112
 PHRASE_MIN, PHRASE_MAX = 3, 16
 OFFSET_LIMIT = 1 << 12
 
-_ENTRY = re.compile(r"MK_TEXT\(\s*(\w+)\s*,((?:\s*\"(?:[^\"\\]|\\.)*\")+)\s*\)")
+_ENTRY = re.compile(r"MK_(TEST_)?TEXT\(\s*(\w+)\s*,((?:\s*\"(?:[^\"\\]|\\.)*\")+)\s*\)")
 _LITERAL = re.compile(r"\"((?:[^\"\\]|\\.)*)\"")
 _ESCAPES = {"n": "\n", "\\": "\\", '"': '"', "'": "'", "t": "\t"}
 
@@ -60,18 +60,32 @@ def _unescape(body: str) -> str:
 
 
 def read_catalog(text: str) -> list[tuple[str, str]]:
-    """(id, text) of every MK_TEXT entry, in order (comments are skipped)."""
+    """(id, text) of every MK_TEXT and MK_TEST_TEXT entry, in order (comments are skipped)."""
+    return [(name, value) for name, value, _ in _read_entries(text)]
+
+
+def test_only(text: str) -> int:
+    """How many texts at the end of the catalog are MK_TEST_TEXT (builds with MK_TEST_HOOKS
+    only); one earlier is an error."""
+    kinds = [test for _, _, test in _read_entries(text)]
+    count = len(kinds) - kinds.index(True) if True in kinds else 0
+    if not all(kinds[len(kinds) - count:]):
+        raise ValueError("texts.def: an MK_TEXT entry after an MK_TEST_TEXT one (those go last)")
+    return count
+
+
+def _read_entries(text: str) -> list[tuple[str, str, bool]]:
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
-    entries = [(m.group(1), "".join(_unescape(b) for b in _LITERAL.findall(m.group(2))))
-               for m in _ENTRY.finditer(text)]
+    entries = [(m.group(2), "".join(_unescape(b) for b in _LITERAL.findall(m.group(3))),
+                bool(m.group(1))) for m in _ENTRY.finditer(text)]
     rest = _ENTRY.sub(" ", text).strip()
     if rest:
         raise ValueError(f"texts.def: not an MK_TEXT(ID, \"text\") entry: {rest[:60]!r}")
-    ids = Counter(name for name, _ in entries)
+    ids = Counter(name for name, _, _ in entries)
     for name, count in ids.items():
         if count > 1:
             raise ValueError(f"texts.def: {name} is defined {count} times")
-    for name, value in entries:
+    for name, value, _ in entries:
         if not value or any(not 0x20 <= ord(c) < 0x7F and c not in "\n\t" for c in value):
             raise ValueError(f"texts.def: {name} must be non-empty printable ASCII")
     return entries
@@ -259,8 +273,10 @@ def _bytes(values: list[int], indent: str) -> list[str]:
             for k in range(0, len(values), 12)]
 
 
-def render(entries: list[tuple[str, str]]) -> str:
-    """The text of src/texts_packed.h for these catalog entries."""
+def render(entries: list[tuple[str, str]], tests: int = 0) -> str:
+    """The text of src/texts_packed.h for these catalog entries, the last ``tests`` of them for
+    the builds with MK_TEST_HOOKS only (they are last in the array, so a phrase whose first
+    occurrence is theirs stands in theirs alone)."""
     texts = [value for _, value in entries]
     packing = pack(texts)
     for value, codes in zip(texts, packing.texts):
@@ -277,7 +293,9 @@ def render(entries: list[tuple[str, str]]) -> str:
         "#include <stdint.h>",
         "",
         f"/* {len(texts)} texts, {sum(len(t) + 1 for t in texts)} bytes plain, {size} packed "
-        f"and {2 * len(entries_)} of table */",
+        f"and {2 * len(entries_)} of table; without",
+        f" * the last {tests}, of the builds with MK_TEST_HOOKS only, "
+        f"{size - sum(len(c) + 1 for c in packing.texts[len(texts) - tests:])} packed */",
         f"#define MK_TEXT_LONGEST {max(len(t) for t in texts)}u",
         "",
         "/* a code c at least 0x80, or a control byte but a tab or a newline, stands for others:",
@@ -290,11 +308,13 @@ def render(entries: list[tuple[str, str]]) -> str:
     lines += ["    " + " ".join(f"{{0x{a:02x}, 0x{b:02x}}}," for a, b in entries_[k:k + 6])
               for k in range(0, len(entries_), 6)]
     lines += ["};", "", "/* each text's codes and a 0, in the order of texts.def */",
-              f"static const uint8_t mk_text_packed[{size}] = {{"]
-    for (name, _), codes in zip(entries, packing.texts):
+              "static const uint8_t mk_text_packed[] = {"]
+    for k, ((name, _), codes) in enumerate(zip(entries, packing.texts)):
+        if k == len(entries) - tests:
+            lines.append("#if MK_TEST_HOOKS")
         lines.append(f"    /* {name} */")
         lines += _bytes(codes + [0], "    ")
-    lines += ["};", "", "#endif", ""]
+    lines += [*(["#endif"] if tests else []), "};", "", "#endif", ""]
     return "\n".join(lines)
 
 
@@ -304,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
                    help="exit status 1 if src/texts_packed.h is out of date")
     args = p.parse_args(argv)
     try:
-        wanted = render(read_catalog(CATALOG.read_text()))
+        catalog = CATALOG.read_text()
+        wanted = render(read_catalog(catalog), test_only(catalog))
     except ValueError as exc:
         print(f"pack_texts: error: {exc}", file=sys.stderr)
         return 2
