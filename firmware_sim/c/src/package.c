@@ -456,7 +456,9 @@ static uint32_t first_zero(const int8_t *v, uint32_t count)
     return k;
 }
 
-/* What the per-channel pass `pass` of a dense layer refuses (_check_dense), in its order */
+/* What the per-channel pass `pass` of a dense layer refuses (_check_dense), in its order; each
+ * text takes the channel, the value it names (pass 3: the channel again), the multiplier and
+ * the shift, and uses the first of them it needs */
 static const uint8_t dense_refusals[4] = {
     T_MULTIPLIER_0_OR,        /* multiplier: 0 or in [2^30, 2^31 - 1] */
     T_SHIFT_0_WHERE,          /* shift: 0 where the multiplier is 0 */
