@@ -160,12 +160,14 @@ def _best_phrase(texts: list[list[_Item]]) -> tuple[int, ...] | None:
     found: dict[tuple[int, ...], list[int]] = {}  # row: [occurrences, text, end of the last]
     for t, items in enumerate(texts):
         for i in range(len(items)):
-            for end in range(i + 1, min(i + PHRASE_MAX, len(items)) + 1):
-                if not isinstance(items[end - 1], int):
+            row: tuple[int, ...] = ()
+            for item in items[i:i + PHRASE_MAX]:
+                if not isinstance(item, int):
                     break
-                if end - i < PHRASE_MIN:
+                row += (item,)
+                if len(row) < PHRASE_MIN:
                     continue
-                row = tuple(items[i:end])
+                end = i + len(row)
                 seen = found.setdefault(row, [0, -1, 0])
                 if seen[1] != t or i >= seen[2]:
                     seen[0] += 1
@@ -205,6 +207,7 @@ def pack(texts: list[str]) -> Packing:
                     out.append(text[i])
                     i += 1
             items[t] = out
+        assert first is not None  # the row occurs (twice at least)
         rows.append(row)
         firsts.append(first)
     # the array: first occurrences laid out in place, their offsets noted
