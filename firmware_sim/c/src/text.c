@@ -133,27 +133,27 @@ void mk_text_printf(mk_text *t, const char *format, ...)
     va_end(args);
 }
 
-/* The characters a code of the packed texts stands for (texts_packed.h), at out; the end. */
+/* The characters a code of the packed texts stands for (texts_packed.h), at out; the end. A
+ * code that stands for others (tools/pack_texts.py: is_code, slot) stands for the two codes of
+ * its entry (a pair) or for codes of the packed texts themselves (a phrase). */
 static char *expand(unsigned code, char *out)
 {
-    /* a code that stands for others (tools/pack_texts.py: is_code, slot) */
-    while (code >= 0x80u || (code < 0x20u && code != '\n' && code != '\t')) {
-        const unsigned slot = (code + 0x80u) & 0xFFu;
-        const uint8_t *entry = mk_text_codes[slot];
-        if (slot < MK_TEXT_PAIRS) { /* a pair: its first code in depth, its second in place */
-            out = expand(entry[0], out);
-            code = entry[1];
-        } else { /* a phrase of the packed texts: all but its last code in depth */
-            const uint8_t *p = mk_text_packed + (entry[0] | (entry[1] & 0x0Fu) << 8);
-            unsigned more = entry[1] >> 4;
-            for (; more; more--) {
-                out = expand(*p++, out);
-            }
-            code = *p;
-        }
+    const unsigned slot = (code + 0x80u) & 0xFFu;
+    const uint8_t *entry, *codes;
+    unsigned n = 2;
+    if (code < 0x80u && (code >= 0x20u || code == '\n' || code == '\t')) { /* a character */
+        *out = (char)code;
+        return out + 1;
     }
-    *out = (char)code;
-    return out + 1;
+    codes = entry = mk_text_codes[slot];
+    if (slot >= MK_TEXT_PAIRS) {
+        codes = mk_text_packed + (entry[0] | (entry[1] & 0x0Fu) << 8);
+        n = (entry[1] >> 4) + 1u;
+    }
+    while (n--) {
+        out = expand(*codes++, out);
+    }
+    return out;
 }
 
 uint32_t mk_text_expand(mk_text_id id, char *out)
