@@ -162,8 +162,9 @@ int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why)
 
 /* ------------------------------------------------------------------ class names */
 
-/* Python's UTF-8 decoder: 0 if valid, else the reason it gives for the first error. */
-static const char *utf8_problem(const uint8_t *s, uint32_t n)
+/* Python's UTF-8 decoder: MK_TEXT_COUNT if valid, else the reason it gives for the first
+ * error (a text) */
+static mk_text_id utf8_problem(const uint8_t *s, uint32_t n)
 {
     uint32_t i = 0;
     while (i < n) {
@@ -173,21 +174,21 @@ static const char *utf8_problem(const uint8_t *s, uint32_t n)
             continue;
         }
         if (c < 0xC2u || c > 0xF4u) {
-            return mk_text_reason(T_INVALID_START_BYTE);
+            return T_INVALID_START_BYTE;
         }
         more = c < 0xE0u ? 1u : c < 0xF0u ? 2u : 3u;
         lo = c == 0xE0u ? 0xA0u : c == 0xF0u ? 0x90u : 0x80u;
         hi = c == 0xEDu ? 0x9Fu : c == 0xF4u ? 0x8Fu : 0xBFu;
         for (; more; more--, i++, lo = 0x80u, hi = 0xBFu) {
             if (i >= n) {
-                return mk_text_reason(T_UNEXPECTED_END_OF_DATA);
+                return T_UNEXPECTED_END_OF_DATA;
             }
             if (s[i] < lo || s[i] > hi) {
-                return mk_text_reason(T_INVALID_CONTINUATION_BYTE);
+                return T_INVALID_CONTINUATION_BYTE;
             }
         }
     }
-    return 0;
+    return MK_TEXT_COUNT;
 }
 
 /* _decode_names over data[:limit]: the payload start in *end, or -1 */
@@ -197,7 +198,7 @@ static int decode_names(const uint8_t *data, uint32_t limit, uint32_t start, uin
     uint32_t pos = start, k, stop;
     for (k = 0; k < count; k++) {
         uint32_t len;
-        const char *problem;
+        mk_text_id problem;
         if (pos >= limit) {
             return mk_text_refuse(t, T_CLASS_NAME_RUNS_PAST, k);
         }
@@ -205,7 +206,7 @@ static int decode_names(const uint8_t *data, uint32_t limit, uint32_t start, uin
         if (pos + 1u + len > limit) {
             return mk_text_refuse(t, T_CLASS_NAME_BYTES_RUNS, k, len);
         }
-        if ((problem = utf8_problem(data + pos + 1, len)) != 0) {
+        if ((problem = utf8_problem(data + pos + 1, len)) != MK_TEXT_COUNT) {
             return mk_text_refuse(t, T_CLASS_NAME_NOT_VALID, k, problem);
         }
         pos += 1u + len;
@@ -242,21 +243,20 @@ static const uint8_t *take(reader *r, unsigned itemsize, uint32_t count, mk_text
     const uint32_t room = r->size - r->pos; /* (a layer's data is below 2^32 - 80 bytes) */
     const uint32_t n = count * itemsize, end = r->pos + align4(n);
     const uint8_t *p = r->blob + r->pos;
+    mk_text_id why = T_DATA_SIZE_TOO_SMALL;
     uint32_t i;
-    if (count > room / itemsize || align4(n) > room) { /* pos + align4(n) > size */
-        reader_where(t, r);
-        mk_text_format(t, T_DATA_SIZE_TOO_SMALL, r->size);
-        return 0;
-    }
-    for (i = r->pos + n; i < end; i++) {
-        if (r->blob[i]) {
-            reader_where(t, r);
-            mk_text_format(t, T_PADDING_BYTES_AFTER_ARRAY);
-            return 0;
+    if (count <= room / itemsize && align4(n) <= room) { /* pos + align4(n) <= size */
+        for (i = r->pos + n; i < end && !r->blob[i]; i++) {
         }
+        if (i == end) {
+            r->pos = end;
+            return p;
+        }
+        why = T_PADDING_BYTES_AFTER_ARRAY;
     }
-    r->pos = end;
-    return p;
+    reader_where(t, r);
+    mk_text_format(t, why, r->size);
+    return 0;
 }
 
 /* _Reader.done */
