@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "config.h"
 
@@ -58,6 +59,16 @@ static inline uint32_t mk_le32(const uint8_t *p)
 {
     return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
 }
+/* Little-endian stores. On a little-endian target they are copies, which the compiler makes
+ * one store where the core allows unaligned ones (Cortex-M3/M4: STR, STRH); elsewhere bytes. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline void mk_put16(uint8_t *p, uint32_t v)
+{
+    const uint16_t h = (uint16_t)v;
+    memcpy(p, &h, 2);
+}
+static inline void mk_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+#else
 static inline void mk_put16(uint8_t *p, uint32_t v) { p[0] = (uint8_t)v; p[1] = (uint8_t)(v >> 8); }
 static inline void mk_put32(uint8_t *p, uint32_t v)
 {
@@ -66,5 +77,6 @@ static inline void mk_put32(uint8_t *p, uint32_t v)
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
+#endif
 
 #endif
