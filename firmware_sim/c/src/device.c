@@ -49,14 +49,18 @@ static void ack(reply *r, uint32_t a, uint32_t b)
     answer(r, MK_ACK, 0, a, b);
 }
 
-/* A NAK with its text from the catalog (mk_text_format) and its values. */
-static void nak(reply *r, uint8_t code, uint32_t a, uint32_t b, mk_text_id text, ...)
+/* A NAK: its error code, its text from the catalog (mk_text_format), `a` and `b`, then the
+ * text's values. The code and the text travel as one word (so that `a`, `b` go in registers
+ * and each refusal costs less code). */
+#define NAK(r, code, text, ...) nak(r, (uint32_t)(code) | (uint32_t)(text) << 8, __VA_ARGS__)
+
+static void nak(reply *r, uint32_t code_text, uint32_t a, uint32_t b, ...)
 {
     mk_text t;
     va_list args;
-    mk_text_init(&t, (char *)answer(r, MK_NAK, code, a, b), MK_TEXT_MAX);
-    va_start(args, text);
-    mk_text_vformat(&t, text, args);
+    mk_text_init(&t, (char *)answer(r, MK_NAK, (uint8_t)code_text, a, b), MK_TEXT_MAX);
+    va_start(args, b);
+    mk_text_vformat(&t, code_text >> 8, args);
     va_end(args);
     r->length += mk_text_finish(&t);
 }
@@ -67,7 +71,7 @@ static int bad_image_id(reply *r, const char *what, uint32_t id_len)
     if (id_len == 0 || id_len == 32) {
         return 0;
     }
-    nak(r, MK_ERR_BAD_PAYLOAD, r->f->length, 0, T_IMAGE_ID_BYTES_EXPECTED, what, id_len);
+    NAK(r, MK_ERR_BAD_PAYLOAD, T_IMAGE_ID_BYTES_EXPECTED, r->f->length, 0, what, id_len);
     return 1;
 }
 
@@ -78,14 +82,14 @@ static int too_large_for_ram(reply *r, uint32_t need)
     if (need <= have) {
         return 0;
     }
-    nak(r, MK_ERR_TOO_LARGE_RAM, need, have, T_MODEL_NEEDS_RAM, need, have);
+    NAK(r, MK_ERR_TOO_LARGE_RAM, T_MODEL_NEEDS_RAM, need, have, need, have);
     return 1;
 }
 
 static void flash_failed(reply *r, const char *why)
 {
     r->d->upload.active = 0;
-    nak(r, MK_ERR_FLASH, 0, 0, T_FLASH, why);
+    NAK(r, MK_ERR_FLASH, T_FLASH, 0, 0, why);
 }
 
 static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESULT carries */
@@ -290,14 +294,14 @@ static void begin(reply *r)
     const uint32_t id_len = r->f->length - 13u, active = active_slot(d);
     uint32_t slot = p[12];
     if (size == 0) {
-        nak(r, MK_ERR_BAD_PAYLOAD, r->f->length, 0, T_BEGIN_SIZE_0_IMAGE);
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_BEGIN_SIZE_0_IMAGE, r->f->length, 0);
         return;
     }
     if (bad_image_id(r, "BEGIN", id_len)) {
         return;
     }
     if (size > d->store.slot_bytes) {
-        nak(r, MK_ERR_TOO_LARGE_FLASH, size, d->store.slot_bytes, T_MODEL_BYTES_DOES_NOT, size,
+        NAK(r, MK_ERR_TOO_LARGE_FLASH, T_MODEL_BYTES_DOES_NOT, size, d->store.slot_bytes, size,
             d->store.slot_bytes);
         return;
     }
@@ -308,8 +312,8 @@ static void begin(reply *r)
         slot = active != 0 ? 0 : 1;
     }
     if (slot > 1u || slot == active) {
-        nak(r, MK_ERR_BAD_SLOT, slot, active,
-            slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST, slot);
+        NAK(r, MK_ERR_BAD_SLOT, slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST,
+            slot, active, slot);
         return;
     }
     if (!u->active || u->slot != slot || u->size != size || u->crc32 != crc ||
@@ -342,13 +346,13 @@ static int header_problem(reply *r)
     mk_text_init(&why, words, MK_TEXT_MAX);
     if (mk_package_peek(u->head, MK_HEADER_BYTES, &h, &why)) {
         words[mk_text_finish(&why)] = 0;
-        nak(r, MK_ERR_BAD_PACKAGE, 0, 0, T_NOT_WEIGHT_PACKAGE, words);
+        NAK(r, MK_ERR_BAD_PACKAGE, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
     } else if (h.total_size != u->size) {
-        nak(r, MK_ERR_BAD_PACKAGE, h.total_size, u->size, T_PACKAGE_HEADER_SAYS_BYTES,
-            h.total_size, u->size);
+        NAK(r, MK_ERR_BAD_PACKAGE, T_PACKAGE_HEADER_SAYS_BYTES, h.total_size, u->size, h.total_size,
+            u->size);
     } else if (too_large_for_ram(r, h.ram_bytes)) {
     } else if ((widest = h.n_inputs > h.n_outputs ? h.n_inputs : h.n_outputs) > room) {
-        nak(r, MK_ERR_BAD_PACKAGE, widest, room, T_MODEL_INPUTS_OUTPUTS_FRAME, h.n_inputs,
+        NAK(r, MK_ERR_BAD_PACKAGE, T_MODEL_INPUTS_OUTPUTS_FRAME, widest, room, h.n_inputs,
             h.n_outputs, room);
     } else {
         return 0;
@@ -364,28 +368,29 @@ static void data(reply *r)
     const uint32_t page = d->flash->page_bytes, offset = mk_le32(r->f->payload);
     const uint32_t n = r->f->length - 4u;
     const uint64_t end = (uint64_t)offset + n;
-    uint32_t tmp[MK_MAX_AHEAD + 1u][2], received;
+    uint32_t ahead[MK_MAX_AHEAD + 1u][2], n_ahead, received;
     uint64_t pos, gap_end;
     if (!u->active) {
-        nak(r, MK_ERR_NO_UPLOAD, 0, 0, T_NO_UPLOAD_PROGRESS_SEND);
+        NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_SEND, 0, 0);
         return;
     }
     if (n == 0 || end > u->size) {
-        nak(r, MK_ERR_BAD_PAYLOAD, r->f->length, 0, T_DATA_BYTES_NON_EMPTY, n, offset, u->size);
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_DATA_BYTES_NON_EMPTY, r->f->length, 0, n, offset, u->size);
         return;
     }
-    pos = offset;
-    if (next_gap(u, &pos, end, &gap_end) &&
-        with_range(u, offset, (uint32_t)end, &received, tmp) > MK_MAX_AHEAD) {
-        nak(r, MK_ERR_OFFSET, u->received, offset, T_EXPECTED_OFFSET_GOT_ALREADY, u->received,
+    /* the ranges once these bytes are in: refused if they would be too many (bytes already
+     * written add none, so a frame sent twice is never refused) */
+    n_ahead = with_range(u, offset, (uint32_t)end, &received, ahead);
+    if (n_ahead > MK_MAX_AHEAD) {
+        NAK(r, MK_ERR_OFFSET, T_EXPECTED_OFFSET_GOT_ALREADY, u->received, offset, u->received,
             offset, u->n_ahead);
         return;
     }
-    pos = offset;
-    /* only bytes not yet written: flash is written once */
-    while (next_gap(u, &pos, end, &gap_end)) {
-        const uint32_t start = (uint32_t)pos, stop = (uint32_t)gap_end;
-        uint32_t at = start;
+    /* only bytes not yet written: flash is written once. (A flash that fails drops the upload,
+     * ranges and all.) */
+    for (pos = offset; next_gap(u, &pos, end, &gap_end); pos = gap_end) {
+        uint32_t at = (uint32_t)pos;
+        const uint32_t stop = (uint32_t)gap_end;
         while (at < stop) { /* page by page */
             const uint32_t index = at / page;
             const uint32_t cut = stop < (index + 1u) * page ? stop : (index + 1u) * page;
@@ -407,11 +412,10 @@ static void data(reply *r)
             }
             at = cut;
         }
-        u->n_ahead = with_range(u, start, stop, &received, tmp);
-        u->received = received;
-        memcpy(u->ahead, tmp, u->n_ahead * sizeof tmp[0]);
-        pos = stop;
     }
+    u->received = received;
+    u->n_ahead = n_ahead;
+    memcpy(u->ahead, ahead, n_ahead * sizeof ahead[0]);
     if (header_problem(r)) {
         return;
     }
@@ -435,13 +439,13 @@ static void switch_to(reply *r, unsigned slot, uint32_t size, uint32_t crc, cons
     outcome = load(d, &d->candidate, mk_store_slot(&d->store, slot), size, &why);
     words[mk_text_finish(&why)] = 0;
     if (outcome < 0) {
-        nak(r, MK_ERR_BAD_PACKAGE, 0, 0, T_NOT_WEIGHT_PACKAGE, words);
+        NAK(r, MK_ERR_BAD_PACKAGE, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
         return;
     }
     if (outcome > 0) {
         const uint32_t need = d->candidate.ram_bytes;
-        nak(r, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE, need,
-            d->config.ram_bytes, T_STR, words);
+        NAK(r, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE, T_STR, need,
+            d->config.ram_bytes, words);
         return;
     }
     if (!check_only) {
@@ -477,17 +481,17 @@ static void commit(reply *r)
             return;
         }
         /* "image " + digest.hex()[:16], or unnamed */
-        nak(r, MK_ERR_NO_UPLOAD, 0, 0, T_NO_UPLOAD_PROGRESS_COMMIT,
+        NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_COMMIT, 0, 0,
             id_len ? "image " : "the image (unnamed)", id, id_len ? 8u : 0u);
         return;
     }
     if (size != u->size || crc != u->crc32) {
-        nak(r, MK_ERR_CRC_MISMATCH, crc, u->crc32, T_COMMIT_NAMES_BYTES_CRC, size, crc, u->size,
+        NAK(r, MK_ERR_CRC_MISMATCH, T_COMMIT_NAMES_BYTES_CRC, crc, u->crc32, size, crc, u->size,
             u->crc32);
         return;
     }
     if (u->received < u->size) {
-        nak(r, MK_ERR_INCOMPLETE, u->received, u->size, T_ONLY_BYTES_RECEIVED, u->received,
+        NAK(r, MK_ERR_INCOMPLETE, T_ONLY_BYTES_RECEIVED, u->received, u->size, u->received,
             u->size);
         return;
     }
@@ -495,13 +499,13 @@ static void commit(reply *r)
     image = mk_store_slot(&d->store, u->slot);
     calc = mk_crc32(0, image, u->size);
     if (calc != u->crc32) {
-        nak(r, MK_ERR_CRC_MISMATCH, calc, u->crc32, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32);
+        NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32, calc, u->crc32);
         return;
     }
     mk_sha256(image, u->size, sha);
     if (u->id_len && memcmp(sha, u->image_id, 32) != 0) {
-        nak(r, MK_ERR_CRC_MISMATCH, mk_le32(sha), mk_le32(u->image_id), T_IMAGE_FLASH_HAS_SHA,
-            sha, (uint32_t)8, u->image_id, (uint32_t)8);
+        NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_SHA, mk_le32(sha), mk_le32(u->image_id), sha,
+            (uint32_t)8, u->image_id, (uint32_t)8);
         return;
     }
     switch_to(r, u->slot, u->size, u->crc32, sha, 0);
@@ -514,11 +518,11 @@ static void rollback(reply *r)
     uint8_t sha[32];
     mk_record found;
     if (flags & ~MK_ROLLBACK_CHECK) {
-        nak(r, MK_ERR_BAD_PAYLOAD, r->f->length, 0, T_ROLLBACK_FLAGS_0X_ONLY, flags);
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_ROLLBACK_FLAGS_0X_ONLY, r->f->length, 0, flags);
         return;
     }
     if (slot > 1u) {
-        nak(r, MK_ERR_BAD_SLOT, slot, active, T_SLOT_DOES_NOT_EXIST, slot);
+        NAK(r, MK_ERR_BAD_SLOT, T_SLOT_DOES_NOT_EXIST, slot, active, slot);
         return;
     }
     if (slot == active) { /* running already (or a repeat) */
@@ -526,7 +530,7 @@ static void rollback(reply *r)
         return;
     }
     if (!mk_store_committed(&d->store, slot, &found, sha)) {
-        nak(r, MK_ERR_NO_MODEL, slot, active, T_HOLDS_NO_COMMITTED_MODEL,
+        NAK(r, MK_ERR_NO_MODEL, T_HOLDS_NO_COMMITTED_MODEL, slot, active,
             slot ? "slot B" : "slot A");
         return;
     }
@@ -548,13 +552,13 @@ static void read_slot(reply *r)
     uint64_t end;
     if (slot == 0xFFu) {
         if (!d->has_active) {
-            nak(r, MK_ERR_NO_MODEL, 0, 0, T_NO_ACTIVE_MODEL_READ);
+            NAK(r, MK_ERR_NO_MODEL, T_NO_ACTIVE_MODEL_READ, 0, 0);
             return;
         }
         slot = d->active.slot;
         limit = d->active.size;
     } else if (slot > 1u) {
-        nak(r, MK_ERR_BAD_SLOT, slot, 0, T_SLOT_DOES_NOT_EXIST_READ, slot);
+        NAK(r, MK_ERR_BAD_SLOT, T_SLOT_DOES_NOT_EXIST_READ, slot, 0, slot);
         return;
     } else if (d->upload.active && d->upload.slot == slot) {
         limit = d->upload.received; /* only what this upload has written */
@@ -562,13 +566,13 @@ static void read_slot(reply *r)
         limit = d->store.slot_bytes;
     }
     if (length > room) {
-        nak(r, MK_ERR_BAD_PAYLOAD, r->f->length, 0, T_READ_BYTES_ONE_REPLY, length, room);
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_READ_BYTES_ONE_REPLY, r->f->length, 0, length, room);
         return;
     }
     end = (uint64_t)offset + length;
     if (end > limit) {
-        nak(r, MK_ERR_RANGE, end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit,
-            T_READ_PAST_READABLE_BYTES, offset, length, limit);
+        NAK(r, MK_ERR_RANGE, T_READ_PAST_READABLE_BYTES,
+            end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit, offset, length, limit);
         return;
     }
     r->type = MK_READ_DATA;
@@ -584,12 +588,12 @@ static void infer(reply *r)
     uint32_t spent = d->cycles;
     const int8_t *y;
     if (!d->runnable) {
-        nak(r, MK_ERR_NO_MODEL, 0, 0, T_NO_RUNNABLE_MODEL,
+        NAK(r, MK_ERR_NO_MODEL, T_NO_RUNNABLE_MODEL, 0, 0,
             d->load_error[0] ? d->load_error : "no model has been committed");
         return;
     }
     if (n != d->model.n_inputs) {
-        nak(r, MK_ERR_BAD_INPUT, n, d->model.n_inputs, T_INPUT_BYTES_MODEL_TAKES, n,
+        NAK(r, MK_ERR_BAD_INPUT, T_INPUT_BYTES_MODEL_TAKES, n, d->model.n_inputs, n,
             d->model.n_inputs);
         return;
     }
@@ -695,15 +699,15 @@ static void dispatch(reply *r)
     const uint32_t n = f->length;
     const message *m;
     if ((uint32_t)f->type - 1u >= MK_ROLLBACK) {
-        nak(r, MK_ERR_UNKNOWN_TYPE, f->type, 0, T_FRAME_TYPE_0X_NOT, (uint32_t)f->type);
+        NAK(r, MK_ERR_UNKNOWN_TYPE, T_FRAME_TYPE_0X_NOT, f->type, 0, (uint32_t)f->type);
         return;
     }
     m = &messages[f->type - 1u];
     if (m->rule == NO_PAYLOAD ? n != 0 : m->rule == EXACTLY ? n != m->length : n < m->length) {
         if (m->rule == NO_PAYLOAD) {
-            nak(r, MK_ERR_BAD_PAYLOAD, n, 0, T_TAKES_NO_PAYLOAD_GOT, m->name, n);
+            NAK(r, MK_ERR_BAD_PAYLOAD, T_TAKES_NO_PAYLOAD_GOT, n, 0, m->name, n);
         } else {
-            nak(r, MK_ERR_BAD_PAYLOAD, n, 0, T_PAYLOAD_BYTES_EXPECTED, m->name, n,
+            NAK(r, MK_ERR_BAD_PAYLOAD, T_PAYLOAD_BYTES_EXPECTED, n, 0, m->name, n,
                 (uint32_t)m->length, m->rule == AT_LEAST ? " or more" : "");
         }
         return;
