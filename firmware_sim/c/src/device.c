@@ -104,21 +104,25 @@ static uint32_t active_slot(const mk_device *d) /* 0xFF: none */
 
 /* ------------------------------------------------------------------ loading a model */
 
-/* Device._load: 0 runnable; 1 decoded but does not fit (why in t); -1 not a package */
-static int load(mk_device *d, mk_model *m, const uint8_t *image, uint32_t size, mk_text *t)
+/* Device._load, of the image in `slot`: 0 runnable; 1 decoded but does not fit; -1 not a
+ * package. Why not, in `why` (MK_TEXT_MAX + 1 bytes, NUL-terminated). */
+static int load(mk_device *d, mk_model *m, unsigned slot, uint32_t size, char *why)
 {
-    if (mk_package_load(m, image, size, t, (uint8_t *)mk_arena, d->config.ram_bytes)) {
-        return -1;
+    const uint32_t ram = d->config.ram_bytes, room = frame_room(d);
+    mk_text t;
+    int outcome = 0;
+    mk_text_init(&t, why, MK_TEXT_MAX);
+    if (mk_package_load(m, mk_store_slot(&d->store, slot), size, &t, (uint8_t *)mk_arena, ram)) {
+        outcome = -1;
+    } else if (m->ram_bytes > ram) {
+        mk_text_format(&t, T_MODEL_NEEDS_RAM, m->ram_bytes, ram);
+        outcome = 1;
+    } else if (m->n_inputs > room || m->n_outputs > room) {
+        mk_text_format(&t, T_MODEL_INPUTS_OUTPUTS_FRAME, m->n_inputs, m->n_outputs, room);
+        outcome = 1;
     }
-    if (m->ram_bytes > d->config.ram_bytes) {
-        mk_text_format(t, T_MODEL_NEEDS_RAM, m->ram_bytes, d->config.ram_bytes);
-        return 1;
-    }
-    if (m->n_inputs > frame_room(d) || m->n_outputs > frame_room(d)) {
-        mk_text_format(t, T_MODEL_INPUTS_OUTPUTS_FRAME, m->n_inputs, m->n_outputs, frame_room(d));
-        return 1;
-    }
-    return 0;
+    why[mk_text_finish(&t)] = 0;
+    return outcome;
 }
 
 /* d->model, as load() left it with `outcome`, is the active image's: why it does not run
@@ -143,12 +147,7 @@ void mk_device_boot(mk_device *d)
     d->load_error[0] = 0;
     if (d->has_active) {
         char why[MK_TEXT_MAX + 1];
-        mk_text t;
-        int outcome;
-        mk_text_init(&t, why, MK_TEXT_MAX);
-        outcome = load(d, &d->model, mk_store_slot(&d->store, d->active.slot), d->active.size,
-                       &t);
-        why[mk_text_finish(&t)] = 0;
+        const int outcome = load(d, &d->model, d->active.slot, d->active.size, why);
         use_model(d, outcome, why);
     }
 }
@@ -431,13 +430,9 @@ static void switch_to(reply *r, unsigned slot, uint32_t size, uint32_t crc, cons
 {
     mk_device *d = r->d;
     char words[MK_TEXT_MAX + 1];
-    mk_text why;
+    const int outcome = load(d, &d->candidate, slot, size, words);
     mk_record rec;
     const char *fault;
-    int outcome;
-    mk_text_init(&why, words, MK_TEXT_MAX);
-    outcome = load(d, &d->candidate, mk_store_slot(&d->store, slot), size, &why);
-    words[mk_text_finish(&why)] = 0;
     if (outcome < 0) {
         NAK(r, MK_ERR_BAD_PACKAGE, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
         return;
