@@ -74,19 +74,18 @@ static int unpack(const uint8_t *raw, mk_record *r)
     return 1;
 }
 
-/* CommitRecord.names: the slot holds the image this record committed (its SHA-256 in digest) */
+/* CommitRecord.names: the slot holds the image this record committed (its SHA-256 in digest).
+ * A record of the earlier layout (an all-zero id) names an image by size and CRC alone, and
+ * only as the newest record. */
 static int names_image(const mk_store *s, const mk_record *r, int newest, uint8_t digest[32])
 {
-    static const uint8_t legacy[MK_ID_BYTES];
     const uint8_t *image = mk_store_slot(s, r->slot);
-    if (mk_crc32(0, image, r->size) != r->crc32) {
-        return 0;
-    }
-    if (memcmp(r->id, legacy, MK_ID_BYTES) == 0 && !newest) {
+    const int legacy = (mk_le32(r->id) | mk_le32(r->id + 4)) == 0;
+    if (mk_crc32(0, image, r->size) != r->crc32 || (legacy && !newest)) {
         return 0;
     }
     mk_sha256(image, r->size, digest);
-    return memcmp(r->id, legacy, MK_ID_BYTES) == 0 || memcmp(digest, r->id, MK_ID_BYTES) == 0;
+    return legacy || memcmp(digest, r->id, MK_ID_BYTES) == 0;
 }
 
 /* Records are taken in the order of ModelStore.records: newest first, records of one seq in
@@ -142,18 +141,16 @@ int mk_store_committed(const mk_store *s, unsigned slot, mk_record *out, uint8_t
 const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t crc32,
                             const uint8_t id[MK_ID_BYTES], mk_record *out)
 {
-    static const uint8_t blank[MK_RECORD_BYTES] = {
-        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-        0xFF, 0xFF};
     mk_record r;
     const uint64_t newest = next_record(s, 0, &r);
     uint32_t e, page = newest ? entry_of(newest) / s->per_page : 0u, index = 0;
     uint8_t raw[MK_RECORD_BYTES];
     const char *why;
-    for (e = 0; e < s->per_page; e++) { /* after the last used entry of the record page */
-        if (memcmp(entry(s, page * s->per_page + e), blank, MK_RECORD_BYTES) != 0) {
-            index = e + 1u;
+    for (e = 0; e < s->per_page; e++) { /* after the last used (not erased) entry of the page */
+        const uint8_t *p = entry(s, page * s->per_page + e);
+        uint32_t k;
+        for (k = 0; k < MK_RECORD_BYTES; k++) {
+            index = p[k] != 0xFFu ? e + 1u : index;
         }
     }
     if (index >= s->per_page) { /* full: continue on the other page, erased first */
@@ -163,19 +160,15 @@ const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t 
         }
         index = 0;
     }
-    out->seq = newest ? r.seq + 1u : 1u;
-    out->slot = (uint8_t)slot;
-    out->size = size;
-    out->crc32 = crc32;
-    memcpy(out->id, id, MK_ID_BYTES);
     mk_put32(raw, RECORD_MAGIC);
-    mk_put32(raw + 4, out->seq);
+    mk_put32(raw + 4, newest ? r.seq + 1u : 1u);
     raw[8] = (uint8_t)slot;
     raw[9] = raw[10] = raw[11] = 0;
     mk_put32(raw + 12, size);
     mk_put32(raw + 16, crc32);
     memcpy(raw + 20, id, MK_ID_BYTES);
     mk_put32(raw + 28, mk_crc32(0, raw, 28));
+    unpack(raw, out); /* the record as it will read back */
     return s->flash->write(s->flash->ctx, (page * s->per_page + index) * MK_RECORD_BYTES, raw,
                            MK_RECORD_BYTES);
 }
