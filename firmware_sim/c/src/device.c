@@ -97,11 +97,6 @@ static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESUL
     return d->config.max_payload - 4u;
 }
 
-static uint32_t active_slot(const mk_device *d) /* 0xFF: none */
-{
-    return d->has_active ? d->active.slot : 0xFFu;
-}
-
 /* ------------------------------------------------------------------ loading a model */
 
 /* Device._load, of the image in `slot`: 0 runnable; 1 decoded but does not fit; -1 not a
@@ -143,6 +138,10 @@ void mk_device_boot(mk_device *d)
 {
     d->upload.active = 0;
     d->has_active = mk_store_active(&d->store, &d->active, d->active_sha256);
+    if (!d->has_active) { /* STATUS: slot 0xFF, size and CRC 0 */
+        memset(&d->active, 0, sizeof d->active);
+        d->active.slot = 0xFFu;
+    }
     d->has_package = d->runnable = 0;
     d->load_error[0] = 0;
     if (d->has_active) {
@@ -290,7 +289,7 @@ static void begin(reply *r)
     mk_upload *u = &d->upload;
     const uint8_t *p = r->f->payload, *id = p + 13;
     const uint32_t size = mk_le32(p), crc = mk_le32(p + 4), ram = mk_le32(p + 8);
-    const uint32_t id_len = r->f->length - 13u, active = active_slot(d);
+    const uint32_t id_len = r->f->length - 13u, active = d->active.slot;
     uint32_t slot = p[12];
     if (size == 0) {
         NAK(r, MK_ERR_BAD_PAYLOAD, T_BEGIN_SIZE_0_IMAGE, r->f->length, 0);
@@ -509,7 +508,8 @@ static void commit(reply *r)
 static void rollback(reply *r)
 {
     mk_device *d = r->d;
-    const uint32_t slot = r->f->payload[0], flags = r->f->payload[1], active = active_slot(d);
+    const uint32_t slot = r->f->payload[0], flags = r->f->payload[1];
+    const uint32_t active = d->active.slot;
     uint8_t sha[32];
     mk_record found;
     if (flags & ~MK_ROLLBACK_CHECK) {
@@ -609,7 +609,7 @@ static void status(reply *r)
 {
     mk_device *d = r->d;
     const mk_upload *u = &d->upload;
-    const int up = u->active, run = d->runnable, has = d->has_active;
+    const int up = u->active, run = d->runnable;
     uint32_t page, worst = 0, total = 0;
     uint8_t *p = r->payload;
     for (page = 0; page < d->store.n_pages; page++) {
@@ -618,9 +618,9 @@ static void status(reply *r)
         total += c;
     }
     r->type = MK_STATUS_REPLY;
-    p[0] = (uint8_t)active_slot(d);
-    mk_put32(p + 1, has ? d->active.size : 0);
-    mk_put32(p + 5, has ? d->active.crc32 : 0);
+    p[0] = (uint8_t)d->active.slot;
+    mk_put32(p + 1, d->active.size);
+    mk_put32(p + 5, d->active.crc32);
     mk_put16(p + 9, run ? d->model.n_inputs : 0);
     mk_put16(p + 11, run ? d->model.n_outputs : 0);
     p[13] = (uint8_t)run;

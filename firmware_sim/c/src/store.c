@@ -117,11 +117,9 @@ static int find_record(const mk_store *s, int slot, mk_record *out, uint8_t sha2
 {
     uint64_t order = 0;
     uint32_t k;
-    mk_record r;
-    for (k = 0; (order = next_record(s, order, &r)) != 0; k++) {
-        if ((slot < 0 || r.slot == (unsigned)slot) && r.size <= s->slot_bytes &&
-            names_image(s, &r, slot < 0 && k == 0, sha256)) {
-            *out = r;
+    for (k = 0; (order = next_record(s, order, out)) != 0; k++) {
+        if ((slot < 0 || out->slot == (unsigned)slot) && out->size <= s->slot_bytes &&
+            names_image(s, out, slot < 0 && k == 0, sha256)) {
             return 1;
         }
     }
