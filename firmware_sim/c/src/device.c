@@ -349,6 +349,7 @@ static int header_problem(reply *r)
         NAK(r, MK_ERR_BAD_PACKAGE, T_PACKAGE_HEADER_SAYS_BYTES, h.total_size, u->size, h.total_size,
             u->size);
     } else if (too_large_for_ram(r, h.ram_bytes)) {
+        /* (its NAK is written) */
     } else if ((widest = h.n_inputs > h.n_outputs ? h.n_inputs : h.n_outputs) > room) {
         NAK(r, MK_ERR_BAD_PACKAGE, T_MODEL_INPUTS_OUTPUTS_FRAME, widest, room, h.n_inputs,
             h.n_outputs, room);
