@@ -184,7 +184,7 @@ void mk_device_rx_overrun(mk_device *d)
 /* ------------------------------------------------------------------ the upload's ranges */
 
 /* Upload.missing: the first part of [start, end) not yet written, from `pos` on; 0 if none */
-static int next_gap(const mk_upload *u, uint64_t *pos, uint64_t end, uint64_t *gap_end)
+static int next_gap(const mk_upload *u, uint32_t *pos, uint32_t end, uint32_t *gap_end)
 {
     uint32_t k;
     if (*pos < u->received) {
@@ -365,21 +365,19 @@ static void data(reply *r)
     mk_device *d = r->d;
     mk_upload *u = &d->upload;
     const uint32_t page = d->flash->page_bytes, offset = mk_le32(r->f->payload);
-    const uint32_t n = r->f->length - 4u;
-    const uint64_t end = (uint64_t)offset + n;
-    uint32_t ahead[MK_MAX_AHEAD + 1u][2], n_ahead, received;
-    uint64_t pos, gap_end;
+    const uint32_t n = r->f->length - 4u, end = offset + n; /* (no wrap once checked) */
+    uint32_t ahead[MK_MAX_AHEAD + 1u][2], n_ahead, received, pos, gap_end;
     if (!u->active) {
         NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_SEND, 0, 0);
         return;
     }
-    if (n == 0 || end > u->size) {
+    if (n == 0 || n > u->size || offset > u->size - n) { /* offset + n > size */
         NAK(r, MK_ERR_BAD_PAYLOAD, T_DATA_BYTES_NON_EMPTY, r->f->length, 0, n, offset, u->size);
         return;
     }
     /* the ranges once these bytes are in: refused if they would be too many (bytes already
      * written add none, so a frame sent twice is never refused) */
-    n_ahead = with_range(u, offset, (uint32_t)end, &received, ahead);
+    n_ahead = with_range(u, offset, end, &received, ahead);
     if (n_ahead > MK_MAX_AHEAD) {
         NAK(r, MK_ERR_OFFSET, T_EXPECTED_OFFSET_GOT_ALREADY, u->received, offset, u->received,
             offset, u->n_ahead);
@@ -388,8 +386,8 @@ static void data(reply *r)
     /* only bytes not yet written: flash is written once. (A flash that fails drops the upload,
      * ranges and all.) */
     for (pos = offset; next_gap(u, &pos, end, &gap_end); pos = gap_end) {
-        uint32_t at = (uint32_t)pos;
-        const uint32_t stop = (uint32_t)gap_end;
+        uint32_t at = pos;
+        const uint32_t stop = gap_end;
         while (at < stop) { /* page by page */
             const uint32_t index = at / page;
             const uint32_t cut = stop < (index + 1u) * page ? stop : (index + 1u) * page;
