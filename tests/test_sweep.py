@@ -550,17 +550,44 @@ def test_the_sweep_command_imports_no_heavy_module_to_register():
 
 def test_a_worker_runs_and_warms_up_without_importing_scikit_learn():
     """scikit-learn's import (~0.8 s) would come before every sweep's first run: a worker
-    trains on images it made itself and has nothing for it to check."""
+    trains on images it made itself and has nothing for it to check. Its warm-up (the fork
+    server's) loads the compiled epochs without scipy.linalg or matplotlib (~0.5 s more)."""
     code = ("import sys, json\n"
             "from mark1.sweeps.spec import load_spec\n"
             "from mark1.sweeps.worker import run_chunk, warm_up\n"
             "warm_up()\n"
+            "heavy = ('sklearn', 'pandas', 'scipy.linalg', 'matplotlib')\n"
+            "warm = [m for m in heavy if m in sys.modules]\n"
             f"rows = run_chunk(load_spec({SMALL!r}).runs()[:2])\n"
             "assert all(isinstance(r, dict) for _, r in rows), rows\n"
-            "print(json.dumps([m for m in ('sklearn', 'pandas') if m in sys.modules]))\n")
+            "print(json.dumps([warm, [m for m in heavy[:2] if m in sys.modules]]))\n")
     res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
                          text=True, check=True)
-    assert json.loads(res.stdout) == []
+    assert json.loads(res.stdout) == [[], []]
+
+
+def test_local_workers_get_their_tasks_images_from_the_sweep():
+    """The sweep's process makes each task's images (the first while the workers start) and
+    sends them with a worker's first chunk of that task: a worker never draws the letters
+    (no matplotlib), and its rows are those of runs that made their own images."""
+    from mark1.sweeps.executors import LocalWorkers
+
+    runs = load_spec({**SMALL, "seeds": 3}).runs()
+    executor = LocalWorkers(1)
+    try:
+        executor.make_images_ahead(runs[0].task_key())
+        got: list = []
+        executor.run(make_chunks(runs, 1), got.extend, lambda n: None)
+        probe = "[m for m in ('matplotlib', 'scipy.linalg') if m in __import__('sys').modules]"
+        in_worker = executor._slots[0].submit(eval, probe).result(timeout=60)
+    finally:
+        executor.close()
+    assert in_worker == []
+    mine = dict(run_chunk(runs))
+    assert len(got) == len(runs)
+    for run, result in got:
+        assert {k: v for k, v in result.items() if k != "wall_time_s"} == {
+            k: v for k, v in mine[run].items() if k != "wall_time_s"}
 
 
 def test_a_sweep_leaves_the_callers_matplotlib_as_it_was(tmp_path):

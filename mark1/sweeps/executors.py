@@ -9,6 +9,9 @@ in flight go back to be run again.
 * :class:`LocalWorkers`: ``n`` worker processes (``concurrent.futures``, one single-process
   pool each, so a worker that dies takes only its own chunk with it; a new one takes its
   place). A free worker gets the next chunk of the task it last worked on when there is one.
+  The tasks' images are made here, the first while the workers start, and go to each worker
+  with its first chunk of that task: the workers then need neither matplotlib nor the
+  letters' glyphs, and start ~0.3 s sooner.
 * :class:`DaskWorkers`: a ``dask.distributed`` cluster (an existing scheduler, or a
   ``LocalCluster``); Dask's scheduler places the chunks, and reruns those of a worker that
   dies. (Making each task's images a Dask task of their own, that the chunks depend on, builds
@@ -26,7 +29,7 @@ from typing import Any
 
 from mark1.errors import Mark1Error
 from mark1.sweeps.spec import RunConfig
-from mark1.sweeps.worker import TaskKey, local_worker_started, run_chunk
+from mark1.sweeps.worker import TaskKey, build_task, local_worker_started, run_chunk
 
 Done = Callable[[list[tuple[RunConfig, Any]]], None]
 Lost = Callable[[int], None]
@@ -110,6 +113,43 @@ class LocalWorkers:
         self.description = f"{n} local worker process{'es' if n > 1 else ''}"
         self._ctx = _context()
         self._slots = [self._start() for _ in range(n)]
+        self._has: list[set[TaskKey]] = [set() for _ in range(n)]  # images each worker got
+        self._images: OrderedDict[TaskKey, Any] = OrderedDict()
+        self._ahead: Any = None
+
+    def make_images_ahead(self, task: TaskKey) -> None:
+        """Start making ``task``'s images in a thread of this process (while the workers
+        start and this process checks the rest)."""
+        import threading
+
+        self._ahead = threading.Thread(target=self._images_of, args=(task,), daemon=True,
+                                       name="mark1-images")
+        self._ahead.start()
+
+    def _images_of(self, task: TaskKey) -> Any:
+        """``task``'s images (the last 8 tasks' kept), or None when they cannot be made: the
+        worker then tries, and its run reports the error as a run's."""
+        images = self._images.get(task)
+        if images is None:
+            try:
+                images = build_task(task)
+            except (ValueError, TypeError):
+                return None
+            self._images[task] = images
+            while len(self._images) > 8:
+                self._images.popitem(last=False)
+        return images
+
+    def _images_for(self, slot: int, task: TaskKey) -> dict[TaskKey, Any] | None:
+        """The images to send with a chunk of ``task`` to ``slot``: none when it has them."""
+        if task in self._has[slot]:
+            return None
+        if self._ahead is not None:
+            self._ahead.join()
+            self._ahead = None
+        self._has[slot].add(task)
+        images = self._images_of(task)
+        return None if images is None else {task: images}
 
     def _start(self) -> Any:
         from concurrent.futures import ProcessPoolExecutor
@@ -146,7 +186,9 @@ class LocalWorkers:
         def feed(slot: int) -> None:
             chunk = next_chunk(slot)
             if chunk is not None:
-                running[self._slots[slot].submit(run_chunk, chunk.runs)] = (slot, chunk)
+                future = self._slots[slot].submit(run_chunk, chunk.runs,
+                                                  self._images_for(slot, chunk.task))
+                running[future] = (slot, chunk)
 
         for slot in range(self.workers):
             feed(slot)
@@ -164,6 +206,7 @@ class LocalWorkers:
                             f"{MAX_ATTEMPTS} times", exit_code=1) from None
                     self._slots[slot].shutdown(wait=False)
                     self._slots[slot] = self._start()
+                    self._has[slot] = set()
                     pending[chunk.task] = pending.get(chunk.task, deque())
                     pending[chunk.task].appendleft(chunk)
                     pending.move_to_end(chunk.task, last=False)
@@ -172,9 +215,21 @@ class LocalWorkers:
                     done(results)
                 feed(slot)
 
-    def close(self) -> None:
+    def close(self, timeout: float = 10.0) -> None:
+        """Stop the workers: those at work finish their chunk (or leave at once on Ctrl-C,
+        which reaches them too). Waits up to ``timeout`` s for each pool's manager thread:
+        one still running when the interpreter exits can race Python 3.11's own exit
+        handler, which then prints an ignored "Bad file descriptor" error."""
+        import time
+
         for pool in self._slots:
             pool.shutdown(wait=False, cancel_futures=True)
+        deadline = time.monotonic() + timeout
+        for pool in self._slots:
+            manager = getattr(pool, "_executor_manager_thread", None)
+            if manager is not None:
+                manager.join(max(0.0, deadline - time.monotonic()))
+        self._images.clear()
 
 
 class DaskWorkers:

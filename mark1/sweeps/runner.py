@@ -203,8 +203,12 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         keys = [run.key() for run in runs]
         have = _peek(out_path)
         work = any(k not in have for k in keys)
+        executor: Any = None
         if work and scheduler is None and cluster is None and workers > 0:
             start_local_workers_early()  # warms up while the rest is checked
+            executor = LocalWorkers(workers)  # its processes start with its first chunks
+            executor.make_images_ahead(
+                next(run for run, k in zip(runs, keys) if k not in have).task_key())
         connecting = None
         if work and scheduler is not None:  # importing dask.distributed and connecting: ~0.5 s
             from concurrent.futures import ThreadPoolExecutor
@@ -226,11 +230,13 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
         except BaseException:
             if connecting is not None:
                 _close_when_made(connecting)
+            if executor is not None:
+                executor.close()
             raise
         if connecting is not None:
             executor = connecting.result()
-        else:
-            executor = _executor(workers, scheduler, cluster, connect_timeout) if work else None
+        elif executor is None and work:
+            executor = _executor(workers, scheduler, cluster, connect_timeout)
         counts = {"runs": len(runs), "from_journal": 0, "run_now": 0,
                   "rerun_after_lost_worker": 0}
         try:

@@ -13,7 +13,8 @@ the images are ``make_task``'s own, and importing scikit-learn would add ~0.8 s 
 of every sweep (tests/test_sweep.py checks the rows against ``fit`` and ``score``).
 
 What a worker shares between runs is exact by construction: a task's images are a function
-of its name, seed and sizes (kept, read-only, for the runs that need them again), and a
+of its name, seed and sizes (kept, read-only, for the runs that need them again; local
+workers are sent them by the sweep's process, a Dask worker makes its own), and a
 plugboard is a function of its spec, size and generator state (:func:`mark1.plugboard.
 reusing_wirings`). Products run on one BLAS thread: the worker processes are the parallelism.
 """
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numpy as np
@@ -55,7 +56,10 @@ def build_task(key: TaskKey) -> Any:
     from mark1.stimuli import make_task
 
     name, seed, n_train, n_test = key
-    task = make_task(name, seed=seed, n_train=n_train, n_test=n_test)
+    return _read_only(make_task(name, seed=seed, n_train=n_train, n_test=n_test))
+
+
+def _read_only(task: Any) -> Any:
     for arr in (task.X_train, task.y_train, task.X_test, task.y_test):
         arr.flags.writeable = False
     return task
@@ -64,11 +68,18 @@ def build_task(key: TaskKey) -> Any:
 def _task(key: TaskKey) -> Any:
     task = _TASKS.get(key)
     if task is None:
-        task = _TASKS[key] = build_task(key)
-        while len(_TASKS) > _TASKS_KEPT:
-            _TASKS.popitem(last=False)
+        _keep(key, build_task(key))
+        task = _TASKS[key]
     _TASKS.move_to_end(key)
     return task
+
+
+def _keep(key: TaskKey, task: Any) -> None:
+    """Keep ``task``'s images, read-only, for the runs of ``key`` (the 8 last used)."""
+    _TASKS[key] = _read_only(task)
+    _TASKS.move_to_end(key)
+    while len(_TASKS) > _TASKS_KEPT:
+        _TASKS.popitem(last=False)
 
 
 def run_one(config: RunConfig) -> dict[str, Any]:
@@ -97,12 +108,16 @@ def run_one(config: RunConfig) -> dict[str, Any]:
     }
 
 
-def run_chunk(configs: Iterable[RunConfig]) -> list[tuple[RunConfig, Any]]:
+def run_chunk(configs: Iterable[RunConfig],
+              images: Mapping[TaskKey, Any] | None = None) -> list[tuple[RunConfig, Any]]:
     """Run each config in turn; ``(config, measures)``, or ``(config, error text)`` when a run
     raises ``ValueError``/``TypeError`` (bad input the spec could not catch, e.g. more images
-    than a data set has). Other exceptions propagate."""
+    than a data set has). Other exceptions propagate. ``images``: tasks' images the sweep's
+    process made (``build_task``'s, for those keys), used instead of making them again."""
     from mark1.version import __version__
 
+    for key, task in (images or {}).items():
+        _keep(key, task)
     out: list[tuple[RunConfig, Any]] = []
     with reusing_wirings(_WIRINGS), one_blas_thread():
         for config in configs:
@@ -118,21 +133,45 @@ def run_chunk(configs: Iterable[RunConfig]) -> list[tuple[RunConfig, Any]]:
 
 def warm_up() -> None:
     """Load what the first run of a process would: the compiled training epochs of both pot
-    kinds (numba's cache) and the letters' glyphs. Run by the fork server of local workers
-    (:mod:`mark1.sweeps.forkserver_warmup`), so that every worker forked from it starts warm.
+    kinds (numba's cache), trained once on a few random images. Run by the fork server of
+    local workers (:mod:`mark1.sweeps.forkserver_warmup`), so that every worker forked from it
+    starts warm; their tasks' images come from the sweep's process, made while this runs.
     Anything that fails here fails again, and is reported, in the run that needs it."""
     try:
         from mark1.machine import MarkI
-        from mark1.stimuli import make_task
 
-        task = make_task("e-f", seed=0, n_train=4, n_test=1)
+        _numba_without_scipy_linalg()
+        rng = np.random.default_rng(0)
+        images, labels = rng.random((4, 20, 20)), np.array([0, 1, 0, 1])
         with one_blas_thread():
             for preset in ("ideal", "cds-1960"):
                 model = MarkI(preset=preset, n_a=8, max_iter=1, random_state=0)
-                model._fit_images(task.X_train, task.y_train)
-                model._score_images(task.X_test, task.y_test)
+                model._fit_images(images, labels)
+                model._score_images(images[:1], labels[:1])
     except Exception:  # noqa: BLE001 - only a head start; the runs report real errors
         pass
+
+
+def _numba_without_scipy_linalg() -> None:
+    """Set up numba's CPU target without importing scipy.linalg (~0.25 s of a worker's start:
+    as long as numba's own import).
+
+    The first compiled function numba loads imports ``numba.np.arraymath``, which imports
+    ``scipy.linalg.cython_blas`` only to decide how numba-compiled ``np.convolve`` and
+    ``np.correlate`` run (every other BLAS use asks again when it is compiled). The epochs
+    use neither, nor any BLAS: numba's own loops, so the machine code loaded from the cache is
+    the same either way (tests/test_sweep.py checks the rows against runs in a fresh
+    interpreter, and that a worker starts without scipy.linalg). Only a sweep's workers do
+    this; a user's process keeps numba as it is, and scipy.linalg imports as usual after."""
+    import sys
+
+    if "numba.np.arraymath" in sys.modules or "scipy.linalg" in sys.modules:
+        return
+    sys.modules["scipy.linalg.cython_blas"] = None  # type: ignore[assignment] # import fails
+    try:
+        import numba.np.arraymath  # noqa: F401
+    finally:
+        del sys.modules["scipy.linalg.cython_blas"]
 
 
 def local_worker_started() -> None:
