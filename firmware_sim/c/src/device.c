@@ -23,90 +23,73 @@ int8_t *const mk_arena = arena.bytes;
 
 typedef struct {
     mk_device *d;
+    const mk_frame *f;  /* the request */
     uint8_t *payload;   /* the reply payload, in d->tx */
     uint32_t length;
     uint8_t type;
 } reply;
 
-static void ack(reply *r, uint8_t of, uint32_t a, uint32_t b)
+/* ACK and NAK begin alike: the request's type, (a NAK:) the error code, then `a` and `b`. */
+static uint8_t *answer(reply *r, uint8_t type, uint8_t code, uint32_t a, uint32_t b)
 {
-    r->type = MK_ACK;
-    r->payload[0] = of;
-    mk_put32(r->payload + 1, a);
-    mk_put32(r->payload + 5, b);
-    r->length = 9;
+    uint8_t *p = r->payload;
+    r->type = type;
+    *p++ = r->f->type;
+    if (code) {
+        *p++ = code;
+    }
+    mk_put32(p, a);
+    mk_put32(p + 4, b);
+    r->length = (uint32_t)(p + 8 - r->payload);
+    return p + 8;
 }
 
-/* A NAK with its text from the catalog (mk_text_format) and its values. */
-static void nak(reply *r, const mk_frame *f, uint8_t code, uint32_t a, uint32_t b,
-                mk_text_id text, ...)
+static void ack(reply *r, uint32_t a, uint32_t b)
+{
+    answer(r, MK_ACK, 0, a, b);
+}
+
+/* A NAK: its error code, its text from the catalog (mk_text_format), `a` and `b`, then the
+ * text's values. The code and the text travel as one word (so that `a`, `b` go in registers
+ * and each refusal costs less code). */
+#define NAK(r, code, text, ...) nak(r, (uint32_t)(code) | (uint32_t)(text) << 8, __VA_ARGS__)
+
+static void nak(reply *r, uint32_t code_text, uint32_t a, uint32_t b, ...)
 {
     mk_text t;
     va_list args;
-    r->type = MK_NAK;
-    r->payload[0] = f->type;
-    r->payload[1] = code;
-    mk_put32(r->payload + 2, a);
-    mk_put32(r->payload + 6, b);
-    mk_text_init(&t, (char *)r->payload + 10, MK_TEXT_MAX);
-    va_start(args, text);
-    mk_text_vformat(&t, text, args);
+    mk_text_init(&t, (char *)answer(r, MK_NAK, (uint8_t)code_text, a, b), MK_TEXT_MAX);
+    va_start(args, b);
+    mk_text_vformat(&t, code_text >> 8, args);
     va_end(args);
-    r->length = 10u + mk_text_finish(&t);
+    r->length += mk_text_finish(&t);
 }
 
-static const char *type_name(uint8_t type)
-{
-    switch (type) {
-    case MK_HELLO: return "HELLO";
-    case MK_BEGIN: return "BEGIN";
-    case MK_DATA: return "DATA";
-    case MK_COMMIT: return "COMMIT";
-    case MK_ABORT: return "ABORT";
-    case MK_READ: return "READ";
-    case MK_INFER: return "INFER";
-    case MK_STATUS: return "STATUS";
-    case MK_ROLLBACK: return "ROLLBACK";
-    default: return "RESET";
-    }
-}
-
-/* Payload.unpack: f"{TYPE.name} payload of {n} bytes; expected {size}[ or more]" */
-static int bad_length(reply *r, const mk_frame *f, uint32_t size, int tail)
-{
-    if (tail ? f->length >= size : f->length == size) {
-        return 0;
-    }
-    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_PAYLOAD_BYTES_EXPECTED,
-        type_name(f->type), (uint32_t)f->length, size, tail ? " or more" : "");
-    return 1;
-}
-
-/* check_image_id */
-static int bad_image_id(reply *r, const mk_frame *f, uint32_t id_len)
+/* check_image_id: 1 (NAK written) unless the image id is none or a SHA-256 */
+static int bad_image_id(reply *r, const char *what, uint32_t id_len)
 {
     if (id_len == 0 || id_len == 32) {
         return 0;
     }
-    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_IMAGE_ID_BYTES_EXPECTED,
-        type_name(f->type), id_len);
+    NAK(r, MK_ERR_BAD_PAYLOAD, T_IMAGE_ID_BYTES_EXPECTED, r->f->length, 0, what, id_len);
     return 1;
 }
 
-static int bad_empty(reply *r, const mk_frame *f)
+/* 1 (NAK TOO_LARGE_RAM written) if a model needing `need` bytes of RAM does not fit the arena */
+static int too_large_for_ram(reply *r, uint32_t need)
 {
-    if (f->length == 0) {
+    const uint32_t have = r->d->config.ram_bytes;
+    if (need <= have) {
         return 0;
     }
-    nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_TAKES_NO_PAYLOAD_GOT,
-        type_name(f->type), (uint32_t)f->length);
+    NAK(r, MK_ERR_TOO_LARGE_RAM, T_MODEL_NEEDS_RAM, need, have, need, have);
     return 1;
 }
 
-static void flash_failed(reply *r, const mk_frame *f, const char *why)
+static void flash_failed(reply *r, const char *why)
 {
     r->d->upload.active = 0;
-    nak(r, f, MK_ERR_FLASH, 0, 0, T_FLASH, why);
+    NAK(r, MK_ERR_FLASH, T_FLASH, 0, 0, why);
 }
 
 static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESULT carries */
@@ -116,56 +99,55 @@ static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESUL
 
 /* ------------------------------------------------------------------ loading a model */
 
-/* Device._load: 0 runnable; 1 decoded but does not fit (why in t); -1 not a package */
-static int load(mk_device *d, mk_model *m, const uint8_t *image, uint32_t size, mk_text *t)
+/* Device._load, of the image in `slot`: 0 runnable; 1 decoded but does not fit; -1 not a
+ * package. Why not, in `why` (MK_TEXT_MAX + 1 bytes, NUL-terminated). */
+static int load(mk_device *d, mk_model *m, unsigned slot, uint32_t size, char *why)
 {
-    if (mk_package_load(m, image, size, t, (uint8_t *)mk_arena, d->config.ram_bytes)) {
-        return -1;
+    const uint32_t ram = d->config.ram_bytes, room = frame_room(d);
+    mk_text t;
+    int outcome = 0;
+    mk_text_init(&t, why, MK_TEXT_MAX);
+    if (mk_package_load(m, mk_store_slot(&d->store, slot), size, &t, (uint8_t *)mk_arena, ram)) {
+        outcome = -1;
+    } else if (m->ram_bytes > ram) {
+        mk_text_format(&t, T_MODEL_NEEDS_RAM, m->ram_bytes, ram);
+        outcome = 1;
+    } else if (m->n_inputs > room || m->n_outputs > room) {
+        mk_text_format(&t, T_MODEL_INPUTS_OUTPUTS_FRAME, m->n_inputs, m->n_outputs, room);
+        outcome = 1;
     }
-    if (m->ram_bytes > d->config.ram_bytes) {
-        mk_text_format(t, T_MODEL_NEEDS_RAM, m->ram_bytes, d->config.ram_bytes);
-        return 1;
-    }
-    if (m->n_inputs > frame_room(d) || m->n_outputs > frame_room(d)) {
-        mk_text_format(t, T_MODEL_INPUTS_OUTPUTS_FRAME, m->n_inputs, m->n_outputs, frame_room(d));
-        return 1;
-    }
-    return 0;
+    why[mk_text_finish(&t)] = 0;
+    return outcome;
 }
 
-static void set_model(mk_device *d, const mk_model *m, int outcome, const mk_text *t)
+/* d->model, as load() left it with `outcome`, is the active image's: why it does not run
+ * (load()'s words) or its cycle estimate. */
+static void use_model(mk_device *d, int outcome, const char *why)
 {
-    if (m != &d->model) {
-        d->model = *m;
-    }
     d->has_package = outcome >= 0;
     d->runnable = outcome == 0;
-    {
-        const uint32_t len = outcome == 0 ? 0 : t->len;
-        memcpy(d->load_error, t->buf, len);
-        d->load_error[len] = 0;
-    }
     if (d->runnable) {
-        uint64_t cycles = mk_cycle_estimate(m);
+        uint64_t cycles = mk_cycle_estimate(&d->model);
         d->cycles = cycles > MAX_CYCLES ? MAX_CYCLES : (uint32_t)cycles;
+        why = "";
     }
+    memcpy(d->load_error, why, strlen(why) + 1u);
 }
 
 void mk_device_boot(mk_device *d)
 {
     d->upload.active = 0;
     d->has_active = mk_store_active(&d->store, &d->active, d->active_sha256);
+    if (!d->has_active) { /* STATUS: slot 0xFF, size and CRC 0 */
+        memset(&d->active, 0, sizeof d->active);
+        d->active.slot = 0xFFu;
+    }
     d->has_package = d->runnable = 0;
     d->load_error[0] = 0;
     if (d->has_active) {
-        const uint8_t *image = mk_store_slot(&d->store, d->active.slot);
-        char why[MK_TEXT_MAX];
-        mk_text t;
-        int outcome;
-        mk_text_init(&t, why, MK_TEXT_MAX);
-        outcome = load(d, &d->model, image, d->active.size, &t);
-        mk_text_finish(&t);
-        set_model(d, &d->model, outcome, &t);
+        char why[MK_TEXT_MAX + 1];
+        const int outcome = load(d, &d->model, d->active.slot, d->active.size, why);
+        use_model(d, outcome, why);
     }
 }
 
@@ -202,7 +184,7 @@ void mk_device_rx_overrun(mk_device *d)
 /* ------------------------------------------------------------------ the upload's ranges */
 
 /* Upload.missing: the first part of [start, end) not yet written, from `pos` on; 0 if none */
-static int next_gap(const mk_upload *u, uint64_t *pos, uint64_t end, uint64_t *gap_end)
+static int next_gap(const mk_upload *u, uint32_t *pos, uint32_t end, uint32_t *gap_end)
 {
     uint32_t k;
     if (*pos < u->received) {
@@ -282,64 +264,54 @@ static uint32_t durable(const mk_upload *u)
 
 /* ------------------------------------------------------------------ messages */
 
-static void hello(reply *r, const mk_frame *f)
+/* Each handler runs once the dispatch (below) has checked the payload's length. */
+
+static void hello(reply *r)
 {
     mk_device *d = r->d;
-    uint32_t n = (uint32_t)strlen(d->config.name);
-    if (bad_length(r, f, 2, 0)) {
-        return;
-    }
+    uint8_t *p = r->payload;
+    const uint32_t n = (uint32_t)strlen(d->config.name);
     r->type = MK_INFO;
-    mk_put16(r->payload, d->config.protocol_version);
-    mk_put16(r->payload + 2, d->config.max_payload);
-    mk_put32(r->payload + 4, d->flash->size);
-    mk_put32(r->payload + 8, d->flash->page_bytes);
-    mk_put32(r->payload + 12, d->store.slot_bytes);
-    mk_put32(r->payload + 16, d->config.ram_bytes);
-    mk_put32(r->payload + 20, MK_CLOCK_HZ);
-    memcpy(r->payload + 24, d->config.name, n);
+    mk_put16(p, d->config.protocol_version);
+    mk_put16(p + 2, d->config.max_payload);
+    mk_put32(p + 4, d->flash->size);
+    mk_put32(p + 8, d->flash->page_bytes);
+    mk_put32(p + 12, d->store.slot_bytes);
+    mk_put32(p + 16, d->config.ram_bytes);
+    mk_put32(p + 20, MK_CLOCK_HZ);
+    memcpy(p + 24, d->config.name, n);
     r->length = 24u + n;
 }
 
-static void begin(reply *r, const mk_frame *f)
+static void begin(reply *r)
 {
     mk_device *d = r->d;
     mk_upload *u = &d->upload;
-    uint32_t size, crc, ram, id_len, slot, active;
-    const uint8_t *id;
-    if (bad_length(r, f, 13, 1)) {
-        return;
-    }
-    size = mk_le32(f->payload);
-    crc = mk_le32(f->payload + 4);
-    ram = mk_le32(f->payload + 8);
-    slot = f->payload[12];
-    id = f->payload + 13;
-    id_len = f->length - 13u;
-    active = d->has_active ? d->active.slot : 0xFFu;
+    const uint8_t *p = r->f->payload, *id = p + 13;
+    const uint32_t size = mk_le32(p), crc = mk_le32(p + 4), ram = mk_le32(p + 8);
+    const uint32_t id_len = r->f->length - 13u, active = d->active.slot;
+    uint32_t slot = p[12];
     if (size == 0) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_BEGIN_SIZE_0_IMAGE);
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_BEGIN_SIZE_0_IMAGE, r->f->length, 0);
         return;
     }
-    if (bad_image_id(r, f, id_len)) {
+    if (bad_image_id(r, "BEGIN", id_len)) {
         return;
     }
     if (size > d->store.slot_bytes) {
-        nak(r, f, MK_ERR_TOO_LARGE_FLASH, size, d->store.slot_bytes, T_MODEL_BYTES_DOES_NOT, size,
+        NAK(r, MK_ERR_TOO_LARGE_FLASH, T_MODEL_BYTES_DOES_NOT, size, d->store.slot_bytes, size,
             d->store.slot_bytes);
         return;
     }
-    if (ram > d->config.ram_bytes) {
-        nak(r, f, MK_ERR_TOO_LARGE_RAM, ram, d->config.ram_bytes, T_MODEL_NEEDS_RAM, ram,
-            d->config.ram_bytes);
+    if (too_large_for_ram(r, ram)) {
         return;
     }
     if (slot == 0xFFu) {
         slot = active != 0 ? 0 : 1;
     }
     if (slot > 1u || slot == active) {
-        nak(r, f, MK_ERR_BAD_SLOT, slot, active,
-            slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST, slot);
+        NAK(r, MK_ERR_BAD_SLOT, slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST,
+            slot, active, slot);
         return;
     }
     if (!u->active || u->slot != slot || u->size != size || u->crc32 != crc ||
@@ -353,11 +325,11 @@ static void begin(reply *r, const mk_frame *f)
         u->id_len = (uint8_t)id_len;
         memcpy(u->image_id, id, id_len);
     }
-    ack(r, f->type, u->received, slot);
+    ack(r, u->received, slot);
 }
 
 /* Device._header_problem: 1 if the header, complete now, refuses the upload (NAK written) */
-static int header_problem(reply *r, const mk_frame *f)
+static int header_problem(reply *r)
 {
     mk_device *d = r->d;
     mk_upload *u = &d->upload;
@@ -372,15 +344,14 @@ static int header_problem(reply *r, const mk_frame *f)
     mk_text_init(&why, words, MK_TEXT_MAX);
     if (mk_package_peek(u->head, MK_HEADER_BYTES, &h, &why)) {
         words[mk_text_finish(&why)] = 0;
-        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, T_NOT_WEIGHT_PACKAGE, words);
+        NAK(r, MK_ERR_BAD_PACKAGE, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
     } else if (h.total_size != u->size) {
-        nak(r, f, MK_ERR_BAD_PACKAGE, h.total_size, u->size, T_PACKAGE_HEADER_SAYS_BYTES,
-            h.total_size, u->size);
-    } else if (h.ram_bytes > d->config.ram_bytes) {
-        nak(r, f, MK_ERR_TOO_LARGE_RAM, h.ram_bytes, d->config.ram_bytes, T_MODEL_NEEDS_RAM,
-            h.ram_bytes, d->config.ram_bytes);
+        NAK(r, MK_ERR_BAD_PACKAGE, T_PACKAGE_HEADER_SAYS_BYTES, h.total_size, u->size, h.total_size,
+            u->size);
+    } else if (too_large_for_ram(r, h.ram_bytes)) {
+        /* (its NAK is written) */
     } else if ((widest = h.n_inputs > h.n_outputs ? h.n_inputs : h.n_outputs) > room) {
-        nak(r, f, MK_ERR_BAD_PACKAGE, widest, room, T_MODEL_INPUTS_OUTPUTS_FRAME, h.n_inputs,
+        NAK(r, MK_ERR_BAD_PACKAGE, T_MODEL_INPUTS_OUTPUTS_FRAME, widest, room, h.n_inputs,
             h.n_outputs, room);
     } else {
         return 0;
@@ -389,54 +360,47 @@ static int header_problem(reply *r, const mk_frame *f)
     return 1;
 }
 
-static void data(reply *r, const mk_frame *f)
+static void data(reply *r)
 {
     mk_device *d = r->d;
     mk_upload *u = &d->upload;
-    const uint32_t page = d->flash->page_bytes;
-    uint32_t offset, n, tmp[MK_MAX_AHEAD + 1u][2], received;
-    uint64_t end, pos, gap_end;
-    if (bad_length(r, f, 4, 1)) {
-        return;
-    }
-    offset = mk_le32(f->payload);
-    n = f->length - 4u;
+    const uint32_t page = d->flash->page_bytes, offset = mk_le32(r->f->payload);
+    const uint32_t n = r->f->length - 4u, end = offset + n; /* (no wrap once checked) */
+    uint32_t ahead[MK_MAX_AHEAD + 1u][2], n_ahead, received, pos, gap_end;
     if (!u->active) {
-        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, T_NO_UPLOAD_PROGRESS_SEND);
+        NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_SEND, 0, 0);
         return;
     }
-    end = (uint64_t)offset + n;
-    if (n == 0 || end > u->size) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_DATA_BYTES_NON_EMPTY, n, offset,
-            u->size);
+    if (n == 0 || n > u->size || offset > u->size - n) { /* offset + n > size */
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_DATA_BYTES_NON_EMPTY, r->f->length, 0, n, offset, u->size);
         return;
     }
-    pos = offset;
-    if (next_gap(u, &pos, end, &gap_end) &&
-        with_range(u, offset, (uint32_t)end, &received, tmp) > MK_MAX_AHEAD) {
-        nak(r, f, MK_ERR_OFFSET, u->received, offset, T_EXPECTED_OFFSET_GOT_ALREADY, u->received,
+    /* the ranges once these bytes are in: refused if they would be too many (bytes already
+     * written add none, so a frame sent twice is never refused) */
+    n_ahead = with_range(u, offset, end, &received, ahead);
+    if (n_ahead > MK_MAX_AHEAD) {
+        NAK(r, MK_ERR_OFFSET, T_EXPECTED_OFFSET_GOT_ALREADY, u->received, offset, u->received,
             offset, u->n_ahead);
         return;
     }
-    pos = offset;
-    /* only bytes not yet written: flash is written once */
-    while (next_gap(u, &pos, end, &gap_end)) {
-        const uint32_t start = (uint32_t)pos, stop = (uint32_t)gap_end;
-        uint32_t at = start;
+    /* only bytes not yet written: flash is written once. (A flash that fails drops the upload,
+     * ranges and all.) */
+    for (pos = offset; next_gap(u, &pos, end, &gap_end); pos = gap_end) {
+        uint32_t at = pos;
+        const uint32_t stop = gap_end;
         while (at < stop) { /* page by page */
             const uint32_t index = at / page;
             const uint32_t cut = stop < (index + 1u) * page ? stop : (index + 1u) * page;
-            const uint8_t *piece = f->payload + 4 + (at - offset);
-            const char *why;
-            if (!(u->erased[index / 8u] >> (index % 8u) & 1u)) { /* the first write into it */
-                if ((why = mk_store_erase(&d->store, u->slot, index)) != 0) {
-                    flash_failed(r, f, why);
-                    return;
-                }
-                u->erased[index / 8u] |= (uint8_t)(1u << (index % 8u));
+            const uint8_t *piece = r->f->payload + 4 + (at - offset);
+            uint8_t *erased = &u->erased[index / 8u];
+            const uint8_t bit = (uint8_t)(1u << (index % 8u));
+            const char *why = 0;
+            if (!(*erased & bit)) { /* the first write into it */
+                why = mk_store_erase(&d->store, u->slot, index);
+                *erased |= bit;
             }
-            if ((why = mk_store_write(&d->store, u->slot, at, piece, cut - at)) != 0) {
-                flash_failed(r, f, why);
+            if (why || (why = mk_store_write(&d->store, u->slot, at, piece, cut - at)) != 0) {
+                flash_failed(r, why);
                 return;
             }
             if (at < MK_HEADER_BYTES) {
@@ -445,200 +409,150 @@ static void data(reply *r, const mk_frame *f)
             }
             at = cut;
         }
-        u->n_ahead = with_range(u, start, stop, &received, tmp);
-        u->received = received;
-        memcpy(u->ahead, tmp, u->n_ahead * sizeof tmp[0]);
-        pos = stop;
     }
-    if (header_problem(r, f)) {
+    u->received = received;
+    u->n_ahead = n_ahead;
+    memcpy(u->ahead, ahead, n_ahead * sizeof ahead[0]);
+    if (header_problem(r)) {
         return;
     }
-    ack(r, f->type, u->received, durable(u));
+    ack(r, u->received, durable(u));
 }
 
-/* Device._unrunnable: 1 (NAK written) if load() found no package or one that cannot run here;
- * `words` is why, in load()'s words. */
-static int unrunnable(reply *r, const mk_frame *f, int outcome, const char *words)
+/* The image of `slot` (size, CRC-32 and SHA-256 checked) becomes the active model: it is
+ * loaded as the candidate (NAK if it cannot run here: Device._unrunnable), and unless
+ * `check_only` the upload is dropped, the commit record that makes it active appended (NAK
+ * FLASH if the flash refuses) and the candidate run. ACK: the slot and the image's CRC. */
+static void switch_to(reply *r, unsigned slot, uint32_t size, uint32_t crc, const uint8_t sha[32],
+                      int check_only)
 {
     mk_device *d = r->d;
+    char words[MK_TEXT_MAX + 1];
+    const int outcome = load(d, &d->candidate, slot, size, words);
+    mk_record rec;
+    const char *fault;
     if (outcome < 0) {
-        nak(r, f, MK_ERR_BAD_PACKAGE, 0, 0, T_NOT_WEIGHT_PACKAGE, words);
-        return 1;
+        NAK(r, MK_ERR_BAD_PACKAGE, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
+        return;
     }
     if (outcome > 0) {
         const uint32_t need = d->candidate.ram_bytes;
-        nak(r, f, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE,
-            need, d->config.ram_bytes, T_STR, words);
-        return 1;
+        NAK(r, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE, T_STR, need,
+            d->config.ram_bytes, words);
+        return;
     }
-    return 0;
+    if (!check_only) {
+        d->upload.active = 0; /* it was writing this slot, or is committed now */
+        if ((fault = mk_store_commit(&d->store, slot, size, crc, sha, &rec)) != 0) {
+            flash_failed(r, fault);
+            return;
+        }
+        d->has_active = 1;
+        d->active = rec;
+        memcpy(d->active_sha256, sha, 32);
+        d->model = d->candidate;
+        use_model(d, 0, "");
+    }
+    ack(r, slot, crc);
 }
 
-/* Append the commit record that makes `slot` (its image checked and loaded into d->candidate)
- * active, and run the candidate: 0, or 1 with a FLASH NAK written. */
-static int activate(reply *r, const mk_frame *f, unsigned slot, uint32_t size, uint32_t crc,
-                    const uint8_t sha[32], const mk_text *why_text)
-{
-    mk_device *d = r->d;
-    mk_record rec;
-    const char *why;
-    if ((why = mk_store_commit(&d->store, slot, size, crc, sha, &rec)) != 0) {
-        flash_failed(r, f, why);
-        return 1;
-    }
-    d->has_active = 1;
-    d->active = rec;
-    memcpy(d->active_sha256, sha, 32);
-    set_model(d, &d->candidate, 0, why_text);
-    return 0;
-}
-
-static void commit(reply *r, const mk_frame *f)
+static void commit(reply *r)
 {
     mk_device *d = r->d;
     mk_upload *u = &d->upload;
-    uint32_t size, crc, id_len, calc;
-    const uint8_t *id, *image;
+    const uint8_t *p = r->f->payload, *id = p + 8, *image;
+    const uint32_t size = mk_le32(p), crc = mk_le32(p + 4), id_len = r->f->length - 8u;
+    uint32_t calc;
     uint8_t sha[32];
-    int outcome;
-    if (bad_length(r, f, 8, 1)) {
-        return;
-    }
-    size = mk_le32(f->payload);
-    crc = mk_le32(f->payload + 4);
-    id = f->payload + 8;
-    id_len = f->length - 8u;
-    if (bad_image_id(r, f, id_len)) {
+    if (bad_image_id(r, "COMMIT", id_len)) {
         return;
     }
     if (!u->active || (id_len && (u->id_len != id_len || memcmp(u->image_id, id, id_len) != 0))) {
         if (id_len && d->has_active && memcmp(id, d->active_sha256, 32) == 0 &&
             d->active.size == size && d->active.crc32 == crc) {
-            ack(r, f->type, d->active.slot, d->active.crc32); /* a repeat: its ACK was lost */
+            ack(r, d->active.slot, d->active.crc32); /* a repeat: its ACK was lost */
             return;
         }
         /* "image " + digest.hex()[:16], or unnamed */
-        nak(r, f, MK_ERR_NO_UPLOAD, 0, 0, T_NO_UPLOAD_PROGRESS_COMMIT,
+        NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_COMMIT, 0, 0,
             id_len ? "image " : "the image (unnamed)", id, id_len ? 8u : 0u);
         return;
     }
     if (size != u->size || crc != u->crc32) {
-        nak(r, f, MK_ERR_CRC_MISMATCH, crc, u->crc32, T_COMMIT_NAMES_BYTES_CRC, size, crc,
-            u->size, u->crc32);
+        NAK(r, MK_ERR_CRC_MISMATCH, T_COMMIT_NAMES_BYTES_CRC, crc, u->crc32, size, crc, u->size,
+            u->crc32);
         return;
     }
     if (u->received < u->size) {
-        nak(r, f, MK_ERR_INCOMPLETE, u->received, u->size, T_ONLY_BYTES_RECEIVED,
-            u->received, u->size);
+        NAK(r, MK_ERR_INCOMPLETE, T_ONLY_BYTES_RECEIVED, u->received, u->size, u->received,
+            u->size);
         return;
     }
     u->active = 0;
     image = mk_store_slot(&d->store, u->slot);
     calc = mk_crc32(0, image, u->size);
     if (calc != u->crc32) {
-        nak(r, f, MK_ERR_CRC_MISMATCH, calc, u->crc32, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32);
+        NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32, calc, u->crc32);
         return;
     }
     mk_sha256(image, u->size, sha);
     if (u->id_len && memcmp(sha, u->image_id, 32) != 0) {
-        nak(r, f, MK_ERR_CRC_MISMATCH, mk_le32(sha), mk_le32(u->image_id), T_IMAGE_FLASH_HAS_SHA,
-            sha, (uint32_t)8, u->image_id, (uint32_t)8);
+        NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_SHA, mk_le32(sha), mk_le32(u->image_id), sha,
+            (uint32_t)8, u->image_id, (uint32_t)8);
         return;
     }
-    {
-        char words[MK_TEXT_MAX + 1];
-        mk_text why_text;
-        mk_text_init(&why_text, words, MK_TEXT_MAX);
-        outcome = load(d, &d->candidate, image, u->size, &why_text);
-        words[mk_text_finish(&why_text)] = 0;
-        if (unrunnable(r, f, outcome, words)) {
-            return;
-        }
-        if (activate(r, f, u->slot, u->size, u->crc32, sha, &why_text)) {
-            return;
-        }
-    }
-    ack(r, f->type, u->slot, u->crc32);
+    switch_to(r, u->slot, u->size, u->crc32, sha, 0);
 }
 
-static void rollback(reply *r, const mk_frame *f)
+static void rollback(reply *r)
 {
     mk_device *d = r->d;
-    uint32_t slot, flags, active;
+    const uint32_t slot = r->f->payload[0], flags = r->f->payload[1];
+    const uint32_t active = d->active.slot;
     uint8_t sha[32];
     mk_record found;
-    if (bad_length(r, f, 2, 0)) {
-        return;
-    }
-    slot = f->payload[0];
-    flags = f->payload[1];
-    active = d->has_active ? d->active.slot : 0xFFu;
     if (flags & ~MK_ROLLBACK_CHECK) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_ROLLBACK_FLAGS_0X_ONLY, flags);
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_ROLLBACK_FLAGS_0X_ONLY, r->f->length, 0, flags);
         return;
     }
     if (slot > 1u) {
-        nak(r, f, MK_ERR_BAD_SLOT, slot, active, T_SLOT_DOES_NOT_EXIST, slot);
+        NAK(r, MK_ERR_BAD_SLOT, T_SLOT_DOES_NOT_EXIST, slot, active, slot);
         return;
     }
     if (slot == active) { /* running already (or a repeat) */
-        ack(r, f->type, d->active.slot, d->active.crc32);
+        ack(r, d->active.slot, d->active.crc32);
         return;
     }
     if (!mk_store_committed(&d->store, slot, &found, sha)) {
-        nak(r, f, MK_ERR_NO_MODEL, slot, active, T_HOLDS_NO_COMMITTED_MODEL,
+        NAK(r, MK_ERR_NO_MODEL, T_HOLDS_NO_COMMITTED_MODEL, slot, active,
             slot ? "slot B" : "slot A");
         return;
     }
-    {
-        char words[MK_TEXT_MAX + 1];
-        mk_text why_text;
-        int outcome;
-        mk_text_init(&why_text, words, MK_TEXT_MAX);
-        outcome = load(d, &d->candidate, mk_store_slot(&d->store, slot), found.size, &why_text);
-        words[mk_text_finish(&why_text)] = 0;
-        if (unrunnable(r, f, outcome, words)) {
-            return;
-        }
-        if (!(flags & MK_ROLLBACK_CHECK)) {
-            d->upload.active = 0; /* it was writing this slot */
-            if (activate(r, f, slot, found.size, found.crc32, sha, &why_text)) {
-                return;
-            }
-        }
-    }
-    ack(r, f->type, slot, found.crc32);
+    switch_to(r, slot, found.size, found.crc32, sha, flags & MK_ROLLBACK_CHECK);
 }
 
-static void abort_upload(reply *r, const mk_frame *f)
+static void abort_upload(reply *r)
 {
-    if (bad_empty(r, f)) {
-        return;
-    }
     r->d->upload.active = 0;
-    ack(r, f->type, 0, 0);
+    ack(r, 0, 0);
 }
 
-static void read_slot(reply *r, const mk_frame *f)
+static void read_slot(reply *r)
 {
     mk_device *d = r->d;
-    uint32_t slot, offset, length, limit, room = d->config.max_payload - 4u;
+    const uint8_t *p = r->f->payload;
+    const uint32_t offset = mk_le32(p + 1), length = mk_le16(p + 5), room = frame_room(d);
+    uint32_t slot = p[0], limit;
     uint64_t end;
-    if (bad_length(r, f, 7, 0)) {
-        return;
-    }
-    slot = f->payload[0];
-    offset = mk_le32(f->payload + 1);
-    length = mk_le16(f->payload + 5);
     if (slot == 0xFFu) {
         if (!d->has_active) {
-            nak(r, f, MK_ERR_NO_MODEL, 0, 0, T_NO_ACTIVE_MODEL_READ);
+            NAK(r, MK_ERR_NO_MODEL, T_NO_ACTIVE_MODEL_READ, 0, 0);
             return;
         }
         slot = d->active.slot;
         limit = d->active.size;
     } else if (slot > 1u) {
-        nak(r, f, MK_ERR_BAD_SLOT, slot, 0, T_SLOT_DOES_NOT_EXIST_READ, slot);
+        NAK(r, MK_ERR_BAD_SLOT, T_SLOT_DOES_NOT_EXIST_READ, slot, 0, slot);
         return;
     } else if (d->upload.active && d->upload.slot == slot) {
         limit = d->upload.received; /* only what this upload has written */
@@ -646,14 +560,13 @@ static void read_slot(reply *r, const mk_frame *f)
         limit = d->store.slot_bytes;
     }
     if (length > room) {
-        nak(r, f, MK_ERR_BAD_PAYLOAD, f->length, 0, T_READ_BYTES_ONE_REPLY,
-            length, room);
+        NAK(r, MK_ERR_BAD_PAYLOAD, T_READ_BYTES_ONE_REPLY, r->f->length, 0, length, room);
         return;
     }
     end = (uint64_t)offset + length;
     if (end > limit) {
-        nak(r, f, MK_ERR_RANGE, end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit,
-            T_READ_PAST_READABLE_BYTES, offset, length, limit);
+        NAK(r, MK_ERR_RANGE, T_READ_PAST_READABLE_BYTES,
+            end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit, offset, length, limit);
         return;
     }
     r->type = MK_READ_DATA;
@@ -662,61 +575,59 @@ static void read_slot(reply *r, const mk_frame *f)
     r->length = 4u + length;
 }
 
-static void infer(reply *r, const mk_frame *f)
+static void infer(reply *r)
 {
     mk_device *d = r->d;
+    const uint32_t n = r->f->length;
+    uint32_t spent = d->cycles;
     const int8_t *y;
     if (!d->runnable) {
-        nak(r, f, MK_ERR_NO_MODEL, 0, 0, T_NO_RUNNABLE_MODEL,
+        NAK(r, MK_ERR_NO_MODEL, T_NO_RUNNABLE_MODEL, 0, 0,
             d->load_error[0] ? d->load_error : "no model has been committed");
         return;
     }
-    if (f->length != d->model.n_inputs) {
-        nak(r, f, MK_ERR_BAD_INPUT, f->length, d->model.n_inputs, T_INPUT_BYTES_MODEL_TAKES,
-            (uint32_t)f->length, d->model.n_inputs);
+    if (n != d->model.n_inputs) {
+        NAK(r, MK_ERR_BAD_INPUT, T_INPUT_BYTES_MODEL_TAKES, n, d->model.n_inputs, n,
+            d->model.n_inputs);
         return;
     }
     if (d->config.measure) {
-        uint32_t spent;
         d->config.measure(1);
-        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_PATH);
+    }
+    y = mk_engine_run(&d->model, (const int8_t *)r->f->payload, mk_arena, MK_ENGINE_PATH);
+    if (d->config.measure) {
         spent = d->config.measure(0);
-        mk_put32(r->payload, spent);
-    } else {
-        y = mk_engine_run(&d->model, (const int8_t *)f->payload, mk_arena, MK_ENGINE_PATH);
-        mk_put32(r->payload, d->cycles);
     }
     r->type = MK_RESULT;
+    mk_put32(r->payload, spent);
     memcpy(r->payload + 4, y, d->model.n_outputs);
     r->length = 4u + d->model.n_outputs;
 }
 
-static void status(reply *r, const mk_frame *f)
+static void status(reply *r)
 {
     mk_device *d = r->d;
     const mk_upload *u = &d->upload;
+    const int up = u->active, run = d->runnable;
     uint32_t page, worst = 0, total = 0;
     uint8_t *p = r->payload;
-    if (bad_empty(r, f)) {
-        return;
-    }
     for (page = 0; page < d->store.n_pages; page++) {
         uint32_t c = d->flash->erase_count(d->flash->ctx, page);
         worst = c > worst ? c : worst;
         total += c;
     }
     r->type = MK_STATUS_REPLY;
-    p[0] = d->has_active ? d->active.slot : 0xFFu;
-    mk_put32(p + 1, d->has_active ? d->active.size : 0);
-    mk_put32(p + 5, d->has_active ? d->active.crc32 : 0);
-    mk_put16(p + 9, d->runnable ? d->model.n_inputs : 0);
-    mk_put16(p + 11, d->runnable ? d->model.n_outputs : 0);
-    p[13] = (uint8_t)d->runnable;
-    p[14] = u->active ? u->slot : 0xFFu;
-    mk_put32(p + 15, u->active ? u->size : 0);
-    mk_put32(p + 19, u->active ? u->crc32 : 0);
-    mk_put32(p + 23, u->active ? u->received : 0);
-    mk_put32(p + 27, u->active ? durable(u) : 0);
+    p[0] = (uint8_t)d->active.slot;
+    mk_put32(p + 1, d->active.size);
+    mk_put32(p + 5, d->active.crc32);
+    mk_put16(p + 9, run ? d->model.n_inputs : 0);
+    mk_put16(p + 11, run ? d->model.n_outputs : 0);
+    p[13] = (uint8_t)run;
+    p[14] = up ? u->slot : 0xFFu;
+    mk_put32(p + 15, up ? u->size : 0);
+    mk_put32(p + 19, up ? u->crc32 : 0);
+    mk_put32(p + 23, up ? u->received : 0);
+    mk_put32(p + 27, up ? durable(u) : 0);
     mk_put32(p + 31, worst);
     mk_put32(p + 35, total);
     mk_put32(p + 39, d->rx.frames);
@@ -728,13 +639,74 @@ static void status(reply *r, const mk_frame *f)
     }
 }
 
-static void reset(reply *r, const mk_frame *f)
+static void reset(reply *r)
 {
-    if (bad_empty(r, f)) {
+    mk_device_boot(r->d);
+    ack(r, 0, 0);
+}
+
+/* ------------------------------------------------------------------ dispatch */
+
+/* How a request's payload length is checked before its handler runs, as the simulator's
+ * Payload.unpack and Device._no_payload do (NAK BAD_PAYLOAD, `a` = the length). */
+enum {
+    EXACTLY,   /* "{NAME} payload of {n} bytes; expected {length}" */
+    AT_LEAST,  /* "... expected {length} or more" */
+    NO_PAYLOAD /* "{NAME} takes no payload; got {n} bytes" */
+};
+
+typedef struct {
+    char name[9];
+    uint8_t rule, length;
+    void (*handle)(reply *r);
+} message;
+
+/* One row per request of docs/PROTOCOL.md ("Messages"), by type. */
+static const message messages[MK_ROLLBACK] = {
+    /* HELLO u16 version: answered with INFO whatever the version ("Handshake") */
+    [MK_HELLO - 1] = {"HELLO", EXACTLY, 2, hello},
+    /* BEGIN u32 size, u32 crc32, u32 ram_bytes, u8 slot, then an image id ("Upload" 1) */
+    [MK_BEGIN - 1] = {"BEGIN", AT_LEAST, 13, begin},
+    /* DATA u32 offset, then at least one image byte ("Upload" 2: selective repeat) */
+    [MK_DATA - 1] = {"DATA", AT_LEAST, 4, data},
+    /* COMMIT u32 size, u32 crc32, then an image id ("Upload" 4) */
+    [MK_COMMIT - 1] = {"COMMIT", AT_LEAST, 8, commit},
+    /* ABORT: no payload; drops the upload in progress */
+    [MK_ABORT - 1] = {"ABORT", NO_PAYLOAD, 0, abort_upload},
+    /* READ u8 slot, u32 offset, u16 length ("Upload" 3: read-back) */
+    [MK_READ - 1] = {"READ", EXACTLY, 7, read_slot},
+    /* INFER: the input vector, any length here; the model checks it (BAD_INPUT) */
+    [MK_INFER - 1] = {"INFER", AT_LEAST, 0, infer},
+    /* STATUS: no payload ("Status") */
+    [MK_STATUS - 1] = {"STATUS", NO_PAYLOAD, 0, status},
+    /* RESET: no payload; the upload is lost, the device boots from flash again */
+    [MK_RESET - 1] = {"RESET", NO_PAYLOAD, 0, reset},
+    /* ROLLBACK u8 slot, u8 flags ("Rollback") */
+    [MK_ROLLBACK - 1] = {"ROLLBACK", EXACTLY, 2, rollback},
+};
+
+/* Device.handle: a type that is no request gets UNKNOWN_TYPE; a payload of the wrong length,
+ * BAD_PAYLOAD; anything else is the handler's. */
+static void dispatch(reply *r)
+{
+    const mk_frame *f = r->f;
+    const uint32_t n = f->length;
+    const message *m;
+    if ((uint32_t)f->type - 1u >= MK_ROLLBACK) {
+        NAK(r, MK_ERR_UNKNOWN_TYPE, T_FRAME_TYPE_0X_NOT, f->type, 0, (uint32_t)f->type);
         return;
     }
-    mk_device_boot(r->d);
-    ack(r, f->type, 0, 0);
+    m = &messages[f->type - 1u];
+    if (m->rule == NO_PAYLOAD ? n != 0 : m->rule == EXACTLY ? n != m->length : n < m->length) {
+        if (m->rule == NO_PAYLOAD) {
+            NAK(r, MK_ERR_BAD_PAYLOAD, T_TAKES_NO_PAYLOAD_GOT, n, 0, m->name, n);
+        } else {
+            NAK(r, MK_ERR_BAD_PAYLOAD, T_PAYLOAD_BYTES_EXPECTED, n, 0, m->name, n,
+                (uint32_t)m->length, m->rule == AT_LEAST ? " or more" : "");
+        }
+        return;
+    }
+    m->handle(r);
 }
 
 /* ------------------------------------------------------------------ frames */
@@ -750,27 +722,14 @@ static size_t encode(uint8_t *out, uint8_t *raw, uint8_t type, uint16_t seq, uin
 
 size_t mk_device_handle(mk_device *d, const mk_frame *f, uint8_t *reply_type)
 {
-    reply r;
     uint8_t *raw = d->tx + RAW_AT;
+    reply r;
     r.d = d;
+    r.f = f;
     r.payload = raw + 5;
     r.length = 0;
     r.type = 0;
-    switch (f->type) {
-    case MK_HELLO: hello(&r, f); break;
-    case MK_BEGIN: begin(&r, f); break;
-    case MK_DATA: data(&r, f); break;
-    case MK_COMMIT: commit(&r, f); break;
-    case MK_ABORT: abort_upload(&r, f); break;
-    case MK_READ: read_slot(&r, f); break;
-    case MK_INFER: infer(&r, f); break;
-    case MK_STATUS: status(&r, f); break;
-    case MK_RESET: reset(&r, f); break;
-    case MK_ROLLBACK: rollback(&r, f); break;
-    default:
-        nak(&r, f, MK_ERR_UNKNOWN_TYPE, f->type, 0, T_FRAME_TYPE_0X_NOT,
-            (uint32_t)f->type);
-    }
+    dispatch(&r);
     *reply_type = r.type;
     return encode(d->tx, raw, r.type, f->seq, r.length);
 }

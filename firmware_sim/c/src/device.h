@@ -76,7 +76,7 @@ typedef struct {
     mk_rx rx;
     /* the active model */
     int has_active;
-    mk_record active;
+    mk_record active;             /* if none: slot 0xFF, size and CRC 0 */
     uint8_t active_sha256[32];
     int has_package;              /* the active image decoded */
     int runnable;

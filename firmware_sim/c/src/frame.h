@@ -12,6 +12,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "config.h"
 
@@ -53,6 +54,29 @@ size_t mk_cobs_encode(uint8_t *buf, const uint8_t *in, size_t n);
 /* Decode COBS in place (no 00 byte in `data`); the decoded length, or -1 if not valid COBS. */
 long mk_cobs_decode(uint8_t *data, size_t n);
 
+/* Little-endian loads and stores. On a little-endian target they are copies, which the
+ * compiler makes one load or store where the core allows unaligned ones (Cortex-M3/M4: LDR,
+ * STR, LDRH, STRH); elsewhere bytes. */
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+static inline uint16_t mk_le16(const uint8_t *p)
+{
+    uint16_t v;
+    memcpy(&v, p, 2);
+    return v;
+}
+static inline uint32_t mk_le32(const uint8_t *p)
+{
+    uint32_t v;
+    memcpy(&v, p, 4);
+    return v;
+}
+static inline void mk_put16(uint8_t *p, uint32_t v)
+{
+    const uint16_t h = (uint16_t)v;
+    memcpy(p, &h, 2);
+}
+static inline void mk_put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
+#else
 static inline uint16_t mk_le16(const uint8_t *p) { return (uint16_t)(p[0] | p[1] << 8); }
 static inline uint32_t mk_le32(const uint8_t *p)
 {
@@ -66,5 +90,6 @@ static inline void mk_put32(uint8_t *p, uint32_t v)
     p[2] = (uint8_t)(v >> 16);
     p[3] = (uint8_t)(v >> 24);
 }
+#endif
 
 #endif

@@ -17,92 +17,72 @@ static const uint32_t K[64] = {
 
 static uint32_t rotr(uint32_t x, unsigned n) { return (x >> n) | (x << (32u - n)); }
 
-static void compress(uint32_t state[8], const uint8_t block[64])
+static void put_be32(uint8_t *p, uint32_t v)
 {
-    uint32_t w[64];
-    uint32_t a, b, c, d, e, f, g, h;
-    unsigned i;
-    for (i = 0; i < 16; i++) {
-        w[i] = (uint32_t)block[4 * i] << 24 | (uint32_t)block[4 * i + 1] << 16 |
-               (uint32_t)block[4 * i + 2] << 8 | (uint32_t)block[4 * i + 3];
+    unsigned k;
+    for (k = 0; k < 4; k++) {
+        p[k] = (uint8_t)(v >> (24u - 8u * k));
     }
-    for (i = 16; i < 64; i++) {
-        uint32_t s0 = rotr(w[i - 15], 7) ^ rotr(w[i - 15], 18) ^ (w[i - 15] >> 3);
-        uint32_t s1 = rotr(w[i - 2], 17) ^ rotr(w[i - 2], 19) ^ (w[i - 2] >> 10);
-        w[i] = w[i - 16] + s0 + w[i - 7] + s1;
-    }
-    a = state[0]; b = state[1]; c = state[2]; d = state[3];
-    e = state[4]; f = state[5]; g = state[6]; h = state[7];
+}
+
+/* One 64-byte block into the state. The working variables a..h are v[0..7]; each round shifts
+ * them one place down (h = g, ..., b = a), and the message schedule is kept as its last 16
+ * words. */
+static void compress(uint32_t state[8], const uint8_t *block)
+{
+    uint32_t w[16], v[8];
+    unsigned i, j;
+    memcpy(v, state, sizeof v);
     for (i = 0; i < 64; i++) {
-        uint32_t t1 = h + (rotr(e, 6) ^ rotr(e, 11) ^ rotr(e, 25)) + ((e & f) ^ (~e & g)) + K[i] +
-                      w[i];
-        uint32_t t2 = (rotr(a, 2) ^ rotr(a, 13) ^ rotr(a, 22)) + ((a & b) ^ (a & c) ^ (b & c));
-        h = g; g = f; f = e; e = d + t1;
-        d = c; c = b; b = a; a = t1 + t2;
-    }
-    state[0] += a; state[1] += b; state[2] += c; state[3] += d;
-    state[4] += e; state[5] += f; state[6] += g; state[7] += h;
-}
-
-void mk_sha256_init(mk_sha256_ctx *h)
-{
-    static const uint32_t init[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
-                                     0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
-    memcpy(h->state, init, sizeof init);
-    h->length = 0;
-    h->used = 0;
-}
-
-void mk_sha256_update(mk_sha256_ctx *h, const uint8_t *data, size_t n)
-{
-    h->length += n;
-    while (n) {
-        size_t take = 64u - h->used;
-        if (take > n) {
-            take = n;
-        }
-        if (h->used == 0 && take == 64u) {
-            compress(h->state, data);  /* a whole block straight from the input */
+        uint32_t *wi = &w[i & 15u], t1, t2;
+        if (i < 16) {
+            const uint8_t *p = block + 4u * i;
+            *wi = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
         } else {
-            memcpy(h->block + h->used, data, take);
-            h->used += (uint32_t)take;
-            if (h->used == 64u) {
-                compress(h->state, h->block);
-                h->used = 0;
-            }
+            const uint32_t w15 = w[(i - 15u) & 15u], w2 = w[(i - 2u) & 15u];
+            *wi += (rotr(w15, 7) ^ rotr(w15, 18) ^ (w15 >> 3)) + w[(i - 7u) & 15u] +
+                   (rotr(w2, 17) ^ rotr(w2, 19) ^ (w2 >> 10));
         }
-        data += take;
-        n -= take;
+        t1 = v[7] + (rotr(v[4], 6) ^ rotr(v[4], 11) ^ rotr(v[4], 25)) +
+             ((v[4] & v[5]) ^ (~v[4] & v[6])) + K[i] + *wi;
+        t2 = (rotr(v[0], 2) ^ rotr(v[0], 13) ^ rotr(v[0], 22)) +
+             ((v[0] & v[1]) ^ (v[0] & v[2]) ^ (v[1] & v[2]));
+        for (j = 7; j; j--) {
+            v[j] = v[j - 1u];
+        }
+        v[4] += t1;
+        v[0] = t1 + t2;
     }
-}
-
-void mk_sha256_final(mk_sha256_ctx *h, uint8_t digest[32])
-{
-    uint64_t bits = h->length * 8u;
-    unsigned i;
-    h->block[h->used++] = 0x80u;
-    if (h->used > 56u) {
-        memset(h->block + h->used, 0, 64u - h->used);
-        compress(h->state, h->block);
-        h->used = 0;
-    }
-    memset(h->block + h->used, 0, 56u - h->used);
     for (i = 0; i < 8; i++) {
-        h->block[56 + i] = (uint8_t)(bits >> (56 - 8 * i));
-    }
-    compress(h->state, h->block);
-    for (i = 0; i < 8; i++) {
-        digest[4 * i] = (uint8_t)(h->state[i] >> 24);
-        digest[4 * i + 1] = (uint8_t)(h->state[i] >> 16);
-        digest[4 * i + 2] = (uint8_t)(h->state[i] >> 8);
-        digest[4 * i + 3] = (uint8_t)h->state[i];
+        state[i] += v[i];
     }
 }
 
 void mk_sha256(const uint8_t *data, size_t n, uint8_t digest[32])
 {
-    mk_sha256_ctx h;
-    mk_sha256_init(&h);
-    mk_sha256_update(&h, data, n);
-    mk_sha256_final(&h, digest);
+    static const uint32_t init[8] = {0x6a09e667u, 0xbb67ae85u, 0x3c6ef372u, 0xa54ff53au,
+                                     0x510e527fu, 0x9b05688cu, 0x1f83d9abu, 0x5be0cd19u};
+    const size_t bytes = n;
+    uint32_t state[8];
+    uint8_t block[64];
+    size_t rest = n % 64u;
+    unsigned i;
+    memcpy(state, init, sizeof state);
+    for (; n >= 64u; n -= 64u, data += 64) { /* the whole blocks, straight from the input */
+        compress(state, data);
+    }
+    /* the padding: 0x80, zeros, the length in bits (big-endian u64) in the last 8 bytes */
+    memset(block, 0, sizeof block);
+    memcpy(block, data, rest);
+    block[rest] = 0x80u;
+    if (rest >= 56u) { /* no room for the length: one more block */
+        compress(state, block);
+        memset(block, 0, sizeof block);
+    }
+    put_be32(block + 56, (uint32_t)((uint64_t)bytes >> 29));
+    put_be32(block + 60, (uint32_t)bytes << 3);
+    compress(state, block);
+    for (i = 0; i < 8; i++) {
+        put_be32(digest + 4u * i, state[i]);
+    }
 }

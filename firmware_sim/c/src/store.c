@@ -74,67 +74,56 @@ static int unpack(const uint8_t *raw, mk_record *r)
     return 1;
 }
 
-/* CommitRecord.names: the slot holds the image this record committed (its SHA-256 in digest) */
+/* CommitRecord.names: the slot holds the image this record committed (its SHA-256 in digest).
+ * A record of the earlier layout (an all-zero id) names an image by size and CRC alone, and
+ * only as the newest record. */
 static int names_image(const mk_store *s, const mk_record *r, int newest, uint8_t digest[32])
 {
-    static const uint8_t legacy[MK_ID_BYTES];
     const uint8_t *image = mk_store_slot(s, r->slot);
-    if (mk_crc32(0, image, r->size) != r->crc32) {
-        return 0;
-    }
-    if (memcmp(r->id, legacy, MK_ID_BYTES) == 0 && !newest) {
+    const int legacy = (mk_le32(r->id) | mk_le32(r->id + 4)) == 0;
+    if (mk_crc32(0, image, r->size) != r->crc32 || (legacy && !newest)) {
         return 0;
     }
     mk_sha256(image, r->size, digest);
-    return memcmp(r->id, legacy, MK_ID_BYTES) == 0 || memcmp(digest, r->id, MK_ID_BYTES) == 0;
+    return legacy || memcmp(digest, r->id, MK_ID_BYTES) == 0;
+}
+
+/* Records are taken in the order of ModelStore.records: newest first, records of one seq in
+ * the order of the log. A record's order is its seq above its entry's place counted down, so
+ * that the larger order comes first (never 0). */
+static uint32_t entry_of(uint64_t order) { return 0xFFFFFFFFu - (uint32_t)order; }
+
+/* The order of the valid record that comes after the one of order `after` (0: the first), the
+ * record in *out; 0 if there is none. */
+static uint64_t next_record(const mk_store *s, uint64_t after, mk_record *out)
+{
+    const uint32_t n = 2u * s->per_page;
+    uint64_t best = 0;
+    uint32_t e;
+    for (e = 0; e < n; e++) {
+        if (unpack(entry(s, e), out)) {
+            const uint64_t order = (uint64_t)out->seq << 32 | (0xFFFFFFFFu - e);
+            if ((after == 0 || order < after) && order > best) {
+                best = order;
+            }
+        }
+    }
+    return best && unpack(entry(s, entry_of(best)), out) ? best : 0;
 }
 
 /* The newest valid record (of `slot`, or of either if `slot` < 0) whose image still matches
  * it: ModelStore.active_image and ModelStore.committed_image. */
 static int find_record(const mk_store *s, int slot, mk_record *out, uint8_t sha256[32])
 {
-    static uint8_t valid[MK_MAX_RECORDS / 8u];
-    const uint32_t n = 2u * s->per_page;
-    uint32_t e, prev_seq = 0, prev_e = 0, k;
-    mk_record r;
-    for (e = 0; e < n; e++) {
-        if (unpack(entry(s, e), &r)) {
-            valid[e / 8u] |= (uint8_t)(1u << (e % 8u));
-        } else {
-            valid[e / 8u] &= (uint8_t)~(1u << (e % 8u));
-        }
-    }
-    /* valid records newest first (ties in the order of the log), as ModelStore.records */
-    for (k = 0;; k++) {
-        int found = 0;
-        uint32_t best_e = 0, best_seq = 0;
-        for (e = 0; e < n; e++) {
-            uint32_t seq;
-            if (!(valid[e / 8u] >> (e % 8u) & 1u)) {
-                continue;
-            }
-            seq = mk_le32(entry(s, e) + 4);
-            if (k && !(seq < prev_seq || (seq == prev_seq && e > prev_e))) {
-                continue; /* taken before */
-            }
-            if (!found || seq > best_seq) {
-                found = 1;
-                best_seq = seq;
-                best_e = e;
-            }
-        }
-        if (!found) {
-            return 0;
-        }
-        unpack(entry(s, best_e), &r);
-        if ((slot < 0 || r.slot == (unsigned)slot) && r.size <= s->slot_bytes &&
-            names_image(s, &r, slot < 0 && k == 0, sha256)) {
-            *out = r;
+    uint64_t order = 0;
+    uint32_t k;
+    for (k = 0; (order = next_record(s, order, out)) != 0; k++) {
+        if ((slot < 0 || out->slot == (unsigned)slot) && out->size <= s->slot_bytes &&
+            names_image(s, out, slot < 0 && k == 0, sha256)) {
             return 1;
         }
-        prev_seq = best_seq;
-        prev_e = best_e;
     }
+    return 0;
 }
 
 int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32])
@@ -150,26 +139,16 @@ int mk_store_committed(const mk_store *s, unsigned slot, mk_record *out, uint8_t
 const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t crc32,
                             const uint8_t id[MK_ID_BYTES], mk_record *out)
 {
-    static const uint8_t blank[MK_RECORD_BYTES] = {
-        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-        0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF,
-        0xFF, 0xFF};
-    const uint32_t n = 2u * s->per_page;
-    uint32_t e, page = 0, index = 0, newest_seq = 0;
-    int have = 0;
-    uint8_t raw[MK_RECORD_BYTES];
     mk_record r;
+    const uint64_t newest = next_record(s, 0, &r);
+    uint32_t e, page = newest ? entry_of(newest) / s->per_page : 0u, index = 0;
+    uint8_t raw[MK_RECORD_BYTES];
     const char *why;
-    for (e = 0; e < n; e++) {
-        if (unpack(entry(s, e), &r) && (!have || r.seq > newest_seq)) {
-            have = 1;
-            newest_seq = r.seq;
-            page = e / s->per_page;
-        }
-    }
-    for (e = 0; e < s->per_page; e++) { /* after the last used entry of the record page */
-        if (memcmp(entry(s, page * s->per_page + e), blank, MK_RECORD_BYTES) != 0) {
-            index = e + 1u;
+    for (e = 0; e < s->per_page; e++) { /* after the last used (not erased) entry of the page */
+        const uint8_t *p = entry(s, page * s->per_page + e);
+        uint32_t k;
+        for (k = 0; k < MK_RECORD_BYTES; k++) {
+            index = p[k] != 0xFFu ? e + 1u : index;
         }
     }
     if (index >= s->per_page) { /* full: continue on the other page, erased first */
@@ -179,19 +158,15 @@ const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t 
         }
         index = 0;
     }
-    out->seq = have ? newest_seq + 1u : 1u;
-    out->slot = (uint8_t)slot;
-    out->size = size;
-    out->crc32 = crc32;
-    memcpy(out->id, id, MK_ID_BYTES);
     mk_put32(raw, RECORD_MAGIC);
-    mk_put32(raw + 4, out->seq);
+    mk_put32(raw + 4, newest ? r.seq + 1u : 1u);
     raw[8] = (uint8_t)slot;
     raw[9] = raw[10] = raw[11] = 0;
     mk_put32(raw + 12, size);
     mk_put32(raw + 16, crc32);
     memcpy(raw + 20, id, MK_ID_BYTES);
     mk_put32(raw + 28, mk_crc32(0, raw, 28));
+    unpack(raw, out); /* the record as it will read back */
     return s->flash->write(s->flash->ctx, (page * s->per_page + index) * MK_RECORD_BYTES, raw,
                            MK_RECORD_BYTES);
 }

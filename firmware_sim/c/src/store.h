@@ -41,7 +41,8 @@ const char *mk_store_erase(mk_store *s, unsigned slot, uint32_t index);
 /* Program `n` bytes at `offset` of `slot` (within one page, over erased bytes). */
 const char *mk_store_write(mk_store *s, unsigned slot, uint32_t offset, const uint8_t *data,
                            uint32_t n);
-/* The record of the active image (boot) and the image's SHA-256, 1 if there is one. */
+/* The record of the active image (boot) and the image's SHA-256, 1 if there is one (if not,
+ * *out and sha256 hold no record: here and below). */
 int mk_store_active(const mk_store *s, mk_record *out, uint8_t sha256[32]);
 /* The newest record naming `slot` whose image the slot still holds, and the image's SHA-256;
  * 1 if there is one (records of the earlier layout do not count): what ROLLBACK may return to. */

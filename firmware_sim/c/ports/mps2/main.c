@@ -48,6 +48,7 @@ static mk_device device;
 /* ------------------------------------------------------------------ messages, exit */
 
 /* A line on QEMU's standard error, then the end with `status`. */
+static void say_and_exit(uint32_t status, mk_text_id text, ...) __attribute__((noreturn));
 static void say_and_exit(uint32_t status, mk_text_id text, ...)
 {
     char line[400];
@@ -62,6 +63,7 @@ static void say_and_exit(uint32_t status, mk_text_id text, ...)
     mk_semihost_exit(status);
 }
 
+static void fail(uint32_t status, const char *what, const char *why) __attribute__((noreturn));
 static void fail(uint32_t status, const char *what, const char *why)
 {
     say_and_exit(status, T_DEVICE_ERROR, what, why ? ": " : "", why ? why : "");
@@ -210,26 +212,29 @@ static const char *slow_erase(void *ctx, uint32_t page)
 }
 #endif
 
-static const char *file_seek(uint32_t offset)
+/* Read or write (semihosting call `op`) `n` bytes at `offset` of the state file. */
+static const char *file_transfer(uint32_t op, uint32_t offset, const uint8_t *data, uint32_t n,
+                                 const char *short_why)
 {
-    uint32_t block[2] = {(uint32_t)state_handle, offset};
-    return mk_semihost(SYS_SEEK, block) == 0 ? 0 : "seek failed";
+    uint32_t block[3] = {(uint32_t)state_handle, offset};
+    if (mk_semihost(SYS_SEEK, block) != 0) {
+        return "seek failed";
+    }
+    block[1] = (uint32_t)(uintptr_t)data;
+    block[2] = n;
+    return mk_semihost(op, block) == 0 ? 0 : short_why;
 }
 
 static const char *file_read(void *ctx, uint32_t offset, uint8_t *data, uint32_t n)
 {
-    uint32_t block[3] = {(uint32_t)state_handle, (uint32_t)(uintptr_t)data, n};
-    const char *why = file_seek(offset);
     (void)ctx;
-    return why ? why : mk_semihost(SYS_READ, block) == 0 ? 0 : "short read";
+    return file_transfer(SYS_READ, offset, data, n, "short read");
 }
 
 static const char *file_write(void *ctx, uint32_t offset, const uint8_t *data, uint32_t n)
 {
-    uint32_t block[3] = {(uint32_t)state_handle, (uint32_t)(uintptr_t)data, n};
-    const char *why = file_seek(offset);
     (void)ctx;
-    return why ? why : mk_semihost(SYS_WRITE, block) == 0 ? 0 : "short write";
+    return file_transfer(SYS_WRITE, offset, data, n, "short write");
 }
 
 static uint64_t file_length(void *ctx)
@@ -253,16 +258,19 @@ typedef struct {
 
 static options o;
 
-/* The options that take a whole number, and where it goes. */
+/* The options, and where their values go: a whole number (`bytes` 0) or text in hex into a
+ * buffer of `bytes`. */
 static const struct {
     const char *name;
-    uint32_t *value;
-} numbers[] = {
-    {"--flash", &o.flash}, {"--page", &o.page}, {"--ram", &o.ram},
-    {"--max-payload", &o.max_payload},
+    void *value;
+    uint32_t bytes;
+} options_table[] = {
+    {"--flash", &o.flash, 0}, {"--page", &o.page, 0}, {"--ram", &o.ram, 0},
+    {"--max-payload", &o.max_payload, 0},
+    {"--name-hex", o.name, sizeof o.name}, {"--state-hex", o.state, sizeof o.state},
 #if MK_TEST_HOOKS
-    {"--protocol-version", &o.protocol_version}, {"--endurance", &o.endurance},
-    {"--erase-ms", &o.erase_ms}, {"--rx-ring", &o.rx_ring}, {"--cut-after", &o.cut_op},
+    {"--protocol-version", &o.protocol_version, 0}, {"--endurance", &o.endurance, 0},
+    {"--erase-ms", &o.erase_ms, 0}, {"--rx-ring", &o.rx_ring, 0}, {"--cut-after", &o.cut_op, 0},
 #endif
 };
 
@@ -317,8 +325,8 @@ static void parse(const char *s)
         s++;
     }
     while (*s) {
-        const char *word = ++s;
-        size_t len, k;
+        const char *word = ++s, *name;
+        size_t len, k = 0;
         while (*s && *s != ' ') {
             s++;
         }
@@ -330,28 +338,22 @@ static void parse(const char *s)
             fail(2, mk_text_reason(T_OPTION_WITHOUT_VALUE), word);
         }
         s++;
-        for (k = 0; k < sizeof numbers / sizeof numbers[0]; k++) {
-            if (strlen(numbers[k].name) == len && memcmp(word, numbers[k].name, len) == 0) {
-                *numbers[k].value = number(numbers[k].name, &s, '+');
-#if MK_TEST_HOOKS
-                if (numbers[k].value == &o.cut_op) { /* N+K */
-                    s += *s == '+';
-                    o.cut_keep = number("--cut-after", &s, ' ');
-                }
-#endif
-                break;
+        while (strlen(name = options_table[k].name) != len || memcmp(word, name, len) != 0) {
+            if (++k == sizeof options_table / sizeof options_table[0]) {
+                fail(2, mk_text_reason(T_UNKNOWN_OPTION), word);
             }
         }
-        if (k < sizeof numbers / sizeof numbers[0]) {
-            continue;
-        }
-        if (len == 10 && memcmp(word, "--name-hex", len) == 0) {
-            hex_text("--name-hex", &s, o.name, sizeof o.name);
-        } else if (len == 11 && memcmp(word, "--state-hex", len) == 0) {
-            hex_text("--state-hex", &s, o.state, sizeof o.state);
+        if (options_table[k].bytes) {
+            hex_text(name, &s, options_table[k].value, options_table[k].bytes);
         } else {
-            fail(2, mk_text_reason(T_UNKNOWN_OPTION), word);
+            *(uint32_t *)options_table[k].value = number(name, &s, '+');
         }
+#if MK_TEST_HOOKS
+        if (options_table[k].value == &o.cut_op) { /* N+K */
+            s += *s == '+';
+            o.cut_keep = number("--cut-after", &s, ' ');
+        }
+#endif
     }
 }
 
