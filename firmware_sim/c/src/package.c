@@ -30,19 +30,6 @@ typedef char mk_text_ids_fit_a_byte[MK_TEXT_COUNT <= 256 ? 1 : -1];
 
 static uint32_t align4(uint32_t n) { return (n + 3u) & ~3u; }
 
-/* a little-endian u32 (where the processor is little-endian, one load: the Cortex-M3 and M4
- * load a word from any address) */
-static uint32_t le32(const uint8_t *p)
-{
-#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
-    uint32_t v;
-    memcpy(&v, p, sizeof v);
-    return v;
-#else
-    return mk_le32(p);
-#endif
-}
-
 /* the little-endian unsigned integer of `width` bytes (1 .. 4) at p */
 static uint32_t field(const uint8_t *p, unsigned width)
 {
@@ -153,10 +140,10 @@ int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why)
     if (unpack_header(data, n > MK_HEADER_BYTES ? MK_HEADER_BYTES : n, why)) {
         return -1;
     }
-    h->total_size = le32(data + 8);
-    h->n_inputs = le32(data + 0x40);
-    h->n_outputs = le32(data + 0x44);
-    h->ram_bytes = le32(data + 0x48);
+    h->total_size = mk_le32(data + 8);
+    h->n_inputs = mk_le32(data + 0x40);
+    h->n_outputs = mk_le32(data + 0x44);
+    h->ram_bytes = mk_le32(data + 0x48);
     return 0;
 }
 
@@ -282,7 +269,7 @@ static const uint8_t layer_arrays[3][5][2] = {
 static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, uint32_t size,
                         uint32_t i, uint32_t *s_in, uint32_t *s_out, mk_text *t)
 {
-    const uint32_t code = entry[0], n = le32(entry + 4), m = le32(entry + 8);
+    const uint32_t code = entry[0], n = mk_le32(entry + 4), m = mk_le32(entry + 8);
     int8_t want_min = 0, want_max = 1, want_zp = 0; /* threshold and step */
     const uint8_t *a[5];
     unsigned k;
@@ -304,7 +291,7 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
                                : array[1] == N   ? n
                                : array[1] == M_N ? m * n
                                : array[1] == M_1 ? m + 1u
-                                                 : le32(a[0] + 4u * m);
+                                                 : mk_le32(a[0] + 4u * m);
         if (!(a[k] = take(&r, array[0], count, t))) {
             return -1;
         }
@@ -315,8 +302,8 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
     L->zp_out = (int8_t)entry[3];
     L->n_in = n;
     L->n_out = m;
-    *s_in = le32(entry + 12);
-    *s_out = le32(entry + 16);
+    *s_in = mk_le32(entry + 12);
+    *s_out = mk_le32(entry + 16);
     L->act_min = (int8_t)entry[20];
     L->act_max = (int8_t)entry[21];
     if (code == MK_LAYER_DENSE) {
@@ -331,7 +318,7 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
         L->threshold = a[1];
         L->cols = a[2];
         L->values = (const int8_t *)a[3];
-        L->nnz = le32(a[0] + 4u * m);
+        L->nnz = mk_le32(a[0] + 4u * m);
     }
     if (reader_done(&r, t)) {
         return -1;
@@ -488,7 +475,7 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
             }
             for (j = 0; j < m; j++) {
                 const int32_t mult = item(L->multiplier, j, I32), sh = item(L->shift, j, I32);
-                const uint32_t ws = le32(weight_scale + 4u * j);
+                const uint32_t ws = mk_le32(weight_scale + 4u * j);
                 if (pass == 0   ? mult != 0 && mult < (1 << 30)
                     : pass == 1 ? mult == 0 && sh != 0
                     : pass == 2 ? ws < 1u || ws >= 0x7F800000u /* not positive and finite */
@@ -506,8 +493,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
         }
     } else {
         for (j = 0; j <= m; j++) { /* row_ptr: from 0, never decreasing */
-            const uint32_t v = le32(L->row_ptr + 4u * j);
-            if (j == 0 ? v != 0 : v < le32(L->row_ptr + 4u * j - 4u)) {
+            const uint32_t v = mk_le32(L->row_ptr + 4u * j);
+            if (j == 0 ? v != 0 : v < mk_le32(L->row_ptr + 4u * j - 4u)) {
                 return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, j, v);
             }
         }
@@ -524,8 +511,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
      * 65535 values of at most 127 (a step row too, while its inputs increase), so the sums
      * stay below 2^23, 255 times one below 2^31, and |bias| (at most 2^31) more below 2^32 */
     for (j = 0; j < m && L->type != MK_LAYER_THRESHOLD; j++) {
-        const uint32_t start = dense ? j * n : le32(L->row_ptr + 4u * j);
-        const uint32_t stop = dense ? start + n : le32(L->row_ptr + 4u * j + 4u);
+        const uint32_t start = dense ? j * n : mk_le32(L->row_ptr + 4u * j);
+        const uint32_t stop = dense ? start + n : mk_le32(L->row_ptr + 4u * j + 4u);
         const int8_t *v = dense ? L->weights : L->values;
         uint32_t sum = 0;
         for (k = start; k < stop; k++) {
@@ -536,7 +523,7 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
         }
         sum *= 255u;
         if (dense) {
-            const uint32_t bias = le32(L->bias + 4u * j);
+            const uint32_t bias = mk_le32(L->bias + 4u * j);
             sum += bias >> 31 ? 0u - bias : bias;
         }
         worst = sum > worst ? sum : worst;
@@ -649,7 +636,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (unpack_header(data, n, t)) {
         return -1;
     }
-    total = le32(data + 8);
+    total = mk_le32(data + 8);
     if (n < total) {
         return mk_text_refuse(t, T_PACKAGE_TRUNCATED_HEADER_SAYS, total, n);
     }
@@ -660,7 +647,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
         return mk_text_refuse(t, T_TOTAL_SIZE_SMALLER_THAN, total);
     }
     total -= CRC_BYTES; /* from here: where the CRC starts */
-    crc = le32(data + total);
+    crc = mk_le32(data + total);
     calc = mk_crc32(0, data, total);
     if (calc != crc) {
         return mk_text_refuse(t, T_CRC_32_MISMATCH_STORED, crc, calc);
@@ -694,14 +681,14 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     if (decode_names(data, total, table_end, m->n_classes, &payload_start, t)) {
         return -1;
     }
-    payload_size = le32(data + 0x4C);
+    payload_size = mk_le32(data + 0x4C);
     if (payload_start > total || payload_size != total - payload_start) {
         return mk_text_refuse(t, T_PAYLOAD_SIZE_DOES_NOT, payload_size, payload_start, total);
     }
     payload = data + payload_start;
     for (i = 0; i < m->n_layers; i++) {
         const uint8_t *entry = data + MK_HEADER_BYTES + MK_LAYER_ENTRY_BYTES * i;
-        uint32_t start = le32(entry + 24), size = le32(entry + 28);
+        uint32_t start = mk_le32(entry + 24), size = mk_le32(entry + 28);
         if (start != offset || size % 4u || size > payload_size - start) { /* start <= payload */
             return mk_text_refuse(t, T_LAYER_DATA_OFFSET_SIZE, i, start, size, offset,
                                   payload_size);
@@ -735,7 +722,7 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
                               n_inputs, (uint64_t)dims[0], (uint64_t)dims[1],
                               rank == 2 ? n_inputs : (uint64_t)dims[2], n_inputs);
     }
-    scale = le32(data + 0x38);
+    scale = mk_le32(data + 0x38);
     if (check_scale(t, scale, -1, T_INPUT_SCALE)) {
         return -1;
     }
@@ -765,9 +752,9 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
     derived[1] = m->n_outputs;
     derived[2] = mk_arena_bytes(derived[0], m->layers, m->n_layers);
     for (k = 0; k < 3; k++) { /* n_inputs, n_outputs, ram_bytes: as the table gives them */
-        if (le32(data + 0x40 + 4u * k) != derived[k]) {
+        if (mk_le32(data + 0x40 + 4u * k) != derived[k]) {
             return mk_text_refuse(t, T_HEADER_BUT_LAYER_TABLE, T_N_INPUTS + k,
-                                  le32(data + 0x40 + 4u * k), derived[k]);
+                                  mk_le32(data + 0x40 + 4u * k), derived[k]);
         }
     }
     m->image = data;
