@@ -543,7 +543,6 @@ static void read_slot(reply *r)
     const uint8_t *p = r->f->payload;
     const uint32_t offset = mk_le32(p + 1), length = mk_le16(p + 5), room = frame_room(d);
     uint32_t slot = p[0], limit;
-    uint64_t end;
     if (slot == 0xFFu) {
         if (!d->has_active) {
             NAK(r, MK_ERR_NO_MODEL, T_NO_ACTIVE_MODEL_READ, 0, 0);
@@ -563,10 +562,10 @@ static void read_slot(reply *r)
         NAK(r, MK_ERR_BAD_PAYLOAD, T_READ_BYTES_ONE_REPLY, r->f->length, 0, length, room);
         return;
     }
-    end = (uint64_t)offset + length;
-    if (end > limit) {
+    if (offset > limit || length > limit - offset) { /* offset + length > limit */
         NAK(r, MK_ERR_RANGE, T_READ_PAST_READABLE_BYTES,
-            end > 0xFFFFFFFFu ? 0xFFFFFFFFu : (uint32_t)end, limit, offset, length, limit);
+            offset > 0xFFFFFFFFu - length ? 0xFFFFFFFFu : offset + length, limit, offset, length,
+            limit);
         return;
     }
     r->type = MK_READ_DATA;

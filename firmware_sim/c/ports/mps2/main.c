@@ -250,9 +250,9 @@ static const mk_file_io state_io = {file_read, file_write, file_length, 0};
 /* ------------------------------------------------------------------ options */
 
 typedef struct {
-    uint32_t flash, page, ram, max_payload, protocol_version, endurance, erase_ms, rx_ring;
+    uint32_t flash, page, endurance, erase_ms, rx_ring;
     uint32_t cut_op, cut_keep; /* cut_op 0xFFFFFFFF: no power cut */
-    char name[MK_NAME_MAX + 1];
+    mk_device_config device;   /* --ram, --max-payload, --name-hex, --protocol-version */
     char state[256];
 } options;
 
@@ -265,11 +265,11 @@ static const struct {
     void *value;
     uint32_t bytes;
 } options_table[] = {
-    {"--flash", &o.flash, 0}, {"--page", &o.page, 0}, {"--ram", &o.ram, 0},
-    {"--max-payload", &o.max_payload, 0},
-    {"--name-hex", o.name, sizeof o.name}, {"--state-hex", o.state, sizeof o.state},
+    {"--flash", &o.flash, 0}, {"--page", &o.page, 0}, {"--ram", &o.device.ram_bytes, 0},
+    {"--max-payload", &o.device.max_payload, 0},
+    {"--name-hex", o.device.name, sizeof o.device.name}, {"--state-hex", o.state, sizeof o.state},
 #if MK_TEST_HOOKS
-    {"--protocol-version", &o.protocol_version, 0}, {"--endurance", &o.endurance, 0},
+    {"--protocol-version", &o.device.protocol_version, 0}, {"--endurance", &o.endurance, 0},
     {"--erase-ms", &o.erase_ms, 0}, {"--rx-ring", &o.rx_ring, 0}, {"--cut-after", &o.cut_op, 0},
 #endif
 };
@@ -277,16 +277,18 @@ static const struct {
 /* A whole number at *p, ended by a space, the end or `also`; *p moves past it. */
 static uint32_t number(const char *opt, const char **p, char also)
 {
-    uint64_t v = 0;
+    uint32_t v = 0;
     const char *s = *p;
     do {
-        if (*s < '0' || *s > '9' || (v = v * 10u + (uint64_t)(*s - '0')) > 0xFFFFFFFFu) {
+        const uint32_t digit = (uint32_t)(*s - '0');
+        if (digit > 9u || v > (0xFFFFFFFFu - digit) / 10u) { /* v * 10 + digit > 2^32 - 1 */
             fail(2, opt, mk_text_reason(T_EXPECTED_WHOLE_NUMBER));
         }
+        v = v * 10u + digit;
         s++;
     } while (*s && *s != ' ' && *s != also);
     *p = s;
-    return (uint32_t)v;
+    return v;
 }
 
 /* Bytes from lowercase hex digits (two a byte) at *p, into `out` (NUL-terminated). */
@@ -297,12 +299,11 @@ static void hex_text(const char *opt, const char **p, char *out, uint32_t cap)
     for (; *s && *s != ' '; s += 2) {
         unsigned byte = 0, k;
         for (k = 0; k < 2; k++) {
-            const char c = s[k];
-            const int digit = c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10 : -1;
-            if (digit < 0 || n + 1u >= cap) {
+            const unsigned decimal = (unsigned)(s[k] - '0'), letter = (unsigned)(s[k] - 'a');
+            if ((decimal > 9u && letter > 5u) || n + 1u >= cap) { /* 0-9 or a-f */
                 fail(2, opt, mk_text_reason(T_EXPECTED_HEX_DIGITS));
             }
-            byte = byte << 4 | (unsigned)digit;
+            byte = byte << 4 | (decimal <= 9u ? decimal : letter + 10u);
         }
         out[n++] = (char)byte;
     }
@@ -315,12 +316,12 @@ static void parse(const char *s)
 {
     o.flash = 256u * 1024u;
     o.page = 2048u;
-    o.ram = MK_ARENA_BYTES;
-    o.max_payload = MK_MAX_PAYLOAD;
-    o.protocol_version = MK_PROTOCOL_VERSION;
+    o.device.ram_bytes = MK_ARENA_BYTES;
+    o.device.max_payload = MK_MAX_PAYLOAD;
+    o.device.protocol_version = MK_PROTOCOL_VERSION;
     o.endurance = 10000u;
     o.cut_op = 0xFFFFFFFFu;
-    memcpy(o.name, "mark1-fw mps2", 14);
+    memcpy(o.device.name, "mark1-fw mps2", 14);
     while (*s && *s != ' ') {
         s++;
     }
@@ -368,7 +369,6 @@ static void emit(void *ctx, uint8_t type, const uint8_t *wire, size_t n)
 
 int main(void)
 {
-    mk_device_config config;
     const char *why;
     { /* the command line, read into the arena (free until a model runs) */
         char *cmdline = (char *)mk_arena;
@@ -416,13 +416,8 @@ int main(void)
     NVIC_ISER0 = 1u << IRQ_TIMER0;
     calibrate();
 
-    memset(&config, 0, sizeof config);
-    config.max_payload = o.max_payload;
-    config.ram_bytes = o.ram;
-    config.protocol_version = o.protocol_version;
-    config.measure = measure;
-    memcpy(config.name, o.name, sizeof config.name);
-    if ((why = mk_device_init(&device, &config, &flash.hal)) != 0) {
+    o.device.measure = measure;
+    if ((why = mk_device_init(&device, &o.device, &flash.hal)) != 0) {
         fail(2, why, 0);
     }
     mk_uart_init(o.rx_ring);

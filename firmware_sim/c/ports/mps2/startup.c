@@ -14,17 +14,17 @@ void mk_uart_rx_irq(void);
 void mk_systick_irq(void);
 void mk_timer0_irq(void);
 
-static void fault(void)
+/* A word on standard error, then the end with exit status 70. */
+static void stop(mk_text_id text) __attribute__((noreturn));
+static void stop(mk_text_id text)
 {
-    mk_semihost_print(mk_text_reason(T_PROCESSOR_FAULT));
+    mk_semihost_print(mk_text_reason(text));
     mk_semihost_exit(70);
 }
 
-static void unexpected(void)
-{
-    mk_semihost_print(mk_text_reason(T_UNEXPECTED_INTERRUPT));
-    mk_semihost_exit(70);
-}
+static void fault(void) { stop(T_PROCESSOR_FAULT); }
+
+static void unexpected(void) { stop(T_UNEXPECTED_INTERRUPT); }
 
 void mk_reset(void)
 {
