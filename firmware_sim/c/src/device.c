@@ -696,7 +696,7 @@ static void dispatch(reply *r)
         return;
     }
     m = &messages[f->type - 1u];
-    if (m->rule == NO_PAYLOAD ? n != 0 : m->rule == EXACTLY ? n != m->length : n < m->length) {
+    if (m->rule == AT_LEAST ? n < m->length : n != m->length) { /* (NO_PAYLOAD: length 0) */
         if (m->rule == NO_PAYLOAD) {
             NAK(r, MK_ERR_BAD_PAYLOAD, T_TAKES_NO_PAYLOAD_GOT, n, 0, m->name, n);
         } else {

@@ -250,10 +250,11 @@ static const mk_file_io state_io = {file_read, file_write, file_length, 0};
 /* ------------------------------------------------------------------ options */
 
 typedef struct {
-    uint32_t flash, page, endurance, erase_ms, rx_ring;
-    uint32_t cut_op, cut_keep; /* cut_op 0xFFFFFFFF: no power cut */
+    uint32_t flash, page;
     mk_device_config device;   /* --ram, --max-payload, --name-hex, --protocol-version */
     char state[256];
+    uint32_t endurance, erase_ms, rx_ring; /* (the test images' options) */
+    uint32_t cut_op, cut_keep; /* cut_op 0xFFFFFFFF: no power cut */
 } options;
 
 static options o;
@@ -319,8 +320,10 @@ static void parse(const char *s)
     o.device.ram_bytes = MK_ARENA_BYTES;
     o.device.max_payload = MK_MAX_PAYLOAD;
     o.device.protocol_version = MK_PROTOCOL_VERSION;
+#if MK_TEST_HOOKS
     o.endurance = 10000u;
     o.cut_op = 0xFFFFFFFFu;
+#endif
     memcpy(o.device.name, "mark1-fw mps2", 14);
     while (*s && *s != ' ') {
         s++;
@@ -382,7 +385,7 @@ int main(void)
         fail(2, "--flash", mk_text_reason(T_MORE_THAN_FLASH_COPY));
     }
     if ((why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page,
-                                  (int64_t)o.endurance)) != 0) {
+                                  MK_TEST_HOOKS ? (int64_t)o.endurance : -1)) != 0) {
         fail(2, why, 0);
     }
 #if MK_TEST_HOOKS
@@ -420,7 +423,7 @@ int main(void)
     if ((why = mk_device_init(&device, &o.device, &flash.hal)) != 0) {
         fail(2, why, 0);
     }
-    mk_uart_init(o.rx_ring);
+    mk_uart_init(MK_TEST_HOOKS ? o.rx_ring : 0); /* 0: the ring sized for the window */
     mk_irq_enable();
     for (;;) {
         const uint8_t *bytes;
