@@ -736,9 +736,11 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
 
     /* validate_package */
     if (n_inputs > DIM_MAX) { /* of rank 2 or 3 (one u16 dimension is no more) */
-        return mk_text_refuse(t, rank == 2 ? T_INPUT_SIZE_PRODUCT_2 : T_INPUT_SIZE_PRODUCT_3,
-                              n_inputs, (uint64_t)dims[0], (uint64_t)dims[1],
-                              rank == 2 ? n_inputs : (uint64_t)dims[2], n_inputs);
+        mk_text_format(t, T_INPUT_SIZE_PRODUCT, n_inputs, dims[0], dims[1]);
+        if (rank == 3) {
+            mk_text_format(t, T_COMMA_DIMENSION, dims[2]);
+        }
+        return mk_text_refuse(t, T_INPUT_SIZE_WHOLE_NUMBER, n_inputs);
     }
     scale = mk_le32(data + 0x38);
     if (check_scale(t, scale, -1, T_INPUT_SCALE)) {
