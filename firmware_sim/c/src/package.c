@@ -373,11 +373,7 @@ static void decompose(uint32_t bits, uint64_t *m, int *e)
 
 static int bit_length(uint64_t v)
 {
-    int n = 0;
-    for (; v; v >>= 1) {
-        n++;
-    }
-    return n;
+    return v ? 64 - __builtin_clzll(v) : 0;
 }
 
 /* x * 2^e and y on one scale, if their bit lengths differ by at most one (then neither
