@@ -154,29 +154,27 @@ int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why)
  * error (a text) */
 static mk_text_id utf8_problem(const uint8_t *s, uint32_t n)
 {
-    uint32_t i = 0;
-    while (i < n) {
-        const unsigned c = s[i++];
-        unsigned more, lo, hi; /* continuation bytes, and the range of the first of them */
-        if (c < 0x80u) {
-            continue;
-        }
-        if (c < 0xC2u || c > 0xF4u) {
-            return T_INVALID_START_BYTE;
-        }
-        more = c < 0xE0u ? 1u : c < 0xF0u ? 2u : 3u;
-        lo = c == 0xE0u ? 0xA0u : c == 0xF0u ? 0x90u : 0x80u;
-        hi = c == 0xEDu ? 0x9Fu : c == 0xF4u ? 0x8Fu : 0xBFu;
-        for (; more; more--, i++, lo = 0x80u, hi = 0xBFu) {
-            if (i >= n) {
-                return T_UNEXPECTED_END_OF_DATA;
-            }
-            if (s[i] < lo || s[i] > hi) {
+    unsigned more = 0, lo = 0, hi = 0; /* continuation bytes still due, the next one's range */
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        const unsigned c = s[i];
+        if (more) {
+            if (c < lo || c > hi) {
                 return T_INVALID_CONTINUATION_BYTE;
             }
+            more--;
+            lo = 0x80u;
+            hi = 0xBFu;
+        } else if (c >= 0x80u) {
+            if (c < 0xC2u || c > 0xF4u) {
+                return T_INVALID_START_BYTE;
+            }
+            more = 1u + (c >= 0xE0u) + (c >= 0xF0u);
+            lo = c == 0xE0u ? 0xA0u : c == 0xF0u ? 0x90u : 0x80u;
+            hi = c == 0xEDu ? 0x9Fu : c == 0xF4u ? 0x8Fu : 0xBFu;
         }
     }
-    return MK_TEXT_COUNT;
+    return more ? T_UNEXPECTED_END_OF_DATA : MK_TEXT_COUNT;
 }
 
 /* _decode_names over data[:limit]: the payload start in *end, or -1 */
