@@ -621,15 +621,16 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
 
 uint32_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers)
 {
-    uint32_t widths[2] = {n_inputs, 0}; /* the largest vector each buffer holds */
+    /* the largest vector each of the two buffers holds: the one layer i reads, the other */
+    uint32_t in = n_inputs, out = 0, swap;
     unsigned i;
     for (i = 0; i < n_layers; i++) {
-        uint32_t *w = &widths[(i + 1u) % 2u];
-        if (layers[i].n_out > *w) {
-            *w = layers[i].n_out;
-        }
+        out = layers[i].n_out > out ? layers[i].n_out : out;
+        swap = in; /* layer i + 1 reads what layer i wrote */
+        in = out;
+        out = swap;
     }
-    return align4(widths[0]) + align4(widths[1]);
+    return align4(in) + align4(out);
 }
 
 /* ------------------------------------------------------------------ decode_package */
