@@ -13,6 +13,7 @@
 #include "package.h"
 #include "requantize.h"
 
+#include <stddef.h>
 #include <string.h>
 
 #include "crc32.h"
@@ -153,29 +154,27 @@ int mk_package_peek(const uint8_t *data, uint32_t n, mk_header *h, mk_text *why)
  * error (a text) */
 static mk_text_id utf8_problem(const uint8_t *s, uint32_t n)
 {
-    uint32_t i = 0;
-    while (i < n) {
-        const unsigned c = s[i++];
-        unsigned more, lo, hi; /* continuation bytes, and the range of the first of them */
-        if (c < 0x80u) {
-            continue;
-        }
-        if (c < 0xC2u || c > 0xF4u) {
-            return T_INVALID_START_BYTE;
-        }
-        more = c < 0xE0u ? 1u : c < 0xF0u ? 2u : 3u;
-        lo = c == 0xE0u ? 0xA0u : c == 0xF0u ? 0x90u : 0x80u;
-        hi = c == 0xEDu ? 0x9Fu : c == 0xF4u ? 0x8Fu : 0xBFu;
-        for (; more; more--, i++, lo = 0x80u, hi = 0xBFu) {
-            if (i >= n) {
-                return T_UNEXPECTED_END_OF_DATA;
-            }
-            if (s[i] < lo || s[i] > hi) {
+    unsigned more = 0, lo = 0, hi = 0; /* continuation bytes still due, the next one's range */
+    uint32_t i;
+    for (i = 0; i < n; i++) {
+        const unsigned c = s[i];
+        if (more) {
+            if (c < lo || c > hi) {
                 return T_INVALID_CONTINUATION_BYTE;
             }
+            more--;
+            lo = 0x80u;
+            hi = 0xBFu;
+        } else if (c >= 0x80u) {
+            if (c < 0xC2u || c > 0xF4u) {
+                return T_INVALID_START_BYTE;
+            }
+            more = 1u + (c >= 0xE0u) + (c >= 0xF0u);
+            lo = c == 0xE0u ? 0xA0u : c == 0xF0u ? 0x90u : 0x80u;
+            hi = c == 0xEDu ? 0x9Fu : c == 0xF4u ? 0x8Fu : 0xBFu;
         }
     }
-    return MK_TEXT_COUNT;
+    return more ? T_UNEXPECTED_END_OF_DATA : MK_TEXT_COUNT;
 }
 
 /* _decode_names over data[:limit]: the payload start in *end, or -1 */
@@ -256,14 +255,48 @@ static int reader_done(reader *r, mk_text *t)
     return mk_text_refuse(t, T_DATA_SIZE_ITS_ARRAYS, r->size, r->pos);
 }
 
-/* The arrays of each layer type, in their order (_decode_layer's takes): item bytes, count */
+/* The arrays of each layer type, in their order (_decode_layer's takes): the kind of their
+ * items (below), how many (M .. NNZ), the mk_layer field that points at them (NONE: none),
+ * and the value range that _check_dense, _check_threshold or _check_step checks with
+ * _check_ints (what: the array's name; 0: no range check) */
 enum { M, N, M_N, M_1, NNZ }; /* n_out, n_in, n_out * n_in, n_out + 1, row_ptr[n_out] */
-static const uint8_t layer_arrays[3][5][2] = {
-    {{1, M_N}, {4, M}, {4, M}, {4, M}, {4, M}}, /* dense: weights, bias, multiplier, shift,
-                                                 * weight_scale */
-    {{2, N}},                                   /* threshold: threshold */
-    {{4, M_1}, {4, M}, {2, NNZ}, {1, NNZ}},     /* step: row_ptr, threshold, cols, values */
+enum { I8 = 1, I16 = 2, I32 = 4, U16 = 2 | 8 }; /* an item: its bytes, and 8 if unsigned */
+enum { NONE = 0xFF, HI_INT32 = -1, HI_LAST_INPUT = -2 }; /* hi: INT32_MAX, n_in - 1 */
+typedef struct {
+    uint8_t kind, count, field, what;
+    int16_t lo, hi;
+} array_rule;
+
+#define AT(f) offsetof(mk_layer, f)
+static const array_rule layer_arrays[] = {
+    /* dense (from 0) */
+    {I8, M_N, AT(weights), T_LAYER_WEIGHTS, -127, 127},          /* weights: [-127, 127] */
+    {I32, M, AT(bias), 0, 0, 0},                                 /* bias */
+    {I32, M, AT(multiplier), T_LAYER_MULTIPLIER, 0, HI_INT32},   /* multiplier: >= 0 */
+    {I32, M, AT(shift), T_LAYER_SHIFT, -31, 30},                 /* shift: [-31, 30] */
+    {I32, M, NONE, 0, 0, 0},                                     /* weight_scale (after shift) */
+    /* threshold (from 5) */
+    {I16, N, AT(threshold), T_LAYER_THRESHOLD, -128, 128},       /* threshold: [-128, 128] */
+    /* step (from 6) */
+    {I32, M_1, AT(row_ptr), 0, 0, 0},                     /* row_ptr: checked on its own first */
+    {I32, M, AT(threshold), 0, 0, 0},                            /* threshold */
+    {U16, NNZ, AT(cols), T_LAYER_COLS, 0, HI_LAST_INPUT},        /* cols: [0, n_in - 1] */
+    {I8, NNZ, AT(values), T_LAYER_VALUES, -127, 127},            /* values: [-127, 127] */
 };
+#undef AT
+/* where the arrays of layer type k start in layer_arrays, and (k + 1) where they end */
+static const uint8_t arrays_from[4] = {0, 5, 6, 10};
+
+/* the number of items of an array of layer L (NNZ: once its row_ptr is read) */
+static uint32_t items_of(const array_rule *a, const mk_layer *L)
+{
+    const uint32_t m = L->n_out, n = L->n_in;
+    return a->count == M     ? m
+           : a->count == N   ? n
+           : a->count == M_N ? m * n
+           : a->count == M_1 ? m + 1u
+                             : mk_le32(L->row_ptr + 4u * m);
+}
 
 /* _decode_layer: the table entry and the arrays of layer i */
 static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, uint32_t size,
@@ -271,8 +304,7 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
 {
     const uint32_t code = entry[0], n = mk_le32(entry + 4), m = mk_le32(entry + 8);
     int8_t want_min = 0, want_max = 1, want_zp = 0; /* threshold and step */
-    const uint8_t *a[5];
-    unsigned k;
+    const array_rule *a;
     reader r;
     r.blob = blob;
     r.size = size;
@@ -285,40 +317,27 @@ static int decode_layer(mk_layer *L, const uint8_t *entry, const uint8_t *blob, 
     if (code == MK_LAYER_THRESHOLD && m != n) {
         return mk_text_refuse(t, T_LAYER_THRESHOLD_LAYER_HAS, i, n, m);
     }
-    for (k = 0; k < 5 && layer_arrays[code - 1u][k][0]; k++) {
-        const uint8_t *array = layer_arrays[code - 1u][k];
-        const uint32_t count = array[1] == M     ? m
-                               : array[1] == N   ? n
-                               : array[1] == M_N ? m * n
-                               : array[1] == M_1 ? m + 1u
-                                                 : mk_le32(a[0] + 4u * m);
-        if (!(a[k] = take(&r, array[0], count, t))) {
+    L->type = (uint8_t)code;
+    L->n_in = n;
+    L->n_out = m;
+    for (a = layer_arrays + arrays_from[code - 1u]; a < layer_arrays + arrays_from[code]; a++) {
+        const uint8_t *array = take(&r, a->kind & 7u, items_of(a, L), t);
+        if (!array) {
             return -1;
         }
+        if (a->field != NONE) {
+            memcpy((uint8_t *)L + a->field, &array, sizeof array);
+        }
     }
-    L->type = (uint8_t)code;
     L->relu = entry[1];
     L->zp_in = (int8_t)entry[2];
     L->zp_out = (int8_t)entry[3];
-    L->n_in = n;
-    L->n_out = m;
     *s_in = mk_le32(entry + 12);
     *s_out = mk_le32(entry + 16);
     L->act_min = (int8_t)entry[20];
     L->act_max = (int8_t)entry[21];
-    if (code == MK_LAYER_DENSE) {
-        L->weights = (const int8_t *)a[0];
-        L->bias = a[1];
-        L->multiplier = a[2];
-        L->shift = a[3];
-    } else if (code == MK_LAYER_THRESHOLD) {
-        L->threshold = a[0];
-    } else {
-        L->row_ptr = a[0];
-        L->threshold = a[1];
-        L->cols = a[2];
-        L->values = (const int8_t *)a[3];
-        L->nnz = mk_le32(a[0] + 4u * m);
+    if (code == MK_LAYER_STEP) {
+        L->nnz = mk_le32(L->row_ptr + 4u * m);
     }
     if (reader_done(&r, t)) {
         return -1;
@@ -352,11 +371,7 @@ static void decompose(uint32_t bits, uint64_t *m, int *e)
 
 static int bit_length(uint64_t v)
 {
-    int n = 0;
-    for (; v; v >>= 1) {
-        n++;
-    }
-    return n;
+    return v ? 64 - __builtin_clzll(v) : 0;
 }
 
 /* x * 2^e and y on one scale, if their bit lengths differ by at most one (then neither
@@ -404,8 +419,6 @@ int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t
     d = x > y ? x - y : y - x;
     return d <= y >> 28;
 }
-
-enum { I8 = 1, I16 = 2, I32 = 4, U16 = 2 | 8 }; /* an item: its bytes, and 8 if unsigned */
 
 static int32_t item(const uint8_t *p, uint32_t k, unsigned kind)
 {
@@ -459,15 +472,30 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
 {
     const int layer = (int)i, dense = L->type == MK_LAYER_DENSE;
     const uint32_t m = L->n_out, n = L->n_in;
+    const array_rule *a;
     uint32_t j, k, pass;
     uint32_t worst = 0;
-    if (dense) {
-        const uint8_t *weight_scale = L->shift + 4u * m;
-        if (check_items(t, layer, T_LAYER_WEIGHTS, L->weights, m * n, I8, -127, 127) ||
-            check_items(t, layer, T_LAYER_MULTIPLIER, L->multiplier, m, I32, 0, INT32_MAX_) ||
-            check_items(t, layer, T_LAYER_SHIFT, L->shift, m, I32, -31, 30)) {
+    for (j = 0; j <= m && L->type == MK_LAYER_STEP; j++) { /* row_ptr: from 0, never decreasing */
+        const uint32_t v = mk_le32(L->row_ptr + 4u * j);
+        if (j == 0 ? v != 0 : v < mk_le32(L->row_ptr + 4u * j - 4u)) {
+            return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, j, v);
+        }
+    }
+    for (a = layer_arrays + arrays_from[L->type - 1u]; a < layer_arrays + arrays_from[L->type];
+         a++) { /* the value ranges, in the order of the arrays */
+        const uint8_t *array;
+        if (!a->what) {
+            continue;
+        }
+        memcpy(&array, (const uint8_t *)L + a->field, sizeof array);
+        if (check_items(t, layer, a->what, array, items_of(a, L), a->kind, a->lo,
+                        a->hi == HI_INT32 ? INT32_MAX_ : a->hi == HI_LAST_INPUT ? (int32_t)n - 1
+                                                                                : a->hi)) {
             return -1;
         }
+    }
+    if (dense) {
+        const uint8_t *weight_scale = L->shift + 4u * m;
         for (pass = 0; pass < 4; pass++) {
             if (pass == 3 && (check_scale(t, s_in, layer, T_LAYER_INPUT_SCALE) ||
                               check_scale(t, s_out, layer, T_LAYER_OUTPUT_SCALE))) {
@@ -487,24 +515,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
                 }
             }
         }
-    } else if (L->type == MK_LAYER_THRESHOLD) {
-        if (check_items(t, layer, T_LAYER_THRESHOLD, L->threshold, n, I16, -128, 128)) {
-            return -1;
-        }
-    } else {
-        for (j = 0; j <= m; j++) { /* row_ptr: from 0, never decreasing */
-            const uint32_t v = mk_le32(L->row_ptr + 4u * j);
-            if (j == 0 ? v != 0 : v < mk_le32(L->row_ptr + 4u * j - 4u)) {
-                return mk_text_refuse(t, T_LAYER_ROW_PTR_START, i, j, v);
-            }
-        }
-        if (check_items(t, layer, T_LAYER_COLS, L->cols, L->nnz, U16, 0, (int32_t)n - 1) ||
-            check_items(t, layer, T_LAYER_VALUES, L->values, L->nnz, I8, -127, 127)) {
-            return -1;
-        }
-        if ((k = first_zero(L->values, L->nnz)) < L->nnz) {
-            return mk_text_refuse(t, T_LAYER_VALUES_0_STORE, i, k);
-        }
+    } else if (L->type == MK_LAYER_STEP && (k = first_zero(L->values, L->nnz)) < L->nnz) {
+        return mk_text_refuse(t, T_LAYER_VALUES_0_STORE, i, k);
     }
     /* the worst-case accumulator of each output: |bias| + 255 * sum |w| (dense), 255 * sum |v|
      * over the row's connections, whose inputs strictly increase (step). A row has at most
@@ -609,15 +621,16 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
 
 uint32_t mk_arena_bytes(uint32_t n_inputs, const mk_layer *layers, unsigned n_layers)
 {
-    uint32_t widths[2] = {n_inputs, 0}; /* the largest vector each buffer holds */
+    /* the largest vector each of the two buffers holds: the one layer i reads, the other */
+    uint32_t in = n_inputs, out = 0, swap;
     unsigned i;
     for (i = 0; i < n_layers; i++) {
-        uint32_t *w = &widths[(i + 1u) % 2u];
-        if (layers[i].n_out > *w) {
-            *w = layers[i].n_out;
-        }
+        out = layers[i].n_out > out ? layers[i].n_out : out;
+        swap = in; /* layer i + 1 reads what layer i wrote */
+        in = out;
+        out = swap;
     }
-    return align4(widths[0]) + align4(widths[1]);
+    return align4(in) + align4(out);
 }
 
 /* ------------------------------------------------------------------ decode_package */
@@ -718,9 +731,11 @@ int mk_package_load(mk_model *m, const uint8_t *data, uint32_t n, mk_text *t, ui
 
     /* validate_package */
     if (n_inputs > DIM_MAX) { /* of rank 2 or 3 (one u16 dimension is no more) */
-        return mk_text_refuse(t, rank == 2 ? T_INPUT_SIZE_PRODUCT_2 : T_INPUT_SIZE_PRODUCT_3,
-                              n_inputs, (uint64_t)dims[0], (uint64_t)dims[1],
-                              rank == 2 ? n_inputs : (uint64_t)dims[2], n_inputs);
+        mk_text_format(t, T_INPUT_SIZE_PRODUCT, n_inputs, dims[0], dims[1]);
+        if (rank == 3) {
+            mk_text_format(t, T_COMMA_DIMENSION, dims[2]);
+        }
+        return mk_text_refuse(t, T_INPUT_SIZE_WHOLE_NUMBER, n_inputs);
     }
     scale = mk_le32(data + 0x38);
     if (check_scale(t, scale, -1, T_INPUT_SCALE)) {

@@ -186,15 +186,7 @@ void mk_text_vformat(mk_text *t, mk_text_id id, va_list args)
     mk_text_vprintf(t, format, args);
 }
 
-void mk_text_format(mk_text *t, mk_text_id id, ...)
-{
-    va_list args;
-    va_start(args, id);
-    mk_text_vformat(t, id, args);
-    va_end(args);
-}
-
-int mk_text_refuse(mk_text *t, mk_text_id id, ...)
+int mk_text_format(mk_text *t, mk_text_id id, ...)
 {
     va_list args;
     va_start(args, id);

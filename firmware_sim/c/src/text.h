@@ -49,11 +49,12 @@ enum {
 };
 typedef unsigned mk_text_id;
 
-/* mk_text_printf with the catalog's text `id` as the format. */
-void mk_text_format(mk_text *t, mk_text_id id, ...);
+/* mk_text_printf with the catalog's text `id` as the format; -1, the value of a refusal. */
+int mk_text_format(mk_text *t, mk_text_id id, ...);
 void mk_text_vformat(mk_text *t, mk_text_id id, va_list args);
-/* mk_text_format, then -1: the value of a refusal. */
-int mk_text_refuse(mk_text *t, mk_text_id id, ...);
+/* A refusal: its text (mk_text_format), and -1 to return (one function: the image holds it
+ * once). */
+#define mk_text_refuse mk_text_format
 /* The catalog's text `id` into `out` (MK_TEXT_LONGEST + 1 bytes, NUL-terminated); its length. */
 uint32_t mk_text_expand(mk_text_id id, char *out);
 /* The catalog's text `id` as a string, in a buffer of its own that the next call overwrites:
