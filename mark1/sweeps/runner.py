@@ -13,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import combinations
 from pathlib import Path
@@ -222,7 +222,9 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
             import threading  # (in this process the runs would share its one thread with it)
 
             warm = threading.Thread(target=_warm_writers, daemon=True)
-            warm.start()
+            if executor is not None:  # local workers: while their fork server warms up
+                warm.start()
+        on_first = None if warm is None or warm.ident is not None else warm.start
         try:
             check_codes(checked)
             if out_path is not None:
@@ -245,12 +247,13 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
                 _execute(executor, runs, keys, results, None, counts, progress)
             else:  # the journal lives in the folder itself, so a killed sweep can resume
                 with Journal(out_path) as journal:
-                    _execute(executor, runs, keys, journal.results, journal, counts, progress)
+                    _execute(executor, runs, keys, journal.results, journal, counts, progress,
+                             on_first)
                     results = journal.results
         finally:
             if executor is not None:
                 executor.close()
-            if warm is not None:
+            if warm is not None and warm.ident is not None:
                 warm.join()  # its first figure and table done before ours
         rows = [table.make_row(k, run, results[k]) for k, run in zip(keys, runs)]
         report = _report(checked, rows, counts, executor)
@@ -271,7 +274,11 @@ def _timed(report: dict[str, Any], started: float) -> None:
 
 def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
              results: dict[str, dict[str, Any]], journal: Journal | None,
-             counts: dict[str, int], progress: bool | None) -> None:
+             counts: dict[str, int], progress: bool | None,
+             on_first: Callable[[], None] | None = None) -> None:
+    """Run what ``results`` lacks on ``executor``; ``on_first()`` once the first runs are
+    back (a Dask cluster's workers start at once: this process's own warm-up of the writers
+    waits until then, rather than slow down the connection and the first submissions)."""
     from mark1.version import __version__
 
     todo = [run for run, k in zip(runs, keys) if k not in results]
@@ -298,6 +305,10 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
             results[key] = result
             counts["run_now"] += 1
         bar.bar.update(len(batch))
+        nonlocal on_first
+        if on_first is not None:
+            on_first, start = None, on_first
+            start()
 
     def lost(n: int) -> None:
         counts["rerun_after_lost_worker"] += n
