@@ -286,6 +286,7 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
     if not todo:
         return
     key_of = dict(zip(runs, keys))
+    first = [] if on_first is None else [on_first]  # called once, by the first results
     where = executor.description
     bar = _Progress(len(runs), counts["from_journal"], progress, "sweep")
     if counts["from_journal"]:
@@ -305,10 +306,8 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
             results[key] = result
             counts["run_now"] += 1
         bar.bar.update(len(batch))
-        nonlocal on_first
-        if on_first is not None:
-            on_first, start = None, on_first
-            start()
+        if first:
+            first.pop()()
 
     def lost(n: int) -> None:
         counts["rerun_after_lost_worker"] += n
