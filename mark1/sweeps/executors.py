@@ -115,16 +115,25 @@ class LocalWorkers:
         self._slots = [self._start() for _ in range(n)]
         self._has: list[set[TaskKey]] = [set() for _ in range(n)]  # images each worker got
         self._images: OrderedDict[TaskKey, Any] = OrderedDict()
-        self._ahead: Any = None
+        import threading
+
+        self.images_ready = threading.Event()
+        """Set once the images made ahead are there (at once when none are)."""
+        self.images_ready.set()
 
     def make_images_ahead(self, task: TaskKey) -> None:
         """Start making ``task``'s images in a thread of this process (while the workers
         start and this process checks the rest)."""
         import threading
 
-        self._ahead = threading.Thread(target=self._images_of, args=(task,), daemon=True,
-                                       name="mark1-images")
-        self._ahead.start()
+        def make() -> None:
+            try:
+                self._images_of(task)
+            finally:
+                self.images_ready.set()
+
+        self.images_ready.clear()
+        threading.Thread(target=make, daemon=True, name="mark1-images").start()
 
     def _images_of(self, task: TaskKey) -> Any:
         """``task``'s images (the last 8 tasks' kept), or None when they cannot be made: the
@@ -144,14 +153,14 @@ class LocalWorkers:
         """The images to send with a chunk of ``task`` to ``slot``: none when it has them."""
         if task in self._has[slot]:
             return None
-        if self._ahead is not None:
-            self._ahead.join()
-            self._ahead = None
+        self.images_ready.wait()
         self._has[slot].add(task)
         images = self._images_of(task)
         return None if images is None else {task: images}
 
     def _start(self) -> Any:
+        """A pool of one worker process (started with its first chunk: forked once the fork
+        server is warm)."""
         from concurrent.futures import ProcessPoolExecutor
 
         return ProcessPoolExecutor(max_workers=1, mp_context=self._ctx,

@@ -36,6 +36,7 @@ from mark1.sweeps.journal import Journal
 from mark1.sweeps.spec import SweepSpec, check_codes, load_spec, read_spec_file
 
 if TYPE_CHECKING:
+    import threading
     from concurrent.futures import Future
 
 MEASURES = ("test_accuracy", "train_accuracy")
@@ -221,9 +222,12 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
                 workers > 0 or scheduler is not None or cluster is not None):
             import threading  # (in this process the runs would share its one thread with it)
 
-            warm = threading.Thread(target=_warm_writers, daemon=True)
-            if executor is not None:  # local workers: while their fork server warms up
+            if executor is not None:  # local workers: while their fork server warms up,
+                warm = threading.Thread(  # after the first images, which they wait for
+                    target=_warm_writers, args=(executor.images_ready,), daemon=True)
                 warm.start()
+            else:
+                warm = threading.Thread(target=_warm_writers, daemon=True)
         on_first = None if warm is None or warm.ident is not None else warm.start
         try:
             check_codes(checked)
@@ -319,13 +323,15 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
         bar.close()
 
 
-def _warm_writers() -> None:
+def _warm_writers(after: threading.Event | None = None) -> None:
     """Import, and run once on nothing, what the table, figures and report need (pyarrow
     imports pandas on its first table, matplotlib loads its fonts on its first figure: ~0.4 s
-    in all) while the workers warm up and this process would only wait, not after the last
-    run, nor while the runs take every core."""
+    in all) while the workers warm up and this process would only wait, rather than after the
+    last run. Once ``after`` is set, if given."""
     import contextlib
 
+    if after is not None:
+        after.wait()
     with contextlib.suppress(Exception):  # only a head start: the writers report real errors
         import scipy.special  # noqa: F401
 
