@@ -566,6 +566,24 @@ def test_a_worker_runs_and_warms_up_without_importing_scikit_learn():
     assert json.loads(res.stdout) == [[], []]
 
 
+def test_the_sweeps_process_keeps_few_tasks_images(monkeypatch):
+    """The images kept for the local workers are bounded: as many tasks as workers and one
+    more, and by bytes (but for the task in hand)."""
+    from mark1.sweeps import executors
+
+    keys = [("e-f", seed, 4, 2) for seed in range(5)]
+    pool = executors.LocalWorkers(2)
+    try:
+        for key in keys:
+            assert pool._images_of(key).X_train.shape == (4, 20, 20)
+        assert list(pool._images) == keys[-3:]
+        monkeypatch.setattr(executors, "IMAGES_KEPT_BYTES", 1)
+        pool._images_of(keys[0])
+        assert list(pool._images) == keys[:1]
+    finally:
+        pool.close()
+
+
 def test_local_workers_get_their_tasks_images_from_the_sweep():
     """The sweep's process makes each task's images (the first while the workers start) and
     sends them with a worker's first chunk of that task: a worker never draws the letters

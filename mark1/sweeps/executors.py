@@ -37,6 +37,10 @@ Lost = Callable[[int], None]
 MAX_ATTEMPTS = 3
 """A chunk whose workers died this many times stops the sweep (it is what kills them)."""
 
+IMAGES_KEPT_BYTES = 2**30
+"""Task images the sweep's process keeps for its local workers, at most (but the last task's:
+a task may take up to half the memory, :func:`mark1.limits.check_memory`)."""
+
 
 @dataclass(frozen=True)
 class Chunk:
@@ -136,8 +140,10 @@ class LocalWorkers:
         threading.Thread(target=make, daemon=True, name="mark1-images").start()
 
     def _images_of(self, task: TaskKey) -> Any:
-        """``task``'s images (the last 8 tasks' kept), or None when they cannot be made: the
-        worker then tries, and its run reports the error as a run's."""
+        """``task``'s images, or None when they cannot be made: the worker then tries, and its
+        run reports the error as a run's. Kept for the workers' later chunks: as many tasks
+        as workers and one more (the chunks come task by task), and at most
+        :data:`IMAGES_KEPT_BYTES` but for the last task made."""
         images = self._images.get(task)
         if images is None:
             try:
@@ -145,8 +151,11 @@ class LocalWorkers:
             except (ValueError, TypeError):
                 return None
             self._images[task] = images
-            while len(self._images) > 8:
+            while len(self._images) > 1 and (
+                    len(self._images) > self.workers + 1
+                    or sum(_nbytes(t) for t in self._images.values()) > IMAGES_KEPT_BYTES):
                 self._images.popitem(last=False)
+        self._images.move_to_end(task)
         return images
 
     def _images_for(self, slot: int, task: TaskKey) -> dict[TaskKey, Any] | None:
@@ -300,6 +309,10 @@ class DaskWorkers:
         self.client.close()
         if self._cluster is not None:
             self._cluster.close()
+
+
+def _nbytes(task: Any) -> int:
+    return int(task.X_train.nbytes + task.X_test.nbytes)
 
 
 def _describe(run: RunConfig) -> str:
