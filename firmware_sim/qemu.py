@@ -211,6 +211,30 @@ def qemu_command(core: str, elf: Path, uart: str, board: Board) -> list[str]:
             "-append", board.append()]
 
 
+def _ended_with_this_thread() -> Callable[[], None] | None:
+    """For QEMU's ``preexec_fn`` on Linux: the kernel sends QEMU SIGTERM when the thread that
+    started it ends, as when this process is killed (even by SIGKILL). Without it, a killed
+    ``mark1 device`` left its QEMU running, holding the state file that a restart opens
+    again. (A :class:`QemuPart` is used as a context manager: the thread that starts QEMU
+    outlives it.) None elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return None
+    import ctypes
+
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up here, not in the child
+    except (OSError, AttributeError):
+        return None
+    parent = os.getpid()
+
+    def in_the_child() -> None:
+        prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+        if os.getppid() != parent:  # the parent ended before the line above
+            os._exit(1)
+
+    return in_the_child
+
+
 class QemuPart(RemotePart):
     """The firmware running in QEMU, reached through the board's UART0.
 
@@ -241,7 +265,8 @@ class QemuPart(RemotePart):
     def start(self) -> QemuPart:
         self.process = subprocess.Popen(
             qemu_command(self.core, self.elf, self._uart_path, self.board),
-            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None)
+            stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=None,
+            preexec_fn=_ended_with_this_thread())
         deadline = time.monotonic() + START_TIMEOUT_S
         while True:
             if self.process.poll() is not None:

@@ -269,7 +269,10 @@ def _start_device(state: Path, kind: str) -> tuple[subprocess.Popen, str]:
 
 def test_the_device_process_killed_mid_upload_restarts_with_the_old_model(kind, tmp_path):
     """Power cut as a real process dies: `mark1 device` (the simulator or the firmware) killed
-    (SIGKILL) during an upload, restarted on its state file."""
+    (SIGKILL) during an upload, restarted on its state file. Nothing it started outlives it
+    (QEMU would keep the state file open)."""
+    import psutil
+
     state = tmp_path / "flash.bin"
     old, new = image(), image(hidden=9, seed=1)
     settings = LinkSettings(baud=38400, timeout_s=0.2, retries=1, reconnects=0)
@@ -287,10 +290,14 @@ def test_the_device_process_killed_mid_upload_restarts_with_the_old_model(kind, 
         t = threading.Thread(target=pushing)
         t.start()
         time.sleep(0.6)  # about a third of the upload at 38,400 baud
+        started = psutil.Process(proc.pid).children(recursive=True)
+        assert len(started) == (1 if kind in ("m3", "m4") else 0), started
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=20)
         t.join()
         assert errors and isinstance(errors[0], LinkLost)
+        _, alive = psutil.wait_procs(started, timeout=10)
+        assert not alive, f"{alive} outlived the killed device"
     finally:
         if proc.poll() is None:
             proc.kill()
