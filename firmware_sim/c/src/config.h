@@ -25,6 +25,13 @@
 #define MK_MAX_PAYLOAD 1024u
 #endif
 
+/* 1: RESULT carries the cycle model's estimate (mk_cycle_estimate) where the port measures
+ * nothing (mk_device_config.measure 0), as the simulator's does. 0: a build for a port that
+ * always measures leaves the cycle model out (a port that then measures nothing reports 0). */
+#ifndef MK_CYCLE_MODEL
+#define MK_CYCLE_MODEL 1
+#endif
+
 /* Largest number of pages of one model slot (one bit each: pages erased by the upload). */
 #ifndef MK_MAX_SLOT_PAGES
 #define MK_MAX_SLOT_PAGES 4096u

@@ -127,8 +127,10 @@ static void use_model(mk_device *d, int outcome, const char *why)
     d->has_package = outcome >= 0;
     d->runnable = outcome == 0;
     if (d->runnable) {
+#if MK_CYCLE_MODEL
         uint64_t cycles = mk_cycle_estimate(&d->model);
         d->cycles = cycles > MAX_CYCLES ? MAX_CYCLES : (uint32_t)cycles;
+#endif
         why = "";
     }
     memcpy(d->load_error, why, strlen(why) + 1u);
