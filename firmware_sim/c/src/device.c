@@ -185,73 +185,44 @@ void mk_device_rx_overrun(mk_device *d)
 
 /* ------------------------------------------------------------------ the upload's ranges */
 
-/* Upload.missing: the first part of [start, end) not yet written, from `pos` on; 0 if none */
-static int next_gap(const mk_upload *u, uint32_t *pos, uint32_t end, uint32_t *gap_end)
+/* Whether the upload has written byte `at` (Upload.written), and in *stop where that changes,
+ * or `end` if sooner */
+static int written(const mk_upload *u, uint32_t at, uint32_t end, uint32_t *stop)
 {
-    uint32_t k;
-    if (*pos < u->received) {
-        *pos = u->received;
+    uint32_t k, start = 0, until = u->received; /* [0, received), then the ranges ahead */
+    for (k = 0; at >= until && k < u->n_ahead; k++) {
+        start = u->ahead[k][0];
+        until = u->ahead[k][1];
     }
-    for (k = 0; k < u->n_ahead; k++) {
-        if (*pos >= end || u->ahead[k][0] >= end) {
-            break;
-        }
-        if (u->ahead[k][0] > *pos) {
-            *gap_end = u->ahead[k][0];
-            return 1;
-        }
-        if (u->ahead[k][1] > *pos) {
-            *pos = u->ahead[k][1];
-        }
+    if (at >= until) { /* past every range */
+        start = until = end;
     }
-    if (*pos < end) {
-        *gap_end = end;
-        return 1;
-    }
-    return 0;
+    *stop = at >= start ? until : start;
+    *stop = *stop < end ? *stop : end;
+    return at >= start;
 }
 
-/* Upload.with_range: (received, ranges ahead) once [start, end) is written; the number of
- * ranges ahead is returned, and they are written to `out` (room for MK_MAX_AHEAD + 1). */
-static uint32_t with_range(const mk_upload *u, uint32_t start, uint32_t end, uint32_t *received,
-                           uint32_t out[][2])
+/* Upload.written once [start, end) is added: the ranges in `out` (room for MK_MAX_AHEAD + 2),
+ * [0, received) first, then those ahead, sorted and apart; returns how many are ahead */
+static uint32_t with_range(const mk_upload *u, uint32_t start, uint32_t end, uint32_t out[][2])
 {
-    uint32_t n = 0, k, i = 0, inserted = 0;
-    uint32_t r = u->received;
-    while (i < u->n_ahead || !inserted) { /* sorted merge of the new range into the table */
-        uint32_t a, b;
-        if (!inserted && (i == u->n_ahead || start < u->ahead[i][0] ||
-                          (start == u->ahead[i][0] && end <= u->ahead[i][1]))) {
-            a = start;
-            b = end;
-            inserted = 1;
+    uint32_t k = u->n_ahead + 1u, n = 0;
+    out[0][0] = 0;
+    out[0][1] = u->received;
+    memcpy(out + 1, u->ahead, u->n_ahead * sizeof out[0]);
+    for (; out[k - 1][0] > start; k--) { /* the new range, by its start (out[0] starts at 0) */
+        memcpy(out[k], out[k - 1], sizeof out[0]);
+    }
+    out[k][0] = start;
+    out[k][1] = end;
+    for (k = 1; k <= u->n_ahead + 1u; k++) { /* ranges that overlap or touch become one */
+        if (out[k][0] <= out[n][1]) {
+            out[n][1] = out[k][1] > out[n][1] ? out[k][1] : out[n][1];
         } else {
-            a = u->ahead[i][0];
-            b = u->ahead[i][1];
-            i++;
-        }
-        if (n && a <= out[n - 1][1]) {
-            if (b > out[n - 1][1]) {
-                out[n - 1][1] = b;
-            }
-        } else {
-            out[n][0] = a;
-            out[n][1] = b;
             n++;
+            memcpy(out[n], out[k], sizeof out[0]);
         }
     }
-    k = 0;
-    while (k < n && out[k][0] <= r) {
-        if (out[k][1] > r) {
-            r = out[k][1];
-        }
-        k++;
-    }
-    if (k) {
-        memmove(out, out + k, (n - k) * sizeof out[0]);
-        n -= k;
-    }
-    *received = r;
     return n;
 }
 
@@ -368,7 +339,7 @@ static void data(reply *r)
     mk_upload *u = &d->upload;
     const uint32_t page = d->flash->page_bytes, offset = mk_le32(r->f->payload);
     const uint32_t n = r->f->length - 4u, end = offset + n; /* (no wrap once checked) */
-    uint32_t ahead[MK_MAX_AHEAD + 1u][2], n_ahead, received, pos, gap_end;
+    uint32_t ranges[MK_MAX_AHEAD + 2u][2], n_ahead, at, cut;
     if (!u->active) {
         NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_SEND, 0, 0);
         return;
@@ -379,42 +350,39 @@ static void data(reply *r)
     }
     /* the ranges once these bytes are in: refused if they would be too many (bytes already
      * written add none, so a frame sent twice is never refused) */
-    n_ahead = with_range(u, offset, end, &received, ahead);
+    n_ahead = with_range(u, offset, end, ranges);
     if (n_ahead > MK_MAX_AHEAD) {
         NAK(r, MK_ERR_OFFSET, T_EXPECTED_OFFSET_GOT_ALREADY, u->received, offset, u->received,
             offset, u->n_ahead);
         return;
     }
-    /* only bytes not yet written: flash is written once. (A flash that fails drops the upload,
-     * ranges and all.) */
-    for (pos = offset; next_gap(u, &pos, end, &gap_end); pos = gap_end) {
-        uint32_t at = pos;
-        const uint32_t stop = gap_end;
-        while (at < stop) { /* page by page */
-            const uint32_t index = at / page;
-            const uint32_t cut = stop < (index + 1u) * page ? stop : (index + 1u) * page;
-            const uint8_t *piece = r->f->payload + 4 + (at - offset);
-            uint8_t *erased = &u->erased[index / 8u];
-            const uint8_t bit = (uint8_t)(1u << (index % 8u));
-            const char *why = 0;
-            if (!(*erased & bit)) { /* the first write into it */
-                why = mk_store_erase(&d->store, u->slot, index);
-                *erased |= bit;
-            }
-            if (why || (why = mk_store_write(&d->store, u->slot, at, piece, cut - at)) != 0) {
-                flash_failed(r, why);
-                return;
-            }
-            if (at < MK_HEADER_BYTES) {
-                const uint32_t last = cut < MK_HEADER_BYTES ? cut : MK_HEADER_BYTES;
-                memcpy(u->head + at, piece, last - at);
-            }
-            at = cut;
+    /* only bytes not yet written, page by page: flash is written once. (A flash that fails
+     * drops the upload, ranges and all.) */
+    for (at = offset; at < end; at = cut) {
+        const uint32_t index = at / page, page_end = (index + 1u) * page;
+        const uint8_t *piece = r->f->payload + 4 + (at - offset);
+        uint8_t *erased = &u->erased[index / 8u];
+        const uint8_t bit = (uint8_t)(1u << (index % 8u));
+        const char *why = 0;
+        if (written(u, at, end < page_end ? end : page_end, &cut)) {
+            continue;
+        }
+        if (!(*erased & bit)) { /* the first write into it */
+            why = mk_store_erase(&d->store, u->slot, index);
+            *erased |= bit;
+        }
+        if (why || (why = mk_store_write(&d->store, u->slot, at, piece, cut - at)) != 0) {
+            flash_failed(r, why);
+            return;
+        }
+        if (at < MK_HEADER_BYTES) {
+            const uint32_t last = cut < MK_HEADER_BYTES ? cut : MK_HEADER_BYTES;
+            memcpy(u->head + at, piece, last - at);
         }
     }
-    u->received = received;
+    u->received = ranges[0][1];
     u->n_ahead = n_ahead;
-    memcpy(u->ahead, ahead, n_ahead * sizeof ahead[0]);
+    memcpy(u->ahead, ranges + 1, n_ahead * sizeof ranges[0]);
     if (header_problem(r)) {
         return;
     }
