@@ -577,7 +577,6 @@ static void status(reply *r)
 {
     mk_device *d = r->d;
     const mk_upload *u = &d->upload;
-    const int up = u->active, run = d->runnable;
     uint32_t page, worst = 0, total = 0;
     uint8_t *p = r->payload;
     for (page = 0; page < d->store.n_pages; page++) {
@@ -586,22 +585,28 @@ static void status(reply *r)
         total += c;
     }
     r->type = MK_STATUS_REPLY;
+    r->length = 47;
+    memset(p, 0, 47); /* no runnable model, no upload: their fields 0 */
     p[0] = (uint8_t)d->active.slot;
     mk_put32(p + 1, d->active.size);
     mk_put32(p + 5, d->active.crc32);
-    mk_put16(p + 9, run ? d->model.n_inputs : 0);
-    mk_put16(p + 11, run ? d->model.n_outputs : 0);
-    p[13] = (uint8_t)run;
-    p[14] = up ? u->slot : 0xFFu;
-    mk_put32(p + 15, up ? u->size : 0);
-    mk_put32(p + 19, up ? u->crc32 : 0);
-    mk_put32(p + 23, up ? u->received : 0);
-    mk_put32(p + 27, up ? durable(u) : 0);
+    if (d->runnable) {
+        mk_put16(p + 9, d->model.n_inputs);
+        mk_put16(p + 11, d->model.n_outputs);
+        p[13] = 1;
+    }
+    p[14] = 0xFFu;
+    if (u->active) {
+        p[14] = u->slot;
+        mk_put32(p + 15, u->size);
+        mk_put32(p + 19, u->crc32);
+        mk_put32(p + 23, u->received);
+        mk_put32(p + 27, durable(u));
+    }
     mk_put32(p + 31, worst);
     mk_put32(p + 35, total);
     mk_put32(p + 39, d->rx.frames);
     mk_put32(p + 43, d->rx.errors);
-    r->length = 47;
     if (d->has_package) {
         memcpy(p + 47, d->model.model_id, 32);
         r->length += 32;
