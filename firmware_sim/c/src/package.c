@@ -420,11 +420,13 @@ int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t
     return d <= y >> 28;
 }
 
+/* item k of an array of `kind` */
 static int32_t item(const uint8_t *p, uint32_t k, unsigned kind)
 {
-    const unsigned bytes = kind & 7u;
-    const uint32_t v = field(p + k * bytes, bytes), sign = kind & 8u ? 0 : 1u << (8u * bytes - 1u);
-    return (int32_t)((v ^ sign) - sign);
+    return kind == I8    ? (int8_t)p[k]
+           : kind == I16 ? (int16_t)mk_le16(p + 2u * k)
+           : kind == U16 ? (int32_t)mk_le16(p + 2u * k)
+                         : (int32_t)mk_le32(p + 4u * k);
 }
 
 /* _check_ints: f"{what} holds {bad}; allowed range [{lo}, {hi}]" (bad: the least value if it
@@ -502,7 +504,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
                 return -1;
             }
             for (j = 0; j < m; j++) {
-                const int32_t mult = item(L->multiplier, j, I32), sh = item(L->shift, j, I32);
+                const int32_t mult = (int32_t)mk_le32(L->multiplier + 4u * j);
+                const int32_t sh = (int32_t)mk_le32(L->shift + 4u * j);
                 const uint32_t ws = mk_le32(weight_scale + 4u * j);
                 if (pass == 0   ? mult != 0 && mult < (1 << 30)
                     : pass == 1 ? mult == 0 && sh != 0
