@@ -120,20 +120,18 @@ static int load(mk_device *d, mk_model *m, unsigned slot, uint32_t size, char *w
     return outcome;
 }
 
-/* d->model, as load() left it with `outcome`, is the active image's: why it does not run
- * (load()'s words) or its cycle estimate. */
-static void use_model(mk_device *d, int outcome, const char *why)
+/* d->model, as load() left it with `outcome`, is the active image's: whether it decoded, whether
+ * it runs, and its cycle estimate (load() wrote why it does not run, or "", in d->load_error) */
+static void use_model(mk_device *d, int outcome)
 {
     d->has_package = outcome >= 0;
     d->runnable = outcome == 0;
-    if (d->runnable) {
 #if MK_CYCLE_MODEL
+    if (d->runnable) {
         uint64_t cycles = mk_cycle_estimate(&d->model);
         d->cycles = cycles > MAX_CYCLES ? MAX_CYCLES : (uint32_t)cycles;
-#endif
-        why = "";
     }
-    memcpy(d->load_error, why, strlen(why) + 1u);
+#endif
 }
 
 void mk_device_boot(mk_device *d)
@@ -144,13 +142,9 @@ void mk_device_boot(mk_device *d)
         memset(&d->active, 0, sizeof d->active);
         d->active.slot = 0xFFu;
     }
-    d->has_package = d->runnable = 0;
     d->load_error[0] = 0;
-    if (d->has_active) {
-        char why[MK_TEXT_MAX + 1];
-        const int outcome = load(d, &d->model, d->active.slot, d->active.size, why);
-        use_model(d, outcome, why);
-    }
+    use_model(d, d->has_active ? load(d, &d->model, d->active.slot, d->active.size, d->load_error)
+                               : -1);
 }
 
 const char *mk_device_init(mk_device *d, const mk_device_config *config, mk_flash *flash)
@@ -421,7 +415,8 @@ static void switch_to(reply *r, unsigned slot, uint32_t size, uint32_t crc, cons
         d->active = rec;
         memcpy(d->active_sha256, sha, 32);
         d->model = d->candidate;
-        use_model(d, 0, "");
+        d->load_error[0] = 0;
+        use_model(d, 0);
     }
     ack(r, slot, crc);
 }
