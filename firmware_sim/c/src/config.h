@@ -60,6 +60,14 @@
 /* Longest COBS encoding of n bytes: one code byte per 254 data bytes, at least one. */
 #define MK_COBS_MAX(n) ((n) + (n) / 254u + 1u)
 
+/* A function kept out of line where the compiler would inline it into a large caller at more
+ * cost than a call (each use measured: docs/SPEED.md, "Firmware size"). */
+#if defined(__GNUC__)
+#define MK_NOINLINE __attribute__((noinline))
+#else
+#define MK_NOINLINE
+#endif
+
 /* Right shifts of negative signed integers are implementation-defined in C99. The fast paths
  * use them and need them arithmetic (every compiler we build with defines them so); this
  * fails to compile where that does not hold. The reference paths do not shift negative

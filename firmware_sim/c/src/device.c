@@ -220,7 +220,8 @@ static uint32_t with_range(const mk_upload *u, uint32_t start, uint32_t end, uin
     return n;
 }
 
-static uint32_t durable(const mk_upload *u)
+/* Upload.durable: the bytes of the upload in flash (out of line: DATA and STATUS use it) */
+MK_NOINLINE static uint32_t durable(const mk_upload *u)
 {
     uint32_t total = u->received, k;
     for (k = 0; k < u->n_ahead; k++) {
@@ -680,7 +681,10 @@ static void dispatch(reply *r)
 
 /* ------------------------------------------------------------------ frames */
 
-static size_t encode(uint8_t *out, uint8_t *raw, uint8_t type, uint16_t seq, uint32_t length)
+/* A reply frame (its payload already at raw + 5) encoded into `out`: its wire length. Out of
+ * line: inlined into a port's receive loop, it costs more than a call. */
+MK_NOINLINE static size_t encode(uint8_t *out, uint8_t *raw, uint8_t type, uint16_t seq,
+                                 uint32_t length)
 {
     raw[0] = type;
     mk_put16(raw + 1, seq);
