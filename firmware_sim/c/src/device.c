@@ -454,20 +454,20 @@ static void commit(reply *r)
             u->size);
         return;
     }
-    u->active = 0;
+    u->active = 0; /* (from here size and crc are the upload's) */
     image = mk_store_slot(&d->store, u->slot);
-    calc = mk_crc32(0, image, u->size);
-    if (calc != u->crc32) {
+    calc = mk_crc32(0, image, size);
+    if (calc != crc) {
         NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32, calc, u->crc32);
         return;
     }
-    mk_sha256(image, u->size, sha);
+    mk_sha256(image, size, sha);
     if (u->id_len && memcmp(sha, u->image_id, 32) != 0) {
         NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_SHA, mk_le32(sha), mk_le32(u->image_id), sha,
             (uint32_t)8, u->image_id, (uint32_t)8);
         return;
     }
-    switch_to(r, u->slot, u->size, u->crc32, sha, 0);
+    switch_to(r, u->slot, size, crc, sha, 0);
 }
 
 static void rollback(reply *r)
