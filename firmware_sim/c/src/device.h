@@ -59,7 +59,7 @@ typedef struct {
     uint8_t id_len;               /* 0 or 32 */
     uint32_t received;            /* bytes received in order */
     uint32_t n_ahead;
-    uint32_t ahead[MK_MAX_AHEAD + 1u][2]; /* [start, end) past `received`, sorted, apart */
+    uint32_t ahead[MK_MAX_AHEAD][2]; /* [start, end) past `received`, sorted, apart */
     uint8_t erased[(MK_MAX_SLOT_PAGES + 7u) / 8u];
     uint8_t head[MK_HEADER_BYTES];
     int header_checked;
