@@ -81,7 +81,7 @@ static int names_image(const mk_store *s, const mk_record *r, int newest, uint8_
 {
     const uint8_t *image = mk_store_slot(s, r->slot);
     const int legacy = (mk_le32(r->id) | mk_le32(r->id + 4)) == 0;
-    if (mk_crc32(0, image, r->size) != r->crc32 || (legacy && !newest)) {
+    if ((legacy && !newest) || mk_crc32(0, image, r->size) != r->crc32) {
         return 0;
     }
     mk_sha256(image, r->size, digest);
