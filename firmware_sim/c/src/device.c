@@ -188,10 +188,10 @@ static int written(const mk_upload *u, uint32_t at, uint32_t end, uint32_t *stop
         start = u->ahead[k][0];
         until = u->ahead[k][1];
     }
-    if (at >= until) { /* past every range */
+    if (at >= until) { /* past every range: not written up to `end` */
         start = until = end;
     }
-    *stop = at >= start ? until : start;
+    *stop = at >= start ? until : start; /* the end of the range `at` is in, or of its gap */
     *stop = *stop < end ? *stop : end;
     return at >= start;
 }
