@@ -80,19 +80,10 @@ static void io_failed(void *ctx, const char *why)
 /* ------------------------------------------------------------------ time */
 
 static volatile uint32_t systick_wraps;
-static volatile int timer_fired;
 
 void mk_systick_irq(void);
-void mk_timer0_irq(void);
 
 void mk_systick_irq(void) { systick_wraps = systick_wraps + 1u; }
-
-void mk_timer0_irq(void)
-{
-    TIMER0_INTCLEAR = 1;
-    TIMER0_CTRL = 0;
-    timer_fired = 1;
-}
 
 /* SysTick ticks since start-up (25 MHz). Safe with interrupts held off: a wrap whose interrupt
  * is still pending is counted from the pending bit. */
@@ -116,6 +107,17 @@ uint32_t mk_hal_millis(void)
 }
 
 #if MK_TEST_HOOKS
+static volatile int timer_fired;
+
+void mk_timer0_irq(void);
+
+void mk_timer0_irq(void)
+{
+    TIMER0_INTCLEAR = 1;
+    TIMER0_CTRL = 0;
+    timer_fired = 1;
+}
+
 /* Wait `ms` milliseconds with interrupts on (receiving goes on): timer 0 wakes the core. */
 static void wait_ms(uint32_t ms)
 {
@@ -356,13 +358,13 @@ int main(void)
     if (erase_ms) {
         erase_page = flash.hal.erase;
         flash.hal.erase = slow_erase;
+        NVIC_ISER0 = 1u << IRQ_TIMER0;
     }
 #endif
 
     SYST_RVR = SYST_RELOAD;
     SYST_CVR = 0;
     SYST_CSR = SYST_CSR_ENABLE | SYST_CSR_TICKINT | SYST_CSR_CLKSOURCE;
-    NVIC_ISER0 = 1u << IRQ_TIMER0;
     calibrate();
 
     config.max_payload = o.max_payload;
