@@ -104,6 +104,18 @@ def test_a_board_runs_the_product_image_unless_it_asks_for_test_machinery():
     assert numbers(Board()) == 4
 
 
+def test_a_board_refuses_what_the_firmware_command_line_cannot_carry():
+    """The options travel as 32-bit numbers and NUL-ended texts (``Board.append``): what does
+    not fit is refused at once, in one line naming the value and what is allowed."""
+    for options, allowed in (({"name": "a\0b"}, "no NUL"),
+                             ({"state": "/" + "x" * 300}, "at most 255 bytes"),
+                             ({"protocol_version": 70_000}, "0 .. 65535"),
+                             ({"cut_after": (2**32 - 1, 0)}, "below 4294967295")):
+        with pytest.raises(ValueError, match=allowed) as info:
+            Board(**options)  # type: ignore[arg-type]
+        assert "\n" not in str(info.value)
+
+
 def test_the_firmware_takes_its_options_as_one_word_of_hex_and_refuses_anything_else(
         tmp_path):
     """QEMU passes the board's options as one word of hex (``Board.append``): a name and a
