@@ -681,10 +681,7 @@ static void dispatch(reply *r)
 
 /* ------------------------------------------------------------------ frames */
 
-/* A reply frame (its payload already at raw + 5) encoded into `out`: its wire length. Out of
- * line: inlined into a port's receive loop, it costs more than a call. */
-MK_NOINLINE static size_t encode(uint8_t *out, uint8_t *raw, uint8_t type, uint16_t seq,
-                                 uint32_t length)
+static size_t encode(uint8_t *out, uint8_t *raw, uint8_t type, uint16_t seq, uint32_t length)
 {
     raw[0] = type;
     mk_put16(raw + 1, seq);
