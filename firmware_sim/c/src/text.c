@@ -141,7 +141,7 @@ static char *expand(unsigned code, char *out)
     const unsigned slot = (code + 0x80u) & 0xFFu;
     const uint8_t *entry, *codes;
     unsigned n = 2;
-    if (code < 0x80u && (code >= 0x20u || code == '\n' || code == '\t')) { /* a character */
+    if (code < 0x80u && (code >= 0x20u || code == '\n' || code == 0)) { /* a character */
         *out = (char)code;
         return out + 1;
     }
@@ -159,17 +159,14 @@ static char *expand(unsigned code, char *out)
 uint32_t mk_text_expand(mk_text_id id, char *out)
 {
     const uint8_t *p = mk_text_packed;
-    char *end = out;
-    unsigned k;
-    for (k = 0; k < id; k++) { /* past the texts before it */
-        while (*p++) {
-        }
-    }
-    for (; *p; p++) {
-        end = expand(*p, end);
-    }
-    *end = 0;
-    return (uint32_t)(end - out);
+    char *end;
+    do { /* the texts before it (each into `out` too), then it: each ends with its NUL */
+        end = out;
+        do {
+            end = expand(*p++, end);
+        } while (end[-1]);
+    } while (id--);
+    return (uint32_t)(end - 1 - out);
 }
 
 const char *mk_text_reason(mk_text_id id)
