@@ -260,7 +260,8 @@ def test_every_catalog_text_comes_back_unchanged_from_the_packing():
     packer = _pack_texts()
     entries = packer.read_catalog(packer.CATALOG.read_text())
     texts = [text for _, text in entries]
-    assert len(texts) > 90 and len(set(texts)) == len(texts)  # each text once
+    # each text once, but the loader's words, which a NAK sends under two codes (texts.def)
+    assert len(texts) > 90 and [t for t, n in Counter(texts).items() if n > 1] == ["%s"]
     assert fw.catalog_texts() == texts
     packing = packer.pack(texts)
     assert [packer.unpack(packing, codes) for codes in packing.texts] == texts

@@ -41,9 +41,11 @@ void mk_text_vprintf(mk_text *t, const char *format, va_list args);
  * narrower than an int). */
 enum {
 #define MK_TEXT(id, text) id,
+#define MK_NAK_TEXT(id, code, text) id,
 #define MK_TEST_TEXT(id, text) id,
 #include "texts.def"
 #undef MK_TEXT
+#undef MK_NAK_TEXT
 #undef MK_TEST_TEXT
     MK_TEXT_COUNT
 };

@@ -46,7 +46,8 @@ PAIRS_FIRST = 8  # (measured on this catalog: within 10 B from 4 to 40)
 PHRASE_MAX = 16
 OFFSET_LIMIT = 1 << 12
 
-_ENTRY = re.compile(r"MK_(TEST_)?TEXT\(\s*(\w+)\s*,((?:\s*\"(?:[^\"\\]|\\.)*\")+)\s*\)")
+# MK_TEXT(ID, "text"), MK_TEST_TEXT(ID, "text"), MK_NAK_TEXT(ID, CODE, "text")
+_ENTRY = re.compile(r"MK_(TEST_|NAK_)?TEXT\(\s*(\w+)\s*,(?:\s*\w+\s*,)?((?:\s*\"(?:[^\"\\]|\\.)*\")+)\s*\)")
 _LITERAL = re.compile(r"\"((?:[^\"\\]|\\.)*)\"")
 _ESCAPES = {"n": "\n", "\\": "\\", '"': '"', "'": "'", "t": "\t"}
 
@@ -85,10 +86,11 @@ def test_only(text: str) -> int:
 def _read_entries(text: str) -> list[tuple[str, str, bool]]:
     text = re.sub(r"/\*.*?\*/", " ", text, flags=re.S)
     entries = [(m.group(2), "".join(_unescape(b) for b in _LITERAL.findall(m.group(3))),
-                bool(m.group(1))) for m in _ENTRY.finditer(text)]
+                m.group(1) == "TEST_") for m in _ENTRY.finditer(text)]
     rest = _ENTRY.sub(" ", text).strip()
     if rest:
-        raise ValueError(f"texts.def: not an MK_TEXT(ID, \"text\") entry: {rest[:60]!r}")
+        raise ValueError(f"texts.def: not an MK_TEXT(ID, \"text\") entry (or MK_TEST_TEXT, "
+                         f"MK_NAK_TEXT(ID, CODE, \"text\")): {rest[:60]!r}")
     ids = Counter(name for name, _, _ in entries)
     for name, count in ids.items():
         if count > 1:
