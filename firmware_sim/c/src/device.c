@@ -478,8 +478,8 @@ static void commit(reply *r)
             return;
         }
         /* "image " + digest.hex()[:16], or unnamed */
-        nak(r, T_NO_UPLOAD_PROGRESS_COMMIT, 0, 0,
-            id_len ? "image " : "the image (unnamed)", id, id_len ? 8u : 0u);
+        nak(r, T_NO_UPLOAD_PROGRESS_COMMIT, 0, 0, id_len ? T_IMAGE_NAMED : T_IMAGE_UNNAMED, id,
+            id_len ? 8u : 0u);
         return;
     }
     if (size != u->size || crc != u->crc32) {
@@ -526,7 +526,7 @@ static void rollback(reply *r)
         return;
     }
     if (!mk_store_committed(&d->store, slot, &found, sha)) {
-        nak(r, T_HOLDS_NO_COMMITTED_MODEL, slot, active, slot ? "slot B" : "slot A");
+        nak(r, T_HOLDS_NO_COMMITTED_MODEL, slot, active, T_SLOT_A + slot);
         return;
     }
     switch_to(r, slot, found.size, found.crc32, sha, flags & MK_ROLLBACK_CHECK);
@@ -582,8 +582,7 @@ static void infer(reply *r)
     uint32_t spent = d->cycles;
     const int8_t *y;
     if (!d->runnable) {
-        nak(r, T_NO_RUNNABLE_MODEL, 0, 0,
-            d->load_error[0] ? d->load_error : "no model has been committed");
+        nak(r, d->load_error[0] ? T_NO_RUNNABLE_MODEL : T_NO_MODEL_COMMITTED, 0, 0, d->load_error);
         return;
     }
     if (n != d->model.n_inputs) {
@@ -647,7 +646,8 @@ static void reset(reply *r)
 /* ------------------------------------------------------------------ dispatch */
 
 /* How a request's payload length is checked before its handler runs, as the simulator's
- * Payload.unpack and Device._no_payload do (NAK BAD_PAYLOAD, `a` = the length). */
+ * Payload.unpack and Device._no_payload do (NAK BAD_PAYLOAD, `a` = the length; its text is
+ * T_PAYLOAD_BYTES_EXPECTED + the rule, texts.def). */
 enum {
     EXACTLY,   /* "{NAME} payload of {n} bytes; expected {length}" */
     AT_LEAST,  /* "... expected {length} or more" */
@@ -697,12 +697,7 @@ static void dispatch(reply *r)
     }
     m = &messages[f->type - 1u];
     if (m->rule == AT_LEAST ? n < m->length : n != m->length) { /* (NO_PAYLOAD: length 0) */
-        if (m->rule == NO_PAYLOAD) {
-            nak(r, T_TAKES_NO_PAYLOAD_GOT, n, 0, m->name, n);
-        } else {
-            nak(r, T_PAYLOAD_BYTES_EXPECTED, n, 0, m->name, n,
-                (uint32_t)m->length, m->rule == AT_LEAST ? " or more" : "");
-        }
+        nak(r, T_PAYLOAD_BYTES_EXPECTED + m->rule, n, 0, m->name, n, (uint32_t)m->length);
         return;
     }
     m->handle(r);
