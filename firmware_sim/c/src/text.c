@@ -133,27 +133,32 @@ void mk_text_printf(mk_text *t, const char *format, ...)
     va_end(args);
 }
 
-/* The characters a code of the packed texts stands for (texts_packed.h), at out; the end. A
- * code that stands for others (tools/pack_texts.py: is_code, slot) stands for the two codes of
- * its entry (a pair) or for codes of the packed texts themselves (a phrase). */
-static char *expand(unsigned code, char *out)
+/* The code at `code` in the packed texts (texts_packed.h) expanded at *out; the next code. A
+ * code that stands for others (tools/pack_texts.py: is_code, slot, INLINE) stands for the two
+ * codes of its entry (a pair) or for codes of the packed texts themselves (a phrase). */
+static const uint8_t *expand(const uint8_t *code, char **out)
 {
-    const unsigned slot = (code + 0x80u) & 0xFFu;
-    const uint8_t *entry, *codes;
+    const unsigned c = *code++, slot = (c + 0x80u) & 0xFFu;
+    const uint8_t *entry = code, *codes;
     unsigned n = 2;
-    if (code < 0x80u && (code >= 0x20u || code == '\n' || code == 0)) { /* a character */
-        *out = (char)code;
-        return out + 1;
+    if (c < 0x80u && (c >= 0x20u || c == '\n' || c == 0)) { /* a character */
+        *(*out)++ = (char)c;
+        return code;
     }
-    codes = entry = mk_text_codes[slot];
-    if (slot >= MK_TEXT_PAIRS) {
+    if (c == MK_TEXT_INLINE) { /* a phrase, its entry here */
+        code += 2;
+    } else {
+        entry = mk_text_codes[slot];
+    }
+    codes = entry;
+    if (c == MK_TEXT_INLINE || slot >= MK_TEXT_PAIRS) {
         codes = mk_text_packed + (entry[0] | (entry[1] & 0x0Fu) << 8);
         n = (entry[1] >> 4) + 1u;
     }
     while (n--) {
-        out = expand(*codes++, out);
+        codes = expand(codes, out);
     }
-    return out;
+    return code;
 }
 
 uint32_t mk_text_expand(mk_text_id id, char *out)
@@ -163,7 +168,7 @@ uint32_t mk_text_expand(mk_text_id id, char *out)
     do { /* the texts before it (each into `out` too), then it: each ends with its NUL */
         end = out;
         do {
-            end = expand(*p++, end);
+            p = expand(p, &end);
         } while (end[-1]);
     } while (id--);
     return (uint32_t)(end - 1 - out);

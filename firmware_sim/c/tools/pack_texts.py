@@ -7,7 +7,7 @@
 The texts are ASCII. Each text is a row of codes that expands to the text and the NUL that ends
 it, in the order of texts.def, all in one array (text.c expands them). A code is a character
 (the NUL too), or, if it is a byte no text holds (0x80 .. 0xFF, then the control bytes 0x01 ..
-0x1F but a newline: 158 codes), it stands for codes of its entry in a table of two bytes a
+0x1E but a newline: 157 codes), it stands for codes of its entry in a table of two bytes a
 code, at (code + 0x80) % 256:
 
 - a pair: its two codes;
@@ -15,15 +15,20 @@ code, at (code + 0x80) % 256:
   their number less one (4 bits). Its first occurrence stays in place (rows chosen later may
   still become codes inside it), the others become its code.
 
+The byte INLINE (0x1F) and the two bytes after it are a phrase too, its entry in the array
+itself: a phrase that occurs once more than its first occurrence (the same bytes, and no code
+of the table spent), or one chosen when the table is full.
+
 The rows of codes that become codes are chosen one at a time over all texts (a row holds the
 NUL only at its end), their occurrences counted as the replacement finds them: left to right,
 not overlapping. The first PAIRS_FIRST are the most frequent pairs (the smallest on a tie), as
-long as one occurs three times; then each is the row that saves the most bytes, as a pair (an
-occurrence saves a byte, the entry costs two) or as a phrase (each occurrence but the first
-saves its length less one, the entry costs two). An occurrence that holds a phrase's first
-occurrence stays as it is, unless it becomes the first occurrence of the new phrase (if it
-lays out in at most 16 codes: then every other occurrence saves). The rows are chosen on the
-product images' texts; the test images' own texts, last, are packed with the same rows.
+long as one occurs three times; then each is the row that saves the most bytes: as a pair (an
+occurrence saves a byte, the entry costs two), as a phrase of the table (each occurrence but
+the first saves its length less one, the entry costs two) or as INLINE phrases (each
+occurrence but the first saves its length less three). An occurrence that holds a phrase's
+first occurrence stays as it is, unless it becomes the first occurrence of the new phrase (if
+it lays out in at most 16 codes: then every other occurrence saves). The rows are chosen on
+the product images' texts; the test images' own texts, last, are packed with the same rows.
 
 Standard library only; the output depends on texts.def alone.
 """
@@ -41,7 +46,8 @@ C_DIR = Path(__file__).resolve().parents[1]
 CATALOG = C_DIR / "src" / "texts.def"
 PACKED = C_DIR / "src" / "texts_packed.h"
 # the codes that stand for others, in the order they are given out
-CODES = [*range(0x80, 0x100), *(c for c in range(0x01, 0x20) if c != 0x0A)]
+CODES = [*range(0x80, 0x100), *(c for c in range(0x01, 0x1F) if c != 0x0A)]
+INLINE = 0x1F
 PAIRS_FIRST = 8  # (measured on this catalog: within 10 B from 4 to 40)
 PHRASE_MAX = 16
 OFFSET_LIMIT = 1 << 12
@@ -113,9 +119,9 @@ def slot(code: int) -> int:
 
 
 class Packing(NamedTuple):
-    """The packed texts: the codes of each text (they expand to the text and its NUL), and
+    """The packed texts: the bytes of each text (they expand to the text and its NUL), and
     what each code given out stands for: ``pairs[k]`` for ``CODES[k]``, ``phrases[k]``
-    (offset in the array, length) for ``CODES[len(pairs) + k]``."""
+    (offset in the array, number of codes) for ``CODES[len(pairs) + k]``."""
 
     texts: list[list[int]]
     pairs: list[tuple[int, int]]
@@ -129,6 +135,12 @@ class Packing(NamedTuple):
     def size(self) -> int:
         """Bytes in the image: the array and two bytes a code given out."""
         return len(self.array) + 2 * (len(self.pairs) + len(self.phrases))
+
+
+def _entry(offset: int, length: int) -> tuple[int, int]:
+    """A phrase's two bytes: its offset (low 8 bits, then 4 in the second byte) and its number
+    of codes less one (high 4 bits)."""
+    return offset & 0xFF, offset >> 8 | (length - 1) << 4
 
 
 class _First:
@@ -213,12 +225,19 @@ def _find(lists: list[list[_Item]], pairs_only: bool) -> dict[tuple[int, ...], _
     return found
 
 
-def _saves(row: tuple[int, ...], found: _Row) -> int:
-    """Bytes a row saves as a code: a pair each free occurrence but two for its entry; a
-    phrase its length less one each occurrence but its first, and two for its entry."""
+def _saves(row: tuple[int, ...], found: _Row, table_full: bool,
+           inline: set[int]) -> tuple[int, str]:
+    """Bytes a row saves as a code, and as what: a pair (each free occurrence but two for its
+    entry), a phrase of the table (its length less one each occurrence but its first, and two
+    for its entry) or INLINE phrases (its length less three each occurrence but its first)."""
     if len(row) == 2:
-        return found.free - 2
-    return (found.free - (0 if found.holds_first else 1)) * (len(row) - 1) - 2
+        if table_full or inline.intersection(row):  # (a pair's entry holds one-byte codes)
+            return 0, ""
+        return found.free - 2, "pair"
+    replaced = found.free - (0 if found.holds_first else 1)
+    in_table = 0 if table_full else replaced * (len(row) - 1) - 2
+    in_array = replaced * (len(row) - 3)
+    return (in_table, "phrase") if in_table > in_array else (in_array, "inline")
 
 
 def _replace(lists: list[list[_Item]], row: tuple[int, ...], code: int, phrase: bool) -> None:
@@ -268,91 +287,110 @@ def pack(texts: list[str], tests: int = 0) -> Packing:
     """The encoding described above; the rows are chosen on all texts but the last ``tests``
     (those of the test images only), which are packed with the same rows after them."""
     product = [[*text.encode("ascii"), 0] for text in texts[:len(texts) - tests]]
-    chosen: list[tuple[tuple[int, ...], bool]] = []  # each row and whether it is a phrase
-    while len(chosen) < len(CODES):
+    chosen: list[tuple[tuple[int, ...], str]] = []  # each row and what it becomes
+    inline: set[int] = set()  # the codes (while rows are chosen) of INLINE phrases
+    while True:
         lists = _lists(product)
-        pairs_first = len(chosen) < PAIRS_FIRST
+        table_full = len(chosen) - len(inline) == len(CODES)
+        pairs_first = len(chosen) < PAIRS_FIRST and not table_full
         found = _find(lists, pairs_first)
         if pairs_first:  # the most frequent pair (the smallest on a tie), if three times
             best = max(found, default=None, key=lambda r: (found[r].free, [-c for c in r]))
             if best is None or found[best].free < 3:
                 break
+            kind = "pair"
         else:  # the row that saves the most (the longest, then the smallest, on a tie)
-            best = max(found, default=None,
-                       key=lambda r: (_saves(r, found[r]), len(r), [-c for c in r]))
-            if best is None or _saves(best, found[best]) <= 0:
+            best = max(found, default=None, key=lambda r: (
+                _saves(r, found[r], table_full, inline)[0], len(r), [-c for c in r]))
+            if best is None:
                 break
-        _replace(lists, best, CHOSEN + len(chosen), len(best) > 2)
-        chosen.append((best, len(best) > 2))
+            saves, kind = _saves(best, found[best], table_full, inline)
+            if saves <= 0:
+                break
+        code = CHOSEN + len(chosen)
+        _replace(lists, best, code, kind != "pair")
+        chosen.append((best, kind))
+        if kind == "inline":
+            inline.add(code)
     rest = [[*text.encode("ascii"), 0] for text in texts[len(texts) - tests:]]
     for k, (row, _) in enumerate(chosen):  # the test texts: every occurrence becomes its code
         _replace(_lists(rest), row, CHOSEN + k, False)
-    # the codes: pairs first, then phrases, in the order they were chosen
-    order = [k for k, (_, phrase) in enumerate(chosen) if not phrase] + \
-            [k for k, (_, phrase) in enumerate(chosen) if phrase]
+    # the codes of the table: pairs first, then phrases, in the order they were chosen
+    order = [k for k, (_, kind) in enumerate(chosen) if kind == "pair"] + \
+            [k for k, (_, kind) in enumerate(chosen) if kind == "phrase"]
     final = {CHOSEN + k: CODES[n] for n, k in enumerate(order)}
 
-    def code_of(value: int) -> int:
-        return final.get(value, value)
-
-    # the array: first occurrences laid out in place, their offsets and lengths noted
+    # the array: first occurrences laid out in place (where each is, in bytes, and how many
+    # codes), an INLINE phrase as its code for now
     where: dict[int, tuple[int, int]] = {}
-    packed: list[list[int]] = []
-    at = 0
+    laid: list[int] = []
 
-    def lay(item: _Item, codes: list[int]) -> None:
+    def lay(item: _Item) -> int:
         if isinstance(item, int):
-            codes.append(code_of(item))
-            return
-        start = at + len(codes)
-        for inner in item.items:
-            lay(inner, codes)
-        where[item.code] = (start, at + len(codes) - start)
+            laid.append(final.get(item, item))
+            laid.extend([0, 0] if item in inline else [])  # its entry, once known
+            return 1
+        start = len(laid)
+        where[item.code] = (start, sum(lay(inner) for inner in item.items))
+        return where[item.code][1]
 
+    bounds = [0]
     for items in product + rest:
-        codes: list[int] = []
         for item in items:
-            lay(item, codes)
-        packed.append(codes)
-        at += len(codes)
-    pairs = [(code_of(row[0]), code_of(row[1])) for row, phrase in chosen if not phrase]
-    phrases = [where[CHOSEN + k] for k in order[len(pairs):]]
-    if any(offset + length > OFFSET_LIMIT for offset, length in phrases):
-        raise ValueError("texts.def: a phrase lies past the 4 KB a table entry reaches")
-    return Packing(packed, pairs, phrases)
+            lay(item)
+        bounds.append(len(laid))
+    k = 0
+    while k < len(laid):  # the INLINE phrases' entries
+        if laid[k] in inline:
+            laid[k:k + 3] = [INLINE, *_entry(*where[laid[k]])]
+            k += 2
+        k += 1
+    phrases = [where[CHOSEN + k] for k in order if chosen[k][1] == "phrase"]
+    if any(offset >= OFFSET_LIMIT for offset, _ in where.values()):
+        raise ValueError("texts.def: a phrase lies past the 4 KB an entry reaches")
+    return Packing([laid[a:b] for a, b in zip(bounds, bounds[1:])],
+                   [(final.get(row[0], row[0]), final.get(row[1], row[1]))
+                    for row, kind in chosen if kind == "pair"], phrases)
 
 
 def unpack(packing: Packing, codes: list[int]) -> str:
-    """The text that ``codes`` stand for (without its NUL)."""
+    """The text that ``codes`` (a text's bytes) stand for (without its NUL)."""
     array = packing.array
     out: list[int] = []
 
-    def expand(code: int) -> None:
+    def expand(data: list[int], at: int) -> int:
+        """The code at data[at], expanded; where the next code is."""
+        code = data[at]
         if not is_code(code):
             out.append(code)
-            return
-        k = CODES.index(code)
-        if k < len(packing.pairs):
-            for inner in packing.pairs[k]:
-                expand(inner)
+            return at + 1
+        if code == INLINE:
+            entry = data[at + 1:at + 3]
+            at += 2
+        elif CODES.index(code) < len(packing.pairs):
+            pair = list(packing.pairs[CODES.index(code)])
+            expand(pair, expand(pair, 0))
+            return at + 1
         else:
-            offset, length = packing.phrases[k - len(packing.pairs)]
-            for inner in array[offset:offset + length]:
-                expand(inner)
+            entry = list(_entry(*packing.phrases[CODES.index(code) - len(packing.pairs)]))
+        offset, length = entry[0] | (entry[1] & 0x0F) << 8, (entry[1] >> 4) + 1
+        inner = offset
+        for _ in range(length):
+            inner = expand(array, inner)
+        return at + 1
 
-    for code in codes:
-        expand(code)
+    at = 0
+    while at < len(codes):
+        at = expand(codes, at)
     if out.count(0) != 1 or out[-1] != 0:
         raise AssertionError("a text's codes must expand to it and one NUL at the end")
     return bytes(out[:-1]).decode("ascii")
 
 
 def table(packing: Packing) -> list[tuple[int, int]]:
-    """The two bytes of each code's entry, by slot (unused slots 0): a pair's two codes; a
-    phrase's offset (low 8 bits, then 4 in the second byte) and length - 1 (high 4 bits)."""
-    entries = [*packing.pairs,
-               *((offset & 0xFF, offset >> 8 | (length - 1) << 4)
-                 for offset, length in packing.phrases)]
+    """The two bytes of each code's entry, by slot (unused slots 0): a pair's two codes, a
+    phrase's _entry."""
+    entries = [*packing.pairs, *(_entry(offset, length) for offset, length in packing.phrases)]
     slots = [slot(CODES[k]) for k in range(len(entries))]
     out = [(0, 0)] * (max(slots) + 1 if slots else 0)
     for k, entry in zip(slots, entries):
@@ -391,9 +429,11 @@ def render(entries: list[tuple[str, str]], tests: int = 0) -> str:
         f"#define MK_TEXT_LONGEST {max(len(t) for t in texts)}u",
         "",
         "/* a code c at least 0x80, or a control byte but a newline and a NUL, stands for others:",
-        " * its entry is mk_text_codes[(c + 0x80) % 256] (the slots of 0x00 and 0x0A unused);",
-        " * below slot MK_TEXT_PAIRS, a pair of codes, else a phrase: the codes at offset e[0] |",
-        " * (e[1] & 15) << 8 of mk_text_packed, (e[1] >> 4) + 1 of them */",
+        " * its entry e is mk_text_codes[(c + 0x80) % 256] (the slots of 0x00 and 0x0A unused),",
+        " * or for MK_TEXT_INLINE the two bytes after it; below slot MK_TEXT_PAIRS, a pair of",
+        " * codes, else a phrase: the codes at offset e[0] | (e[1] & 15) << 8 of mk_text_packed,",
+        " * (e[1] >> 4) + 1 of them */",
+        f"#define MK_TEXT_INLINE 0x{INLINE:02X}u",
         f"#define MK_TEXT_PAIRS {len(packing.pairs)}u",
         f"static const uint8_t mk_text_codes[{len(code_table)}][2] = {{",
     ]
