@@ -73,13 +73,19 @@ static void nak(reply *r, mk_text_id text, uint32_t a, uint32_t b, ...)
     r->length += mk_text_finish(&t);
 }
 
+/* The name of a request's type, a text (texts.def: in the order of the types) */
+static mk_text_id request_name(const mk_frame *f)
+{
+    return T_NAME_HELLO + f->type - MK_HELLO;
+}
+
 /* check_image_id: 1 (NAK written) unless the image id is none or a SHA-256 */
-static int bad_image_id(reply *r, const char *what, uint32_t id_len)
+static int bad_image_id(reply *r, uint32_t id_len)
 {
     if (id_len == 0 || id_len == 32) {
         return 0;
     }
-    nak(r, T_IMAGE_ID_BYTES_EXPECTED, r->f->length, 0, what, id_len);
+    nak(r, T_IMAGE_ID_BYTES_EXPECTED, r->f->length, 0, request_name(r->f), id_len);
     return 1;
 }
 
@@ -303,7 +309,7 @@ static void begin(reply *r)
         nak(r, T_BEGIN_SIZE_0_IMAGE, r->f->length, 0);
         return;
     }
-    if (bad_image_id(r, "BEGIN", id_len)) {
+    if (bad_image_id(r, id_len)) {
         return;
     }
     if (size > d->store.slot_bytes) {
@@ -468,7 +474,7 @@ static void commit(reply *r)
     const uint32_t size = mk_le32(p), crc = mk_le32(p + 4), id_len = r->f->length - 8u;
     uint32_t calc;
     uint8_t sha[32];
-    if (bad_image_id(r, "COMMIT", id_len)) {
+    if (bad_image_id(r, id_len)) {
         return;
     }
     if (!u->active || (id_len && (u->id_len != id_len || memcmp(u->image_id, id, id_len) != 0))) {
@@ -655,33 +661,32 @@ enum {
 };
 
 typedef struct {
-    char name[9];
     uint8_t rule, length;
     void (*handle)(reply *r);
 } message;
 
-/* One row per request of docs/PROTOCOL.md ("Messages"), by type. */
+/* One row per request of docs/PROTOCOL.md ("Messages"), by type (its name: request_name). */
 static const message messages[MK_ROLLBACK] = {
     /* HELLO u16 version: answered with INFO whatever the version ("Handshake") */
-    [MK_HELLO - 1] = {"HELLO", EXACTLY, 2, hello},
+    [MK_HELLO - 1] = {EXACTLY, 2, hello},
     /* BEGIN u32 size, u32 crc32, u32 ram_bytes, u8 slot, then an image id ("Upload" 1) */
-    [MK_BEGIN - 1] = {"BEGIN", AT_LEAST, 13, begin},
+    [MK_BEGIN - 1] = {AT_LEAST, 13, begin},
     /* DATA u32 offset, then at least one image byte ("Upload" 2: selective repeat) */
-    [MK_DATA - 1] = {"DATA", AT_LEAST, 4, data},
+    [MK_DATA - 1] = {AT_LEAST, 4, data},
     /* COMMIT u32 size, u32 crc32, then an image id ("Upload" 4) */
-    [MK_COMMIT - 1] = {"COMMIT", AT_LEAST, 8, commit},
+    [MK_COMMIT - 1] = {AT_LEAST, 8, commit},
     /* ABORT: no payload; drops the upload in progress */
-    [MK_ABORT - 1] = {"ABORT", NO_PAYLOAD, 0, abort_upload},
+    [MK_ABORT - 1] = {NO_PAYLOAD, 0, abort_upload},
     /* READ u8 slot, u32 offset, u16 length ("Upload" 3: read-back) */
-    [MK_READ - 1] = {"READ", EXACTLY, 7, read_slot},
+    [MK_READ - 1] = {EXACTLY, 7, read_slot},
     /* INFER: the input vector, any length here; the model checks it (BAD_INPUT) */
-    [MK_INFER - 1] = {"INFER", AT_LEAST, 0, infer},
+    [MK_INFER - 1] = {AT_LEAST, 0, infer},
     /* STATUS: no payload ("Status") */
-    [MK_STATUS - 1] = {"STATUS", NO_PAYLOAD, 0, status},
+    [MK_STATUS - 1] = {NO_PAYLOAD, 0, status},
     /* RESET: no payload; the upload is lost, the device boots from flash again */
-    [MK_RESET - 1] = {"RESET", NO_PAYLOAD, 0, reset},
+    [MK_RESET - 1] = {NO_PAYLOAD, 0, reset},
     /* ROLLBACK u8 slot, u8 flags ("Rollback") */
-    [MK_ROLLBACK - 1] = {"ROLLBACK", EXACTLY, 2, rollback},
+    [MK_ROLLBACK - 1] = {EXACTLY, 2, rollback},
 };
 
 /* Device.handle: a type that is no request gets UNKNOWN_TYPE; a payload of the wrong length,
@@ -697,7 +702,7 @@ static void dispatch(reply *r)
     }
     m = &messages[f->type - 1u];
     if (m->rule == AT_LEAST ? n < m->length : n != m->length) { /* (NO_PAYLOAD: length 0) */
-        nak(r, T_PAYLOAD_BYTES_EXPECTED + m->rule, n, 0, m->name, n, (uint32_t)m->length);
+        nak(r, T_PAYLOAD_BYTES_EXPECTED + m->rule, n, 0, request_name(f), n, (uint32_t)m->length);
         return;
     }
     m->handle(r);
