@@ -57,16 +57,6 @@ void mk_text_uint(mk_text *t, uint64_t v)
     mk_text_mem(t, digits + sizeof digits - n, n);
 }
 
-void mk_text_int(mk_text *t, int64_t v)
-{
-    if (v < 0) {
-        put(t, '-');
-        mk_text_uint(t, (uint64_t)0 - (uint64_t)v);
-    } else {
-        mk_text_uint(t, (uint64_t)v);
-    }
-}
-
 void mk_text_hex(mk_text *t, uint32_t v, unsigned digits)
 {
     char out[8];
@@ -103,10 +93,16 @@ void mk_text_vprintf(mk_text *t, const char *format, va_list args)
             width = (unsigned)(*++f - '0');
         }
         switch (*++f) {
+        case 'd': {
+            const int32_t v = va_arg(args, int32_t);
+            if (v < 0) {
+                put(t, '-');
+            }
+            mk_text_uint(t, v < 0 ? 0u - (uint32_t)v : (uint32_t)v);
+            break;
+        }
         case 'u': mk_text_uint(t, va_arg(args, uint32_t)); break;
-        case 'd': mk_text_int(t, va_arg(args, int32_t)); break;
         case 'U': mk_text_uint(t, va_arg(args, uint64_t)); break;
-        case 'D': mk_text_int(t, va_arg(args, int64_t)); break;
         case 'x': mk_text_hex(t, va_arg(args, uint32_t), width); break;
         case 's': mk_text_str(t, va_arg(args, const char *)); break;
         case 't': {

@@ -22,7 +22,6 @@ typedef struct {
 void mk_text_init(mk_text *t, char *buf, uint32_t cap);
 void mk_text_mem(mk_text *t, const void *s, size_t n);
 void mk_text_str(mk_text *t, const char *s);
-void mk_text_int(mk_text *t, int64_t v);
 void mk_text_uint(mk_text *t, uint64_t v);
 /* `digits` lowercase hex digits at least (no prefix): f"{v:08x}" is mk_text_hex(t, v, 8). */
 void mk_text_hex(mk_text *t, uint32_t v, unsigned digits);
@@ -30,7 +29,7 @@ void mk_text_hex(mk_text *t, uint32_t v, unsigned digits);
 void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n);
 /* Append text from a format and its values, as printf would but with only these conversions
  * (the values must have exactly these types):
- *   %u uint32_t   %d int32_t   %U uint64_t   %D int64_t   %s const char *
+ *   %u uint32_t   %d int32_t   %U uint64_t   %s const char *
  *   %x uint32_t in hex (%8x: at least 8 digits)   %h const uint8_t *, uint32_t n: bytes in hex
  *   %t mk_text_id: a text of the catalog (one without conversions)   %% a percent sign */
 void mk_text_printf(mk_text *t, const char *format, ...);
