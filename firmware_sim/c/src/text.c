@@ -78,16 +78,12 @@ void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n)
 
 void mk_text_vprintf(mk_text *t, const char *format, va_list args)
 {
-    const char *f = format;
-    while (*f) {
-        const char *run = f;
+    const char *f;
+    for (f = format; *f; f++) {
         unsigned width = 0;
-        while (*f && *f != '%') {
-            f++;
-        }
-        mk_text_mem(t, run, (size_t)(f - run));
-        if (!*f) {
-            break;
+        if (*f != '%') {
+            mk_text_mem(t, f, 1);
+            continue;
         }
         if (f[1] >= '1' && f[1] <= '9') {
             width = (unsigned)(*++f - '0');
@@ -104,10 +100,16 @@ void mk_text_vprintf(mk_text *t, const char *format, va_list args)
         case 'u': mk_text_uint(t, va_arg(args, uint32_t)); break;
         case 'U': mk_text_uint(t, va_arg(args, uint64_t)); break;
         case 'x': mk_text_hex(t, va_arg(args, uint32_t), width); break;
-        case 's': mk_text_str(t, va_arg(args, const char *)); break;
-        case 't': {
+        case 's':
+        case 't': { /* a string, or a text of the catalog */
             char text[MK_TEXT_LONGEST + 1];
-            mk_text_mem(t, text, mk_text_expand(va_arg(args, mk_text_id), text));
+            const char *s = text;
+            if (*f == 's') {
+                s = va_arg(args, const char *);
+            } else {
+                mk_text_expand(va_arg(args, mk_text_id), text);
+            }
+            mk_text_str(t, s);
             break;
         }
         case 'h': {
@@ -117,7 +119,6 @@ void mk_text_vprintf(mk_text *t, const char *format, va_list args)
         }
         default: mk_text_mem(t, f, 1); /* %% */
         }
-        f++;
     }
 }
 
