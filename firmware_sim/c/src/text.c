@@ -5,8 +5,6 @@
 
 #include "texts_packed.h"
 
-static const char hexdigits[] = "0123456789abcdef";
-
 void mk_text_init(mk_text *t, char *buf, uint32_t cap)
 {
     t->buf = buf;
@@ -62,7 +60,8 @@ void mk_text_hex(mk_text *t, uint32_t v, unsigned digits)
     char out[8];
     unsigned n = 0;
     do {
-        out[7 - n++] = hexdigits[v & 0xFu];
+        const unsigned digit = v & 0xFu;
+        out[7 - n++] = (char)(digit < 10u ? '0' + digit : 'a' - 10u + digit);
         v >>= 4;
     } while (v || n < digits);
     mk_text_mem(t, out + 8 - n, n);
