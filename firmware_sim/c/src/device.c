@@ -750,8 +750,9 @@ size_t mk_busy_reply(const mk_frame *f, uint8_t *out)
 {
     uint8_t *raw = out + MK_COBS_SHIFT(9u + 10u + 100u); /* the text is under 100 bytes */
     uint8_t *p = raw + 5;
-    /* the text and a NUL, which the CRC then covers */
-    const uint32_t n = mk_text_expand(T_DEVICE_SERVING_ANOTHER_HOST, (char *)p + 10);
+    const char *text = mk_text_reason(T_DEVICE_SERVING_ANOTHER_HOST);
+    const uint32_t n = (uint32_t)strlen(text);
+    memcpy(p + 10, text, n);
     p[0] = f->type;
     p[1] = MK_ERR_BUSY;
     mk_put32(p + 2, 0);

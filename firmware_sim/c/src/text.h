@@ -56,7 +56,8 @@ void mk_text_vformat(mk_text *t, mk_text_id id, va_list args);
 /* A refusal: its text (mk_text_format), and -1 to return (one function: the image holds it
  * once). */
 #define mk_text_refuse mk_text_format
-/* The catalog's text `id` into `out` (MK_TEXT_LONGEST + 1 bytes, NUL-terminated); its length. */
+/* The catalog's text `id` into `out` (MK_TEXT_LONGEST + 1 bytes, NUL-terminated; the texts
+ * before it are expanded there too, on the way); its length. */
 uint32_t mk_text_expand(mk_text_id id, char *out);
 /* The catalog's text `id` as a string, in a buffer of its own that the next call overwrites:
  * the reason a function that refuses returns as `const char *` (one at a time). */
