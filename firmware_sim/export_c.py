@@ -27,8 +27,9 @@ if TYPE_CHECKING:
 
 ENGINE_SOURCES = (
     "config.h", "crc32.c", "crc32.h", "dsp.h", "engine.c", "engine.h", "engine_dsp.c",
-    "engine_portable.c", "frame.c", "frame.h", "package.c", "package.h", "requantize.c",
-    "requantize.h", "sha256.c", "sha256.h", "text.c", "text.h", "texts.def", "texts_packed.h",
+    "engine_portable.c", "engine_step.c", "frame.c", "frame.h", "package.c", "package.h",
+    "requantize.c", "requantize.h", "sha256.c", "sha256.h", "text.c", "text.h", "texts.def",
+    "texts_packed.h",
 )
 """The files of firmware_sim/c/src a model needs: the engine, the package loader and what they
 use (the loader checks the package once at start-up, CRC-32 and SHA-256 included)."""

@@ -30,6 +30,7 @@ import os
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -132,6 +133,10 @@ def claim_state(path: str | os.PathLike[str], flash_bytes: int, page_bytes: int)
 # --------------------------------------------------------------------------- QEMU
 
 
+NO_POWER_CUT = 0xFFFF_FFFF
+"""The power cut's operation on the firmware's command line that means none."""
+STATE_PATH_MAX = 255
+"""The longest state file path the firmware takes, in bytes."""
 PRODUCT_ENDURANCE = 10_000
 """The endurance a board is given unless told otherwise (the simulator's default). The product
 images (what a user flashes) do not simulate wear: their flash behaves as the simulator's of
@@ -170,11 +175,20 @@ class Board:
             if getattr(self, field) > most:
                 raise ValueError(f"{field} = {getattr(self, field)}: the firmware image for "
                                  f"QEMU is built for at most {most}")
-        if len(self.name.encode()) > 64:
-            raise ValueError(f"name {self.name!r}: at most 64 bytes of UTF-8")
+        if len(self.name.encode()) > 64 or "\0" in self.name:
+            raise ValueError(f"name {self.name!r}: at most 64 bytes of UTF-8, no NUL")
         for field in ("erase_ms", "rx_ring"):
             if not 0 <= getattr(self, field) <= 2**31:
                 raise ValueError(f"{field} = {getattr(self, field)}: a whole number >= 0")
+        if not 0 <= self.protocol_version <= 0xFFFF:
+            raise ValueError(f"protocol_version = {self.protocol_version}: 0 .. 65535")
+        if self.cut_after is not None and not (0 <= self.cut_after[0] < NO_POWER_CUT
+                                               and 0 <= self.cut_after[1] < 2**32):
+            raise ValueError(f"cut_after = {self.cut_after}: an operation below {NO_POWER_CUT} "
+                             "and a byte count below 2^32")
+        if self.state and (len(os.fsencode(self.state)) > STATE_PATH_MAX
+                           or b"\0" in os.fsencode(self.state)):
+            raise ValueError(f"state {self.state!r}: a path of at most {STATE_PATH_MAX} bytes")
 
     @property
     def test_hooks(self) -> bool:
@@ -184,22 +198,21 @@ class Board:
                 or self.protocol_version != P.PROTOCOL_VERSION)
 
     def append(self) -> str:
-        """The firmware's command line (QEMU's ``-append``): words without spaces."""
-        words = [f"--flash {self.flash_bytes}", f"--page {self.page_bytes}",
-                 f"--ram {self.ram_bytes}", f"--max-payload {self.max_payload}",
-                 f"--name-hex {self.name.encode().hex()}"]
-        if self.state:
-            words.append(f"--state-hex {os.fsencode(self.state).hex()}")
+        """The firmware's command line (QEMU's ``-append``; ``ports/mps2/main.c``, ``options``):
+        one word, these bytes in lowercase hex — 32-bit little-endian numbers: how many numbers
+        follow (4, or 10 for the test image), the flash, page, RAM and largest payload in
+        bytes, and for the test image the protocol version, the endurance, the power cut's
+        operation and bytes (0xFFFFFFFF and 0: none), the erase time in ms and the receive
+        ring's bytes (0: all of it); then the name and the state file's path, each ended by a
+        NUL (an empty path: the flash in RAM only)."""
+        numbers = [self.flash_bytes, self.page_bytes, self.ram_bytes, self.max_payload]
         if self.test_hooks:
-            words += [f"--endurance {self.endurance}",
-                      f"--protocol-version {self.protocol_version}"]
-        if self.cut_after is not None:
-            words.append(f"--cut-after {self.cut_after[0]}+{self.cut_after[1]}")
-        if self.erase_ms:
-            words.append(f"--erase-ms {self.erase_ms}")
-        if self.rx_ring:
-            words.append(f"--rx-ring {self.rx_ring}")
-        return " ".join(words)
+            cut_op, cut_keep = self.cut_after or (NO_POWER_CUT, 0)
+            numbers += [self.protocol_version, self.endurance, cut_op, cut_keep, self.erase_ms,
+                        self.rx_ring]
+        state = os.fsencode(self.state) if self.state else b""
+        return (struct.pack(f"<{1 + len(numbers)}I", len(numbers), *numbers)
+                + self.name.encode() + b"\0" + state + b"\0").hex()
 
 
 def qemu_command(core: str, elf: Path, uart: str, board: Board) -> list[str]:

@@ -91,14 +91,63 @@ def test_a_board_runs_the_product_image_unless_it_asks_for_test_machinery():
         part.close()
         return part.elf.name
 
+    def numbers(board: Board) -> int:  # the first number of the command line: how many
+        return bytes.fromhex(board.append())[0]
+
     for core in CORES:
         assert elf(core, Board()) == f"mark1-fw-{core}.elf"
         for option in ({"cut_after": (1, 0)}, {"endurance": 0}, {"erase_ms": 5},
                        {"rx_ring": 512}, {"protocol_version": 1}):
             board = Board(**option)  # type: ignore[arg-type]
             assert elf(core, board) == f"mark1-fw-{core}-test.elf", option
-            assert "--endurance" in board.append()
-    assert "--endurance" not in Board().append()
+            assert numbers(board) == 10  # the test machinery's options too
+    assert numbers(Board()) == 4
+
+
+def test_a_board_refuses_what_the_firmware_command_line_cannot_carry():
+    """The options travel as 32-bit numbers and NUL-ended texts (``Board.append``): what does
+    not fit is refused at once, in one line naming the value and what is allowed."""
+    for options, allowed in (({"name": "a\0b"}, "no NUL"),
+                             ({"state": "/" + "x" * 300}, "at most 255 bytes"),
+                             ({"protocol_version": 70_000}, "0 .. 65535"),
+                             ({"cut_after": (2**32 - 1, 0)}, "below 4294967295")):
+        with pytest.raises(ValueError, match=allowed) as info:
+            Board(**options)  # type: ignore[arg-type]
+        assert "\n" not in str(info.value)
+
+
+def test_the_firmware_takes_its_options_as_one_word_of_hex_and_refuses_anything_else(
+        tmp_path):
+    """QEMU passes the board's options as one word of hex (``Board.append``): a name and a
+    state file path with spaces and UTF-8 arrive whole. Anything else (options as words, a
+    digit short, capitals, the test image's options to the product image) ends the firmware
+    at start-up: exit status 2, one line saying so."""
+    from firmware_sim import qemu
+
+    state = tmp_path / "a path with spaces, é.bin"
+    board = Board(flash_bytes=64 * 1024, page_bytes=1024, ram_bytes=32 * 1024,
+                  max_payload=512, name="a board, ü", state=str(state))
+    os.close(qemu.claim_state(state, board.flash_bytes, board.page_bytes))  # an erased flash
+    with QemuPart("m4", board) as part, TcpServer(part) as srv:
+        push(srv.url, image(hidden=4), settings=FAST)
+        with connect(srv.url, FAST) as link:
+            assert link.info is not None
+            assert (link.info.name, link.info.max_payload, link.info.flash_bytes,
+                    link.info.page_bytes, link.info.ram_bytes) == (
+                board.name, 512, 64 * 1024, 1024, 32 * 1024)
+    sim = Device(DeviceConfig(flash_bytes=64 * 1024, page_bytes=1024), state_path=state)
+    assert sim.status().runnable == 1  # the push went into the file
+    sim.flash.close()
+    good = board.append()
+    for core in CORES:
+        for append in ("--flash 262144 --page 2048", good[:-1], good.upper(),
+                       Board(endurance=5).append(), ""):
+            cmd = qemu.qemu_command(core, qemu.image(core), str(tmp_path / "uart"), Board())
+            res = subprocess.run(cmd[:-1] + [append], capture_output=True, text=True,
+                                 timeout=60)
+            assert (res.returncode, res.stderr) == (
+                2, "mark1 device: error: the command line is not the board's options in hex\n"
+            ), (core, append)
 
 
 def test_the_dsp_image_faults_on_the_cortex_m3_board(tmp_path):

@@ -28,27 +28,6 @@ void mk_dense_reference(const mk_layer *L, const int8_t *x, int8_t *y)
     }
 }
 
-void mk_threshold(const mk_layer *L, const int8_t *x, int8_t *y)
-{
-    uint32_t i;
-    for (i = 0; i < L->n_in; i++) {
-        y[i] = (int8_t)(x[i] >= (int16_t)mk_le16(L->threshold + 2u * i));
-    }
-}
-
-void mk_step(const mk_layer *L, const int8_t *x, int8_t *y)
-{
-    uint32_t j, k = mk_le32(L->row_ptr);
-    for (j = 0; j < L->n_out; j++) {
-        const uint32_t end = mk_le32(L->row_ptr + 4u * (j + 1u));
-        int32_t acc = 0;
-        for (; k < end; k++) {
-            acc += L->values[k] * (x[mk_le16(L->cols + 2u * k)] - L->zp_in);
-        }
-        y[j] = (int8_t)(acc >= (int32_t)mk_le32(L->threshold + 4u * j));
-    }
-}
-
 const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, int path)
 {
     uint32_t even = m->n_inputs, i;

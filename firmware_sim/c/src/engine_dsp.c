@@ -4,7 +4,8 @@
  * four weights of a row the same way without the offset (SXTB16); SMLAD then multiplies and
  * accumulates two pairs in one instruction.
  *
- * Four rows at a time, eight inputs an iteration: per 32 multiply-accumulates, 2 input loads
+ * Four rows at a time, eight inputs an iteration (an odd group of four enters the loop halfway,
+ * so that the loop's code is not repeated for it): per 32 multiply-accumulates, 2 input loads
  * and 4 SXTAB16, 8 weight loads, 16 SXTB16 and 16 SMLAD, and the loop's compare and branch --
  * 48 instructions, 1.5 per MAC. Rows left over go two at a time (1.75 per MAC), then one.
  * On a part with the DSP extension the inner loops are written in assembly (the compiler runs
@@ -56,26 +57,23 @@ static inline void four_rows(int32_t acc[4], const int8_t **in, const int8_t **w
 {
     const int8_t *w2 = *w0 + 2u * n;
 #if MK_DSP_NATIVE && defined(__GNUC__)
-    const int8_t *end = *in + 8u * (words / 2u);
+    const int8_t *end = *in + 4u * words;
     uint32_t xe, xo, w, t;
-    if (words >= 2u) {
-        __asm__ volatile("1:\n" FOUR_ROWS_QUAD FOUR_ROWS_QUAD
-                         "   cmp %[in], %[end]\n"
-                         "   bne 1b\n"
-                         : [a0] "+r"(acc[0]), [a1] "+r"(acc[1]), [a2] "+r"(acc[2]),
-                           [a3] "+r"(acc[3]), [in] "+r"(*in), [w0] "+r"(*w0), [w2] "+r"(w2),
-                           [xe] "=&r"(xe), [xo] "=&r"(xo), [w] "=&r"(w), [t] "=&r"(t)
-                         : [off] "r"(offset2), [n] "r"(n), [end] "r"(end)
-                         : "cc", "memory");
-    }
-    if (words & 1u) {
-        __asm__ volatile(FOUR_ROWS_QUAD
-                         : [a0] "+r"(acc[0]), [a1] "+r"(acc[1]), [a2] "+r"(acc[2]),
-                           [a3] "+r"(acc[3]), [in] "+r"(*in), [w0] "+r"(*w0), [w2] "+r"(w2),
-                           [xe] "=&r"(xe), [xo] "=&r"(xo), [w] "=&r"(w), [t] "=&r"(t)
-                         : [off] "r"(offset2), [n] "r"(n)
-                         : "memory");
-    }
+    /* two groups an iteration; an odd number of groups enters at the second */
+    __asm__ volatile("   subs %[t], %[end], %[in]\n"
+                     "   beq 3f\n"
+                     "   tst %[t], #4\n"
+                     "   bne 2f\n"
+                     "1:\n" FOUR_ROWS_QUAD
+                     "2:\n" FOUR_ROWS_QUAD
+                     "   cmp %[in], %[end]\n"
+                     "   bne 1b\n"
+                     "3:\n"
+                     : [a0] "+r"(acc[0]), [a1] "+r"(acc[1]), [a2] "+r"(acc[2]),
+                       [a3] "+r"(acc[3]), [in] "+r"(*in), [w0] "+r"(*w0), [w2] "+r"(w2),
+                       [xe] "=&r"(xe), [xo] "=&r"(xo), [w] "=&r"(w), [t] "=&r"(t)
+                     : [off] "r"(offset2), [n] "r"(n), [end] "r"(end)
+                     : "cc", "memory");
 #else
     uint32_t k;
     for (k = words; k; k--) {

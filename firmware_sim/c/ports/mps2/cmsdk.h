@@ -21,7 +21,7 @@
 #define SCB_ICSR_PENDSTSET (1u << 26)
 #define NVIC_ISER0 MK_REG(0xE000E100u)
 
-/* CMSDK APB UART0 (RX interrupt 0, TX interrupt 1, overruns of UARTs 0-2 ORed on 12). */
+/* CMSDK APB UART0 (RX interrupt 0). */
 #define UART0_BASE 0x40004000u
 #define UART_DATA MK_REG(UART0_BASE + 0x00u)
 #define UART_STATE MK_REG(UART0_BASE + 0x04u)
@@ -34,11 +34,8 @@
 #define UART_CTRL_TX_EN 1u
 #define UART_CTRL_RX_EN 2u
 #define UART_CTRL_RX_INTEN 8u
-#define UART_CTRL_RX_OVR_INTEN 32u
 #define UART_INT_RX 2u
-#define UART_INT_RXOVERRUN 8u
 #define IRQ_UART0_RX 0u
-#define IRQ_UART_OVERRUN 12u
 
 /* CMSDK APB timer 0: 32-bit down counter on the 25 MHz peripheral clock, interrupt 8. */
 #define TIMER0_BASE 0x40000000u

@@ -2,18 +2,12 @@
  * its model flash in a host file through semihosting, SysTick counting what each inference
  * costs.
  *
- * QEMU passes the options on its command line (-append, read with SYS_GET_CMDLINE):
- *   --flash BYTES --page BYTES --ram BYTES --max-payload BYTES --name-hex HEX --state-hex HEX
- *                       the part, as the host port takes them (hex: the name and the file
- *                       path may hold spaces, which the command line splits on)
- * and in the test images (MK_TEST_HOOKS=1: mark1-fw-m3-test.elf, mark1-fw-m4-test.elf) the
- * test machinery:
- *   --endurance N       pages wear out past N erases (the product images' flash never wears)
- *   --protocol-version V   speak another version of the protocol
- *   --cut-after N+K     cut the power K bytes into flash operation N: exit status 3
- *   --erase-ms MS       a page erase keeps the processor waiting MS milliseconds (NOR flash
- *                       takes tens of ms; bytes keep arriving meanwhile)
- *   --rx-ring BYTES     a smaller receive ring than the one sized for the window
+ * QEMU passes the board's options on its command line (-append, read with SYS_GET_CMDLINE) as
+ * one word of hex (`options` below: the sizes of the part, its name and the state file's path;
+ * in the test images, MK_TEST_HOOKS=1, also the test machinery: another protocol version, wear,
+ * a power cut inside a flash operation (exit status 3), an erase time that keeps the processor
+ * waiting, a smaller receive ring). firmware_sim/qemu.py writes it; README.md shows how by
+ * hand.
  *
  * Measured counts: under `-icount shift=0` QEMU executes one instruction per nanosecond of
  * virtual time, and SysTick counts down at 25 MHz: 40 instructions a tick. Each inference
@@ -86,19 +80,10 @@ static void io_failed(void *ctx, const char *why)
 /* ------------------------------------------------------------------ time */
 
 static volatile uint32_t systick_wraps;
-static volatile int timer_fired;
 
 void mk_systick_irq(void);
-void mk_timer0_irq(void);
 
 void mk_systick_irq(void) { systick_wraps = systick_wraps + 1u; }
-
-void mk_timer0_irq(void)
-{
-    TIMER0_INTCLEAR = 1;
-    TIMER0_CTRL = 0;
-    timer_fired = 1;
-}
 
 /* SysTick ticks since start-up (25 MHz). Safe with interrupts held off: a wrap whose interrupt
  * is still pending is counted from the pending bit. */
@@ -122,6 +107,17 @@ uint32_t mk_hal_millis(void)
 }
 
 #if MK_TEST_HOOKS
+static volatile int timer_fired;
+
+void mk_timer0_irq(void);
+
+void mk_timer0_irq(void)
+{
+    TIMER0_INTCLEAR = 1;
+    TIMER0_CTRL = 0;
+    timer_fired = 1;
+}
+
 /* Wait `ms` milliseconds with interrupts on (receiving goes on): timer 0 wakes the core. */
 static void wait_ms(uint32_t ms)
 {
@@ -156,24 +152,25 @@ static uint32_t to_next_tick(void)
 }
 #define SPIN_INSTRUCTIONS 4u
 
-static uint32_t began; /* the low 32 bits of ticks(): 171 s, far more than any inference */
+static uint32_t began; /* SysTick's counter when the measurement began */
 static uint32_t measure_overhead;
 
 /* Instructions between a start and an end: 40 per SysTick tick between the tick the start
  * waited for and the tick the end waits for, less the spins of the end's wait (the start and
- * the end each find their tick within one spin). In 32 bits: an inference of the largest model
- * the flash holds takes far fewer than 2^32 instructions. */
+ * the end each find their tick within one spin). The ticks are the counter's own difference,
+ * modulo its 2^24: an inference of the largest model the flash holds takes far fewer than
+ * 2^24 ticks (0.67 s, 671 million instructions). */
 static uint32_t measure_raw(int start)
 {
     uint32_t spins, spent;
     if (start) {
         mk_irq_disable();
         to_next_tick();
-        began = (uint32_t)ticks();
+        began = SYST_CVR;
         return 0;
     }
     spins = to_next_tick();
-    spent = ((uint32_t)ticks() - began) * INSTRUCTIONS_PER_TICK - spins * SPIN_INSTRUCTIONS;
+    spent = ((began - SYST_CVR) & SYST_RELOAD) * INSTRUCTIONS_PER_TICK - spins * SPIN_INSTRUCTIONS;
     mk_irq_enable();
     return spent;
 }
@@ -249,115 +246,60 @@ static const mk_file_io state_io = {file_read, file_write, file_length, 0};
 
 /* ------------------------------------------------------------------ options */
 
+/* The board's options: QEMU passes them as the last word of its command line (-append, read
+ * with SYS_GET_CMDLINE), the bytes of this structure in lowercase hex, two digits a byte: the
+ * numbers 32-bit little-endian (the MPS2's order: the hex is copied into the structure as it
+ * is), then the name and the state file's path, each ended by a NUL (an empty path: the flash
+ * lives in RAM only). firmware_sim/qemu.py (Board.append) writes it; README.md shows it by
+ * hand. */
 typedef struct {
-    uint32_t flash, page;
-    mk_device_config device;   /* --ram, --max-payload, --name-hex, --protocol-version */
-    char state[256];
-    uint32_t endurance, erase_ms, rx_ring; /* (the test images' options) */
+    uint32_t numbers; /* how many numbers follow: 4, 10 in the test images (a check) */
+    uint32_t flash, page, ram, max_payload;
+#if MK_TEST_HOOKS
+    uint32_t protocol_version, endurance;
     uint32_t cut_op, cut_keep; /* cut_op 0xFFFFFFFF: no power cut */
+    uint32_t erase_ms, rx_ring;
+#endif
+    char texts[MK_NAME_MAX + 1u + 256u]; /* the name, NUL, the path, NUL */
 } options;
+
+#define NUMBERS (MK_TEST_HOOKS ? 10u : 4u)
+#define OPTIONS_BYTES (offsetof(options, texts) + sizeof o.texts)
 
 static options o;
 
-/* The options, and where their values go: a whole number (`bytes` 0) or text in hex into a
- * buffer of `bytes`. */
-static const struct {
-    const char *name;
-    void *value;
-    uint32_t bytes;
-} options_table[] = {
-    {"--flash", &o.flash, 0}, {"--page", &o.page, 0}, {"--ram", &o.device.ram_bytes, 0},
-    {"--max-payload", &o.device.max_payload, 0},
-    {"--name-hex", o.device.name, sizeof o.device.name}, {"--state-hex", o.state, sizeof o.state},
-#if MK_TEST_HOOKS
-    {"--protocol-version", &o.device.protocol_version, 0}, {"--endurance", &o.endurance, 0},
-    {"--erase-ms", &o.erase_ms, 0}, {"--rx-ring", &o.rx_ring, 0}, {"--cut-after", &o.cut_op, 0},
-#endif
-};
-
-/* A whole number at *p, ended by a space, the end or `also`; *p moves past it. */
-static uint32_t number(const char *opt, const char **p, char also)
+static void not_options(void) __attribute__((noreturn));
+static void not_options(void)
 {
-    uint32_t v = 0;
-    const char *s = *p;
-    do {
-        const uint32_t digit = (uint32_t)(*s - '0');
-        if (digit > 9u || v > (0xFFFFFFFFu - digit) / 10u) { /* v * 10 + digit > 2^32 - 1 */
-            fail(2, opt, mk_text_reason(T_EXPECTED_WHOLE_NUMBER));
-        }
-        v = v * 10u + digit;
-        s++;
-    } while (*s && *s != ' ' && *s != also);
-    *p = s;
-    return v;
+    fail(2, mk_text_reason(T_COMMAND_LINE_NOT_OPTIONS), 0);
 }
 
-/* Bytes from lowercase hex digits (two a byte) at *p, into `out` (NUL-terminated). */
-static void hex_text(const char *opt, const char **p, char *out, uint32_t cap)
+/* The command line: the program's name, then the options in hex (see above). */
+static void parse(const char *s)
 {
-    const char *s = *p;
-    uint32_t n = 0;
-    for (; *s && *s != ' '; s += 2) {
+    uint8_t *const out = (uint8_t *)&o;
+    const char *hex = s;
+    uint32_t n;
+    for (; *s; s++) {
+        if (*s == ' ') {
+            hex = s + 1;
+        }
+    }
+    for (n = 0; hex[2u * n]; n++) {
         unsigned byte = 0, k;
-        for (k = 0; k < 2; k++) {
-            const unsigned decimal = (unsigned)(s[k] - '0'), letter = (unsigned)(s[k] - 'a');
-            if ((decimal > 9u && letter > 5u) || n + 1u >= cap) { /* 0-9 or a-f */
-                fail(2, opt, mk_text_reason(T_EXPECTED_HEX_DIGITS));
+        for (k = 0; k < 2u; k++) {
+            const unsigned decimal = (unsigned)(hex[2u * n + k] - '0');
+            const unsigned letter = (unsigned)(hex[2u * n + k] - 'a');
+            if ((decimal > 9u && letter > 5u) || n + 1u >= OPTIONS_BYTES) { /* a NUL stays */
+                not_options();
             }
             byte = byte << 4 | (decimal <= 9u ? decimal : letter + 10u);
         }
-        out[n++] = (char)byte;
+        out[n] = (uint8_t)byte;
     }
-    out[n] = 0;
-    *p = s;
-}
-
-/* The command line: the program's name, then options (see the top of this file). */
-static void parse(const char *s)
-{
-    o.flash = 256u * 1024u;
-    o.page = 2048u;
-    o.device.ram_bytes = MK_ARENA_BYTES;
-    o.device.max_payload = MK_MAX_PAYLOAD;
-    o.device.protocol_version = MK_PROTOCOL_VERSION;
-#if MK_TEST_HOOKS
-    o.endurance = 10000u;
-    o.cut_op = 0xFFFFFFFFu;
-#endif
-    memcpy(o.device.name, "mark1-fw mps2", 14);
-    while (*s && *s != ' ') {
-        s++;
-    }
-    while (*s) {
-        const char *word = ++s, *name;
-        size_t len, k = 0;
-        while (*s && *s != ' ') {
-            s++;
-        }
-        len = (size_t)(s - word);
-        if (!len) {
-            continue;
-        }
-        if (!*s) {
-            fail(2, mk_text_reason(T_OPTION_WITHOUT_VALUE), word);
-        }
-        s++;
-        while (strlen(name = options_table[k].name) != len || memcmp(word, name, len) != 0) {
-            if (++k == sizeof options_table / sizeof options_table[0]) {
-                fail(2, mk_text_reason(T_UNKNOWN_OPTION), word);
-            }
-        }
-        if (options_table[k].bytes) {
-            hex_text(name, &s, options_table[k].value, options_table[k].bytes);
-        } else {
-            *(uint32_t *)options_table[k].value = number(name, &s, '+');
-        }
-#if MK_TEST_HOOKS
-        if (options_table[k].value == &o.cut_op) { /* N+K */
-            s += *s == '+';
-            o.cut_keep = number("--cut-after", &s, ' ');
-        }
-#endif
+    if (n < offsetof(options, texts) || o.numbers != NUMBERS || strlen(o.texts) > MK_NAME_MAX ||
+        offsetof(options, texts) != 4u * (1u + NUMBERS)) { /* (no padding: never) */
+        not_options();
     }
 }
 
@@ -372,34 +314,40 @@ static void emit(void *ctx, uint8_t type, const uint8_t *wire, size_t n)
 
 int main(void)
 {
-    const char *why;
+    const char *why, *state = o.texts;
+    mk_device_config config;
     { /* the command line, read into the arena (free until a model runs) */
         char *cmdline = (char *)mk_arena;
-        uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, 1024u};
+        uint32_t block[2] = {(uint32_t)(uintptr_t)cmdline, 4096u};
         if (mk_semihost(SYS_GET_CMDLINE, block) != 0) {
-            fail(2, mk_text_reason(T_COMMAND_LINE_DOES_NOT_FIT), 0);
+            not_options();
         }
         parse(cmdline);
     }
+    state += strlen(state) + 1u;
     if (o.flash > MK_MPS2_FLASH_MAX) {
-        fail(2, "--flash", mk_text_reason(T_MORE_THAN_FLASH_COPY));
+        fail(2, "flash", mk_text_reason(T_MORE_THAN_FLASH_COPY));
     }
-    if ((why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page,
-                                  MK_TEST_HOOKS ? (int64_t)o.endurance : -1)) != 0) {
+#if MK_TEST_HOOKS
+    why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page, o.endurance);
+#else
+    why = mk_flash_file_init(&flash, flash_mem, flash_erases, o.flash, o.page, -1);
+#endif
+    if (why) {
         fail(2, why, 0);
     }
 #if MK_TEST_HOOKS
     flash.power_cut = power_cut;
 #endif
     flash.io_failed = io_failed;
-    if (o.state[0]) {
-        uint32_t open_block[3] = {(uint32_t)(uintptr_t)o.state, SH_MODE_RPLUSB, 0};
-        open_block[2] = (uint32_t)strlen(o.state);
+    if (*state) {
+        uint32_t open_block[3] = {(uint32_t)(uintptr_t)state, SH_MODE_RPLUSB, 0};
+        open_block[2] = (uint32_t)strlen(state);
         state_handle = mk_semihost(SYS_OPEN, open_block);
         if (state_handle < 0) {
-            fail(2, mk_text_reason(T_CANNOT_OPEN_STATE_FILE), o.state);
+            fail(2, mk_text_reason(T_CANNOT_OPEN_STATE_FILE), state);
         }
-        if ((why = mk_flash_file_attach(&flash, &state_io, o.state, 0)) != 0) {
+        if ((why = mk_flash_file_attach(&flash, &state_io, state, 0)) != 0) {
             fail(2, why, 0);
         }
     }
@@ -410,20 +358,32 @@ int main(void)
     if (erase_ms) {
         erase_page = flash.hal.erase;
         flash.hal.erase = slow_erase;
+        NVIC_ISER0 = 1u << IRQ_TIMER0;
     }
 #endif
 
     SYST_RVR = SYST_RELOAD;
     SYST_CVR = 0;
     SYST_CSR = SYST_CSR_ENABLE | SYST_CSR_TICKINT | SYST_CSR_CLKSOURCE;
-    NVIC_ISER0 = 1u << IRQ_TIMER0;
     calibrate();
 
-    o.device.measure = measure;
-    if ((why = mk_device_init(&device, &o.device, &flash.hal)) != 0) {
+    config.max_payload = o.max_payload;
+    config.ram_bytes = o.ram;
+#if MK_TEST_HOOKS
+    config.protocol_version = o.protocol_version;
+#else
+    config.protocol_version = MK_PROTOCOL_VERSION;
+#endif
+    memcpy(config.name, o.texts, sizeof config.name); /* NUL-terminated: checked in parse */
+    config.measure = measure;
+    if ((why = mk_device_init(&device, &config, &flash.hal)) != 0) {
         fail(2, why, 0);
     }
-    mk_uart_init(MK_TEST_HOOKS ? o.rx_ring : 0); /* 0: the ring sized for the window */
+#if MK_TEST_HOOKS
+    mk_uart_init(o.rx_ring);
+#else
+    mk_uart_init(0); /* the ring sized for the window */
+#endif
     mk_irq_enable();
     for (;;) {
         const uint8_t *bytes;

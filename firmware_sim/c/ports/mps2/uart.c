@@ -47,8 +47,10 @@ static void lose(void)
 
 void mk_uart_rx_irq(void)
 {
-    UART_INTSTATUS = UART_INT_RX | UART_INT_RXOVERRUN;
-    if (UART_STATE & UART_STATE_RXOVERRUN) { /* the UART's own buffer was overwritten */
+    UART_INTSTATUS = UART_INT_RX;
+    /* the UART's own buffer was overwritten: found here, as the byte that sat in it raised
+     * this interrupt (pending, or again after this handler if it came while it ran) */
+    if (UART_STATE & UART_STATE_RXOVERRUN) {
         UART_STATE = UART_STATE_RXOVERRUN;
         lose();
     }
@@ -72,8 +74,8 @@ void mk_uart_init(uint32_t bytes)
 {
     capacity = bytes && bytes < RING_BYTES ? bytes : RING_BYTES;
     UART_BAUDDIV = MK_CLOCK_MPS2_HZ / 115200u;
-    UART_CTRL = UART_CTRL_TX_EN | UART_CTRL_RX_EN | UART_CTRL_RX_INTEN | UART_CTRL_RX_OVR_INTEN;
-    NVIC_ISER0 = 1u << IRQ_UART0_RX | 1u << IRQ_UART_OVERRUN;
+    UART_CTRL = UART_CTRL_TX_EN | UART_CTRL_RX_EN | UART_CTRL_RX_INTEN;
+    NVIC_ISER0 = 1u << IRQ_UART0_RX;
 }
 
 uint32_t mk_uart_ring_bytes(void) { return RING_BYTES; }

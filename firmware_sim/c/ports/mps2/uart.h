@@ -23,7 +23,7 @@ void mk_uart_idle(void);
 
 void mk_uart_send(const uint8_t *data, uint32_t n);
 
-/* The receive interrupt (UART0 RX and the UARTs' overrun line). */
+/* The receive interrupt (UART0 RX). */
 void mk_uart_rx_irq(void);
 
 /* Overruns since start-up (ring full, or the UART's own). */

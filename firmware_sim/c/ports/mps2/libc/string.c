@@ -1,26 +1,16 @@
-/* memcpy, memmove, memset, memcmp, strlen: word at a time where both ends allow it. */
+/* memcpy, memmove, memset, memcmp, strlen: a byte at a time. */
 #include <stdint.h>
 #include <string.h>
-
-#define ALIGNED(p, q) ((((uintptr_t)(p) | (uintptr_t)(q)) & 3u) == 0)
 
 void *memmove(void *dst, const void *src, size_t n)
 {
     unsigned char *d = dst;
     const unsigned char *s = src;
-    if (d == s || n == 0) {
-        return dst;
-    }
-    if (d < s || d >= s + n) { /* forwards */
-        if (ALIGNED(d, s)) {
-            for (; n >= 4; n -= 4, d += 4, s += 4) {
-                *(uint32_t *)(void *)d = *(const uint32_t *)(const void *)s;
-            }
-        }
+    if (d < s) { /* forwards */
         while (n--) {
             *d++ = *s++;
         }
-    } else { /* backwards, the ranges overlap */
+    } else { /* backwards: the ranges may overlap */
         while (n--) {
             d[n] = s[n];
         }
@@ -36,14 +26,6 @@ void *memcpy(void *dst, const void *src, size_t n)
 void *memset(void *dst, int c, size_t n)
 {
     unsigned char *d = dst;
-    const uint32_t word = (uint32_t)(unsigned char)c * 0x01010101u;
-    while (n && ((uintptr_t)d & 3u)) {
-        *d++ = (unsigned char)c;
-        n--;
-    }
-    for (; n >= 4; n -= 4, d += 4) {
-        *(uint32_t *)(void *)d = word;
-    }
     while (n--) {
         *d++ = (unsigned char)c;
     }
