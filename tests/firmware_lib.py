@@ -63,7 +63,7 @@ def lib() -> ctypes.CDLL:
         "mk_scales_encoded": (ctypes.c_int,
                               [ctypes.c_int32, ctypes.c_int32] + [ctypes.c_uint32] * 3),
         "fw_text_format": (ctypes.c_uint32, [ctypes.c_char_p, ctypes.c_uint32, ctypes.c_uint64,
-                                             ctypes.c_int64, ctypes.c_uint32]),
+                                             ctypes.c_uint32]),
         "fw_device_new": (ctypes.c_void_p, [ctypes.c_uint32] * 4 + [
             ctypes.c_char_p, ctypes.c_int64, ctypes.c_uint32, ctypes.c_char_p, ctypes.c_uint32]),
         "fw_device_free": (None, [ctypes.c_void_p]),
@@ -125,10 +125,10 @@ def run(data: bytes, x_q: np.ndarray, *, path: str, rounding: int = -1
     return y, classes.astype(np.int64), cycles.value
 
 
-def text_format(big: int, signed_big: int, small: int) -> str:
-    """The firmware's formatting of three values (``fw_text_format`` in ``tests/shim.c``)."""
+def text_format(big: int, small: int) -> str:
+    """The firmware's formatting of two values (``fw_text_format`` in ``tests/shim.c``)."""
     out = ctypes.create_string_buffer(256)
-    n = lib().fw_text_format(out, 256, big, signed_big, small)
+    n = lib().fw_text_format(out, 256, big, small)
     return out.raw[:n].decode()
 
 

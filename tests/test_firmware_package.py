@@ -235,15 +235,15 @@ def test_peek_header_alike():
 
 def test_numbers_are_printed_as_python_prints_them():
     rng = np.random.default_rng(0)
-    cases = [(0, 0, 0), (2**64 - 1, -(2**63), 2**32 - 1), (10**19, 2**63 - 1, 2**31)]
-    cases += [(int(a), int(b), int(c)) for a, b, c in zip(
+    cases = [(0, 0), (2**64 - 1, 2**32 - 1), (10**19, 2**31), (1, 2**31 - 1), (9, 2**31 + 1)]
+    cases += [(int(a), int(c)) for a, c in zip(
         rng.integers(0, 2**63, 2000, dtype=np.uint64) * 2 + rng.integers(0, 2, 2000),
-        rng.integers(-(2**63), 2**63 - 1, 2000), rng.integers(0, 2**32, 2000))]
-    for big, signed_big, small in cases:
+        rng.integers(0, 2**32, 2000))]
+    for big, small in cases:
         signed_small = small - 2**32 if small >= 2**31 else small
-        want = (f"{small} {signed_small} {big} {signed_big} {small:x} {small:08x} "
+        want = (f"{small} {signed_small} {big} {small:x} {small:08x} "
                 f"{big.to_bytes(8, 'little').hex()} end%")
-        assert fw.text_format(big, signed_big, small) == want
+        assert fw.text_format(big, small) == want
 
 
 def _pack_texts():
@@ -260,7 +260,8 @@ def test_every_catalog_text_comes_back_unchanged_from_the_packing():
     packer = _pack_texts()
     entries = packer.read_catalog(packer.CATALOG.read_text())
     texts = [text for _, text in entries]
-    assert len(texts) > 90 and len(set(texts)) == len(texts)  # each text once
+    # each text once, but the loader's words, which a NAK sends under two codes (texts.def)
+    assert len(texts) > 90 and [t for t, n in Counter(texts).items() if n > 1] == ["%s"]
     assert fw.catalog_texts() == texts
     packing = packer.pack(texts)
     assert [packer.unpack(packing, codes) for codes in packing.texts] == texts

@@ -49,29 +49,43 @@ static void ack(reply *r, uint32_t a, uint32_t b)
     answer(r, MK_ACK, 0, a, b);
 }
 
-/* A NAK: its error code, its text from the catalog (mk_text_format), `a` and `b`, then the
- * text's values. The code and the text travel as one word (so that `a`, `b` go in registers
- * and each refusal costs less code). */
-#define NAK(r, code, text, ...) nak(r, (uint32_t)(code) | (uint32_t)(text) << 8, __VA_ARGS__)
+/* The error code of each NAK text (texts.def: MK_NAK_TEXT, first in the catalog) */
+static const uint8_t nak_codes[] = {
+#define MK_TEXT(id, text)
+#define MK_NAK_TEXT(id, code, text) [id] = code,
+#define MK_TEST_TEXT(id, text)
+#include "texts.def"
+#undef MK_TEXT
+#undef MK_NAK_TEXT
+#undef MK_TEST_TEXT
+};
 
-static void nak(reply *r, uint32_t code_text, uint32_t a, uint32_t b, ...)
+/* A NAK: the error code of its text, `a` and `b`, then the text from the catalog
+ * (mk_text_format) with its values */
+static void nak(reply *r, mk_text_id text, uint32_t a, uint32_t b, ...)
 {
     mk_text t;
     va_list args;
-    mk_text_init(&t, (char *)answer(r, MK_NAK, (uint8_t)code_text, a, b), MK_TEXT_MAX);
+    mk_text_init(&t, (char *)answer(r, MK_NAK, nak_codes[text], a, b), MK_TEXT_MAX);
     va_start(args, b);
-    mk_text_vformat(&t, code_text >> 8, args);
+    mk_text_vformat(&t, text, args);
     va_end(args);
     r->length += mk_text_finish(&t);
 }
 
+/* The name of a request's type, a text (texts.def: in the order of the types) */
+static mk_text_id request_name(const mk_frame *f)
+{
+    return T_NAME_HELLO + f->type - MK_HELLO;
+}
+
 /* check_image_id: 1 (NAK written) unless the image id is none or a SHA-256 */
-static int bad_image_id(reply *r, const char *what, uint32_t id_len)
+static int bad_image_id(reply *r, uint32_t id_len)
 {
     if (id_len == 0 || id_len == 32) {
         return 0;
     }
-    NAK(r, MK_ERR_BAD_PAYLOAD, T_IMAGE_ID_BYTES_EXPECTED, r->f->length, 0, what, id_len);
+    nak(r, T_IMAGE_ID_BYTES_EXPECTED, r->f->length, 0, request_name(r->f), id_len);
     return 1;
 }
 
@@ -82,14 +96,14 @@ static int too_large_for_ram(reply *r, uint32_t need)
     if (need <= have) {
         return 0;
     }
-    NAK(r, MK_ERR_TOO_LARGE_RAM, T_MODEL_NEEDS_RAM, need, have, need, have);
+    nak(r, T_MODEL_NEEDS_RAM, need, have, need, have);
     return 1;
 }
 
 static void flash_failed(reply *r, const char *why)
 {
     r->d->upload.active = 0;
-    NAK(r, MK_ERR_FLASH, T_FLASH, 0, 0, why);
+    nak(r, T_FLASH, 0, 0, why);
 }
 
 static uint32_t frame_room(const mk_device *d) /* int8 values one INFER or RESULT carries */
@@ -260,15 +274,14 @@ static void begin(reply *r)
     const uint32_t id_len = r->f->length - 13u, active = d->active.slot;
     uint32_t slot = p[12];
     if (size == 0) {
-        NAK(r, MK_ERR_BAD_PAYLOAD, T_BEGIN_SIZE_0_IMAGE, r->f->length, 0);
+        nak(r, T_BEGIN_SIZE_0_IMAGE, r->f->length, 0);
         return;
     }
-    if (bad_image_id(r, "BEGIN", id_len)) {
+    if (bad_image_id(r, id_len)) {
         return;
     }
     if (size > d->store.slot_bytes) {
-        NAK(r, MK_ERR_TOO_LARGE_FLASH, T_MODEL_BYTES_DOES_NOT, size, d->store.slot_bytes, size,
-            d->store.slot_bytes);
+        nak(r, T_MODEL_BYTES_DOES_NOT, size, d->store.slot_bytes, size, d->store.slot_bytes);
         return;
     }
     if (too_large_for_ram(r, ram)) {
@@ -278,7 +291,7 @@ static void begin(reply *r)
         slot = active != 0 ? 0 : 1;
     }
     if (slot > 1u || slot == active) {
-        NAK(r, MK_ERR_BAD_SLOT, slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST,
+        nak(r, slot == active ? T_SLOT_HOLDS_RUNNING_MODEL : T_SLOT_DOES_NOT_EXIST,
             slot, active, slot);
         return;
     }
@@ -312,15 +325,13 @@ static int header_problem(reply *r)
     mk_text_init(&why, words, MK_TEXT_MAX);
     if (mk_package_peek(u->head, MK_HEADER_BYTES, &h, &why)) {
         words[mk_text_finish(&why)] = 0;
-        NAK(r, MK_ERR_BAD_PACKAGE, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
+        nak(r, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
     } else if (h.total_size != u->size) {
-        NAK(r, MK_ERR_BAD_PACKAGE, T_PACKAGE_HEADER_SAYS_BYTES, h.total_size, u->size, h.total_size,
-            u->size);
+        nak(r, T_PACKAGE_HEADER_SAYS_BYTES, h.total_size, u->size, h.total_size, u->size);
     } else if (too_large_for_ram(r, h.ram_bytes)) {
         /* (its NAK is written) */
     } else if ((widest = h.n_inputs > h.n_outputs ? h.n_inputs : h.n_outputs) > room) {
-        NAK(r, MK_ERR_BAD_PACKAGE, T_MODEL_INPUTS_OUTPUTS_FRAME, widest, room, h.n_inputs,
-            h.n_outputs, room);
+        nak(r, T_MODEL_INPUTS_OUTPUTS_FRAME, widest, room, h.n_inputs, h.n_outputs, room);
     } else {
         return 0;
     }
@@ -336,19 +347,18 @@ static void data(reply *r)
     const uint32_t n = r->f->length - 4u, end = offset + n; /* (no wrap once checked) */
     uint32_t ranges[MK_MAX_AHEAD + 2u][2], n_ahead, at, cut;
     if (!u->active) {
-        NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_SEND, 0, 0);
+        nak(r, T_NO_UPLOAD_PROGRESS_SEND, 0, 0);
         return;
     }
     if (n == 0 || n > u->size || offset > u->size - n) { /* offset + n > size */
-        NAK(r, MK_ERR_BAD_PAYLOAD, T_DATA_BYTES_NON_EMPTY, r->f->length, 0, n, offset, u->size);
+        nak(r, T_DATA_BYTES_NON_EMPTY, r->f->length, 0, n, offset, u->size);
         return;
     }
     /* the ranges once these bytes are in: refused if they would be too many (bytes already
      * written add none, so a frame sent twice is never refused) */
     n_ahead = with_range(u, offset, end, ranges);
     if (n_ahead > MK_MAX_AHEAD) {
-        NAK(r, MK_ERR_OFFSET, T_EXPECTED_OFFSET_GOT_ALREADY, u->received, offset, u->received,
-            offset, u->n_ahead);
+        nak(r, T_EXPECTED_OFFSET_GOT_ALREADY, u->received, offset, u->received, offset, u->n_ahead);
         return;
     }
     /* only bytes not yet written, page by page: flash is written once. (A flash that fails
@@ -397,13 +407,13 @@ static void switch_to(reply *r, unsigned slot, uint32_t size, uint32_t crc, cons
     mk_record rec;
     const char *fault;
     if (outcome < 0) {
-        NAK(r, MK_ERR_BAD_PACKAGE, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
+        nak(r, T_NOT_WEIGHT_PACKAGE, 0, 0, words);
         return;
     }
     if (outcome > 0) {
         const uint32_t need = d->candidate.ram_bytes;
-        NAK(r, need > d->config.ram_bytes ? MK_ERR_TOO_LARGE_RAM : MK_ERR_BAD_PACKAGE, T_STR, need,
-            d->config.ram_bytes, words);
+        nak(r, need > d->config.ram_bytes ? T_WORDS_RAM : T_WORDS, need, d->config.ram_bytes,
+            words);
         return;
     }
     if (!check_only) {
@@ -430,7 +440,7 @@ static void commit(reply *r)
     const uint32_t size = mk_le32(p), crc = mk_le32(p + 4), id_len = r->f->length - 8u;
     uint32_t calc;
     uint8_t sha[32];
-    if (bad_image_id(r, "COMMIT", id_len)) {
+    if (bad_image_id(r, id_len)) {
         return;
     }
     if (!u->active || (id_len && (u->id_len != id_len || memcmp(u->image_id, id, id_len) != 0))) {
@@ -440,30 +450,28 @@ static void commit(reply *r)
             return;
         }
         /* "image " + digest.hex()[:16], or unnamed */
-        NAK(r, MK_ERR_NO_UPLOAD, T_NO_UPLOAD_PROGRESS_COMMIT, 0, 0,
-            id_len ? "image " : "the image (unnamed)", id, id_len ? 8u : 0u);
+        nak(r, T_NO_UPLOAD_PROGRESS_COMMIT, 0, 0, id_len ? T_IMAGE_NAMED : T_IMAGE_UNNAMED, id,
+            id_len ? 8u : 0u);
         return;
     }
     if (size != u->size || crc != u->crc32) {
-        NAK(r, MK_ERR_CRC_MISMATCH, T_COMMIT_NAMES_BYTES_CRC, crc, u->crc32, size, crc, u->size,
-            u->crc32);
+        nak(r, T_COMMIT_NAMES_BYTES_CRC, crc, u->crc32, size, crc, u->size, u->crc32);
         return;
     }
     if (u->received < u->size) {
-        NAK(r, MK_ERR_INCOMPLETE, T_ONLY_BYTES_RECEIVED, u->received, u->size, u->received,
-            u->size);
+        nak(r, T_ONLY_BYTES_RECEIVED, u->received, u->size, u->received, u->size);
         return;
     }
     u->active = 0; /* (from here size and crc are the upload's) */
     image = mk_store_slot(&d->store, u->slot);
     calc = mk_crc32(0, image, size);
     if (calc != crc) {
-        NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32, calc, u->crc32);
+        nak(r, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32, calc, u->crc32);
         return;
     }
     mk_sha256(image, size, sha);
     if (u->id_len && memcmp(sha, u->image_id, 32) != 0) {
-        NAK(r, MK_ERR_CRC_MISMATCH, T_IMAGE_FLASH_HAS_SHA, mk_le32(sha), mk_le32(u->image_id), sha,
+        nak(r, T_IMAGE_FLASH_HAS_SHA, mk_le32(sha), mk_le32(u->image_id), sha,
             (uint32_t)8, u->image_id, (uint32_t)8);
         return;
     }
@@ -478,11 +486,11 @@ static void rollback(reply *r)
     uint8_t sha[32];
     mk_record found;
     if (flags & ~MK_ROLLBACK_CHECK) {
-        NAK(r, MK_ERR_BAD_PAYLOAD, T_ROLLBACK_FLAGS_0X_ONLY, r->f->length, 0, flags);
+        nak(r, T_ROLLBACK_FLAGS_0X_ONLY, r->f->length, 0, flags);
         return;
     }
     if (slot > 1u) {
-        NAK(r, MK_ERR_BAD_SLOT, T_SLOT_DOES_NOT_EXIST, slot, active, slot);
+        nak(r, T_SLOT_DOES_NOT_EXIST, slot, active, slot);
         return;
     }
     if (slot == active) { /* running already (or a repeat) */
@@ -490,8 +498,7 @@ static void rollback(reply *r)
         return;
     }
     if (!mk_store_committed(&d->store, slot, &found, sha)) {
-        NAK(r, MK_ERR_NO_MODEL, T_HOLDS_NO_COMMITTED_MODEL, slot, active,
-            slot ? "slot B" : "slot A");
+        nak(r, T_HOLDS_NO_COMMITTED_MODEL, slot, active, T_SLOT_A + slot);
         return;
     }
     switch_to(r, slot, found.size, found.crc32, sha, flags & MK_ROLLBACK_CHECK);
@@ -511,13 +518,13 @@ static void read_slot(reply *r)
     uint32_t slot = p[0], limit;
     if (slot == 0xFFu) {
         if (!d->has_active) {
-            NAK(r, MK_ERR_NO_MODEL, T_NO_ACTIVE_MODEL_READ, 0, 0);
+            nak(r, T_NO_ACTIVE_MODEL_READ, 0, 0);
             return;
         }
         slot = d->active.slot;
         limit = d->active.size;
     } else if (slot > 1u) {
-        NAK(r, MK_ERR_BAD_SLOT, T_SLOT_DOES_NOT_EXIST_READ, slot, 0, slot);
+        nak(r, T_SLOT_DOES_NOT_EXIST_READ, slot, 0, slot);
         return;
     } else if (d->upload.active && d->upload.slot == slot) {
         limit = d->upload.received; /* only what this upload has written */
@@ -525,11 +532,11 @@ static void read_slot(reply *r)
         limit = d->store.slot_bytes;
     }
     if (length > room) {
-        NAK(r, MK_ERR_BAD_PAYLOAD, T_READ_BYTES_ONE_REPLY, r->f->length, 0, length, room);
+        nak(r, T_READ_BYTES_ONE_REPLY, r->f->length, 0, length, room);
         return;
     }
     if (offset > limit || length > limit - offset) { /* offset + length > limit */
-        NAK(r, MK_ERR_RANGE, T_READ_PAST_READABLE_BYTES,
+        nak(r, T_READ_PAST_READABLE_BYTES,
             offset > 0xFFFFFFFFu - length ? 0xFFFFFFFFu : offset + length, limit, offset, length,
             limit);
         return;
@@ -547,13 +554,11 @@ static void infer(reply *r)
     uint32_t spent = d->cycles;
     const int8_t *y;
     if (!d->runnable) {
-        NAK(r, MK_ERR_NO_MODEL, T_NO_RUNNABLE_MODEL, 0, 0,
-            d->load_error[0] ? d->load_error : "no model has been committed");
+        nak(r, d->load_error[0] ? T_NO_RUNNABLE_MODEL : T_NO_MODEL_COMMITTED, 0, 0, d->load_error);
         return;
     }
     if (n != d->model.n_inputs) {
-        NAK(r, MK_ERR_BAD_INPUT, T_INPUT_BYTES_MODEL_TAKES, n, d->model.n_inputs, n,
-            d->model.n_inputs);
+        nak(r, T_INPUT_BYTES_MODEL_TAKES, n, d->model.n_inputs, n, d->model.n_inputs);
         return;
     }
     if (d->config.measure) {
@@ -618,7 +623,8 @@ static void reset(reply *r)
 /* ------------------------------------------------------------------ dispatch */
 
 /* How a request's payload length is checked before its handler runs, as the simulator's
- * Payload.unpack and Device._no_payload do (NAK BAD_PAYLOAD, `a` = the length). */
+ * Payload.unpack and Device._no_payload do (NAK BAD_PAYLOAD, `a` = the length; its text is
+ * T_PAYLOAD_BYTES_EXPECTED + the rule, texts.def). */
 enum {
     EXACTLY,   /* "{NAME} payload of {n} bytes; expected {length}" */
     AT_LEAST,  /* "... expected {length} or more" */
@@ -626,33 +632,32 @@ enum {
 };
 
 typedef struct {
-    char name[9];
     uint8_t rule, length;
     void (*handle)(reply *r);
 } message;
 
-/* One row per request of docs/PROTOCOL.md ("Messages"), by type. */
+/* One row per request of docs/PROTOCOL.md ("Messages"), by type (its name: request_name). */
 static const message messages[MK_ROLLBACK] = {
     /* HELLO u16 version: answered with INFO whatever the version ("Handshake") */
-    [MK_HELLO - 1] = {"HELLO", EXACTLY, 2, hello},
+    [MK_HELLO - 1] = {EXACTLY, 2, hello},
     /* BEGIN u32 size, u32 crc32, u32 ram_bytes, u8 slot, then an image id ("Upload" 1) */
-    [MK_BEGIN - 1] = {"BEGIN", AT_LEAST, 13, begin},
+    [MK_BEGIN - 1] = {AT_LEAST, 13, begin},
     /* DATA u32 offset, then at least one image byte ("Upload" 2: selective repeat) */
-    [MK_DATA - 1] = {"DATA", AT_LEAST, 4, data},
+    [MK_DATA - 1] = {AT_LEAST, 4, data},
     /* COMMIT u32 size, u32 crc32, then an image id ("Upload" 4) */
-    [MK_COMMIT - 1] = {"COMMIT", AT_LEAST, 8, commit},
+    [MK_COMMIT - 1] = {AT_LEAST, 8, commit},
     /* ABORT: no payload; drops the upload in progress */
-    [MK_ABORT - 1] = {"ABORT", NO_PAYLOAD, 0, abort_upload},
+    [MK_ABORT - 1] = {NO_PAYLOAD, 0, abort_upload},
     /* READ u8 slot, u32 offset, u16 length ("Upload" 3: read-back) */
-    [MK_READ - 1] = {"READ", EXACTLY, 7, read_slot},
+    [MK_READ - 1] = {EXACTLY, 7, read_slot},
     /* INFER: the input vector, any length here; the model checks it (BAD_INPUT) */
-    [MK_INFER - 1] = {"INFER", AT_LEAST, 0, infer},
+    [MK_INFER - 1] = {AT_LEAST, 0, infer},
     /* STATUS: no payload ("Status") */
-    [MK_STATUS - 1] = {"STATUS", NO_PAYLOAD, 0, status},
+    [MK_STATUS - 1] = {NO_PAYLOAD, 0, status},
     /* RESET: no payload; the upload is lost, the device boots from flash again */
-    [MK_RESET - 1] = {"RESET", NO_PAYLOAD, 0, reset},
+    [MK_RESET - 1] = {NO_PAYLOAD, 0, reset},
     /* ROLLBACK u8 slot, u8 flags ("Rollback") */
-    [MK_ROLLBACK - 1] = {"ROLLBACK", EXACTLY, 2, rollback},
+    [MK_ROLLBACK - 1] = {EXACTLY, 2, rollback},
 };
 
 /* Device.handle: a type that is no request gets UNKNOWN_TYPE; a payload of the wrong length,
@@ -663,17 +668,12 @@ static void dispatch(reply *r)
     const uint32_t n = f->length;
     const message *m;
     if ((uint32_t)f->type - 1u >= MK_ROLLBACK) {
-        NAK(r, MK_ERR_UNKNOWN_TYPE, T_FRAME_TYPE_0X_NOT, f->type, 0, (uint32_t)f->type);
+        nak(r, T_FRAME_TYPE_0X_NOT, f->type, 0, (uint32_t)f->type);
         return;
     }
     m = &messages[f->type - 1u];
     if (m->rule == AT_LEAST ? n < m->length : n != m->length) { /* (NO_PAYLOAD: length 0) */
-        if (m->rule == NO_PAYLOAD) {
-            NAK(r, MK_ERR_BAD_PAYLOAD, T_TAKES_NO_PAYLOAD_GOT, n, 0, m->name, n);
-        } else {
-            NAK(r, MK_ERR_BAD_PAYLOAD, T_PAYLOAD_BYTES_EXPECTED, n, 0, m->name, n,
-                (uint32_t)m->length, m->rule == AT_LEAST ? " or more" : "");
-        }
+        nak(r, T_PAYLOAD_BYTES_EXPECTED + m->rule, n, 0, request_name(f), n, (uint32_t)m->length);
         return;
     }
     m->handle(r);
@@ -721,8 +721,9 @@ size_t mk_busy_reply(const mk_frame *f, uint8_t *out)
 {
     uint8_t *raw = out + MK_COBS_SHIFT(9u + 10u + 100u); /* the text is under 100 bytes */
     uint8_t *p = raw + 5;
-    /* the text and a NUL, which the CRC then covers */
-    const uint32_t n = mk_text_expand(T_DEVICE_SERVING_ANOTHER_HOST, (char *)p + 10);
+    const char *text = mk_text_reason(T_DEVICE_SERVING_ANOTHER_HOST);
+    const uint32_t n = (uint32_t)strlen(text);
+    memcpy(p + 10, text, n);
     p[0] = f->type;
     p[1] = MK_ERR_BUSY;
     mk_put32(p + 2, 0);

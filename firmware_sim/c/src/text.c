@@ -5,8 +5,6 @@
 
 #include "texts_packed.h"
 
-static const char hexdigits[] = "0123456789abcdef";
-
 void mk_text_init(mk_text *t, char *buf, uint32_t cap)
 {
     t->buf = buf;
@@ -57,22 +55,13 @@ void mk_text_uint(mk_text *t, uint64_t v)
     mk_text_mem(t, digits + sizeof digits - n, n);
 }
 
-void mk_text_int(mk_text *t, int64_t v)
-{
-    if (v < 0) {
-        put(t, '-');
-        mk_text_uint(t, (uint64_t)0 - (uint64_t)v);
-    } else {
-        mk_text_uint(t, (uint64_t)v);
-    }
-}
-
 void mk_text_hex(mk_text *t, uint32_t v, unsigned digits)
 {
     char out[8];
     unsigned n = 0;
     do {
-        out[7 - n++] = hexdigits[v & 0xFu];
+        const unsigned digit = v & 0xFu;
+        out[7 - n++] = (char)(digit < 10u ? '0' + digit : 'a' - 10u + digit);
         v >>= 4;
     } while (v || n < digits);
     mk_text_mem(t, out + 8 - n, n);
@@ -88,30 +77,38 @@ void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n)
 
 void mk_text_vprintf(mk_text *t, const char *format, va_list args)
 {
-    const char *f = format;
-    while (*f) {
-        const char *run = f;
+    const char *f;
+    for (f = format; *f; f++) {
         unsigned width = 0;
-        while (*f && *f != '%') {
-            f++;
-        }
-        mk_text_mem(t, run, (size_t)(f - run));
-        if (!*f) {
-            break;
+        if (*f != '%') {
+            mk_text_mem(t, f, 1);
+            continue;
         }
         if (f[1] >= '1' && f[1] <= '9') {
             width = (unsigned)(*++f - '0');
         }
         switch (*++f) {
+        case 'd': {
+            const int32_t v = va_arg(args, int32_t);
+            if (v < 0) {
+                put(t, '-');
+            }
+            mk_text_uint(t, v < 0 ? 0u - (uint32_t)v : (uint32_t)v);
+            break;
+        }
         case 'u': mk_text_uint(t, va_arg(args, uint32_t)); break;
-        case 'd': mk_text_int(t, va_arg(args, int32_t)); break;
         case 'U': mk_text_uint(t, va_arg(args, uint64_t)); break;
-        case 'D': mk_text_int(t, va_arg(args, int64_t)); break;
         case 'x': mk_text_hex(t, va_arg(args, uint32_t), width); break;
-        case 's': mk_text_str(t, va_arg(args, const char *)); break;
-        case 't': {
+        case 's':
+        case 't': { /* a string, or a text of the catalog */
             char text[MK_TEXT_LONGEST + 1];
-            mk_text_mem(t, text, mk_text_expand(va_arg(args, mk_text_id), text));
+            const char *s = text;
+            if (*f == 's') {
+                s = va_arg(args, const char *);
+            } else {
+                mk_text_expand(va_arg(args, mk_text_id), text);
+            }
+            mk_text_str(t, s);
             break;
         }
         case 'h': {
@@ -121,7 +118,6 @@ void mk_text_vprintf(mk_text *t, const char *format, va_list args)
         }
         default: mk_text_mem(t, f, 1); /* %% */
         }
-        f++;
     }
 }
 
@@ -133,43 +129,45 @@ void mk_text_printf(mk_text *t, const char *format, ...)
     va_end(args);
 }
 
-/* The characters a code of the packed texts stands for (texts_packed.h), at out; the end. A
- * code that stands for others (tools/pack_texts.py: is_code, slot) stands for the two codes of
- * its entry (a pair) or for codes of the packed texts themselves (a phrase). */
-static char *expand(unsigned code, char *out)
+/* The code at `code` in the packed texts (texts_packed.h) expanded at *out; the next code. A
+ * code that stands for others (tools/pack_texts.py: is_code, slot, INLINE) stands for the two
+ * codes of its entry (a pair) or for codes of the packed texts themselves (a phrase). */
+static const uint8_t *expand(const uint8_t *code, char **out)
 {
-    const unsigned slot = (code + 0x80u) & 0xFFu;
-    const uint8_t *entry, *codes;
+    const unsigned c = *code++, slot = (c + 0x80u) & 0xFFu;
+    const uint8_t *entry = code, *codes;
     unsigned n = 2;
-    if (code < 0x80u && (code >= 0x20u || code == '\n' || code == '\t')) { /* a character */
-        *out = (char)code;
-        return out + 1;
+    if (c < 0x80u && (c >= 0x20u || c == '\n' || c == 0)) { /* a character */
+        *(*out)++ = (char)c;
+        return code;
     }
-    codes = entry = mk_text_codes[slot];
-    if (slot >= MK_TEXT_PAIRS) {
+    if (c == MK_TEXT_INLINE) { /* a phrase, its entry here */
+        code += 2;
+    } else {
+        entry = mk_text_codes[slot];
+    }
+    codes = entry;
+    if (c == MK_TEXT_INLINE || slot >= MK_TEXT_PAIRS) {
         codes = mk_text_packed + (entry[0] | (entry[1] & 0x0Fu) << 8);
         n = (entry[1] >> 4) + 1u;
     }
     while (n--) {
-        out = expand(*codes++, out);
+        codes = expand(codes, out);
     }
-    return out;
+    return code;
 }
 
 uint32_t mk_text_expand(mk_text_id id, char *out)
 {
     const uint8_t *p = mk_text_packed;
-    char *end = out;
-    unsigned k;
-    for (k = 0; k < id; k++) { /* past the texts before it */
-        while (*p++) {
-        }
-    }
-    for (; *p; p++) {
-        end = expand(*p, end);
-    }
-    *end = 0;
-    return (uint32_t)(end - out);
+    char *end;
+    do { /* the texts before it (each into `out` too), then it: each ends with its NUL */
+        end = out;
+        do {
+            p = expand(p, &end);
+        } while (end[-1]);
+    } while (id--);
+    return (uint32_t)(end - 1 - out);
 }
 
 const char *mk_text_reason(mk_text_id id)

@@ -22,7 +22,6 @@ typedef struct {
 void mk_text_init(mk_text *t, char *buf, uint32_t cap);
 void mk_text_mem(mk_text *t, const void *s, size_t n);
 void mk_text_str(mk_text *t, const char *s);
-void mk_text_int(mk_text *t, int64_t v);
 void mk_text_uint(mk_text *t, uint64_t v);
 /* `digits` lowercase hex digits at least (no prefix): f"{v:08x}" is mk_text_hex(t, v, 8). */
 void mk_text_hex(mk_text *t, uint32_t v, unsigned digits);
@@ -30,7 +29,7 @@ void mk_text_hex(mk_text *t, uint32_t v, unsigned digits);
 void mk_text_hexbytes(mk_text *t, const uint8_t *p, size_t n);
 /* Append text from a format and its values, as printf would but with only these conversions
  * (the values must have exactly these types):
- *   %u uint32_t   %d int32_t   %U uint64_t   %D int64_t   %s const char *
+ *   %u uint32_t   %d int32_t   %U uint64_t   %s const char *
  *   %x uint32_t in hex (%8x: at least 8 digits)   %h const uint8_t *, uint32_t n: bytes in hex
  *   %t mk_text_id: a text of the catalog (one without conversions)   %% a percent sign */
 void mk_text_printf(mk_text *t, const char *format, ...);
@@ -41,9 +40,11 @@ void mk_text_vprintf(mk_text *t, const char *format, va_list args);
  * narrower than an int). */
 enum {
 #define MK_TEXT(id, text) id,
+#define MK_NAK_TEXT(id, code, text) id,
 #define MK_TEST_TEXT(id, text) id,
 #include "texts.def"
 #undef MK_TEXT
+#undef MK_NAK_TEXT
 #undef MK_TEST_TEXT
     MK_TEXT_COUNT
 };
@@ -55,7 +56,8 @@ void mk_text_vformat(mk_text *t, mk_text_id id, va_list args);
 /* A refusal: its text (mk_text_format), and -1 to return (one function: the image holds it
  * once). */
 #define mk_text_refuse mk_text_format
-/* The catalog's text `id` into `out` (MK_TEXT_LONGEST + 1 bytes, NUL-terminated); its length. */
+/* The catalog's text `id` into `out` (MK_TEXT_LONGEST + 1 bytes, NUL-terminated; the texts
+ * before it are expanded there too, on the way); its length. */
 uint32_t mk_text_expand(mk_text_id id, char *out);
 /* The catalog's text `id` as a string, in a buffer of its own that the next call overwrites:
  * the reason a function that refuses returns as `const char *` (one at a time). */

@@ -104,17 +104,17 @@ int fw_run(const uint8_t *data, uint32_t n, const int8_t *x, uint32_t count, int
     return 0;
 }
 
-/* mk_text_printf's conversions on some values: "%u %d %U %D %x %8x %h %s%%" of
- * (small, (int32_t)small, big, signed_big, small, small, the 8 bytes of big, "end"). */
-uint32_t fw_text_format(char *out, uint32_t cap, uint64_t big, int64_t signed_big, uint32_t small)
+/* mk_text_printf's conversions on some values: "%u %d %U %x %8x %h %s%%" of
+ * (small, (int32_t)small, big, small, small, the 8 bytes of big, "end"). */
+uint32_t fw_text_format(char *out, uint32_t cap, uint64_t big, uint32_t small)
 {
     uint8_t bytes[8];
     uint32_t len;
     mk_text t;
     memcpy(bytes, &big, sizeof bytes);
     mk_text_init(&t, out, cap);
-    mk_text_printf(&t, "%u %d %U %D %x %8x %h %s%%", small, (int32_t)small, big, signed_big,
-                   small, small, bytes, (uint32_t)8, "end");
+    mk_text_printf(&t, "%u %d %U %x %8x %h %s%%", small, (int32_t)small, big, small, small,
+                   bytes, (uint32_t)8, "end");
     return finish(&t, &len);
 }
 
