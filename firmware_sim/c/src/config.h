@@ -25,6 +25,13 @@
 #define MK_MAX_PAYLOAD 1024u
 #endif
 
+/* 1: RESULT carries the cycle model's estimate (mk_cycle_estimate) where the port measures
+ * nothing (mk_device_config.measure 0), as the simulator's does. 0: a build for a port that
+ * always measures leaves the cycle model out (a port that then measures nothing reports 0). */
+#ifndef MK_CYCLE_MODEL
+#define MK_CYCLE_MODEL 1
+#endif
+
 /* Largest number of pages of one model slot (one bit each: pages erased by the upload). */
 #ifndef MK_MAX_SLOT_PAGES
 #define MK_MAX_SLOT_PAGES 4096u
@@ -52,6 +59,14 @@
 
 /* Longest COBS encoding of n bytes: one code byte per 254 data bytes, at least one. */
 #define MK_COBS_MAX(n) ((n) + (n) / 254u + 1u)
+
+/* A function kept out of line where the compiler would inline it into a large caller at more
+ * cost than a call (each use measured: docs/SPEED.md, "Firmware size"). */
+#if defined(__GNUC__)
+#define MK_NOINLINE __attribute__((noinline))
+#else
+#define MK_NOINLINE
+#endif
 
 /* Right shifts of negative signed integers are implementation-defined in C99. The fast paths
  * use them and need them arithmetic (every compiler we build with defines them so); this

@@ -134,18 +134,18 @@ static int load(mk_device *d, mk_model *m, unsigned slot, uint32_t size, char *w
     return outcome;
 }
 
-/* d->model, as load() left it with `outcome`, is the active image's: why it does not run
- * (load()'s words) or its cycle estimate. */
-static void use_model(mk_device *d, int outcome, const char *why)
+/* d->model, as load() left it with `outcome`, is the active image's: whether it decoded, whether
+ * it runs, and its cycle estimate (load() wrote why it does not run, or "", in d->load_error) */
+static void use_model(mk_device *d, int outcome)
 {
     d->has_package = outcome >= 0;
     d->runnable = outcome == 0;
+#if MK_CYCLE_MODEL
     if (d->runnable) {
         uint64_t cycles = mk_cycle_estimate(&d->model);
         d->cycles = cycles > MAX_CYCLES ? MAX_CYCLES : (uint32_t)cycles;
-        why = "";
     }
-    memcpy(d->load_error, why, strlen(why) + 1u);
+#endif
 }
 
 void mk_device_boot(mk_device *d)
@@ -156,13 +156,9 @@ void mk_device_boot(mk_device *d)
         memset(&d->active, 0, sizeof d->active);
         d->active.slot = 0xFFu;
     }
-    d->has_package = d->runnable = 0;
     d->load_error[0] = 0;
-    if (d->has_active) {
-        char why[MK_TEXT_MAX + 1];
-        const int outcome = load(d, &d->model, d->active.slot, d->active.size, why);
-        use_model(d, outcome, why);
-    }
+    use_model(d, d->has_active ? load(d, &d->model, d->active.slot, d->active.size, d->load_error)
+                               : -1);
 }
 
 const char *mk_device_init(mk_device *d, const mk_device_config *config, mk_flash *flash)
@@ -197,77 +193,49 @@ void mk_device_rx_overrun(mk_device *d)
 
 /* ------------------------------------------------------------------ the upload's ranges */
 
-/* Upload.missing: the first part of [start, end) not yet written, from `pos` on; 0 if none */
-static int next_gap(const mk_upload *u, uint32_t *pos, uint32_t end, uint32_t *gap_end)
+/* Whether the upload has written byte `at` (Upload.written), and in *stop where that changes,
+ * or `end` if sooner */
+static int written(const mk_upload *u, uint32_t at, uint32_t end, uint32_t *stop)
 {
-    uint32_t k;
-    if (*pos < u->received) {
-        *pos = u->received;
+    uint32_t k, start = 0, until = u->received; /* [0, received), then the ranges ahead */
+    for (k = 0; at >= until && k < u->n_ahead; k++) {
+        start = u->ahead[k][0];
+        until = u->ahead[k][1];
     }
-    for (k = 0; k < u->n_ahead; k++) {
-        if (*pos >= end || u->ahead[k][0] >= end) {
-            break;
-        }
-        if (u->ahead[k][0] > *pos) {
-            *gap_end = u->ahead[k][0];
-            return 1;
-        }
-        if (u->ahead[k][1] > *pos) {
-            *pos = u->ahead[k][1];
-        }
+    if (at >= until) { /* past every range: not written up to `end` */
+        start = until = end;
     }
-    if (*pos < end) {
-        *gap_end = end;
-        return 1;
-    }
-    return 0;
+    *stop = at >= start ? until : start; /* the end of the range `at` is in, or of its gap */
+    *stop = *stop < end ? *stop : end;
+    return at >= start;
 }
 
-/* Upload.with_range: (received, ranges ahead) once [start, end) is written; the number of
- * ranges ahead is returned, and they are written to `out` (room for MK_MAX_AHEAD + 1). */
-static uint32_t with_range(const mk_upload *u, uint32_t start, uint32_t end, uint32_t *received,
-                           uint32_t out[][2])
+/* Upload.written once [start, end) is added: the ranges in `out` (room for MK_MAX_AHEAD + 2),
+ * [0, received) first, then those ahead, sorted and apart; returns how many are ahead */
+static uint32_t with_range(const mk_upload *u, uint32_t start, uint32_t end, uint32_t out[][2])
 {
-    uint32_t n = 0, k, i = 0, inserted = 0;
-    uint32_t r = u->received;
-    while (i < u->n_ahead || !inserted) { /* sorted merge of the new range into the table */
-        uint32_t a, b;
-        if (!inserted && (i == u->n_ahead || start < u->ahead[i][0] ||
-                          (start == u->ahead[i][0] && end <= u->ahead[i][1]))) {
-            a = start;
-            b = end;
-            inserted = 1;
+    uint32_t k = u->n_ahead + 1u, n = 0;
+    out[0][0] = 0;
+    out[0][1] = u->received;
+    memcpy(out + 1, u->ahead, u->n_ahead * sizeof out[0]);
+    for (; out[k - 1][0] > start; k--) { /* the new range, by its start (out[0] starts at 0) */
+        memcpy(out[k], out[k - 1], sizeof out[0]);
+    }
+    out[k][0] = start;
+    out[k][1] = end;
+    for (k = 1; k <= u->n_ahead + 1u; k++) { /* ranges that overlap or touch become one */
+        if (out[k][0] <= out[n][1]) {
+            out[n][1] = out[k][1] > out[n][1] ? out[k][1] : out[n][1];
         } else {
-            a = u->ahead[i][0];
-            b = u->ahead[i][1];
-            i++;
-        }
-        if (n && a <= out[n - 1][1]) {
-            if (b > out[n - 1][1]) {
-                out[n - 1][1] = b;
-            }
-        } else {
-            out[n][0] = a;
-            out[n][1] = b;
             n++;
+            memcpy(out[n], out[k], sizeof out[0]);
         }
     }
-    k = 0;
-    while (k < n && out[k][0] <= r) {
-        if (out[k][1] > r) {
-            r = out[k][1];
-        }
-        k++;
-    }
-    if (k) {
-        memmove(out, out + k, (n - k) * sizeof out[0]);
-        n -= k;
-    }
-    *received = r;
     return n;
 }
 
-static uint32_t durable(const mk_upload *u)
+/* Upload.durable: the bytes of the upload in flash (out of line: DATA and STATUS use it) */
+MK_NOINLINE static uint32_t durable(const mk_upload *u)
 {
     uint32_t total = u->received, k;
     for (k = 0; k < u->n_ahead; k++) {
@@ -377,7 +345,7 @@ static void data(reply *r)
     mk_upload *u = &d->upload;
     const uint32_t page = d->flash->page_bytes, offset = mk_le32(r->f->payload);
     const uint32_t n = r->f->length - 4u, end = offset + n; /* (no wrap once checked) */
-    uint32_t ahead[MK_MAX_AHEAD + 1u][2], n_ahead, received, pos, gap_end;
+    uint32_t ranges[MK_MAX_AHEAD + 2u][2], n_ahead, at, cut;
     if (!u->active) {
         nak(r, T_NO_UPLOAD_PROGRESS_SEND, 0, 0);
         return;
@@ -388,41 +356,38 @@ static void data(reply *r)
     }
     /* the ranges once these bytes are in: refused if they would be too many (bytes already
      * written add none, so a frame sent twice is never refused) */
-    n_ahead = with_range(u, offset, end, &received, ahead);
+    n_ahead = with_range(u, offset, end, ranges);
     if (n_ahead > MK_MAX_AHEAD) {
         nak(r, T_EXPECTED_OFFSET_GOT_ALREADY, u->received, offset, u->received, offset, u->n_ahead);
         return;
     }
-    /* only bytes not yet written: flash is written once. (A flash that fails drops the upload,
-     * ranges and all.) */
-    for (pos = offset; next_gap(u, &pos, end, &gap_end); pos = gap_end) {
-        uint32_t at = pos;
-        const uint32_t stop = gap_end;
-        while (at < stop) { /* page by page */
-            const uint32_t index = at / page;
-            const uint32_t cut = stop < (index + 1u) * page ? stop : (index + 1u) * page;
-            const uint8_t *piece = r->f->payload + 4 + (at - offset);
-            uint8_t *erased = &u->erased[index / 8u];
-            const uint8_t bit = (uint8_t)(1u << (index % 8u));
-            const char *why = 0;
-            if (!(*erased & bit)) { /* the first write into it */
-                why = mk_store_erase(&d->store, u->slot, index);
-                *erased |= bit;
-            }
-            if (why || (why = mk_store_write(&d->store, u->slot, at, piece, cut - at)) != 0) {
-                flash_failed(r, why);
-                return;
-            }
-            if (at < MK_HEADER_BYTES) {
-                const uint32_t last = cut < MK_HEADER_BYTES ? cut : MK_HEADER_BYTES;
-                memcpy(u->head + at, piece, last - at);
-            }
-            at = cut;
+    /* only bytes not yet written, page by page: flash is written once. (A flash that fails
+     * drops the upload, ranges and all.) */
+    for (at = offset; at < end; at = cut) {
+        const uint32_t index = at / page, page_end = (index + 1u) * page;
+        const uint8_t *piece = r->f->payload + 4 + (at - offset);
+        uint8_t *erased = &u->erased[index / 8u];
+        const uint8_t bit = (uint8_t)(1u << (index % 8u));
+        const char *why = 0;
+        if (written(u, at, end < page_end ? end : page_end, &cut)) {
+            continue;
+        }
+        if (!(*erased & bit)) { /* the first write into it */
+            why = mk_store_erase(&d->store, u->slot, index);
+            *erased |= bit;
+        }
+        if (why || (why = mk_store_write(&d->store, u->slot, at, piece, cut - at)) != 0) {
+            flash_failed(r, why);
+            return;
+        }
+        if (at < MK_HEADER_BYTES) {
+            const uint32_t last = cut < MK_HEADER_BYTES ? cut : MK_HEADER_BYTES;
+            memcpy(u->head + at, piece, last - at);
         }
     }
-    u->received = received;
+    u->received = ranges[0][1];
     u->n_ahead = n_ahead;
-    memcpy(u->ahead, ahead, n_ahead * sizeof ahead[0]);
+    memcpy(u->ahead, ranges + 1, n_ahead * sizeof ranges[0]);
     if (header_problem(r)) {
         return;
     }
@@ -461,7 +426,8 @@ static void switch_to(reply *r, unsigned slot, uint32_t size, uint32_t crc, cons
         d->active = rec;
         memcpy(d->active_sha256, sha, 32);
         d->model = d->candidate;
-        use_model(d, 0, "");
+        d->load_error[0] = 0;
+        use_model(d, 0);
     }
     ack(r, slot, crc);
 }
@@ -496,20 +462,20 @@ static void commit(reply *r)
         nak(r, T_ONLY_BYTES_RECEIVED, u->received, u->size, u->received, u->size);
         return;
     }
-    u->active = 0;
+    u->active = 0; /* (from here size and crc are the upload's) */
     image = mk_store_slot(&d->store, u->slot);
-    calc = mk_crc32(0, image, u->size);
-    if (calc != u->crc32) {
+    calc = mk_crc32(0, image, size);
+    if (calc != crc) {
         nak(r, T_IMAGE_FLASH_HAS_CRC, calc, u->crc32, calc, u->crc32);
         return;
     }
-    mk_sha256(image, u->size, sha);
+    mk_sha256(image, size, sha);
     if (u->id_len && memcmp(sha, u->image_id, 32) != 0) {
         nak(r, T_IMAGE_FLASH_HAS_SHA, mk_le32(sha), mk_le32(u->image_id), sha,
             (uint32_t)8, u->image_id, (uint32_t)8);
         return;
     }
-    switch_to(r, u->slot, u->size, u->crc32, sha, 0);
+    switch_to(r, u->slot, size, crc, sha, 0);
 }
 
 static void rollback(reply *r)
@@ -612,7 +578,6 @@ static void status(reply *r)
 {
     mk_device *d = r->d;
     const mk_upload *u = &d->upload;
-    const int up = u->active, run = d->runnable;
     uint32_t page, worst = 0, total = 0;
     uint8_t *p = r->payload;
     for (page = 0; page < d->store.n_pages; page++) {
@@ -621,22 +586,28 @@ static void status(reply *r)
         total += c;
     }
     r->type = MK_STATUS_REPLY;
+    r->length = 47;
+    memset(p, 0, 47); /* no runnable model, no upload: their fields 0 */
     p[0] = (uint8_t)d->active.slot;
     mk_put32(p + 1, d->active.size);
     mk_put32(p + 5, d->active.crc32);
-    mk_put16(p + 9, run ? d->model.n_inputs : 0);
-    mk_put16(p + 11, run ? d->model.n_outputs : 0);
-    p[13] = (uint8_t)run;
-    p[14] = up ? u->slot : 0xFFu;
-    mk_put32(p + 15, up ? u->size : 0);
-    mk_put32(p + 19, up ? u->crc32 : 0);
-    mk_put32(p + 23, up ? u->received : 0);
-    mk_put32(p + 27, up ? durable(u) : 0);
+    if (d->runnable) {
+        mk_put16(p + 9, d->model.n_inputs);
+        mk_put16(p + 11, d->model.n_outputs);
+        p[13] = 1;
+    }
+    p[14] = 0xFFu;
+    if (u->active) {
+        p[14] = u->slot;
+        mk_put32(p + 15, u->size);
+        mk_put32(p + 19, u->crc32);
+        mk_put32(p + 23, u->received);
+        mk_put32(p + 27, durable(u));
+    }
     mk_put32(p + 31, worst);
     mk_put32(p + 35, total);
     mk_put32(p + 39, d->rx.frames);
     mk_put32(p + 43, d->rx.errors);
-    r->length = 47;
     if (d->has_package) {
         memcpy(p + 47, d->model.model_id, 32);
         r->length += 32;

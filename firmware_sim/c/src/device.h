@@ -46,7 +46,7 @@ typedef struct {
     uint32_t protocol_version;
     char name[MK_NAME_MAX + 1];
     /* A port that can count what an inference costs sets this (else 0: RESULT carries the
-     * cycle model's estimate): called with 1 just before the inference and with 0 just after,
+     * cycle model's estimate, or 0 in a build without it: MK_CYCLE_MODEL): called with 1 just before the inference and with 0 just after,
      * it returns the count between the two calls (cycles or instructions, as the port says). */
     uint32_t (*measure)(int start);
 } mk_device_config;
@@ -59,7 +59,7 @@ typedef struct {
     uint8_t id_len;               /* 0 or 32 */
     uint32_t received;            /* bytes received in order */
     uint32_t n_ahead;
-    uint32_t ahead[MK_MAX_AHEAD + 1u][2]; /* [start, end) past `received`, sorted, apart */
+    uint32_t ahead[MK_MAX_AHEAD][2]; /* [start, end) past `received`, sorted, apart */
     uint8_t erased[(MK_MAX_SLOT_PAGES + 7u) / 8u];
     uint8_t head[MK_HEADER_BYTES];
     int header_checked;
@@ -81,7 +81,7 @@ typedef struct {
     int has_package;              /* the active image decoded */
     int runnable;
     mk_model model;
-    uint32_t cycles;
+    uint32_t cycles;              /* the cycle model's estimate for d->model (MK_CYCLE_MODEL) */
     char load_error[MK_TEXT_MAX + 1]; /* why the active image does not run ("" if it does) */
     mk_upload upload;
     mk_model candidate;           /* an image being checked at COMMIT */

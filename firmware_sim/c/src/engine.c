@@ -31,7 +31,8 @@ void mk_dense_reference(const mk_layer *L, const int8_t *x, int8_t *y)
 const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, int path)
 {
     uint32_t even = m->n_inputs, i;
-    int8_t *buf[2];
+    const int8_t *src = x;
+    int8_t *dst, *other = arena, *swap;
     void (*dense)(const mk_layer *, const int8_t *, int8_t *);
 #if MK_ENGINE_ONE_PATH /* a firmware image links only the path it runs */
     (void)path;
@@ -39,17 +40,15 @@ const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, i
 #endif
     dense = path == MK_PATH_DSP ? mk_dense_dsp
             : path == MK_PATH_PORTABLE ? mk_dense_portable : mk_dense_reference;
-    /* buffer 0 holds the input and the outputs of layers 1, 3, ...; the first layer reads the
-     * input where it is (it is not copied in) */
+    /* the arena's first buffer holds the input and the outputs of layers 1, 3, ...; the first
+     * layer reads the input where it is (it is not copied in); each layer writes the buffer
+     * its input is not in */
     for (i = 1; i < m->n_layers; i += 2) {
         even = m->layers[i].n_out > even ? m->layers[i].n_out : even;
     }
-    buf[0] = arena;
-    buf[1] = arena + align4(even);
+    dst = arena + align4(even);
     for (i = 0; i < m->n_layers; i++) {
         const mk_layer *L = &m->layers[i];
-        const int8_t *src = i == 0 ? x : buf[i % 2u];
-        int8_t *dst = buf[(i + 1u) % 2u];
         if (L->type == MK_LAYER_DENSE) {
             dense(L, src, dst);
         } else if (L->type == MK_LAYER_THRESHOLD) {
@@ -57,8 +56,12 @@ const int8_t *mk_engine_run(const mk_model *m, const int8_t *x, int8_t *arena, i
         } else {
             mk_step(L, src, dst);
         }
+        swap = dst; /* the next layer reads what this one wrote */
+        dst = other;
+        other = swap;
+        src = other;
     }
-    return buf[m->n_layers % 2u];
+    return src;
 }
 
 uint32_t mk_decide(const mk_model *m, const int8_t *y)

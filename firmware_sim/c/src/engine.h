@@ -83,10 +83,10 @@ static inline int32_t mk_load_i32(const uint8_t *p)
  * well inside int32). A scale below 1 (shift < -1) needs only the product's high word. */
 static inline int8_t mk_dense_output(const mk_layer *L, int32_t acc, uint32_t o)
 {
+    const int32_t mult = mk_load_i32(L->multiplier + 4u * o);
+    const int32_t shift = mk_load_i32(L->shift + 4u * o);
     int64_t v;
     if (L->rounding == MK_ROUND_SINGLE) {
-        const int32_t mult = mk_load_i32(L->multiplier + 4u * o);
-        const int32_t shift = mk_load_i32(L->shift + 4u * o);
         const int64_t product = (int64_t)acc * mult;
         if (shift < -1) { /* 30 - shift >= 32 */
             const int32_t high = (int32_t)(product >> 32);
@@ -96,7 +96,7 @@ static inline int8_t mk_dense_output(const mk_layer *L, int32_t acc, uint32_t o)
             v = (((product >> (30 - shift)) + 1) >> 1) + L->zp_out;
         }
     } else {
-        v = (int64_t)mk_requantize_layer(L, acc, o) + L->zp_out;
+        v = (int64_t)mk_requantize_double(acc, mult, shift) + L->zp_out;
     }
     return (int8_t)(v < L->act_min ? L->act_min : v > L->act_max ? L->act_max : v);
 }

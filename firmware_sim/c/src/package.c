@@ -284,6 +284,8 @@ static const array_rule layer_arrays[] = {
     {I8, NNZ, AT(values), T_LAYER_VALUES, -127, 127},            /* values: [-127, 127] */
 };
 #undef AT
+/* the codebook (n_classes * n_outputs items; _check_classes): -1 or 1, [-1, 1] checked first */
+static const array_rule codebook_items = {I8, M_N, NONE, T_CODEBOOK, -1, 1};
 /* where the arrays of layer type k start in layer_arrays, and (k + 1) where they end */
 static const uint8_t arrays_from[4] = {0, 5, 6, 10};
 
@@ -420,22 +422,29 @@ int mk_scales_encoded(int32_t multiplier, int32_t shift, uint32_t s_in, uint32_t
     return d <= y >> 28;
 }
 
+/* item k of an array of `kind` */
 static int32_t item(const uint8_t *p, uint32_t k, unsigned kind)
 {
-    const unsigned bytes = kind & 7u;
-    const uint32_t v = field(p + k * bytes, bytes), sign = kind & 8u ? 0 : 1u << (8u * bytes - 1u);
-    return (int32_t)((v ^ sign) - sign);
+    return kind == I8    ? (int8_t)p[k]
+           : kind == I16 ? (int16_t)mk_le16(p + 2u * k)
+           : kind == U16 ? (int32_t)mk_le16(p + 2u * k)
+                         : (int32_t)mk_le32(p + 4u * k);
 }
 
-/* _check_ints: f"{what} holds {bad}; allowed range [{lo}, {hi}]" (bad: the least value if it
- * is below lo, else the greatest; every range holds 0, where the search starts) */
-static int check_items(mk_text *t, int layer, mk_text_id what, const void *array,
-                       uint32_t count, unsigned kind, int32_t lo, int32_t hi)
+/* _check_ints on `count` items of `array` by rule `a` (n_in: the layer's inputs, where the
+ * range ends at n_in - 1): f"{what} holds {bad}; allowed range [{lo}, {hi}]" (bad: the least
+ * value if it is below lo, else the greatest; every range holds 0, where the search starts) */
+static int check_items(mk_text *t, int layer, const array_rule *a, const void *array,
+                       uint32_t count, uint32_t n_in)
 {
+    const mk_text_id what = a->what;
+    const int32_t lo = a->lo, hi = a->hi == HI_INT32        ? INT32_MAX_
+                                   : a->hi == HI_LAST_INPUT ? (int32_t)n_in - 1
+                                                            : a->hi;
     int32_t least = 0, most = 0;
     uint32_t k;
     for (k = 0; k < count; k++) {
-        const int32_t v = item((const uint8_t *)array, k, kind);
+        const int32_t v = item((const uint8_t *)array, k, a->kind);
         least = v < least ? v : least;
         most = v > most ? v : most;
     }
@@ -488,9 +497,7 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
             continue;
         }
         memcpy(&array, (const uint8_t *)L + a->field, sizeof array);
-        if (check_items(t, layer, a->what, array, items_of(a, L), a->kind, a->lo,
-                        a->hi == HI_INT32 ? INT32_MAX_ : a->hi == HI_LAST_INPUT ? (int32_t)n - 1
-                                                                                : a->hi)) {
+        if (check_items(t, layer, a, array, items_of(a, L), n)) {
             return -1;
         }
     }
@@ -502,7 +509,8 @@ static int check_layer(const mk_layer *L, uint32_t i, uint32_t s_in, uint32_t s_
                 return -1;
             }
             for (j = 0; j < m; j++) {
-                const int32_t mult = item(L->multiplier, j, I32), sh = item(L->shift, j, I32);
+                const int32_t mult = (int32_t)mk_le32(L->multiplier + 4u * j);
+                const int32_t sh = (int32_t)mk_le32(L->shift + 4u * j);
                 const uint32_t ws = mk_le32(weight_scale + 4u * j);
                 if (pass == 0   ? mult != 0 && mult < (1 << 30)
                     : pass == 1 ? mult == 0 && sh != 0
@@ -613,7 +621,7 @@ static int check_classes(const mk_model *m, const uint8_t *names, mk_text *t, ui
                    : mk_text_refuse(t, T_CLASS_NAMES_OUTPUTS_ARGMAX, (uint32_t)m->n_classes,
                                     m->n_outputs);
     }
-    if (check_items(t, -1, T_CODEBOOK, m->codebook, n, I8, -1, 1)) {
+    if (check_items(t, -1, &codebook_items, m->codebook, n, 0)) {
         return -1;
     }
     return first_zero(m->codebook, n) < n ? mk_text_refuse(t, T_CODEBOOK_ENTRIES_1_OR) : 0;

@@ -81,7 +81,7 @@ static int names_image(const mk_store *s, const mk_record *r, int newest, uint8_
 {
     const uint8_t *image = mk_store_slot(s, r->slot);
     const int legacy = (mk_le32(r->id) | mk_le32(r->id + 4)) == 0;
-    if (mk_crc32(0, image, r->size) != r->crc32 || (legacy && !newest)) {
+    if ((legacy && !newest) || mk_crc32(0, image, r->size) != r->crc32) {
         return 0;
     }
     mk_sha256(image, r->size, digest);
@@ -141,16 +141,15 @@ const char *mk_store_commit(mk_store *s, unsigned slot, uint32_t size, uint32_t 
 {
     mk_record r;
     const uint64_t newest = next_record(s, 0, &r);
-    uint32_t e, page = newest ? entry_of(newest) / s->per_page : 0u, index = 0;
+    uint32_t page = newest ? entry_of(newest) / s->per_page : 0u, index;
+    const uint8_t *records = entry(s, page * s->per_page);
+    uint32_t used = s->per_page * MK_RECORD_BYTES; /* the page's bytes up to its last not erased */
     uint8_t raw[MK_RECORD_BYTES];
     const char *why;
-    for (e = 0; e < s->per_page; e++) { /* after the last used (not erased) entry of the page */
-        const uint8_t *p = entry(s, page * s->per_page + e);
-        uint32_t k;
-        for (k = 0; k < MK_RECORD_BYTES; k++) {
-            index = p[k] != 0xFFu ? e + 1u : index;
-        }
+    while (used && records[used - 1u] == 0xFFu) {
+        used--;
     }
+    index = (used + MK_RECORD_BYTES - 1u) / MK_RECORD_BYTES; /* after the last used entry */
     if (index >= s->per_page) { /* full: continue on the other page, erased first */
         page = 1u - page;
         if ((why = s->flash->erase(s->flash->ctx, page)) != 0) {
