@@ -171,6 +171,11 @@ def fresh(mode: str, spec: dict, scratch: Path, cluster: Cluster | None = None,
     import resource
 
     keep = {p.pid for p in cluster.procs} if cluster is not None else set()
+    if cluster is not None:
+        for proc in cluster.procs:
+            if proc.poll() is not None:
+                raise RuntimeError(f"the Dask cluster's {' '.join(proc.args[1:2])} process "
+                                   f"{proc.pid} exited with code {proc.returncode}")
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     cluster_before = cpu_of(sorted(keep))
     busy_before, started = machine_busy_s(), time.perf_counter()
@@ -197,7 +202,11 @@ class Cluster:
 
         dask = str(Path(sys.executable).parent / "dask")
         file = folder / "scheduler.json"
-        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+        # paused (SIGSTOP) between its measurements, the workers send no heartbeats: without a
+        # longer time to live the scheduler drops them after 5 minutes of pauses, and a worker
+        # without a nanny then exits
+        env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "2 hours"}
+        quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
         self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                         "--no-dashboard", "--scheduler-file", str(file)],
                                        **quiet)]

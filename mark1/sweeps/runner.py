@@ -324,9 +324,9 @@ def _execute(executor: Any, runs: Sequence[Any], keys: Sequence[str],
 
 
 def _warm_writers(after: threading.Event | None = None) -> None:
-    """Import, and run once on nothing, what the table, figures and report need (pyarrow
-    imports pandas on its first table, matplotlib loads its fonts on its first figure: ~0.4 s
-    in all) while the workers warm up and this process would only wait, rather than after the
+    """Import, and run once on nothing, what the table, figures and report need (pyarrow,
+    scipy.special for the confidence bands, matplotlib loading its fonts on its first figure:
+    ~0.4 s in all) while the workers warm up and this process would only wait, rather than after the
     last run. Once ``after`` is set, if given."""
     import contextlib
 
