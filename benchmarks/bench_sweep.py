@@ -245,6 +245,16 @@ class Cluster:
             proc.wait(15)
 
 
+def print_ceiling(one: list[float], runs: list[float]) -> None:
+    """The most 2 workers could gain on this sweep (Amdahl): its fixed part F (the 1-worker
+    sweep's wall time less its runs' own time: starting the worker, the table and figures)
+    stays whole, the runs' time W halves: (F + W) / (F + W / 2)."""
+    fixed = [t - w for t, w in zip(one, runs)]
+    most = [t / (f + w / 2) for t, f, w in zip(one, fixed, runs)]
+    print(f"  at most, the fixed part kept whole: {', '.join(f'{x:.2f}' for x in most)} "
+          f"(fixed part {', '.join(f'{f:.2f}' for f in fixed)} s)")
+
+
 def load() -> str:
     return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
@@ -291,6 +301,8 @@ def main() -> None:
     if not become_subreaper():
         print("(not Linux: the CPU times leave out processes that outlive their sweep)")
     cpu: dict[str, list[float]] = {}
+    own: dict[str, list[float]] = {"1 worker": [], "long, 1 worker": []}
+    """The runs' own time (in their worker) of the 1-worker sweeps."""
     others: dict[str, list[float | None]] = {}
     times: dict[str, list[float]] = {"by hand": [], "1 worker": [], "2 workers": [],
                                      "by hand, warm": []}
@@ -332,12 +344,14 @@ def main() -> None:
                 print(f"round {round_ + 1}: {load()}")
                 measure("by hand", "hand", spec)
                 inside = measure("1 worker", "sweep", spec, workers=1)
+                own["1 worker"].append(inside or 0.0)
                 measure("2 workers", "sweep", spec, workers=2)
                 if cluster is not None:
                     measure("dask 2", "sweep", spec, scheduler=cluster.address)
                 times["by hand, warm"].append(by_hand(spec))
                 if n_long:
-                    measure("long, 1 worker", "sweep", long_spec, workers=1)
+                    own["long, 1 worker"].append(
+                        measure("long, 1 worker", "sweep", long_spec, workers=1) or 0.0)
                     measure("long, 2 workers", "sweep", long_spec, workers=2)
                     if cluster is not None:
                         measure("long, dask 2", "sweep", long_spec, scheduler=cluster.address)
@@ -378,12 +392,14 @@ def main() -> None:
     print(f"scaling (1 worker / 2 workers):      {', '.join(f'{x:.2f}' for x in scale)}")
     print(f"  best of {args.repeat} against best of {args.repeat}: "
           f"{min(times['1 worker']) / min(times['2 workers']):.2f}")
+    print_ceiling(times["1 worker"], own["1 worker"])
     if "dask 2" in times:
         rel = [d / t for d, t in zip(times["dask 2"], times["2 workers"])]
         print(f"dask 2 / 2 local workers:            {', '.join(f'{x:.3f}' for x in rel)}")
     if n_long:
         scale = [o / t for o, t in zip(times["long, 1 worker"], times["long, 2 workers"])]
         print(f"{n_long} runs, scaling:                 {', '.join(f'{x:.2f}' for x in scale)}")
+        print_ceiling(times["long, 1 worker"], own["long, 1 worker"])
         if "long, dask 2" in times:
             rel = [d / t for d, t in zip(times["long, dask 2"], times["long, 2 workers"])]
             print(f"{n_long} runs, dask 2 / 2 local:        "
