@@ -495,6 +495,32 @@ def test_a_local_dask_cluster_gives_the_same_rows(tmp_path):
     assert without_wall(result.rows) == without_wall(mark1.sweep(SMALL, workers=0).rows)
 
 
+def _busy(seconds: float) -> int:
+    import time
+
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def test_a_local_dask_cluster_runs_its_workers_without_the_statistical_profiler():
+    """Dask's profiler samples a worker's running task every 10 ms, taking the GIL from it."""
+    need_dask()
+    from mark1.sweeps.executors import DaskWorkers
+
+    executor = DaskWorkers(n=2)
+    try:
+        client = executor.client
+        workers = list(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        client.gather([client.submit(_busy, 0.3, workers=[w], pure=False) for w in workers])
+        samples = client.run(lambda dask_worker: dask_worker.profile_recent["count"])
+        assert samples == dict.fromkeys(workers, 0)
+    finally:
+        executor.close()
+
+
 # --------------------------------------------------------------------------- bad input
 
 
