@@ -25,6 +25,10 @@ workers`` (goal >= 1.8 on 2 cores), Dask = ``dask 2 / 2 workers`` (goal within 1
 machine-runs per minute. Scaling and Dask are measured again on a sweep three times as long
 (``--long-seeds``, 60: 600 runs), where a sweep's fixed costs -- a worker's start, loading the
 compiled epochs, the figures: about a second in all -- weigh a third as much.
+Scaling is measured a third way, ``again``: the 1- and 2-worker sweeps each in a fresh process
+that has run a one-run sweep on as many workers before, as a notebook's second sweep does (the
+fork server that starts the workers is up, with numba's compiled epochs loaded; the writers'
+libraries are imported): like the Dask cluster, workers whose start is already paid.
 For information, ``by hand`` is also timed in this process once warm (kernels loaded, glyphs
 rendered): the sweep's fixed cost (a worker process that loads the kernels, figures) against
 nothing. The machine's load average is printed before and after each
@@ -82,7 +86,13 @@ def by_hand(spec: dict) -> float:
 
 
 def child(mode: str, spec: dict, out: str, where: dict) -> None:
-    """One timed measurement (``--child``): prints its seconds and the runs' own time."""
+    """One timed measurement (``--child``): prints its seconds and the runs' own time.
+    ``again``: the sweep in a process that has run a one-run sweep on the same workers before
+    (a notebook's second sweep: the fork server is up, the writers' libraries imported)."""
+    if mode == "again":  # (a folder of its own, emptied: a finished journal would start none)
+        shutil.rmtree(out + "-first", ignore_errors=True)
+        mark1.sweep({**spec, "seeds": 1, "grid": {"stuck_fraction": [0.0]}}, out=out + "-first",
+                    progress=False, **where)
     started = time.perf_counter()
     if mode == "hand":
         by_hand(spec)
@@ -245,6 +255,16 @@ class Cluster:
             proc.wait(15)
 
 
+def print_ceiling(one: list[float], runs: list[float]) -> None:
+    """The most 2 workers could gain on this sweep (Amdahl): its fixed part F (the 1-worker
+    sweep's wall time less its runs' own time: starting the worker, the table and figures)
+    stays whole, the runs' time W halves: (F + W) / (F + W / 2)."""
+    fixed = [t - w for t, w in zip(one, runs)]
+    most = [t / (f + w / 2) for t, f, w in zip(one, fixed, runs)]
+    print(f"  at most, the fixed part kept whole: {', '.join(f'{x:.2f}' for x in most)} "
+          f"(fixed part {', '.join(f'{f:.2f}' for f in fixed)} s)")
+
+
 def load() -> str:
     return "load {:.2f} {:.2f} {:.2f}".format(*os.getloadavg())
 
@@ -291,9 +311,12 @@ def main() -> None:
     if not become_subreaper():
         print("(not Linux: the CPU times leave out processes that outlive their sweep)")
     cpu: dict[str, list[float]] = {}
+    own: dict[str, list[float]] = {"1 worker": [], "long, 1 worker": []}
+    """The runs' own time (in their worker) of the 1-worker sweeps."""
     others: dict[str, list[float | None]] = {}
     times: dict[str, list[float]] = {"by hand": [], "1 worker": [], "2 workers": [],
-                                     "by hand, warm": []}
+                                     "by hand, warm": [], "again, 1 worker": [],
+                                     "again, 2 workers": []}
     if has_dask:
         times["dask 2"] = []
     if n_long:
@@ -332,12 +355,16 @@ def main() -> None:
                 print(f"round {round_ + 1}: {load()}")
                 measure("by hand", "hand", spec)
                 inside = measure("1 worker", "sweep", spec, workers=1)
+                own["1 worker"].append(inside or 0.0)
                 measure("2 workers", "sweep", spec, workers=2)
                 if cluster is not None:
                     measure("dask 2", "sweep", spec, scheduler=cluster.address)
                 times["by hand, warm"].append(by_hand(spec))
+                measure("again, 1 worker", "again", spec, workers=1)
+                measure("again, 2 workers", "again", spec, workers=2)
                 if n_long:
-                    measure("long, 1 worker", "sweep", long_spec, workers=1)
+                    own["long, 1 worker"].append(
+                        measure("long, 1 worker", "sweep", long_spec, workers=1) or 0.0)
                     measure("long, 2 workers", "sweep", long_spec, workers=2)
                     if cluster is not None:
                         measure("long, dask 2", "sweep", long_spec, scheduler=cluster.address)
@@ -348,8 +375,9 @@ def main() -> None:
                     print("  other work meanwhile, cores: " + ", ".join(
                         f"{k} {v[-1]:.2f}" for k, v in others.items()))
                 hand, one, two = (times[k][-1] for k in ("by hand", "1 worker", "2 workers"))
+                again = times["again, 1 worker"][-1] / times["again, 2 workers"][-1]
                 line = (f"  overhead {one / hand:.3f}x (goal <= 1.10), scaling {one / two:.2f}x "
-                        f"(goal >= 1.8)")
+                        f"(goal >= 1.8; swept before {again:.2f}x)")
                 if cluster is not None:
                     line += f", dask/local {times['dask 2'][-1] / two:.3f} (goal <= 1.10)"
                 if n_long:
@@ -378,12 +406,16 @@ def main() -> None:
     print(f"scaling (1 worker / 2 workers):      {', '.join(f'{x:.2f}' for x in scale)}")
     print(f"  best of {args.repeat} against best of {args.repeat}: "
           f"{min(times['1 worker']) / min(times['2 workers']):.2f}")
+    print_ceiling(times["1 worker"], own["1 worker"])
+    again = [o / t for o, t in zip(times["again, 1 worker"], times["again, 2 workers"])]
+    print(f"  in a process that has swept before: {', '.join(f'{x:.2f}' for x in again)}")
     if "dask 2" in times:
         rel = [d / t for d, t in zip(times["dask 2"], times["2 workers"])]
         print(f"dask 2 / 2 local workers:            {', '.join(f'{x:.3f}' for x in rel)}")
     if n_long:
         scale = [o / t for o, t in zip(times["long, 1 worker"], times["long, 2 workers"])]
         print(f"{n_long} runs, scaling:                 {', '.join(f'{x:.2f}' for x in scale)}")
+        print_ceiling(times["long, 1 worker"], own["long, 1 worker"])
         if "long, dask 2" in times:
             rel = [d / t for d, t in zip(times["long, dask 2"], times["long, 2 workers"])]
             print(f"{n_long} runs, dask 2 / 2 local:        "

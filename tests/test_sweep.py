@@ -38,6 +38,14 @@ LONG_ARGS = ["--task", "e-f", "--n-a", "256", "--epochs", "10",
 """120 runs: seconds, long enough to be interrupted halfway."""
 
 
+def fresh_python(*args: str, check: bool = True, timeout: float = 120,
+                 **kwargs: object) -> subprocess.CompletedProcess:
+    """``python ARGS`` in a fresh interpreter from the repository's root (``-c CODE``, a
+    script's path, ...)."""
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=ENV, capture_output=True,
+                          text=True, check=check, timeout=timeout, **kwargs)
+
+
 def sweep_cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "mark1.cli", "sweep", *args], cwd=ROOT, env=ENV,
                           capture_output=True, text=True, timeout=timeout)
@@ -158,8 +166,7 @@ def test_sweep_rows_equal_standalone_runs_of_the_public_api():
     result = mark1.sweep(spec, workers=0)
     rows = result.rows
     assert len(rows) == 2 * 2 * 2 * 2 * 2
-    alone = subprocess.run([sys.executable, "-c", STANDALONE], input=json.dumps(rows),
-                           cwd=ROOT, env=ENV, capture_output=True, text=True, check=True)
+    alone = fresh_python("-c", STANDALONE, input=json.dumps(rows))
     mine = [[r["train_accuracy"], r["test_accuracy"], r["passes"], r["mistakes"],
              r["machine_time_s"], r["motor_steps"]] for r in rows]
     assert json.loads(alone.stdout) == mine
@@ -264,8 +271,7 @@ def test_the_parquet_table_holds_exactly_the_rows_and_needs_no_pandas():
             "bad = [(i, c) for i, row in enumerate(table.to_pylist()) for c in COLUMNS\n"
             "       if not same(row[c], rows[i][c])]\n"
             "print(json.dumps([bad, 'pandas' in sys.modules, to_arrow([]).num_rows]))\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, check=True)
+    res = fresh_python("-c", code)
     assert json.loads(res.stdout) == [[], False, 0]
 
 
@@ -309,6 +315,16 @@ def test_journal_drops_a_line_cut_short_and_refuses_a_second_writer(tmp_path):
         journal.add("c" * 64, {"seed": 1}, {"test_accuracy": 0.75})
     lines = (tmp_path / "runs.jsonl").read_text().splitlines()
     assert [json.loads(line)["key"][0] for line in lines] == ["a", "c"]
+
+
+def test_a_journal_whose_file_went_away_closes_without_hiding_the_sweeps_own_error(tmp_path):
+    """A sweep that fails before its first run removes its empty journal; if the file is
+    already gone (the folder cleared meanwhile), that is no second error."""
+    with pytest.raises(RuntimeError, match="the sweep's own"):
+        with Journal(tmp_path / "o"):
+            (tmp_path / "o" / "runs.jsonl").unlink()
+            raise RuntimeError("the sweep's own error")
+    assert not (tmp_path / "o").exists()
 
 
 def _worker_pids(sweep_pid: int) -> list[int]:
@@ -479,6 +495,32 @@ def test_a_local_dask_cluster_gives_the_same_rows(tmp_path):
     assert without_wall(result.rows) == without_wall(mark1.sweep(SMALL, workers=0).rows)
 
 
+def _busy(seconds: float) -> int:
+    import time
+
+    n, end = 0, time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        n += 1
+    return n
+
+
+def test_a_local_dask_cluster_runs_its_workers_without_the_statistical_profiler():
+    """Dask's profiler samples a worker's running task every 10 ms, taking the GIL from it."""
+    need_dask()
+    from mark1.sweeps.executors import DaskWorkers
+
+    executor = DaskWorkers(n=2)
+    try:
+        client = executor.client
+        workers = list(client.scheduler_info()["workers"])
+        assert len(workers) == 2
+        client.gather([client.submit(_busy, 0.3, workers=[w], pure=False) for w in workers])
+        samples = client.run(lambda dask_worker: dask_worker.profile_recent["count"])
+        assert samples == dict.fromkeys(workers, 0)
+    finally:
+        executor.close()
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -556,8 +598,7 @@ def test_without_pyarrow_the_command_names_the_extra_and_writes_nothing(tmp_path
     code = ("import sys; sys.modules['pyarrow'] = None\n"
             "from mark1.cli import main\n"
             f"sys.exit(main(['sweep', *{SMALL_ARGS!r}, '--out', {str(tmp_path / 'o')!r}]))\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, timeout=60)
+    res = fresh_python("-c", code, check=False, timeout=60)
     assert res.returncode == 2
     assert "pip install 'mark1-kit[sweep]'" in res.stderr and res.stderr.count("\n") == 1
     assert list(tmp_path.iterdir()) == []
@@ -569,8 +610,7 @@ def test_the_sweep_command_imports_no_heavy_module_to_register():
             "mark1.sweep_cli.register(argparse.ArgumentParser().add_subparsers())\n"
             "print(','.join(m for m in ('dask', 'distributed', 'pyarrow', 'pandas', 'matplotlib',"
             " 'scipy', 'tqdm') if m in sys.modules))\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, check=True)
+    res = fresh_python("-c", code)
     assert res.stdout.strip() == ""
 
 
@@ -587,8 +627,7 @@ def test_a_worker_runs_and_warms_up_without_importing_scikit_learn():
             f"rows = run_chunk(load_spec({SMALL!r}).runs()[:2])\n"
             "assert all(isinstance(r, dict) for _, r in rows), rows\n"
             "print(json.dumps([warm, [m for m in heavy[:2] if m in sys.modules]]))\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, check=True)
+    res = fresh_python("-c", code)
     assert json.loads(res.stdout) == [[], []]
 
 
@@ -634,6 +673,52 @@ def test_local_workers_get_their_tasks_images_from_the_sweep():
             k: v for k, v in mine[run].items() if k != "wall_time_s"}
 
 
+SCRIPT = (f"import mark1\nSMALL = {SMALL!r}\n"
+          "def main(out):\n"
+          "    return mark1.sweep(SMALL, workers=1, progress=False, out=out)\n")
+
+
+@pytest.mark.parametrize("tail, line", [
+    ("main({out!r})\n", 5),
+    ("rows = mark1.sweep(SMALL, workers=2, out={out!r}).rows\nprint(len(rows))\n", 5),
+    ("if __name__ != '__main__':\n    pass\nelse:\n    main({out!r})\n", 8),
+])
+def test_a_script_that_sweeps_at_its_top_level_is_refused_before_any_worker_starts(
+        tmp_path, tail, line):
+    """Local workers import the main module: a script that sweeps outside ``if __name__ ==
+    "__main__":`` would start its sweep again in each (Python refuses it, worker after
+    worker, in a page of tracebacks each). One line names the script's line and the fix."""
+    script = tmp_path / "study.py"
+    script.write_text(SCRIPT + tail.format(out=str(tmp_path / "o")))
+    res = fresh_python(str(script), check=False, timeout=60)
+    assert res.returncode == 1 and res.stdout == ""
+    last = res.stderr.strip().splitlines()[-1]
+    assert last == (f"ValueError: {script}, line {line}: the sweep runs at the script's top "
+                    "level, and its worker processes import the script: put it under "
+                    "`if __name__ == \"__main__\":` (or run it in this process: workers=0)")
+    assert "Traceback" in res.stderr and res.stderr.count("Traceback") == 1
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_guarded_script_sweeps_and_a_script_from_stdin_is_told_why_it_cannot(tmp_path):
+    def guarded(out: Path) -> str:
+        return SCRIPT + f"if __name__ == '__main__':\n    print(len(main({str(out)!r}).rows))\n"
+
+    script = tmp_path / "study.py"
+    script.write_text(guarded(tmp_path / "o"))
+    assert fresh_python(str(script), timeout=120).stdout == "12\n"
+    assert (tmp_path / "o" / "results.csv").exists()
+    res = fresh_python("-", input=guarded(tmp_path / "p"), check=False, timeout=60)
+    assert res.returncode == 1
+    assert res.stderr.strip().splitlines()[-1] == (
+        "ValueError: the sweep's worker processes start by importing the main module, and "
+        "<stdin> is not a file: run the script from a file, or the sweep in this process "
+        "(workers=0)")
+    assert not (tmp_path / "p").exists()
+    inline = f"import mark1; print(len(mark1.sweep({SMALL!r}, workers=1, progress=False).rows))"
+    assert fresh_python("-c", inline, timeout=120).stdout == "12\n"  # nothing to import
+
+
 def test_a_sweep_leaves_the_callers_matplotlib_as_it_was(tmp_path):
     """A notebook's plotting backend stays its own: the figures are drawn without pyplot,
     and a sweep without a folder draws none."""
@@ -642,10 +727,27 @@ def test_a_sweep_leaves_the_callers_matplotlib_as_it_was(tmp_path):
             f"mark1.sweep({SMALL!r}, workers=1, progress=False)\n"
             f"mark1.sweep({SMALL!r}, workers=1, progress=False, out={str(tmp_path / 'o')!r})\n"
             "print(json.dumps([matplotlib.get_backend(), 'matplotlib.pyplot' in sys.modules]))\n")
-    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=ENV, capture_output=True,
-                         text=True, check=True)
+    res = fresh_python("-c", code)
     assert json.loads(res.stdout) == ["svg", False]
     assert (tmp_path / "o" / "accuracy_stuck_fraction.png").stat().st_size > 1000
+
+
+def test_chunks_end_where_a_seeds_runs_end_but_near_the_end_of_the_sweep():
+    """The runs of a seed share a plugboard's wiring, drawn once by the worker that runs
+    them: a chunk cuts a seed's runs only when it is shorter than half of them (near the
+    end, where chunks shrink to one run)."""
+    runs = load_spec({**SMALL, "grid": {"stuck_fraction": "0:0.45:10"}, "seeds": 20}).runs()
+    for workers in (1, 2, 4):
+        chunks = make_chunks(runs, workers)
+        cut = [(a, b) for a, b in zip(chunks, chunks[1:]) if a.runs[-1].seed == b.runs[0].seed]
+        for a, _ in cut:  # a chunk that cuts a seed lies in that seed, and is short
+            assert {r.seed for r in a.runs} == {a.runs[-1].seed} and len(a.runs) < 5
+        chunks_of: dict[int, set[int]] = {}
+        for i, chunk in enumerate(chunks):
+            for run in chunk.runs:
+                chunks_of.setdefault(run.seed, set()).add(i)
+        whole = [seed for seed, where in chunks_of.items() if len(where) == 1]
+        assert len(whole) >= 0.7 * 20  # most seeds' runs travel together
 
 
 def test_chunks_hold_every_run_once_one_task_each_and_shrink_toward_the_end():

@@ -10,6 +10,7 @@ journal, nor the folder if it made it.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import os
@@ -47,7 +48,8 @@ class Journal:
             os.fsync(self._fd)
             empty = os.fstat(self._fd).st_size == 0
             if empty and self._made_file:  # no run finished: nothing to resume from, and
-                os.unlink(self.path)  # nothing of this sweep is left behind
+                with contextlib.suppress(FileNotFoundError):  # nothing of this sweep is
+                    os.unlink(self.path)  # left behind (unless the folder was cleared)
                 if self._made_folder:
                     try:
                         self.path.parent.rmdir()

@@ -28,6 +28,7 @@ from mark1.sweeps.executors import (
     DaskWorkers,
     InProcess,
     LocalWorkers,
+    check_main_module_importable,
     make_chunks,
     start_local_workers_early,
 )
@@ -200,6 +201,8 @@ def sweep(spec: SweepSpec | Mapping[str, Any] | str | Path | None = None, *,
     if out_path is not None:
         plan.write_folder("--out", out_path, files=(*RESULT_FILES, JOURNAL))
     workers = _check_where(workers, scheduler, cluster, connect_timeout)
+    if scheduler is None and (cluster is not None or workers > 0):
+        check_main_module_importable()
     with plan:
         keys = [run.key() for run in runs]
         have = _peek(out_path)

@@ -34,7 +34,8 @@ import inspect
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
+from functools import lru_cache
 from itertools import product
 from pathlib import Path
 from typing import Any
@@ -250,10 +251,9 @@ class RunConfig:
 
     def resolved(self) -> dict[str, Any]:
         """Every setting, the images' seed and every machine parameter of this run."""
-        params = get_preset(self.preset).with_overrides(**dict(self.machine)).parameters()
-        out = {k: v for k, v in asdict(self).items() if k != "machine"}
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "machine"}
         out["task_seed"] = self.images_seed
-        out.update(params)
+        out.update(_machine_parameters(self.preset, self.machine))
         return out
 
     def key(self) -> str:
@@ -262,6 +262,13 @@ class RunConfig:
 
         text = json.dumps({"kit": __version__, **self.resolved()}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()
+
+
+@lru_cache(maxsize=1024)
+def _machine_parameters(preset: str, machine: tuple[tuple[str, Any], ...]) -> dict[str, Any]:
+    """Every machine parameter of ``preset`` with ``machine``'s set (the seeds of a sweep
+    share them: worked out once for each, not for every run). Read only: callers copy."""
+    return get_preset(preset).with_overrides(**dict(machine)).parameters()
 
 
 @dataclass(frozen=True)
