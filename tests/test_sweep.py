@@ -719,6 +719,51 @@ def test_a_guarded_script_sweeps_and_a_script_from_stdin_is_told_why_it_cannot(t
     assert fresh_python("-c", inline, timeout=120).stdout == "12\n"  # nothing to import
 
 
+def _dies_on_seed_1(runs, images=None, once: str | None = None):
+    """``run_chunk``, but the worker process dies on a chunk with seed 1 (only the first time
+    when ``once`` names a file that is not there yet)."""
+    if any(r.seed == 1 for r in runs) and (once is None or not os.path.exists(once)):
+        if once is not None:
+            Path(once).touch()
+        os._exit(3)
+    return run_chunk(runs, images)
+
+
+@pytest.mark.parametrize("once", [True, False])
+def test_a_worker_that_dies_loses_only_the_chunk_it_ran_not_the_one_it_held(
+        tmp_path, monkeypatch, once):
+    """A local worker holds its next chunk while it runs one. When it dies, the chunk it ran
+    is lost and runs again (three deaths on it stop the sweep); the chunk it held had not
+    started: it goes back unrun and uncounted."""
+    import functools
+
+    from mark1.errors import Mark1Error
+    from mark1.sweeps import executors
+
+    killer = functools.partial(_dies_on_seed_1, once=str(tmp_path / "died") if once else None)
+    monkeypatch.setattr(executors, "run_chunk", killer)
+    runs = load_spec({**SMALL, "seeds": 4}).runs()
+    chunks = [executors.Chunk(runs[0].task_key(), tuple(r for r in runs if r.seed == seed))
+              for seed in range(4)]  # seed 1's chunk is the second: the one held first
+    pool = executors.LocalWorkers(1)
+    got: list = []
+    lost: list[int] = []
+    try:
+        if once:
+            pool.run(chunks, got.extend, lost.append)
+        else:
+            with pytest.raises(Mark1Error, match="killed their worker 3 times"):
+                pool.run(chunks, got.extend, lost.append)
+    finally:
+        pool.close()
+    if once:
+        assert lost == [4]  # seed 1's four runs, not seed 2's it held behind them
+        assert sorted(r.key() for r, _ in got) == sorted(r.key() for r in runs)
+    else:
+        assert lost == [4, 4]  # the third death stops the sweep
+        assert {r.seed for r, _ in got} == {0}
+
+
 def test_a_sweep_leaves_the_callers_matplotlib_as_it_was(tmp_path):
     """A notebook's plotting backend stays its own: the figures are drawn without pyplot,
     and a sweep without a folder draws none."""
