@@ -207,7 +207,7 @@ def fresh(mode: str, spec: dict, scratch: Path, cluster: Cluster | None = None,
 class Cluster:
     """A Dask scheduler and two single-thread workers on 127.0.0.1, as separate processes."""
 
-    def __init__(self, folder: Path, n: int = 2) -> None:
+    def __init__(self, folder: Path, n: int = 2, profiler: bool = True) -> None:
         from distributed import Client
 
         dask = str(Path(sys.executable).parent / "dask")
@@ -216,6 +216,8 @@ class Cluster:
         # longer time to live the scheduler drops them after 5 minutes of pauses, and a worker
         # without a nanny then exits
         env = {**os.environ, "DASK_DISTRIBUTED__SCHEDULER__WORKER_TTL": "2 hours"}
+        if not profiler:  # as docs/SWEEPS.md advises for workers started for sweeps
+            env["DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED"] = "False"
         quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
         self.procs = [subprocess.Popen([dask, "scheduler", "--host", "127.0.0.1", "--port", "0",
                                         "--no-dashboard", "--scheduler-file", str(file)],
@@ -277,6 +279,8 @@ def main() -> None:
     parser.add_argument("--long-seeds", type=int, default=60,
                         help="seeds of the long sweep for scaling (60; 0: none)")
     parser.add_argument("--no-dask", action="store_true", help="skip the Dask cluster")
+    parser.add_argument("--dask-no-profiler", action="store_true",
+                        help="start the Dask workers without Dask's statistical profiler")
     parser.add_argument("--quick", action="store_true", help="40 runs, one round")
     parser.add_argument("--retries", type=int, default=0,
                         help="on a shared machine: wait for a quiet second before each "
@@ -326,7 +330,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scratch = Path(tmp)
         if has_dask:
-            cluster = Cluster(scratch)
+            cluster = Cluster(scratch, profiler=not args.dask_no_profiler)
             mark1.sweep(warm, progress=False, scheduler=cluster.address)  # has run a sweep
             cluster.pause()
 
